@@ -1,1 +1,108 @@
-fn main() {}
+//! `wharf`: the command line. Parses arguments, loads the configuration,
+//! and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A high-availability container registry, drop-in for registry:2.
+#[derive(Parser)]
+#[command(name = "wharf", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry API (config: argument, REGISTRY_CONFIGURATION_PATH, or the embedded default).
+    Serve {
+        /// Path to config.yml.
+        config: Option<PathBuf>,
+    },
+    /// Delete blobs that no manifest references (run with the registry stopped or read-only).
+    GarbageCollect {
+        /// Only print what would be deleted.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also delete manifests that no tag points to.
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Print less.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Path to config.yml.
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    match wharf::config::load(path, &env) {
+        Ok(loaded) => {
+            wharf::ops::logging::init(&loaded.config.log);
+            for w in &loaded.warnings {
+                tracing::warn!("configuration: {w}");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            eprintln!("wharf: configuration error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(wharf::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("wharf: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::GarbageCollect {
+            dry_run,
+            delete_untagged,
+            quiet,
+            config,
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let options = wharf::registry::gc::GcOptions {
+                dry_run,
+                delete_untagged,
+                quiet,
+            };
+            match runtime().block_on(wharf::garbage_collect(&config, &options)) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wharf: garbage-collect: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `/v2/<name>/blobs/<digest>`: GET (with Range), HEAD, DELETE.
+
+use http::{header, HeaderValue, Method, Response, StatusCode};
+
+use crate::api::body::{empty, stream, Body};
+use crate::api::error::ApiError;
+use crate::api::headers::{parse_range, ByteRange};
+use crate::api::{header_value, App, Req};
+use crate::registry::digest::Digest;
+use crate::registry::reference::RepositoryName;
+
+/// GET or HEAD a blob.
+pub async fn get(
+    app: &App,
+    req: &Req,
+    name: &RepositoryName,
+    digest: &str,
+) -> Result<Response<Body>, ApiError> {
+    let digest: Digest = digest
+        .parse()
+        .map_err(crate::registry::error::RegistryError::from)?;
+    let blob = app.registry.stat_blob(name, &digest).await?;
+    let etag = format!("\"{digest}\"");
+    let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    h.insert("docker-content-digest", header_value(&digest.to_string()));
+    h.insert(header::ETAG, header_value(&etag));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if req
+        .header(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let (start, len) = match parse_range(req.header(header::RANGE), blob.size) {
+        ByteRange::Full => (0, blob.size),
+        ByteRange::Partial { start, end } => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {start}-{end}/{}", blob.size)),
+            );
+            (start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => {
+            let mut e = Response::new(empty());
+            *e.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            e.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{}", blob.size)),
+            );
+            return Ok(e);
+        }
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, header_value(&len.to_string()));
+    if req.parts.method == Method::HEAD || len == 0 {
+        return Ok(resp);
+    }
+    let data = app.registry.read_blob(&blob, start, len).await?;
+    let (parts, _) = resp.into_parts();
+    Ok(Response::from_parts(parts, stream(data)))
+}
+
+/// DELETE a blob's link (202).
+pub async fn delete(
+    app: &App,
+    name: &RepositoryName,
+    digest: &str,
+) -> Result<Response<Body>, ApiError> {
+    let digest: Digest = digest
+        .parse()
+        .map_err(crate::registry::error::RegistryError::from)?;
+    app.registry.delete_blob(name, &digest).await?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert("docker-content-digest", header_value(&digest.to_string()));
+    Ok(resp)
+}

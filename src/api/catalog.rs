@@ -1,0 +1,82 @@
+//! `/v2/_catalog` and `/v2/<name>/tags/list`, paginated with `n`/`last` and `Link`.
+
+use http::{header, Response, StatusCode};
+use serde_json::json;
+
+use crate::api::body::Body;
+use crate::api::error::ApiError;
+use crate::api::{header_value, json_response, App, Req};
+use crate::registry::reference::RepositoryName;
+use crate::registry::Page;
+
+/// Parses `n`; anything but a non-negative integer is refused.
+fn page_size(req: &Req) -> Result<Option<usize>, ApiError> {
+    match req.query("n") {
+        None => Ok(None),
+        Some(n) if n.is_empty() => Ok(None),
+        Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
+            ApiError::new(
+                "PAGINATION_NUMBER_INVALID",
+                format!("n={n:?} is not a number"),
+            )
+        }),
+    }
+}
+
+/// `Link: <path?last=..&n=..>; rel="next"` when more entries follow.
+fn with_link(
+    mut resp: Response<Body>,
+    app: &App,
+    path: &str,
+    page: &Page,
+    n: usize,
+) -> Response<Body> {
+    if let Some(next) = &page.next {
+        let last: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let link = format!(
+            "<{}{path}?last={last}&n={n}>; rel=\"next\"",
+            app.urls.prefix
+        );
+        resp.headers_mut().insert(header::LINK, header_value(&link));
+    }
+    resp
+}
+
+/// GET `/v2/_catalog`.
+pub async fn catalog(app: &App, req: &Req) -> Result<Response<Body>, ApiError> {
+    let n = page_size(req)?;
+    let page = app
+        .registry
+        .catalog(req.query("last").as_deref(), n)
+        .await?;
+    let body = serde_json::to_vec(&json!({ "repositories": page.items })).unwrap_or_default();
+    let size = n.unwrap_or(app.registry.options().catalog_max_entries);
+    Ok(with_link(
+        json_response(StatusCode::OK, body),
+        app,
+        "/v2/_catalog",
+        &page,
+        size,
+    ))
+}
+
+/// GET `/v2/<name>/tags/list`.
+pub async fn tags(app: &App, req: &Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
+    let n = page_size(req)?;
+    let page = app
+        .registry
+        .tags(name, req.query("last").as_deref(), n)
+        .await?;
+    let body = serde_json::to_vec(&json!({ "name": name.as_str(), "tags": page.items }))
+        .unwrap_or_default();
+    let size = n
+        .unwrap_or(page.items.len())
+        .min(app.registry.options().max_tags);
+    Ok(with_link(
+        json_response(StatusCode::OK, body),
+        app,
+        &format!("/v2/{name}/tags/list"),
+        &page,
+        size,
+    ))
+}

@@ -1,0 +1,193 @@
+//! The one place where failures become OCI error JSON and HTTP statuses.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+
+use crate::api::body::{full, Body};
+use crate::registry::error::RegistryError;
+use crate::storage::StorageError;
+
+/// An error response: status, OCI code, message, detail and extra headers.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OCI / distribution error code.
+    pub code: &'static str,
+    /// Fixed message for the code, as distribution words it.
+    pub message: &'static str,
+    /// Free-form detail.
+    pub detail: Value,
+    /// Headers such as `WWW-Authenticate` or `Range`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with the standard message for `code`.
+    pub fn new(code: &'static str, detail: impl Into<Value>) -> Self {
+        let (status, message) = describe(code);
+        Self {
+            status,
+            code,
+            message,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// No resource at this path.
+    pub fn route_not_found() -> Self {
+        let mut e = Self::new("NOT_FOUND", "no such API endpoint");
+        e.status = StatusCode::NOT_FOUND;
+        e.message = "page not found";
+        e
+    }
+
+    /// Method not allowed on an existing resource.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new("UNSUPPORTED", "method not allowed on this resource")
+            .with_header(http::header::ALLOW, HeaderValue::from_static(allow))
+    }
+
+    /// The JSON body distribution sends.
+    pub fn body_json(&self) -> Value {
+        json!({"errors": [{"code": self.code, "message": self.message, "detail": self.detail}]})
+    }
+
+    /// Renders the response.
+    pub fn into_response(self) -> http::Response<Body> {
+        let mut resp = http::Response::new(full(
+            serde_json::to_vec(&self.body_json()).unwrap_or_default(),
+        ));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        for (name, value) in self.headers {
+            h.append(name, value);
+        }
+        resp
+    }
+}
+
+/// Status and message per code (distribution's `errcode/register.go`).
+fn describe(code: &str) -> (StatusCode, &'static str) {
+    match code {
+        "BLOB_UNKNOWN" => (StatusCode::NOT_FOUND, "blob unknown to registry"),
+        "BLOB_UPLOAD_INVALID" => (StatusCode::NOT_FOUND, "blob upload invalid"),
+        "BLOB_UPLOAD_UNKNOWN" => (StatusCode::NOT_FOUND, "blob upload unknown to registry"),
+        "DIGEST_INVALID" => (
+            StatusCode::BAD_REQUEST,
+            "provided digest did not match uploaded content",
+        ),
+        "MANIFEST_BLOB_UNKNOWN" => (StatusCode::BAD_REQUEST, "blob unknown to registry"),
+        "MANIFEST_INVALID" => (StatusCode::BAD_REQUEST, "manifest invalid"),
+        "MANIFEST_UNKNOWN" => (StatusCode::NOT_FOUND, "manifest unknown"),
+        "NAME_INVALID" => (StatusCode::BAD_REQUEST, "invalid repository name"),
+        "NAME_UNKNOWN" => (
+            StatusCode::NOT_FOUND,
+            "repository name not known to registry",
+        ),
+        "SIZE_INVALID" => (
+            StatusCode::BAD_REQUEST,
+            "provided length did not match content length",
+        ),
+        "TAG_INVALID" => (StatusCode::BAD_REQUEST, "manifest tag did not match URI"),
+        "UNAUTHORIZED" => (StatusCode::UNAUTHORIZED, "authentication required"),
+        "DENIED" => (
+            StatusCode::FORBIDDEN,
+            "requested access to the resource is denied",
+        ),
+        "UNSUPPORTED" => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The operation is unsupported.",
+        ),
+        "RANGE_INVALID" => (StatusCode::RANGE_NOT_SATISFIABLE, "invalid content range"),
+        "PAGINATION_NUMBER_INVALID" => (
+            StatusCode::BAD_REQUEST,
+            "invalid number of results requested",
+        ),
+        "UNAVAILABLE" => (StatusCode::SERVICE_UNAVAILABLE, "service unavailable"),
+        "TOOMANYREQUESTS" => (StatusCode::TOO_MANY_REQUESTS, "too many requests"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "unknown error"),
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let text = e.to_string();
+        match e {
+            RegistryError::NameInvalid(_) => Self::new("NAME_INVALID", text),
+            RegistryError::NameUnknown(name) => Self::new("NAME_UNKNOWN", json!({ "name": name })),
+            RegistryError::TagInvalid(_) => Self::new("TAG_INVALID", text),
+            RegistryError::BlobUnknown(d) => Self::new("BLOB_UNKNOWN", d.to_string()),
+            RegistryError::BlobUploadUnknown => Self::new("BLOB_UPLOAD_UNKNOWN", json!({})),
+            // Distribution answers a bad token with an empty detail; so do we.
+            RegistryError::BlobUploadInvalid(_) => Self::new("BLOB_UPLOAD_INVALID", json!({})),
+            RegistryError::DigestInvalid(_) | RegistryError::DigestUnsupported(_) => {
+                Self::new("DIGEST_INVALID", text)
+            }
+            RegistryError::SizeInvalid(_) => Self::new("SIZE_INVALID", text),
+            RegistryError::RangeInvalid { offset } => {
+                let range = format!("0-{}", offset.saturating_sub(1));
+                Self::new("RANGE_INVALID", text).with_header(
+                    http::header::RANGE,
+                    HeaderValue::from_str(&range).expect("digits"),
+                )
+            }
+            RegistryError::ManifestUnknown(_) => Self::new("MANIFEST_UNKNOWN", text),
+            RegistryError::ManifestInvalid(_) => Self::new("MANIFEST_INVALID", text),
+            RegistryError::ManifestBlobUnknown(d) => {
+                Self::new("MANIFEST_BLOB_UNKNOWN", d.to_string())
+            }
+            RegistryError::PaginationNumberInvalid(_) => {
+                Self::new("PAGINATION_NUMBER_INVALID", text)
+            }
+            RegistryError::Unsupported(_) => Self::new("UNSUPPORTED", text),
+            RegistryError::Body(_) => Self::new("SIZE_INVALID", text),
+            RegistryError::Storage(e) => storage_error(e),
+        }
+    }
+}
+
+/// Backend failures are logged in full and answered without internal paths.
+fn storage_error(e: StorageError) -> ApiError {
+    tracing::error!(error = %e, "storage failure");
+    match e {
+        StorageError::InvalidPath(_) => ApiError::new("NAME_INVALID", "invalid path"),
+        _ => ApiError::new("UNKNOWN", "storage backend error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_codes_to_distribution_statuses() {
+        let e: ApiError = RegistryError::BlobUploadInvalid("x".into()).into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, "BLOB_UPLOAD_INVALID")
+        );
+        let e: ApiError = RegistryError::RangeInvalid { offset: 10 }.into();
+        assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(e.headers[0].1, "0-9");
+        let e: ApiError =
+            RegistryError::Storage(StorageError::NotFound("/secret/path".into())).into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.body_json().to_string().contains("secret"));
+        assert_eq!(
+            ApiError::new("UNSUPPORTED", "x").body_json(),
+            json!({"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported.","detail":"x"}]})
+        );
+    }
+}

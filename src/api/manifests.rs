@@ -1,0 +1,167 @@
+//! `/v2/<name>/manifests/<reference>`: GET/HEAD with Accept negotiation, PUT, DELETE.
+
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::api::body::{empty, full, Body};
+use crate::api::error::ApiError;
+use crate::api::headers::accepted_types;
+use crate::api::{header_value, App, Req};
+use crate::registry::error::RegistryError;
+use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::registry::reference::RepositoryName;
+use crate::registry::{ManifestReference, StoredManifest};
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        "MANIFEST_INVALID",
+        format!("manifest exceeds the {MAX_MANIFEST_SIZE} byte limit"),
+    )
+}
+
+/// GET or HEAD a manifest.
+pub async fn get(
+    app: &App,
+    req: &Req,
+    name: &RepositoryName,
+    reference: &str,
+) -> Result<Response<Body>, ApiError> {
+    let reference = ManifestReference::parse(reference)?;
+    let mut m = app.registry.get_manifest(name, &reference).await?;
+    let accepted = accepted_types(
+        req.parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let accepts = |t: &str| {
+        accepted.is_empty()
+            || accepted
+                .iter()
+                .any(|a| a == t || a == "*/*" || a == "application/*")
+    };
+    // Old Docker clients that only know schema 2 get the linux/amd64 image of a list.
+    if m.media_type == manifest::DOCKER_MANIFEST_LIST
+        && matches!(reference, ManifestReference::Tag(_))
+        && !accepts(manifest::DOCKER_MANIFEST_LIST)
+        && accepted.iter().any(|a| a == manifest::DOCKER_MANIFEST)
+    {
+        m = amd64_child(app, name, &m).await?;
+    }
+    if (m.media_type == manifest::OCI_MANIFEST || m.media_type == manifest::OCI_INDEX)
+        && !accepts(&m.media_type)
+    {
+        return Err(RegistryError::ManifestUnknown(
+            "OCI manifest found, but accept header does not support OCI manifests".into(),
+        )
+        .into());
+    }
+    let etag = format!("\"{}\"", m.digest);
+    let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
+    h.insert(
+        header::CONTENT_LENGTH,
+        header_value(&m.body.len().to_string()),
+    );
+    h.insert("docker-content-digest", header_value(&m.digest.to_string()));
+    h.insert(header::ETAG, header_value(&etag));
+    if req
+        .header(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    if req.parts.method == Method::HEAD {
+        return Ok(resp);
+    }
+    let (parts, _) = resp.into_parts();
+    Ok(Response::from_parts(parts, full(m.body)))
+}
+
+async fn amd64_child(
+    app: &App,
+    name: &RepositoryName,
+    list: &StoredManifest,
+) -> Result<StoredManifest, ApiError> {
+    let parsed = manifest::parse_stored(&list.body)
+        .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+    let child = parsed
+        .manifests
+        .iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|(arch, os)| arch == "amd64" && os == "linux")
+        })
+        .ok_or_else(|| {
+            RegistryError::ManifestUnknown("no linux/amd64 image in the manifest list".into())
+        })?;
+    Ok(app
+        .registry
+        .get_manifest(name, &ManifestReference::Digest(child.digest.clone()))
+        .await?)
+}
+
+/// PUT a manifest by tag or digest (201).
+pub async fn put(
+    app: &App,
+    req: Req,
+    name: &RepositoryName,
+    reference: &str,
+) -> Result<Response<Body>, ApiError> {
+    let reference = ManifestReference::parse(reference)?;
+    if req
+        .content_length()
+        .is_some_and(|l| l > MAX_MANIFEST_SIZE as u64)
+    {
+        return Err(too_large());
+    }
+    let content_type = req.header(header::CONTENT_TYPE).unwrap_or("").to_string();
+    let headers = req.parts.headers.clone();
+    let body = http_body_util::Limited::new(req.body, MAX_MANIFEST_SIZE)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new("MANIFEST_INVALID", format!("reading the manifest: {e}"))
+            }
+        })?
+        .to_bytes();
+    let (digest, parsed) = app
+        .registry
+        .put_manifest(name, &reference, &content_type, body)
+        .await?;
+    let location = app
+        .urls
+        .url(&headers, &format!("/v2/{name}/manifests/{digest}"));
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, header_value(&location));
+    h.insert("docker-content-digest", header_value(&digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Some(subject) = parsed.subject {
+        h.insert("oci-subject", header_value(&subject.digest.to_string()));
+    }
+    Ok(resp)
+}
+
+/// DELETE by digest (manifest and its tags) or by tag (the tag only); 202.
+pub async fn delete(
+    app: &App,
+    name: &RepositoryName,
+    reference: &str,
+) -> Result<Response<Body>, ApiError> {
+    let reference = ManifestReference::parse(reference)?;
+    app.registry.delete_manifest(name, &reference).await?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(resp)
+}

@@ -1,0 +1,284 @@
+//! HTTP API: route a request, check access, call the registry, shape the answer.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod route;
+pub mod urls;
+
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::auth::{Access, Authenticator};
+use crate::ops::health::Health;
+use crate::registry::{BodyStream, Registry};
+use body::{empty, full, Body};
+use error::ApiError;
+use route::{Route, RouteError};
+use urls::UrlBuilder;
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The registry.
+    pub registry: Registry,
+    /// Builds `Location` and `Link` URLs.
+    pub urls: UrlBuilder,
+    /// Access control, when configured.
+    pub auth: Option<Authenticator>,
+    /// Health checks; while one fails every request gets 503.
+    pub health: Health,
+}
+
+/// What the access log and metrics want to know about a handled request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// Distribution's handler label (`blob`, `manifest`, ...).
+    pub handler: &'static str,
+    /// Repository, when the route names one.
+    pub repository: Option<String>,
+    /// Authenticated user.
+    pub user: Option<String>,
+}
+
+/// A request as handlers see it: parts plus a body stream.
+pub struct Req {
+    /// Method, URI, headers.
+    pub parts: http::request::Parts,
+    /// The body.
+    pub body: Incoming,
+}
+
+impl Req {
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, key: &str) -> Option<String> {
+        let q = self.parts.uri.query()?;
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The declared `Content-Length`.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(http::header::CONTENT_LENGTH)?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The body as a stream of chunks.
+    pub fn into_stream(self) -> BodyStream {
+        use futures_util::TryStreamExt;
+        Box::pin(http_body_util::BodyDataStream::new(self.body).map_err(std::io::Error::other))
+    }
+}
+
+/// Handles one request; never fails, errors become registry error JSON.
+pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, RequestInfo) {
+    let (parts, body) = req.into_parts();
+    let req = Req { parts, body };
+    let mut info = RequestInfo::default();
+    let resp = match route(app, req, &mut info).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    (resp, info)
+}
+
+async fn route(app: &App, req: Req, info: &mut RequestInfo) -> Result<Response<Body>, ApiError> {
+    if let Some(failure) = app.health.failure() {
+        return Err(ApiError::new(
+            "UNAVAILABLE",
+            format!("health check failed: please see /debug/health ({failure})"),
+        ));
+    }
+    let path = app
+        .urls
+        .strip_prefix(req.parts.uri.path())
+        .ok_or_else(ApiError::route_not_found)?;
+    let route = match Route::parse(path) {
+        Ok(r) => r,
+        Err(RouteError::NotFound) => return Err(ApiError::route_not_found()),
+        Err(RouteError::NameInvalid(name)) => return Err(ApiError::new("NAME_INVALID", name)),
+    };
+    info.handler = route.handler_name();
+    info.repository = route.repository().map(|r| r.to_string());
+    if route == Route::Root {
+        return Ok(root_response());
+    }
+    if let Some(auth) = &app.auth {
+        let access = required_access(
+            &route,
+            &req.parts.method,
+            req.query("mount").is_some(),
+            req.query("from").as_deref(),
+        );
+        match auth.authorize(&req.parts.headers, &access).await {
+            Ok(user) => info.user = user,
+            Err(denial) => {
+                let detail: Vec<serde_json::Value> = denial
+                    .access
+                    .iter()
+                    .map(|a| serde_json::json!({"Type": a.kind, "Class": "", "Name": a.name, "Action": a.action}))
+                    .collect();
+                let challenge = HeaderValue::from_str(&denial.challenge)
+                    .unwrap_or(HeaderValue::from_static("Basic"));
+                return Err(ApiError::new("UNAUTHORIZED", detail)
+                    .with_header(http::header::WWW_AUTHENTICATE, challenge));
+            }
+        }
+    }
+    let method = req.parts.method.clone();
+    match route {
+        Route::Root => Ok(root_response()),
+        Route::Base => match method {
+            Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, b"{}".to_vec())),
+            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        },
+        Route::Catalog => match method {
+            Method::GET => catalog::catalog(app, &req).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        Route::Tags(name) => match method {
+            Method::GET => catalog::tags(app, &req, &name).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        Route::Manifest(name, reference) => match method {
+            Method::GET | Method::HEAD => manifests::get(app, &req, &name, &reference).await,
+            Method::PUT => manifests::put(app, req, &name, &reference).await,
+            Method::DELETE => manifests::delete(app, &name, &reference).await,
+            _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
+        },
+        Route::Blob(name, digest) => match method {
+            Method::GET | Method::HEAD => blobs::get(app, &req, &name, &digest).await,
+            Method::DELETE => blobs::delete(app, &name, &digest).await,
+            _ => Err(ApiError::method_not_allowed("GET, HEAD, DELETE")),
+        },
+        Route::Uploads(name) => match method {
+            Method::POST => uploads::start(app, req, &name).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        Route::Upload(name, uuid) => match method {
+            Method::GET | Method::HEAD => uploads::status(app, &req, &name, &uuid).await,
+            Method::PATCH => uploads::patch(app, req, &name, &uuid).await,
+            Method::PUT => uploads::put(app, req, &name, &uuid).await,
+            Method::DELETE => uploads::cancel(app, &req, &name, &uuid).await,
+            _ => Err(ApiError::method_not_allowed(
+                "GET, HEAD, PATCH, PUT, DELETE",
+            )),
+        },
+        Route::Referrers(name, digest) => match method {
+            Method::GET => referrers::get(app, &req, &name, &digest).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+    }
+}
+
+/// The access a request needs (distribution's `app.go` rules): reads need
+/// pull, writes pull+push, deletes delete, a mount also pull on the source,
+/// the catalog `registry:catalog:*`.
+pub fn required_access(
+    route: &Route,
+    method: &Method,
+    mount: bool,
+    from: Option<&str>,
+) -> Vec<Access> {
+    let Some(repo) = route.repository() else {
+        return match route {
+            Route::Catalog => vec![Access {
+                kind: "registry",
+                name: "catalog".into(),
+                action: "*",
+            }],
+            _ => Vec::new(),
+        };
+    };
+    let name = repo.as_str();
+    let mut access = match *method {
+        Method::GET | Method::HEAD => vec![Access::repository(name, "pull")],
+        Method::DELETE => vec![Access::repository(name, "delete")],
+        _ => vec![
+            Access::repository(name, "pull"),
+            Access::repository(name, "push"),
+        ],
+    };
+    if let (true, Some(from), Route::Uploads(_)) = (mount, from, route) {
+        if crate::registry::reference::RepositoryName::parse(from).is_some() {
+            access.push(Access::repository(from, "pull"));
+        }
+    }
+    access
+}
+
+/// `/`: 200, empty, not cached; no authentication, as in distribution.
+fn root_response() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Builds a header value from text that is known to be printable ASCII.
+pub fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_follows_distribution_rules() {
+        let r = Route::parse("/v2/a/blobs/uploads/").unwrap();
+        let names = |v: Vec<Access>| v.iter().map(Access::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            names(required_access(&r, &Method::POST, false, None)),
+            ["repository:a:pull", "repository:a:push"]
+        );
+        assert_eq!(
+            names(required_access(&r, &Method::POST, true, Some("b"))),
+            [
+                "repository:a:pull",
+                "repository:a:push",
+                "repository:b:pull"
+            ]
+        );
+        let m = Route::parse("/v2/a/manifests/x").unwrap();
+        assert_eq!(
+            names(required_access(&m, &Method::HEAD, false, None)),
+            ["repository:a:pull"]
+        );
+        assert_eq!(
+            names(required_access(&m, &Method::DELETE, false, None)),
+            ["repository:a:delete"]
+        );
+        assert_eq!(
+            names(required_access(&Route::Catalog, &Method::GET, false, None)),
+            ["registry:catalog:*"]
+        );
+        assert!(required_access(&Route::Base, &Method::GET, false, None).is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! `/v2/<name>/blobs/uploads/[<uuid>]`: start, chunk, status, finish, cancel, mount.
+
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::api::body::{empty, Body};
+use crate::api::error::ApiError;
+use crate::api::headers::parse_content_range;
+use crate::api::{header_value, App, Req};
+use crate::registry::error::RegistryError;
+use crate::registry::reference::RepositoryName;
+use crate::registry::{BlobInfo, UploadProgress, UploadRequest};
+
+/// 202/204 with the session's `Location`, `Range` and `Docker-Upload-UUID`.
+fn progress_response(
+    app: &App,
+    headers: &HeaderMap,
+    name: &RepositoryName,
+    p: &UploadProgress,
+    status: StatusCode,
+) -> Response<Body> {
+    let token: String = form_urlencoded::byte_serialize(p.token.as_bytes()).collect();
+    let path = format!("/v2/{name}/blobs/uploads/{}?_state={token}", p.uuid);
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        header_value(&app.urls.url(headers, &path)),
+    );
+    h.insert(
+        header::RANGE,
+        header_value(&format!("0-{}", p.offset.saturating_sub(1))),
+    );
+    h.insert("docker-upload-uuid", header_value(&p.uuid));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// 201 for a blob now in the repository.
+fn created_response(
+    app: &App,
+    headers: &HeaderMap,
+    name: &RepositoryName,
+    blob: &BlobInfo,
+) -> Response<Body> {
+    let location = app
+        .urls
+        .url(headers, &format!("/v2/{name}/blobs/{}", blob.digest));
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, header_value(&location));
+    h.insert(
+        "docker-content-digest",
+        header_value(&blob.digest.to_string()),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// Splits a request into its headers and the chunk it carries.
+fn into_chunk(req: Req) -> Result<(HeaderMap, UploadRequest), ApiError> {
+    let range = match req.header(header::CONTENT_RANGE) {
+        None => None,
+        Some(v) => Some(parse_content_range(v).ok_or_else(|| {
+            ApiError::new("RANGE_INVALID", format!("malformed Content-Range {v:?}"))
+        })?),
+    };
+    let content_length = req.content_length();
+    let headers = req.parts.headers.clone();
+    let chunk = UploadRequest {
+        range,
+        content_length,
+        body: req.into_stream(),
+    };
+    Ok((headers, chunk))
+}
+
+/// POST: new session (202), monolithic upload with `?digest=` (201), or
+/// cross-repository mount with `?mount=&from=` (201, else a new session).
+pub async fn start(app: &App, req: Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
+    if let (Some(mount), Some(from)) = (req.query("mount"), req.query("from")) {
+        let digest = mount.parse().map_err(RegistryError::from)?;
+        if let Some(from) = RepositoryName::parse(&from) {
+            if let Some(blob) = app.registry.mount_blob(name, &from, &digest).await? {
+                return Ok(created_response(app, &req.parts.headers, name, &blob));
+            }
+        }
+    }
+    if let Some(digest) = req.query("digest") {
+        let (headers, chunk) = into_chunk(req)?;
+        let blob = app.registry.put_blob(name, &digest, chunk).await?;
+        return Ok(created_response(app, &headers, name, &blob));
+    }
+    let p = app.registry.start_upload(name).await?;
+    Ok(progress_response(
+        app,
+        &req.parts.headers,
+        name,
+        &p,
+        StatusCode::ACCEPTED,
+    ))
+}
+
+/// GET/HEAD: where the session stands (204).
+pub async fn status(
+    app: &App,
+    req: &Req,
+    name: &RepositoryName,
+    uuid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let p = app
+        .registry
+        .upload_status(name, uuid, req.query("_state").as_deref())
+        .await?;
+    Ok(progress_response(
+        app,
+        &req.parts.headers,
+        name,
+        &p,
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+/// PATCH: append a chunk (202).
+pub async fn patch(
+    app: &App,
+    req: Req,
+    name: &RepositoryName,
+    uuid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let token = req.query("_state");
+    let (headers, chunk) = into_chunk(req)?;
+    let p = app
+        .registry
+        .append_upload(name, uuid, token.as_deref(), chunk)
+        .await?;
+    Ok(progress_response(
+        app,
+        &headers,
+        name,
+        &p,
+        StatusCode::ACCEPTED,
+    ))
+}
+
+/// PUT `?digest=`: finish, with an optional last chunk (201).
+pub async fn put(
+    app: &App,
+    req: Req,
+    name: &RepositoryName,
+    uuid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let token = req.query("_state");
+    let digest = req
+        .query("digest")
+        .ok_or_else(|| ApiError::new("DIGEST_INVALID", "the digest query parameter is required"))?;
+    let (headers, chunk) = into_chunk(req)?;
+    let blob = app
+        .registry
+        .complete_upload(name, uuid, token.as_deref(), &digest, chunk)
+        .await?;
+    Ok(created_response(app, &headers, name, &blob))
+}
+
+/// DELETE: cancel the session (204).
+pub async fn cancel(
+    app: &App,
+    req: &Req,
+    name: &RepositoryName,
+    uuid: &str,
+) -> Result<Response<Body>, ApiError> {
+    app.registry
+        .cancel_upload(name, uuid, req.query("_state").as_deref())
+        .await?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}

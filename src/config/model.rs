@@ -1,0 +1,1605 @@
+//! The typed configuration: one struct per section of distribution's `config.yml`.
+//!
+//! Field names are the YAML keys. Defaults are distribution's; where distribution reads a zero
+//! as "use the default" (intervals, limits), loading does too (see `validate.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::lenient;
+
+/// HTTP header name to its values.
+pub type Headers = BTreeMap<String, Vec<String>>;
+
+/// Driver or middleware parameters kept as YAML, for sections Wharf does not interpret yet.
+pub type RawParameters = BTreeMap<String, Value>;
+
+const MIB: u64 = 1024 * 1024;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The whole configuration, as distribution's `configuration.Configuration`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    /// Configuration format version; only "0.1" exists.
+    #[serde(deserialize_with = "lenient::string")]
+    pub version: String,
+    /// Logging.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub log: LogConfig,
+    /// Storage driver and storage-wide options.
+    pub storage: StorageConfig,
+    /// Access control; `None` when no scheme (or `none`) is configured.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// The HTTP server.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub http: HttpConfig,
+    /// Redis connection, shared by the blob descriptor cache.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+    /// Health checks.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub health: HealthConfig,
+    /// Webhook notifications.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub notifications: NotificationsConfig,
+    /// Pull-through cache mode.
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
+    /// Middleware chains.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub middleware: MiddlewareConfig,
+    /// Manifest validation rules.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub validation: ValidationConfig,
+    /// `/v2/_catalog` limits.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub catalog: CatalogConfig,
+    /// Tag listing limits.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub tags: TagsConfig,
+    /// Options for old formats (v2.8).
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub compatibility: CompatibilityConfig,
+    /// Error reporting services (v2.8); accepted and ignored.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub reporting: ReportingConfig,
+    /// Registry policy.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub policy: PolicyConfig,
+}
+
+/// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
+fn keyword<'de, D, T: Copy>(d: D, what: &str, choices: &[(&str, T)]) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = lenient::string(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let lower = text.to_ascii_lowercase();
+    match choices.iter().find(|(name, _)| *name == lower) {
+        Some((_, value)) => Ok(Some(*value)),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(de::Error::custom(format!(
+                "invalid {what} {text:?}: must be one of {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- log
+
+/// `log` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// Minimum level logged.
+    pub level: LogLevel,
+    /// Output format.
+    pub formatter: LogFormatter,
+    /// Static fields added to every log line.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub fields: BTreeMap<String, Value>,
+    /// Access log switch.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub accesslog: AccessLogConfig,
+    /// Whether to log the calling function.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub reportcaller: bool,
+    /// Log hooks (mail), kept raw.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub hooks: Vec<Value>,
+}
+
+/// Log level; "warning" reads as warn, and "trace" is tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let choices = [
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("warning", LogLevel::Warn),
+            ("trace", LogLevel::Trace),
+        ];
+        keyword(d, "log level", &choices).map(Option::unwrap_or_default)
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormatter {
+    /// logfmt-like text, the default.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// Logstash JSON.
+    Logstash,
+}
+
+impl<'de> Deserialize<'de> for LogFormatter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let choices = [
+            ("text", LogFormatter::Text),
+            ("json", LogFormatter::Json),
+            ("logstash", LogFormatter::Logstash),
+        ];
+        keyword(d, "log formatter", &choices).map(Option::unwrap_or_default)
+    }
+}
+
+/// `log.accesslog` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AccessLogConfig {
+    /// Turns the access log off.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+}
+
+// ---------------------------------------------------------------- storage
+
+/// `storage` section: exactly one driver plus storage-wide options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// The configured driver and its parameters.
+    pub driver: StorageDriverConfig,
+    /// `storage.delete`.
+    pub delete: DeleteConfig,
+    /// `storage.redirect`.
+    pub redirect: RedirectConfig,
+    /// `storage.cache`.
+    pub cache: CacheConfig,
+    /// `storage.maintenance`.
+    pub maintenance: MaintenanceConfig,
+    /// `storage.tag`.
+    pub tag: TagConfig,
+}
+
+/// The storage driver, named by its key under `storage`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageDriverConfig {
+    /// Local filesystem.
+    Filesystem {
+        /// Root of the registry tree (`<root>/docker/registry/v2`).
+        rootdirectory: PathBuf,
+        /// Limit on concurrent filesystem operations (at least 25).
+        maxthreads: usize,
+    },
+    /// Process memory, for tests.
+    Inmemory,
+    /// Amazon S3 and compatible services.
+    S3(S3Config),
+    /// Alibaba Cloud OSS (v2.8).
+    Oss(OssConfig),
+    /// Azure Blob Storage, parameters kept raw.
+    Azure(RawParameters),
+    /// Google Cloud Storage, parameters kept raw.
+    Gcs(RawParameters),
+}
+
+/// The driver keys distribution knows, in the order error messages list them.
+pub(crate) const STORAGE_DRIVERS: &[&str] =
+    &["filesystem", "inmemory", "s3", "oss", "azure", "gcs"];
+
+/// Keys under `storage` that are options, not drivers.
+pub(crate) const STORAGE_OPTIONS: &[&str] = &["delete", "redirect", "cache", "maintenance", "tag"];
+
+impl StorageDriverConfig {
+    /// The driver's key, as written under `storage`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StorageDriverConfig::Filesystem { .. } => "filesystem",
+            StorageDriverConfig::Inmemory => "inmemory",
+            StorageDriverConfig::S3(_) => "s3",
+            StorageDriverConfig::Oss(_) => "oss",
+            StorageDriverConfig::Azure(_) => "azure",
+            StorageDriverConfig::Gcs(_) => "gcs",
+        }
+    }
+}
+
+/// Parameters of the filesystem driver.
+#[derive(Deserialize)]
+#[serde(default)]
+struct FilesystemParams {
+    #[serde(deserialize_with = "lenient::path")]
+    rootdirectory: PathBuf,
+    #[serde(deserialize_with = "lenient::usize")]
+    maxthreads: usize,
+}
+
+impl Default for FilesystemParams {
+    fn default() -> Self {
+        FilesystemParams {
+            rootdirectory: PathBuf::from("/var/lib/registry"),
+            maxthreads: 100,
+        }
+    }
+}
+
+/// The inmemory driver takes no parameters; any given are reported as unknown keys.
+#[derive(Deserialize)]
+struct InmemoryParams {}
+
+impl<'de> Deserialize<'de> for StorageConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(StorageVisitor)
+    }
+}
+
+struct StorageVisitor;
+
+impl<'de> Visitor<'de> for StorageVisitor {
+    type Value = StorageConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a storage section naming one driver")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StorageConfig, A::Error> {
+        let mut drivers = Vec::new();
+        let mut delete = None;
+        let mut redirect = None;
+        let mut cache = None;
+        let mut maintenance = None;
+        let mut tag = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "delete" => delete = map.next_value::<Option<DeleteConfig>>()?,
+                "redirect" => redirect = map.next_value::<Option<RedirectConfig>>()?,
+                "cache" => cache = map.next_value::<Option<CacheConfig>>()?,
+                "maintenance" => maintenance = map.next_value::<Option<MaintenanceConfig>>()?,
+                "tag" => tag = map.next_value::<Option<TagConfig>>()?,
+                "filesystem" => {
+                    let p = map
+                        .next_value::<Option<FilesystemParams>>()?
+                        .unwrap_or_default();
+                    drivers.push(StorageDriverConfig::Filesystem {
+                        rootdirectory: p.rootdirectory,
+                        maxthreads: p.maxthreads,
+                    });
+                }
+                "inmemory" => {
+                    map.next_value::<Option<InmemoryParams>>()?;
+                    drivers.push(StorageDriverConfig::Inmemory);
+                }
+                "s3" => drivers.push(StorageDriverConfig::S3(
+                    map.next_value::<Option<S3Config>>()?.unwrap_or_default(),
+                )),
+                "oss" => drivers.push(StorageDriverConfig::Oss(
+                    map.next_value::<Option<OssConfig>>()?.unwrap_or_default(),
+                )),
+                "azure" => drivers.push(StorageDriverConfig::Azure(
+                    map.next_value::<Option<RawParameters>>()?
+                        .unwrap_or_default(),
+                )),
+                "gcs" => drivers.push(StorageDriverConfig::Gcs(
+                    map.next_value::<Option<RawParameters>>()?
+                        .unwrap_or_default(),
+                )),
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown storage driver {other:?}: must be one of {}",
+                        STORAGE_DRIVERS.join(", ")
+                    )))
+                }
+            }
+        }
+        if drivers.len() > 1 {
+            let names: Vec<&str> = drivers.iter().map(StorageDriverConfig::name).collect();
+            return Err(de::Error::custom(format!(
+                "multiple storage drivers specified in configuration or environment: [{}]",
+                names.join(" ")
+            )));
+        }
+        let driver = drivers
+            .pop()
+            .ok_or_else(|| de::Error::custom("no storage driver configured"))?;
+        Ok(StorageConfig {
+            driver,
+            delete: delete.unwrap_or_default(),
+            redirect: redirect.unwrap_or_default(),
+            cache: cache.unwrap_or_default(),
+            maintenance: maintenance.unwrap_or_default(),
+            tag: tag.unwrap_or_default(),
+        })
+    }
+}
+
+/// `storage.s3`: every key of distribution's S3 driver (v2.8 and v3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// Access key id; IAM credentials are used when absent.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub accesskey: Option<String>,
+    /// Secret access key.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub secretkey: Option<String>,
+    /// Session token for temporary credentials.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub sessiontoken: Option<String>,
+    /// AWS region (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub region: String,
+    /// Endpoint of an S3-compatible service.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub regionendpoint: Option<String>,
+    /// Path-style addressing (v3; v2.8 forced it with `regionendpoint`).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub forcepathstyle: bool,
+    /// Bucket name (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub bucket: String,
+    /// Server-side encryption.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub encrypt: bool,
+    /// KMS key id for encryption.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub keyid: Option<String>,
+    /// Use HTTPS.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub secure: bool,
+    /// Skip TLS verification.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub skipverify: bool,
+    /// Signature version 4.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub v4auth: bool,
+    /// Multipart upload part size in bytes (at least 5 MiB).
+    #[serde(deserialize_with = "lenient::size")]
+    pub chunksize: u64,
+    /// Part size of multipart copies in bytes.
+    #[serde(deserialize_with = "lenient::size")]
+    pub multipartcopychunksize: u64,
+    /// Parallel parts of a multipart copy.
+    #[serde(deserialize_with = "lenient::size")]
+    pub multipartcopymaxconcurrency: u64,
+    /// Objects above this size are copied in parts.
+    #[serde(deserialize_with = "lenient::size")]
+    pub multipartcopythresholdsize: u64,
+    /// Key prefix inside the bucket.
+    #[serde(deserialize_with = "lenient::string")]
+    pub rootdirectory: String,
+    /// Storage class of written objects.
+    #[serde(deserialize_with = "lenient::string")]
+    pub storageclass: String,
+    /// Canned ACL of written objects.
+    #[serde(deserialize_with = "lenient::string")]
+    pub objectacl: String,
+    /// Extra User-Agent text.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub useragent: Option<String>,
+    /// Dual-stack endpoints.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub usedualstack: bool,
+    /// Transfer acceleration.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub accelerate: bool,
+    /// FIPS endpoints.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub usefipsendpoint: bool,
+    /// SDK log level.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub loglevel: Option<String>,
+    /// Endpoint used in redirect URLs instead of `regionendpoint`.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub redirectendpoint: Option<String>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            accesskey: None,
+            secretkey: None,
+            sessiontoken: None,
+            region: String::new(),
+            regionendpoint: None,
+            forcepathstyle: false,
+            bucket: String::new(),
+            encrypt: false,
+            keyid: None,
+            secure: true,
+            skipverify: false,
+            v4auth: true,
+            chunksize: 10 * MIB,
+            multipartcopychunksize: 32 * MIB,
+            multipartcopymaxconcurrency: 100,
+            multipartcopythresholdsize: 32 * MIB,
+            rootdirectory: String::new(),
+            storageclass: "STANDARD".into(),
+            objectacl: "private".into(),
+            useragent: None,
+            usedualstack: false,
+            accelerate: false,
+            usefipsendpoint: false,
+            loglevel: None,
+            redirectendpoint: None,
+        }
+    }
+}
+
+/// `storage.oss`: Alibaba Cloud OSS driver keys of v2.8.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OssConfig {
+    /// Access key id (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub accesskeyid: String,
+    /// Access key secret (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub accesskeysecret: String,
+    /// Region (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub region: String,
+    /// Custom endpoint.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub endpoint: Option<String>,
+    /// Use the region's internal endpoint.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub internal: bool,
+    /// Bucket name (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub bucket: String,
+    /// Server-side encryption.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub encrypt: bool,
+    /// KMS key id for encryption.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub encryptionkeyid: Option<String>,
+    /// Use HTTPS.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub secure: bool,
+    /// Multipart part size in bytes (at least 5 MiB).
+    #[serde(deserialize_with = "lenient::size")]
+    pub chunksize: u64,
+    /// Key prefix inside the bucket.
+    #[serde(deserialize_with = "lenient::string")]
+    pub rootdirectory: String,
+}
+
+impl Default for OssConfig {
+    fn default() -> Self {
+        OssConfig {
+            accesskeyid: String::new(),
+            accesskeysecret: String::new(),
+            region: String::new(),
+            endpoint: None,
+            internal: false,
+            bucket: String::new(),
+            encrypt: false,
+            encryptionkeyid: None,
+            secure: true,
+            chunksize: 10 * MIB,
+            rootdirectory: String::new(),
+        }
+    }
+}
+
+/// `storage.delete` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteConfig {
+    /// Allow DELETE of blobs and manifests.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+}
+
+/// `storage.redirect` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RedirectConfig {
+    /// Serve blobs inline instead of redirecting to the driver's URL.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disable: bool,
+}
+
+/// `storage.cache` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    /// Blob descriptor cache; `None` disables it.
+    #[serde(deserialize_with = "blob_descriptor_cache")]
+    pub blobdescriptor: Option<BlobDescriptorCache>,
+    /// Entries of the in-memory cache (0 means unbounded).
+    #[serde(deserialize_with = "lenient::usize")]
+    pub blobdescriptorsize: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            blobdescriptor: None,
+            blobdescriptorsize: 10_000,
+        }
+    }
+}
+
+/// Where blob descriptors are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobDescriptorCache {
+    /// In process memory.
+    Inmemory,
+    /// In the `redis` section's server.
+    Redis,
+}
+
+fn blob_descriptor_cache<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BlobDescriptorCache>, D::Error> {
+    let choices = [
+        ("inmemory", BlobDescriptorCache::Inmemory),
+        ("redis", BlobDescriptorCache::Redis),
+    ];
+    keyword(d, "blob descriptor cache", &choices)
+}
+
+/// `storage.maintenance` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct MaintenanceConfig {
+    /// Purging of abandoned uploads.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub uploadpurging: UploadPurgingConfig,
+    /// Read-only mode.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub readonly: ReadOnlyConfig,
+}
+
+/// `storage.maintenance.uploadpurging`: when given, all four keys are required (as in distribution).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UploadPurgingConfig {
+    /// Run the purger.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Uploads older than this are deleted.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub age: Duration,
+    /// Time between purges.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Only log what would be deleted.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurgingConfig {
+    fn default() -> Self {
+        UploadPurgingConfig {
+            enabled: true,
+            age: secs(168 * 3600),
+            interval: secs(24 * 3600),
+            dryrun: false,
+        }
+    }
+}
+
+/// `storage.maintenance.readonly` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ReadOnlyConfig {
+    /// Refuse every write (for garbage collection).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+}
+
+/// `storage.tag` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TagConfig {
+    /// Parallel tag lookups when deleting a manifest.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub concurrencylimit: usize,
+}
+
+impl Default for TagConfig {
+    fn default() -> Self {
+        TagConfig {
+            concurrencylimit: 8,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- auth
+
+/// `auth` section: exactly one scheme.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthConfig {
+    /// Any Authorization header passes; for development.
+    Silly {
+        /// Realm in the challenge.
+        realm: String,
+        /// Service in the challenge.
+        service: String,
+    },
+    /// HTTP Basic against an htpasswd file (bcrypt).
+    Htpasswd {
+        /// Realm in the challenge.
+        realm: String,
+        /// The htpasswd file.
+        path: PathBuf,
+    },
+    /// Bearer tokens from an external token server.
+    Token {
+        /// Token server URL, sent in the challenge.
+        realm: String,
+        /// Expected audience.
+        service: String,
+        /// Expected issuer.
+        issuer: String,
+        /// PEM bundle of trusted signing certificates.
+        rootcertbundle: Option<PathBuf>,
+        /// JWKS file of trusted keys (v3).
+        jwks: Option<PathBuf>,
+        /// Redirect the challenge realm to this registry (v3).
+        autoredirect: bool,
+        /// Path used with `autoredirect`.
+        autoredirectpath: String,
+        /// Accepted JWS algorithms; empty means distribution's default set.
+        signingalgorithms: Vec<String>,
+    },
+}
+
+/// The auth scheme keys distribution knows (besides `none`).
+pub(crate) const AUTH_SCHEMES: &[&str] = &["silly", "htpasswd", "token"];
+
+impl AuthConfig {
+    /// The scheme's key, as written under `auth`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthConfig::Silly { .. } => "silly",
+            AuthConfig::Htpasswd { .. } => "htpasswd",
+            AuthConfig::Token { .. } => "token",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SillyParams {
+    #[serde(deserialize_with = "lenient::string")]
+    realm: String,
+    #[serde(deserialize_with = "lenient::string")]
+    service: String,
+}
+
+#[derive(Deserialize)]
+struct HtpasswdParams {
+    #[serde(deserialize_with = "lenient::string")]
+    realm: String,
+    #[serde(deserialize_with = "lenient::path")]
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct TokenParams {
+    #[serde(deserialize_with = "lenient::string")]
+    realm: String,
+    #[serde(deserialize_with = "lenient::string")]
+    service: String,
+    #[serde(deserialize_with = "lenient::string")]
+    issuer: String,
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    rootcertbundle: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    jwks: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    autoredirect: bool,
+    #[serde(default, deserialize_with = "lenient::string")]
+    autoredirectpath: String,
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    signingalgorithms: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(AuthVisitor)
+    }
+}
+
+struct AuthVisitor;
+
+impl<'de> Visitor<'de> for AuthVisitor {
+    type Value = AuthConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an auth section naming one scheme")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuthConfig, A::Error> {
+        let mut schemes = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let scheme = match key.as_str() {
+                "silly" => {
+                    let p: SillyParams = map.next_value()?;
+                    AuthConfig::Silly {
+                        realm: p.realm,
+                        service: p.service,
+                    }
+                }
+                "htpasswd" => {
+                    let p: HtpasswdParams = map.next_value()?;
+                    AuthConfig::Htpasswd {
+                        realm: p.realm,
+                        path: p.path,
+                    }
+                }
+                "token" => {
+                    let p: TokenParams = map.next_value()?;
+                    AuthConfig::Token {
+                        realm: p.realm,
+                        service: p.service,
+                        issuer: p.issuer,
+                        rootcertbundle: p.rootcertbundle,
+                        jwks: p.jwks,
+                        autoredirect: p.autoredirect,
+                        autoredirectpath: p.autoredirectpath,
+                        signingalgorithms: p.signingalgorithms,
+                    }
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown auth scheme {other:?}: must be one of none, {}",
+                        AUTH_SCHEMES.join(", ")
+                    )))
+                }
+            };
+            schemes.push(scheme);
+        }
+        if schemes.len() > 1 {
+            let names: Vec<&str> = schemes.iter().map(AuthConfig::name).collect();
+            return Err(de::Error::custom(format!(
+                "exactly one auth scheme may be configured, found [{}]",
+                names.join(" ")
+            )));
+        }
+        schemes
+            .pop()
+            .ok_or_else(|| de::Error::custom("no auth scheme configured"))
+    }
+}
+
+// ---------------------------------------------------------------- http
+
+/// `http` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Listen address (`host:port`, or a socket path with `net: unix`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub addr: String,
+    /// `tcp` or `unix`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub net: String,
+    /// URL path prefix the registry is served under.
+    #[serde(deserialize_with = "lenient::string")]
+    pub prefix: String,
+    /// Externally reachable base URL, used in Location headers.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub host: Option<String>,
+    /// HMAC key of upload state; generated per process when absent.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub secret: Option<String>,
+    /// Send relative Location headers.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub relativeurls: bool,
+    /// Time to let connections drain on shutdown.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub draintimeout: Duration,
+    /// TLS on the main listener.
+    pub tls: Option<TlsConfig>,
+    /// Headers added to every response.
+    #[serde(deserialize_with = "lenient::headers")]
+    pub headers: Headers,
+    /// Debug server.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub debug: DebugConfig,
+    /// HTTP/2 switch.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub http2: Http2Config,
+    /// Cleartext HTTP/2 switch.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub h2c: H2cConfig,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: ":5000".into(),
+            net: "tcp".into(),
+            prefix: String::new(),
+            host: None,
+            secret: None,
+            relativeurls: false,
+            draintimeout: Duration::ZERO,
+            tls: None,
+            headers: Headers::new(),
+            debug: DebugConfig::default(),
+            http2: Http2Config::default(),
+            h2c: H2cConfig::default(),
+        }
+    }
+}
+
+/// `http.tls` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub key: Option<PathBuf>,
+    /// CA bundles for client certificates.
+    #[serde(deserialize_with = "lenient::path_list")]
+    pub clientcas: Vec<PathBuf>,
+    /// Client certificate policy.
+    #[serde(deserialize_with = "lenient::string")]
+    pub clientauth: String,
+    /// Lowest TLS version accepted (`tls1.0` … `tls1.3`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub minimumtls: String,
+    /// Allowed cipher suites (Go names).
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub ciphersuites: Vec<String>,
+    /// ACME certificates instead of `certificate`/`key`.
+    pub letsencrypt: Option<LetsEncryptConfig>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificate: None,
+            key: None,
+            clientcas: Vec::new(),
+            clientauth: "require-and-verify-client-cert".into(),
+            minimumtls: "tls1.2".into(),
+            ciphersuites: Vec::new(),
+            letsencrypt: None,
+        }
+    }
+}
+
+/// `http.tls.letsencrypt` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct LetsEncryptConfig {
+    /// Where certificates are cached.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub cachefile: Option<PathBuf>,
+    /// ACME account e-mail.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub email: Option<String>,
+    /// Host names certificates may be obtained for.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub hosts: Vec<String>,
+    /// ACME directory URL.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub directoryurl: Option<String>,
+}
+
+/// `http.debug` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct DebugConfig {
+    /// Listen address of the debug server; off when absent.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub addr: Option<String>,
+    /// Prometheus endpoint on the debug server.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub prometheus: PrometheusConfig,
+}
+
+/// `http.debug.prometheus` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PrometheusConfig {
+    /// Serve metrics.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Metrics path.
+    #[serde(deserialize_with = "lenient::string")]
+    pub path: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: false,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+/// `http.http2` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct Http2Config {
+    /// Serve HTTP/1.1 only.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+}
+
+/// `http.h2c` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct H2cConfig {
+    /// Accept cleartext HTTP/2.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+}
+
+// ---------------------------------------------------------------- redis
+
+/// `redis` section: the v2.8 keys and the v3 (go-redis `UniversalOptions`) keys side by side.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Single address (v2.8).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub addr: Option<String>,
+    /// Addresses (v3): one server, sentinels or cluster seeds.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub addrs: Vec<String>,
+    /// ACL user name (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub password: Option<String>,
+    /// Database number.
+    #[serde(deserialize_with = "lenient::int")]
+    pub db: i64,
+    /// CLIENT SETNAME value (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub clientname: Option<String>,
+    /// RESP protocol version (v3).
+    #[serde(deserialize_with = "lenient::opt_int")]
+    pub protocol: Option<i64>,
+    /// Connect timeout.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub dialtimeout: Option<Duration>,
+    /// Read timeout.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub readtimeout: Option<Duration>,
+    /// Write timeout.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub writetimeout: Option<Duration>,
+    /// Connection pool (v2.8).
+    pub pool: Option<RedisPoolConfig>,
+    /// Pool size (v3).
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub poolsize: Option<usize>,
+    /// Wait for a pooled connection (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub pooltimeout: Option<Duration>,
+    /// LIFO or FIFO pool (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub poolfifo: bool,
+    /// Minimum idle connections (v3).
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub minidleconns: Option<usize>,
+    /// Maximum idle connections (v3).
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub maxidleconns: Option<usize>,
+    /// Maximum open connections (v3).
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub maxactiveconns: Option<usize>,
+    /// Close connections idle this long (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub connmaxidletime: Option<Duration>,
+    /// Close connections this old (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub connmaxlifetime: Option<Duration>,
+    /// Retries per command (v3; -1 disables).
+    #[serde(deserialize_with = "lenient::opt_int")]
+    pub maxretries: Option<i64>,
+    /// Minimum retry backoff (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub minretrybackoff: Option<Duration>,
+    /// Maximum retry backoff (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub maxretrybackoff: Option<Duration>,
+    /// Apply context deadlines to commands (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub contexttimeoutenabled: bool,
+    /// TLS to the server.
+    pub tls: Option<RedisTlsConfig>,
+    /// Sentinel master name (v3); sentinel mode when set.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub mastername: Option<String>,
+    /// Sentinel user (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub sentinelusername: Option<String>,
+    /// Sentinel password (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub sentinelpassword: Option<String>,
+    /// Cluster redirects followed (v3).
+    #[serde(deserialize_with = "lenient::opt_int")]
+    pub maxredirects: Option<i64>,
+    /// Cluster: read from replicas (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub readonly: bool,
+    /// Cluster: route reads by latency (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub routebylatency: bool,
+    /// Cluster: route reads randomly (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub routerandomly: bool,
+    /// Skip CLIENT SETINFO (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disableidentity: bool,
+    /// Suffix of the client library name (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub identitysuffix: Option<String>,
+    /// RESP3 unstable commands (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub unstableresp3: bool,
+}
+
+impl RedisConfig {
+    /// The server addresses: v2.8's `addr` followed by v3's `addrs`, without duplicates.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for addr in self.addr.iter().chain(&self.addrs) {
+            if !addr.is_empty() && !out.contains(addr) {
+                out.push(addr.clone());
+            }
+        }
+        out
+    }
+}
+
+/// `redis.pool` section (v2.8).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RedisPoolConfig {
+    /// Maximum idle connections.
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub maxidle: Option<usize>,
+    /// Maximum open connections.
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub maxactive: Option<usize>,
+    /// Close connections idle this long.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub idletimeout: Option<Duration>,
+}
+
+/// `redis.tls` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RedisTlsConfig {
+    /// Use TLS (v2.8 form).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Client certificate.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub certificate: Option<PathBuf>,
+    /// Client key.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub key: Option<PathBuf>,
+    /// CA bundles trusted for the server.
+    #[serde(deserialize_with = "lenient::path_list")]
+    pub rootcas: Vec<PathBuf>,
+    /// CA bundles (v3.0.0 name of `rootcas`).
+    #[serde(deserialize_with = "lenient::path_list")]
+    pub clientcas: Vec<PathBuf>,
+}
+
+// ---------------------------------------------------------------- health
+
+/// `health` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct HealthConfig {
+    /// Periodic `Stat("/")` of the storage driver.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub storagedriver: StorageDriverHealth,
+    /// Fail while a file exists.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub file: Vec<FileHealthCheck>,
+    /// Fail while a URI does not answer the expected status.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub http: Vec<HttpHealthCheck>,
+    /// Fail while a TCP address refuses connections.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub tcp: Vec<TcpHealthCheck>,
+}
+
+/// Default interval of every health check.
+const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Wharf's timeout for HTTP and TCP checks (distribution has none).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `health.storagedriver` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct StorageDriverHealth {
+    /// Run the check.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Time between checks.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy (0: the first).
+    #[serde(deserialize_with = "lenient::threshold")]
+    pub threshold: u32,
+}
+
+impl Default for StorageDriverHealth {
+    fn default() -> Self {
+        StorageDriverHealth {
+            enabled: false,
+            interval: CHECK_INTERVAL,
+            threshold: 0,
+        }
+    }
+}
+
+/// One `health.file` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FileHealthCheck {
+    /// Unhealthy while this file exists.
+    #[serde(deserialize_with = "lenient::path")]
+    pub file: PathBuf,
+    /// Time between checks.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy (0: the first).
+    #[serde(deserialize_with = "lenient::threshold")]
+    pub threshold: u32,
+}
+
+impl Default for FileHealthCheck {
+    fn default() -> Self {
+        FileHealthCheck {
+            file: PathBuf::new(),
+            interval: CHECK_INTERVAL,
+            threshold: 0,
+        }
+    }
+}
+
+/// One `health.http` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct HttpHealthCheck {
+    /// URI sent a HEAD request.
+    #[serde(deserialize_with = "lenient::string")]
+    pub uri: String,
+    /// Headers added to the request.
+    #[serde(deserialize_with = "lenient::headers")]
+    pub headers: Headers,
+    /// Expected status.
+    #[serde(deserialize_with = "lenient::int")]
+    pub statuscode: i64,
+    /// Request timeout.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub timeout: Duration,
+    /// Time between checks.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy (0: the first).
+    #[serde(deserialize_with = "lenient::threshold")]
+    pub threshold: u32,
+}
+
+impl Default for HttpHealthCheck {
+    fn default() -> Self {
+        HttpHealthCheck {
+            uri: String::new(),
+            headers: Headers::new(),
+            statuscode: 200,
+            timeout: CHECK_TIMEOUT,
+            interval: CHECK_INTERVAL,
+            threshold: 0,
+        }
+    }
+}
+
+/// One `health.tcp` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TcpHealthCheck {
+    /// `host:port` dialled.
+    #[serde(deserialize_with = "lenient::string")]
+    pub addr: String,
+    /// Dial timeout.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub timeout: Duration,
+    /// Time between checks.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Consecutive failures before unhealthy (0: the first).
+    #[serde(deserialize_with = "lenient::threshold")]
+    pub threshold: u32,
+}
+
+impl Default for TcpHealthCheck {
+    fn default() -> Self {
+        TcpHealthCheck {
+            addr: String::new(),
+            timeout: CHECK_TIMEOUT,
+            interval: CHECK_INTERVAL,
+            threshold: 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- notifications
+
+/// `notifications` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct NotificationsConfig {
+    /// Event format options.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub events: EventsConfig,
+    /// Webhook endpoints.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `notifications.events` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Add `target.references` to manifest events.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub includereferences: bool,
+}
+
+/// One `notifications.endpoints` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct EndpointConfig {
+    /// Name used in logs and metrics.
+    #[serde(deserialize_with = "lenient::string")]
+    pub name: String,
+    /// URL events are POSTed to.
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: String,
+    /// Skip this endpoint.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+    /// Headers added to each POST.
+    #[serde(deserialize_with = "lenient::headers")]
+    pub headers: Headers,
+    /// POST timeout.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub timeout: Duration,
+    /// Failures before backing off.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub threshold: usize,
+    /// Back-off time.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub backoff: Duration,
+    /// Target media types not sent.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub ignoredmediatypes: Vec<String>,
+    /// Media types and actions not sent.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub ignore: IgnoreConfig,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            name: String::new(),
+            url: String::new(),
+            disabled: false,
+            headers: Headers::new(),
+            timeout: secs(1),
+            threshold: 10,
+            backoff: secs(1),
+            ignoredmediatypes: Vec::new(),
+            ignore: IgnoreConfig::default(),
+        }
+    }
+}
+
+/// `ignore` of a notification endpoint.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct IgnoreConfig {
+    /// Target media types not sent.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub mediatypes: Vec<String>,
+    /// Actions (pull, push, mount, delete) not sent.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub actions: Vec<String>,
+}
+
+// ---------------------------------------------------------------- proxy, middleware
+
+/// `proxy` section: pull-through cache of one upstream.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// Upstream registry URL; proxy mode is on when set.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub remoteurl: Option<String>,
+    /// Upstream user.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+    /// Upstream password.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub password: Option<String>,
+    /// Credential helper (v3).
+    pub exec: Option<ProxyExecConfig>,
+    /// Cache expiry; 0 means never (distribution's default is 168h).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub ttl: Option<Duration>,
+    /// Time allowed to write a fetched object to storage (v3).
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub cachewritetimeout: Option<Duration>,
+}
+
+/// `proxy.exec` section (v3).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ProxyExecConfig {
+    /// Command printing credentials.
+    #[serde(deserialize_with = "lenient::string")]
+    pub command: String,
+    /// How long its output is reused.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub lifetime: Option<Duration>,
+}
+
+/// `middleware` section: chains by injection point.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct MiddlewareConfig {
+    /// Registry-level middleware.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub registry: Vec<MiddlewareEntry>,
+    /// Repository-level middleware.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub repository: Vec<MiddlewareEntry>,
+    /// Storage middleware (cloudfront, redirect, rewrite).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub storage: Vec<MiddlewareEntry>,
+}
+
+impl MiddlewareConfig {
+    /// The chains by key, for messages.
+    pub fn chains(&self) -> [(&'static str, &[MiddlewareEntry]); 3] {
+        [
+            ("registry", &self.registry),
+            ("repository", &self.repository),
+            ("storage", &self.storage),
+        ]
+    }
+}
+
+/// One middleware in a chain.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct MiddlewareEntry {
+    /// Registered middleware name.
+    #[serde(deserialize_with = "lenient::string")]
+    pub name: String,
+    /// Skip it.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+    /// Its parameters, raw.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub options: RawParameters,
+}
+
+// ---------------------------------------------------------------- validation, limits, legacy
+
+/// `validation` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ValidationConfig {
+    /// Turn the rules below off.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+    /// Manifest rules.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub manifests: ManifestValidation,
+}
+
+/// `validation.manifests` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ManifestValidation {
+    /// Rules for foreign-layer URLs.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub urls: UrlValidation,
+    /// Rules for index children.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub indexes: IndexValidation,
+}
+
+/// `validation.manifests.urls` section: Go regular expressions.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct UrlValidation {
+    /// A layer URL must match one of these.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub allow: Vec<String>,
+    /// A layer URL must match none of these.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub deny: Vec<String>,
+}
+
+/// `validation.manifests.indexes` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct IndexValidation {
+    /// Which index children must exist.
+    pub platforms: IndexPlatforms,
+    /// Platforms checked with `platforms: list`.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub platformlist: Vec<Platform>,
+}
+
+/// Which children of a pushed index must already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IndexPlatforms {
+    /// Every child (the default).
+    #[default]
+    All,
+    /// None.
+    None,
+    /// Those matching `platformlist`.
+    List,
+}
+
+impl<'de> Deserialize<'de> for IndexPlatforms {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let choices = [
+            ("all", IndexPlatforms::All),
+            ("none", IndexPlatforms::None),
+            ("list", IndexPlatforms::List),
+        ];
+        keyword(d, "platforms value", &choices).map(Option::unwrap_or_default)
+    }
+}
+
+/// One `platformlist` entry.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct Platform {
+    /// CPU architecture, e.g. amd64.
+    #[serde(deserialize_with = "lenient::string")]
+    pub architecture: String,
+    /// Operating system, e.g. linux.
+    #[serde(deserialize_with = "lenient::string")]
+    pub os: String,
+}
+
+/// `catalog` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CatalogConfig {
+    /// Most repositories one catalog page may return.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxentries: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig { maxentries: 1000 }
+    }
+}
+
+/// `tags` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TagsConfig {
+    /// Most tags one tag-list page may return.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxtags: usize,
+}
+
+impl Default for TagsConfig {
+    fn default() -> Self {
+        TagsConfig { maxtags: 1000 }
+    }
+}
+
+/// `compatibility` section (v2.8).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct CompatibilityConfig {
+    /// Schema 1 manifests.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub schema1: Schema1Config,
+}
+
+/// `compatibility.schema1` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct Schema1Config {
+    /// libtrust key used to sign schema 1 manifests.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub signingkeyfile: Option<PathBuf>,
+    /// Accept schema 1 manifests.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+}
+
+/// `reporting` section (v2.8): accepted so old files load, but nothing is reported.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct ReportingConfig {
+    /// Bugsnag settings, raw.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub bugsnag: RawParameters,
+    /// New Relic settings, raw.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub newrelic: RawParameters,
+}
+
+/// `policy` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyConfig {
+    /// Repository policy.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub repository: RepositoryPolicy,
+}
+
+/// `policy.repository` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RepositoryPolicy {
+    /// Allowed repository classes (config media types); empty allows all.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub classes: Vec<String>,
+}

@@ -1,0 +1,334 @@
+//! Rules on the typed configuration: zero-means-default, value checks, and what this release
+//! cannot do yet.
+
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::model::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+/// Smallest multipart part S3 and OSS accept.
+const MIN_CHUNK: u64 = 5 * MIB;
+/// Largest part of an S3 multipart copy.
+const MAX_COPY_CHUNK: u64 = 5 * GIB;
+/// Distribution's floor for `storage.filesystem.maxthreads`.
+const MIN_FILESYSTEM_THREADS: usize = 25;
+
+const S3_OBJECT_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+];
+const TLS_VERSIONS: &[&str] = &["tls1.0", "tls1.1", "tls1.2", "tls1.3"];
+const TLS_CLIENT_AUTH: &[&str] = &[
+    "request-client-cert",
+    "require-any-client-cert",
+    "verify-client-cert-if-given",
+    "require-and-verify-client-cert",
+];
+
+fn set_if_zero<T: PartialEq + Default>(value: &mut T, default: T) {
+    if *value == T::default() {
+        *value = default;
+    }
+}
+
+impl Config {
+    /// Replaces the zeros and empty strings that distribution reads as "use the default".
+    pub(crate) fn apply_defaults(&mut self) {
+        let interval = Duration::from_secs(10);
+        set_if_zero(&mut self.http.addr, ":5000".into());
+        set_if_zero(&mut self.http.net, "tcp".into());
+        set_if_zero(&mut self.http.debug.prometheus.path, "/metrics".into());
+        if let Some(tls) = &mut self.http.tls {
+            set_if_zero(&mut tls.clientauth, "require-and-verify-client-cert".into());
+            set_if_zero(&mut tls.minimumtls, "tls1.2".into());
+        }
+        if let StorageDriverConfig::Filesystem { maxthreads, .. } = &mut self.storage.driver {
+            *maxthreads = (*maxthreads).max(MIN_FILESYSTEM_THREADS);
+        }
+        if let StorageDriverConfig::S3(s3) = &mut self.storage.driver {
+            set_if_zero(&mut s3.storageclass, "STANDARD".into());
+            set_if_zero(&mut s3.objectacl, "private".into());
+        }
+        if let Some(AuthConfig::Token {
+            autoredirectpath, ..
+        }) = &mut self.auth
+        {
+            set_if_zero(autoredirectpath, "/auth/token".into());
+        }
+        set_if_zero(&mut self.storage.tag.concurrencylimit, 8);
+        set_if_zero(&mut self.catalog.maxentries, 1000);
+        set_if_zero(&mut self.tags.maxtags, 1000);
+        set_if_zero(&mut self.health.storagedriver.interval, interval);
+        for check in &mut self.health.file {
+            set_if_zero(&mut check.interval, interval);
+        }
+        for check in &mut self.health.http {
+            set_if_zero(&mut check.interval, interval);
+            set_if_zero(&mut check.statuscode, 200);
+        }
+        for check in &mut self.health.tcp {
+            set_if_zero(&mut check.interval, interval);
+        }
+        for endpoint in &mut self.notifications.endpoints {
+            set_if_zero(&mut endpoint.timeout, Duration::from_secs(1));
+            set_if_zero(&mut endpoint.threshold, 10);
+            set_if_zero(&mut endpoint.backoff, Duration::from_secs(1));
+        }
+    }
+
+    /// Checks values serde cannot: required strings, ranges, keywords, cross-section needs.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let require = |key: &str, value: &str| {
+            if value.is_empty() {
+                Err(ConfigError::invalid(key, "required, but empty"))
+            } else {
+                Ok(())
+            }
+        };
+        let one_of = |key: &str, value: &str, choices: &[&str]| {
+            if choices.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "invalid value {value:?}: must be one of {}",
+                        choices.join(", ")
+                    ),
+                ))
+            }
+        };
+        let at_least = |key: &str, value: u64, min: u64| {
+            if value < min {
+                Err(ConfigError::invalid(
+                    key,
+                    format!("{value} is too small: must be at least {min}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+
+        one_of("http.net", &self.http.net, &["tcp", "unix"])?;
+        if let Some(tls) = &self.http.tls {
+            one_of("http.tls.minimumtls", &tls.minimumtls, TLS_VERSIONS)?;
+            one_of("http.tls.clientauth", &tls.clientauth, TLS_CLIENT_AUTH)?;
+        }
+
+        match &self.storage.driver {
+            StorageDriverConfig::S3(s3) => {
+                require("storage.s3.region", &s3.region)?;
+                require("storage.s3.bucket", &s3.bucket)?;
+                at_least("storage.s3.chunksize", s3.chunksize, MIN_CHUNK)?;
+                at_least(
+                    "storage.s3.multipartcopychunksize",
+                    s3.multipartcopychunksize,
+                    MIN_CHUNK,
+                )?;
+                at_least(
+                    "storage.s3.multipartcopythresholdsize",
+                    s3.multipartcopythresholdsize,
+                    MIN_CHUNK,
+                )?;
+                at_least(
+                    "storage.s3.multipartcopymaxconcurrency",
+                    s3.multipartcopymaxconcurrency,
+                    1,
+                )?;
+                for (key, value) in [
+                    (
+                        "storage.s3.multipartcopychunksize",
+                        s3.multipartcopychunksize,
+                    ),
+                    (
+                        "storage.s3.multipartcopythresholdsize",
+                        s3.multipartcopythresholdsize,
+                    ),
+                ] {
+                    if value > MAX_COPY_CHUNK {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!("{value} is too large: must be at most {MAX_COPY_CHUNK}"),
+                        ));
+                    }
+                }
+                one_of("storage.s3.objectacl", &s3.objectacl, S3_OBJECT_ACLS)?;
+            }
+            StorageDriverConfig::Oss(oss) => {
+                require("storage.oss.accesskeyid", &oss.accesskeyid)?;
+                require("storage.oss.accesskeysecret", &oss.accesskeysecret)?;
+                require("storage.oss.region", &oss.region)?;
+                require("storage.oss.bucket", &oss.bucket)?;
+                at_least("storage.oss.chunksize", oss.chunksize, MIN_CHUNK)?;
+            }
+            StorageDriverConfig::Filesystem { rootdirectory, .. } => {
+                require(
+                    "storage.filesystem.rootdirectory",
+                    &rootdirectory.to_string_lossy(),
+                )?;
+            }
+            StorageDriverConfig::Inmemory
+            | StorageDriverConfig::Azure(_)
+            | StorageDriverConfig::Gcs(_) => {}
+        }
+
+        if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis)
+            && self.redis.as_ref().is_none_or(|r| r.addresses().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "storage.cache.blobdescriptor",
+                "redis needs a redis section with redis.addr or redis.addrs",
+            ));
+        }
+
+        match &self.auth {
+            Some(AuthConfig::Silly { realm, service }) => {
+                require("auth.silly.realm", realm)?;
+                require("auth.silly.service", service)?;
+            }
+            Some(AuthConfig::Htpasswd { realm, path }) => {
+                require("auth.htpasswd.realm", realm)?;
+                require("auth.htpasswd.path", &path.to_string_lossy())?;
+            }
+            Some(AuthConfig::Token {
+                realm,
+                service,
+                issuer,
+                rootcertbundle,
+                jwks,
+                ..
+            }) => {
+                require("auth.token.realm", realm)?;
+                require("auth.token.service", service)?;
+                require("auth.token.issuer", issuer)?;
+                if rootcertbundle.is_none() && jwks.is_none() {
+                    return Err(ConfigError::invalid(
+                        "auth.token.rootcertbundle",
+                        "required unless auth.token.jwks is set",
+                    ));
+                }
+            }
+            None => {}
+        }
+
+        let indexes = &self.validation.manifests.indexes;
+        if indexes.platforms == IndexPlatforms::List && indexes.platformlist.is_empty() {
+            return Err(ConfigError::invalid(
+                "validation.manifests.indexes.platformlist",
+                "required when platforms is \"list\"",
+            ));
+        }
+        for (i, p) in indexes.platformlist.iter().enumerate() {
+            let key = format!("validation.manifests.indexes.platformlist.{i}");
+            require(&format!("{key}.architecture"), &p.architecture)?;
+            require(&format!("{key}.os"), &p.os)?;
+        }
+
+        for (i, check) in self.health.file.iter().enumerate() {
+            require(
+                &format!("health.file.{i}.file"),
+                &check.file.to_string_lossy(),
+            )?;
+        }
+        for (i, check) in self.health.http.iter().enumerate() {
+            require(&format!("health.http.{i}.uri"), &check.uri)?;
+        }
+        for (i, check) in self.health.tcp.iter().enumerate() {
+            require(&format!("health.tcp.{i}.addr"), &check.addr)?;
+        }
+        for (i, endpoint) in self.notifications.endpoints.iter().enumerate() {
+            if !endpoint.disabled {
+                require(&format!("notifications.endpoints.{i}.url"), &endpoint.url)?;
+            }
+        }
+        if let Some(exec) = self.proxy.as_ref().and_then(|p| p.exec.as_ref()) {
+            require("proxy.exec.command", &exec.command)?;
+        }
+        Ok(())
+    }
+
+    /// Warnings about sections that load but have no effect.
+    pub(crate) fn notices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.reporting.bugsnag.is_empty() || !self.reporting.newrelic.is_empty() {
+            out.push("reporting is ignored: Wharf sends no reports to bugsnag or newrelic".into());
+        }
+        out
+    }
+
+    /// One message per configured feature this release cannot provide yet, naming its key.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.storage.driver {
+            StorageDriverConfig::Filesystem { .. } | StorageDriverConfig::Inmemory => {}
+            other => out.push(format!(
+                "storage.{name}: the {name} storage driver is not supported yet",
+                name = other.name()
+            )),
+        }
+        if let Some(AuthConfig::Token { .. }) = &self.auth {
+            out.push("auth.token: token authentication is not supported yet".into());
+        }
+        if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis) {
+            out.push(
+                "storage.cache.blobdescriptor: the redis blob descriptor cache is not supported yet"
+                    .into(),
+            );
+        }
+        if self.redis.is_some() {
+            out.push("redis: Redis is not supported yet".into());
+        }
+        let endpoints: Vec<&str> = self
+            .notifications
+            .endpoints
+            .iter()
+            .filter(|e| !e.disabled)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !endpoints.is_empty() {
+            out.push(format!(
+                "notifications.endpoints: webhook notifications are not supported yet (endpoints: {})",
+                endpoints.join(", ")
+            ));
+        }
+        if self.proxy.as_ref().is_some_and(|p| p.remoteurl.is_some()) {
+            out.push("proxy.remoteurl: pull-through cache mode is not supported yet".into());
+        }
+        for (chain, entries) in self.middleware.chains() {
+            let names: Vec<&str> = entries
+                .iter()
+                .filter(|m| !m.disabled)
+                .map(|m| m.name.as_str())
+                .collect();
+            if !names.is_empty() {
+                out.push(format!(
+                    "middleware.{chain}: middleware is not supported yet ({})",
+                    names.join(", ")
+                ));
+            }
+        }
+        if self
+            .http
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+        {
+            out.push("http.tls: TLS is not supported yet; terminate TLS in a reverse proxy".into());
+        }
+        if self.http.debug.addr.is_some() {
+            out.push("http.debug.addr: the debug server is not supported yet".into());
+        }
+        if !self.health.http.is_empty() {
+            out.push("health.http: HTTP health checks are not supported yet".into());
+        }
+        out
+    }
+}

@@ -1,0 +1,211 @@
+//! Accept loop, connection handling and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::api::body::Body;
+use crate::api::{self, App};
+
+/// Server behaviour from `http.*`.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// `http.headers` plus the API version header, added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `log.accesslog.disabled` inverted.
+    pub access_log: bool,
+    /// `http.draintimeout`: how long in-flight requests may run after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Time allowed to send the request headers (slow-loris guard).
+    pub header_read_timeout: Duration,
+    /// Maximum number of request headers.
+    pub max_headers: usize,
+    /// `http.http2.disabled` inverted.
+    pub http2: bool,
+}
+
+/// A bound listener: TCP or a Unix socket (`http.net: unix`).
+pub enum Listener {
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+    /// Unix domain socket.
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr` as distribution would: `:5000` means every interface.
+    pub async fn bind(net: &str, addr: &str) -> std::io::Result<Self> {
+        if net == "unix" {
+            let _ = std::fs::remove_file(addr);
+            return Ok(Self::Unix(tokio::net::UnixListener::bind(addr)?));
+        }
+        if let Some(port) = addr.strip_prefix(':') {
+            return match tokio::net::TcpListener::bind(format!("[::]:{port}")).await {
+                Ok(l) => Ok(Self::Tcp(l)),
+                Err(_) => Ok(Self::Tcp(
+                    tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await?,
+                )),
+            };
+        }
+        Ok(Self::Tcp(tokio::net::TcpListener::bind(addr).await?))
+    }
+
+    /// The bound address, for logs.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Self::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to
+/// `drain_timeout`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: Listener,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_headers(settings.max_headers)
+        .max_buf_size(256 * 1024);
+    builder.http2().max_header_list_size(64 * 1024);
+    if !settings.http2 {
+        builder = builder.http1_only();
+    }
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let settings = Arc::new(settings);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let (io, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Running out of file descriptors must not spin the loop.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let settings = settings.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let (app, settings, remote) = (app.clone(), settings.clone(), remote.clone());
+            async move { Ok::<_, Infallible>(handle(&app, &settings, req, &remote).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(timeout = ?settings.drain_timeout, "draining connections");
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// Any stream a connection can run on.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, addr): (tokio::net::TcpStream, SocketAddr) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Box::new(s), addr.to_string()))
+        }
+        Listener::Unix(l) => {
+            let (s, _) = l.accept().await?;
+            Ok((Box::new(s), "unix".to_string()))
+        }
+    }
+}
+
+/// One request: the API, then the common headers and the access log line.
+async fn handle(
+    app: &App,
+    settings: &ServerSettings,
+    req: Request<Incoming>,
+    remote: &str,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (mut resp, info) = api::handle(app, req).await;
+    let h = resp.headers_mut();
+    for (name, value) in &settings.headers {
+        h.append(name.clone(), value.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if settings.access_log {
+        let length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        tracing::info!(
+            target: "access",
+            remote = remote,
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            bytes = length,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            handler = info.handler,
+            repository = info.repository.as_deref().unwrap_or(""),
+            user = info.user.as_deref().unwrap_or(""),
+            user_agent = %user_agent,
+            request_id = %request_id,
+            "request"
+        );
+    }
+    resp
+}

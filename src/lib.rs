@@ -1,0 +1,206 @@
+//! Wharf: a container registry, drop-in for CNCF distribution (registry:2).
+//!
+//! A push travels: `http::server` (connection, headers, access log) ->
+//! `api` (route, access check, handler) -> `registry` (validation, upload
+//! state, links) -> `storage` (a `StorageDriver`).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod ops;
+pub mod registry;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{HeaderName, HeaderValue};
+
+use api::urls::UrlBuilder;
+use api::App;
+use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
+use registry::{Registry, RegistryOptions};
+use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
+use storage::StorageDriver;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configured features this release does not provide.
+    #[error("unsupported configuration:\n  {}", .0.join("\n  "))]
+    Unsupported(Vec<String>),
+    /// A header in `http.headers` that HTTP does not allow.
+    #[error("http.headers.{name}: {reason}")]
+    Header {
+        /// Header name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("http.addr: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The htpasswd file could not be opened or created.
+    #[error("auth.htpasswd.path: {0}")]
+    Htpasswd(std::io::Error),
+}
+
+/// The storage driver named by the configuration.
+pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
+    match &config.storage.driver {
+        StorageDriverConfig::Filesystem { rootdirectory, .. } => {
+            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
+        }
+        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
+        other => Err(StartError::Unsupported(vec![format!(
+            "storage.{}: this storage driver is not available in this release",
+            other.name()
+        )])),
+    }
+}
+
+/// Registry behaviour from the configuration.
+pub fn registry_options(config: &Config) -> RegistryOptions {
+    let v = &config.validation;
+    RegistryOptions {
+        delete_enabled: config.storage.delete.enabled,
+        read_only: config.storage.maintenance.readonly.enabled,
+        catalog_max_entries: config.catalog.maxentries,
+        max_tags: config.tags.maxtags,
+        urls_allow: v.manifests.urls.allow.clone(),
+        urls_deny: v.manifests.urls.deny.clone(),
+        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        validation_disabled: v.disabled,
+    }
+}
+
+/// The key upload-state tokens are signed with: `http.secret`, or a random
+/// one that only this process knows.
+fn upload_secret(config: &Config) -> Vec<u8> {
+    match config.http.secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            tracing::warn!(
+                "No HTTP secret provided (http.secret): generated a random one. Upload sessions \
+                 cannot be continued on other nodes; set the same http.secret on every node behind a load balancer"
+            );
+            rand::random::<[u8; 32]>().to_vec()
+        }
+    }
+}
+
+fn response_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, StartError> {
+    let mut headers = vec![(
+        HeaderName::from_static("docker-distribution-api-version"),
+        HeaderValue::from_static("registry/2.0"),
+    )];
+    for (name, values) in &config.http.headers {
+        let bad = |reason: String| StartError::Header {
+            name: name.clone(),
+            reason,
+        };
+        let header = HeaderName::try_from(name.as_str()).map_err(|e| bad(e.to_string()))?;
+        for v in values {
+            headers.push((
+                header.clone(),
+                HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?,
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartError> {
+    Ok(match &config.auth {
+        None => None,
+        Some(AuthConfig::Silly { realm, service }) => Some(auth::Authenticator::Silly {
+            realm: realm.clone(),
+            service: service.clone(),
+        }),
+        Some(AuthConfig::Htpasswd { realm, path }) => Some(auth::Authenticator::Htpasswd(
+            auth::htpasswd::Htpasswd::open(realm, path).map_err(StartError::Htpasswd)?,
+        )),
+        Some(other) => {
+            return Err(StartError::Unsupported(vec![format!(
+                "auth.{}: not available in this release",
+                other.name()
+            )]))
+        }
+    })
+}
+
+/// Runs `garbage-collect` against the configured storage.
+pub async fn garbage_collect(
+    config: &Config,
+    options: &registry::gc::GcOptions,
+) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
+    let driver = storage_driver(config)?;
+    let registry = Registry::new(driver, registry_options(config), Vec::new());
+    Ok(registry.garbage_collect(options).await?)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
+    }
+}
+
+/// Runs the registry until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let unsupported = config.unsupported();
+    if !unsupported.is_empty() {
+        return Err(StartError::Unsupported(unsupported));
+    }
+    let driver = storage_driver(&config)?;
+    let headers = response_headers(&config)?;
+    let auth = authenticator(&config)?;
+    let registry = Registry::new(
+        driver.clone(),
+        registry_options(&config),
+        upload_secret(&config),
+    );
+    let health = ops::health::Health::default();
+    ops::health::start(&config.health, driver, &health);
+    let app = Arc::new(App {
+        registry,
+        urls: UrlBuilder::new(
+            config.http.host.clone(),
+            config.http.relativeurls,
+            &config.http.prefix,
+        ),
+        auth,
+        health,
+    });
+    let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http.addr.clone(),
+            source,
+        })?;
+    tracing::info!(
+        addr = %listener.local_addr(),
+        storage = config.storage.driver.name(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+    let settings = http::server::ServerSettings {
+        headers,
+        access_log: !config.log.accesslog.disabled,
+        drain_timeout: config.http.draintimeout,
+        header_read_timeout: Duration::from_secs(30),
+        max_headers: 100,
+        http2: !config.http.http2.disabled,
+    };
+    http::server::serve(app, listener, settings, shutdown_signal()).await;
+    Ok(())
+}

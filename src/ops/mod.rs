@@ -1,0 +1,4 @@
+//! Running the service: logs, health checks.
+
+pub mod health;
+pub mod logging;

@@ -1,0 +1,94 @@
+//! Blobs as seen through a repository: a `_layers` link plus shared data.
+
+use crate::registry::digest::Digest;
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::reference::RepositoryName;
+use crate::registry::Registry;
+use crate::storage::{layout, ByteStream, StorageError};
+
+/// Size and identity of a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Content digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Registry {
+    /// Size of a blob's shared data, if it exists.
+    pub(crate) async fn stat_blob_data(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self
+            .driver
+            .stat(&layout::blob_data(digest.algorithm(), digest.hex()))
+            .await
+        {
+            Ok(info) if !info.is_dir => Ok(Some(info.size)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A blob linked in `repo`.
+    pub async fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo> {
+        let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
+        if self.read_link(&link).await?.as_ref() != Some(digest) {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        let size = self
+            .stat_blob_data(digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+        })
+    }
+
+    /// Streams `len` bytes from `offset` of a blob linked in `repo`.
+    pub async fn read_blob(&self, blob: &BlobInfo, offset: u64, len: u64) -> Result<ByteStream> {
+        let path = layout::blob_data(blob.digest.algorithm(), blob.digest.hex());
+        match self.driver.reader(&path, offset, Some(len)).await {
+            Ok(s) => Ok(s),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(blob.digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unlinks a blob from `repo`; the data stays until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        self.check_delete()?;
+        self.stat_blob(repo, digest).await?;
+        let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
+        let dir = link.trim_end_matches("/link");
+        match self.driver.delete(dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links into `repo` a blob that `from` already has; `None` when it does not.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<BlobInfo>> {
+        self.check_writable()?;
+        let info = match self.stat_blob(from, digest).await {
+            Ok(info) => info,
+            Err(RegistryError::BlobUnknown(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.link_blob(repo, digest).await?;
+        Ok(Some(info))
+    }
+
+    /// Makes a blob part of `repo`.
+    pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
+        self.write_link(&link, digest).await
+    }
+}

@@ -1,0 +1,152 @@
+//! Repository listing and the `n`/`last` pagination shared with tag lists.
+
+use std::cmp::Ordering;
+
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::Registry;
+use crate::storage::layout;
+
+/// One page of a sorted listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries of this page.
+    pub items: Vec<String>,
+    /// Set when more entries follow: the `last` to ask for next.
+    pub next: Option<String>,
+}
+
+/// Orders repository paths component by component, as distribution does, so
+/// `a/b` sorts before `a-c`.
+pub fn path_order(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Cuts a sorted listing after `last`, at most `n` entries.
+pub fn paginate(
+    sorted: Vec<String>,
+    last: Option<&str>,
+    n: Option<usize>,
+    order: fn(&str, &str) -> Ordering,
+) -> Page {
+    let start = match last {
+        Some(last) => sorted.partition_point(|x| order(x, last) != Ordering::Greater),
+        None => 0,
+    };
+    let rest = &sorted[start..];
+    let take = n.unwrap_or(rest.len()).min(rest.len());
+    let items = rest[..take].to_vec();
+    let next = (take < rest.len() && take > 0).then(|| items[take - 1].clone());
+    Page { items, next }
+}
+
+impl Registry {
+    /// Every repository (a directory holding `_manifests`), sorted.
+    pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        // Depth-first walk with an explicit stack; bounded by the tree itself.
+        let mut stack = vec![String::new()];
+        while let Some(prefix) = stack.pop() {
+            let dir = if prefix.is_empty() {
+                layout::repositories_dir()
+            } else {
+                format!("{}/{prefix}", layout::repositories_dir())
+            };
+            for child in self.list_or_empty(&dir).await? {
+                if child == "_manifests" {
+                    found.push(prefix.clone());
+                } else if !child.starts_with('_') {
+                    let path = if prefix.is_empty() {
+                        child
+                    } else {
+                        format!("{prefix}/{child}")
+                    };
+                    if self
+                        .driver
+                        .stat(&format!("{}/{path}", layout::repositories_dir()))
+                        .await
+                        .is_ok_and(|i| i.is_dir)
+                    {
+                        stack.push(path);
+                    }
+                }
+            }
+        }
+        found.retain(|r| !r.is_empty());
+        found.sort_by(|a, b| path_order(a, b));
+        Ok(found)
+    }
+
+    /// A page of the catalog; `n` above `catalog.maxentries` is refused.
+    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
+        let max = self.options.catalog_max_entries;
+        if n.is_some_and(|n| n > max) {
+            return Err(RegistryError::PaginationNumberInvalid(format!(
+                "n must be at most {max}"
+            )));
+        }
+        let all = self.repositories().await?;
+        Ok(paginate(all, last, Some(n.unwrap_or(max)), path_order))
+    }
+
+    /// A page of a repository's tags; `n` is clamped to `tags.maxtags`.
+    pub async fn tags(
+        &self,
+        repo: &crate::registry::reference::RepositoryName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Page> {
+        let all = self.list_tags(repo).await?;
+        let n = n.map(|n| n.min(self.options.max_tags));
+        Ok(paginate(all, last, n, str::cmp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn paginates_after_last() {
+        let all = v(&["a", "b", "c", "d"]);
+        assert_eq!(
+            paginate(all.clone(), None, Some(2), str::cmp),
+            Page {
+                items: v(&["a", "b"]),
+                next: Some("b".into())
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some("b"), Some(2), str::cmp),
+            Page {
+                items: v(&["c", "d"]),
+                next: None
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some("bb"), None, str::cmp).items,
+            v(&["c", "d"])
+        );
+        assert_eq!(
+            paginate(all.clone(), Some("z"), Some(2), str::cmp).items,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            paginate(all, None, Some(0), str::cmp),
+            Page {
+                items: vec![],
+                next: None
+            }
+        );
+    }
+
+    #[test]
+    fn orders_by_path_components() {
+        let mut names = v(&["a-c", "a/b", "a"]);
+        names.sort_by(|a, b| path_order(a, b));
+        assert_eq!(names, v(&["a", "a/b", "a-c"]));
+    }
+}

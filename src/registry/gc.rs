@@ -1,0 +1,222 @@
+//! Offline garbage collection: mark what manifests reference, sweep the rest.
+//!
+//! Unlike distribution, marking is index- and referrer-aware: with
+//! `--delete-untagged`, children of a kept index and artifacts whose subject
+//! is kept survive (distribution#3004, #3178).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+
+use crate::registry::digest::Digest;
+use crate::registry::error::Result;
+use crate::registry::manifest;
+use crate::registry::reference::RepositoryName;
+use crate::registry::Registry;
+use crate::storage::layout;
+
+/// `garbage-collect` flags.
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Report, delete nothing.
+    pub dry_run: bool,
+    /// Also delete manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// Do not list every deletion.
+    pub quiet: bool,
+}
+
+/// What a collection did (or would do).
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Blobs kept.
+    pub marked: usize,
+    /// Blob data deleted.
+    pub blobs_deleted: Vec<Digest>,
+    /// Untagged manifests deleted, as `repo@digest`.
+    pub manifests_deleted: Vec<String>,
+    /// True for a dry run.
+    pub dry_run: bool,
+}
+
+impl fmt::Display for GcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        write!(
+            f,
+            "{} blobs marked, {verb} {} blobs and {} manifests",
+            self.marked,
+            self.blobs_deleted.len(),
+            self.manifests_deleted.len()
+        )
+    }
+}
+
+impl Registry {
+    /// Runs mark and sweep over the whole storage.
+    pub async fn garbage_collect(&self, opts: &GcOptions) -> Result<GcReport> {
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        let mut marked: HashSet<Digest> = HashSet::new();
+        let repos: Vec<RepositoryName> = self
+            .repositories()
+            .await?
+            .iter()
+            .filter_map(|n| RepositoryName::parse(n))
+            .collect();
+        for repo in &repos {
+            self.mark_repository(repo, opts, &mut marked, &mut report)
+                .await?;
+        }
+        // Links are judged against the global mark set: a blob kept by any
+        // repository keeps its links everywhere.
+        for repo in &repos {
+            self.sweep_layer_links(repo, &marked, opts).await?;
+        }
+        report.marked = marked.len();
+        for digest in self.all_blobs().await? {
+            if marked.contains(&digest) {
+                continue;
+            }
+            if !opts.quiet {
+                tracing::info!(blob = %digest, dry_run = opts.dry_run, "blob eligible for deletion");
+            }
+            if !opts.dry_run {
+                let dir = layout::blob_dir(digest.algorithm(), digest.hex());
+                if let Err(e) = self.driver.delete(&dir).await {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+            report.blobs_deleted.push(digest);
+        }
+        Ok(report)
+    }
+
+    /// Marks the blobs of the manifests kept in `repo`.
+    async fn mark_repository(
+        &self,
+        repo: &RepositoryName,
+        opts: &GcOptions,
+        marked: &mut HashSet<Digest>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let mut revisions: BTreeSet<Digest> = BTreeSet::new();
+        for hex in self
+            .list_or_empty(&layout::revisions_dir(repo.as_str(), "sha256"))
+            .await?
+        {
+            if let Ok(d) = format!("sha256:{hex}").parse::<Digest>() {
+                revisions.insert(d);
+            }
+        }
+        let mut parsed = Vec::new();
+        for d in &revisions {
+            let body = match self.read_manifest(d).await {
+                Ok(m) => m.body,
+                Err(_) => continue,
+            };
+            if let Ok(m) = manifest::parse_stored(&body) {
+                parsed.push((d.clone(), m));
+            }
+        }
+        let mut kept: HashSet<Digest> = if opts.delete_untagged {
+            let mut tagged = HashSet::new();
+            for tag in self.list_or_empty(&layout::tags_dir(repo.as_str())).await? {
+                if let Some(d) = self
+                    .read_link(&layout::tag_current_link(repo.as_str(), &tag))
+                    .await?
+                {
+                    tagged.insert(d);
+                }
+            }
+            tagged
+        } else {
+            revisions.iter().cloned().collect()
+        };
+        // Grow the kept set to a fixpoint: children of kept indexes, and
+        // artifacts whose subject is kept.
+        loop {
+            let before = kept.len();
+            for (d, m) in &parsed {
+                if kept.contains(d) {
+                    kept.extend(m.manifests.iter().map(|c| c.digest.clone()));
+                } else if m.subject.as_ref().is_some_and(|s| kept.contains(&s.digest)) {
+                    kept.insert(d.clone());
+                }
+            }
+            if kept.len() == before {
+                break;
+            }
+        }
+        for d in &revisions {
+            if kept.contains(d) {
+                continue;
+            }
+            report.manifests_deleted.push(format!("{repo}@{d}"));
+            if !opts.quiet {
+                tracing::info!(repository = %repo, manifest = %d, dry_run = opts.dry_run, "untagged manifest eligible for deletion");
+            }
+            if !opts.dry_run {
+                let link = layout::revision_link(repo.as_str(), d.algorithm(), d.hex());
+                if let Err(e) = self.driver.delete(link.trim_end_matches("/link")).await {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        for (d, m) in &parsed {
+            if !kept.contains(d) {
+                continue;
+            }
+            marked.insert(d.clone());
+            marked.extend(m.config.iter().chain(&m.layers).map(|b| b.digest.clone()));
+        }
+        Ok(())
+    }
+
+    /// Removes `_layers` links to blobs that are about to be swept.
+    async fn sweep_layer_links(
+        &self,
+        repo: &RepositoryName,
+        marked: &HashSet<Digest>,
+        opts: &GcOptions,
+    ) -> Result<()> {
+        let dir = format!("{}/sha256", layout::layers_dir(repo.as_str()));
+        for hex in self.list_or_empty(&dir).await? {
+            let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            if marked.contains(&d) || opts.dry_run {
+                continue;
+            }
+            if let Err(e) = self.driver.delete(&format!("{dir}/{hex}")).await {
+                if !e.is_not_found() {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob in `blobs/sha256/`.
+    async fn all_blobs(&self) -> Result<Vec<Digest>> {
+        let root = format!("{}/sha256", layout::blobs_dir());
+        let mut out = Vec::new();
+        for prefix in self.list_or_empty(&root).await? {
+            for hex in self.list_or_empty(&format!("{root}/{prefix}")).await? {
+                if let Ok(d) = format!("sha256:{hex}").parse::<Digest>() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

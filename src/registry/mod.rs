@@ -1,0 +1,150 @@
+//! The registry domain: blobs, uploads, manifests, tags, referrers. No HTTP here.
+
+pub mod digest;
+pub mod error;
+pub mod gc;
+pub mod hashstate;
+pub mod manifest;
+pub mod reference;
+pub mod upload_state;
+
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use blobs::BlobInfo;
+pub use catalog::Page;
+pub use manifests::{ManifestReference, StoredManifest};
+pub use referrers::Referrer;
+pub use uploads::{UploadProgress, UploadRequest};
+
+use crate::storage::StorageDriver;
+use digest::Digest;
+use error::{RegistryError, Result};
+
+/// A request body as the registry consumes it: a stream of byte chunks.
+pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Behaviour switches from the configuration.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// `storage.delete.enabled`.
+    pub delete_enabled: bool,
+    /// `storage.maintenance.readonly.enabled`.
+    pub read_only: bool,
+    /// `catalog.maxentries`.
+    pub catalog_max_entries: usize,
+    /// `tags.maxtags`.
+    pub max_tags: usize,
+    /// `validation.manifests.urls.allow`.
+    pub urls_allow: Vec<String>,
+    /// `validation.manifests.urls.deny`.
+    pub urls_deny: Vec<String>,
+    /// False when `validation.manifests.indexes.platforms` is `none` or `list`.
+    pub check_index_children: bool,
+    /// `validation.disabled`.
+    pub validation_disabled: bool,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            delete_enabled: false,
+            read_only: false,
+            catalog_max_entries: 1000,
+            max_tags: 1000,
+            urls_allow: Vec::new(),
+            urls_deny: Vec::new(),
+            check_index_children: true,
+            validation_disabled: false,
+        }
+    }
+}
+
+/// The registry: all operations on repositories, over one storage driver.
+pub struct Registry {
+    driver: Arc<dyn StorageDriver>,
+    options: RegistryOptions,
+    /// Key for upload state tokens (`http.secret`).
+    secret: Vec<u8>,
+    /// Parsed manifest summaries by digest; manifests are immutable, so
+    /// entries never go stale, only away.
+    summaries: referrers::SummaryCache,
+}
+
+impl Registry {
+    /// A registry over `driver`, signing upload state with `secret`.
+    pub fn new(driver: Arc<dyn StorageDriver>, options: RegistryOptions, secret: Vec<u8>) -> Self {
+        Self {
+            driver,
+            options,
+            secret,
+            summaries: referrers::SummaryCache::new(10_000),
+        }
+    }
+
+    /// The storage driver, for health checks.
+    pub fn driver(&self) -> &Arc<dyn StorageDriver> {
+        &self.driver
+    }
+
+    /// The configured behaviour.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(RegistryError::Unsupported(
+                "registry is in read-only mode".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_delete(&self) -> Result<()> {
+        self.check_writable()?;
+        if !self.options.delete_enabled {
+            return Err(RegistryError::Unsupported(
+                "deletes are disabled (storage.delete.enabled)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads a link file and parses the digest in it.
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.driver.get_content(path).await {
+            Ok(b) => {
+                let text = String::from_utf8_lossy(&b);
+                Ok(text.trim().parse::<Digest>().ok())
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
+        self.driver
+            .put_content(path, Bytes::from(digest.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Lists a directory, treating a missing one as empty.
+    async fn list_or_empty(&self, path: &str) -> Result<Vec<String>> {
+        match self.driver.list(path).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

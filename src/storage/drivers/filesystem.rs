@@ -1,0 +1,449 @@
+//! Local or shared POSIX directory (also NFS, MooseFS, CephFS mounts).
+//!
+//! Atomicity comes from `rename(2)` within one filesystem; durability from
+//! fsync of the file and of every directory whose entries changed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::storage::{
+    path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
+};
+
+/// Read size for streamed downloads.
+const READ_CHUNK: usize = 1 << 20;
+/// Writes are batched to this size before a blocking write call.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Driver over a directory.
+pub struct FilesystemDriver {
+    root: PathBuf,
+}
+
+impl FilesystemDriver {
+    /// A driver rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn full(&self, path: &str) -> Result<PathBuf, StorageError> {
+        let mut full = self.root.clone();
+        for part in path_components(path)? {
+            full.push(part);
+        }
+        Ok(full)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Io {
+            op: "join",
+            path: String::new(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// fsync a directory so that entries created or renamed in it survive a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and missing ancestors, making each new entry durable.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{:016x}", rand::random::<u64>()))
+}
+
+#[async_trait::async_trait]
+impl StorageDriver for FilesystemDriver {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let meta = fs::metadata(&full).map_err(|e| StorageError::io("stat", &p, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(p));
+            }
+            fs::read(&full)
+                .map(Bytes::from)
+                .map_err(|e| StorageError::io("read", &p, e))
+        })
+        .await
+    }
+
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let io = |e| StorageError::io("put", &p, e);
+            let dir = full.parent().expect("driver paths have a parent");
+            create_dirs(dir).map_err(io)?;
+            let tmp = temp_sibling(&full);
+            let result = (|| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&content)?;
+                f.sync_all()?;
+                fs::rename(&tmp, &full)?;
+                sync_dir(dir)
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result.map_err(io)
+        })
+        .await
+    }
+
+    async fn reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        let (file, size) = blocking(move || {
+            let mut f = File::open(&full).map_err(|e| StorageError::io("open", &p, e))?;
+            let size = f
+                .metadata()
+                .map_err(|e| StorageError::io("stat", &p, e))?
+                .len();
+            if offset > size {
+                return Err(StorageError::InvalidOffset {
+                    path: p,
+                    offset,
+                    size,
+                });
+            }
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io("seek", &p, e))?;
+            Ok((f, size))
+        })
+        .await?;
+        let mut remaining = len.unwrap_or(size - offset).min(size - offset);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(4);
+        let p = path.to_string();
+        // One blocking reader per download keeps the async workers free; the
+        // bounded channel applies back-pressure from the client socket.
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            while remaining > 0 {
+                let n = remaining.min(READ_CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(n);
+                let item = match file.read_exact(&mut buf) {
+                    Ok(()) => Ok(buf.freeze()),
+                    Err(e) => Err(StorageError::io("read", &p, e)),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                remaining -= n as u64;
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        )))
+    }
+
+    async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let m = fs::metadata(&full).map_err(|e| StorageError::io("stat", &p, e))?;
+            Ok(FileInfo {
+                size: if m.is_dir() { 0 } else { m.len() },
+                is_dir: m.is_dir(),
+                modified: m.modified().ok(),
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(&full).map_err(|e| StorageError::io("list", &p, e))? {
+                let entry = entry.map_err(|e| StorageError::io("list", &p, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Temp files of in-flight atomic writes are not content.
+                if !name.starts_with('.') {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let src = self.full(from)?;
+        let dst = self.full(to)?;
+        let p = from.to_string();
+        blocking(move || {
+            let io = |e| StorageError::io("move", &p, e);
+            fs::metadata(&src).map_err(io)?;
+            let dir = dst.parent().expect("driver paths have a parent");
+            create_dirs(dir).map_err(io)?;
+            fs::rename(&src, &dst).map_err(io)?;
+            sync_dir(dir).map_err(io)
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let meta =
+                fs::symlink_metadata(&full).map_err(|e| StorageError::io("delete", &p, e))?;
+            let result = if meta.is_dir() {
+                // Rename first so readers never see a half-deleted tree.
+                let doomed = temp_sibling(&full);
+                fs::rename(&full, &doomed).and_then(|()| fs::remove_dir_all(&doomed))
+            } else {
+                fs::remove_file(&full)
+            };
+            result.map_err(|e| StorageError::io("delete", &p, e))?;
+            if let Some(parent) = full.parent() {
+                sync_dir(parent).map_err(|e| StorageError::io("delete", &p, e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        let file = blocking(move || {
+            let io = |e| StorageError::io("open", &p, e);
+            if offset == 0 {
+                create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?;
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(offset == 0)
+                .truncate(false)
+                .open(&full)
+                .map_err(io)?;
+            let size = f.metadata().map_err(io)?.len();
+            if size < offset {
+                return Err(StorageError::ShortFile {
+                    path: p,
+                    expected: offset,
+                    actual: size,
+                });
+            }
+            if size > offset {
+                f.set_len(offset).map_err(io)?;
+            }
+            f.seek(SeekFrom::Start(offset)).map_err(io)?;
+            Ok(f)
+        })
+        .await?;
+        Ok(Box::new(FsWriter {
+            path: path.to_string(),
+            file: Some(file),
+            start: offset,
+            size: offset,
+            batch: BytesMut::new(),
+            pending: None,
+        }))
+    }
+}
+
+/// Appends with at most one blocking write in flight, so hashing and reading
+/// the next body chunk overlap with the disk write.
+struct FsWriter {
+    path: String,
+    file: Option<File>,
+    start: u64,
+    size: u64,
+    batch: BytesMut,
+    pending: Option<JoinHandle<(File, std::io::Result<()>)>>,
+}
+
+impl FsWriter {
+    async fn wait_pending(&mut self) -> Result<(), StorageError> {
+        if let Some(handle) = self.pending.take() {
+            let (file, result) = handle.await.map_err(|e| StorageError::Io {
+                op: "join",
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            self.file = Some(file);
+            result.map_err(|e| StorageError::io("write", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) -> Result<(), StorageError> {
+        self.wait_pending().await?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let data = self.batch.split().freeze();
+        let mut file = self
+            .file
+            .take()
+            .expect("file present when nothing is pending");
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let r = file.write_all(&data);
+            (file, r)
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.size += data.len() as u64;
+        self.batch.extend_from_slice(&data);
+        if self.batch.len() >= WRITE_BATCH {
+            self.flush_batch().await?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.flush_batch().await?;
+        self.wait_pending().await?;
+        let file = self.file.take().expect("file present after the last write");
+        let p = self.path.clone();
+        blocking(move || file.sync_all().map_err(|e| StorageError::io("sync", &p, e))).await
+    }
+
+    async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.batch.clear();
+        // A failed write is irrelevant here: the file is cut back anyway.
+        let _ = self.wait_pending().await;
+        let file = self.file.take().expect("file present after the last write");
+        let (p, start) = (self.path.clone(), self.start);
+        blocking(move || {
+            file.set_len(start)
+                .map_err(|e| StorageError::io("truncate", &p, e))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    async fn read_all(d: &FilesystemDriver, p: &str, off: u64, len: Option<u64>) -> Vec<u8> {
+        let s = d.reader(p, off, len).await.unwrap();
+        let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn writes_reads_moves_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        d.put_content("/a/b/link", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(d.get_content("/a/b/link").await.unwrap(), "x");
+        let mut w = d.writer("/up/data", 0).await.unwrap();
+        w.write(Bytes::from(vec![1u8; 3 * WRITE_BATCH + 5]))
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(
+            d.stat("/up/data").await.unwrap().size,
+            3 * WRITE_BATCH as u64 + 5
+        );
+        // Append after a broken request: the extra bytes are dropped.
+        let mut w = d.writer("/up/data", 5).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(
+            read_all(&d, "/up/data", 0, None).await,
+            [1, 1, 1, 1, 1, b'a', b'b', b'c']
+        );
+        assert_eq!(read_all(&d, "/up/data", 4, Some(2)).await, [1, b'a']);
+        assert!(matches!(
+            d.writer("/up/data", 100).await,
+            Err(StorageError::ShortFile { .. })
+        ));
+        let w = d.writer("/up/data", 8).await.unwrap();
+        w.cancel().await.unwrap();
+        d.move_to("/up/data", "/blobs/x/data").await.unwrap();
+        assert!(d.stat("/up/data").await.unwrap_err().is_not_found());
+        assert_eq!(d.list("/blobs").await.unwrap(), vec!["x".to_string()]);
+        d.delete("/blobs").await.unwrap();
+        assert!(d.list("/blobs").await.unwrap_err().is_not_found());
+        assert!(matches!(
+            d.get_content("/../etc/passwd").await,
+            Err(StorageError::InvalidPath(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn cancel_truncates_to_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        let mut w = d.writer("/f", 0).await.unwrap();
+        w.write(Bytes::from_static(b"keep")).await.unwrap();
+        w.commit().await.unwrap();
+        let mut w = d.writer("/f", 4).await.unwrap();
+        w.write(Bytes::from(vec![0u8; 2 * WRITE_BATCH]))
+            .await
+            .unwrap();
+        w.cancel().await.unwrap();
+        assert_eq!(d.get_content("/f").await.unwrap(), "keep");
+    }
+}

@@ -1,0 +1,4 @@
+//! Storage driver implementations.
+
+pub mod filesystem;
+pub mod inmemory;

@@ -1,0 +1,167 @@
+//! Byte storage behind one trait; drivers know nothing about registries.
+
+pub mod drivers;
+pub mod layout;
+
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A stream of file contents.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+
+/// What can go wrong below the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Nothing stored at that path.
+    #[error("path not found: {0}")]
+    NotFound(String),
+    /// A path that no driver may touch (relative, `..`, empty component).
+    #[error("invalid path: {0:?}")]
+    InvalidPath(String),
+    /// An append did not line up with what is stored.
+    #[error("{path}: stored size {actual} is smaller than the expected offset {expected}")]
+    ShortFile {
+        /// Path being appended to.
+        path: String,
+        /// Offset the caller expected.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// A read beyond the end of a file.
+    #[error("{path}: offset {offset} is past the end ({size} bytes)")]
+    InvalidOffset {
+        /// Path being read.
+        path: String,
+        /// Requested offset.
+        offset: u64,
+        /// File size.
+        size: u64,
+    },
+    /// Disk or backend failure.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error, turning `NotFound` into [`StorageError::NotFound`].
+    pub fn io(op: &'static str, path: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::NotFound(path.to_string())
+        } else {
+            Self::Io {
+                op,
+                path: path.to_string(),
+                source,
+            }
+        }
+    }
+
+    /// True for [`StorageError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}
+
+/// Result of [`StorageDriver::stat`].
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// True for a directory (a prefix, on object stores).
+    pub is_dir: bool,
+    /// Last modification, when the backend knows it.
+    pub modified: Option<SystemTime>,
+}
+
+/// A storage backend addressed by absolute `/`-separated paths.
+///
+/// Writes through `put_content`, `move_to` and a committed [`FileWriter`] are
+/// atomic (readers see the old or the new content, never a torn file) and
+/// durable when they return.
+#[async_trait::async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// Driver name, as in the config (`filesystem`, `inmemory`, ...).
+    fn name(&self) -> &'static str;
+    /// Reads a whole (small) file.
+    async fn get_content(&self, path: &str) -> Result<Bytes, StorageError>;
+    /// Atomically replaces a file.
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError>;
+    /// Streams `len` bytes (to the end when `None`) from `offset`.
+    async fn reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError>;
+    /// Size and kind of a path.
+    async fn stat(&self, path: &str) -> Result<FileInfo, StorageError>;
+    /// Names of the direct children of a directory.
+    async fn list(&self, path: &str) -> Result<Vec<String>, StorageError>;
+    /// Atomically moves a file, replacing the destination.
+    async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError>;
+    /// Deletes a file or a whole directory tree.
+    async fn delete(&self, path: &str) -> Result<(), StorageError>;
+    /// Opens `path` for appending at `offset`: bytes stored past `offset` (left by
+    /// a failed request) are dropped; a file shorter than `offset` is an error.
+    /// Offset 0 creates the file.
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+}
+
+/// An open append handle; nothing is guaranteed durable before `commit`.
+#[async_trait::async_trait]
+pub trait FileWriter: Send {
+    /// Appends `data`.
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError>;
+    /// Bytes in the file so far, including what was there when opened.
+    fn size(&self) -> u64;
+    /// Flushes everything to stable storage.
+    async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+    /// Gives up: bytes written through this handle are dropped.
+    async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// Splits a driver path into its components, refusing anything that could
+/// escape the root.
+pub fn path_components(path: &str) -> Result<Vec<&str>, StorageError> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| StorageError::InvalidPath(path.to_string()))?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0') || p.contains('\\'))
+    {
+        return Err(StorageError::InvalidPath(path.to_string()));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_refuse_escapes() {
+        assert_eq!(path_components("/").unwrap(), Vec::<&str>::new());
+        assert_eq!(path_components("/a/b").unwrap(), vec!["a", "b"]);
+        for bad in [
+            "", "a", "/a/../b", "/..", "/a//b", "/a/", "/./a", "/a\\b", "/a\0",
+        ] {
+            assert!(path_components(bad).is_err(), "{bad:?}");
+        }
+    }
+}
