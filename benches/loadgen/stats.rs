@@ -85,6 +85,16 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> Option<f64> {
     Some(round(sorted_us[rank - 1] as f64 / 1000.0))
 }
 
-fn round(x: f64) -> f64 {
+/// CPU time this process has used (user + system), from `/proc/self/stat`, so a result can
+/// show whether the load generator itself was short of CPU. Linux's USER_HZ is 100.
+pub fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

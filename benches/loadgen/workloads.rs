@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::client::{self, Conn, OutBody, Result, Target};
 use crate::content::{BlobSource, TinyImage, MANIFEST_ACCEPT, MANIFEST_TYPE};
-use crate::stats::Tally;
+use crate::stats::{self, Tally};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -538,7 +538,12 @@ pub async fn run(target: Arc<Target>, s: &Settings) -> Result<Value> {
             op_timeout: s.timeout,
         },
     };
+    let cpu_before = stats::own_cpu_seconds();
     let (tally, elapsed) = drive(&target, Arc::new(op), plan).await;
+    let client_cpu_s = match (cpu_before, stats::own_cpu_seconds()) {
+        (Some(before), Some(after)) => Some(stats::round(after - before)),
+        _ => None,
+    };
     let mut line = json!({
         "workload": name,
         "streams": s.streams,
@@ -566,6 +571,7 @@ pub async fn run(target: Arc<Target>, s: &Settings) -> Result<Value> {
         }
         _ => {}
     }
+    line["client_cpu_s"] = client_cpu_s.into();
     if let Some(check) = seed_check {
         line["seed_check"] = check.into();
     }
