@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Compares Wharf with CNCF distribution (Debian's docker-registry 2.8.2) under the same load.
+#
+# For every workload, each round starts each server afresh with the same config (filesystem
+# storage in a new temp folder, deletes enabled, no auth, error-level logs, no access log,
+# in-memory blob-descriptor cache) on a free 127.0.0.1 port, seeds, measures with
+# benches/loadgen.rs, reads the server's memory, CPU and read counters from /proc, and stops
+# it. Servers alternate within a workload (wharf, distribution, then distribution, wharf, ...)
+# so drift on this shared machine hits both. The table shows medians over the rounds.
+#
+#   benches/compare.sh [--quick] [--only wharf|distribution] [--rounds N] [--cases a,b,...]
+#
+# Results: target/bench-results/<stamp>.{md,json} and the raw <stamp>-records.jsonl.
+set -euo pipefail
+
+usage() {
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+Options:
+  --quick            small sizes, short runs, 1 round (a smoke run, minutes)
+  --only SERVER      run one server only: wharf or distribution
+  --rounds N         rounds per workload (default 3, --quick 1)
+  --cases LIST       comma-separated case names (see the table's first column) or workloads
+Environment:
+  DISTRIBUTION_BIN   default /usr/bin/docker-registry
+  WHARF_BIN          default $CARGO_TARGET_DIR/release/wharf (built by this script)
+  CARGO_TARGET_DIR   default <repo>/target
+EOF
+}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+QUICK=0
+ONLY=""
+ROUNDS=""
+CASE_FILTER=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --only) ONLY=${2:?--only needs wharf or distribution}; shift ;;
+        --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+        --cases) CASE_FILTER=${2:?--cases needs a list}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+case "$ONLY" in
+    "") SERVERS=(wharf distribution) ;;
+    wharf|distribution) SERVERS=("$ONLY") ;;
+    *) echo "compare.sh: --only takes wharf or distribution" >&2; exit 2 ;;
+esac
+
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}
+    SIZE=4MiB CHUNK=1MiB DUR=2s SMALL_COUNT=200 REPOS=100 TAGS=100 SLOW_DUR=3s MODE=quick
+else
+    ROUNDS=${ROUNDS:-3}
+    SIZE=64MiB CHUNK=8MiB DUR=10s SMALL_COUNT=2000 REPOS=1000 TAGS=1000 SLOW_DUR=10s MODE=full
+fi
+case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds must be a positive number" >&2; exit 2 ;; esac
+
+# name|loadgen arguments. Names are what the table shows and what --cases selects.
+ALL_CASES=(
+    "push-mono-1|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
+    "push-mono-8|--workload push-mono --size $SIZE --streams 8 --duration $DUR"
+    "push-chunked-4|--workload push-chunked --size $SIZE --chunk $CHUNK --streams 4 --duration $DUR"
+    "pull-1|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
+    "pull-16|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
+    "range-8|--workload range --size $SIZE --blobs 4 --range-size 1MiB --streams 8 --duration $DUR"
+    "manifest-get-64|--workload manifest-get --streams 64 --duration $DUR"
+    "blob-head-64|--workload blob-head --streams 64 --duration $DUR"
+    "small-push-32|--workload small-push --size 4KiB --count $SMALL_COUNT --streams 32 --duration 120s"
+    "catalog-4|--workload catalog --repos $REPOS --streams 4 --duration $DUR"
+    "tags-4|--workload tags --tags $TAGS --streams 4 --duration $DUR"
+    "slow-uploads-200|--workload slow-uploads --streams 200 --trickle 1KiB --interval 100ms --duration $SLOW_DUR"
+)
+CASES=()
+for entry in "${ALL_CASES[@]}"; do
+    name=${entry%%|*}
+    workload=${entry#*--workload }
+    workload=${workload%% *}
+    if [ -z "$CASE_FILTER" ] || [[ ",$CASE_FILTER," == *",$name,"* ]] || [[ ",$CASE_FILTER," == *",$workload,"* ]]; then
+        CASES+=("$entry")
+    fi
+done
+[ ${#CASES[@]} -gt 0 ] || { echo "compare.sh: --cases matched nothing" >&2; exit 2; }
+
+# --- processes we start, stopped by PID whatever happens -----------------------------------
+PIDS=()
+WORK=""
+# Stops one of our children (TERM, then KILL after 5 s), reaps it and forgets its PID, so a
+# PID the system hands out again later is never signalled.
+stop_pid() {
+    local pid=$1 kept=() p
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    [ -n "$WORK" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build ----------------------------------------------------------------------------------
+echo "== building (release) ==" >&2
+if [[ " ${SERVERS[*]} " == *" wharf "* ]] && [ -z "${WHARF_BIN:-}" ]; then
+    cargo build --release --bin wharf >&2
+fi
+WHARF_BIN=${WHARF_BIN:-$CARGO_TARGET_DIR/release/wharf}
+DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
+cargo bench --bench loadgen --no-run >&2
+LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*loadgen[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
+[ -x "$LOADGEN" ] || { echo "compare.sh: could not build benches/loadgen.rs" >&2; exit 1; }
+for server in "${SERVERS[@]}"; do
+    bin=$WHARF_BIN
+    [ "$server" = distribution ] && bin=$DISTRIBUTION_BIN
+    [ -x "$bin" ] || { echo "compare.sh: $server binary $bin not found" >&2; exit 1; }
+done
+
+RESULTS=$CARGO_TARGET_DIR/bench-results
+mkdir -p "$RESULTS"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RECORDS=$RESULTS/$STAMP-records.jsonl
+: >"$RECORDS"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wharf-bench.XXXXXX")
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- /proc readings -------------------------------------------------------------------------
+status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+rchar() { awk '$1 == "rchar:" { print $2 }' "/proc/$1/io" 2>/dev/null || true; }
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true; }
+# Resets VmHWM so that the peak covers the measurement, not the seeding before it.
+reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+# shellcheck disable=SC1003 # the backslash is deleted, not escaping anything
+json_text() { tr -d '"\\' <<<"$1" | tr '\n\t' '  ' | cut -c1-300; }
+or_null() { if [ -n "$1" ]; then echo "$1"; else echo null; fi; }
+
+write_config() { # dir port
+    cat >"$1/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $1/data
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$2
+  secret: compare-sh-bench-secret
+EOF
+}
+
+SERVER_PID=""
+start_server() { # server dir
+    local bin=$WHARF_BIN unset_env=() var
+    [ "$1" = distribution ] && bin=$DISTRIBUTION_BIN
+    for var in $(compgen -e); do
+        case "$var" in REGISTRY_*|AWS_*) unset_env+=(-u "$var") ;; esac
+    done
+    env "${unset_env[@]}" "$bin" serve "$2/config.yml" >"$2/server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+}
+
+wait_ready() { # url
+    local _
+    for _ in $(seq 60); do
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        "$LOADGEN" --url "$1" --wait-ready --duration 0.25s && return 0
+    done
+    return 1
+}
+
+# Appends one record; $6 is the loadgen result line or "null".
+record() { # server round case failure extra-json result
+    local failure=null
+    [ -n "$4" ] && failure="\"$(json_text "$4")\""
+    printf '{"server":"%s","round":%s,"case":"%s","failure":%s%s,"result":%s}\n' \
+        "$1" "$2" "$3" "$failure" "$5" "$6" >>"$RECORDS"
+}
+
+run_one() { # server round "name|args"
+    local server=$1 round=$2 name=${3%%|*} args=${3#*|}
+    local dir port url out err rc base peak hwm rss r0 r1 c0 c1 cpu extra lg
+    dir=$(mktemp -d "$WORK/$name-$server.XXXXXX")
+    port=$("$LOADGEN" --free-port)
+    url=http://127.0.0.1:$port
+    write_config "$dir" "$port"
+    start_server "$server" "$dir"
+    echo "-- $name  round $round  $server (pid $SERVER_PID, port $port)" >&2
+    if ! wait_ready "$url"; then
+        echo "   $server did not become ready; its log ends:" >&2
+        tail -5 "$dir/server.log" | sed 's/^/   | /' >&2
+        record "$server" "$round" "$name" "server did not become ready" "" null
+        stop_pid "$SERVER_PID"
+        rm -rf "$dir"
+        return
+    fi
+    out=$dir/loadgen.out
+    err=$dir/loadgen.err
+    # Seeding first (a no-op for workloads that read nothing), so readings cover the measurement.
+    # shellcheck disable=SC2086 # args are words by design
+    if ! timeout 900 "$LOADGEN" --url "$url" $args --seed-only >"$out" 2>"$err"; then
+        echo "   seeding failed: $(tail -1 "$err")" >&2
+        record "$server" "$round" "$name" "seeding failed: $(tail -1 "$err")" "" null
+        stop_pid "$SERVER_PID"
+        rm -rf "$dir"
+        return
+    fi
+    sleep 0.2
+    base=$(status_kib "$SERVER_PID" VmRSS)
+    r0=$(rchar "$SERVER_PID")
+    c0=$(cpu_ticks "$SERVER_PID")
+    reset_peak "$SERVER_PID"
+    peak=$base
+    # shellcheck disable=SC2086
+    timeout 900 "$LOADGEN" --url "$url" $args --no-seed >"$out" 2>"$err" &
+    lg=$!
+    PIDS+=("$lg")
+    while kill -0 "$lg" 2>/dev/null; do
+        rss=$(status_kib "$SERVER_PID" VmRSS)
+        [ -n "$rss" ] && [ "$rss" -gt "${peak:-0}" ] && peak=$rss
+        sleep 0.2
+    done
+    rc=0
+    wait "$lg" || rc=$?
+    stop_pid "$lg"
+    r1=$(rchar "$SERVER_PID")
+    c1=$(cpu_ticks "$SERVER_PID")
+    hwm=$(status_kib "$SERVER_PID" VmHWM)
+    cpu=""
+    [ -n "$c0" ] && [ -n "$c1" ] && cpu=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { print (b - a) / t }')
+    extra=""
+    [ -n "$r0" ] && [ -n "$r1" ] && extra=$((r1 - r0))
+    extra=$(printf ',"peak_rss_kib":%s,"base_rss_kib":%s,"during_rss_kib":%s,"server_read_bytes":%s,"server_cpu_s":%s' \
+        "$(or_null "$hwm")" "$(or_null "$base")" "$(or_null "$peak")" "$(or_null "$extra")" "$(or_null "$cpu")")
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "   $server exited during the run; its log ends:" >&2
+        tail -5 "$dir/server.log" | sed 's/^/   | /' >&2
+        record "$server" "$round" "$name" "server exited during the run" "$extra" null
+    elif [ "$rc" != 0 ] || ! grep -q '^{' "$out"; then
+        echo "   loadgen failed ($rc): $(tail -1 "$err")" >&2
+        record "$server" "$round" "$name" "loadgen failed: $(tail -1 "$err")" "$extra" null
+    else
+        echo "   $(grep -o '"figure":[^,]*,' "$out" | tr -d '",') $(grep -o '"unit":"[^"]*"' "$out" | cut -d'"' -f4)  errors $(grep -o '"errors":[0-9]*' "$out" | cut -d: -f2)  peak RSS ${hwm:-?} KiB" >&2
+        record "$server" "$round" "$name" "" "$extra" "$(head -1 "$out")"
+    fi
+    stop_pid "$SERVER_PID"
+    rm -rf "$dir"
+}
+
+echo "== $MODE run: ${#CASES[@]} workloads x ${ROUNDS} rounds x ${SERVERS[*]} ==" >&2
+for entry in "${CASES[@]}"; do
+    for round in $(seq "$ROUNDS"); do
+        order=("${SERVERS[@]}")
+        # Alternate who goes first, so slow drift on a shared machine does not favour one.
+        if [ ${#SERVERS[@]} = 2 ] && [ $((round % 2)) = 0 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+        for server in "${order[@]}"; do
+            run_one "$server" "$round" "$entry"
+        done
+    done
+done
+
+TITLE="Wharf vs distribution ($("$DISTRIBUTION_BIN" --version 2>/dev/null | awk '{print $NF}'))"
+TITLE="$TITLE — $MODE, $ROUNDS round(s), $(date -u +%Y-%m-%d) UTC, wharf $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores"
+"$LOADGEN" --report "$RECORDS" --title "$TITLE" \
+    --out-md "$RESULTS/$STAMP.md" --out-json "$RESULTS/$STAMP.json"
+cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
+cp "$RESULTS/$STAMP.json" "$RESULTS/latest.json"
+echo >&2
+echo "results: $RESULTS/$STAMP.md, $RESULTS/$STAMP.json, records $RECORDS" >&2

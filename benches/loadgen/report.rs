@@ -1,0 +1,358 @@
+//! `--report`: turns the records `compare.sh` collected (one JSON object a line, one per
+//! workload run) into the comparison table, as markdown and as JSON.
+//!
+//! A record: `{"server": "wharf"|"distribution", "round": 1, "case": "push-mono-1",
+//! "peak_rss_kib": .., "base_rss_kib": .., "during_rss_kib": .., "server_read_bytes": ..,
+//! "server_cpu_s": .., "result": <the loadgen result line> | null, "failure": ".."}`.
+//! Every figure is the median over the rounds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::client::Result;
+
+const SERVERS: [&str; 2] = ["wharf", "distribution"];
+
+/// Runs of one case on one server.
+#[derive(Default)]
+struct Runs {
+    figures: Vec<f64>,
+    errors: u64,
+    failures: Vec<String>,
+    peak_rss_kib: Vec<f64>,
+    /// Server RSS growth per open upload (slow-uploads only), KiB.
+    growth_kib: Vec<f64>,
+    base_rss_kib: Vec<f64>,
+    during_rss_kib: Vec<f64>,
+    /// Bytes the server read (rchar) per byte it served (range only).
+    read_per_served: Vec<f64>,
+    cpu_s: Vec<f64>,
+}
+
+struct Case {
+    name: String,
+    workload: String,
+    unit: String,
+    servers: BTreeMap<&'static str, Runs>,
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// The goal for a workload: the wharf/distribution ratio to reach, and whether it is a floor
+/// (throughput) or a ceiling (memory).
+fn target(workload: &str) -> Option<(f64, bool)> {
+    match workload {
+        "push-mono" | "push-chunked" => Some((3.0, true)),
+        "pull" => Some((1.5, true)),
+        "manifest-get" | "blob-head" | "small-push" | "catalog" | "tags" => Some((5.0, true)),
+        "slow-uploads" => Some((0.2, false)),
+        _ => None,
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn load(records: &str) -> Result<Vec<Case>> {
+    let mut cases: Vec<Case> = Vec::new();
+    for (n, line) in records
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let record: Value =
+            serde_json::from_str(line).map_err(|e| format!("record {}: {e}", n + 1))?;
+        let Some(server) = SERVERS.iter().find(|s| record["server"] == **s) else {
+            return Err(format!("record {}: unknown server {}", n + 1, record["server"]).into());
+        };
+        let name = record["case"].as_str().unwrap_or("?").to_string();
+        let result = &record["result"];
+        let index = match cases.iter().position(|c| c.name == name) {
+            Some(i) => i,
+            None => {
+                cases.push(Case {
+                    name: name.clone(),
+                    workload: String::new(),
+                    unit: String::new(),
+                    servers: BTreeMap::new(),
+                });
+                cases.len() - 1
+            }
+        };
+        let case = &mut cases[index];
+        if case.workload.is_empty() {
+            case.workload = result["workload"].as_str().unwrap_or_default().to_string();
+        }
+        let runs = case.servers.entry(server).or_default();
+        if let Some(kib) = num(&record, "peak_rss_kib") {
+            runs.peak_rss_kib.push(kib);
+        }
+        if let Some(cpu) = num(&record, "server_cpu_s") {
+            runs.cpu_s.push(cpu);
+        }
+        if result.is_null() {
+            let why = record["failure"].as_str().unwrap_or("no result");
+            runs.failures.push(why.to_string());
+            continue;
+        }
+        runs.errors += result["errors"].as_u64().unwrap_or(0);
+        if case.workload == "slow-uploads" {
+            // The headline for slow uploads is memory, measured from outside.
+            let (Some(base), Some(during)) =
+                (num(&record, "base_rss_kib"), num(&record, "during_rss_kib"))
+            else {
+                continue;
+            };
+            let uploads = num(result, "streams").unwrap_or(1.0).max(1.0);
+            runs.base_rss_kib.push(base);
+            runs.during_rss_kib.push(during);
+            runs.growth_kib.push((during - base).max(0.0) / uploads);
+            runs.figures.push((during - base).max(0.0) / uploads);
+            case.unit = "KiB per open upload".into();
+            continue;
+        }
+        if let Some(figure) = num(result, "figure") {
+            runs.figures.push(figure);
+        }
+        if case.unit.is_empty() {
+            case.unit = result["unit"].as_str().unwrap_or_default().to_string();
+        }
+        if let (Some(read), Some(served)) =
+            (num(&record, "server_read_bytes"), num(result, "bytes"))
+        {
+            if case.workload == "range" && served > 0.0 {
+                runs.read_per_served.push(read / served);
+            }
+        }
+    }
+    Ok(cases)
+}
+
+fn fmt_figure(x: Option<f64>) -> String {
+    match x {
+        None => "n/a".into(),
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+    }
+}
+
+fn fmt_mib(kib: Option<f64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.1}", k / 1024.0))
+}
+
+fn runs_of<'a>(case: &'a Case, server: &str) -> Option<&'a Runs> {
+    case.servers.get(server)
+}
+
+/// Renders the table; returns (markdown, JSON summary).
+pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
+    let cases = load(records)?;
+    let mut md = String::new();
+    let mut summary = Vec::new();
+    let mut checks = Vec::new();
+    writeln!(md, "## {title}\n")?;
+    writeln!(
+        md,
+        "| workload | unit | wharf | distribution | ratio | target | errors (w / d) | peak RSS MiB (w / d) |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---|---|---|")?;
+    for case in &cases {
+        let w = runs_of(case, "wharf");
+        let d = runs_of(case, "distribution");
+        let wm = w.and_then(|r| median(&r.figures));
+        let dm = d.and_then(|r| median(&r.figures));
+        let ratio = match (wm, dm) {
+            (Some(w), Some(d)) if d > 0.0 => Some(w / d),
+            _ => None,
+        };
+        let goal = target(&case.workload);
+        let met = match (ratio, goal) {
+            (Some(r), Some((t, true))) => Some(r >= t),
+            (Some(r), Some((t, false))) => Some(r <= t),
+            _ => None,
+        };
+        let target_text = match (goal, met) {
+            (None, _) => "—".to_string(),
+            (Some((t, floor)), met) => format!(
+                "{}{t}×{}",
+                if floor { "≥" } else { "≤" },
+                match met {
+                    Some(true) => " ✓",
+                    Some(false) => " ✗",
+                    None => "",
+                }
+            ),
+        };
+        if let (Some((t, floor)), Some(met)) = (goal, met) {
+            checks.push(
+                json!({"case": case.name, "ratio": ratio, "target": t, "floor": floor, "met": met}),
+            );
+        }
+        let errors = |r: Option<&Runs>| {
+            r.map_or("—".into(), |r| {
+                if r.failures.is_empty() {
+                    r.errors.to_string()
+                } else {
+                    format!("{} +{} failed runs", r.errors, r.failures.len())
+                }
+            })
+        };
+        let rss = |r: Option<&Runs>| fmt_mib(r.and_then(|r| median(&r.peak_rss_kib)));
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+            case.name,
+            case.unit,
+            fmt_figure(wm),
+            fmt_figure(dm),
+            ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+            target_text,
+            errors(w),
+            errors(d),
+            rss(w),
+            rss(d),
+        )?;
+        let per_server: serde_json::Map<String, Value> = case
+            .servers
+            .iter()
+            .map(|(server, r)| {
+                (
+                    server.to_string(),
+                    json!({
+                        "median": median(&r.figures),
+                        "runs": r.figures,
+                        "errors": r.errors,
+                        "failed_runs": r.failures,
+                        "peak_rss_kib": median(&r.peak_rss_kib),
+                        "server_cpu_s": median(&r.cpu_s),
+                        "read_per_served": median(&r.read_per_served),
+                        "base_rss_kib": median(&r.base_rss_kib),
+                        "during_rss_kib": median(&r.during_rss_kib),
+                    }),
+                )
+            })
+            .collect();
+        summary.push(json!({
+            "case": case.name,
+            "workload": case.workload,
+            "unit": case.unit,
+            "servers": per_server,
+            "ratio": ratio,
+            "target": goal.map(|(t, floor)| json!({"ratio": t, "floor": floor})),
+            "met": met,
+        }));
+    }
+
+    writeln!(md, "\n### Memory and reads\n")?;
+    writeln!(
+        md,
+        "| server | peak RSS, all runs (MiB) | peak RSS, pull (MiB) | RSS before slow uploads (MiB) | RSS with them open (MiB) | growth per open upload (KiB) | range: bytes read per byte served |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mut memory = serde_json::Map::new();
+    for server in SERVERS {
+        let all: Vec<&Runs> = cases.iter().filter_map(|c| runs_of(c, server)).collect();
+        if all.is_empty() {
+            continue;
+        }
+        let of_workload = |workload: &str| -> Vec<&Runs> {
+            cases
+                .iter()
+                .filter(|c| c.workload == workload)
+                .filter_map(|c| runs_of(c, server))
+                .collect()
+        };
+        let max = |values: Vec<f64>| values.into_iter().reduce(f64::max);
+        let peak_all = max(all.iter().flat_map(|r| r.peak_rss_kib.clone()).collect());
+        let peak_pull = max(of_workload("pull")
+            .iter()
+            .flat_map(|r| r.peak_rss_kib.clone())
+            .collect());
+        let slow = of_workload("slow-uploads");
+        let base = median(
+            &slow
+                .iter()
+                .flat_map(|r| r.base_rss_kib.clone())
+                .collect::<Vec<_>>(),
+        );
+        let during = median(
+            &slow
+                .iter()
+                .flat_map(|r| r.during_rss_kib.clone())
+                .collect::<Vec<_>>(),
+        );
+        let growth = median(
+            &slow
+                .iter()
+                .flat_map(|r| r.growth_kib.clone())
+                .collect::<Vec<_>>(),
+        );
+        let amplification = median(
+            &of_workload("range")
+                .iter()
+                .flat_map(|r| r.read_per_served.clone())
+                .collect::<Vec<_>>(),
+        );
+        writeln!(
+            md,
+            "| {server} | {} | {} | {} | {} | {} | {} |",
+            fmt_mib(peak_all),
+            fmt_mib(peak_pull),
+            fmt_mib(base),
+            fmt_mib(during),
+            fmt_figure(growth),
+            amplification.map_or("n/a".into(), |a| format!("{a:.3}")),
+        )?;
+        memory.insert(
+            server.into(),
+            json!({
+                "peak_rss_kib": peak_all,
+                "pull_peak_rss_kib": peak_pull,
+                "slow_uploads_base_rss_kib": base,
+                "slow_uploads_during_rss_kib": during,
+                "growth_per_upload_kib": growth,
+                "range_read_per_served": amplification,
+            }),
+        );
+    }
+    // The two targets that are not a ratio of headline figures.
+    let pull_memory = |server: &str| memory.get(server).and_then(|m| num(m, "pull_peak_rss_kib"));
+    if let (Some(w), Some(d)) = (pull_memory("wharf"), pull_memory("distribution")) {
+        let ratio = w / d;
+        writeln!(
+            md,
+            "\nPull peak RSS, wharf / distribution: {ratio:.2}× (target ≤0.25×) {}",
+            if ratio <= 0.25 { "✓" } else { "✗" }
+        )?;
+        checks.push(json!({"case": "pull memory", "ratio": ratio, "target": 0.25, "floor": false, "met": ratio <= 0.25}));
+    }
+    if let Some(a) = memory
+        .get("wharf")
+        .and_then(|m| num(m, "range_read_per_served"))
+    {
+        writeln!(
+            md,
+            "\nRanged GETs, wharf bytes read per byte served: {a:.3} (target ≤1) {}",
+            if a <= 1.0 { "✓" } else { "✗" }
+        )?;
+        checks.push(json!({"case": "range reads", "ratio": a, "target": 1.0, "floor": false, "met": a <= 1.0}));
+    }
+    let json = json!({"title": title, "cases": summary, "memory": memory, "targets": checks});
+    Ok((md, json))
+}
