@@ -81,6 +81,39 @@ macro_rules! for_each_driver {
     };
 }
 
+/// `for_kinds_and_drivers!([OciManifest, OciIndex] a, b)` turns `fn a(driver: Driver, kind: Kind)`
+/// into the tests `a::OciManifest::filesystem`, `a::OciManifest::inmemory`, `a::OciIndex::…`.
+#[macro_export]
+macro_rules! for_kinds_and_drivers {
+    ($kinds:tt $($name:ident),* $(,)?) => {
+        $( $crate::for_kinds_and_drivers!(@name $name $kinds); )*
+    };
+    (@name $name:ident [$($kind:ident),* $(,)?]) => {
+        mod $name {
+            $( $crate::for_kinds_and_drivers!(@one $name $kind); )*
+        }
+    };
+    (@one $name:ident $kind:ident) => {
+        #[allow(non_snake_case)]
+        mod $kind {
+            #[test]
+            fn filesystem() {
+                super::super::$name(
+                    $crate::support::Driver::Filesystem,
+                    $crate::support::Kind::$kind,
+                )
+            }
+            #[test]
+            fn inmemory() {
+                super::super::$name(
+                    $crate::support::Driver::Inmemory,
+                    $crate::support::Kind::$kind,
+                )
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which server binary
 // ---------------------------------------------------------------------------------------------
@@ -1318,6 +1351,38 @@ pub fn get_manifest(reg: &Registry, repo: &str, reference: &str, accept: &str) -
         reg.get(&format!("/v2/{repo}/manifests/{reference}"))
             .header("accept", accept),
     )
+}
+
+/// The `rel="next"` target of a `Link` header, if any.
+pub fn next_link(resp: &Resp) -> Option<String> {
+    for value in resp.header_all("link") {
+        for part in value.split(',') {
+            let part = part.trim();
+            if !part.contains("rel=\"next\"") && !part.contains("rel=next") {
+                continue;
+            }
+            let start = part.find('<')? + 1;
+            let end = part[start..].find('>')? + start;
+            return Some(part[start..end].to_string());
+        }
+    }
+    None
+}
+
+/// `GET /v2/<repo>/tags/list` answered 200: the tags, in the order given.
+pub fn list_tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let resp = send(reg.get(&format!("/v2/{repo}/tags/list")));
+    resp.assert_status(200);
+    let body = resp.json();
+    assert_eq!(body["name"], repo, "{}", resp.describe());
+    body["tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .map(|t| t.as_str().expect("tag is a string").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A whole image (blobs and manifest) pushed under `tag`.
