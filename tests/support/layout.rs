@@ -32,6 +32,14 @@ impl OciLayout {
         layout
     }
 
+    /// A layout another tool wrote (read-only use).
+    pub fn create_existing(dir: &Path) -> Self {
+        OciLayout {
+            dir: dir.to_path_buf(),
+            refs: Vec::new(),
+        }
+    }
+
     fn write_index(&self) {
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.refs});
         fs::write(
