@@ -233,6 +233,8 @@ impl RegistryBuilder {
         self
     }
 
+    /// An environment variable for the server; `{addr}`, `{root}`, `{config}` and `{tmp}` are
+    /// substituted.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -355,7 +357,12 @@ impl RegistryBuilder {
             }
         }
         for (key, value) in &self.env {
-            cmd.env(key, value.replace("{addr}", &addr.to_string()));
+            let value = value
+                .replace("{addr}", &addr.to_string())
+                .replace("{root}", &root.display().to_string())
+                .replace("{config}", &config_arg)
+                .replace("{tmp}", &tmp.path().display().to_string());
+            cmd.env(key, value);
         }
         cmd.stdout(fs::File::create(&stdout_path).expect("stdout file"));
         cmd.stderr(fs::File::create(&stderr_path).expect("stderr file"));
