@@ -176,7 +176,7 @@ pub fn tar_with_file(name: &str, content: &[u8]) -> Vec<u8> {
     let mut out = header.to_vec();
     out.extend_from_slice(content);
     let pad = (512 - content.len() % 512) % 512;
-    out.extend(std::iter::repeat_n(0u8, pad + 1024));
+    out.resize(out.len() + pad + 1024, 0);
     out
 }
 

@@ -655,8 +655,12 @@ impl Resp {
     pub fn describe(&self) -> String {
         let mut body = self.text();
         if body.len() > 2000 {
-            body.truncate(2000);
-            body.push_str("…");
+            let mut cut = 2000;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+            body.push('…');
         }
         format!("{} {:?} {}", self.status, self.headers, body)
     }
