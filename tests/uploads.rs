@@ -1,0 +1,370 @@
+//! Upload sessions: POST, PATCH, PUT, status, cancel, mount, and the `_state` token.
+
+mod support;
+
+use support::*;
+
+const REPO: &str = "team/app";
+
+fn blob_path(repo: &str, digest: &str) -> String {
+    format!("/v2/{repo}/blobs/{digest}")
+}
+
+fn assert_blob(reg: &Registry, repo: &str, blob: &Blob) {
+    let resp = send(reg.get(&blob_path(repo, &blob.digest)));
+    resp.assert_status(200);
+    assert!(resp.body == blob.data, "blob {} reads back", blob.digest);
+}
+
+fn assert_no_blob(reg: &Registry, repo: &str, digest: &str) {
+    let resp = send(reg.get(&blob_path(repo, digest)));
+    assert_error_in(&resp, &[404], &["BLOB_UNKNOWN", "NAME_UNKNOWN"]);
+}
+
+/// The blob has no `_layers` link in `repo` and no data under `blobs/`.
+fn assert_not_on_disk(reg: &Registry, driver: Driver, repo: &str, digest: &str) {
+    if driver != Driver::Filesystem {
+        return;
+    }
+    let hex = digest_hex(digest);
+    let link = reg
+        .v2_root()
+        .join(format!("repositories/{repo}/_layers/sha256/{hex}/link"));
+    assert!(!link.exists(), "{} must not exist", link.display());
+    let data = reg
+        .v2_root()
+        .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
+    assert!(!data.exists(), "{} must not exist", data.display());
+}
+
+fn patch(reg: &Registry, location: &str, range: Option<(usize, usize)>, data: &[u8]) -> Resp {
+    let mut request = reg
+        .patch(location)
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec());
+    if let Some((start, end)) = range {
+        request = request.header("content-range", format!("{start}-{end}"));
+    }
+    send(request)
+}
+
+fn post_starts_a_session(driver: Driver) {
+    let reg = Registry::start(driver);
+    let resp = send(reg.post(&format!("/v2/{REPO}/blobs/uploads/")));
+    resp.assert_status(202);
+    let uuid = resp.must_header("docker-upload-uuid").to_string();
+    assert!(!uuid.is_empty());
+    let location = location_path(resp.must_header("location"));
+    assert!(
+        location.starts_with(&format!("/v2/{REPO}/blobs/uploads/{uuid}")),
+        "Location {location} names the session"
+    );
+    assert_eq!(resp.header("range"), Some("0-0"));
+    assert_eq!(resp.header("content-length"), Some("0"));
+}
+
+fn single_post_upload(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(5000);
+    let resp = send(
+        reg.post(&format!("/v2/{REPO}/blobs/uploads/?digest={}", blob.digest))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(
+        location_path(resp.must_header("location")),
+        blob_path(REPO, &blob.digest)
+    );
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(blob.digest.as_str())
+    );
+    assert_blob(&reg, REPO, &blob);
+}
+
+fn post_then_put(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(5000);
+    let location = start_upload(&reg, REPO);
+    let resp = send(
+        reg.put(&with_digest(&location, &blob.digest))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(
+        location_path(resp.must_header("location")),
+        blob_path(REPO, &blob.digest)
+    );
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(blob.digest.as_str())
+    );
+    assert_blob(&reg, REPO, &blob);
+}
+
+/// Chunked uploads: PATCH with and without `Content-Range`, PUT with and without a last chunk.
+fn chunked(driver: Driver) {
+    let reg = Registry::start(driver);
+    for with_range in [true, false] {
+        for final_chunk in [true, false] {
+            let blob = Blob::random(10_000);
+            let mut location = start_upload(&reg, REPO);
+            let body_end = if final_chunk { 7000 } else { 10_000 };
+            let mut offset = 0;
+            for part in blob.data[..body_end].chunks(3000) {
+                let end = offset + part.len() - 1;
+                let range = with_range.then_some((offset, end));
+                let resp = patch(&reg, &location, range, part);
+                resp.assert_status(202);
+                assert_eq!(resp.header("range"), Some(format!("0-{end}").as_str()));
+                resp.must_header("docker-upload-uuid");
+                location = resp.must_header("location").to_string();
+                offset = end + 1;
+            }
+            let mut put = reg.put(&with_digest(&location, &blob.digest));
+            if final_chunk {
+                put = put
+                    .header("content-type", "application/octet-stream")
+                    .body(blob.data[body_end..].to_vec());
+            }
+            let resp = send(put);
+            resp.assert_status(201);
+            assert_eq!(
+                location_path(resp.must_header("location")),
+                blob_path(REPO, &blob.digest)
+            );
+            assert_eq!(
+                resp.header("docker-content-digest"),
+                Some(blob.digest.as_str())
+            );
+            assert_blob(&reg, REPO, &blob);
+        }
+    }
+}
+
+fn status(driver: Driver) {
+    let reg = Registry::start(driver);
+    let location = start_upload(&reg, REPO);
+    let resp = patch(&reg, &location, Some((0, 99)), &[7u8; 100]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let uuid = resp.must_header("docker-upload-uuid").to_string();
+
+    let resp = send(reg.get(&location));
+    resp.assert_status(204);
+    assert_eq!(resp.header("range"), Some("0-99"));
+    assert_eq!(resp.header("docker-upload-uuid"), Some(uuid.as_str()));
+    resp.must_header("location");
+    assert!(resp.body.is_empty());
+}
+
+fn patch_out_of_order(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(300);
+    let location = start_upload(&reg, REPO);
+    let resp = patch(&reg, &location, Some((0, 99)), &blob.data[..100]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+
+    // Skips bytes 100..149.
+    let resp = patch(&reg, &location, Some((150, 299)), &blob.data[150..]);
+    assert_eq!(resp.status, 416, "{}", resp.describe());
+    assert_eq!(resp.header("range"), Some("0-99"));
+    // Starts again inside what was written.
+    let resp = patch(&reg, &location, Some((50, 149)), &blob.data[50..150]);
+    assert_eq!(resp.status, 416, "{}", resp.describe());
+    assert_eq!(resp.header("range"), Some("0-99"));
+
+    // The refused chunks were not written: the session goes on from 100.
+    let resp = send(reg.get(&location));
+    resp.assert_status(204);
+    assert_eq!(resp.header("range"), Some("0-99"));
+    let resp = patch(&reg, &location, Some((100, 299)), &blob.data[100..]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    send(reg.put(&with_digest(&location, &blob.digest))).assert_status(201);
+    assert_blob(&reg, REPO, &blob);
+}
+
+fn cancel(driver: Driver) {
+    let reg = Registry::start(driver);
+    let location = start_upload(&reg, REPO);
+    let resp = patch(&reg, &location, Some((0, 9)), b"0123456789");
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+
+    send(reg.delete(&location)).assert_status(204);
+    assert_error(&send(reg.get(&location)), 404, "BLOB_UPLOAD_UNKNOWN");
+    assert_error(
+        &patch(&reg, &location, Some((10, 19)), b"0123456789"),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    let digest = sha256_digest(b"0123456789");
+    assert_error(
+        &send(reg.put(&with_digest(&location, &digest))),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_no_blob(&reg, REPO, &digest);
+}
+
+fn wrong_digest(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(4000);
+    let claimed = sha256_digest(b"something else entirely");
+    let location = start_upload(&reg, REPO);
+    let resp = send(
+        reg.put(&with_digest(&location, &claimed))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+    );
+    assert_error(&resp, 400, "DIGEST_INVALID");
+
+    assert_no_blob(&reg, REPO, &claimed);
+    assert_no_blob(&reg, REPO, &blob.digest);
+    assert_not_on_disk(&reg, driver, REPO, &claimed);
+    assert_not_on_disk(&reg, driver, REPO, &blob.digest);
+
+    // Same with a chunked upload completed by an empty PUT.
+    let location = start_upload(&reg, REPO);
+    let resp = patch(&reg, &location, Some((0, 3999)), &blob.data);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let resp = send(reg.put(&with_digest(&location, &claimed)));
+    assert_error(&resp, 400, "DIGEST_INVALID");
+    assert_no_blob(&reg, REPO, &claimed);
+    assert_no_blob(&reg, REPO, &blob.digest);
+    assert_not_on_disk(&reg, driver, REPO, &claimed);
+    assert_not_on_disk(&reg, driver, REPO, &blob.digest);
+}
+
+fn cross_repository_mount(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(4000);
+    push(&reg, "source/app", &blob);
+
+    let resp = send(reg.post(&format!(
+        "/v2/target/app/blobs/uploads/?mount={}&from=source/app",
+        blob.digest
+    )));
+    resp.assert_status(201);
+    assert_eq!(
+        location_path(resp.must_header("location")),
+        blob_path("target/app", &blob.digest)
+    );
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(blob.digest.as_str())
+    );
+    assert_blob(&reg, "target/app", &blob);
+    assert_blob(&reg, "source/app", &blob);
+
+    // Not in `from`: a new session instead.
+    let other = Blob::random(100);
+    let resp = send(reg.post(&format!(
+        "/v2/third/app/blobs/uploads/?mount={}&from=source/app",
+        other.digest
+    )));
+    resp.assert_status(202);
+    resp.must_header("docker-upload-uuid");
+    let location = resp.must_header("location").to_string();
+    assert!(location_path(&location).starts_with("/v2/third/app/blobs/uploads/"));
+    assert_no_blob(&reg, "third/app", &other.digest);
+    // The session works.
+    let resp = send(
+        reg.put(&with_digest(&location, &other.digest))
+            .header("content-type", "application/octet-stream")
+            .body(other.data.clone()),
+    );
+    resp.assert_status(201);
+    assert_blob(&reg, "third/app", &other);
+}
+
+/// The `_state` query parameter of an upload URL, split out.
+fn split_state(location: &str) -> (String, String, String) {
+    let start = location
+        .find("_state=")
+        .unwrap_or_else(|| panic!("upload Location carries a _state token: {location}"))
+        + "_state=".len();
+    let end = location[start..]
+        .find('&')
+        .map(|i| start + i)
+        .unwrap_or(location.len());
+    (
+        location[..start].to_string(),
+        location[start..end].to_string(),
+        location[end..].to_string(),
+    )
+}
+
+fn tampered_state(driver: Driver) {
+    let reg = Registry::start(driver);
+    let location = start_upload(&reg, REPO);
+    let (before, state, after) = split_state(&location);
+    // Change one character inside the HMAC part of the token.
+    let mut chars: Vec<char> = state.chars().collect();
+    chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    let bad = format!("{before}{tampered}{after}");
+
+    let resp = patch(&reg, &bad, Some((0, 9)), b"0123456789");
+    assert_error(&resp, 404, "BLOB_UPLOAD_INVALID");
+    let digest = sha256_digest(b"0123456789");
+    let resp = send(
+        reg.put(&with_digest(&bad, &digest))
+            .header("content-type", "application/octet-stream")
+            .body(b"0123456789".to_vec()),
+    );
+    assert_error(&resp, 404, "BLOB_UPLOAD_INVALID");
+    assert_no_blob(&reg, REPO, &digest);
+
+    // The genuine session is untouched.
+    let resp = send(reg.get(&location));
+    resp.assert_status(204);
+    assert_eq!(resp.header("range"), Some("0-0"));
+}
+
+fn session_bound_to_repository(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(200);
+    let location = start_upload(&reg, "repo/a");
+    let resp = patch(&reg, &location, Some((0, 99)), &blob.data[..100]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let files_before = list_files(reg.root());
+
+    let stolen = location.replacen("/v2/repo/a/", "/v2/repo/b/", 1);
+    assert_ne!(stolen, location);
+    let resp = patch(&reg, &stolen, Some((100, 199)), &blob.data[100..]);
+    assert_error_in(&resp, &[400, 404], &["BLOB_UPLOAD_INVALID"]);
+    let resp = send(
+        reg.put(&with_digest(&stolen, &blob.digest))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data[100..].to_vec()),
+    );
+    assert_error_in(&resp, &[400, 404], &["BLOB_UPLOAD_INVALID"]);
+
+    assert_eq!(list_files(reg.root()), files_before, "nothing was written");
+    assert_no_blob(&reg, "repo/b", &blob.digest);
+    assert_no_blob(&reg, "repo/a", &blob.digest);
+    let resp = send(reg.get(&location));
+    resp.assert_status(204);
+    assert_eq!(resp.header("range"), Some("0-99"));
+}
+
+for_each_driver!(
+    post_starts_a_session,
+    single_post_upload,
+    post_then_put,
+    chunked,
+    status,
+    patch_out_of_order,
+    cancel,
+    wrong_digest,
+    cross_repository_mount,
+    tampered_state,
+    session_bound_to_repository,
+);
