@@ -108,7 +108,7 @@ async fn amd64_child(
 /// PUT a manifest by tag or digest (201).
 pub async fn put(
     app: &App,
-    req: Req,
+    req: &mut Req,
     name: &RepositoryName,
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -120,8 +120,8 @@ pub async fn put(
         return Err(too_large());
     }
     let content_type = req.header(header::CONTENT_TYPE).unwrap_or("").to_string();
-    let headers = req.parts.headers.clone();
-    let body = http_body_util::Limited::new(req.body, MAX_MANIFEST_SIZE)
+    let incoming = req.take_body().ok_or_else(|| ApiError::new("MANIFEST_INVALID", "no body"))?;
+    let body = http_body_util::Limited::new(incoming, MAX_MANIFEST_SIZE)
         .collect()
         .await
         .map_err(|e| {
@@ -138,7 +138,7 @@ pub async fn put(
         .await?;
     let location = app
         .urls
-        .url(&headers, &format!("/v2/{name}/manifests/{digest}"));
+        .url(&req.parts.headers, &format!("/v2/{name}/manifests/{digest}"));
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::CREATED;
     let h = resp.headers_mut();

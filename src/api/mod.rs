@@ -46,21 +46,23 @@ pub struct RequestInfo {
     pub user: Option<String>,
 }
 
-/// A request as handlers see it: parts plus a body stream.
+/// A request as handlers see it: parts plus a body that a handler may take.
 pub struct Req {
     /// Method, URI, headers.
     pub parts: http::request::Parts,
-    /// The body.
-    pub body: Incoming,
+    /// The body, until a handler takes it.
+    body: Option<Incoming>,
 }
 
 impl Req {
-    /// A query parameter, percent-decoded.
+    /// A query parameter, percent-decoded. `+` stays `+`: no parameter of this
+    /// API holds spaces, while media types (`artifactType`) hold `+`.
     pub fn query(&self, key: &str) -> Option<String> {
-        let q = self.parts.uri.query()?;
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        self.parts.uri.query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k) == key).then(|| decode(v))
+        })
     }
 
     /// A header as text.
@@ -76,26 +78,52 @@ impl Req {
             .ok()
     }
 
-    /// The body as a stream of chunks.
-    pub fn into_stream(self) -> BodyStream {
+    /// Takes the body (once).
+    pub fn take_body(&mut self) -> Option<Incoming> {
+        self.body.take()
+    }
+
+    /// Takes the body as a stream of chunks.
+    pub fn body_stream(&mut self) -> BodyStream {
         use futures_util::TryStreamExt;
-        Box::pin(http_body_util::BodyDataStream::new(self.body).map_err(std::io::Error::other))
+        match self.body.take() {
+            Some(b) => Box::pin(http_body_util::BodyDataStream::new(b).map_err(std::io::Error::other)),
+            None => Box::pin(futures_util::stream::empty()),
+        }
+    }
+
+    /// Reads and drops what no handler consumed, so the client reads our
+    /// answer instead of a connection reset; bounded in bytes and time.
+    async fn drain(&mut self) {
+        let Some(mut body) = self.body.take() else { return };
+        let drain = async {
+            let mut left: usize = 4 << 20;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                let n = frame.data_ref().map_or(0, |d| d.len());
+                if n >= left {
+                    break;
+                }
+                left -= n;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     }
 }
 
 /// Handles one request; never fails, errors become registry error JSON.
 pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, RequestInfo) {
     let (parts, body) = req.into_parts();
-    let req = Req { parts, body };
+    let mut req = Req { parts, body: Some(body) };
     let mut info = RequestInfo::default();
-    let resp = match route(app, req, &mut info).await {
+    let resp = match route(app, &mut req, &mut info).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    req.drain().await;
     (resp, info)
 }
 
-async fn route(app: &App, req: Req, info: &mut RequestInfo) -> Result<Response<Body>, ApiError> {
+async fn route(app: &App, req: &mut Req, info: &mut RequestInfo) -> Result<Response<Body>, ApiError> {
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
             "UNAVAILABLE",
@@ -146,21 +174,21 @@ async fn route(app: &App, req: Req, info: &mut RequestInfo) -> Result<Response<B
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         },
         Route::Catalog => match method {
-            Method::GET => catalog::catalog(app, &req).await,
+            Method::GET => catalog::catalog(app, req).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         Route::Tags(name) => match method {
-            Method::GET => catalog::tags(app, &req, &name).await,
+            Method::GET => catalog::tags(app, req, &name).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         Route::Manifest(name, reference) => match method {
-            Method::GET | Method::HEAD => manifests::get(app, &req, &name, &reference).await,
+            Method::GET | Method::HEAD => manifests::get(app, req, &name, &reference).await,
             Method::PUT => manifests::put(app, req, &name, &reference).await,
             Method::DELETE => manifests::delete(app, &name, &reference).await,
             _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
         },
         Route::Blob(name, digest) => match method {
-            Method::GET | Method::HEAD => blobs::get(app, &req, &name, &digest).await,
+            Method::GET | Method::HEAD => blobs::get(app, req, &name, &digest).await,
             Method::DELETE => blobs::delete(app, &name, &digest).await,
             _ => Err(ApiError::method_not_allowed("GET, HEAD, DELETE")),
         },
@@ -169,16 +197,16 @@ async fn route(app: &App, req: Req, info: &mut RequestInfo) -> Result<Response<B
             _ => Err(ApiError::method_not_allowed("POST")),
         },
         Route::Upload(name, uuid) => match method {
-            Method::GET | Method::HEAD => uploads::status(app, &req, &name, &uuid).await,
+            Method::GET | Method::HEAD => uploads::status(app, req, &name, &uuid).await,
             Method::PATCH => uploads::patch(app, req, &name, &uuid).await,
             Method::PUT => uploads::put(app, req, &name, &uuid).await,
-            Method::DELETE => uploads::cancel(app, &req, &name, &uuid).await,
+            Method::DELETE => uploads::cancel(app, req, &name, &uuid).await,
             _ => Err(ApiError::method_not_allowed(
                 "GET, HEAD, PATCH, PUT, DELETE",
             )),
         },
         Route::Referrers(name, digest) => match method {
-            Method::GET => referrers::get(app, &req, &name, &digest).await,
+            Method::GET => referrers::get(app, req, &name, &digest).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
     }

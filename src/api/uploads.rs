@@ -58,27 +58,24 @@ fn created_response(
     resp
 }
 
-/// Splits a request into its headers and the chunk it carries.
-fn into_chunk(req: Req) -> Result<(HeaderMap, UploadRequest), ApiError> {
+/// Takes the chunk a request carries.
+fn take_chunk(req: &mut Req) -> Result<UploadRequest, ApiError> {
     let range = match req.header(header::CONTENT_RANGE) {
         None => None,
         Some(v) => Some(parse_content_range(v).ok_or_else(|| {
             ApiError::new("RANGE_INVALID", format!("malformed Content-Range {v:?}"))
         })?),
     };
-    let content_length = req.content_length();
-    let headers = req.parts.headers.clone();
-    let chunk = UploadRequest {
+    Ok(UploadRequest {
         range,
-        content_length,
-        body: req.into_stream(),
-    };
-    Ok((headers, chunk))
+        content_length: req.content_length(),
+        body: req.body_stream(),
+    })
 }
 
 /// POST: new session (202), monolithic upload with `?digest=` (201), or
 /// cross-repository mount with `?mount=&from=` (201, else a new session).
-pub async fn start(app: &App, req: Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
+pub async fn start(app: &App, req: &mut Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
     if let (Some(mount), Some(from)) = (req.query("mount"), req.query("from")) {
         let digest = mount.parse().map_err(RegistryError::from)?;
         if let Some(from) = RepositoryName::parse(&from) {
@@ -88,9 +85,9 @@ pub async fn start(app: &App, req: Req, name: &RepositoryName) -> Result<Respons
         }
     }
     if let Some(digest) = req.query("digest") {
-        let (headers, chunk) = into_chunk(req)?;
+        let chunk = take_chunk(req)?;
         let blob = app.registry.put_blob(name, &digest, chunk).await?;
-        return Ok(created_response(app, &headers, name, &blob));
+        return Ok(created_response(app, &req.parts.headers, name, &blob));
     }
     let p = app.registry.start_upload(name).await?;
     Ok(progress_response(
@@ -125,19 +122,19 @@ pub async fn status(
 /// PATCH: append a chunk (202).
 pub async fn patch(
     app: &App,
-    req: Req,
+    req: &mut Req,
     name: &RepositoryName,
     uuid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let token = req.query("_state");
-    let (headers, chunk) = into_chunk(req)?;
+    let chunk = take_chunk(req)?;
     let p = app
         .registry
         .append_upload(name, uuid, token.as_deref(), chunk)
         .await?;
     Ok(progress_response(
         app,
-        &headers,
+        &req.parts.headers,
         name,
         &p,
         StatusCode::ACCEPTED,
@@ -147,7 +144,7 @@ pub async fn patch(
 /// PUT `?digest=`: finish, with an optional last chunk (201).
 pub async fn put(
     app: &App,
-    req: Req,
+    req: &mut Req,
     name: &RepositoryName,
     uuid: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -155,12 +152,12 @@ pub async fn put(
     let digest = req
         .query("digest")
         .ok_or_else(|| ApiError::new("DIGEST_INVALID", "the digest query parameter is required"))?;
-    let (headers, chunk) = into_chunk(req)?;
+    let chunk = take_chunk(req)?;
     let blob = app
         .registry
         .complete_upload(name, uuid, token.as_deref(), &digest, chunk)
         .await?;
-    Ok(created_response(app, &headers, name, &blob))
+    Ok(created_response(app, &req.parts.headers, name, &blob))
 }
 
 /// DELETE: cancel the session (204).

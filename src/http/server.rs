@@ -85,6 +85,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        // Clients may shut down their sending side while awaiting the answer.
+        .half_close(true)
         .max_headers(settings.max_headers)
         .max_buf_size(256 * 1024);
     builder.http2().max_header_list_size(64 * 1024);
