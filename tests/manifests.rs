@@ -312,19 +312,17 @@ fn oversized(driver: Driver, kind: Kind) {
     value["annotations"] = json!({"org.example.padding": "x".repeat(4 * 1024 * 1024 + 16)});
     let big = Manifest::from_value(kind.media_type(), &value);
     assert!(big.body.len() > 4 * 1024 * 1024);
-    let resp = reg
-        .raw(
-            &format!(
-                "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}",
-                manifest_path("big"),
-                reg.host(),
-                kind.media_type(),
-                big.body.len()
-            ),
-            &big.body,
-        )
-        .expect("an answer to an oversized manifest");
-    assert_error_in(&resp, &[400, 413], &["MANIFEST_INVALID", "SIZE_INVALID"]);
+    let result = reg.raw(
+        &format!(
+            "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}",
+            manifest_path("big"),
+            reg.host(),
+            kind.media_type(),
+            big.body.len()
+        ),
+        &big.body,
+    );
+    assert_refused(result, &[400, 413], &["MANIFEST_INVALID", "SIZE_INVALID"]);
     assert_manifest_gone(&reg, "big");
     assert_manifest_gone(&reg, &big.digest);
     // The registry still takes the manifest at its normal size.

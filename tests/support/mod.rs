@@ -762,6 +762,25 @@ pub fn assert_error_or_plain_404(resp: &Resp, statuses: &[u16], codes: &[&str]) 
     assert_error_in(resp, statuses, codes);
 }
 
+/// The answer to a request a server may refuse before reading its whole body: either an error
+/// JSON as given, or a connection reset/closed by the server before the client finished sending
+/// (TCP may then lose the answer). Callers must still check that nothing was stored.
+pub fn assert_refused(result: io::Result<Resp>, statuses: &[u16], codes: &[&str]) {
+    match result {
+        Ok(resp) => {
+            assert_api_version(&resp);
+            assert_error_in(&resp, statuses, codes);
+        }
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "no answer, and not a reset either: {e}"
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP over a TcpStream (for what an HTTP library refuses or normalizes)
 // ---------------------------------------------------------------------------------------------
