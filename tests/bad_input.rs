@@ -109,8 +109,11 @@ fn malformed_digests(driver: Driver) {
         );
         assert_error(&resp, 400, "DIGEST_INVALID");
 
-        let resp = get_manifest(&f.reg, REPO, bad, ACCEPT_ALL_MANIFESTS);
-        assert_error_or_plain_404(&resp, &[400], &["DIGEST_INVALID", "TAG_INVALID"]);
+        // Without a colon the reference is a (valid) tag, not a digest.
+        if bad.contains(':') {
+            let resp = get_manifest(&f.reg, REPO, bad, ACCEPT_ALL_MANIFESTS);
+            assert_error_or_plain_404(&resp, &[400], &["DIGEST_INVALID", "TAG_INVALID"]);
+        }
     }
     // An empty `digest` on the completing PUT.
     let location = start_upload(&f.reg, REPO);
@@ -304,10 +307,20 @@ fn absurd_content_length(driver: Driver) {
         format!("PATCH {patch} HTTP/1.1\r\nContent-Type: application/octet-stream\r\nContent-Length: -5"),
     ];
     for head in &heads {
-        let resp = f
-            .raw(head, b"0123456789")
-            .unwrap_or_else(|e| panic!("{head:?}: no answer: {e}"));
-        assert_4xx(&resp, head);
+        // The short body is followed by the end of the client's sending side: a server that did
+        // not refuse the length up front sees a truncated body, and may then answer 4xx or just
+        // close the connection.
+        let request = format!("{head}\r\nHost: {}", f.reg.host());
+        match raw_request(f.reg.addr(), &request, b"0123456789", RawEnd::ShutdownWrite) {
+            Ok(resp) => assert_4xx(&resp, head),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ),
+                "{head:?}: {e}"
+            ),
+        }
     }
     assert_no_blob(&f.reg, &digest);
     let resp = get_manifest(&f.reg, REPO, "huge", OCI_MANIFEST);

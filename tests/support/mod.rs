@@ -595,9 +595,10 @@ impl Registry {
         self.request(Method::DELETE, path)
     }
 
-    /// Send a raw HTTP/1.1 request (see [`raw_request`]).
+    /// Send a raw HTTP/1.1 request with `Connection: close` and read the answer
+    /// (see [`raw_request`]).
     pub fn raw(&self, head: &str, body: &[u8]) -> io::Result<Resp> {
-        raw_request(self.addr, head, body, RawEnd::ShutdownWrite)
+        raw_request(self.addr, head, body, RawEnd::KeepOpen)
     }
 }
 
@@ -787,7 +788,9 @@ pub fn assert_refused(result: io::Result<Resp>, statuses: &[u16], codes: &[&str]
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawEnd {
-    /// Write the request, shut down our sending side, read the answer.
+    /// Write the request, shut down our sending side, read the answer. Servers need not answer a
+    /// half-closed connection (hyper drops it by default): only for requests whose body is
+    /// deliberately short.
     ShutdownWrite,
     /// Write the request and keep the connection open while reading the answer.
     KeepOpen,
