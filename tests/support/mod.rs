@@ -815,10 +815,35 @@ pub fn raw_request(addr: SocketAddr, head: &str, body: &[u8], end: RawEnd) -> io
         }
         result
     });
+    // Read until the server closes, bounded in time (120 s) and in number of reads.
     let mut answer = Vec::new();
-    let read_result = stream.read_to_end(&mut answer);
+    let mut read_result = Ok(());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..100_000 {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                read_result = Err(e);
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            read_result = Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "answer not finished within 120 s",
+            ));
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
     let _ = writer_thread.join();
-    if answer.is_empty() {
+    if answer.is_empty()
+        || read_result
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    {
         read_result?;
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
