@@ -10,6 +10,11 @@ const SBOM: &str = "application/vnd.example.sbom.v1+json";
 const SIGNATURE: &str = "application/vnd.example.signature.v1";
 const CONFIG_TYPED: &str = "application/vnd.example.config.v1+json";
 
+/// A query value: `+` would read as a space.
+fn query_value(value: &str) -> String {
+    value.replace('+', "%2B")
+}
+
 fn referrers(reg: &Registry, subject: &str, query: &str) -> Resp {
     send(reg.get(&format!("/v2/{REPO}/referrers/{subject}{query}")))
 }
@@ -158,7 +163,11 @@ fn lists_referrers(driver: Driver) {
 
 fn filter_by_artifact_type(driver: Driver) {
     let f = fixture(driver);
-    let resp = referrers(&f.reg, &f.image.digest, &format!("?artifactType={SBOM}"));
+    let resp = referrers(
+        &f.reg,
+        &f.image.digest,
+        &format!("?artifactType={}", query_value(SBOM)),
+    );
     let list = referrer_list(&resp);
     assert_eq!(digests(&list), vec![f.sbom.digest.clone()]);
     assert_eq!(resp.header("oci-filters-applied"), Some("artifactType"));
@@ -211,7 +220,7 @@ fn deleted_referrer_disappears(driver: Driver) {
     let list = referrer_list(&referrers(
         &f.reg,
         &f.image.digest,
-        &format!("?artifactType={SBOM}"),
+        &format!("?artifactType={}", query_value(SBOM)),
     ));
     assert!(list.is_empty());
 }
