@@ -120,7 +120,9 @@ pub async fn put(
         return Err(too_large());
     }
     let content_type = req.header(header::CONTENT_TYPE).unwrap_or("").to_string();
-    let incoming = req.take_body().ok_or_else(|| ApiError::new("MANIFEST_INVALID", "no body"))?;
+    let incoming = req
+        .take_body()
+        .ok_or_else(|| ApiError::new("MANIFEST_INVALID", "no body"))?;
     let body = http_body_util::Limited::new(incoming, MAX_MANIFEST_SIZE)
         .collect()
         .await
@@ -136,9 +138,10 @@ pub async fn put(
         .registry
         .put_manifest(name, &reference, &content_type, body)
         .await?;
-    let location = app
-        .urls
-        .url(&req.parts.headers, &format!("/v2/{name}/manifests/{digest}"));
+    let location = app.urls.url(
+        &req.parts.headers,
+        &format!("/v2/{name}/manifests/{digest}"),
+    );
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::CREATED;
     let h = resp.headers_mut();

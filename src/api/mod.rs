@@ -58,7 +58,11 @@ impl Req {
     /// A query parameter, percent-decoded. `+` stays `+`: no parameter of this
     /// API holds spaces, while media types (`artifactType`) hold `+`.
     pub fn query(&self, key: &str) -> Option<String> {
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         self.parts.uri.query()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(k) == key).then(|| decode(v))
@@ -87,7 +91,9 @@ impl Req {
     pub fn body_stream(&mut self) -> BodyStream {
         use futures_util::TryStreamExt;
         match self.body.take() {
-            Some(b) => Box::pin(http_body_util::BodyDataStream::new(b).map_err(std::io::Error::other)),
+            Some(b) => {
+                Box::pin(http_body_util::BodyDataStream::new(b).map_err(std::io::Error::other))
+            }
             None => Box::pin(futures_util::stream::empty()),
         }
     }
@@ -95,7 +101,9 @@ impl Req {
     /// Reads and drops what no handler consumed, so the client reads our
     /// answer instead of a connection reset; bounded in bytes and time.
     async fn drain(&mut self) {
-        let Some(mut body) = self.body.take() else { return };
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
         let drain = async {
             let mut left: usize = 4 << 20;
             while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
@@ -113,7 +121,10 @@ impl Req {
 /// Handles one request; never fails, errors become registry error JSON.
 pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, RequestInfo) {
     let (parts, body) = req.into_parts();
-    let mut req = Req { parts, body: Some(body) };
+    let mut req = Req {
+        parts,
+        body: Some(body),
+    };
     let mut info = RequestInfo::default();
     let resp = match route(app, &mut req, &mut info).await {
         Ok(resp) => resp,
@@ -123,7 +134,11 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, Reque
     (resp, info)
 }
 
-async fn route(app: &App, req: &mut Req, info: &mut RequestInfo) -> Result<Response<Body>, ApiError> {
+async fn route(
+    app: &App,
+    req: &mut Req,
+    info: &mut RequestInfo,
+) -> Result<Response<Body>, ApiError> {
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
             "UNAVAILABLE",

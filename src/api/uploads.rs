@@ -75,7 +75,11 @@ fn take_chunk(req: &mut Req) -> Result<UploadRequest, ApiError> {
 
 /// POST: new session (202), monolithic upload with `?digest=` (201), or
 /// cross-repository mount with `?mount=&from=` (201, else a new session).
-pub async fn start(app: &App, req: &mut Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
+pub async fn start(
+    app: &App,
+    req: &mut Req,
+    name: &RepositoryName,
+) -> Result<Response<Body>, ApiError> {
     if let (Some(mount), Some(from)) = (req.query("mount"), req.query("from")) {
         let digest = mount.parse().map_err(RegistryError::from)?;
         if let Some(from) = RepositoryName::parse(&from) {
