@@ -77,6 +77,7 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         urls_deny: v.manifests.urls.deny.clone(),
         check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
         validation_disabled: v.disabled,
+        redirect_disabled: config.storage.redirect.disable,
     }
 }
 

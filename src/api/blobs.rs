@@ -20,6 +20,16 @@ pub async fn get(
         .parse()
         .map_err(crate::registry::error::RegistryError::from)?;
     let blob = app.registry.stat_blob(name, &digest).await?;
+    if let Some(url) = app.registry.blob_redirect(&blob).await? {
+        // Distribution redirects HEAD too; the target answers with the same headers.
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        resp.headers_mut()
+            .insert(header::LOCATION, header_value(&url));
+        resp.headers_mut()
+            .insert("docker-content-digest", header_value(&digest.to_string()));
+        return Ok(resp);
+    }
     let etag = format!("\"{digest}\"");
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();

@@ -56,6 +56,16 @@ impl Registry {
         }
     }
 
+    /// Where to send a client for the blob's bytes, unless redirects are off
+    /// or the backend cannot serve them directly.
+    pub async fn blob_redirect(&self, blob: &BlobInfo) -> Result<Option<String>> {
+        if self.options.redirect_disabled {
+            return Ok(None);
+        }
+        let path = layout::blob_data(blob.digest.algorithm(), blob.digest.hex());
+        Ok(self.driver.redirect_url(&path).await?)
+    }
+
     /// Unlinks a blob from `repo`; the data stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         self.check_delete()?;

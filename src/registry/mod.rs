@@ -52,6 +52,8 @@ pub struct RegistryOptions {
     pub check_index_children: bool,
     /// `validation.disabled`.
     pub validation_disabled: bool,
+    /// `storage.redirect.disable`.
+    pub redirect_disabled: bool,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +67,7 @@ impl Default for RegistryOptions {
             urls_deny: Vec::new(),
             check_index_children: true,
             validation_disabled: false,
+            redirect_disabled: false,
         }
     }
 }

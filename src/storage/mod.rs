@@ -116,6 +116,12 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// a failed request) are dropped; a file shorter than `offset` is an error.
     /// Offset 0 creates the file.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+    /// A URL that serves the file directly (e.g. a presigned object URL), when
+    /// the backend has one; clients are redirected there instead of streaming
+    /// through the registry.
+    async fn redirect_url(&self, _path: &str) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
 }
 
 /// An open append handle; nothing is guaranteed durable before `commit`.
