@@ -21,6 +21,7 @@ use api::urls::UrlBuilder;
 use api::App;
 use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
+use storage::drivers::s3::{S3Driver, S3Settings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
 
@@ -46,6 +47,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The object storage client could not be set up.
+    #[error(transparent)]
+    ObjectStorage(#[from] storage::drivers::s3::S3SetupError),
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -58,11 +62,44 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
             Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
         }
         StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
+        StorageDriverConfig::S3(_) | StorageDriverConfig::Oss(_) => {
+            let driver = object_storage_driver(config)?.expect("an object storage config");
+            Ok(Arc::new(driver))
+        }
         other => Err(StartError::Unsupported(vec![format!(
             "storage.{}: this storage driver is not available in this release",
             other.name()
         )])),
     }
+}
+
+/// The S3 driver for `storage.s3` or `storage.oss` (OSS through its S3-compatible API).
+pub fn object_storage_driver(config: &Config) -> Result<Option<S3Driver>, StartError> {
+    let settings = match &config.storage.driver {
+        StorageDriverConfig::S3(s3) => S3Settings::from_s3(s3),
+        StorageDriverConfig::Oss(oss) => S3Settings::from_oss(oss),
+        _ => return Ok(None),
+    };
+    if let StorageDriverConfig::S3(s3) = &config.storage.driver {
+        if !s3.v4auth {
+            tracing::warn!("storage.s3.v4auth: false is ignored; requests are signed with SigV4");
+        }
+    }
+    Ok(Some(S3Driver::new(&settings)?))
+}
+
+/// The configured driver; on object storage, also starts its side of upload purging
+/// (multipart uploads older than `storage.maintenance.uploadpurging.age` are aborted every
+/// `interval`; not in read-only mode).
+fn serving_storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
+    let Some(driver) = object_storage_driver(config)? else {
+        return storage_driver(config);
+    };
+    let purge = &config.storage.maintenance.uploadpurging;
+    if purge.enabled && !config.storage.maintenance.readonly.enabled {
+        driver.spawn_upload_purger(purge.age, purge.interval, purge.dryrun);
+    }
+    Ok(Arc::new(driver))
 }
 
 /// Registry behaviour from the configuration.
@@ -162,7 +199,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let driver = storage_driver(&config)?;
+    let driver = serving_storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = Registry::new(

@@ -268,7 +268,10 @@ impl Config {
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
         match &self.storage.driver {
-            StorageDriverConfig::Filesystem { .. } | StorageDriverConfig::Inmemory => {}
+            StorageDriverConfig::Filesystem { .. }
+            | StorageDriverConfig::Inmemory
+            | StorageDriverConfig::S3(_)
+            | StorageDriverConfig::Oss(_) => {}
             other => out.push(format!(
                 "storage.{name}: the {name} storage driver is not supported yet",
                 name = other.name()

@@ -2,3 +2,4 @@
 
 pub mod filesystem;
 pub mod inmemory;
+pub mod s3;

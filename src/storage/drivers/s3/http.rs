@@ -1,0 +1,256 @@
+//! The HTTP client under the S3 SDK: hyper 1 with rustls (ring), HTTP/1.1, pooled, with a
+//! connect timeout and a time-to-first-byte timeout, and `skipverify` when configured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::ErrorKind;
+use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+type Connector = hyper_rustls::HttpsConnector<TcpConnector>;
+
+/// Idle pooled connections are closed after this long (S3 closes them after about 20 s).
+const POOL_IDLE: Duration = Duration::from_secs(15);
+
+/// Builds the SDK's HTTP client; `skip_verify` accepts any server certificate.
+pub(crate) fn client(
+    connect_timeout: Duration,
+    skip_verify: bool,
+) -> std::io::Result<SharedHttpClient> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?;
+    let tls = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        use hyper_rustls::ConfigBuilderExt;
+        match builder.clone().with_native_roots() {
+            Ok(b) => b.with_no_client_auth(),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "no system CA certificates: HTTPS to object storage will fail \
+                     (install ca-certificates, or set SSL_CERT_FILE)"
+                );
+                builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }
+        }
+    };
+    let mut tcp = TcpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(https);
+    Ok(SharedHttpClient::new(Hyper { client }))
+}
+
+/// A hyper client as the SDK's [`HttpClient`].
+#[derive(Clone)]
+struct Hyper {
+    client: Client<Connector, SdkBody>,
+}
+
+impl std::fmt::Debug for Hyper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hyper")
+    }
+}
+
+impl HttpClient for Hyper {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(Call {
+            client: self.client.clone(),
+            read_timeout: settings.read_timeout(),
+        })
+    }
+}
+
+/// One request through the shared pool, bounded by the time to the response head.
+#[derive(Clone)]
+struct Call {
+    client: Client<Connector, SdkBody>,
+    read_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Call")
+    }
+}
+
+impl HttpConnector for Call {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let request = match request.try_into_http1x() {
+            Ok(r) => r,
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+        };
+        let fut = self.client.request(request);
+        let read_timeout = self.read_timeout;
+        HttpConnectorFuture::new(async move {
+            let response = match read_timeout {
+                Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    Ok(r) => r,
+                    Err(elapsed) => return Err(ConnectorError::timeout(elapsed.into())),
+                },
+                None => fut.await,
+            }
+            .map_err(connector_error)?;
+            let response = if small_xml(&response) {
+                let (mut parts, body) = response.into_parts();
+                let bytes = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map_err(|e| ConnectorError::io(e.into()))?
+                    .to_bytes();
+                let bytes = result_roots(bytes);
+                parts
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+                http::Response::from_parts(parts, SdkBody::from(bytes))
+            } else {
+                response.map(SdkBody::from_body_1_x)
+            };
+            HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// A short XML answer (at most 64 KiB): listings, multipart results, errors.
+fn small_xml<B>(response: &http::Response<B>) -> bool {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    header(http::header::CONTENT_TYPE).contains("xml")
+        && header(http::header::CONTENT_LENGTH)
+            .parse::<u64>()
+            .is_ok_and(|len| len <= 64 * 1024)
+}
+
+/// Renames the `<ListPartsResponse>` and `<CompleteMultipartUploadResponse>` roots some
+/// S3-compatible servers (moto among them) answer with, to S3's `...Result`, which the SDK
+/// requires.
+fn result_roots(body: bytes::Bytes) -> bytes::Bytes {
+    let head = &body[..body.len().min(256)];
+    for root in ["ListPartsResponse", "CompleteMultipartUploadResponse"] {
+        if head.windows(root.len()).any(|w| w == root.as_bytes()) {
+            let text =
+                String::from_utf8_lossy(&body).replace(root, &root.replace("Response", "Result"));
+            return bytes::Bytes::from(text);
+        }
+    }
+    body
+}
+
+/// Classifies a hyper failure so the SDK retries what is transient.
+fn connector_error(err: hyper_util::client::legacy::Error) -> ConnectorError {
+    if err.is_connect() {
+        return ConnectorError::io(err.into());
+    }
+    let hyper = find_source::<hyper::Error>(&err);
+    match hyper {
+        Some(h) if h.is_timeout() => ConnectorError::timeout(err.into()),
+        Some(h) if h.is_incomplete_message() => {
+            ConnectorError::other(err.into(), Some(ErrorKind::TransientError))
+        }
+        Some(h) if h.is_user() => ConnectorError::user(err.into()),
+        Some(h) if h.is_closed() || h.is_canceled() => ConnectorError::io(err.into()),
+        _ if find_source::<std::io::Error>(&err).is_some() => ConnectorError::io(err.into()),
+        _ => ConnectorError::other(err.into(), Some(ErrorKind::TransientError)),
+    }
+}
+
+fn find_source<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// `skipverify: true`: any certificate is accepted, signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

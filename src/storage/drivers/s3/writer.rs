@@ -1,0 +1,310 @@
+//! Writers: appends that survive across requests and nodes, and atomic whole-object writes.
+//!
+//! An appended file is stored as an open multipart upload on its key holding whole parts,
+//! plus one object at the key itself (the "tail") whose body is the bytes after those parts
+//! and whose metadata names the upload, how many parts belong to the file and their total
+//! size. Committing a writer uploads its full parts, then replaces the tail object in one
+//! `PutObject`: that is the only step that changes what the file is, so a writer that fails
+//! or is cancelled leaves the file as it was (parts it uploaded past the recorded count are
+//! ignored, overwritten by the next writer, or dropped when the upload completes).
+//!
+//! Resuming needs only `HeadObject`. The kept part of the tail joins the next part: it is read
+//! back when under the 5 MiB part minimum (so at most 5 MiB per request), and copied
+//! server-side (`UploadPartCopy`) when larger. Chunks smaller than the minimum therefore
+//! cost no re-copy of what came before, unlike distribution's complete-and-copy.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::types::CompletedPart;
+use bytes::{Bytes, BytesMut};
+
+use super::{copy_ranges, Inner, Layout};
+use crate::storage::{FileWriter, StorageError};
+
+/// Smallest part S3 accepts, except for the last one.
+pub const MIN_PART: u64 = 5 << 20;
+
+/// What commit publishes.
+enum Kind {
+    /// `writer(path, offset)`: the file is the recorded parts plus the tail object.
+    Append {
+        /// This writer opened the multipart upload (abort it if the writer gives up).
+        created_upload: bool,
+    },
+    /// `atomic_writer(path)`: nothing at the key until commit completes the upload.
+    Atomic {
+        /// Parts uploaded so far, for completion.
+        completed: Vec<CompletedPart>,
+    },
+}
+
+/// An open writer, buffering at most one part.
+pub(crate) struct S3Writer {
+    s3: Arc<Inner>,
+    path: String,
+    key: String,
+    kind: Kind,
+    upload: Option<String>,
+    /// Parts 1..=parts hold the start of the file.
+    parts: i32,
+    /// Bytes in those parts.
+    parts_size: u64,
+    /// Bytes after the parts, not yet stored.
+    buf: BytesMut,
+    /// Committed or cancelled: nothing to clean up on drop.
+    finished: bool,
+}
+
+impl S3Writer {
+    /// A writer whose content appears at `path` only on commit.
+    pub(crate) fn atomic(s3: Arc<Inner>, path: &str) -> Result<Self, StorageError> {
+        let key = s3.key(path)?;
+        Ok(S3Writer {
+            s3,
+            path: path.to_string(),
+            key,
+            kind: Kind::Atomic {
+                completed: Vec::new(),
+            },
+            upload: None,
+            parts: 0,
+            parts_size: 0,
+            buf: BytesMut::new(),
+            finished: false,
+        })
+    }
+
+    /// A writer appending at `offset` to what is stored at `path`.
+    pub(crate) async fn append(
+        s3: Arc<Inner>,
+        path: &str,
+        offset: u64,
+    ) -> Result<Self, StorageError> {
+        let key = s3.key(path)?;
+        let mut w = S3Writer {
+            s3: s3.clone(),
+            path: path.to_string(),
+            key: key.clone(),
+            kind: Kind::Append {
+                created_upload: false,
+            },
+            upload: None,
+            parts: 0,
+            parts_size: 0,
+            buf: BytesMut::new(),
+            finished: false,
+        };
+        if offset == 0 {
+            // A new file; an older upload left at this key is orphaned and purged later.
+            return Ok(w);
+        }
+        let (mut layout, _) = s3.head(&key, path).await?;
+        if layout.size() < offset {
+            return Err(StorageError::ShortFile {
+                path: path.to_string(),
+                expected: offset,
+                actual: layout.size(),
+            });
+        }
+        if offset < layout.parts_size {
+            // Bytes past `offset` sit in parts that cannot be cut: publish the whole file
+            // in place (server-side), then keep its first `offset` bytes.
+            s3.finish_in_place(&key, path, &layout).await?;
+            let (plain, _) = s3.head(&key, path).await?;
+            layout = plain;
+        }
+        w.upload = layout.upload.clone();
+        w.parts = layout.parts;
+        w.parts_size = layout.parts_size;
+        let keep = offset - layout.parts_size;
+        if keep == 0 {
+            return Ok(w);
+        }
+        if keep < MIN_PART {
+            let out = s3
+                .get_object(&key, path, Some((0, Some(keep))), layout.etag.as_deref())
+                .await?;
+            let mut body = out.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StorageError::Io {
+                    op: "read",
+                    path: path.to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                w.buf.extend_from_slice(&chunk);
+            }
+            if w.buf.len() as u64 != keep {
+                return Err(StorageError::ShortFile {
+                    path: path.to_string(),
+                    expected: offset,
+                    actual: layout.parts_size + w.buf.len() as u64,
+                });
+            }
+        } else {
+            let upload = w.ensure_upload().await?;
+            let ranges = copy_ranges(keep, s3.copy_chunk);
+            let copied = s3
+                .copy_parts(
+                    &key,
+                    layout.etag.as_deref(),
+                    &key,
+                    path,
+                    &upload,
+                    w.parts + 1,
+                    &ranges,
+                )
+                .await;
+            if let Err(e) = copied {
+                w.give_up().await;
+                return Err(e);
+            }
+            w.parts += ranges.len() as i32;
+            w.parts_size += keep;
+        }
+        Ok(w)
+    }
+
+    async fn ensure_upload(&mut self) -> Result<String, StorageError> {
+        if let Some(id) = &self.upload {
+            return Ok(id.clone());
+        }
+        let id = self.s3.create_upload(&self.key, &self.path).await?;
+        if let Kind::Append { created_upload } = &mut self.kind {
+            *created_upload = true;
+        }
+        self.upload = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Uploads `data` as the next part.
+    async fn push_part(&mut self, data: Bytes) -> Result<(), StorageError> {
+        let upload = self.ensure_upload().await?;
+        let number = self.parts + 1;
+        let len = data.len() as u64;
+        let etag = self
+            .s3
+            .upload_part(&self.key, &self.path, &upload, number, data)
+            .await?;
+        if let Kind::Atomic { completed } = &mut self.kind {
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build(),
+            );
+        }
+        self.parts = number;
+        self.parts_size += len;
+        Ok(())
+    }
+
+    /// The multipart upload this writer opened, if any, and which nothing refers to yet.
+    fn own_upload(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Append { created_upload } if *created_upload => self.upload.clone(),
+            Kind::Atomic { .. } => self.upload.clone(),
+            _ => None,
+        }
+    }
+
+    async fn give_up(&mut self) {
+        self.finished = true;
+        self.buf.clear();
+        if let Some(upload) = self.own_upload() {
+            if let Err(e) = self.s3.abort(&self.key, &upload).await {
+                tracing::warn!(error = %e, key = self.key, "could not abort a multipart upload; upload purging will");
+            }
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    /// A writer dropped mid-request (client gone) aborts the upload it opened.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let (Some(upload), Ok(rt)) = (self.own_upload(), tokio::runtime::Handle::try_current()) {
+            let (s3, key) = (self.s3.clone(), self.key.clone());
+            rt.spawn(async move {
+                if let Err(e) = s3.abort(&key, &upload).await {
+                    tracing::warn!(error = %e, key, "could not abort a multipart upload; upload purging will");
+                }
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl FileWriter for S3Writer {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.buf.extend_from_slice(&data);
+        let part = self.s3.part_size as usize;
+        while self.buf.len() >= part {
+            let chunk = self.buf.split_to(part).freeze();
+            self.push_part(chunk).await?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.parts_size + self.buf.len() as u64
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        let tail = self.buf.split().freeze();
+        let result = match &self.kind {
+            Kind::Append { .. } => {
+                let layout = Layout {
+                    upload: self.upload.clone(),
+                    parts: self.parts,
+                    parts_size: self.parts_size,
+                    ..Layout::default()
+                };
+                self.s3
+                    .put(&self.key, &self.path, tail, layout.metadata())
+                    .await
+            }
+            Kind::Atomic { .. } if self.upload.is_none() => {
+                self.s3.put(&self.key, &self.path, tail, None).await
+            }
+            Kind::Atomic { .. } => {
+                let pushed = if tail.is_empty() {
+                    Ok(())
+                } else {
+                    self.push_part(tail).await
+                };
+                match (pushed, &mut self.kind, &self.upload) {
+                    (Ok(()), Kind::Atomic { completed }, Some(upload)) => {
+                        let parts = std::mem::take(completed);
+                        self.s3.complete(&self.key, &self.path, upload, parts).await
+                    }
+                    (Err(e), _, _) => Err(e),
+                    _ => unreachable!("atomic writer with an upload"),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.finished = true;
+                Ok(())
+            }
+            // A failed publish of an atomic write leaves nothing behind. A failed tail write
+            // may still have landed (the answer was lost), naming the upload: it stays, and
+            // is aborted by upload purging if nothing uses it.
+            Err(e) if matches!(self.kind, Kind::Atomic { .. }) => {
+                self.give_up().await;
+                Err(e)
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.give_up().await;
+        Ok(())
+    }
+}
