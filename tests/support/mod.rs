@@ -11,6 +11,8 @@
 #![allow(dead_code)]
 
 pub mod layout;
+pub mod proxy;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -59,13 +61,16 @@ const POLL: Duration = Duration::from_millis(50);
 pub enum Driver {
     Filesystem,
     Inmemory,
+    /// The S3 driver against the shared `moto_server` of this test process, a bucket per
+    /// registry, redirects off (tests of redirects turn them on).
+    S3,
 }
 
-/// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem` and
-/// `a::inmemory`.
+/// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem`,
+/// `a::inmemory` and `a::s3`; `for_each_driver!(local: a, b)` into the first two only.
 #[macro_export]
 macro_rules! for_each_driver {
-    ($($name:ident),* $(,)?) => {
+    (local: $($name:ident),* $(,)?) => {
         $(
             mod $name {
                 #[test]
@@ -79,10 +84,29 @@ macro_rules! for_each_driver {
             }
         )*
     };
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn filesystem() {
+                    super::$name($crate::support::Driver::Filesystem)
+                }
+                #[test]
+                fn inmemory() {
+                    super::$name($crate::support::Driver::Inmemory)
+                }
+                #[test]
+                fn s3() {
+                    super::$name($crate::support::Driver::S3)
+                }
+            }
+        )*
+    };
 }
 
 /// `for_kinds_and_drivers!([OciManifest, OciIndex] a, b)` turns `fn a(driver: Driver, kind: Kind)`
-/// into the tests `a::OciManifest::filesystem`, `a::OciManifest::inmemory`, `a::OciIndex::…`.
+/// into the tests `a::OciManifest::filesystem`, `a::OciManifest::inmemory`, `a::OciManifest::s3`,
+/// `a::OciIndex::…`.
 #[macro_export]
 macro_rules! for_kinds_and_drivers {
     ($kinds:tt $($name:ident),* $(,)?) => {
@@ -107,6 +131,13 @@ macro_rules! for_kinds_and_drivers {
             fn inmemory() {
                 super::super::$name(
                     $crate::support::Driver::Inmemory,
+                    $crate::support::Kind::$kind,
+                )
+            }
+            #[test]
+            fn s3() {
+                super::super::$name(
+                    $crate::support::Driver::S3,
                     $crate::support::Kind::$kind,
                 )
             }
@@ -184,9 +215,49 @@ pub struct RegistryBuilder {
     env: Vec<(String, String)>,
     args: Option<Vec<String>>,
     ready: Ready,
+    s3: Option<S3Target>,
+    s3_lines: Vec<String>,
+    redirect: bool,
+}
+
+/// Where an `s3` registry keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Target {
+    /// `http://127.0.0.1:<port>` of the S3 server (or of a proxy in front of it).
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Target {
+    /// A fresh bucket on the shared server.
+    pub fn fresh() -> S3Target {
+        let server = s3::shared();
+        S3Target {
+            endpoint: server.endpoint(),
+            bucket: server.create_bucket(),
+        }
+    }
 }
 
 impl RegistryBuilder {
+    /// For `Driver::S3`: use this endpoint and bucket (several registries may share one).
+    pub fn s3_target(mut self, target: &S3Target) -> Self {
+        self.s3 = Some(target.clone());
+        self
+    }
+
+    /// For `Driver::S3`: an extra line (indented by four spaces) under `storage.s3`.
+    pub fn s3_line(mut self, line: &str) -> Self {
+        self.s3_lines.push(line.to_string());
+        self
+    }
+
+    /// Redirect blob reads to the storage (`storage.redirect.disable: false`); off by default.
+    pub fn redirect(mut self, enabled: bool) -> Self {
+        self.redirect = enabled;
+        self
+    }
+
     pub fn server(mut self, server: Server) -> Self {
         self.server = server;
         self
@@ -272,6 +343,15 @@ impl RegistryBuilder {
                 ));
             }
             Driver::Inmemory => text.push_str("  inmemory: {}\n"),
+            Driver::S3 => {
+                let target = self.s3.as_ref().expect("an S3 target is chosen at spawn");
+                text.push_str(&s3::storage_section(
+                    &target.endpoint,
+                    &target.bucket,
+                    &self.s3_lines,
+                ));
+                text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
+            }
         }
         text.push_str(&format!(
             "  delete:\n    enabled: {}\n",
@@ -326,6 +406,11 @@ impl RegistryBuilder {
 
     /// Start the server without waiting (for start-up failure tests).
     pub fn spawn(&self) -> Registry {
+        if self.driver == Driver::S3 && self.s3.is_none() {
+            let mut with_bucket = self.clone_settings();
+            with_bucket.s3 = Some(S3Target::fresh());
+            return with_bucket.spawn();
+        }
         let tmp = tempfile::Builder::new()
             .prefix("wharf-test-")
             .tempdir()
@@ -378,6 +463,27 @@ impl RegistryBuilder {
             stderr_path,
             config_path,
             client: http_client(),
+            s3: self.s3.clone().filter(|_| self.driver == Driver::S3),
+        }
+    }
+
+    fn clone_settings(&self) -> RegistryBuilder {
+        RegistryBuilder {
+            server: self.server,
+            driver: self.driver,
+            delete_enabled: self.delete_enabled,
+            storage_dir: self.storage_dir.clone(),
+            log_section: self.log_section.clone(),
+            http_extra: self.http_extra.clone(),
+            headers: self.headers.clone(),
+            sections: self.sections.clone(),
+            template: self.template.clone(),
+            env: self.env.clone(),
+            args: self.args.clone(),
+            ready: self.ready,
+            s3: self.s3.clone(),
+            s3_lines: self.s3_lines.clone(),
+            redirect: self.redirect,
         }
     }
 }
@@ -401,6 +507,7 @@ pub struct Registry {
     stderr_path: PathBuf,
     config_path: PathBuf,
     client: Client,
+    s3: Option<S3Target>,
 }
 
 impl Registry {
@@ -418,7 +525,15 @@ impl Registry {
             env: Vec::new(),
             args: None,
             ready: Ready::V2Ok,
+            s3: None,
+            s3_lines: Vec::new(),
+            redirect: false,
         }
+    }
+
+    /// The endpoint and bucket of an `s3` registry.
+    pub fn s3(&self) -> Option<&S3Target> {
+        self.s3.as_ref()
     }
 
     /// The usual registry for a test: the given driver, deletes enabled.
@@ -439,7 +554,7 @@ impl Registry {
         self.addr
     }
 
-    /// The storage folder (`rootdirectory`); empty for the inmemory driver.
+    /// The storage folder (`rootdirectory`); empty for the inmemory and s3 drivers.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -1,0 +1,275 @@
+//! Push and pull through Wharf and through distribution 2.8.2 (`docker-registry`) against the same
+//! S3 server (moto on loopback) in one run, and the S3 requests each makes, counted at the server
+//! from its request log.
+//!
+//! ```sh
+//! cargo bench --bench s3_compare -- --run                      # 3 rounds, 3 layers of 4 MiB
+//! cargo bench --bench s3_compare -- --run --rounds 5 --layer-mib 8
+//! ```
+//! Without `--run` it prints this usage and exits (so `cargo test --all-targets` starts nothing).
+//! Results: stdout and `target/bench-results/s3-compare-<unix time>.md`.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use support::layout::OciLayout;
+use support::s3::S3Server;
+use support::*;
+
+struct Options {
+    rounds: usize,
+    layer_mib: usize,
+}
+
+fn parse() -> Option<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--run") {
+        return None;
+    }
+    let value = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Some(Options {
+        rounds: value("--rounds", 3).max(1),
+        layer_mib: value("--layer-mib", 4).max(1),
+    })
+}
+
+/// The S3 operation a logged request line stands for.
+fn operation(line: &str) -> Option<String> {
+    let request = line.split('"').nth(1)?;
+    let mut parts = request.split_whitespace();
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path.trim_matches('/').is_empty() {
+        return None;
+    }
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.starts_with(&format!("{k}=")))
+    };
+    let op = match method {
+        "GET" if has("list-type") => "ListObjectsV2",
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "GET" if has("uploadId") => "ListParts",
+        "GET" if has("X-Amz-Signature") => "GetObject (presigned, from the client)",
+        "GET" => "GetObject",
+        "HEAD" => "HeadObject",
+        "PUT" if has("partNumber") => "UploadPart / UploadPartCopy",
+        "PUT" if !path.trim_matches('/').contains('/') => "CreateBucket",
+        "PUT" => "PutObject / CopyObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "POST" if has("delete") => "DeleteObjects",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        other => other,
+    };
+    Some(op.to_string())
+}
+
+/// Requests logged since `from` lines, by operation.
+fn count(server: &S3Server, from: usize) -> (usize, BTreeMap<String, usize>) {
+    let lines = server.request_lines();
+    let mut by_op = BTreeMap::new();
+    let mut total = 0;
+    for line in lines.iter().skip(from) {
+        if let Some(op) = operation(line) {
+            if op == "CreateBucket" {
+                continue;
+            }
+            *by_op.entry(op).or_insert(0) += 1;
+            total += 1;
+        }
+    }
+    (total, by_op)
+}
+
+struct Measure {
+    push: Vec<Duration>,
+    pull: Vec<Duration>,
+    push_requests: (usize, BTreeMap<String, usize>),
+    pull_requests: (usize, BTreeMap<String, usize>),
+}
+
+fn skopeo_copy(args: &[&str]) -> Duration {
+    let started = Instant::now();
+    skopeo(args).assert_success(&format!("skopeo {}", args.join(" ")));
+    started.elapsed()
+}
+
+fn run_server(server: Server, s3: &S3Server, layout: &Path, rounds: usize, work: &Path) -> Measure {
+    let mut m = Measure {
+        push: Vec::new(),
+        pull: Vec::new(),
+        push_requests: (0, BTreeMap::new()),
+        pull_requests: (0, BTreeMap::new()),
+    };
+    for round in 0..rounds {
+        // A fresh bucket each round: every push writes every blob.
+        let target = S3Target {
+            endpoint: s3.endpoint(),
+            bucket: s3.create_bucket(),
+        };
+        let reg = Registry::builder(Driver::S3)
+            .server(server)
+            .s3_target(&target)
+            .redirect(true)
+            .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+            .start();
+        let source = format!("oci:{}:image", layout.display());
+        let dest = format!("docker://{}/bench/image:v1", reg.host());
+        let before = s3.request_lines().len();
+        m.push.push(skopeo_copy(&[
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &source,
+            &dest,
+        ]));
+        let pushed = count(s3, before);
+        let out = work.join(format!("{server:?}-{round}"));
+        let pulled_to = format!("oci:{}:image", out.display());
+        let before = s3.request_lines().len();
+        m.pull.push(skopeo_copy(&[
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &dest,
+            &pulled_to,
+        ]));
+        let pulled = count(s3, before);
+        if round == 0 {
+            m.push_requests = pushed;
+            m.pull_requests = pulled;
+        }
+    }
+    m
+}
+
+fn median(values: &[Duration]) -> f64 {
+    let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() -> ExitCode {
+    let Some(options) = parse() else {
+        println!(
+            "s3_compare: push/pull through wharf and docker-registry 2.8.2 on one moto S3 server,\n\
+             and the S3 requests of one `skopeo copy` of a 3-layer image.\n\
+             usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M]"
+        );
+        return ExitCode::SUCCESS;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut layout = OciLayout::create(&work.path().join("layout"));
+    let mut prng = Prng::new(0x5eed);
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..3 {
+        let content = prng.bytes(options.layer_mib << 20);
+        let tar = layout::tar_with_file(&format!("layer{i}.bin"), &content);
+        let digest = layout.add_blob(&tar);
+        diff_ids.push(digest.clone());
+        layers.push(descriptor(
+            "application/vnd.oci.image.layer.v1.tar",
+            &digest,
+            tar.len() as u64,
+        ));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_digest = layout.add_blob(&config);
+    let manifest = Manifest::from_value(
+        OCI_MANIFEST,
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, &config_digest, config.len() as u64),
+            "layers": layers,
+        }),
+    );
+    layout.add_blob(&manifest.body);
+    layout.tag("image", &manifest);
+
+    let s3 = S3Server::start();
+    let mut results = Vec::new();
+    for server in [Server::Wharf, Server::DockerRegistry] {
+        let m = run_server(server, &s3, &layout.dir, options.rounds, work.path());
+        results.push((server, m));
+    }
+
+    let total_mib = 3 * options.layer_mib;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# S3: wharf vs docker-registry 2.8.2 on moto_server (loopback)\n\n\
+         Image: 3 layers of {} MiB (random, uncompressed tar) + config, OCI manifest; \
+         `skopeo copy` in and out, redirects on (pull GETs go to S3 directly); \
+         median of {} rounds, fresh bucket each round.\n",
+        options.layer_mib, options.rounds
+    );
+    let _ = writeln!(
+        report,
+        "| server | push s (median) | pull s (median) | push MiB/s | S3 requests, push | S3 requests, pull |\n|---|---|---|---|---|---|"
+    );
+    for (server, m) in &results {
+        let push = median(&m.push);
+        let _ = writeln!(
+            report,
+            "| {} | {:.2} | {:.2} | {:.1} | {} | {} |",
+            match server {
+                Server::Wharf => "wharf",
+                Server::DockerRegistry => "docker-registry 2.8.2",
+            },
+            push,
+            median(&m.pull),
+            total_mib as f64 / push,
+            m.push_requests.0,
+            m.pull_requests.0
+        );
+    }
+    for (server, m) in &results {
+        let _ = writeln!(
+            report,
+            "\n{server:?}: S3 requests of one push, by operation"
+        );
+        for (op, n) in &m.push_requests.1 {
+            let _ = writeln!(report, "- {op}: {n}");
+        }
+        let _ = writeln!(report, "{server:?}: S3 requests of one pull, by operation");
+        for (op, n) in &m.pull_requests.1 {
+            let _ = writeln!(report, "- {op}: {n}");
+        }
+    }
+    println!("{report}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    let _ = std::fs::create_dir_all(&dir);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let file = dir.join(format!("s3-compare-{stamp}.md"));
+    if std::fs::write(&file, &report).is_ok() {
+        println!("written to {}", file.display());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,249 @@
+//! Object storage failing under a push: a TCP proxy between Wharf and the S3 server cuts every
+//! connection in the middle of uploads. The client gets a registry error (5xx with the error
+//! JSON), nothing it was told is stored is lost, no partial blob becomes visible, and the same
+//! requests succeed once storage is back.
+
+mod support;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::proxy::CutProxy;
+use support::s3::S3Server;
+use support::*;
+
+const MIB: usize = 1 << 20;
+const REPO: &str = "faults/app";
+
+struct Setup {
+    server: S3Server,
+    proxy: CutProxy,
+    target: S3Target,
+    reg: Registry,
+}
+
+fn setup() -> Setup {
+    let server = S3Server::start();
+    let bucket = server.create_bucket();
+    let upstream: SocketAddr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = CutProxy::start(upstream);
+    let target = S3Target {
+        endpoint: proxy.endpoint(),
+        bucket,
+    };
+    let reg = Registry::builder(Driver::S3).s3_target(&target).start();
+    Setup {
+        server,
+        proxy,
+        target,
+        reg,
+    }
+}
+
+impl Setup {
+    /// The blob is neither served nor stored anywhere under `blobs/`.
+    fn assert_invisible(&self, digest: &str) {
+        let resp = send(self.reg.head(&format!("/v2/{REPO}/blobs/{digest}")));
+        assert_eq!(resp.status, 404, "{}", resp.describe());
+        let hex = digest_hex(digest);
+        let keys = self
+            .server
+            .keys(&self.target.bucket, "docker/registry/v2/blobs/");
+        assert!(
+            !keys.iter().any(|k| k.contains(hex)),
+            "no object for {digest}: {keys:?}"
+        );
+    }
+
+    fn assert_served(&self, blob: &Blob) {
+        let resp = send(self.reg.get(&format!("/v2/{REPO}/blobs/{}", blob.digest)));
+        resp.assert_status(200);
+        assert!(resp.body == blob.data, "blob reads back whole");
+    }
+}
+
+/// A registry error: 5xx (or 503) with the error JSON.
+fn assert_storage_error(resp: &Resp) {
+    assert!(
+        resp.status >= 500,
+        "a server error while storage is down: {}",
+        resp.describe()
+    );
+    assert_error_in(resp, &[500, 502, 503, 504], &["UNKNOWN", "UNAVAILABLE"]);
+}
+
+#[test]
+fn chunk_refused_while_storage_is_cut_then_retried() {
+    let s = setup();
+    let blob = Blob::random(3 * MIB + 100);
+    let location = start_upload(&s.reg, REPO);
+    let first = 2 * MIB;
+    let resp = send(
+        s.reg
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("0-{}", first - 1))
+            .body(blob.data[..first].to_vec()),
+    );
+    resp.assert_status(202);
+    let acked = resp.must_header("location").to_string();
+
+    s.proxy.cut();
+    let started = Instant::now();
+    let resp = send(
+        s.reg
+            .patch(&acked)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{first}-{}", blob.data.len() - 1))
+            .body(blob.data[first..].to_vec()),
+    );
+    assert_storage_error(&resp);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded retries: answered in {:?}",
+        started.elapsed()
+    );
+    // The commit cannot go through either.
+    let resp = send(s.reg.put(&with_digest(&acked, &blob.digest)));
+    assert!(resp.status >= 400, "{}", resp.describe());
+    s.proxy.restore();
+
+    // What was acknowledged is still there; the failed chunk is not.
+    let resp = send(s.reg.get(&acked));
+    resp.assert_status(204);
+    assert_eq!(
+        resp.header("range"),
+        Some(format!("0-{}", first - 1).as_str())
+    );
+    s.assert_invisible(&blob.digest);
+
+    let resp = send(
+        s.reg
+            .patch(&acked)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{first}-{}", blob.data.len() - 1))
+            .body(blob.data[first..].to_vec()),
+    );
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    send(s.reg.put(&with_digest(&location, &blob.digest))).assert_status(201);
+    s.assert_served(&blob);
+}
+
+#[test]
+fn monolithic_push_refused_while_storage_is_cut_then_retried() {
+    let s = setup();
+    let blob = Blob::random(6 * MIB + 5);
+    let location = start_upload(&s.reg, REPO);
+    s.proxy.cut();
+    let resp = send(
+        s.reg
+            .put(&with_digest(&location, &blob.digest))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+    );
+    assert_storage_error(&resp);
+    s.proxy.restore();
+    s.assert_invisible(&blob.digest);
+    // The client starts over.
+    push_blob(&s.reg, REPO, &blob.data);
+    s.assert_served(&blob);
+    let image = push_image(&s.reg, REPO, "v1", Kind::OciManifest);
+    let resp = get_manifest(&s.reg, REPO, "v1", OCI_MANIFEST);
+    resp.assert_status(200);
+    assert!(resp.body == image.body);
+}
+
+/// A body streamed slowly across several parts; the connections to storage are cut while it
+/// is still arriving.
+#[test]
+fn connections_cut_in_the_middle_of_a_streamed_chunk() {
+    let s = setup();
+    let blob = Blob::random(12 * MIB + 3);
+    let head = Blob::new(blob.data[..MIB].to_vec());
+    let location = start_upload(&s.reg, REPO);
+    let resp = send(
+        s.reg
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .body(head.data.clone()),
+    );
+    resp.assert_status(202);
+    let acked = resp.must_header("location").to_string();
+
+    // The rest arrives at about 8 MiB/s; storage goes away after the first part is sent.
+    let sent = Arc::new(AtomicBool::new(false));
+    let rest = blob.data[MIB..].to_vec();
+    let reader = SlowReader {
+        data: rest.clone(),
+        at: 0,
+        sent: sent.clone(),
+    };
+    let url = s.reg.resolve(&acked);
+    let client = http_client();
+    let sender = thread::spawn(move || {
+        client
+            .patch(url)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::blocking::Body::sized(reader, rest.len() as u64))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sent.load(Ordering::SeqCst) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    s.proxy.cut();
+    let outcome = sender.join().unwrap();
+    if let Ok(status) = outcome {
+        assert!(status >= 500, "the chunk cannot succeed: {status}");
+    }
+    s.proxy.restore();
+
+    let resp = send(s.reg.get(&acked));
+    resp.assert_status(204);
+    assert_eq!(
+        resp.header("range"),
+        Some(format!("0-{}", MIB - 1).as_str())
+    );
+    s.assert_invisible(&blob.digest);
+
+    let resp = send(
+        s.reg
+            .patch(&acked)
+            .header("content-type", "application/octet-stream")
+            .body(blob.data[MIB..].to_vec()),
+    );
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    send(s.reg.put(&with_digest(&location, &blob.digest))).assert_status(201);
+    s.assert_served(&blob);
+    assert!(s.proxy.accepted() > 0);
+}
+
+/// Hands out 64 KiB every 8 ms, and says when 6 MiB are out.
+struct SlowReader {
+    data: Vec<u8>,
+    at: usize,
+    sent: Arc<AtomicBool>,
+}
+
+impl Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.data.len() {
+            return Ok(0);
+        }
+        thread::sleep(Duration::from_millis(8));
+        let n = buf.len().min(64 * 1024).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        if self.at >= 6 * MIB {
+            self.sent.store(true, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+}

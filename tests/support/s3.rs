@@ -1,0 +1,288 @@
+//! A real S3 server on loopback for the `s3` driver variant: `moto_server` (PyPI `moto[server]`).
+//!
+//! One shared server per test process ([`shared`]), started on first use; each registry gets a
+//! bucket of its own unless it is told to share one. The server runs under a small shell that
+//! kills it when this process's end of a pipe closes, so it never outlives the tests, even on a
+//! panic or a kill. Tests that stop the server start their own ([`S3Server::start`]).
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{free_port, WAIT_LIMIT};
+
+/// Region and credentials every test config uses (moto accepts any).
+pub const REGION: &str = "us-east-1";
+pub const ACCESS_KEY: &str = "wharf-test";
+pub const SECRET_KEY: &str = "wharf-test-secret";
+
+/// An `Authorization` header moto takes as authenticated (it does not check signatures).
+const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=wharf-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
+/// A running moto server; dropping it stops the server.
+pub struct S3Server {
+    port: u16,
+    shell: Mutex<Option<(Child, ChildStdin)>>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<S3Server> = OnceLock::new();
+static BUCKETS: AtomicU64 = AtomicU64::new(1);
+
+/// The server shared by the tests of this process.
+pub fn shared() -> &'static S3Server {
+    SHARED.get_or_init(|| S3Server::start_on(free_port()))
+}
+
+fn moto_program() -> String {
+    std::env::var("WHARF_TEST_MOTO").unwrap_or_else(|_| "moto_server".to_string())
+}
+
+impl S3Server {
+    /// A private server on a free port.
+    pub fn start() -> S3Server {
+        S3Server::start_on(free_port())
+    }
+
+    /// A server on `port` (used to bring a stopped server back on the same address).
+    pub fn start_on(port: u16) -> S3Server {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-moto-")
+            .tempdir()
+            .expect("temp dir");
+        let log = dir.path().join("moto.log");
+        // The shell starts moto, then waits for its stdin to close (this process went away, or
+        // `stop`) and kills it.
+        let script = format!(
+            "{} -H 127.0.0.1 -p {port} >>'{}' 2>&1 & moto=$!; read _ignored; kill $moto; wait $moto",
+            moto_program(),
+            log.display()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("AWS_") || k.starts_with("REGISTRY_") || k.starts_with("MOTO_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn sh for moto_server");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let server = S3Server {
+            port,
+            shell: Mutex::new(Some((child, stdin))),
+            log,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        for _ in 0..1200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let probe = reqwest::blocking::Client::new()
+                    .get(format!("{}/", self.endpoint()))
+                    .timeout(Duration::from_secs(5))
+                    .send();
+                if probe.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "moto_server did not start on port {} (install it with: pip install 'moto[server]'):\n{}",
+            self.port,
+            self.log_text()
+        );
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's request log (one line per request).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Request lines logged so far (`"METHOD /path?query HTTP/1.1" status`).
+    pub fn request_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" HTTP/1.1\" "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Stops the server (and waits for it to exit).
+    pub fn stop(&self) {
+        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new empty bucket.
+    pub fn create_bucket(&self) -> String {
+        let name = format!(
+            "wharf-{}-{}",
+            std::process::id(),
+            BUCKETS.fetch_add(1, Ordering::Relaxed)
+        );
+        let resp = reqwest::blocking::Client::new()
+            .put(format!("{}/{name}", self.endpoint()))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .expect("create bucket");
+        assert!(resp.status().is_success(), "create bucket {name}: {resp:?}");
+        name
+    }
+
+    /// Every key in `bucket` under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..1000 {
+            let mut url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint());
+            if let Some(t) = &token {
+                url.push_str("&continuation-token=");
+                url.push_str(&percent(t));
+            }
+            let text = reqwest::blocking::get(&url)
+                .and_then(|r| r.text())
+                .expect("list objects");
+            keys.extend(xml_values(&text, "Key"));
+            token = xml_values(&text, "NextContinuationToken")
+                .into_iter()
+                .next();
+            if token.is_none() {
+                break;
+            }
+        }
+        keys
+    }
+
+    /// Keys of the open multipart uploads in `bucket`.
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let text = reqwest::blocking::get(format!("{}/{bucket}?uploads", self.endpoint()))
+            .and_then(|r| r.text())
+            .expect("list multipart uploads");
+        xml_values(&text, "Key")
+    }
+
+    /// Bytes of one object.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        // Objects are private: moto checks ACLs of anonymous requests, not signatures.
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}/{bucket}/{key}", self.endpoint()))
+            .header("authorization", FAKE_AUTHORIZATION)
+            .send()
+            .expect("get object");
+        resp.status()
+            .is_success()
+            .then(|| resp.bytes().expect("object body").to_vec())
+    }
+
+    /// Writes an object (for tests that prepare storage by hand).
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) {
+        let resp = reqwest::blocking::Client::new()
+            .put(format!("{}/{bucket}/{key}", self.endpoint()))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .expect("put object");
+        assert!(resp.status().is_success(), "put {key}: {resp:?}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The text of every `<tag>...</tag>` in an XML answer (enough for S3 listings).
+pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else {
+            break;
+        };
+        out.push(
+            after[..end]
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'"),
+        );
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// The `storage.s3` section for a bucket on a server (6-space indented keys under `  s3:`).
+pub fn storage_section(endpoint: &str, bucket: &str, extra: &[String]) -> String {
+    let mut text = format!(
+        "  s3:\n    region: {REGION}\n    bucket: {bucket}\n    regionendpoint: {endpoint}\n    forcepathstyle: true\n    secure: false\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    chunksize: 5242880\n"
+    );
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes `data` to `w` in pieces, pausing between them (a slow client).
+pub fn write_slowly(w: &mut impl Write, data: &[u8], piece: usize, pause: Duration) {
+    for part in data.chunks(piece.max(1)) {
+        if w.write_all(part).is_err() {
+            return;
+        }
+        thread::sleep(pause);
+    }
+}
