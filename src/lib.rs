@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod ops;
@@ -19,7 +20,7 @@ use ::http::{HeaderName, HeaderValue};
 
 use api::urls::UrlBuilder;
 use api::App;
-use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
+use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
@@ -63,6 +64,28 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
             other.name()
         )])),
     }
+}
+
+/// The registry over the configured storage and blob-descriptor cache.
+pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
+    let driver = storage_driver(config)?;
+    let registry = Registry::new(driver, registry_options(config), secret);
+    Ok(match config.storage.cache.blobdescriptor {
+        None => registry,
+        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
+            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
+        )),
+        Some(BlobDescriptorCache::Redis) => {
+            let redis = config.redis.as_ref().ok_or_else(|| {
+                StartError::Unsupported(vec![
+                    "storage.cache.blobdescriptor: redis needs a redis section".into(),
+                ])
+            })?;
+            let cache = cache::redis::RedisCache::new(redis)
+                .map_err(|e| StartError::Unsupported(vec![e]))?;
+            registry.with_cache(Arc::new(cache))
+        }
+    })
 }
 
 /// Registry behaviour from the configuration.
@@ -168,8 +191,7 @@ pub async fn garbage_collect(
     config: &Config,
     options: &registry::gc::GcOptions,
 ) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
-    let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), Vec::new());
+    let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
 

@@ -277,14 +277,16 @@ impl Config {
         if let Some(AuthConfig::Token { .. }) = &self.auth {
             out.push("auth.token: token authentication is not supported yet".into());
         }
-        if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis) {
-            out.push(
-                "storage.cache.blobdescriptor: the redis blob descriptor cache is not supported yet"
-                    .into(),
-            );
-        }
-        if self.redis.is_some() {
-            out.push("redis: Redis is not supported yet".into());
+        if let Some(redis) = &self.redis {
+            if redis.addresses().len() > 1 {
+                out.push("redis.addrs: Redis Cluster and multiple addresses are not supported yet; give one address".into());
+            }
+            if redis.mastername.is_some() {
+                out.push("redis.mastername: Redis Sentinel is not supported yet".into());
+            }
+            if redis.tls.is_some() {
+                out.push("redis.tls: TLS to Redis is not supported yet".into());
+            }
         }
         let endpoints: Vec<&str> = self
             .notifications

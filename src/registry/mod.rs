@@ -27,6 +27,7 @@ pub use manifests::{ManifestReference, StoredManifest};
 pub use referrers::Referrer;
 pub use uploads::{UploadProgress, UploadRequest};
 
+use crate::cache::BlobDescriptorCache;
 use crate::storage::StorageDriver;
 use digest::Digest;
 use error::{RegistryError, Result};
@@ -82,6 +83,8 @@ pub struct Registry {
     /// Parsed manifest summaries by digest; manifests are immutable, so
     /// entries never go stale, only away.
     summaries: referrers::SummaryCache,
+    /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
+    cache: Option<Arc<dyn BlobDescriptorCache>>,
 }
 
 impl Registry {
@@ -92,7 +95,14 @@ impl Registry {
             options,
             secret,
             summaries: referrers::SummaryCache::new(10_000),
+            cache: None,
         }
+    }
+
+    /// Uses `cache` for blob descriptors.
+    pub fn with_cache(mut self, cache: Arc<dyn BlobDescriptorCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The storage driver, for health checks.
