@@ -98,7 +98,19 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         max_tags: config.tags.maxtags,
         urls_allow: v.manifests.urls.allow.clone(),
         urls_deny: v.manifests.urls.deny.clone(),
-        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        index_children: match v.manifests.indexes.platforms {
+            IndexPlatforms::All => registry::IndexChildren::All,
+            IndexPlatforms::None => registry::IndexChildren::None,
+            IndexPlatforms::List => registry::IndexChildren::Platforms(
+                v.manifests
+                    .indexes
+                    .platformlist
+                    .iter()
+                    .map(|p| (p.architecture.clone(), p.os.clone()))
+                    .collect(),
+            ),
+        },
+        tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
     }
