@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod ops;
@@ -19,7 +20,7 @@ use ::http::{HeaderName, HeaderValue};
 
 use api::urls::UrlBuilder;
 use api::App;
-use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
+use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
 use storage::drivers::s3::{S3Driver, S3Settings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
@@ -88,18 +89,36 @@ pub fn object_storage_driver(config: &Config) -> Result<Option<S3Driver>, StartE
     Ok(Some(S3Driver::new(&settings)?))
 }
 
-/// The configured driver; on object storage, also starts its side of upload purging
-/// (multipart uploads older than `storage.maintenance.uploadpurging.age` are aborted every
-/// `interval`; not in read-only mode).
-fn serving_storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    let Some(driver) = object_storage_driver(config)? else {
-        return storage_driver(config);
-    };
-    let purge = &config.storage.maintenance.uploadpurging;
-    if purge.enabled && !config.storage.maintenance.readonly.enabled {
-        driver.spawn_upload_purger(purge.age, purge.interval, purge.dryrun);
+/// The configured driver, and the same driver as S3 when it is one (for upload purging).
+fn serving_storage_driver(
+    config: &Config,
+) -> Result<(Arc<dyn StorageDriver>, Option<S3Driver>), StartError> {
+    match object_storage_driver(config)? {
+        Some(s3) => Ok((Arc::new(s3.clone()), Some(s3))),
+        None => Ok((storage_driver(config)?, None)),
     }
-    Ok(Arc::new(driver))
+}
+
+/// The registry over the configured storage and blob-descriptor cache.
+pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
+    let driver = storage_driver(config)?;
+    let registry = Registry::new(driver, registry_options(config), secret);
+    Ok(match config.storage.cache.blobdescriptor {
+        None => registry,
+        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
+            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
+        )),
+        Some(BlobDescriptorCache::Redis) => {
+            let redis = config.redis.as_ref().ok_or_else(|| {
+                StartError::Unsupported(vec![
+                    "storage.cache.blobdescriptor: redis needs a redis section".into(),
+                ])
+            })?;
+            let cache = cache::redis::RedisCache::new(redis)
+                .map_err(|e| StartError::Unsupported(vec![e]))?;
+            registry.with_cache(Arc::new(cache))
+        }
+    })
 }
 
 /// Registry behaviour from the configuration.
@@ -112,7 +131,19 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         max_tags: config.tags.maxtags,
         urls_allow: v.manifests.urls.allow.clone(),
         urls_deny: v.manifests.urls.deny.clone(),
-        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        index_children: match v.manifests.indexes.platforms {
+            IndexPlatforms::All => registry::IndexChildren::All,
+            IndexPlatforms::None => registry::IndexChildren::None,
+            IndexPlatforms::List => registry::IndexChildren::Platforms(
+                v.manifests
+                    .indexes
+                    .platformlist
+                    .iter()
+                    .map(|p| (p.architecture.clone(), p.os.clone()))
+                    .collect(),
+            ),
+        },
+        tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
     }
@@ -173,13 +204,49 @@ fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartEr
     })
 }
 
+/// Purges stale upload sessions in the background, as every distribution
+/// instance does: after a random delay (so replicas spread out), then every
+/// `interval`. On S3 the pass also aborts multipart uploads older than `age`.
+fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S3Driver>) {
+    let p = config.storage.maintenance.uploadpurging.clone();
+    if !p.enabled {
+        return;
+    }
+    let interval = p.interval.max(Duration::from_secs(60));
+    let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
+    tokio::spawn(async move {
+        tokio::time::sleep(jitter).await;
+        loop {
+            match app.registry.purge_uploads(p.age, p.dryrun).await {
+                Ok(r) => tracing::info!(
+                    examined = r.examined,
+                    purged = r.purged.len(),
+                    dry_run = p.dryrun,
+                    "upload purge done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            }
+            if let Some(s3) = &object_storage {
+                match s3.purge_multipart_uploads(p.age, p.dryrun).await {
+                    Ok(n) => tracing::info!(
+                        aborted = n,
+                        dry_run = p.dryrun,
+                        "upload purge: stale multipart uploads done"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
 /// Runs `garbage-collect` against the configured storage.
 pub async fn garbage_collect(
     config: &Config,
     options: &registry::gc::GcOptions,
 ) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
-    let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), Vec::new());
+    let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
 
@@ -199,7 +266,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let driver = serving_storage_driver(&config)?;
+    let (driver, object_storage) = serving_storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = Registry::new(
@@ -219,6 +286,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         auth,
         health,
     });
+    start_upload_purging(&config, app.clone(), object_storage);
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {

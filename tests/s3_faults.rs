@@ -66,6 +66,11 @@ impl Setup {
     }
 }
 
+/// A request on a new connection.
+fn fresh(reg: &Registry, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+    http_client().request(method, reg.resolve(path))
+}
+
 /// A registry error: 5xx (or 503) with the error JSON.
 fn assert_storage_error(resp: &Resp) {
     assert!(
@@ -107,13 +112,18 @@ fn chunk_refused_while_storage_is_cut_then_retried() {
         "bounded retries: answered in {:?}",
         started.elapsed()
     );
-    // The commit cannot go through either.
-    let resp = send(s.reg.put(&with_digest(&acked, &blob.digest)));
+    // The commit cannot go through either. (A fresh connection: the server may close one whose
+    // request body it did not read.)
+    let resp = send(fresh(
+        &s.reg,
+        reqwest::Method::PUT,
+        &with_digest(&acked, &blob.digest),
+    ));
     assert!(resp.status >= 400, "{}", resp.describe());
     s.proxy.restore();
 
     // What was acknowledged is still there; the failed chunk is not.
-    let resp = send(s.reg.get(&acked));
+    let resp = send(fresh(&s.reg, reqwest::Method::GET, &acked));
     resp.assert_status(204);
     assert_eq!(
         resp.header("range"),

@@ -389,6 +389,16 @@ impl Registry {
             return Err(e);
         }
         writer.commit().await?;
+        // Distribution keeps the hash state beside the data; writing it lets a
+        // registry:2 node finish this upload without rehashing it.
+        let state_path = layout::upload_hashstate(&state.name, &state.uuid, "sha256", hasher.len());
+        if let Err(e) = self
+            .driver
+            .put_content(&state_path, Bytes::copy_from_slice(&hasher.to_go_bytes()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the upload hash state");
+        }
         Ok(hasher)
     }
 }

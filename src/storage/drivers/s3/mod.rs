@@ -472,27 +472,6 @@ impl S3Driver {
         }
         Ok(stale.len())
     }
-
-    /// Runs [`Self::purge_multipart_uploads`] every `interval`, after a random delay of up to
-    /// `interval` (at most an hour) so that nodes started together do not purge together.
-    pub fn spawn_upload_purger(&self, age: Duration, interval: Duration, dry_run: bool) {
-        let driver = self.clone();
-        let interval = interval.max(Duration::from_secs(1));
-        let jitter_cap = interval.min(Duration::from_secs(3600)).as_millis() as u64;
-        let jitter = Duration::from_millis(rand::random::<u64>() % jitter_cap.max(1));
-        tokio::spawn(async move {
-            tokio::time::sleep(jitter).await;
-            loop {
-                match driver.purge_multipart_uploads(age, dry_run).await {
-                    Ok(n) => {
-                        tracing::info!(aborted = n, dry_run, "upload purge: multipart uploads done")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
-                }
-                tokio::time::sleep(interval).await;
-            }
-        });
-    }
 }
 
 /// A failed SDK call as a [`StorageError`]; 404s become `NotFound`.
