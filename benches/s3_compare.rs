@@ -10,7 +10,7 @@
 //! Results: stdout and `target/bench-results/s3-compare-<unix time>.md`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

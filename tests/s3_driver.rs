@@ -7,11 +7,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use support::s3::{self, ACCESS_KEY, REGION, SECRET_KEY};
 use support::Prng;
 use wharf::storage::drivers::s3::{S3Driver, S3Settings};
-use wharf::storage::{FileWriter, StorageDriver, StorageError};
+use wharf::storage::{StorageDriver, StorageError};
 
 const MIB: usize = 1 << 20;
 
@@ -347,5 +347,3 @@ fn presigned_urls_serve_the_object() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().unwrap().as_ref(), b"presigned bytes");
 }
-
-use futures_util::StreamExt;

@@ -786,6 +786,7 @@ impl Inner {
 
     /// Copies ranges of `source` into consecutive parts from `first`, at most
     /// `copy_concurrency` at a time; returns the parts in order.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn copy_parts(
         &self,
         source: &str,
@@ -1427,7 +1428,10 @@ mod tests {
         );
         assert_eq!(l.metadata().unwrap(), meta);
         let plain = Layout::from_object(None, 9, None);
-        assert_eq!((plain.upload, plain.parts, plain.size()), (None, 0, 9));
+        assert_eq!(
+            (plain.upload.as_deref(), plain.parts, plain.size()),
+            (None, 0, 9)
+        );
         assert!(Layout::default().metadata().is_none());
     }
 
