@@ -280,7 +280,8 @@ fn tampered_upload_tokens_are_counted(driver: Driver) {
             .body(vec![1u8; 10]),
     );
     assert_error(&resp, 404, "BLOB_UPLOAD_INVALID");
-    let after = node.scrape();
+    // Requests are counted once their response has been sent.
+    let after = node.scrape_until(|s| s.sum("registry_http_in_flight_requests", &[]) == 0.0);
     assert_eq!(
         after.sum("wharf_upload_token_rejected_total", &[])
             - before.sum("wharf_upload_token_rejected_total", &[]),

@@ -197,11 +197,8 @@ async fn handle(
     let (resp, info) = api::handle(app, req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     ops::telemetry::record_response(&span, info.repository.as_deref(), status);
-    timer.finish(status, &method, started.elapsed());
-    let blob_content =
-        handler == "blob" && method == http::Method::GET && (status == 200 || status == 206);
     let mut resp =
-        resp.map(|body| ops::metrics::MeteredBody::new(body, timer, blob_content).boxed_unsync());
+        resp.map(|body| ops::metrics::MeteredBody::new(body, timer, status).boxed_unsync());
     let h = resp.headers_mut();
     for (name, value) in &settings.headers {
         h.append(name.clone(), value.clone());

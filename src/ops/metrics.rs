@@ -292,10 +292,13 @@ pub fn content_type() -> &'static str {
     prometheus::TEXT_FORMAT
 }
 
-/// Tracks one HTTP request from its headers to the end of its response body.
+/// Tracks one HTTP request from its headers to the end of its response body:
+/// like distribution's promhttp handlers, the request is counted, timed and
+/// sized once its response has been sent.
 pub struct RequestTimer {
     handler: &'static str,
-    method: String,
+    method: http::Method,
+    started: std::time::Instant,
     upload: bool,
 }
 
@@ -305,7 +308,7 @@ fn method_label(method: &http::Method) -> String {
 }
 
 impl RequestTimer {
-    /// Counts the request in flight under its handler label.
+    /// Counts the request in flight under its handler label, from now.
     pub fn start(handler: &'static str, method: &http::Method, request_size: u64) -> Self {
         let m = &*METRICS;
         m.in_flight.with_label_values(&[handler]).inc();
@@ -322,21 +325,27 @@ impl RequestTimer {
         }
         Self {
             handler,
-            method: method_label(method),
+            method: method.clone(),
+            started: std::time::Instant::now(),
             upload,
         }
     }
 
-    /// Records status and duration once the response head is ready.
-    pub fn finish(&self, status: u16, method: &http::Method, elapsed: Duration) {
+    /// Records the finished request: status, duration, response bytes, and
+    /// what it means for uploads and pulled bytes.
+    pub fn complete(&self, status: u16, body_bytes: u64) {
         let m = &*METRICS;
+        let method = method_label(&self.method);
         m.requests
-            .with_label_values(&[&status.to_string(), &self.method, self.handler])
+            .with_label_values(&[&status.to_string(), &method, self.handler])
             .inc();
         m.request_duration
-            .with_label_values(&[&self.method, self.handler])
-            .observe(elapsed.as_secs_f64());
-        let event = match (self.handler, method, status) {
+            .with_label_values(&[&method, self.handler])
+            .observe(self.started.elapsed().as_secs_f64());
+        m.response_size
+            .with_label_values(&[self.handler])
+            .observe(body_bytes as f64);
+        let event = match (self.handler, &self.method, status) {
             ("blob_upload", &http::Method::POST, 202) => Some("started"),
             ("blob_upload" | "blob_upload_chunk", &http::Method::PUT, 201)
             | ("blob_upload", &http::Method::POST, 201) => Some("completed"),
@@ -346,16 +355,9 @@ impl RequestTimer {
         if let Some(event) = event {
             m.uploads.with_label_values(&[event]).inc();
         }
-    }
-
-    /// Records the bytes of the response body once it has been sent (or dropped).
-    pub fn body_sent(&self, bytes: u64, blob_content: bool) {
-        let m = &*METRICS;
-        m.response_size
-            .with_label_values(&[self.handler])
-            .observe(bytes as f64);
-        if blob_content {
-            m.bytes_pulled.inc_by(bytes);
+        if self.handler == "blob" && self.method == http::Method::GET && matches!(status, 200 | 206)
+        {
+            m.bytes_pulled.inc_by(body_bytes);
         }
     }
 }
@@ -448,30 +450,30 @@ pub fn trace_export(ok: bool) {
         .inc();
 }
 
-/// A response body that reports its size to the request's metrics when it
-/// ends or is dropped (a client that disconnects mid-blob is counted for what
-/// it received), and keeps the request counted in flight until then.
+/// A response body that completes the request's metrics when it ends or is
+/// dropped (a client that disconnects mid-blob is counted for what it
+/// received), and keeps the request counted in flight until then.
 pub struct MeteredBody<B> {
     inner: B,
     sent: u64,
+    status: u16,
     timer: Option<RequestTimer>,
-    blob_content: bool,
 }
 
 impl<B> MeteredBody<B> {
-    /// Wraps `inner`; `blob_content` counts the bytes as pulled blob data.
-    pub fn new(inner: B, timer: RequestTimer, blob_content: bool) -> Self {
+    /// Wraps the body of a response with `status`.
+    pub fn new(inner: B, timer: RequestTimer, status: u16) -> Self {
         Self {
             inner,
             sent: 0,
+            status,
             timer: Some(timer),
-            blob_content,
         }
     }
 
     fn done(&mut self) {
         if let Some(timer) = self.timer.take() {
-            timer.body_sent(self.sent, self.blob_content);
+            timer.complete(self.status, self.sent);
         }
     }
 }
@@ -527,8 +529,7 @@ mod tests {
     #[test]
     fn exposes_distribution_names_and_labels() {
         let timer = RequestTimer::start("manifest", &http::Method::PUT, 10);
-        timer.finish(201, &http::Method::PUT, Duration::from_millis(3));
-        timer.body_sent(0, false);
+        timer.complete(201, 0);
         drop(timer);
         storage_action("inmemory", "PutContent", Duration::from_millis(1), false);
         cache_request(true);
@@ -556,7 +557,7 @@ mod tests {
     #[test]
     fn counts_upload_events_and_in_progress() {
         let timer = RequestTimer::start("blob_upload", &http::Method::POST, 0);
-        timer.finish(202, &http::Method::POST, Duration::ZERO);
+        timer.complete(202, 0);
         drop(timer);
         assert!(text().contains(r#"wharf_uploads_total{event="started"} "#));
     }
