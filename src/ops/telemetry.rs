@@ -261,6 +261,19 @@ pub fn request_span(
     (span, trace_id)
 }
 
+/// A child span for one call to an external system (`redis`, `s3`, `auth`),
+/// named `"<system> <operation>"`; enter it (or `instrument` the call's
+/// future with it) around the call. Free when nothing exports.
+pub fn client_span(system: &'static str, operation: &'static str) -> Span {
+    tracing::info_span!(
+        "client",
+        otel.name = %format_args!("{system} {operation}"),
+        otel.kind = "client",
+        peer.service = system,
+        operation = operation,
+    )
+}
+
 /// Records what the request turned out to be.
 pub fn record_response(span: &Span, repository: Option<&str>, status: u16) {
     if let Some(repository) = repository {
