@@ -144,6 +144,33 @@ fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartEr
     })
 }
 
+/// Purges stale upload sessions in the background, as every distribution
+/// instance does: after a random delay (so replicas spread out), then every
+/// `interval`.
+fn start_upload_purging(config: &Config, app: Arc<App>) {
+    let p = config.storage.maintenance.uploadpurging.clone();
+    if !p.enabled {
+        return;
+    }
+    let interval = p.interval.max(Duration::from_secs(60));
+    let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
+    tokio::spawn(async move {
+        tokio::time::sleep(jitter).await;
+        loop {
+            match app.registry.purge_uploads(p.age, p.dryrun).await {
+                Ok(r) => tracing::info!(
+                    examined = r.examined,
+                    purged = r.purged.len(),
+                    dry_run = p.dryrun,
+                    "upload purge done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
 /// Runs `garbage-collect` against the configured storage.
 pub async fn garbage_collect(
     config: &Config,
@@ -208,6 +235,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         auth,
         health,
     });
+    start_upload_purging(&config, app.clone());
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {

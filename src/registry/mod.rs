@@ -5,6 +5,7 @@ pub mod error;
 pub mod gc;
 pub mod hashstate;
 pub mod manifest;
+pub mod purge;
 pub mod reference;
 pub mod upload_state;
 

@@ -120,14 +120,26 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
+        let inner = self
+            .timed("Writer", path, self.inner.atomic_writer(path))
+            .await?;
+        Ok(Box::new(InstrumentedWriter {
+            inner,
+            driver: self.inner.name(),
+            path: path.to_string(),
+            written: 0,
+        }))
+    }
+
     async fn redirect_url(&self, path: &str) -> Result<Option<String>, StorageError> {
         self.timed("RedirectURL", path, self.inner.redirect_url(path))
             .await
     }
 }
 
-/// Counts what goes through an upload writer; the bytes count as pushed
-/// once committed.
+/// Counts what goes through a writer (only uploads write through one); the
+/// bytes count as pushed once committed.
 struct InstrumentedWriter {
     inner: Box<dyn FileWriter>,
     driver: &'static str,
@@ -191,6 +203,10 @@ mod tests {
         assert_eq!(w.size(), 5);
         w.commit().await.unwrap();
         assert_eq!(driver.stat("/a/up").await.unwrap().size, 5);
+        let mut w = driver.atomic_writer("/a/blob").await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(&driver.get_content("/a/blob").await.unwrap()[..], b"xyz");
         let text = String::from_utf8(metrics::render()).unwrap();
         for action in ["PutContent", "GetContent", "Stat", "Writer", "Commit"] {
             let needle = format!(
