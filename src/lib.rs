@@ -47,6 +47,14 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The debug server could not listen on `http.debug.addr`.
+    #[error("http.debug.addr: cannot listen on {addr}: {source}")]
+    DebugBind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -211,7 +219,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let driver = storage_driver(&config)?;
+    ops::metrics::init();
+    let driver: Arc<dyn StorageDriver> = Arc::new(storage::instrumented::InstrumentedDriver::new(
+        storage_driver(&config)?,
+    ));
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = Registry::new(
@@ -221,6 +232,21 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     );
     let health = ops::health::Health::default();
     ops::health::start(&config.health, driver, &health);
+    let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
+    lifecycle.start_watchdog();
+    if let Some(addr) = &config.http.debug.addr {
+        let prometheus = &config.http.debug.prometheus;
+        let state = ops::debug::DebugState {
+            health: health.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
+        };
+        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+            addr: addr.clone(),
+            source,
+        })?;
+        tracing::info!(addr = %bound, "debug server listening");
+    }
     let app = Arc::new(App {
         registry,
         urls: UrlBuilder::new(
@@ -252,6 +278,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         max_headers: 100,
         http2: !config.http.http2.disabled,
     };
-    http::server::serve(app, listener, settings, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        lifecycle.set_draining();
+    };
+    http::server::serve(app, listener, settings, shutdown).await;
+    let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }
