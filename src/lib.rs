@@ -77,7 +77,14 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
     let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), secret);
+    with_configured_cache(
+        Registry::new(driver, registry_options(config), secret),
+        config,
+    )
+}
+
+/// `registry` with the blob-descriptor cache `storage.cache` names, if any.
+fn with_configured_cache(registry: Registry, config: &Config) -> Result<Registry, StartError> {
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
@@ -225,11 +232,14 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     ));
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
-    let registry = Registry::new(
-        driver.clone(),
-        registry_options(&config),
-        upload_secret(&config),
-    );
+    let registry = with_configured_cache(
+        Registry::new(
+            driver.clone(),
+            registry_options(&config),
+            upload_secret(&config),
+        ),
+        &config,
+    )?;
     let health = ops::health::Health::default();
     ops::health::start(&config.health, driver, &health);
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
