@@ -280,10 +280,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
+    // The whole shutdown fits in http.draintimeout: its first third keeps
+    // accepting while load balancers see readiness turn false (haproxy.cfg
+    // needs 2 s; Kubernetes a few seconds to drop the endpoint), the rest is
+    // for in-flight requests. 0 keeps distribution's meaning: stop at once.
+    let drain_grace = config.http.draintimeout / 3;
     let settings = http::server::ServerSettings {
         headers,
         access_log: !config.log.accesslog.disabled,
-        drain_timeout: config.http.draintimeout,
+        drain_grace,
+        drain_timeout: config.http.draintimeout - drain_grace,
         header_read_timeout: Duration::from_secs(30),
         max_headers: 100,
         http2: !config.http.http2.disabled,

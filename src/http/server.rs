@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,12 @@ pub struct ServerSettings {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `log.accesslog.disabled` inverted.
     pub access_log: bool,
-    /// `http.draintimeout`: how long in-flight requests may run after SIGTERM.
+    /// After the shutdown signal, how long to go on accepting connections
+    /// (answering with `Connection: close`) while load balancers notice that
+    /// readiness turned false.
+    pub drain_grace: Duration,
+    /// Once accepting has stopped, how long in-flight requests may run before
+    /// the remaining connections are closed.
     pub drain_timeout: Duration,
     /// Time allowed to send the request headers (slow-loris guard).
     pub header_read_timeout: Duration,
@@ -75,8 +81,11 @@ impl Listener {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to
-/// `drain_timeout`.
+/// Serves until `shutdown` resolves, then drains in two steps: for
+/// `drain_grace` new connections are still accepted (so requests a load
+/// balancer sends before it notices the node is leaving are not refused),
+/// every response asking the client to close its connection; then the
+/// listener is closed and in-flight requests get `drain_timeout` to finish.
 pub async fn serve(
     app: Arc<App>,
     listener: Listener,
@@ -99,10 +108,20 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let settings = Arc::new(settings);
-    tokio::pin!(shutdown);
+    let draining = Arc::new(AtomicBool::new(false));
+    let stop_accepting = {
+        let (draining, grace) = (draining.clone(), settings.drain_grace);
+        async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(grace = ?grace, "shutting down: still accepting connections during the grace period");
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::pin!(stop_accepting);
     loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stop_accepting => break,
             accepted = accept(&listener) => accepted,
         };
         let (io, remote) = match accepted {
@@ -116,9 +135,11 @@ pub async fn serve(
         };
         let app = app.clone();
         let settings = settings.clone();
+        let draining = draining.clone();
         let service = hyper::service::service_fn(move |req| {
             let (app, settings, remote) = (app.clone(), settings.clone(), remote.clone());
-            async move { Ok::<_, Infallible>(handle(&app, &settings, req, &remote).await) }
+            let draining = draining.clone();
+            async move { Ok::<_, Infallible>(handle(&app, &settings, &draining, req, &remote).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
@@ -131,12 +152,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(timeout = ?settings.drain_timeout, "draining connections");
+    tracing::info!(timeout = ?settings.drain_timeout, "stopped accepting; draining connections");
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    } else {
+        tracing::info!("all connections drained");
     }
 }
 
@@ -162,11 +185,13 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
 async fn handle(
     app: &App,
     settings: &ServerSettings,
+    draining: &AtomicBool,
     req: Request<Incoming>,
     remote: &str,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
+    let http1 = req.version() < http::Version::HTTP_2;
     let path = req.uri().path().to_string();
     let user_agent = req
         .headers()
@@ -205,6 +230,14 @@ async fn handle(
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
+    }
+    // Shutting down: the client's next request should open a new connection,
+    // which the load balancer sends to a node that stays.
+    if http1 && draining.load(Ordering::SeqCst) {
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
     }
     if settings.access_log {
         let length = resp
