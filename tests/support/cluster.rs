@@ -1844,10 +1844,15 @@ impl Read for Trickle {
         if self.pos >= self.data.len() {
             return Ok(0);
         }
-        if self.pos > 0 {
+        // Pause at each piece boundary, whatever the size of the caller's buffer.
+        let in_piece = self.pos % self.piece;
+        if self.pos > 0 && in_piece == 0 {
             thread::sleep(self.pause);
         }
-        let n = buf.len().min(self.piece).min(self.data.len() - self.pos);
+        let n = buf
+            .len()
+            .min(self.piece - in_piece)
+            .min(self.data.len() - self.pos);
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
