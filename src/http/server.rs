@@ -216,6 +216,7 @@ async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
+    let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
         ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
@@ -232,12 +233,13 @@ async fn handle(
         h.insert("x-request-id", v);
     }
     // Shutting down: the client's next request should open a new connection,
-    // which the load balancer sends to a node that stays.
-    if http1 && draining.load(Ordering::SeqCst) {
-        h.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("close"),
-        );
+    // which the load balancer sends to a node that stays. A refused request
+    // may leave its body unread (a foreign upload token is refused before the
+    // chunk is read), and then the connection cannot carry another request:
+    // say so, or the client's next request on it fails.
+    let refused_body = has_body && status >= 400;
+    if http1 && (refused_body || draining.load(Ordering::SeqCst)) {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if settings.access_log {
         let length = resp
