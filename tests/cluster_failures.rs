@@ -4,9 +4,9 @@
 //! stream of pushes loses nothing that was acknowledged, and clients' retries succeed on the
 //! nodes that remain.
 
-mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 
 use std::net::TcpStream;
 use std::thread;
@@ -64,7 +64,12 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
     assert_eq!(node.readyz(), Some(200));
     let data = Prng::new(1).bytes(2 * 1024 * 1024);
     let digest = sha256_hex_digest(&data);
-    let in_flight = slow_patch(&node, "drain/slow", data.clone(), Duration::from_millis(3500));
+    let in_flight = slow_patch(
+        &node,
+        "drain/slow",
+        data.clone(),
+        Duration::from_millis(3500),
+    );
     thread::sleep(Duration::from_millis(300));
 
     let signalled = Instant::now();
@@ -76,11 +81,8 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
         node.readyz()
     );
     let (status, body) = {
-        let r = reqwest::blocking::get(format!(
-            "http://127.0.0.1:{}/readyz",
-            node.spec.debug_port
-        ))
-        .unwrap();
+        let r = reqwest::blocking::get(format!("http://127.0.0.1:{}/readyz", node.spec.debug_port))
+            .unwrap();
         (r.status().as_u16(), r.text().unwrap())
     };
     assert_eq!(status, 503);
@@ -90,7 +92,9 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
     let resp = reqwest::blocking::get(format!("{}/v2/", node.url())).unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
-        resp.headers().get("connection").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
         Some("close")
     );
     assert!(signalled.elapsed() < Duration::from_secs(2));
@@ -106,16 +110,25 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
         "stopped accepting after {stopped_accepting:?}, before the grace period ended"
     );
     // The request in flight since before the signal finishes, and the session is good.
-    let answer = in_flight
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("in-flight PATCH after {:?}: {e}\n{}", signalled.elapsed(), node.log()));
+    let answer = in_flight.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "in-flight PATCH after {:?}: {e}\n{}",
+            signalled.elapsed(),
+            node.log()
+        )
+    });
     assert_eq!(answer.status, 202, "{}", answer.text());
-    assert_eq!(answer.range.as_deref(), Some(format!("0-{}", data.len() - 1).as_str()));
+    assert_eq!(
+        answer.range.as_deref(),
+        Some(format!("0-{}", data.len() - 1).as_str())
+    );
     let status = node.wait_exit(Duration::from_secs(10)).expect("exited");
     let exited = signalled.elapsed();
     assert!(status.success(), "exit status {status}\n{}", node.log());
-    assert!(exited < Duration::from_secs(6) + Duration::from_secs(1), "{exited:?}");
+    assert!(
+        exited < Duration::from_secs(6) + Duration::from_secs(1),
+        "{exited:?}"
+    );
     let log = node.log();
     assert!(log.contains("draining"), "{log}");
     // Another node finishes the upload the drained node accepted.
@@ -146,7 +159,11 @@ fn a_request_longer_than_the_drain_timeout_is_cut_and_the_node_still_exits_zero(
         exited >= Duration::from_millis(2900) && exited < Duration::from_secs(5),
         "exited after {exited:?} with http.draintimeout 3s"
     );
-    assert!(node.log().contains("drain timeout reached"), "{}", node.log());
+    assert!(
+        node.log().contains("drain timeout reached"),
+        "{}",
+        node.log()
+    );
     match in_flight.join().unwrap() {
         Ok(a) => assert_ne!(a.status, 202, "a cut request cannot have succeeded"),
         Err(_) => {}
@@ -172,7 +189,10 @@ fn rolling_restart_under_load_loses_no_request() {
             max_ops: 100_000,
         },
     );
-    assert!(load.wait_ops(20, Duration::from_secs(30)), "load does not progress");
+    assert!(
+        load.wait_ops(20, Duration::from_secs(30)),
+        "load does not progress"
+    );
     let started = Instant::now();
     for name in ["node1", "node2", "node3"] {
         let signalled = Instant::now();
@@ -181,7 +201,10 @@ fn rolling_restart_under_load_loses_no_request() {
         let out = wait_until(Duration::from_secs(4), || !cluster.haproxy.is_up(name));
         let out_after = signalled.elapsed();
         assert!(out, "haproxy still sends to {name}\n{}", cluster.logs());
-        assert!(cluster.node(name).running(), "{name} exited before haproxy took it out");
+        assert!(
+            cluster.node(name).running(),
+            "{name} exited before haproxy took it out"
+        );
         let status = cluster
             .node(name)
             .wait_exit(Duration::from_secs(15))
@@ -220,11 +243,16 @@ fn rolling_restart_under_load_loses_no_request() {
                 .is_none_or(|s| s >= 500)
         })
         .collect();
-    assert!(errors.is_empty(), "haproxy logged errors:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "haproxy logged errors:\n{}",
+        errors.join("\n")
+    );
     // Everything pushed is there, from every node.
     let api = cluster.endpoint();
     for image in &report.pushed {
-        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
+        pull_image(&api, image)
+            .unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
     }
     assert_eq!(storage_problems(&cluster.v2_root()), Vec::<String>::new());
     eprintln!(
@@ -250,19 +278,32 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
             max_ops: 100_000,
         },
     );
-    assert!(load.wait_ops(12, Duration::from_secs(30)), "load does not progress");
+    assert!(
+        load.wait_ops(12, Duration::from_secs(30)),
+        "load does not progress"
+    );
     // A client in the middle of a chunk on node2 when it dies.
     let data = Prng::new(3).bytes(3 * 1024 * 1024);
     let digest = sha256_hex_digest(&data);
     let n2 = cluster.node("node2").endpoint();
     let post = n2.start_upload("kill/direct").unwrap();
     let first = n2
-        .patch(post.location.as_deref().unwrap(), 0, Payload::Bytes(data[..1024 * 1024].to_vec()))
+        .patch(
+            post.location.as_deref().unwrap(),
+            0,
+            Payload::Bytes(data[..1024 * 1024].to_vec()),
+        )
         .unwrap();
     let token = first.location.clone().unwrap();
     let interrupted = {
         let (n2, token, rest) = (n2.clone(), token.clone(), data[1024 * 1024..].to_vec());
-        thread::spawn(move || n2.patch(&token, 1024 * 1024, Trickle::new(rest, 50, Duration::from_secs(10)).payload()))
+        thread::spawn(move || {
+            n2.patch(
+                &token,
+                1024 * 1024,
+                Trickle::new(rest, 50, Duration::from_secs(10)).payload(),
+            )
+        })
     };
     thread::sleep(Duration::from_millis(1500));
 
@@ -270,19 +311,31 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
     cluster.node("node2").kill();
     // The interrupted client tries again with the token it has, through haproxy.
     let cut = interrupted.join().unwrap();
-    assert!(cut.is_err(), "the PATCH to the killed node cannot have succeeded: {cut:?}");
+    assert!(
+        cut.is_err(),
+        "the PATCH to the killed node cannot have succeeded: {cut:?}"
+    );
     let retry = api
-        .patch(&api.here(&token), 1024 * 1024, Payload::Bytes(data[1024 * 1024..].to_vec()))
+        .patch(
+            &api.here(&token),
+            1024 * 1024,
+            Payload::Bytes(data[1024 * 1024..].to_vec()),
+        )
         .unwrap_or_else(|f| panic!("retry of the interrupted PATCH: {f}\n{}", cluster.logs()));
     assert_ne!(retry.node, "node2");
-    let done = api.finish(retry.location.as_deref().unwrap(), &digest).unwrap();
+    let done = api
+        .finish(retry.location.as_deref().unwrap(), &digest)
+        .unwrap();
     assert_ne!(done.node, "node2");
     let (got, _, _) = api.pull_digest("kill/direct", &digest).unwrap();
     assert_eq!(got, digest);
 
     let down = wait_until(Duration::from_secs(5), || !cluster.haproxy.is_up("node2"));
     assert!(down, "haproxy did not mark the killed node down");
-    assert!(load.wait_ops(12, Duration::from_secs(30)), "load stalled after the kill");
+    assert!(
+        load.wait_ops(12, Duration::from_secs(30)),
+        "load stalled after the kill"
+    );
     let report = load.stop();
 
     // Every failed attempt belongs to a push that a retry then completed.
@@ -310,11 +363,14 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
         .filter(|p| p.acked_at < killed_at)
         .count();
     for image in &report.pushed {
-        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
+        pull_image(&api, image)
+            .unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
     }
     // The node comes back and serves the same data.
     cluster.node("node2").restart();
-    assert!(wait_until(Duration::from_secs(15), || cluster.haproxy.is_up("node2")));
+    assert!(wait_until(Duration::from_secs(15), || cluster
+        .haproxy
+        .is_up("node2")));
     let n2 = cluster.node("node2").endpoint();
     for image in report.pushed.iter().take(20) {
         pull_image(&n2, image).unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));

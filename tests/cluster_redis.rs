@@ -3,9 +3,9 @@
 //! cluster answers every request, with a bounded extra latency, and the cache fills again by
 //! itself once Redis is back.
 
-mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,12 @@ fn cache_recovers(cluster: &Cluster, label: &str) -> Duration {
                 .map(|r| r.text() == "1")
                 .unwrap_or(false)
         });
-        assert!(ok, "{label}: {} does not use the cache again\n{}", node.name(), cluster.logs());
+        assert!(
+            ok,
+            "{label}: {} does not use the cache again\n{}",
+            node.name(),
+            cluster.logs()
+        );
     }
     started.elapsed()
 }
@@ -83,12 +88,19 @@ fn redis_down_slow_hung_or_cut_fails_no_request() {
     }
     let key = format!("blobs::{}", images[0].layer.0);
     assert_eq!(
-        cluster.redis.command(&["HGET", &key, "size"]).unwrap().text(),
+        cluster
+            .redis
+            .command(&["HGET", &key, "size"])
+            .unwrap()
+            .text(),
         (64 * 1024).to_string(),
         "the nodes use Redis: {:?}",
         cluster.redis.keys("*")
     );
-    assert!(!cluster.redis.keys("repository::redis/warm::blobs").is_empty());
+    assert!(!cluster
+        .redis
+        .keys("repository::redis/warm::blobs")
+        .is_empty());
 
     let load = Load::start(
         api.clone(),
@@ -103,15 +115,16 @@ fn redis_down_slow_hung_or_cut_fails_no_request() {
         },
     );
     let mut phases: Vec<(&str, Latency, usize)> = Vec::new();
-    let measure = |label: &'static str, phases: &mut Vec<(&str, Latency, usize)>, cluster: &Cluster| {
-        let s = probe_latency(&node1, &images)
-            .unwrap_or_else(|f| panic!("{label}: {f}\n{}", cluster.logs()));
-        let l = Latency::of(&s);
-        // Requests that waited for Redis's deadline (100 ms dial + 100 ms read).
-        let slow = s.iter().filter(|d| **d > Duration::from_millis(50)).count();
-        eprintln!("{label:<30} {l} over 50ms: {slow}");
-        phases.push((label, l, slow));
-    };
+    let measure =
+        |label: &'static str, phases: &mut Vec<(&str, Latency, usize)>, cluster: &Cluster| {
+            let s = probe_latency(&node1, &images)
+                .unwrap_or_else(|f| panic!("{label}: {f}\n{}", cluster.logs()));
+            let l = Latency::of(&s);
+            // Requests that waited for Redis's deadline (100 ms dial + 100 ms read).
+            let slow = s.iter().filter(|d| **d > Duration::from_millis(50)).count();
+            eprintln!("{label:<30} {l} over 50ms: {slow}");
+            phases.push((label, l, slow));
+        };
     let mut cluster = cluster;
     measure("redis up", &mut phases, &cluster);
 
@@ -192,7 +205,9 @@ fn a_blob_deleted_while_redis_is_unreachable_is_forgotten_by_the_cache_once_it_i
     let path = format!("/v2/{}/blobs/{}", image.repo, image.layer.0);
     // Every node has looked it up: Redis says the repository links it.
     for node in &cluster.nodes {
-        node.endpoint().head_blob(&image.repo, &image.layer.0).unwrap();
+        node.endpoint()
+            .head_blob(&image.repo, &image.layer.0)
+            .unwrap();
     }
     let link_key = format!("repository::{}::blobs", image.repo);
     let linked = |cluster: &Cluster| {
@@ -207,21 +222,30 @@ fn a_blob_deleted_while_redis_is_unreachable_is_forgotten_by_the_cache_once_it_i
     // Deleted while the deleting node cannot reach Redis: the request still succeeds.
     chaos.set(Chaos::Cut);
     let deleter = cluster.nodes[0].endpoint();
-    let deleted = deleter.send(reqwest::Method::DELETE, &path, &[], None).unwrap();
+    let deleted = deleter
+        .send(reqwest::Method::DELETE, &path, &[], None)
+        .unwrap();
     assert_eq!(deleted.status, 202, "{}", deleted.text());
-    let gone = deleter.send(reqwest::Method::HEAD, &path, &[], None).unwrap();
+    let gone = deleter
+        .send(reqwest::Method::HEAD, &path, &[], None)
+        .unwrap();
     assert_eq!(gone.status, 404, "the deleting node still serves it");
     chaos.set(Chaos::Pass);
     // Once Redis answers again, the deleting node replays the removal before anything else
     // (its next request after the back-off), and then no node sees the link in the cache.
     let replayed = wait_until(std::time::Duration::from_secs(40), || {
-        let a = deleter.send(reqwest::Method::HEAD, &path, &[], None).unwrap();
+        let a = deleter
+            .send(reqwest::Method::HEAD, &path, &[], None)
+            .unwrap();
         assert_eq!(a.status, 404);
         !linked(&cluster)
     });
     assert!(replayed, "the removal was not replayed\n{}", cluster.logs());
     for node in &cluster.nodes {
-        let a = node.endpoint().send(reqwest::Method::HEAD, &path, &[], None).unwrap();
+        let a = node
+            .endpoint()
+            .send(reqwest::Method::HEAD, &path, &[], None)
+            .unwrap();
         assert_eq!(a.status, 404, "{} still serves a deleted blob", node.name());
     }
 }

@@ -2,9 +2,9 @@
 //! through haproxy (round-robin) and back out, and the digests match; the sticky haproxy config
 //! works too; both configs pass `haproxy -c`.
 
-mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -86,7 +86,10 @@ fn skopeo_copies_multi_layer_and_multi_arch_images_in_and_out_through_haproxy() 
     let per_server = requests_per_server(&cluster.haproxy);
     eprintln!("requests per node: {per_server:?}");
     for node in ["wharf/node1", "wharf/node2", "wharf/node3"] {
-        assert!(per_server.get(node).copied().unwrap_or(0) > 5, "{per_server:?}");
+        assert!(
+            per_server.get(node).copied().unwrap_or(0) > 5,
+            "{per_server:?}"
+        );
     }
     assert_eq!(storage_problems(&cluster.v2_root()), Vec::<String>::new());
 }
@@ -113,7 +116,8 @@ fn the_sticky_config_keeps_a_client_on_one_node() {
         assert_eq!(got, digest);
         nodes.insert(node);
     }
-    let image = push_image(&api, "sticky/image", "v1", 50_000).unwrap_or_else(|(f, _)| panic!("{f}"));
+    let image =
+        push_image(&api, "sticky/image", "v1", 50_000).unwrap_or_else(|(f, _)| panic!("{f}"));
     pull_image(&api, &image).unwrap_or_else(|(f, _)| panic!("{f}"));
     nodes.insert(image.node);
     assert_eq!(nodes.len(), 1, "one source address, one node: {nodes:?}");
@@ -122,12 +126,25 @@ fn the_sticky_config_keeps_a_client_on_one_node() {
     let mut layout = OciLayout::create(&work.path().join("in"));
     let img = layout.image("arm64", 2);
     layout.tag("img", &img);
-    let dest = format!("docker://127.0.0.1:{}/sticky/skopeo:v1", cluster.haproxy.port);
+    let dest = format!(
+        "docker://127.0.0.1:{}/sticky/skopeo:v1",
+        cluster.haproxy.port
+    );
     let source = format!("oci:{}:img", layout.dir.display());
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &source, &dest])
-        .assert_success("skopeo copy through the sticky config");
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &source,
+        &dest,
+    ])
+    .assert_success("skopeo copy through the sticky config");
     assert_eq!(
-        raw_digest(&format!("127.0.0.1:{}", cluster.haproxy.port), "sticky/skopeo", "v1"),
+        raw_digest(
+            &format!("127.0.0.1:{}", cluster.haproxy.port),
+            "sticky/skopeo",
+            "v1"
+        ),
         layout.digest_of("img").unwrap()
     );
 }
@@ -140,7 +157,8 @@ fn both_haproxy_configs_pass_haproxy_check() {
         let out = haproxy_check(&path, &env);
         out.assert_success(&format!("haproxy -c -f {config}"));
         assert!(
-            out.stdout.contains("Configuration file is valid") || out.stderr.contains("Configuration file is valid"),
+            out.stdout.contains("Configuration file is valid")
+                || out.stderr.contains("Configuration file is valid"),
             "{}{}",
             out.stdout,
             out.stderr
@@ -149,7 +167,10 @@ fn both_haproxy_configs_pass_haproxy_check() {
         // Readiness is what takes a draining node out.
         assert!(text.contains("option httpchk GET /readyz"), "{config}");
         for i in 1..=3 {
-            assert!(text.contains(&format!("WHARF_NODE{i}_DEBUG_PORT")), "{config}");
+            assert!(
+                text.contains(&format!("WHARF_NODE{i}_DEBUG_PORT")),
+                "{config}"
+            );
         }
     }
 }

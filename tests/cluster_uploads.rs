@@ -4,9 +4,9 @@
 //! result; and a registry:2 node sharing the storage and the secret continues wharf's uploads
 //! and the other way round.
 
-mod support;
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -51,9 +51,12 @@ fn chunked_uploads_hop_between_nodes_and_verify() {
         let data = prng.bytes(size);
         let digest = sha256_hex_digest(&data);
         let cuts = random_cuts(&mut prng, size, max_chunks);
-        let trace = api
-            .push_chunked(&repo, &data, &cuts)
-            .unwrap_or_else(|f| panic!("push of {size} bytes (seed {seed:#x}, cuts {cuts:?}): {f}\n{}", cluster.logs()));
+        let trace = api.push_chunked(&repo, &data, &cuts).unwrap_or_else(|f| {
+            panic!(
+                "push of {size} bytes (seed {seed:#x}, cuts {cuts:?}): {f}\n{}",
+                cluster.logs()
+            )
+        });
         let nodes: BTreeSet<&str> = trace.iter().map(|h| h.node.as_str()).collect();
         assert!(
             nodes.len() >= 2,
@@ -76,8 +79,14 @@ fn chunked_uploads_hop_between_nodes_and_verify() {
         // Read back through haproxy: three pulls, each from the next node.
         let pulls = if size > 32 * 1024 * 1024 { 1 } else { 3 };
         for _ in 0..pulls {
-            let (got, len, node) = api.pull_digest(&repo, &digest).unwrap_or_else(|f| panic!("{f}"));
-            assert_eq!((got.as_str(), len), (digest.as_str(), size as u64), "pulled from {node}");
+            let (got, len, node) = api
+                .pull_digest(&repo, &digest)
+                .unwrap_or_else(|f| panic!("{f}"));
+            assert_eq!(
+                (got.as_str(), len),
+                (digest.as_str(), size as u64),
+                "pulled from {node}"
+            );
         }
         eprintln!(
             "{size} bytes in {} chunks: {}",
@@ -144,7 +153,14 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     let digest = sha256_hex_digest(&data);
     let upload_data = |location: &str| {
         let path = support::location_path(location);
-        let uuid = path.split('?').next().unwrap().rsplit('/').next().unwrap().to_string();
+        let uuid = path
+            .split('?')
+            .next()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
         cluster
             .v2_root()
             .join("repositories/secrets/direct/_uploads")
@@ -155,7 +171,11 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     // Started and partly sent on node1; node3 (another secret) must refuse the token.
     let post = n1.start_upload("secrets/direct").unwrap();
     let first = n1
-        .patch(&n1.here(post.location.as_deref().unwrap()), 0, Payload::Bytes(data[..100_000].to_vec()))
+        .patch(
+            &n1.here(post.location.as_deref().unwrap()),
+            0,
+            Payload::Bytes(data[..100_000].to_vec()),
+        )
         .unwrap();
     let token_location = first.location.clone().unwrap();
     let data_file = upload_data(&token_location);
@@ -179,30 +199,67 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
                 Some(Payload::Bytes(data[100_000..].to_vec())),
             ),
         ),
-        ("DELETE", n3.send(Method::DELETE, &n3.here(&token_location), &[], None)),
+        (
+            "DELETE",
+            n3.send(Method::DELETE, &n3.here(&token_location), &[], None),
+        ),
     ] {
         let answer = answer.unwrap();
         assert_eq!(
-            (answer.status, answer.error_code().as_deref(), answer.node.as_str()),
+            (
+                answer.status,
+                answer.error_code().as_deref(),
+                answer.node.as_str()
+            ),
             (404, Some("BLOB_UPLOAD_INVALID"), "node3"),
             "{what} with a foreign token: {}",
             answer.text()
         );
         // Nothing was written, nothing was published.
-        assert_eq!(fs::metadata(&data_file).unwrap().len(), 100_000, "after {what}");
         assert_eq!(
-            api_status(&n1, Method::HEAD, &format!("/v2/secrets/direct/blobs/{digest}")),
+            fs::metadata(&data_file).unwrap().len(),
+            100_000,
+            "after {what}"
+        );
+        assert_eq!(
+            api_status(
+                &n1,
+                Method::HEAD,
+                &format!("/v2/secrets/direct/blobs/{digest}")
+            ),
             404
         );
     }
     // The session is intact: node2 (same secret) finishes it.
     let a = n2
-        .patch(&n2.here(&token_location), 100_000, Payload::Bytes(data[100_000..].to_vec()))
+        .patch(
+            &n2.here(&token_location),
+            100_000,
+            Payload::Bytes(data[100_000..].to_vec()),
+        )
         .unwrap();
     n2.finish(&n2.here(a.location.as_deref().unwrap()), &digest)
         .unwrap();
     let (got, _, _) = n1.pull_digest("secrets/direct", &digest).unwrap();
     assert_eq!(got, digest);
+
+    // The odd node says so in its metrics.
+    let metrics = reqwest::blocking::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        cluster.nodes[2].spec.debug_port
+    ))
+    .unwrap()
+    .text()
+    .unwrap();
+    let rejected: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wharf_upload_token_rejected_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        rejected >= 3.0,
+        "wharf_upload_token_rejected_total {rejected}"
+    );
 
     // The other way round: a session node3 signed is foreign to node1.
     let post = n3.start_upload("secrets/direct").unwrap();
@@ -233,7 +290,11 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
             Ok(trace) => {
                 ok += 1;
                 let groups: BTreeSet<&str> = trace.iter().map(|h| group(&h.node)).collect();
-                assert_eq!(groups.len(), 1, "a push mixing secrets succeeded: {trace:?}");
+                assert_eq!(
+                    groups.len(),
+                    1,
+                    "a push mixing secrets succeeded: {trace:?}"
+                );
                 let (got, _, _) = api.pull_digest(&repo, &digest).unwrap();
                 assert_eq!(got, digest);
             }
@@ -281,8 +342,12 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
             .iter()
             .enumerate()
             .map(|(c, endpoint)| {
-                let (endpoint, layer, barrier, repo) =
-                    (endpoint.clone(), layer.clone(), barrier.clone(), repo.clone());
+                let (endpoint, layer, barrier, repo) = (
+                    endpoint.clone(),
+                    layer.clone(),
+                    barrier.clone(),
+                    repo.clone(),
+                );
                 let layer_digest = layer_digest.clone();
                 thread::spawn(move || {
                     let config = format!("{{\"client\":{c},\"round\":{round}}}").into_bytes();
@@ -315,7 +380,12 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
                     let b = endpoint
                         .put_manifest(&repo, "same", support::OCI_MANIFEST, &shared)
                         .unwrap_or_else(|f| panic!("client {c}: {f}"));
-                    (sha256_hex_digest(&mine), a.digest_header, b.digest_header, sha256_hex_digest(&shared))
+                    (
+                        sha256_hex_digest(&mine),
+                        a.digest_header,
+                        b.digest_header,
+                        sha256_hex_digest(&shared),
+                    )
                 })
             })
             .collect();
@@ -338,7 +408,10 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
             .join(&repo)
             .join("_manifests/tags/race/current/link");
         let on_disk = fs::read_to_string(&link).unwrap();
-        assert!(candidates.contains(&on_disk), "tag link {on_disk:?} is neither of {candidates:?}");
+        assert!(
+            candidates.contains(&on_disk),
+            "tag link {on_disk:?} is neither of {candidates:?}"
+        );
         let mut answers = BTreeMap::new();
         for node in &cluster.nodes {
             let m = node.endpoint().get_manifest(&repo, "race").unwrap();
@@ -405,21 +478,45 @@ fn registry2_and_wharf_continue_each_others_uploads() {
         ("registry:2 -> wharf", &go_api, &wharf),
         ("wharf -> registry:2", &wharf, &go_api),
     ] {
-        let repo = format!("mixed/{}", if first.base == go_api.base { "from-go" } else { "from-wharf" });
+        let repo = format!(
+            "mixed/{}",
+            if first.base == go_api.base {
+                "from-go"
+            } else {
+                "from-wharf"
+            }
+        );
         let data = prng.bytes(3 * 1024 * 1024 + 17);
         let digest = sha256_hex_digest(&data);
         let (a, b) = (1024 * 1024, 2 * 1024 * 1024 + 5);
         // Started on one kind: POST and the first chunk.
-        let post = first.start_upload(&repo).unwrap_or_else(|f| panic!("{label}: {f}"));
+        let post = first
+            .start_upload(&repo)
+            .unwrap_or_else(|f| panic!("{label}: {f}"));
         let p1 = first
-            .patch(&first.here(post.location.as_deref().unwrap()), 0, Payload::Bytes(data[..a].to_vec()))
+            .patch(
+                &first.here(post.location.as_deref().unwrap()),
+                0,
+                Payload::Bytes(data[..a].to_vec()),
+            )
             .unwrap_or_else(|f| panic!("{label}: {f}"));
         // Continued on the other: the next chunk, then the last chunk with the PUT.
         let p2 = second
-            .patch(&second.here(p1.location.as_deref().unwrap()), a as u64, Payload::Bytes(data[a..b].to_vec()))
+            .patch(
+                &second.here(p1.location.as_deref().unwrap()),
+                a as u64,
+                Payload::Bytes(data[a..b].to_vec()),
+            )
             .unwrap_or_else(|f| panic!("{label}: second chunk: {f}\n{}", go.stderr_text()));
-        assert_eq!(p2.range.as_deref(), Some(format!("0-{}", b - 1).as_str()), "{label}");
-        let put_url = second.here(&support::with_digest(p2.location.as_deref().unwrap(), &digest));
+        assert_eq!(
+            p2.range.as_deref(),
+            Some(format!("0-{}", b - 1).as_str()),
+            "{label}"
+        );
+        let put_url = second.here(&support::with_digest(
+            p2.location.as_deref().unwrap(),
+            &digest,
+        ));
         let put = second
             .expect(
                 "PUT with the last chunk",
@@ -430,22 +527,41 @@ fn registry2_and_wharf_continue_each_others_uploads() {
                 201,
             )
             .unwrap_or_else(|f| panic!("{label}: {f}\n{}", go.stderr_text()));
-        assert_eq!(put.digest_header.as_deref(), Some(digest.as_str()), "{label}");
+        assert_eq!(
+            put.digest_header.as_deref(),
+            Some(digest.as_str()),
+            "{label}"
+        );
         // Both kinds serve it, and the shared Redis holds distribution's descriptor.
         for reader in [&go_api, &wharf] {
             let (got, len, _) = reader
                 .pull_digest(&repo, &digest)
                 .unwrap_or_else(|f| panic!("{label}: {f}"));
-            assert_eq!((got.as_str(), len), (digest.as_str(), data.len() as u64), "{label}");
+            assert_eq!(
+                (got.as_str(), len),
+                (digest.as_str(), data.len() as u64),
+                "{label}"
+            );
         }
         let key = format!("blobs::{digest}");
         let ok = wait_until(Duration::from_secs(5), || {
-            cluster.redis.command(&["HGET", &key, "size"]).map(|r| r.text()).ok()
+            cluster
+                .redis
+                .command(&["HGET", &key, "size"])
+                .map(|r| r.text())
+                .ok()
                 == Some(data.len().to_string())
         });
-        assert!(ok, "{label}: Redis has no descriptor {key}: {:?}", cluster.redis.keys("*"));
         assert!(
-            !cluster.redis.keys(&format!("repository::{repo}::blobs")).is_empty(),
+            ok,
+            "{label}: Redis has no descriptor {key}: {:?}",
+            cluster.redis.keys("*")
+        );
+        assert!(
+            !cluster
+                .redis
+                .keys(&format!("repository::{repo}::blobs"))
+                .is_empty(),
             "{label}: {:?}",
             cluster.redis.keys("*")
         );
@@ -458,7 +574,11 @@ fn registry2_and_wharf_continue_each_others_uploads() {
     let digest = sha256_hex_digest(&data);
     let post = wharf.start_upload(repo).unwrap();
     let p = wharf
-        .patch(&wharf.here(post.location.as_deref().unwrap()), 0, Payload::Bytes(data.clone()))
+        .patch(
+            &wharf.here(post.location.as_deref().unwrap()),
+            0,
+            Payload::Bytes(data.clone()),
+        )
         .unwrap();
     go_api
         .finish(&go_api.here(p.location.as_deref().unwrap()), &digest)

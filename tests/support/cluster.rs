@@ -279,9 +279,10 @@ impl RedisServer {
         .stderr(log_file(&log));
         self.process = Some(Process::spawn("redis-server", cmd));
         let addr = self.addr();
-        let up = wait_until(Duration::from_secs(15), || {
-            matches!(redis_command(&addr, &["PING"]), Ok(RedisReply::Status(s)) if s == "PONG")
-        });
+        let up = wait_until(
+            Duration::from_secs(15),
+            || matches!(redis_command(&addr, &["PING"]), Ok(RedisReply::Status(s)) if s == "PONG"),
+        );
         assert!(up, "redis-server did not answer PING:\n{}", read_text(&log));
     }
 
@@ -461,7 +462,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue
             }
             Err(_) => break,
@@ -955,7 +961,11 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            out.push_str(&format!("--- {} ---\n{}\n", n.spec.name, tail(&n.log(), 60)));
+            out.push_str(&format!(
+                "--- {} ---\n{}\n",
+                n.spec.name,
+                tail(&n.log(), 60)
+            ));
         }
         out.push_str(&format!(
             "--- haproxy ---\n{}\n",
@@ -1292,7 +1302,11 @@ impl Endpoint {
             if end <= start {
                 continue;
             }
-            let a = self.patch(&location, start as u64, Payload::Bytes(data[start..end].to_vec()))?;
+            let a = self.patch(
+                &location,
+                start as u64,
+                Payload::Bytes(data[start..end].to_vec()),
+            )?;
             trace.push(hop("PATCH", &location, &a));
             let expected_range = format!("0-{}", end - 1);
             if a.range.as_deref() != Some(expected_range.as_str()) || a.location.is_none() {
@@ -1574,8 +1588,12 @@ impl Load {
         let deadline = Instant::now() + options.limit;
         let mut workers = Vec::new();
         for w in 0..options.pushers {
-            let (endpoint, stop, shared, options) =
-                (endpoint.clone(), stop.clone(), shared.clone(), options.clone());
+            let (endpoint, stop, shared, options) = (
+                endpoint.clone(),
+                stop.clone(),
+                shared.clone(),
+                options.clone(),
+            );
             workers.push(thread::spawn(move || {
                 for i in 0..options.max_ops {
                     if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
@@ -1588,8 +1606,12 @@ impl Load {
             }));
         }
         for w in 0..options.pullers {
-            let (endpoint, stop, shared, options) =
-                (endpoint.clone(), stop.clone(), shared.clone(), options.clone());
+            let (endpoint, stop, shared, options) = (
+                endpoint.clone(),
+                stop.clone(),
+                shared.clone(),
+                options.clone(),
+            );
             workers.push(thread::spawn(move || {
                 for i in 0..options.max_ops {
                     if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
@@ -1610,15 +1632,20 @@ impl Load {
                         }
                         Err((f, requests)) => {
                             r.requests += requests;
-                            r.failures.push(format!("pull {}:{}: {f}", target.repo, target.tag));
+                            r.failures
+                                .push(format!("pull {}:{}: {f}", target.repo, target.tag));
                         }
                     }
                 }
             }));
         }
         for w in 0..options.slow_uploaders {
-            let (endpoint, stop, shared, options) =
-                (endpoint.clone(), stop.clone(), shared.clone(), options.clone());
+            let (endpoint, stop, shared, options) = (
+                endpoint.clone(),
+                stop.clone(),
+                shared.clone(),
+                options.clone(),
+            );
             workers.push(thread::spawn(move || {
                 for i in 0..options.max_ops {
                     if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
@@ -1748,7 +1775,8 @@ pub fn push_image(
 ) -> Result<Pushed, (Failure, u64)> {
     let seed = LOAD_SEED.fetch_add(1, Ordering::SeqCst) ^ (std::process::id() as u64) << 32;
     let mut prng = super::support::Prng::new(seed);
-    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}").into_bytes();
+    let config =
+        format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}").into_bytes();
     let layer = prng.bytes(layer_size);
     let config_digest = sha256_hex_digest(&config);
     let layer_digest = sha256_hex_digest(&layer);
@@ -1788,7 +1816,10 @@ pub fn pull_image(endpoint: &Endpoint, image: &Pushed) -> Result<(u64, u64), (Fa
         return Err((
             Failure {
                 what: "GET manifest".into(),
-                error: format!("digest {got} (header {:?}), pushed {}", m.digest_header, image.manifest),
+                error: format!(
+                    "digest {got} (header {:?}), pushed {}",
+                    m.digest_header, image.manifest
+                ),
                 answer: Some(m),
             },
             1,
@@ -1801,7 +1832,10 @@ pub fn pull_image(endpoint: &Endpoint, image: &Pushed) -> Result<(u64, u64), (Fa
         return Err((
             Failure {
                 what: "GET layer".into(),
-                error: format!("got {digest} ({size} bytes) from {node}, pushed {:?}", image.layer),
+                error: format!(
+                    "got {digest} ({size} bytes) from {node}, pushed {:?}",
+                    image.layer
+                ),
                 answer: None,
             },
             2,
