@@ -1077,7 +1077,7 @@ impl Answer {
 pub struct Failure {
     pub what: String,
     /// None for a transport error (connection refused, reset, timeout).
-    pub answer: Option<Answer>,
+    pub answer: Option<Box<Answer>>,
     pub error: String,
 }
 
@@ -1232,7 +1232,7 @@ impl Endpoint {
             Ok(a) => Err(Failure {
                 what: what.to_string(),
                 error: format!("expected {expected}"),
-                answer: Some(a),
+                answer: Some(Box::new(a)),
             }),
             Err(error) => Err(Failure {
                 what: what.to_string(),
@@ -1256,7 +1256,7 @@ impl Endpoint {
             return Err(Failure {
                 what: "POST upload".into(),
                 error: "no Location".into(),
-                answer: Some(a),
+                answer: Some(Box::new(a)),
             });
         }
         Ok(a)
@@ -1313,7 +1313,7 @@ impl Endpoint {
                 return Err(Failure {
                     what: "PATCH".into(),
                     error: format!("expected Range {expected_range} and a Location"),
-                    answer: Some(a),
+                    answer: Some(Box::new(a)),
                 });
             }
             location = a.location.unwrap();
@@ -1325,7 +1325,7 @@ impl Endpoint {
             return Err(Failure {
                 what: "PUT".into(),
                 error: format!("Docker-Content-Digest is not {digest}"),
-                answer: Some(put),
+                answer: Some(Box::new(put)),
             });
         }
         Ok(trace)
@@ -1820,7 +1820,7 @@ pub fn pull_image(endpoint: &Endpoint, image: &Pushed) -> Result<(u64, u64), (Fa
                     "digest {got} (header {:?}), pushed {}",
                     m.digest_header, image.manifest
                 ),
-                answer: Some(m),
+                answer: Some(Box::new(m)),
             },
             1,
         ));
