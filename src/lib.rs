@@ -47,6 +47,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -69,7 +72,7 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
     let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), secret);
+    let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
@@ -88,16 +91,28 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
     })
 }
 
+/// Compiles `validation.manifests.urls.<which>`.
+fn url_patterns(patterns: &[String], which: &str) -> Result<Vec<regex::Regex>, StartError> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                StartError::Invalid(format!("validation.manifests.urls.{which}: {p:?}: {e}"))
+            })
+        })
+        .collect()
+}
+
 /// Registry behaviour from the configuration.
-pub fn registry_options(config: &Config) -> RegistryOptions {
+pub fn registry_options(config: &Config) -> Result<RegistryOptions, StartError> {
     let v = &config.validation;
-    RegistryOptions {
+    Ok(RegistryOptions {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
         catalog_max_entries: config.catalog.maxentries,
         max_tags: config.tags.maxtags,
-        urls_allow: v.manifests.urls.allow.clone(),
-        urls_deny: v.manifests.urls.deny.clone(),
+        urls_allow: url_patterns(&v.manifests.urls.allow, "allow")?,
+        urls_deny: url_patterns(&v.manifests.urls.deny, "deny")?,
         index_children: match v.manifests.indexes.platforms {
             IndexPlatforms::All => registry::IndexChildren::All,
             IndexPlatforms::None => registry::IndexChildren::None,
@@ -113,7 +128,7 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
-    }
+    })
 }
 
 /// The key upload-state tokens are signed with: `http.secret`, or a random
@@ -223,16 +238,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
-    let registry = Registry::new(
-        driver.clone(),
-        registry_options(&config),
-        upload_secret(&config),
-    );
+    let registry = build_registry(&config, upload_secret(&config))?;
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, driver, &health);
+    ops::health::start(&config.health, registry.driver().clone(), &health);
     let app = Arc::new(App {
         registry,
         urls: UrlBuilder::new(
