@@ -55,6 +55,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -78,7 +81,7 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
     let driver = storage_driver(config)?;
     with_configured_cache(
-        Registry::new(driver, registry_options(config), secret),
+        Registry::new(driver, registry_options(config)?, secret),
         config,
     )
 }
@@ -103,20 +106,44 @@ fn with_configured_cache(registry: Registry, config: &Config) -> Result<Registry
     })
 }
 
+/// Compiles `validation.manifests.urls.<which>`.
+fn url_patterns(patterns: &[String], which: &str) -> Result<Vec<regex::Regex>, StartError> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                StartError::Invalid(format!("validation.manifests.urls.{which}: {p:?}: {e}"))
+            })
+        })
+        .collect()
+}
+
 /// Registry behaviour from the configuration.
-pub fn registry_options(config: &Config) -> RegistryOptions {
+pub fn registry_options(config: &Config) -> Result<RegistryOptions, StartError> {
     let v = &config.validation;
-    RegistryOptions {
+    Ok(RegistryOptions {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
         catalog_max_entries: config.catalog.maxentries,
         max_tags: config.tags.maxtags,
-        urls_allow: v.manifests.urls.allow.clone(),
-        urls_deny: v.manifests.urls.deny.clone(),
-        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        urls_allow: url_patterns(&v.manifests.urls.allow, "allow")?,
+        urls_deny: url_patterns(&v.manifests.urls.deny, "deny")?,
+        index_children: match v.manifests.indexes.platforms {
+            IndexPlatforms::All => registry::IndexChildren::All,
+            IndexPlatforms::None => registry::IndexChildren::None,
+            IndexPlatforms::List => registry::IndexChildren::Platforms(
+                v.manifests
+                    .indexes
+                    .platformlist
+                    .iter()
+                    .map(|p| (p.architecture.clone(), p.os.clone()))
+                    .collect(),
+            ),
+        },
+        tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
-    }
+    })
 }
 
 /// The key upload-state tokens are signed with: `http.secret`, or a random
@@ -235,7 +262,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let registry = with_configured_cache(
         Registry::new(
             driver.clone(),
-            registry_options(&config),
+            registry_options(&config)?,
             upload_secret(&config),
         ),
         &config,

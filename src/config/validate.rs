@@ -261,6 +261,17 @@ impl Config {
         if !self.reporting.bugsnag.is_empty() || !self.reporting.newrelic.is_empty() {
             out.push("reporting is ignored: Wharf sends no reports to bugsnag or newrelic".into());
         }
+        if self.log.reportcaller {
+            out.push("log.reportcaller is ignored: log lines carry no caller".into());
+        }
+        if !self.log.hooks.is_empty() {
+            out.push("log.hooks is ignored: Wharf sends no log mail".into());
+        }
+        if self.compatibility.schema1.enabled {
+            out.push(
+                "compatibility.schema1.enabled is ignored: schema 1 manifests are refused".into(),
+            );
+        }
         out
     }
 

@@ -35,6 +35,17 @@ use error::{RegistryError, Result};
 /// A request body as the registry consumes it: a stream of byte chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
+/// Which children of a pushed index must already be in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexChildren {
+    /// Every child (`platforms: all`, the default).
+    All,
+    /// None (`platforms: none`).
+    None,
+    /// Children whose platform is listed, as (architecture, os).
+    Platforms(Vec<(String, String)>),
+}
+
 /// Behaviour switches from the configuration.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -46,12 +57,14 @@ pub struct RegistryOptions {
     pub catalog_max_entries: usize,
     /// `tags.maxtags`.
     pub max_tags: usize,
-    /// `validation.manifests.urls.allow`.
-    pub urls_allow: Vec<String>,
-    /// `validation.manifests.urls.deny`.
-    pub urls_deny: Vec<String>,
-    /// False when `validation.manifests.indexes.platforms` is `none` or `list`.
-    pub check_index_children: bool,
+    /// `validation.manifests.urls.allow` (regular expressions).
+    pub urls_allow: Vec<regex::Regex>,
+    /// `validation.manifests.urls.deny` (regular expressions).
+    pub urls_deny: Vec<regex::Regex>,
+    /// Which index children must exist (`validation.manifests.indexes`).
+    pub index_children: IndexChildren,
+    /// `storage.tag.concurrencylimit`: parallel tag lookups when deleting.
+    pub tag_concurrency: usize,
     /// `validation.disabled`.
     pub validation_disabled: bool,
     /// `storage.redirect.disable`.
@@ -67,7 +80,8 @@ impl Default for RegistryOptions {
             max_tags: 1000,
             urls_allow: Vec::new(),
             urls_deny: Vec::new(),
-            check_index_children: true,
+            index_children: IndexChildren::All,
+            tag_concurrency: 8,
             validation_disabled: false,
             redirect_disabled: false,
         }
