@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod ops;
@@ -19,7 +20,7 @@ use ::http::{HeaderName, HeaderValue};
 
 use api::urls::UrlBuilder;
 use api::App;
-use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
+use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
@@ -59,18 +60,52 @@ pub enum StartError {
     Htpasswd(std::io::Error),
 }
 
-/// The storage driver named by the configuration.
+/// The storage driver named by the configuration, every call timed and traced.
 pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    match &config.storage.driver {
+    let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
         StorageDriverConfig::Filesystem { rootdirectory, .. } => {
-            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
+            Arc::new(FilesystemDriver::new(rootdirectory))
         }
-        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
-        other => Err(StartError::Unsupported(vec![format!(
-            "storage.{}: this storage driver is not available in this release",
-            other.name()
-        )])),
-    }
+        StorageDriverConfig::Inmemory => Arc::new(InMemoryDriver::new()),
+        other => {
+            return Err(StartError::Unsupported(vec![format!(
+                "storage.{}: this storage driver is not available in this release",
+                other.name()
+            )]))
+        }
+    };
+    Ok(Arc::new(storage::instrumented::InstrumentedDriver::new(
+        driver,
+    )))
+}
+
+/// The registry over the configured storage and blob-descriptor cache.
+pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
+    let driver = storage_driver(config)?;
+    let registry = Registry::new(driver, registry_options(config), secret);
+    Ok(match config.storage.cache.blobdescriptor {
+        None => registry,
+        Some(BlobDescriptorCache::Inmemory) => {
+            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "inmemory",
+                Arc::new(cache),
+            )))
+        }
+        Some(BlobDescriptorCache::Redis) => {
+            let redis = config.redis.as_ref().ok_or_else(|| {
+                StartError::Unsupported(vec![
+                    "storage.cache.blobdescriptor: redis needs a redis section".into(),
+                ])
+            })?;
+            let cache = cache::redis::RedisCache::new(redis)
+                .map_err(|e| StartError::Unsupported(vec![e]))?;
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "redis",
+                Arc::new(cache),
+            )))
+        }
+    })
 }
 
 /// Registry behaviour from the configuration.
@@ -83,7 +118,19 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         max_tags: config.tags.maxtags,
         urls_allow: v.manifests.urls.allow.clone(),
         urls_deny: v.manifests.urls.deny.clone(),
-        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        index_children: match v.manifests.indexes.platforms {
+            IndexPlatforms::All => registry::IndexChildren::All,
+            IndexPlatforms::None => registry::IndexChildren::None,
+            IndexPlatforms::List => registry::IndexChildren::Platforms(
+                v.manifests
+                    .indexes
+                    .platformlist
+                    .iter()
+                    .map(|p| (p.architecture.clone(), p.os.clone()))
+                    .collect(),
+            ),
+        },
+        tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
     }
@@ -176,8 +223,7 @@ pub async fn garbage_collect(
     config: &Config,
     options: &registry::gc::GcOptions,
 ) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
-    let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), Vec::new());
+    let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
 
@@ -198,9 +244,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         return Err(StartError::Unsupported(unsupported));
     }
     ops::metrics::init();
-    let driver: Arc<dyn StorageDriver> = Arc::new(storage::instrumented::InstrumentedDriver::new(
-        storage_driver(&config)?,
-    ));
+    let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = Registry::new(
