@@ -63,18 +63,23 @@ pub enum StartError {
     Htpasswd(std::io::Error),
 }
 
-/// The storage driver named by the configuration.
+/// The storage driver named by the configuration, every call timed and traced.
 pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    match &config.storage.driver {
+    let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
         StorageDriverConfig::Filesystem { rootdirectory, .. } => {
-            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
+            Arc::new(FilesystemDriver::new(rootdirectory))
         }
-        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
-        other => Err(StartError::Unsupported(vec![format!(
-            "storage.{}: this storage driver is not available in this release",
-            other.name()
-        )])),
-    }
+        StorageDriverConfig::Inmemory => Arc::new(InMemoryDriver::new()),
+        other => {
+            return Err(StartError::Unsupported(vec![format!(
+                "storage.{}: this storage driver is not available in this release",
+                other.name()
+            )]))
+        }
+    };
+    Ok(Arc::new(storage::instrumented::InstrumentedDriver::new(
+        driver,
+    )))
 }
 
 /// The registry over the configured storage and blob-descriptor cache.
@@ -90,9 +95,13 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
 fn with_configured_cache(registry: Registry, config: &Config) -> Result<Registry, StartError> {
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
-        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
-            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
-        )),
+        Some(BlobDescriptorCache::Inmemory) => {
+            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "inmemory",
+                Arc::new(cache),
+            )))
+        }
         Some(BlobDescriptorCache::Redis) => {
             let redis = config.redis.as_ref().ok_or_else(|| {
                 StartError::Unsupported(vec![
@@ -101,7 +110,10 @@ fn with_configured_cache(registry: Registry, config: &Config) -> Result<Registry
             })?;
             let cache = cache::redis::RedisCache::new(redis)
                 .map_err(|e| StartError::Unsupported(vec![e]))?;
-            registry.with_cache(Arc::new(cache))
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "redis",
+                Arc::new(cache),
+            )))
         }
     })
 }
@@ -254,9 +266,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         return Err(StartError::Unsupported(unsupported));
     }
     ops::metrics::init();
-    let driver: Arc<dyn StorageDriver> = Arc::new(storage::instrumented::InstrumentedDriver::new(
-        storage_driver(&config)?,
-    ));
+    let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = with_configured_cache(

@@ -477,10 +477,36 @@ fn compose_runs_three_nodes_behind_haproxy_with_redis_and_s3() {
         "compose mounts haproxy/haproxy.cfg"
     );
     if expected.exists() {
+        // Every variable haproxy.cfg reads is set, and they name the nodes and their ports.
         let cfg = std::fs::read_to_string(&expected).unwrap();
-        for node in &wharf_nodes {
-            assert!(cfg.contains(node), "haproxy.cfg names {node}");
+        let env = &haproxy["environment"];
+        let mut nodes_named = BTreeSet::new();
+        for var in cfg
+            .split("${")
+            .skip(1)
+            .filter_map(|r| r.split_once('}'))
+            // `${NAME-default}`: the variable is NAME.
+            .map(|(v, _)| v.split('-').next().unwrap_or(v))
+        {
+            let value = env[var]
+                .as_str()
+                .unwrap_or_else(|| panic!("haproxy.cfg reads ${{{var}}}, compose does not set it"));
+            if let Some((host, port)) = value.rsplit_once(':') {
+                if wharf_nodes.contains(&host) {
+                    assert_eq!(port, "5000", "{var}: the API port");
+                    nodes_named.insert(host.to_string());
+                }
+            }
+            if var.contains("DEBUG_PORT") {
+                assert_eq!(value, "5001", "{var}: the nodes' debug port");
+            }
         }
+        assert_eq!(
+            nodes_named.len(),
+            wharf_nodes.len(),
+            "haproxy balances over every node"
+        );
+        assert!(cfg.contains("/readyz"), "haproxy checks readiness");
     }
     for node in &wharf_nodes {
         assert!(

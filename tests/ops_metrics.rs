@@ -205,8 +205,8 @@ fn push_and_pull(driver: Driver) {
         "PutContent",
         "Stat",
         "Writer",
+        "Commit",
         "Reader",
-        "Move",
     ] {
         let labels = [("driver", driver_name), ("action", action)];
         assert!(
