@@ -50,23 +50,36 @@ pub enum StartError {
     /// A configuration value that cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// The debug server could not listen on `http.debug.addr`.
+    #[error("http.debug.addr: cannot listen on {addr}: {source}")]
+    DebugBind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
 }
 
-/// The storage driver named by the configuration.
+/// The storage driver named by the configuration, every call timed and traced.
 pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    match &config.storage.driver {
+    let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
         StorageDriverConfig::Filesystem { rootdirectory, .. } => {
-            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
+            Arc::new(FilesystemDriver::new(rootdirectory))
         }
-        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
-        other => Err(StartError::Unsupported(vec![format!(
-            "storage.{}: this storage driver is not available in this release",
-            other.name()
-        )])),
-    }
+        StorageDriverConfig::Inmemory => Arc::new(InMemoryDriver::new()),
+        other => {
+            return Err(StartError::Unsupported(vec![format!(
+                "storage.{}: this storage driver is not available in this release",
+                other.name()
+            )]))
+        }
+    };
+    Ok(Arc::new(storage::instrumented::InstrumentedDriver::new(
+        driver,
+    )))
 }
 
 /// The registry over the configured storage and blob-descriptor cache.
@@ -75,9 +88,13 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
     let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
-        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
-            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
-        )),
+        Some(BlobDescriptorCache::Inmemory) => {
+            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "inmemory",
+                Arc::new(cache),
+            )))
+        }
         Some(BlobDescriptorCache::Redis) => {
             let redis = config.redis.as_ref().ok_or_else(|| {
                 StartError::Unsupported(vec![
@@ -86,7 +103,10 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
             })?;
             let cache = cache::redis::RedisCache::new(redis)
                 .map_err(|e| StartError::Unsupported(vec![e]))?;
-            registry.with_cache(Arc::new(cache))
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "redis",
+                Arc::new(cache),
+            )))
         }
     })
 }
@@ -238,11 +258,27 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
+    ops::metrics::init();
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
     let registry = build_registry(&config, upload_secret(&config))?;
     let health = ops::health::Health::default();
     ops::health::start(&config.health, registry.driver().clone(), &health);
+    let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
+    lifecycle.start_watchdog();
+    if let Some(addr) = &config.http.debug.addr {
+        let prometheus = &config.http.debug.prometheus;
+        let state = ops::debug::DebugState {
+            health: health.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
+        };
+        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+            addr: addr.clone(),
+            source,
+        })?;
+        tracing::info!(addr = %bound, "debug server listening");
+    }
     let app = Arc::new(App {
         registry,
         urls: UrlBuilder::new(
@@ -274,6 +310,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         max_headers: 100,
         http2: !config.http.http2.disabled,
     };
-    http::server::serve(app, listener, settings, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        lifecycle.set_draining();
+    };
+    http::server::serve(app, listener, settings, shutdown).await;
+    let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }

@@ -1320,7 +1320,7 @@ http:
   tls: {certificate: /c.pem, key: /k.pem}
   debug: {addr: ':5001'}
 health:
-  http: [{uri: 'http://up/'}]
+  http: [{uri: 'https://up/'}]
 ";
     let loaded = load_ok(text, &[]);
     assert_eq!(loaded.warnings, Vec::<String>::new());
@@ -1339,8 +1339,7 @@ health:
             "proxy.remoteurl",
             "middleware.storage",
             "http.tls",
-            "http.debug.addr",
-            "health.http",
+            "health.http.0.uri",
         ],
         "{messages:#?}"
     );
@@ -1378,8 +1377,10 @@ storage:
 auth: {htpasswd: {realm: r, path: /htpasswd}}
 http:
   tls: {clientcas: [/ca.pem]}
+  debug: {addr: ':5001', prometheus: {enabled: true}}
 health:
   file: [{file: /down}]
+  http: [{uri: 'http://up/'}]
   tcp: [{addr: 'db:1'}]
 proxy: {username: u}
 ";

@@ -1,6 +1,7 @@
 //! Byte storage behind one trait; drivers know nothing about registries.
 
 pub mod drivers;
+pub mod instrumented;
 pub mod layout;
 
 use std::pin::Pin;
