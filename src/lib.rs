@@ -47,6 +47,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The debug server could not listen on `http.debug.addr`.
     #[error("http.debug.addr: cannot listen on {addr}: {source}")]
     DebugBind {
@@ -55,9 +58,6 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A configuration value that cannot be used.
-    #[error("{0}")]
-    Invalid(String),
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -85,14 +85,7 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
     let driver = storage_driver(config)?;
-    with_configured_cache(
-        Registry::new(driver, registry_options(config)?, secret),
-        config,
-    )
-}
-
-/// `registry` with the blob-descriptor cache `storage.cache` names, if any.
-fn with_configured_cache(registry: Registry, config: &Config) -> Result<Registry, StartError> {
+    let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => {
@@ -266,19 +259,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         return Err(StartError::Unsupported(unsupported));
     }
     ops::metrics::init();
-    let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
     let auth = authenticator(&config)?;
-    let registry = with_configured_cache(
-        Registry::new(
-            driver.clone(),
-            registry_options(&config)?,
-            upload_secret(&config),
-        ),
-        &config,
-    )?;
+    let registry = build_registry(&config, upload_secret(&config))?;
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, driver, &health);
+    ops::health::start(&config.health, registry.driver().clone(), &health);
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
     lifecycle.start_watchdog();
     if let Some(addr) = &config.http.debug.addr {
