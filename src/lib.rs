@@ -49,6 +49,9 @@ pub enum StartError {
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
+    /// `auth.token` could not be set up (key files, algorithms).
+    #[error(transparent)]
+    Token(#[from] auth::token::TokenSetupError),
 }
 
 /// The storage driver named by the configuration.
@@ -117,7 +120,10 @@ fn response_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, S
     Ok(headers)
 }
 
-fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartError> {
+fn authenticator(
+    config: &Config,
+    trusted_extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Option<auth::Authenticator>, StartError> {
     Ok(match &config.auth {
         None => None,
         Some(AuthConfig::Silly { realm, service }) => Some(auth::Authenticator::Silly {
@@ -127,11 +133,34 @@ fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartEr
         Some(AuthConfig::Htpasswd { realm, path }) => Some(auth::Authenticator::Htpasswd(
             auth::htpasswd::Htpasswd::open(realm, path).map_err(StartError::Htpasswd)?,
         )),
-        Some(other) => {
-            return Err(StartError::Unsupported(vec![format!(
-                "auth.{}: not available in this release",
-                other.name()
-            )]))
+        Some(AuthConfig::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+            jwks,
+            autoredirect,
+            autoredirectpath,
+            signingalgorithms,
+        }) => {
+            let settings = auth::token::TokenSettings {
+                realm,
+                service,
+                issuer,
+                rootcertbundle: rootcertbundle.as_deref(),
+                jwks: jwks.as_deref(),
+                autoredirect: autoredirect.then_some(autoredirectpath.as_str()),
+                signingalgorithms,
+                scheme: if config.http.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+            };
+            Some(auth::Authenticator::Token(auth::token::TokenVerifier::new(
+                &settings,
+                trusted_extra,
+            )?))
         }
     })
 }
@@ -164,7 +193,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
-    let auth = authenticator(&config)?;
+    let auth = authenticator(&config, &[])?;
     let registry = Registry::new(
         driver.clone(),
         registry_options(&config),

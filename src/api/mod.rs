@@ -160,14 +160,12 @@ async fn route(
         return Ok(root_response());
     }
     if let Some(auth) = &app.auth {
-        let access = required_access(
-            &route,
-            &req.parts.method,
-            req.query("mount").is_some(),
-            req.query("from").as_deref(),
-        );
+        let access = required_access(&route, &req.parts.method);
         match auth.authorize(&req.parts.headers, &access).await {
-            Ok(user) => info.user = user,
+            Ok(grant) => {
+                info.user = grant.user.clone();
+                req.parts.extensions.insert(grant);
+            }
             Err(denial) => {
                 let detail: Vec<serde_json::Value> = denial
                     .access
@@ -228,14 +226,10 @@ async fn route(
 }
 
 /// The access a request needs (distribution's `app.go` rules): reads need
-/// pull, writes pull+push, deletes delete, a mount also pull on the source,
-/// the catalog `registry:catalog:*`.
-pub fn required_access(
-    route: &Route,
-    method: &Method,
-    mount: bool,
-    from: Option<&str>,
-) -> Vec<Access> {
+/// pull, writes pull+push, deletes delete, the catalog `registry:catalog:*`.
+/// A mount's `pull` on the source is not required: without it the mount is
+/// skipped and a normal upload starts (see [`may_pull`]).
+pub fn required_access(route: &Route, method: &Method) -> Vec<Access> {
     let Some(repo) = route.repository() else {
         return match route {
             Route::Catalog => vec![Access {
@@ -247,20 +241,22 @@ pub fn required_access(
         };
     };
     let name = repo.as_str();
-    let mut access = match *method {
+    match *method {
         Method::GET | Method::HEAD => vec![Access::repository(name, "pull")],
         Method::DELETE => vec![Access::repository(name, "delete")],
         _ => vec![
             Access::repository(name, "pull"),
             Access::repository(name, "push"),
         ],
-    };
-    if let (true, Some(from), Route::Uploads(_)) = (mount, from, route) {
-        if crate::registry::reference::RepositoryName::parse(from).is_some() {
-            access.push(Access::repository(from, "pull"));
-        }
     }
-    access
+}
+
+/// Whether the request's credentials allow pulling from `repository` (always, without auth).
+pub fn may_pull(req: &Req, repository: &str) -> bool {
+    req.parts
+        .extensions
+        .get::<crate::auth::Grant>()
+        .is_none_or(|g| g.permits(&Access::repository(repository, "pull")))
 }
 
 /// `/`: 200, empty, not cached; no authentication, as in distribution.
@@ -298,30 +294,22 @@ mod tests {
         let r = Route::parse("/v2/a/blobs/uploads/").unwrap();
         let names = |v: Vec<Access>| v.iter().map(Access::to_string).collect::<Vec<_>>();
         assert_eq!(
-            names(required_access(&r, &Method::POST, false, None)),
+            names(required_access(&r, &Method::POST)),
             ["repository:a:pull", "repository:a:push"]
-        );
-        assert_eq!(
-            names(required_access(&r, &Method::POST, true, Some("b"))),
-            [
-                "repository:a:pull",
-                "repository:a:push",
-                "repository:b:pull"
-            ]
         );
         let m = Route::parse("/v2/a/manifests/x").unwrap();
         assert_eq!(
-            names(required_access(&m, &Method::HEAD, false, None)),
+            names(required_access(&m, &Method::HEAD)),
             ["repository:a:pull"]
         );
         assert_eq!(
-            names(required_access(&m, &Method::DELETE, false, None)),
+            names(required_access(&m, &Method::DELETE)),
             ["repository:a:delete"]
         );
         assert_eq!(
-            names(required_access(&Route::Catalog, &Method::GET, false, None)),
+            names(required_access(&Route::Catalog, &Method::GET)),
             ["registry:catalog:*"]
         );
-        assert!(required_access(&Route::Base, &Method::GET, false, None).is_empty());
+        assert!(required_access(&Route::Base, &Method::GET).is_empty());
     }
 }

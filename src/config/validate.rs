@@ -274,9 +274,6 @@ impl Config {
                 name = other.name()
             )),
         }
-        if let Some(AuthConfig::Token { .. }) = &self.auth {
-            out.push("auth.token: token authentication is not supported yet".into());
-        }
         if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis) {
             out.push(
                 "storage.cache.blobdescriptor: the redis blob descriptor cache is not supported yet"
