@@ -49,6 +49,9 @@ pub enum StartError {
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
+    /// `tokenissuer` could not be set up.
+    #[error(transparent)]
+    Issuer(#[from] auth::issuer::IssuerSetupError),
     /// `auth.token` could not be set up (key files, algorithms).
     #[error(transparent)]
     Token(#[from] auth::token::TokenSetupError),
@@ -193,7 +196,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
-    let auth = authenticator(&config, &[])?;
+    let issuer = config
+        .tokenissuer
+        .as_ref()
+        .map(auth::issuer::TokenIssuer::new)
+        .transpose()?;
+    let own_certificates = issuer
+        .as_ref()
+        .map(|i| i.certificates()[..1].to_vec())
+        .unwrap_or_default();
+    let auth = authenticator(&config, &own_certificates)?;
     let registry = Registry::new(
         driver.clone(),
         registry_options(&config),
@@ -209,6 +221,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             &config.http.prefix,
         ),
         auth,
+        issuer,
         health,
     });
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)

@@ -31,6 +31,8 @@ pub struct App {
     pub urls: UrlBuilder,
     /// Access control, when configured.
     pub auth: Option<Authenticator>,
+    /// The built-in token issuer, when configured.
+    pub issuer: Option<crate::auth::issuer::TokenIssuer>,
     /// Health checks; while one fails every request gets 503.
     pub health: Health,
 }
@@ -139,6 +141,12 @@ async fn route(
     req: &mut Req,
     info: &mut RequestInfo,
 ) -> Result<Response<Body>, ApiError> {
+    if let Some(issuer) = app.issuer.as_ref() {
+        if req.parts.uri.path() == issuer.path() {
+            info.handler = "token";
+            return token_endpoint(issuer, req).await;
+        }
+    }
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
             "UNAVAILABLE",
@@ -223,6 +231,49 @@ async fn route(
             _ => Err(ApiError::method_not_allowed("GET")),
         },
     }
+}
+
+/// The token endpoint of the built-in issuer.
+async fn token_endpoint(
+    issuer: &crate::auth::issuer::TokenIssuer,
+    req: &mut Req,
+) -> Result<Response<Body>, ApiError> {
+    let answer = match req.parts.method {
+        Method::GET => {
+            issuer
+                .get(
+                    req.parts.uri.query().unwrap_or(""),
+                    req.header(http::header::AUTHORIZATION),
+                )
+                .await
+        }
+        Method::POST => {
+            let form = match req.take_body() {
+                Some(body) => {
+                    http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
+                        .await
+                        .map_err(|_| ApiError::new("SIZE_INVALID", "token request form too large"))?
+                        .to_bytes()
+                }
+                None => Default::default(),
+            };
+            issuer.post(&form).await
+        }
+        _ => return Err(ApiError::method_not_allowed("GET, POST")),
+    };
+    let mut resp = json_response(
+        answer.status,
+        serde_json::to_vec(&answer.body).unwrap_or_default(),
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Some(challenge) = answer.challenge {
+        h.insert(http::header::WWW_AUTHENTICATE, header_value(&challenge));
+    }
+    Ok(resp)
 }
 
 /// The access a request needs (distribution's `app.go` rules): reads need

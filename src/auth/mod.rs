@@ -1,7 +1,9 @@
 //! Who may do what: request credentials + required access -> decision.
 
+pub mod acl;
 pub mod credentials;
 pub mod htpasswd;
+pub mod issuer;
 pub mod keys;
 pub mod scope;
 pub mod token;
