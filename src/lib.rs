@@ -13,7 +13,6 @@ pub mod registry;
 pub mod storage;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ::http::{HeaderName, HeaderValue};
 
@@ -49,6 +48,9 @@ pub enum StartError {
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
+    /// `http.tls` could not be set up.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsSetupError),
     /// `tokenissuer` could not be set up.
     #[error(transparent)]
     Issuer(#[from] auth::issuer::IssuerSetupError),
@@ -196,6 +198,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let driver = storage_driver(&config)?;
     let headers = response_headers(&config)?;
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .filter(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+        .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
+        .transpose()?;
     let issuer = config
         .tokenissuer
         .as_ref()
@@ -213,13 +222,17 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     );
     let health = ops::health::Health::default();
     ops::health::start(&config.health, driver, &health);
+    let mut urls = UrlBuilder::new(
+        config.http.host.clone(),
+        config.http.relativeurls,
+        &config.http.prefix,
+    );
+    if tls.is_some() {
+        urls.default_scheme = "https";
+    }
     let app = Arc::new(App {
         registry,
-        urls: UrlBuilder::new(
-            config.http.host.clone(),
-            config.http.relativeurls,
-            &config.http.prefix,
-        ),
+        urls,
         auth,
         issuer,
         health,
@@ -240,9 +253,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         headers,
         access_log: !config.log.accesslog.disabled,
         drain_timeout: config.http.draintimeout,
-        header_read_timeout: Duration::from_secs(30),
-        max_headers: 100,
+        limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
+        tls,
     };
     http::server::serve(app, listener, settings, shutdown_signal()).await;
     Ok(())

@@ -13,7 +13,8 @@ mod referrers;
 mod uploads;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+
+use crate::http::limits::RequestBody;
 
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
@@ -53,7 +54,7 @@ pub struct Req {
     /// Method, URI, headers.
     pub parts: http::request::Parts,
     /// The body, until a handler takes it.
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
 }
 
 impl Req {
@@ -85,7 +86,7 @@ impl Req {
     }
 
     /// Takes the body (once).
-    pub fn take_body(&mut self) -> Option<Incoming> {
+    pub fn take_body(&mut self) -> Option<RequestBody> {
         self.body.take()
     }
 
@@ -121,7 +122,7 @@ impl Req {
 }
 
 /// Handles one request; never fails, errors become registry error JSON.
-pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, RequestInfo) {
+pub async fn handle(app: &App, req: Request<RequestBody>) -> (Response<Body>, RequestInfo) {
     let (parts, body) = req.into_parts();
     let mut req = Req {
         parts,

@@ -36,11 +36,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             }
             b'*' => {
                 for j in 0..=t.len() {
-                    if reachable[j] {
-                        next[j] = true;
-                    } else if j > 0 && next[j - 1] && t[j - 1] != b'/' {
-                        next[j] = true;
-                    }
+                    next[j] = reachable[j] || (j > 0 && next[j - 1] && t[j - 1] != b'/');
                 }
             }
             b'?' => {

@@ -228,11 +228,8 @@ impl TokenIssuer {
             user.to_string(),
             sha2::Sha256::digest(password.as_bytes()).into(),
         );
-        let cache = |f: &mut dyn FnMut(&mut HashSet<(String, [u8; 32])>) -> bool| {
-            let mut guard = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
-        };
-        if cache(&mut |v| v.contains(&key)) {
+        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified().contains(&key) {
             return true;
         }
         let (hash, known) = match self.users.get(user) {
@@ -245,12 +242,11 @@ impl TokenIssuer {
                 .await
                 .unwrap_or(false);
         if ok && known {
-            cache(&mut |v| {
-                if v.len() > 10_000 {
-                    v.clear();
-                }
-                v.insert(key.clone())
-            });
+            let mut v = verified();
+            if v.len() > 10_000 {
+                v.clear();
+            }
+            v.insert(key);
         }
         ok && known
     }
@@ -344,7 +340,7 @@ impl TokenIssuer {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = LEEWAY_SECONDS as u64;
         validation.set_audience(&[self.refresh_audience()]);
-        validation.set_issuer(&[self.issuer.clone()]);
+        validation.set_issuer(std::slice::from_ref(&self.issuer));
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &self.verifying, &validation).ok()?;
         let account = data.claims.get("sub")?.as_str()?.to_string();

@@ -860,7 +860,7 @@ fn auth_errors_name_the_key() {
             "version: 0.1\nstorage: {inmemory: {}}\nauth: {token: {realm: r, service: s, issuer: i}}\n",
             &[]
         ),
-        "auth.token.rootcertbundle: required unless auth.token.jwks is set"
+        "auth.token.rootcertbundle: required unless auth.token.jwks or tokenissuer is set"
     );
     let msg = load_err(
         "version: 0.1\nstorage: {inmemory: {}}\nauth: {ldap: {}}\n",
@@ -1330,7 +1330,6 @@ health:
             "notifications.endpoints",
             "proxy.remoteurl",
             "middleware.storage",
-            "http.tls",
             "http.debug.addr",
             "health.http",
         ],

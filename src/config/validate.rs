@@ -374,9 +374,12 @@ impl Config {
             .http
             .tls
             .as_ref()
-            .is_some_and(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+            .is_some_and(|t| t.certificate.is_none() && t.letsencrypt.is_some())
         {
-            out.push("http.tls: TLS is not supported yet; terminate TLS in a reverse proxy".into());
+            out.push(
+                "http.tls.letsencrypt: ACME certificates are not supported yet; give http.tls.certificate and http.tls.key"
+                    .into(),
+            );
         }
         if self.http.debug.addr.is_some() {
             out.push("http.debug.addr: the debug server is not supported yet".into());
