@@ -199,9 +199,19 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
 async fn handle(
     app: &App,
     settings: &ServerSettings,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     remote: &str,
 ) -> Response<Body> {
+    // HTTP/2 carries the host as :authority; handlers read `Host`, as Go's r.Host does.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
