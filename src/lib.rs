@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod ops;
@@ -13,12 +14,13 @@ pub mod registry;
 pub mod storage;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::http::{HeaderName, HeaderValue};
 
 use api::urls::UrlBuilder;
 use api::App;
-use config::{AuthConfig, Config, IndexPlatforms, StorageDriverConfig};
+use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
@@ -73,6 +75,28 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
     }
 }
 
+/// The registry over the configured storage and blob-descriptor cache.
+pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
+    let driver = storage_driver(config)?;
+    let registry = Registry::new(driver, registry_options(config), secret);
+    Ok(match config.storage.cache.blobdescriptor {
+        None => registry,
+        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
+            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
+        )),
+        Some(BlobDescriptorCache::Redis) => {
+            let redis = config.redis.as_ref().ok_or_else(|| {
+                StartError::Unsupported(vec![
+                    "storage.cache.blobdescriptor: redis needs a redis section".into(),
+                ])
+            })?;
+            let cache = cache::redis::RedisCache::new(redis)
+                .map_err(|e| StartError::Unsupported(vec![e]))?;
+            registry.with_cache(Arc::new(cache))
+        }
+    })
+}
+
 /// Registry behaviour from the configuration.
 pub fn registry_options(config: &Config) -> RegistryOptions {
     let v = &config.validation;
@@ -83,7 +107,19 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         max_tags: config.tags.maxtags,
         urls_allow: v.manifests.urls.allow.clone(),
         urls_deny: v.manifests.urls.deny.clone(),
-        check_index_children: matches!(v.manifests.indexes.platforms, IndexPlatforms::All),
+        index_children: match v.manifests.indexes.platforms {
+            IndexPlatforms::All => registry::IndexChildren::All,
+            IndexPlatforms::None => registry::IndexChildren::None,
+            IndexPlatforms::List => registry::IndexChildren::Platforms(
+                v.manifests
+                    .indexes
+                    .platformlist
+                    .iter()
+                    .map(|p| (p.architecture.clone(), p.os.clone()))
+                    .collect(),
+            ),
+        },
+        tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
     }
@@ -170,13 +206,39 @@ fn authenticator(
     })
 }
 
+/// Purges stale upload sessions in the background, as every distribution
+/// instance does: after a random delay (so replicas spread out), then every
+/// `interval`.
+fn start_upload_purging(config: &Config, app: Arc<App>) {
+    let p = config.storage.maintenance.uploadpurging.clone();
+    if !p.enabled {
+        return;
+    }
+    let interval = p.interval.max(Duration::from_secs(60));
+    let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
+    tokio::spawn(async move {
+        tokio::time::sleep(jitter).await;
+        loop {
+            match app.registry.purge_uploads(p.age, p.dryrun).await {
+                Ok(r) => tracing::info!(
+                    examined = r.examined,
+                    purged = r.purged.len(),
+                    dry_run = p.dryrun,
+                    "upload purge done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
 /// Runs `garbage-collect` against the configured storage.
 pub async fn garbage_collect(
     config: &Config,
     options: &registry::gc::GcOptions,
 ) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
-    let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), Vec::new());
+    let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
 
@@ -237,6 +299,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         issuer,
         health,
     });
+    start_upload_purging(&config, app.clone());
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {

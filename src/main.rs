@@ -54,11 +54,16 @@ fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCod
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+/// The async runtime; `storage.filesystem.maxthreads` bounds the threads that
+/// do blocking disk I/O, as it bounds distribution's filesystem driver.
+fn runtime(config: &wharf::config::Config) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let wharf::config::StorageDriverConfig::Filesystem { maxthreads, .. } =
+        &config.storage.driver
+    {
+        builder.max_blocking_threads((*maxthreads).max(1));
+    }
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 fn main() -> ExitCode {
@@ -69,7 +74,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(wharf::serve(config)) {
+            match runtime(&config).block_on(wharf::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -93,7 +98,7 @@ fn main() -> ExitCode {
                 delete_untagged,
                 quiet,
             };
-            match runtime().block_on(wharf::garbage_collect(&config, &options)) {
+            match runtime(&config).block_on(wharf::garbage_collect(&config, &options)) {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS

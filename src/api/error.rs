@@ -152,6 +152,7 @@ impl From<RegistryError> for ApiError {
                 Self::new("PAGINATION_NUMBER_INVALID", text)
             }
             RegistryError::Unsupported(_) => Self::new("UNSUPPORTED", text),
+            RegistryError::Unavailable(_) => Self::new("UNAVAILABLE", text),
             RegistryError::Body(_) => Self::new("SIZE_INVALID", text),
             RegistryError::Storage(e) => storage_error(e),
         }

@@ -319,6 +319,17 @@ impl Config {
         if !self.reporting.bugsnag.is_empty() || !self.reporting.newrelic.is_empty() {
             out.push("reporting is ignored: Wharf sends no reports to bugsnag or newrelic".into());
         }
+        if self.log.reportcaller {
+            out.push("log.reportcaller is ignored: log lines carry no caller".into());
+        }
+        if !self.log.hooks.is_empty() {
+            out.push("log.hooks is ignored: Wharf sends no log mail".into());
+        }
+        if self.compatibility.schema1.enabled {
+            out.push(
+                "compatibility.schema1.enabled is ignored: schema 1 manifests are refused".into(),
+            );
+        }
         out
     }
 
@@ -332,14 +343,16 @@ impl Config {
                 name = other.name()
             )),
         }
-        if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis) {
-            out.push(
-                "storage.cache.blobdescriptor: the redis blob descriptor cache is not supported yet"
-                    .into(),
-            );
-        }
-        if self.redis.is_some() {
-            out.push("redis: Redis is not supported yet".into());
+        if let Some(redis) = &self.redis {
+            if redis.addresses().len() > 1 {
+                out.push("redis.addrs: Redis Cluster and multiple addresses are not supported yet; give one address".into());
+            }
+            if redis.mastername.is_some() {
+                out.push("redis.mastername: Redis Sentinel is not supported yet".into());
+            }
+            if redis.tls.is_some() {
+                out.push("redis.tls: TLS to Redis is not supported yet".into());
+            }
         }
         let endpoints: Vec<&str> = self
             .notifications

@@ -1,5 +1,6 @@
 //! Blobs as seen through a repository: a `_layers` link plus shared data.
 
+use crate::cache::Descriptor;
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::reference::RepositoryName;
@@ -30,20 +31,59 @@ impl Registry {
         }
     }
 
-    /// A blob linked in `repo`.
+    /// A blob linked in `repo`: the cache when it knows, else the link file
+    /// and the data's size, which then go to the cache.
     pub async fn stat_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobInfo> {
+        if let Some(cache) = &self.cache {
+            match cache.stat_in_repo(repo.as_str(), digest).await {
+                Ok(Some(d)) => {
+                    return Ok(BlobInfo {
+                        digest: digest.clone(),
+                        size: d.size,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "cache lookup failed"),
+            }
+        }
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
         if self.read_link(&link).await?.as_ref() != Some(digest) {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        let size = self
-            .stat_blob_data(digest)
-            .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        let cached = match &self.cache {
+            Some(cache) => cache.stat(digest).await.ok().flatten(),
+            None => None,
+        };
+        let size = match cached {
+            Some(d) => d.size,
+            None => self
+                .stat_blob_data(digest)
+                .await?
+                .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?,
+        };
+        self.cache_blob(Some(repo), digest, size).await;
         Ok(BlobInfo {
             digest: digest.clone(),
             size,
         })
+    }
+
+    /// Records a blob in the cache; failures only cost a later storage read.
+    pub(crate) async fn cache_blob(
+        &self,
+        repo: Option<&RepositoryName>,
+        digest: &Digest,
+        size: u64,
+    ) {
+        if let Some(cache) = &self.cache {
+            let desc = Descriptor {
+                size,
+                media_type: "application/octet-stream".into(),
+            };
+            if let Err(e) = cache.set(repo.map(|r| r.as_str()), digest, &desc).await {
+                tracing::debug!(error = %e, "cache update failed");
+            }
+        }
     }
 
     /// Streams `len` bytes from `offset` of a blob linked in `repo`.
@@ -72,6 +112,12 @@ impl Registry {
         self.stat_blob(repo, digest).await?;
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
         let dir = link.trim_end_matches("/link");
+        // Cache first: a stale "linked" answer would outlive the delete.
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.clear_in_repo(repo.as_str(), digest).await {
+                tracing::warn!(error = %e, "could not clear the cached link; it expires with the cache");
+            }
+        }
         match self.driver.delete(dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),

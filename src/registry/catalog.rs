@@ -42,6 +42,14 @@ pub fn paginate(
 impl Registry {
     /// Every repository (a directory holding `_manifests`), sorted.
     pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut found = self.directories_holding("_manifests").await?;
+        found.sort_by(|a, b| path_order(a, b));
+        Ok(found)
+    }
+
+    /// Repository paths under `repositories/` that contain `marker`
+    /// (`_manifests`, `_uploads`, ...); `_`-prefixed directories are not descended.
+    pub(crate) async fn directories_holding(&self, marker: &str) -> Result<Vec<String>> {
         let mut found = Vec::new();
         // Depth-first walk with an explicit stack; bounded by the tree itself.
         let mut stack = vec![String::new()];
@@ -52,27 +60,23 @@ impl Registry {
                 format!("{}/{prefix}", layout::repositories_dir())
             };
             for child in self.list_or_empty(&dir).await? {
-                if child == "_manifests" {
-                    found.push(prefix.clone());
+                if child == marker {
+                    if !prefix.is_empty() {
+                        found.push(prefix.clone());
+                    }
                 } else if !child.starts_with('_') {
                     let path = if prefix.is_empty() {
                         child
                     } else {
                         format!("{prefix}/{child}")
                     };
-                    if self
-                        .driver
-                        .stat(&format!("{}/{path}", layout::repositories_dir()))
-                        .await
-                        .is_ok_and(|i| i.is_dir)
-                    {
+                    let full = format!("{}/{path}", layout::repositories_dir());
+                    if self.driver.stat(&full).await.is_ok_and(|i| i.is_dir) {
                         stack.push(path);
                     }
                 }
             }
         }
-        found.retain(|r| !r.is_empty());
-        found.sort_by(|a, b| path_order(a, b));
         Ok(found)
     }
 

@@ -54,6 +54,9 @@ pub enum RegistryError {
     /// Operation disabled by configuration.
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
+    /// A dependency needed for this operation is unreachable; retry later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     /// The request body could not be read to the end.
     #[error("request body: {0}")]
     Body(std::io::Error),

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use crate::registry::digest::Digest;
-use crate::registry::error::Result;
+use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
@@ -87,6 +87,16 @@ impl Registry {
                 tracing::info!(blob = %digest, dry_run = opts.dry_run, "blob eligible for deletion");
             }
             if !opts.dry_run {
+                // A cache that still listed the blob would let a manifest
+                // reference data that is gone: clear it first, or stop.
+                if let Some(cache) = &self.cache {
+                    let names: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
+                    cache.clear(&digest, &names).await.map_err(|e| {
+                        RegistryError::Unavailable(format!(
+                            "cannot clear {digest} from the blob-descriptor cache ({e}); nothing more was deleted"
+                        ))
+                    })?;
+                }
                 let dir = layout::blob_dir(digest.algorithm(), digest.hex());
                 if let Err(e) = self.driver.delete(&dir).await {
                     if !e.is_not_found() {

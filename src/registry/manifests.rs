@@ -1,12 +1,13 @@
 //! Manifests: content in `blobs/`, a revision link per repository, tags.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, Manifest, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
-use crate::registry::Registry;
+use crate::registry::{IndexChildren, Registry};
 use crate::storage::layout;
 
 /// A manifest reference from a URL: a tag or a digest.
@@ -114,11 +115,16 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        if self.options.check_index_children {
-            for child in &m.manifests {
-                if !self.has_revision(repo, &child.digest).await? {
-                    return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
+        for child in &m.manifests {
+            let required = match &self.options.index_children {
+                IndexChildren::All => true,
+                IndexChildren::None => false,
+                IndexChildren::Platforms(list) => {
+                    child.platform.as_ref().is_some_and(|p| list.contains(p))
                 }
+            };
+            if required && !self.has_revision(repo, &child.digest).await? {
+                return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
             }
         }
         Ok(())
@@ -218,11 +224,21 @@ impl Registry {
                 if !self.has_revision(repo, digest).await? {
                     return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
                 }
-                for tag in self.list_or_empty(&layout::tags_dir(repo.as_str())).await? {
-                    let current = self
-                        .read_link(&layout::tag_current_link(repo.as_str(), &tag))
-                        .await?;
-                    if current.as_ref() == Some(digest) {
+                // Find the tags on this digest with bounded parallelism
+                // (`storage.tag.concurrencylimit`), then untag them.
+                let tags = self.list_or_empty(&layout::tags_dir(repo.as_str())).await?;
+                let lookups = futures_util::stream::iter(tags)
+                    .map(|tag| async move {
+                        let current = self
+                            .read_link(&layout::tag_current_link(repo.as_str(), &tag))
+                            .await;
+                        (tag, current)
+                    })
+                    .buffer_unordered(self.options.tag_concurrency.max(1))
+                    .collect::<Vec<_>>()
+                    .await;
+                for (tag, current) in lookups {
+                    if current?.as_ref() == Some(digest) {
                         match self
                             .driver
                             .delete(&layout::tag_dir(repo.as_str(), &tag))

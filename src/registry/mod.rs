@@ -5,6 +5,7 @@ pub mod error;
 pub mod gc;
 pub mod hashstate;
 pub mod manifest;
+pub mod purge;
 pub mod reference;
 pub mod upload_state;
 
@@ -26,12 +27,24 @@ pub use manifests::{ManifestReference, StoredManifest};
 pub use referrers::Referrer;
 pub use uploads::{UploadProgress, UploadRequest};
 
+use crate::cache::BlobDescriptorCache;
 use crate::storage::StorageDriver;
 use digest::Digest;
 use error::{RegistryError, Result};
 
 /// A request body as the registry consumes it: a stream of byte chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Which children of a pushed index must already be in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexChildren {
+    /// Every child (`platforms: all`, the default).
+    All,
+    /// None (`platforms: none`).
+    None,
+    /// Children whose platform is listed, as (architecture, os).
+    Platforms(Vec<(String, String)>),
+}
 
 /// Behaviour switches from the configuration.
 #[derive(Debug, Clone)]
@@ -48,8 +61,10 @@ pub struct RegistryOptions {
     pub urls_allow: Vec<String>,
     /// `validation.manifests.urls.deny`.
     pub urls_deny: Vec<String>,
-    /// False when `validation.manifests.indexes.platforms` is `none` or `list`.
-    pub check_index_children: bool,
+    /// Which index children must exist (`validation.manifests.indexes`).
+    pub index_children: IndexChildren,
+    /// `storage.tag.concurrencylimit`: parallel tag lookups when deleting.
+    pub tag_concurrency: usize,
     /// `validation.disabled`.
     pub validation_disabled: bool,
     /// `storage.redirect.disable`.
@@ -65,7 +80,8 @@ impl Default for RegistryOptions {
             max_tags: 1000,
             urls_allow: Vec::new(),
             urls_deny: Vec::new(),
-            check_index_children: true,
+            index_children: IndexChildren::All,
+            tag_concurrency: 8,
             validation_disabled: false,
             redirect_disabled: false,
         }
@@ -81,6 +97,8 @@ pub struct Registry {
     /// Parsed manifest summaries by digest; manifests are immutable, so
     /// entries never go stale, only away.
     summaries: referrers::SummaryCache,
+    /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
+    cache: Option<Arc<dyn BlobDescriptorCache>>,
 }
 
 impl Registry {
@@ -91,7 +109,14 @@ impl Registry {
             options,
             secret,
             summaries: referrers::SummaryCache::new(10_000),
+            cache: None,
         }
+    }
+
+    /// Uses `cache` for blob descriptors.
+    pub fn with_cache(mut self, cache: Arc<dyn BlobDescriptorCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The storage driver, for health checks.

@@ -14,7 +14,7 @@ use crate::registry::hashstate::Sha256State;
 use crate::registry::reference::RepositoryName;
 use crate::registry::upload_state::UploadState;
 use crate::registry::{BodyStream, Registry};
-use crate::storage::{layout, StorageError};
+use crate::storage::{layout, FileWriter, StorageError};
 
 /// Where an upload session stands after a request.
 #[derive(Debug, Clone)]
@@ -193,29 +193,75 @@ impl Registry {
         self.check_writable()?;
         let state = self.resume(repo, uuid, token).await?;
         let digest: Digest = digest.parse()?;
+        if state.offset == 0 && last_chunk.expected_len()? != Some(0) {
+            // The whole blob comes with the PUT: write it straight to its place.
+            let blob = self.store_verified(&digest, last_chunk).await;
+            self.discard_upload(repo, uuid).await;
+            let blob = blob?;
+            self.link_blob(repo, &digest).await?;
+            return Ok(blob);
+        }
         let hasher = self.receive(&state, last_chunk).await?;
         self.commit_upload(repo, uuid, &digest, &hasher).await
     }
 
-    /// Monolithic upload of a blob whose digest the client states up front.
+    /// Monolithic upload of a blob whose digest the client states up front:
+    /// written straight to its final place, published only once verified.
     pub async fn put_blob(
         &self,
         repo: &RepositoryName,
         digest: &str,
         body: UploadRequest,
     ) -> Result<BlobInfo> {
+        self.check_writable()?;
         let digest: Digest = digest.parse()?;
-        let started = self.start_upload(repo).await?;
-        let state = UploadState::verify(&started.token, &self.secret).expect("just signed");
-        let hasher = match self.receive(&state, body).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.discard_upload(repo, &started.uuid).await;
+        let blob = self.store_verified(&digest, body).await?;
+        self.link_blob(repo, &digest).await?;
+        Ok(blob)
+    }
+
+    /// Streams a whole blob into `blobs/` under `digest`, verifying it first.
+    async fn store_verified(&self, digest: &Digest, mut body: UploadRequest) -> Result<BlobInfo> {
+        let expected = body.expected_len()?;
+        let mut hasher = Sha256State::new();
+        // Content-addressed: if the blob is already stored, only the hash matters.
+        let exists = self.stat_blob_data(digest).await?.is_some();
+        let mut writer = if exists {
+            None
+        } else {
+            Some(
+                self.driver
+                    .atomic_writer(&layout::blob_data(digest.algorithm(), digest.hex()))
+                    .await?,
+            )
+        };
+        let pumped = pump(&mut body, expected, &mut hasher, writer.as_mut()).await;
+        let verified = pumped.and_then(|()| {
+            let actual = hasher.digest();
+            if &actual == digest {
+                Ok(())
+            } else {
+                Err(RegistryError::DigestInvalid(format!(
+                    "digest {digest} does not match the uploaded content ({actual})"
+                )))
+            }
+        });
+        match (verified, writer) {
+            (Ok(()), Some(w)) => w.commit().await?,
+            (Ok(()), None) => {}
+            (Err(e), w) => {
+                if let Some(w) = w {
+                    if let Err(cancel) = w.cancel().await {
+                        tracing::warn!(error = %cancel, "could not drop a refused blob");
+                    }
+                }
                 return Err(e);
             }
-        };
-        self.commit_upload(repo, &started.uuid, &digest, &hasher)
-            .await
+        }
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: hasher.len(),
+        })
     }
 
     /// Drops a session (DELETE).
@@ -316,24 +362,14 @@ impl Registry {
     /// Streams a chunk into the session's data while hashing it; on any
     /// failure the bytes written by this request are dropped.
     async fn receive(&self, state: &UploadState, mut chunk: UploadRequest) -> Result<Sha256State> {
-        let expected = match chunk.range {
-            Some((start, end)) => {
-                if start != state.offset || end < start {
-                    return Err(RegistryError::RangeInvalid {
-                        offset: state.offset,
-                    });
-                }
-                let len = end - start + 1;
-                if chunk.content_length.is_some_and(|cl| cl != len) {
-                    return Err(RegistryError::SizeInvalid(format!(
-                        "Content-Range covers {len} bytes but Content-Length is {}",
-                        chunk.content_length.unwrap_or_default()
-                    )));
-                }
-                Some(len)
+        if let Some((start, _)) = chunk.range {
+            if start != state.offset {
+                return Err(RegistryError::RangeInvalid {
+                    offset: state.offset,
+                });
             }
-            None => chunk.content_length,
-        };
+        }
+        let expected = chunk.expected_len()?;
         let mut hasher = self.hasher_for(state).await?;
         if expected == Some(0) {
             return Ok(hasher);
@@ -346,39 +382,76 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut received = 0u64;
-        let failure = loop {
-            match chunk.body.next().await {
-                None => break None,
-                Some(Err(e)) => break Some(RegistryError::Body(e)),
-                Some(Ok(bytes)) => {
-                    received += bytes.len() as u64;
-                    if expected.is_some_and(|x| received > x) {
-                        break Some(RegistryError::SizeInvalid(format!(
-                            "body is longer than the declared {} bytes",
-                            expected.unwrap_or_default()
-                        )));
-                    }
-                    hasher.update(&bytes);
-                    if let Err(e) = writer.write(bytes).await {
-                        break Some(e.into());
-                    }
-                }
-            }
-        };
-        let failure = failure.or_else(|| {
-            expected.filter(|&x| x != received).map(|x| {
-                RegistryError::SizeInvalid(format!("received {received} bytes, {x} were declared"))
-            })
-        });
-        if let Some(e) = failure {
+        if let Err(e) = pump(&mut chunk, expected, &mut hasher, Some(&mut writer)).await {
             if let Err(cancel) = writer.cancel().await {
                 tracing::warn!(error = %cancel, "could not drop a failed chunk");
             }
             return Err(e);
         }
         writer.commit().await?;
+        // Distribution keeps the hash state beside the data; writing it lets a
+        // registry:2 node finish this upload without rehashing it.
+        let state_path = layout::upload_hashstate(&state.name, &state.uuid, "sha256", hasher.len());
+        if let Err(e) = self
+            .driver
+            .put_content(&state_path, Bytes::copy_from_slice(&hasher.to_go_bytes()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the upload hash state");
+        }
         Ok(hasher)
+    }
+}
+
+impl UploadRequest {
+    /// The length the client declared, by `Content-Range` or `Content-Length`;
+    /// refuses a range that contradicts the length.
+    fn expected_len(&self) -> Result<Option<u64>> {
+        match self.range {
+            Some((start, end)) => {
+                if end < start {
+                    return Err(RegistryError::RangeInvalid { offset: start });
+                }
+                let len = end - start + 1;
+                match self.content_length {
+                    Some(cl) if cl != len => Err(RegistryError::SizeInvalid(format!(
+                        "Content-Range covers {len} bytes but Content-Length is {cl}"
+                    ))),
+                    _ => Ok(Some(len)),
+                }
+            }
+            None => Ok(self.content_length),
+        }
+    }
+}
+
+/// Moves a request body into `writer` (when given) while hashing it, checking
+/// it against the declared length.
+async fn pump(
+    chunk: &mut UploadRequest,
+    expected: Option<u64>,
+    hasher: &mut Sha256State,
+    mut writer: Option<&mut Box<dyn FileWriter>>,
+) -> Result<()> {
+    let mut received = 0u64;
+    while let Some(next) = chunk.body.next().await {
+        let bytes = next.map_err(RegistryError::Body)?;
+        received += bytes.len() as u64;
+        if let Some(x) = expected.filter(|&x| received > x) {
+            return Err(RegistryError::SizeInvalid(format!(
+                "body is longer than the declared {x} bytes"
+            )));
+        }
+        hasher.update(&bytes);
+        if let Some(w) = writer.as_mut() {
+            w.write(bytes).await?;
+        }
+    }
+    match expected {
+        Some(x) if x != received => Err(RegistryError::SizeInvalid(format!(
+            "received {received} bytes, {x} were declared"
+        ))),
+        _ => Ok(()),
     }
 }
 

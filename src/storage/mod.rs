@@ -116,6 +116,10 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// a failed request) are dropped; a file shorter than `offset` is an error.
     /// Offset 0 creates the file.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+    /// Opens a new file whose content appears at `path` only on commit, all
+    /// at once; cancel (or a crash) leaves nothing visible there. Used when
+    /// the final location is known before the bytes arrive.
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError>;
     /// A URL that serves the file directly (e.g. a presigned object URL), when
     /// the backend has one; clients are redirected there instead of streaming
     /// through the registry.

@@ -294,6 +294,30 @@ impl StorageDriver for FilesystemDriver {
             size: offset,
             batch: BytesMut::new(),
             pending: None,
+            publish: None,
+        }))
+    }
+
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        let (file, tmp) = blocking(move || {
+            let io = |e| StorageError::io("open", &p, e);
+            create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?;
+            let tmp = temp_sibling(&full);
+            let file = File::create(&tmp).map_err(io)?;
+            Ok((file, tmp))
+        })
+        .await?;
+        let target = self.full(path)?;
+        Ok(Box::new(FsWriter {
+            path: path.to_string(),
+            file: Some(file),
+            start: 0,
+            size: 0,
+            batch: BytesMut::new(),
+            pending: None,
+            publish: Some((tmp, target)),
         }))
     }
 }
@@ -307,6 +331,8 @@ struct FsWriter {
     size: u64,
     batch: BytesMut,
     pending: Option<JoinHandle<(File, std::io::Result<()>)>>,
+    /// For atomic writers: (temporary file, final path) renamed on commit.
+    publish: Option<(PathBuf, PathBuf)>,
 }
 
 impl FsWriter {
@@ -341,6 +367,16 @@ impl FsWriter {
     }
 }
 
+impl Drop for FsWriter {
+    /// A writer dropped without commit (the request was abandoned mid-body)
+    /// must not leave its temporary file behind.
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.publish.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
@@ -361,7 +397,17 @@ impl FileWriter for FsWriter {
         self.wait_pending().await?;
         let file = self.file.take().expect("file present after the last write");
         let p = self.path.clone();
-        blocking(move || file.sync_all().map_err(|e| StorageError::io("sync", &p, e))).await
+        let publish = self.publish.take();
+        blocking(move || {
+            let io = |e| StorageError::io("commit", &p, e);
+            file.sync_all().map_err(io)?;
+            if let Some((tmp, target)) = publish {
+                fs::rename(&tmp, &target).map_err(io)?;
+                sync_dir(target.parent().expect("driver paths have a parent")).map_err(io)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -430,6 +476,24 @@ mod tests {
             d.get_content("/../etc/passwd").await,
             Err(StorageError::InvalidPath(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn atomic_writer_publishes_on_commit_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        let mut w = d.atomic_writer("/b/data").await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        assert!(d.stat("/b/data").await.unwrap_err().is_not_found());
+        w.commit().await.unwrap();
+        assert_eq!(d.get_content("/b/data").await.unwrap(), "abc");
+        let mut w = d.atomic_writer("/c/data").await.unwrap();
+        w.write(Bytes::from(vec![7u8; 3 * WRITE_BATCH]))
+            .await
+            .unwrap();
+        w.cancel().await.unwrap();
+        assert!(d.stat("/c/data").await.unwrap_err().is_not_found());
+        assert!(d.list("/c").await.unwrap().is_empty());
     }
 
     #[tokio::test]

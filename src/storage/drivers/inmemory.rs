@@ -195,6 +195,15 @@ impl StorageDriver for InMemoryDriver {
             data,
         }))
     }
+
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
+        // MemWriter publishes only on commit already.
+        Ok(Box::new(MemWriter {
+            files: self.files.clone(),
+            path: check(path)?,
+            data: Vec::new(),
+        }))
+    }
 }
 
 /// Collects appended bytes and publishes them on commit; cancel drops them.

@@ -1,0 +1,53 @@
+//! Blob-descriptor cache: what size a blob has, and whether a repository
+//! links it. Never required for correctness: every miss or failure falls
+//! back to storage.
+
+pub mod memory;
+pub mod redis;
+
+use crate::registry::digest::Digest;
+
+/// Cached facts about a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type (distribution stores `application/octet-stream` for layers).
+    pub media_type: String,
+}
+
+/// A cache failure; callers log it and use storage.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The backend is in back-off after recent failures.
+    #[error("cache unavailable (backing off)")]
+    BackingOff,
+    /// The backend failed or timed out.
+    #[error("cache backend: {0}")]
+    Backend(String),
+}
+
+/// A store of blob descriptors, global and per repository.
+#[async_trait::async_trait]
+pub trait BlobDescriptorCache: Send + Sync + 'static {
+    /// The descriptor of a blob, if cached.
+    async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError>;
+    /// The descriptor of a blob as linked in `repo`, if cached; `None` when the
+    /// cache does not track repository links or does not know.
+    async fn stat_in_repo(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Descriptor>, CacheError>;
+    /// Records a blob (and its link in `repo`, when given).
+    async fn set(
+        &self,
+        repo: Option<&str>,
+        digest: &Digest,
+        desc: &Descriptor,
+    ) -> Result<(), CacheError>;
+    /// Forgets a repository's link to a blob.
+    async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError>;
+    /// Forgets a blob everywhere (after garbage collection).
+    async fn clear(&self, digest: &Digest, repos: &[String]) -> Result<(), CacheError>;
+}

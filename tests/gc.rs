@@ -1,0 +1,131 @@
+//! `wharf garbage-collect` against a filesystem store written by the server:
+//! dry runs delete nothing, unreferenced blobs go, images stay pullable, and
+//! `--delete-untagged` keeps index children and referrers of kept manifests.
+
+mod support;
+
+use std::process::Output;
+
+use support::*;
+
+const REPO: &str = "gc/app";
+
+fn gc(reg: &Registry, args: &[&str]) -> Output {
+    let out = clean_command(&Server::Wharf.binary())
+        .arg("garbage-collect")
+        .args(args)
+        .arg(reg.config_path())
+        .output()
+        .expect("run garbage-collect");
+    assert!(
+        out.status.success(),
+        "garbage-collect {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn blob_status(reg: &Registry, digest: &str) -> u16 {
+    send(reg.head(&format!("/v2/{REPO}/blobs/{digest}"))).status
+}
+
+fn blob_data_exists(reg: &Registry, digest: &str) -> bool {
+    let hex = digest_hex(digest);
+    reg.v2_root()
+        .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+        .exists()
+}
+
+fn manifest_status(reg: &Registry, reference: &str) -> u16 {
+    get_manifest(reg, REPO, reference, ACCEPT_ALL_MANIFESTS).status
+}
+
+#[test]
+fn sweeps_unreferenced_blobs_and_keeps_images() {
+    let mut reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .start();
+    let image = push_image(&reg, REPO, "v1", Kind::OciManifest);
+    let orphan = push_blob(&reg, REPO, b"nobody references me");
+    reg.stop();
+
+    let dry = gc(&reg, &["--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("would delete 1 blobs"),
+        "{dry:?}"
+    );
+    assert!(blob_data_exists(&reg, &orphan), "a dry run deletes nothing");
+
+    gc(&reg, &[]);
+    assert!(
+        !blob_data_exists(&reg, &orphan),
+        "the unreferenced blob is gone"
+    );
+    assert!(blob_data_exists(&reg, &image.digest), "the manifest stays");
+
+    let reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .storage_dir(reg.root())
+        .start();
+    assert_eq!(blob_status(&reg, &orphan), 404, "its link went with it");
+    assert_eq!(manifest_status(&reg, "v1"), 200);
+    for layer in image.json()["layers"].as_array().unwrap() {
+        assert_eq!(blob_status(&reg, layer["digest"].as_str().unwrap()), 200);
+    }
+}
+
+#[test]
+fn delete_untagged_keeps_index_children_and_referrers() {
+    let mut reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .start();
+    let index = push_image(&reg, REPO, "multi", Kind::OciIndex);
+    let children: Vec<String> = index.json()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["digest"].as_str().unwrap().to_string())
+        .collect();
+    let payload = Blob::random(200);
+    push(&reg, REPO, &payload);
+    push_blob(&reg, REPO, b"{}");
+    let sbom = artifact_manifest("application/vnd.example.sbom", &payload, Some(&index), None);
+    put_manifest(&reg, REPO, &sbom.digest, &sbom).assert_status(201);
+    let untagged = prepare(&reg, REPO, Kind::OciManifest);
+    put_manifest(&reg, REPO, &untagged.digest, &untagged).assert_status(201);
+    let untagged_layer = untagged.json()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    reg.stop();
+
+    gc(&reg, &["--delete-untagged"]);
+    assert!(
+        !blob_data_exists(&reg, &untagged_layer),
+        "the untagged image's layer is swept"
+    );
+
+    let reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .storage_dir(reg.root())
+        .start();
+    assert_eq!(
+        manifest_status(&reg, &untagged.digest),
+        404,
+        "the untagged manifest is deleted"
+    );
+    assert_eq!(manifest_status(&reg, "multi"), 200);
+    for child in &children {
+        assert_eq!(
+            manifest_status(&reg, child),
+            200,
+            "index child {child} survives"
+        );
+    }
+    assert_eq!(
+        manifest_status(&reg, &sbom.digest),
+        200,
+        "the referrer of a kept manifest survives"
+    );
+    assert_eq!(blob_status(&reg, &payload.digest), 200);
+}
