@@ -47,6 +47,17 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// The debug server could not listen on `http.debug.addr`.
+    #[error("http.debug.addr: cannot listen on {addr}: {source}")]
+    DebugBind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
@@ -61,29 +72,38 @@ pub enum StartError {
     Token(#[from] auth::token::TokenSetupError),
 }
 
-/// The storage driver named by the configuration.
+/// The storage driver named by the configuration, every call timed and traced.
 pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    match &config.storage.driver {
+    let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
         StorageDriverConfig::Filesystem { rootdirectory, .. } => {
-            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
+            Arc::new(FilesystemDriver::new(rootdirectory))
         }
-        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
-        other => Err(StartError::Unsupported(vec![format!(
-            "storage.{}: this storage driver is not available in this release",
-            other.name()
-        )])),
-    }
+        StorageDriverConfig::Inmemory => Arc::new(InMemoryDriver::new()),
+        other => {
+            return Err(StartError::Unsupported(vec![format!(
+                "storage.{}: this storage driver is not available in this release",
+                other.name()
+            )]))
+        }
+    };
+    Ok(Arc::new(storage::instrumented::InstrumentedDriver::new(
+        driver,
+    )))
 }
 
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
     let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), secret);
+    let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
-        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
-            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
-        )),
+        Some(BlobDescriptorCache::Inmemory) => {
+            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "inmemory",
+                Arc::new(cache),
+            )))
+        }
         Some(BlobDescriptorCache::Redis) => {
             let redis = config.redis.as_ref().ok_or_else(|| {
                 StartError::Unsupported(vec![
@@ -92,21 +112,36 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
             })?;
             let cache = cache::redis::RedisCache::new(redis)
                 .map_err(|e| StartError::Unsupported(vec![e]))?;
-            registry.with_cache(Arc::new(cache))
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "redis",
+                Arc::new(cache),
+            )))
         }
     })
 }
 
+/// Compiles `validation.manifests.urls.<which>`.
+fn url_patterns(patterns: &[String], which: &str) -> Result<Vec<regex::Regex>, StartError> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                StartError::Invalid(format!("validation.manifests.urls.{which}: {p:?}: {e}"))
+            })
+        })
+        .collect()
+}
+
 /// Registry behaviour from the configuration.
-pub fn registry_options(config: &Config) -> RegistryOptions {
+pub fn registry_options(config: &Config) -> Result<RegistryOptions, StartError> {
     let v = &config.validation;
-    RegistryOptions {
+    Ok(RegistryOptions {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
         catalog_max_entries: config.catalog.maxentries,
         max_tags: config.tags.maxtags,
-        urls_allow: v.manifests.urls.allow.clone(),
-        urls_deny: v.manifests.urls.deny.clone(),
+        urls_allow: url_patterns(&v.manifests.urls.allow, "allow")?,
+        urls_deny: url_patterns(&v.manifests.urls.deny, "deny")?,
         index_children: match v.manifests.indexes.platforms {
             IndexPlatforms::All => registry::IndexChildren::All,
             IndexPlatforms::None => registry::IndexChildren::None,
@@ -122,7 +157,7 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
-    }
+    })
 }
 
 /// The key upload-state tokens are signed with: `http.secret`, or a random
@@ -258,7 +293,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let driver = storage_driver(&config)?;
+    ops::metrics::init();
     let headers = response_headers(&config)?;
     let tls = config
         .http
@@ -277,13 +312,24 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .map(|i| i.certificates()[..1].to_vec())
         .unwrap_or_default();
     let auth = authenticator(&config, &own_certificates)?;
-    let registry = Registry::new(
-        driver.clone(),
-        registry_options(&config),
-        upload_secret(&config),
-    );
+    let registry = build_registry(&config, upload_secret(&config))?;
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, driver, &health);
+    ops::health::start(&config.health, registry.driver().clone(), &health);
+    let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
+    lifecycle.start_watchdog();
+    if let Some(addr) = &config.http.debug.addr {
+        let prometheus = &config.http.debug.prometheus;
+        let state = ops::debug::DebugState {
+            health: health.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
+        };
+        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+            addr: addr.clone(),
+            source,
+        })?;
+        tracing::info!(addr = %bound, "debug server listening");
+    }
     let mut urls = UrlBuilder::new(
         config.http.host.clone(),
         config.http.relativeurls,
@@ -320,6 +366,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         http2: !config.http.http2.disabled,
         tls,
     };
-    http::server::serve(app, listener, settings, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        lifecycle.set_draining();
+    };
+    http::server::serve(app, listener, settings, shutdown).await;
+    let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }

@@ -394,11 +394,13 @@ impl Config {
                     .into(),
             );
         }
-        if self.http.debug.addr.is_some() {
-            out.push("http.debug.addr: the debug server is not supported yet".into());
-        }
-        if !self.health.http.is_empty() {
-            out.push("health.http: HTTP health checks are not supported yet".into());
+        for (i, check) in self.health.http.iter().enumerate() {
+            if !check.uri.starts_with("http://") {
+                out.push(format!(
+                    "health.http.{i}.uri: only http:// URIs are supported (got {:?})",
+                    check.uri
+                ));
+            }
         }
         out
     }

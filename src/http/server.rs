@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use crate::api::body::Body;
 use crate::api::{self, App};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::ops;
 
 /// Server behaviour from `http.*`.
 #[derive(Clone)]
@@ -228,8 +231,21 @@ async fn handle(
         .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let handler = app
+        .urls
+        .strip_prefix(&path)
+        .and_then(|p| api::route::Route::parse(p).ok())
+        .map_or("none", |route| route.handler_name());
+    let request_size = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
+    let (span, trace_id) =
+        ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
     let limits = &settings.limits;
-    let (mut resp, info) = if head_size(req.method(), req.uri(), req.headers())
+    let (resp, info) = if head_size(req.method(), req.uri(), req.headers())
         > limits.max_header_bytes
         || req.headers().len() > limits.max_headers
     {
@@ -244,8 +260,14 @@ async fn handle(
         (e.into_response(), api::RequestInfo::default())
     } else {
         let timeout = limits.body_idle_timeout;
-        api::handle(app, req.map(|b| IdleTimeout::new(b, timeout))).await
+        api::handle(app, req.map(|b| IdleTimeout::new(b, timeout)))
+            .instrument(span.clone())
+            .await
     };
+    let status = resp.status().as_u16();
+    ops::telemetry::record_response(&span, info.repository.as_deref(), status);
+    let mut resp =
+        resp.map(|body| ops::metrics::MeteredBody::new(body, timer, status).boxed_unsync());
     let h = resp.headers_mut();
     for (name, value) in &settings.headers {
         h.append(name.clone(), value.clone());
@@ -273,6 +295,7 @@ async fn handle(
             user = info.user.as_deref().unwrap_or(""),
             user_agent = %user_agent,
             request_id = %request_id,
+            trace_id = trace_id.as_deref(),
             "request"
         );
     }
