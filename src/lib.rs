@@ -61,6 +61,15 @@ pub enum StartError {
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
+    /// `http.tls` could not be set up.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsSetupError),
+    /// `tokenissuer` could not be set up.
+    #[error(transparent)]
+    Issuer(#[from] auth::issuer::IssuerSetupError),
+    /// `auth.token` could not be set up (key files, algorithms).
+    #[error(transparent)]
+    Token(#[from] auth::token::TokenSetupError),
 }
 
 /// The storage driver named by the configuration, every call timed and traced.
@@ -187,7 +196,10 @@ fn response_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, S
     Ok(headers)
 }
 
-fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartError> {
+fn authenticator(
+    config: &Config,
+    trusted_extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Option<auth::Authenticator>, StartError> {
     Ok(match &config.auth {
         None => None,
         Some(AuthConfig::Silly { realm, service }) => Some(auth::Authenticator::Silly {
@@ -197,11 +209,34 @@ fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartEr
         Some(AuthConfig::Htpasswd { realm, path }) => Some(auth::Authenticator::Htpasswd(
             auth::htpasswd::Htpasswd::open(realm, path).map_err(StartError::Htpasswd)?,
         )),
-        Some(other) => {
-            return Err(StartError::Unsupported(vec![format!(
-                "auth.{}: not available in this release",
-                other.name()
-            )]))
+        Some(AuthConfig::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+            jwks,
+            autoredirect,
+            autoredirectpath,
+            signingalgorithms,
+        }) => {
+            let settings = auth::token::TokenSettings {
+                realm,
+                service,
+                issuer,
+                rootcertbundle: rootcertbundle.as_deref(),
+                jwks: jwks.as_deref(),
+                autoredirect: autoredirect.then_some(autoredirectpath.as_str()),
+                signingalgorithms,
+                scheme: if config.http.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+            };
+            Some(auth::Authenticator::Token(auth::token::TokenVerifier::new(
+                &settings,
+                trusted_extra,
+            )?))
         }
     })
 }
@@ -260,7 +295,23 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     ops::metrics::init();
     let headers = response_headers(&config)?;
-    let auth = authenticator(&config)?;
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .filter(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+        .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
+        .transpose()?;
+    let issuer = config
+        .tokenissuer
+        .as_ref()
+        .map(auth::issuer::TokenIssuer::new)
+        .transpose()?;
+    let own_certificates = issuer
+        .as_ref()
+        .map(|i| i.certificates()[..1].to_vec())
+        .unwrap_or_default();
+    let auth = authenticator(&config, &own_certificates)?;
     let registry = build_registry(&config, upload_secret(&config))?;
     let health = ops::health::Health::default();
     ops::health::start(&config.health, registry.driver().clone(), &health);
@@ -279,14 +330,19 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         })?;
         tracing::info!(addr = %bound, "debug server listening");
     }
+    let mut urls = UrlBuilder::new(
+        config.http.host.clone(),
+        config.http.relativeurls,
+        &config.http.prefix,
+    );
+    if tls.is_some() {
+        urls.default_scheme = "https";
+    }
     let app = Arc::new(App {
         registry,
-        urls: UrlBuilder::new(
-            config.http.host.clone(),
-            config.http.relativeurls,
-            &config.http.prefix,
-        ),
+        urls,
         auth,
+        issuer,
         health,
     });
     start_upload_purging(&config, app.clone());
@@ -312,9 +368,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         access_log: !config.log.accesslog.disabled,
         drain_grace,
         drain_timeout: config.http.draintimeout - drain_grace,
-        header_read_timeout: Duration::from_secs(30),
-        max_headers: 100,
+        limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
+        tls,
     };
     let shutdown = async move {
         shutdown_signal().await;

@@ -860,7 +860,7 @@ fn auth_errors_name_the_key() {
             "version: 0.1\nstorage: {inmemory: {}}\nauth: {token: {realm: r, service: s, issuer: i}}\n",
             &[]
         ),
-        "auth.token.rootcertbundle: required unless auth.token.jwks is set"
+        "auth.token.rootcertbundle: required unless auth.token.jwks or tokenissuer is set"
     );
     let msg = load_err(
         "version: 0.1\nstorage: {inmemory: {}}\nauth: {ldap: {}}\n",
@@ -1333,12 +1333,10 @@ health:
         keys,
         [
             "storage.s3",
-            "auth.token",
             "redis.mastername",
             "notifications.endpoints",
             "proxy.remoteurl",
             "middleware.storage",
-            "http.tls",
             "health.http.0.uri",
         ],
         "{messages:#?}"

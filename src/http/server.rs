@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::api::body::Body;
 use crate::api::{self, App};
+use crate::http::limits::{head_size, IdleTimeout, Limits};
 use crate::ops;
 
 /// Server behaviour from `http.*`.
@@ -34,12 +35,12 @@ pub struct ServerSettings {
     /// Once accepting has stopped, how long in-flight requests may run before
     /// the remaining connections are closed.
     pub drain_timeout: Duration,
-    /// Time allowed to send the request headers (slow-loris guard).
-    pub header_read_timeout: Duration,
-    /// Maximum number of request headers.
-    pub max_headers: usize,
+    /// `http.limits`.
+    pub limits: Limits,
     /// `http.http2.disabled` inverted.
     pub http2: bool,
+    /// `http.tls`, when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A bound listener: TCP or a Unix socket (`http.net: unix`).
@@ -96,12 +97,15 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(settings.limits.header_read_timeout)
         // Clients may shut down their sending side while awaiting the answer.
         .half_close(true)
-        .max_headers(settings.max_headers)
-        .max_buf_size(256 * 1024);
-    builder.http2().max_header_list_size(64 * 1024);
+        .max_headers(settings.limits.max_headers)
+        // Heads are checked against max_header_bytes per request; the buffer only bounds them.
+        .max_buf_size((256 * 1024).max(settings.limits.max_header_bytes + 8192));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
     if !settings.http2 {
         builder = builder.http1_only();
     }
@@ -119,7 +123,16 @@ pub async fn serve(
         }
     };
     tokio::pin!(stop_accepting);
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.limits.max_connections));
     loop {
+        // At the cap, new connections wait in the listen backlog until one closes.
+        let permit = tokio::select! {
+            () = &mut stop_accepting => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = &mut stop_accepting => break,
             accepted = accept(&listener) => accepted,
@@ -133,22 +146,49 @@ pub async fn serve(
                 continue;
             }
         };
+        let tls = settings.tls.clone();
+        let timeout = settings.limits.header_read_timeout;
         let app = app.clone();
         let settings = settings.clone();
         let draining = draining.clone();
+        let peer = remote.clone();
         let service = hyper::service::service_fn(move |req| {
-            let (app, settings, remote) = (app.clone(), settings.clone(), remote.clone());
+            let (app, settings, remote) = (app.clone(), settings.clone(), peer.clone());
             let draining = draining.clone();
             async move { Ok::<_, Infallible>(handle(&app, &settings, &draining, req, &remote).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like the request head.
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tokio::time::timeout(timeout, tls.accept(io)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(remote = %remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -186,9 +226,19 @@ async fn handle(
     app: &App,
     settings: &ServerSettings,
     draining: &AtomicBool,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     remote: &str,
 ) -> Response<Body> {
+    // HTTP/2 carries the host as :authority; handlers read `Host`, as Go's r.Host does.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
@@ -220,7 +270,26 @@ async fn handle(
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
         ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
-    let (resp, info) = api::handle(app, req).instrument(span.clone()).await;
+    let limits = &settings.limits;
+    let (resp, info) = if head_size(req.method(), req.uri(), req.headers())
+        > limits.max_header_bytes
+        || req.headers().len() > limits.max_headers
+    {
+        let mut e = crate::api::error::ApiError::new(
+            "SIZE_INVALID",
+            format!(
+                "request headers exceed http.limits (maxheaderbytes {}, maxheaders {})",
+                limits.max_header_bytes, limits.max_headers
+            ),
+        );
+        e.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        (e.into_response(), api::RequestInfo::default())
+    } else {
+        let timeout = limits.body_idle_timeout;
+        api::handle(app, req.map(|b| IdleTimeout::new(b, timeout)))
+            .instrument(span.clone())
+            .await
+    };
     let status = resp.status().as_u16();
     ops::telemetry::record_response(&span, info.repository.as_deref(), status);
     let mut resp =
