@@ -51,63 +51,96 @@ pub enum StartError {
     /// The object storage client could not be set up.
     #[error(transparent)]
     ObjectStorage(#[from] storage::drivers::s3::S3SetupError),
+    /// A configuration value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// The debug server could not listen on `http.debug.addr`.
+    #[error("http.debug.addr: cannot listen on {addr}: {source}")]
+    DebugBind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The htpasswd file could not be opened or created.
     #[error("auth.htpasswd.path: {0}")]
     Htpasswd(std::io::Error),
+    /// `http.tls` could not be set up.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsSetupError),
+    /// `tokenissuer` could not be set up.
+    #[error(transparent)]
+    Issuer(#[from] auth::issuer::IssuerSetupError),
+    /// `auth.token` could not be set up (key files, algorithms).
+    #[error(transparent)]
+    Token(#[from] auth::token::TokenSetupError),
 }
 
-/// The storage driver named by the configuration.
+/// The storage driver named by the configuration, every call timed and traced.
 pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartError> {
-    match &config.storage.driver {
-        StorageDriverConfig::Filesystem { rootdirectory, .. } => {
-            Ok(Arc::new(FilesystemDriver::new(rootdirectory)))
-        }
-        StorageDriverConfig::Inmemory => Ok(Arc::new(InMemoryDriver::new())),
-        StorageDriverConfig::S3(_) | StorageDriverConfig::Oss(_) => {
-            let driver = object_storage_driver(config)?.expect("an object storage config");
-            Ok(Arc::new(driver))
-        }
-        other => Err(StartError::Unsupported(vec![format!(
-            "storage.{}: this storage driver is not available in this release",
-            other.name()
-        )])),
-    }
+    Ok(serving_storage_driver(config)?.0)
 }
 
-/// The S3 driver for `storage.s3` or `storage.oss` (OSS through its S3-compatible API).
-pub fn object_storage_driver(config: &Config) -> Result<Option<S3Driver>, StartError> {
-    let settings = match &config.storage.driver {
-        StorageDriverConfig::S3(s3) => S3Settings::from_s3(s3),
-        StorageDriverConfig::Oss(oss) => S3Settings::from_oss(oss),
-        _ => return Ok(None),
-    };
-    if let StorageDriverConfig::S3(s3) = &config.storage.driver {
-        if !s3.v4auth {
-            tracing::warn!("storage.s3.v4auth: false is ignored; requests are signed with SigV4");
-        }
-    }
-    Ok(Some(S3Driver::new(&settings)?))
-}
-
-/// The configured driver, and the same driver as S3 when it is one (for upload purging).
+/// The configured driver, every call timed and traced, and the same driver as S3 when it is
+/// one (upload purging also aborts its stale multipart uploads).
 fn serving_storage_driver(
     config: &Config,
 ) -> Result<(Arc<dyn StorageDriver>, Option<S3Driver>), StartError> {
-    match object_storage_driver(config)? {
-        Some(s3) => Ok((Arc::new(s3.clone()), Some(s3))),
-        None => Ok((storage_driver(config)?, None)),
-    }
+    let mut object_storage = None;
+    let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
+        StorageDriverConfig::Filesystem { rootdirectory, .. } => {
+            Arc::new(FilesystemDriver::new(rootdirectory))
+        }
+        StorageDriverConfig::Inmemory => Arc::new(InMemoryDriver::new()),
+        StorageDriverConfig::S3(s3) => {
+            if !s3.v4auth {
+                tracing::warn!(
+                    "storage.s3.v4auth: false is ignored; requests are signed with SigV4"
+                );
+            }
+            let driver = S3Driver::new(&S3Settings::from_s3(s3))?;
+            object_storage = Some(driver.clone());
+            Arc::new(driver)
+        }
+        StorageDriverConfig::Oss(oss) => {
+            let driver = S3Driver::new(&S3Settings::from_oss(oss))?;
+            object_storage = Some(driver.clone());
+            Arc::new(driver)
+        }
+        other => {
+            return Err(StartError::Unsupported(vec![format!(
+                "storage.{}: this storage driver is not available in this release",
+                other.name()
+            )]))
+        }
+    };
+    Ok((
+        Arc::new(storage::instrumented::InstrumentedDriver::new(driver)),
+        object_storage,
+    ))
 }
 
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
-    let driver = storage_driver(config)?;
-    let registry = Registry::new(driver, registry_options(config), secret);
+    registry_on(storage_driver(config)?, config, secret)
+}
+
+/// The registry over `driver` and the configured blob-descriptor cache.
+fn registry_on(
+    driver: Arc<dyn StorageDriver>,
+    config: &Config,
+    secret: Vec<u8>,
+) -> Result<Registry, StartError> {
+    let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
-        Some(BlobDescriptorCache::Inmemory) => registry.with_cache(Arc::new(
-            cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize),
-        )),
+        Some(BlobDescriptorCache::Inmemory) => {
+            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "inmemory",
+                Arc::new(cache),
+            )))
+        }
         Some(BlobDescriptorCache::Redis) => {
             let redis = config.redis.as_ref().ok_or_else(|| {
                 StartError::Unsupported(vec![
@@ -116,21 +149,36 @@ pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, Star
             })?;
             let cache = cache::redis::RedisCache::new(redis)
                 .map_err(|e| StartError::Unsupported(vec![e]))?;
-            registry.with_cache(Arc::new(cache))
+            registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
+                "redis",
+                Arc::new(cache),
+            )))
         }
     })
 }
 
+/// Compiles `validation.manifests.urls.<which>`.
+fn url_patterns(patterns: &[String], which: &str) -> Result<Vec<regex::Regex>, StartError> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                StartError::Invalid(format!("validation.manifests.urls.{which}: {p:?}: {e}"))
+            })
+        })
+        .collect()
+}
+
 /// Registry behaviour from the configuration.
-pub fn registry_options(config: &Config) -> RegistryOptions {
+pub fn registry_options(config: &Config) -> Result<RegistryOptions, StartError> {
     let v = &config.validation;
-    RegistryOptions {
+    Ok(RegistryOptions {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
         catalog_max_entries: config.catalog.maxentries,
         max_tags: config.tags.maxtags,
-        urls_allow: v.manifests.urls.allow.clone(),
-        urls_deny: v.manifests.urls.deny.clone(),
+        urls_allow: url_patterns(&v.manifests.urls.allow, "allow")?,
+        urls_deny: url_patterns(&v.manifests.urls.deny, "deny")?,
         index_children: match v.manifests.indexes.platforms {
             IndexPlatforms::All => registry::IndexChildren::All,
             IndexPlatforms::None => registry::IndexChildren::None,
@@ -146,7 +194,7 @@ pub fn registry_options(config: &Config) -> RegistryOptions {
         tag_concurrency: config.storage.tag.concurrencylimit,
         validation_disabled: v.disabled,
         redirect_disabled: config.storage.redirect.disable,
-    }
+    })
 }
 
 /// The key upload-state tokens are signed with: `http.secret`, or a random
@@ -185,7 +233,10 @@ fn response_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, S
     Ok(headers)
 }
 
-fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartError> {
+fn authenticator(
+    config: &Config,
+    trusted_extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Option<auth::Authenticator>, StartError> {
     Ok(match &config.auth {
         None => None,
         Some(AuthConfig::Silly { realm, service }) => Some(auth::Authenticator::Silly {
@@ -195,11 +246,34 @@ fn authenticator(config: &Config) -> Result<Option<auth::Authenticator>, StartEr
         Some(AuthConfig::Htpasswd { realm, path }) => Some(auth::Authenticator::Htpasswd(
             auth::htpasswd::Htpasswd::open(realm, path).map_err(StartError::Htpasswd)?,
         )),
-        Some(other) => {
-            return Err(StartError::Unsupported(vec![format!(
-                "auth.{}: not available in this release",
-                other.name()
-            )]))
+        Some(AuthConfig::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+            jwks,
+            autoredirect,
+            autoredirectpath,
+            signingalgorithms,
+        }) => {
+            let settings = auth::token::TokenSettings {
+                realm,
+                service,
+                issuer,
+                rootcertbundle: rootcertbundle.as_deref(),
+                jwks: jwks.as_deref(),
+                autoredirect: autoredirect.then_some(autoredirectpath.as_str()),
+                signingalgorithms,
+                scheme: if config.http.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+            };
+            Some(auth::Authenticator::Token(auth::token::TokenVerifier::new(
+                &settings,
+                trusted_extra,
+            )?))
         }
     })
 }
@@ -266,24 +340,57 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let (driver, object_storage) = serving_storage_driver(&config)?;
+    ops::metrics::init();
     let headers = response_headers(&config)?;
-    let auth = authenticator(&config)?;
-    let registry = Registry::new(
-        driver.clone(),
-        registry_options(&config),
-        upload_secret(&config),
-    );
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .filter(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+        .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
+        .transpose()?;
+    let issuer = config
+        .tokenissuer
+        .as_ref()
+        .map(auth::issuer::TokenIssuer::new)
+        .transpose()?;
+    let own_certificates = issuer
+        .as_ref()
+        .map(|i| i.certificates()[..1].to_vec())
+        .unwrap_or_default();
+    let auth = authenticator(&config, &own_certificates)?;
+    let (driver, object_storage) = serving_storage_driver(&config)?;
+    let registry = registry_on(driver, &config, upload_secret(&config))?;
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, driver, &health);
+    ops::health::start(&config.health, registry.driver().clone(), &health);
+    let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
+    lifecycle.start_watchdog();
+    if let Some(addr) = &config.http.debug.addr {
+        let prometheus = &config.http.debug.prometheus;
+        let state = ops::debug::DebugState {
+            health: health.clone(),
+            lifecycle: lifecycle.clone(),
+            metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
+        };
+        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+            addr: addr.clone(),
+            source,
+        })?;
+        tracing::info!(addr = %bound, "debug server listening");
+    }
+    let mut urls = UrlBuilder::new(
+        config.http.host.clone(),
+        config.http.relativeurls,
+        &config.http.prefix,
+    );
+    if tls.is_some() {
+        urls.default_scheme = "https";
+    }
     let app = Arc::new(App {
         registry,
-        urls: UrlBuilder::new(
-            config.http.host.clone(),
-            config.http.relativeurls,
-            &config.http.prefix,
-        ),
+        urls,
         auth,
+        issuer,
         health,
     });
     start_upload_purging(&config, app.clone(), object_storage);
@@ -299,14 +406,25 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
+    // The whole shutdown fits in http.draintimeout: its first third keeps
+    // accepting while load balancers see readiness turn false (haproxy.cfg
+    // needs 2 s; Kubernetes a few seconds to drop the endpoint), the rest is
+    // for in-flight requests. 0 keeps distribution's meaning: stop at once.
+    let drain_grace = config.http.draintimeout / 3;
     let settings = http::server::ServerSettings {
         headers,
         access_log: !config.log.accesslog.disabled,
-        drain_timeout: config.http.draintimeout,
-        header_read_timeout: Duration::from_secs(30),
-        max_headers: 100,
+        drain_grace,
+        drain_timeout: config.http.draintimeout - drain_grace,
+        limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
+        tls,
     };
-    http::server::serve(app, listener, settings, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        lifecycle.set_draining();
+    };
+    http::server::serve(app, listener, settings, shutdown).await;
+    let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }

@@ -131,7 +131,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::BlobUnknown(d) => Self::new("BLOB_UNKNOWN", d.to_string()),
             RegistryError::BlobUploadUnknown => Self::new("BLOB_UPLOAD_UNKNOWN", json!({})),
             // Distribution answers a bad token with an empty detail; so do we.
-            RegistryError::BlobUploadInvalid(_) => Self::new("BLOB_UPLOAD_INVALID", json!({})),
+            RegistryError::BlobUploadInvalid(_) => {
+                crate::ops::metrics::upload_token_rejected();
+                Self::new("BLOB_UPLOAD_INVALID", json!({}))
+            }
             RegistryError::DigestInvalid(_) | RegistryError::DigestUnsupported(_) => {
                 Self::new("DIGEST_INVALID", text)
             }

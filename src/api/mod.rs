@@ -13,7 +13,8 @@ mod referrers;
 mod uploads;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+
+use crate::http::limits::RequestBody;
 
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
@@ -31,6 +32,8 @@ pub struct App {
     pub urls: UrlBuilder,
     /// Access control, when configured.
     pub auth: Option<Authenticator>,
+    /// The built-in token issuer, when configured.
+    pub issuer: Option<crate::auth::issuer::TokenIssuer>,
     /// Health checks; while one fails every request gets 503.
     pub health: Health,
 }
@@ -51,7 +54,7 @@ pub struct Req {
     /// Method, URI, headers.
     pub parts: http::request::Parts,
     /// The body, until a handler takes it.
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
 }
 
 impl Req {
@@ -83,7 +86,7 @@ impl Req {
     }
 
     /// Takes the body (once).
-    pub fn take_body(&mut self) -> Option<Incoming> {
+    pub fn take_body(&mut self) -> Option<RequestBody> {
         self.body.take()
     }
 
@@ -119,7 +122,7 @@ impl Req {
 }
 
 /// Handles one request; never fails, errors become registry error JSON.
-pub async fn handle(app: &App, req: Request<Incoming>) -> (Response<Body>, RequestInfo) {
+pub async fn handle(app: &App, req: Request<RequestBody>) -> (Response<Body>, RequestInfo) {
     let (parts, body) = req.into_parts();
     let mut req = Req {
         parts,
@@ -139,6 +142,12 @@ async fn route(
     req: &mut Req,
     info: &mut RequestInfo,
 ) -> Result<Response<Body>, ApiError> {
+    if let Some(issuer) = app.issuer.as_ref() {
+        if req.parts.uri.path() == issuer.path() {
+            info.handler = "token";
+            return token_endpoint(issuer, req).await;
+        }
+    }
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
             "UNAVAILABLE",
@@ -160,14 +169,12 @@ async fn route(
         return Ok(root_response());
     }
     if let Some(auth) = &app.auth {
-        let access = required_access(
-            &route,
-            &req.parts.method,
-            req.query("mount").is_some(),
-            req.query("from").as_deref(),
-        );
+        let access = required_access(&route, &req.parts.method);
         match auth.authorize(&req.parts.headers, &access).await {
-            Ok(user) => info.user = user,
+            Ok(grant) => {
+                info.user = grant.user.clone();
+                req.parts.extensions.insert(grant);
+            }
             Err(denial) => {
                 let detail: Vec<serde_json::Value> = denial
                     .access
@@ -227,15 +234,54 @@ async fn route(
     }
 }
 
+/// The token endpoint of the built-in issuer.
+async fn token_endpoint(
+    issuer: &crate::auth::issuer::TokenIssuer,
+    req: &mut Req,
+) -> Result<Response<Body>, ApiError> {
+    let answer = match req.parts.method {
+        Method::GET => {
+            issuer
+                .get(
+                    req.parts.uri.query().unwrap_or(""),
+                    req.header(http::header::AUTHORIZATION),
+                )
+                .await
+        }
+        Method::POST => {
+            let form = match req.take_body() {
+                Some(body) => {
+                    http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
+                        .await
+                        .map_err(|_| ApiError::new("SIZE_INVALID", "token request form too large"))?
+                        .to_bytes()
+                }
+                None => Default::default(),
+            };
+            issuer.post(&form).await
+        }
+        _ => return Err(ApiError::method_not_allowed("GET, POST")),
+    };
+    let mut resp = json_response(
+        answer.status,
+        serde_json::to_vec(&answer.body).unwrap_or_default(),
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Some(challenge) = answer.challenge {
+        h.insert(http::header::WWW_AUTHENTICATE, header_value(&challenge));
+    }
+    Ok(resp)
+}
+
 /// The access a request needs (distribution's `app.go` rules): reads need
-/// pull, writes pull+push, deletes delete, a mount also pull on the source,
-/// the catalog `registry:catalog:*`.
-pub fn required_access(
-    route: &Route,
-    method: &Method,
-    mount: bool,
-    from: Option<&str>,
-) -> Vec<Access> {
+/// pull, writes pull+push, deletes delete, the catalog `registry:catalog:*`.
+/// A mount's `pull` on the source is not required: without it the mount is
+/// skipped and a normal upload starts (see [`may_pull`]).
+pub fn required_access(route: &Route, method: &Method) -> Vec<Access> {
     let Some(repo) = route.repository() else {
         return match route {
             Route::Catalog => vec![Access {
@@ -247,20 +293,22 @@ pub fn required_access(
         };
     };
     let name = repo.as_str();
-    let mut access = match *method {
+    match *method {
         Method::GET | Method::HEAD => vec![Access::repository(name, "pull")],
         Method::DELETE => vec![Access::repository(name, "delete")],
         _ => vec![
             Access::repository(name, "pull"),
             Access::repository(name, "push"),
         ],
-    };
-    if let (true, Some(from), Route::Uploads(_)) = (mount, from, route) {
-        if crate::registry::reference::RepositoryName::parse(from).is_some() {
-            access.push(Access::repository(from, "pull"));
-        }
     }
-    access
+}
+
+/// Whether the request's credentials allow pulling from `repository` (always, without auth).
+pub fn may_pull(req: &Req, repository: &str) -> bool {
+    req.parts
+        .extensions
+        .get::<crate::auth::Grant>()
+        .is_none_or(|g| g.permits(&Access::repository(repository, "pull")))
 }
 
 /// `/`: 200, empty, not cached; no authentication, as in distribution.
@@ -298,30 +346,22 @@ mod tests {
         let r = Route::parse("/v2/a/blobs/uploads/").unwrap();
         let names = |v: Vec<Access>| v.iter().map(Access::to_string).collect::<Vec<_>>();
         assert_eq!(
-            names(required_access(&r, &Method::POST, false, None)),
+            names(required_access(&r, &Method::POST)),
             ["repository:a:pull", "repository:a:push"]
-        );
-        assert_eq!(
-            names(required_access(&r, &Method::POST, true, Some("b"))),
-            [
-                "repository:a:pull",
-                "repository:a:push",
-                "repository:b:pull"
-            ]
         );
         let m = Route::parse("/v2/a/manifests/x").unwrap();
         assert_eq!(
-            names(required_access(&m, &Method::HEAD, false, None)),
+            names(required_access(&m, &Method::HEAD)),
             ["repository:a:pull"]
         );
         assert_eq!(
-            names(required_access(&m, &Method::DELETE, false, None)),
+            names(required_access(&m, &Method::DELETE)),
             ["repository:a:delete"]
         );
         assert_eq!(
-            names(required_access(&Route::Catalog, &Method::GET, false, None)),
+            names(required_access(&Route::Catalog, &Method::GET)),
             ["registry:catalog:*"]
         );
-        assert!(required_access(&Route::Base, &Method::GET, false, None).is_empty());
+        assert!(required_access(&Route::Base, &Method::GET).is_empty());
     }
 }

@@ -5,7 +5,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use crate::api::body::{empty, Body};
 use crate::api::error::ApiError;
 use crate::api::headers::parse_content_range;
-use crate::api::{header_value, App, Req};
+use crate::api::{header_value, may_pull, App, Req};
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
 use crate::registry::{BlobInfo, UploadProgress, UploadRequest};
@@ -82,7 +82,9 @@ pub async fn start(
 ) -> Result<Response<Body>, ApiError> {
     if let (Some(mount), Some(from)) = (req.query("mount"), req.query("from")) {
         let digest = mount.parse().map_err(RegistryError::from)?;
-        if let Some(from) = RepositoryName::parse(&from) {
+        // Without pull access to the source, mounting would leak its blobs: start a normal
+        // upload instead, as when the blob is not there.
+        if let Some(from) = RepositoryName::parse(&from).filter(|f| may_pull(req, f.as_str())) {
             if let Some(blob) = app.registry.mount_blob(name, &from, &digest).await? {
                 return Ok(created_response(app, &req.parts.headers, name, &blob));
             }

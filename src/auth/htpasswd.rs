@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use sha2::Digest as _;
 
 #[derive(Default)]
@@ -40,16 +39,10 @@ pub struct Htpasswd {
 
 /// Splits `Basic base64(user:password)`.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
-    let (scheme, rest) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+    match super::credentials::parse_authorization(header)? {
+        super::credentials::Credentials::Basic { user, password } => Some((user, password)),
+        super::credentials::Credentials::Bearer(_) => None,
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
 
 /// Parses `user:hash` lines; blank lines and `#` comments are skipped.

@@ -1,6 +1,12 @@
 //! Who may do what: request credentials + required access -> decision.
 
+pub mod acl;
+pub mod credentials;
 pub mod htpasswd;
+pub mod issuer;
+pub mod keys;
+pub mod scope;
+pub mod token;
 
 use std::fmt;
 
@@ -43,6 +49,30 @@ pub struct Denial {
     pub access: Vec<Access>,
 }
 
+/// What an authorized request may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The authenticated user, when there is one.
+    pub user: Option<String>,
+    /// `None` when the scheme authenticates without scopes (htpasswd, silly): every access.
+    scopes: Option<Vec<scope::ResourceActions>>,
+}
+
+impl Grant {
+    /// A grant of every access to `user`.
+    pub fn everything(user: Option<String>) -> Self {
+        Self { user, scopes: None }
+    }
+
+    /// True when this grant allows `access`.
+    pub fn permits(&self, access: &Access) -> bool {
+        match &self.scopes {
+            None => true,
+            Some(granted) => scope::permits(granted, access),
+        }
+    }
+}
+
 /// The configured access controller.
 pub enum Authenticator {
     /// `auth.silly`: any `Authorization` header passes (development only).
@@ -54,41 +84,67 @@ pub enum Authenticator {
     },
     /// `auth.htpasswd`: HTTP Basic against a bcrypt file.
     Htpasswd(htpasswd::Htpasswd),
+    /// `auth.token`: bearer JWTs.
+    Token(token::TokenVerifier),
 }
 
 impl Authenticator {
-    /// Checks the request's credentials for `access`; the user name on success.
-    pub async fn authorize(
-        &self,
-        headers: &HeaderMap,
-        access: &[Access],
-    ) -> Result<Option<String>, Denial> {
+    /// Checks the request's credentials for `access`.
+    pub async fn authorize(&self, headers: &HeaderMap, access: &[Access]) -> Result<Grant, Denial> {
         let authorization = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let deny = |challenge: String| Denial {
+            challenge,
+            access: access.to_vec(),
+        };
         match self {
             Authenticator::Silly { realm, service } => match authorization {
-                Some(_) => Ok(Some("silly".to_string())),
+                Some(_) => Ok(Grant::everything(Some("silly".to_string()))),
                 None => {
                     let mut challenge = format!("Bearer realm={realm:?},service={service:?}");
                     if !access.is_empty() {
-                        let scope: Vec<String> = access.iter().map(Access::to_string).collect();
-                        challenge.push_str(&format!(",scope={:?}", scope.join(" ")));
+                        challenge.push_str(&format!(",scope={:?}", scope::challenge_scope(access)));
                     }
-                    Err(Denial {
-                        challenge,
-                        access: access.to_vec(),
-                    })
+                    Err(deny(challenge))
                 }
             },
             Authenticator::Htpasswd(h) => {
-                let user = match authorization.and_then(htpasswd::parse_basic) {
-                    Some((user, password)) => h.verify(&user, &password).await.then_some(user),
-                    None => None,
+                let user = match authorization.and_then(credentials::parse_authorization) {
+                    Some(credentials::Credentials::Basic { user, password }) => {
+                        h.verify(&user, &password).await.then_some(user)
+                    }
+                    _ => None,
                 };
-                user.map(Some).ok_or_else(|| Denial {
-                    challenge: format!("Basic realm={:?}", h.realm()),
-                    access: access.to_vec(),
+                user.map(|u| Grant::everything(Some(u)))
+                    .ok_or_else(|| deny(format!("Basic realm={:?}", h.realm())))
+            }
+            Authenticator::Token(verifier) => {
+                let token = match authorization.and_then(credentials::parse_authorization) {
+                    Some(credentials::Credentials::Bearer(t)) => t,
+                    _ => return Err(deny(verifier.challenge(headers, access, None))),
+                };
+                let claims = match verifier.verify(&token) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(error = %e, "bearer token refused");
+                        return Err(deny(verifier.challenge(
+                            headers,
+                            access,
+                            Some("invalid_token"),
+                        )));
+                    }
+                };
+                if !access.iter().all(|a| claims.permits(a)) {
+                    return Err(deny(verifier.challenge(
+                        headers,
+                        access,
+                        Some("insufficient_scope"),
+                    )));
+                }
+                Ok(Grant {
+                    user: Some(claims.sub).filter(|s| !s.is_empty()),
+                    scopes: Some(claims.access),
                 })
             }
         }

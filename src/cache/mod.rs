@@ -2,6 +2,7 @@
 //! links it. Never required for correctness: every miss or failure falls
 //! back to storage.
 
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 

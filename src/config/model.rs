@@ -76,6 +76,9 @@ pub struct Config {
     /// Registry policy.
     #[serde(default, deserialize_with = "lenient::or_default")]
     pub policy: PolicyConfig,
+    /// Wharf's built-in token issuer (not in distribution).
+    #[serde(default)]
+    pub tokenissuer: Option<TokenIssuerConfig>,
 }
 
 /// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
@@ -808,6 +811,125 @@ impl<'de> Visitor<'de> for AuthVisitor {
     }
 }
 
+// ---------------------------------------------------------------- tokenissuer
+
+/// `tokenissuer` section (Wharf): serve the Docker token protocol on the main port.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TokenIssuerConfig {
+    /// Endpoint path on the main listener.
+    #[serde(deserialize_with = "lenient::string")]
+    pub path: String,
+    /// `iss` of issued tokens.
+    #[serde(deserialize_with = "lenient::string")]
+    pub issuer: String,
+    /// The service (token audience) tokens are issued for.
+    #[serde(deserialize_with = "lenient::string")]
+    pub service: String,
+    /// PEM private key tokens are signed with (RSA, EC P-256/P-384, Ed25519).
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub key: Option<PathBuf>,
+    /// PEM certificate (chain) of that key, sent as `x5c`.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub certificate: Option<PathBuf>,
+    /// Lifetime of access tokens.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub expiration: Duration,
+    /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
+    #[serde(deserialize_with = "lenient::duration")]
+    pub refreshexpiration: Duration,
+    /// User name to bcrypt hash.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub users: BTreeMap<String, IssuerUser>,
+    /// Ordered rules; the first that matches decides.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub acl: Vec<AclRule>,
+}
+
+impl Default for TokenIssuerConfig {
+    fn default() -> Self {
+        TokenIssuerConfig {
+            path: "/auth/token".into(),
+            issuer: String::new(),
+            service: String::new(),
+            key: None,
+            certificate: None,
+            expiration: secs(300),
+            refreshexpiration: secs(7 * 24 * 3600),
+            users: BTreeMap::new(),
+            acl: Vec::new(),
+        }
+    }
+}
+
+/// A user of the token issuer: a bcrypt hash, or `{password: <hash>}` as docker_auth writes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IssuerUser {
+    /// bcrypt hash (`$2y$...`).
+    pub password: String,
+}
+
+impl<'de> Deserialize<'de> for IssuerUser {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Full {
+            #[serde(default, deserialize_with = "lenient::string")]
+            password: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Hash(String),
+            Full(Full),
+        }
+        Ok(match Option::<Form>::deserialize(d)? {
+            None => IssuerUser::default(),
+            Some(Form::Hash(password)) => IssuerUser { password },
+            Some(Form::Full(f)) => IssuerUser {
+                password: f.password,
+            },
+        })
+    }
+}
+
+/// One ACL rule of the token issuer.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AclRule {
+    /// What the rule applies to; an empty match applies to everyone.
+    #[serde(rename = "match", deserialize_with = "lenient::or_default")]
+    pub matches: AclMatch,
+    /// Actions allowed (`pull`, `push`, `delete`, `*`); empty denies.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub actions: Vec<String>,
+    /// Free text.
+    #[serde(deserialize_with = "lenient::string")]
+    pub comment: String,
+}
+
+/// An optional string where `""` is a value (null means absent).
+fn present_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => lenient::string(v).map(Some).map_err(de::Error::custom),
+    }
+}
+
+/// Glob patterns of an ACL rule; an absent field matches anything.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AclMatch {
+    /// Account (user name; `""` is the anonymous user).
+    #[serde(deserialize_with = "present_string")]
+    pub account: Option<String>,
+    /// Resource type (`repository`, `registry`).
+    #[serde(rename = "type", deserialize_with = "lenient::opt_string")]
+    pub kind: Option<String>,
+    /// Resource name; `${account}` is replaced by the account.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub name: Option<String>,
+}
+
 // ---------------------------------------------------------------- http
 
 /// `http` section.
@@ -849,6 +971,9 @@ pub struct HttpConfig {
     /// Cleartext HTTP/2 switch.
     #[serde(deserialize_with = "lenient::or_default")]
     pub h2c: H2cConfig,
+    /// Limits against abuse (Wharf).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub limits: LimitsConfig,
 }
 
 impl Default for HttpConfig {
@@ -866,6 +991,40 @@ impl Default for HttpConfig {
             debug: DebugConfig::default(),
             http2: Http2Config::default(),
             h2c: H2cConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// `http.limits` section (Wharf): bounds on what one client can hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest request head (request line plus headers), in bytes.
+    #[serde(deserialize_with = "lenient::size")]
+    pub maxheaderbytes: u64,
+    /// Most request headers.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxheaders: usize,
+    /// Time allowed to send the request head (slow-loris guard); also bounds the TLS handshake.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub headerreadtimeout: Duration,
+    /// A request body that sends nothing for this long is aborted.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub bodyidletimeout: Duration,
+    /// Most connections served at once; more wait to be accepted.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxconnections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            maxheaderbytes: 64 * 1024,
+            maxheaders: 100,
+            headerreadtimeout: secs(30),
+            bodyidletimeout: secs(60),
+            maxconnections: 1024,
         }
     }
 }

@@ -63,6 +63,24 @@ impl Config {
         {
             set_if_zero(autoredirectpath, "/auth/token".into());
         }
+        if let Some(t) = &mut self.tokenissuer {
+            set_if_zero(&mut t.path, "/auth/token".into());
+            set_if_zero(&mut t.expiration, Duration::from_secs(300));
+            set_if_zero(&mut t.refreshexpiration, Duration::from_secs(7 * 24 * 3600));
+            if let Some(AuthConfig::Token {
+                service, issuer, ..
+            }) = &self.auth
+            {
+                set_if_zero(&mut t.service, service.clone());
+                set_if_zero(&mut t.issuer, issuer.clone());
+            }
+        }
+        let limits = &mut self.http.limits;
+        set_if_zero(&mut limits.maxheaderbytes, 64 * 1024);
+        set_if_zero(&mut limits.maxheaders, 100);
+        set_if_zero(&mut limits.headerreadtimeout, Duration::from_secs(30));
+        set_if_zero(&mut limits.bodyidletimeout, Duration::from_secs(60));
+        set_if_zero(&mut limits.maxconnections, 1024);
         set_if_zero(&mut self.storage.tag.concurrencylimit, 8);
         set_if_zero(&mut self.catalog.maxentries, 1000);
         set_if_zero(&mut self.tags.maxtags, 1000);
@@ -209,15 +227,55 @@ impl Config {
                 require("auth.token.realm", realm)?;
                 require("auth.token.service", service)?;
                 require("auth.token.issuer", issuer)?;
-                if rootcertbundle.is_none() && jwks.is_none() {
+                if rootcertbundle.is_none() && jwks.is_none() && self.tokenissuer.is_none() {
                     return Err(ConfigError::invalid(
                         "auth.token.rootcertbundle",
-                        "required unless auth.token.jwks is set",
+                        "required unless auth.token.jwks or tokenissuer is set",
                     ));
                 }
             }
             None => {}
         }
+
+        if let Some(t) = &self.tokenissuer {
+            require("tokenissuer.issuer", &t.issuer)?;
+            require("tokenissuer.service", &t.service)?;
+            if t.key.is_none() {
+                return Err(ConfigError::invalid(
+                    "tokenissuer.key",
+                    "required, but empty",
+                ));
+            }
+            if t.certificate.is_none() {
+                return Err(ConfigError::invalid(
+                    "tokenissuer.certificate",
+                    "required, but empty",
+                ));
+            }
+            if !t.path.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "tokenissuer.path",
+                    format!("{:?} must start with /", t.path),
+                ));
+            }
+            for (i, rule) in t.acl.iter().enumerate() {
+                for action in &rule.actions {
+                    one_of(
+                        &format!("tokenissuer.acl.{i}.actions"),
+                        action,
+                        &["pull", "push", "delete", "*"],
+                    )?;
+                }
+            }
+        }
+        let limits = &self.http.limits;
+        at_least("http.limits.maxheaderbytes", limits.maxheaderbytes, 1024)?;
+        at_least("http.limits.maxheaders", limits.maxheaders as u64, 8)?;
+        at_least(
+            "http.limits.maxconnections",
+            limits.maxconnections as u64,
+            1,
+        )?;
 
         let indexes = &self.validation.manifests.indexes;
         if indexes.platforms == IndexPlatforms::List && indexes.platformlist.is_empty() {
@@ -288,9 +346,6 @@ impl Config {
                 name = other.name()
             )),
         }
-        if let Some(AuthConfig::Token { .. }) = &self.auth {
-            out.push("auth.token: token authentication is not supported yet".into());
-        }
         if let Some(redis) = &self.redis {
             if redis.addresses().len() > 1 {
                 out.push("redis.addrs: Redis Cluster and multiple addresses are not supported yet; give one address".into());
@@ -335,15 +390,20 @@ impl Config {
             .http
             .tls
             .as_ref()
-            .is_some_and(|t| t.certificate.is_some() || t.letsencrypt.is_some())
+            .is_some_and(|t| t.certificate.is_none() && t.letsencrypt.is_some())
         {
-            out.push("http.tls: TLS is not supported yet; terminate TLS in a reverse proxy".into());
+            out.push(
+                "http.tls.letsencrypt: ACME certificates are not supported yet; give http.tls.certificate and http.tls.key"
+                    .into(),
+            );
         }
-        if self.http.debug.addr.is_some() {
-            out.push("http.debug.addr: the debug server is not supported yet".into());
-        }
-        if !self.health.http.is_empty() {
-            out.push("health.http: HTTP health checks are not supported yet".into());
+        for (i, check) in self.health.http.iter().enumerate() {
+            if !check.uri.starts_with("http://") {
+                out.push(format!(
+                    "health.http.{i}.uri: only http:// URIs are supported (got {:?})",
+                    check.uri
+                ));
+            }
         }
         out
     }

@@ -1,3 +1,5 @@
 //! The HTTP server: listeners, connections, per-request headers and access log.
 
+pub mod limits;
 pub mod server;
+pub mod tls;

@@ -3,18 +3,23 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use crate::api::body::Body;
 use crate::api::{self, App};
+use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::ops;
 
 /// Server behaviour from `http.*`.
 #[derive(Clone)]
@@ -23,14 +28,19 @@ pub struct ServerSettings {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `log.accesslog.disabled` inverted.
     pub access_log: bool,
-    /// `http.draintimeout`: how long in-flight requests may run after SIGTERM.
+    /// After the shutdown signal, how long to go on accepting connections
+    /// (answering with `Connection: close`) while load balancers notice that
+    /// readiness turned false.
+    pub drain_grace: Duration,
+    /// Once accepting has stopped, how long in-flight requests may run before
+    /// the remaining connections are closed.
     pub drain_timeout: Duration,
-    /// Time allowed to send the request headers (slow-loris guard).
-    pub header_read_timeout: Duration,
-    /// Maximum number of request headers.
-    pub max_headers: usize,
+    /// `http.limits`.
+    pub limits: Limits,
     /// `http.http2.disabled` inverted.
     pub http2: bool,
+    /// `http.tls`, when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A bound listener: TCP or a Unix socket (`http.net: unix`).
@@ -72,8 +82,11 @@ impl Listener {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to
-/// `drain_timeout`.
+/// Serves until `shutdown` resolves, then drains in two steps: for
+/// `drain_grace` new connections are still accepted (so requests a load
+/// balancer sends before it notices the node is leaving are not refused),
+/// every response asking the client to close its connection; then the
+/// listener is closed and in-flight requests get `drain_timeout` to finish.
 pub async fn serve(
     app: Arc<App>,
     listener: Listener,
@@ -84,22 +97,44 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(settings.limits.header_read_timeout)
         // Clients may shut down their sending side while awaiting the answer.
         .half_close(true)
-        .max_headers(settings.max_headers)
-        .max_buf_size(256 * 1024);
-    builder.http2().max_header_list_size(64 * 1024);
+        .max_headers(settings.limits.max_headers)
+        // Heads are checked against max_header_bytes per request; the buffer only bounds them.
+        .max_buf_size((256 * 1024).max(settings.limits.max_header_bytes + 8192));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
     if !settings.http2 {
         builder = builder.http1_only();
     }
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let settings = Arc::new(settings);
-    tokio::pin!(shutdown);
+    let draining = Arc::new(AtomicBool::new(false));
+    let stop_accepting = {
+        let (draining, grace) = (draining.clone(), settings.drain_grace);
+        async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(grace = ?grace, "shutting down: still accepting connections during the grace period");
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::pin!(stop_accepting);
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.limits.max_connections));
     loop {
+        // At the cap, new connections wait in the listen backlog until one closes.
+        let permit = tokio::select! {
+            () = &mut stop_accepting => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stop_accepting => break,
             accepted = accept(&listener) => accepted,
         };
         let (io, remote) = match accepted {
@@ -111,29 +146,60 @@ pub async fn serve(
                 continue;
             }
         };
+        let tls = settings.tls.clone();
+        let timeout = settings.limits.header_read_timeout;
         let app = app.clone();
         let settings = settings.clone();
+        let draining = draining.clone();
+        let peer = remote.clone();
         let service = hyper::service::service_fn(move |req| {
-            let (app, settings, remote) = (app.clone(), settings.clone(), remote.clone());
-            async move { Ok::<_, Infallible>(handle(&app, &settings, req, &remote).await) }
+            let (app, settings, remote) = (app.clone(), settings.clone(), peer.clone());
+            let draining = draining.clone();
+            async move { Ok::<_, Infallible>(handle(&app, &settings, &draining, req, &remote).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like the request head.
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tokio::time::timeout(timeout, tls.accept(io)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(remote = %remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
-    tracing::info!(timeout = ?settings.drain_timeout, "draining connections");
+    tracing::info!(timeout = ?settings.drain_timeout, "stopped accepting; draining connections");
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    } else {
+        tracing::info!("all connections drained");
     }
 }
 
@@ -159,11 +225,23 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
 async fn handle(
     app: &App,
     settings: &ServerSettings,
-    req: Request<Incoming>,
+    draining: &AtomicBool,
+    mut req: Request<Incoming>,
     remote: &str,
 ) -> Response<Body> {
+    // HTTP/2 carries the host as :authority; handlers read `Host`, as Go's r.Host does.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
     let started = Instant::now();
     let method = req.method().clone();
+    let http1 = req.version() < http::Version::HTTP_2;
     let path = req.uri().path().to_string();
     let user_agent = req
         .headers()
@@ -178,13 +256,59 @@ async fn handle(
         .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (mut resp, info) = api::handle(app, req).await;
+    let handler = app
+        .urls
+        .strip_prefix(&path)
+        .and_then(|p| api::route::Route::parse(p).ok())
+        .map_or("none", |route| route.handler_name());
+    let request_size = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
+    let (span, trace_id) =
+        ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
+    let limits = &settings.limits;
+    let (resp, info) = if head_size(req.method(), req.uri(), req.headers())
+        > limits.max_header_bytes
+        || req.headers().len() > limits.max_headers
+    {
+        let mut e = crate::api::error::ApiError::new(
+            "SIZE_INVALID",
+            format!(
+                "request headers exceed http.limits (maxheaderbytes {}, maxheaders {})",
+                limits.max_header_bytes, limits.max_headers
+            ),
+        );
+        e.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        (e.into_response(), api::RequestInfo::default())
+    } else {
+        let timeout = limits.body_idle_timeout;
+        api::handle(app, req.map(|b| IdleTimeout::new(b, timeout)))
+            .instrument(span.clone())
+            .await
+    };
+    let status = resp.status().as_u16();
+    ops::telemetry::record_response(&span, info.repository.as_deref(), status);
+    let mut resp =
+        resp.map(|body| ops::metrics::MeteredBody::new(body, timer, status).boxed_unsync());
     let h = resp.headers_mut();
     for (name, value) in &settings.headers {
         h.append(name.clone(), value.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
+    }
+    // Shutting down: the client's next request should open a new connection,
+    // which the load balancer sends to a node that stays. A refused request
+    // may leave its body unread (a foreign upload token is refused before the
+    // chunk is read), and then the connection cannot carry another request:
+    // say so, or the client's next request on it fails.
+    let refused_body = has_body && status >= 400;
+    if http1 && (refused_body || draining.load(Ordering::SeqCst)) {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if settings.access_log {
         let length = resp
@@ -206,6 +330,7 @@ async fn handle(
             user = info.user.as_deref().unwrap_or(""),
             user_agent = %user_agent,
             request_id = %request_id,
+            trace_id = trace_id.as_deref(),
             "request"
         );
     }

@@ -5,7 +5,13 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::config::HealthConfig;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{HealthConfig, HttpHealthCheck};
+use crate::ops::metrics;
 use crate::storage::StorageDriver;
 
 /// Shared view of the failing checks.
@@ -29,7 +35,9 @@ impl Health {
             .clone()
     }
 
-    fn set(&self, name: &str, error: Option<String>) {
+    /// Records the outcome of one run of the check `name`.
+    pub(crate) fn set(&self, name: &str, error: Option<String>) {
+        metrics::health_check(name, error.is_none());
         let mut failing = self.failing.write().unwrap_or_else(|e| e.into_inner());
         match error {
             Some(e) => {
@@ -79,6 +87,7 @@ where
     } else {
         interval
     };
+    metrics::health_check(&name, true);
     tokio::spawn(async move {
         let mut counter = Counter {
             threshold,
@@ -95,6 +104,44 @@ where
             health.set(&name, counter.record(result));
         }
     });
+}
+
+/// The client HTTP checks share: plain HTTP/1.1, no pooling between runs.
+type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// One run of a `health.http` check: a HEAD request that must answer the
+/// expected status within the timeout (distribution's `HTTPChecker`).
+async fn http_check(
+    client: &CheckClient,
+    check: &HttpHealthCheck,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut request = http::Request::head(check.uri.as_str());
+    for (name, values) in &check.headers {
+        for value in values {
+            request = request.header(name.as_str(), value.as_str());
+        }
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| format!("invalid request: {e}"))?;
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            if i64::from(status) == check.statuscode {
+                Ok(())
+            } else {
+                Err(format!(
+                    "downstream service returned unexpected status: {status}"
+                ))
+            }
+        }
+        Ok(Err(e)) => Err(format!("error while checking: {e}")),
+        Err(_) => Err("error while checking: timed out".to_string()),
+    };
+    metrics::external_call("http_health", "HEAD", started.elapsed(), result.is_ok());
+    result
 }
 
 /// Starts the configured checks in the background.
@@ -130,6 +177,31 @@ pub fn start(config: &HealthConfig, driver: Arc<dyn StorageDriver>, health: &Hea
                 }
             },
         );
+    }
+    if !config.http.is_empty() {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client: CheckClient = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        for check in &config.http {
+            let timeout = if check.timeout.is_zero() {
+                Duration::from_secs(5)
+            } else {
+                check.timeout
+            };
+            let (client, check) = (client.clone(), check.clone());
+            spawn_check(
+                health,
+                check.uri.clone(),
+                check.interval,
+                check.threshold,
+                move || {
+                    let (client, check) = (client.clone(), check.clone());
+                    async move { http_check(&client, &check, timeout).await }
+                },
+            );
+        }
     }
     for t in &config.tcp {
         let addr = t.addr.clone();
@@ -170,6 +242,59 @@ mod tests {
             failures: 0,
         };
         assert_eq!(once.record(Err("y".into())), Some("y".into()));
+    }
+
+    /// A one-shot HTTP server answering every request with `status`; returns
+    /// its URI and the request head it received.
+    async fn answer_once(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/ping", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (uri, server)
+    }
+
+    #[tokio::test]
+    async fn http_check_sends_head_with_headers_and_compares_the_status() {
+        let client: CheckClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let (uri, server) = answer_once(200).await;
+        let mut check = HttpHealthCheck {
+            uri,
+            ..Default::default()
+        };
+        check.headers.insert("X-Probe".into(), vec!["yes".into()]);
+        assert_eq!(
+            http_check(&client, &check, Duration::from_secs(5)).await,
+            Ok(())
+        );
+        let head = server.await.unwrap();
+        assert!(head.starts_with("HEAD /ping HTTP/1.1"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-probe: yes"), "{head}");
+
+        let (uri, _server) = answer_once(503).await;
+        let check = HttpHealthCheck {
+            uri,
+            ..Default::default()
+        };
+        assert_eq!(
+            http_check(&client, &check, Duration::from_secs(5)).await,
+            Err("downstream service returned unexpected status: 503".into())
+        );
     }
 
     #[test]

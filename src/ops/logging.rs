@@ -8,7 +8,7 @@ use std::io::Write as _;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -132,7 +132,8 @@ fn level_filter(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the global logger; library crates below us log at warn and up.
+/// Installs the global logger (library crates below us log at warn and up)
+/// and, when the `OTEL_*` environment asks for it, the trace exporter.
 pub fn init(config: &LogConfig) {
     let fields: Map<String, Value> = config
         .fields
@@ -151,8 +152,11 @@ pub fn init(config: &LogConfig) {
         .with_default(LevelFilter::WARN.min(level))
         .with_target("wharf", level)
         .with_target("access", level);
+    // Log lines come from events only; spans are for the trace exporter.
+    let events = tracing_subscriber::filter::filter_fn(|meta| meta.is_event());
     let _ = tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
+        .with(layer.with_filter(filter.and(events)))
+        .with(crate::ops::telemetry::layer())
         .try_init();
 }
 

@@ -1,4 +1,9 @@
-//! Running the service: logs, health checks.
+//! Running the service: logs, traces, metrics, health checks, the debug
+//! server and the node's lifecycle.
 
+pub mod debug;
 pub mod health;
+pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
+pub mod telemetry;

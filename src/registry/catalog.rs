@@ -2,6 +2,8 @@
 
 use std::cmp::Ordering;
 
+use futures_util::StreamExt;
+
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::storage::layout;
@@ -51,31 +53,45 @@ impl Registry {
     /// (`_manifests`, `_uploads`, ...); `_`-prefixed directories are not descended.
     pub(crate) async fn directories_holding(&self, marker: &str) -> Result<Vec<String>> {
         let mut found = Vec::new();
-        // Depth-first walk with an explicit stack; bounded by the tree itself.
-        let mut stack = vec![String::new()];
-        while let Some(prefix) = stack.pop() {
-            let dir = if prefix.is_empty() {
-                layout::repositories_dir()
-            } else {
-                format!("{}/{prefix}", layout::repositories_dir())
-            };
-            for child in self.list_or_empty(&dir).await? {
-                if child == marker {
-                    if !prefix.is_empty() {
-                        found.push(prefix.clone());
-                    }
-                } else if !child.starts_with('_') {
-                    let path = if prefix.is_empty() {
-                        child
-                    } else {
-                        format!("{prefix}/{child}")
+        // Breadth-first, listing up to 16 directories at once; bounded by the tree.
+        let root = layout::repositories_dir();
+        let mut level = vec![String::new()];
+        while !level.is_empty() {
+            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
+                let dir = if prefix.is_empty() {
+                    root.clone()
+                } else {
+                    format!("{root}/{prefix}")
+                };
+                async move {
+                    let entries = match self.driver.list_entries(&dir).await {
+                        Ok(v) => Ok(v),
+                        Err(e) if e.is_not_found() => Ok(Vec::new()),
+                        Err(e) => Err(e),
                     };
-                    let full = format!("{}/{path}", layout::repositories_dir());
-                    if self.driver.stat(&full).await.is_ok_and(|i| i.is_dir) {
-                        stack.push(path);
+                    (prefix, entries)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            let mut next = Vec::new();
+            for (prefix, entries) in listings {
+                for (child, is_dir) in entries? {
+                    if child == marker {
+                        if !prefix.is_empty() {
+                            found.push(prefix.clone());
+                        }
+                    } else if is_dir && !child.starts_with('_') {
+                        next.push(if prefix.is_empty() {
+                            child
+                        } else {
+                            format!("{prefix}/{child}")
+                        });
                     }
                 }
             }
+            level = next;
         }
         Ok(found)
     }

@@ -132,7 +132,7 @@ impl Registry {
 
     fn check_urls(&self, urls: &[String]) -> Result<()> {
         let matches =
-            |patterns: &[String], url: &str| patterns.iter().any(|p| url.starts_with(p.as_str()));
+            |patterns: &[regex::Regex], url: &str| patterns.iter().any(|p| p.is_match(url));
         for url in urls {
             let allowed =
                 self.options.urls_allow.is_empty() || matches(&self.options.urls_allow, url);

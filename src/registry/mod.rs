@@ -57,10 +57,10 @@ pub struct RegistryOptions {
     pub catalog_max_entries: usize,
     /// `tags.maxtags`.
     pub max_tags: usize,
-    /// `validation.manifests.urls.allow`.
-    pub urls_allow: Vec<String>,
-    /// `validation.manifests.urls.deny`.
-    pub urls_deny: Vec<String>,
+    /// `validation.manifests.urls.allow` (regular expressions).
+    pub urls_allow: Vec<regex::Regex>,
+    /// `validation.manifests.urls.deny` (regular expressions).
+    pub urls_deny: Vec<regex::Regex>,
     /// Which index children must exist (`validation.manifests.indexes`).
     pub index_children: IndexChildren,
     /// `storage.tag.concurrencylimit`: parallel tag lookups when deleting.

@@ -1,6 +1,7 @@
 //! Byte storage behind one trait; drivers know nothing about registries.
 
 pub mod drivers;
+pub mod instrumented;
 pub mod layout;
 
 use std::pin::Pin;
@@ -108,6 +109,21 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError>;
     /// Names of the direct children of a directory.
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError>;
+    /// Direct children with whether each is a directory; drivers that learn
+    /// this from the listing itself override the one-stat-per-child default.
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
+        let mut out = Vec::new();
+        for name in self.list(path).await? {
+            let child = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            let is_dir = self.stat(&child).await.is_ok_and(|i| i.is_dir);
+            out.push((name, is_dir));
+        }
+        Ok(out)
+    }
     /// Atomically moves a file, replacing the destination.
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError>;
     /// Deletes a file or a whole directory tree.

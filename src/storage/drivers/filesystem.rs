@@ -15,8 +15,14 @@ use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
 
-/// Read size for streamed downloads.
-const READ_CHUNK: usize = 1 << 20;
+/// Read size for streamed downloads; with two chunks queued per download
+/// this bounds a stream's buffers to about 1 MiB.
+const READ_CHUNK: usize = 512 << 10;
+/// Chunks read ahead of the client per download.
+const READ_AHEAD: usize = 2;
+/// Start writeback of uploaded data every this many bytes, so the fsync
+/// before the answer has little left to flush.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Writes are batched to this size before a blocking write call.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -163,7 +169,7 @@ impl StorageDriver for FilesystemDriver {
         })
         .await?;
         let mut remaining = len.unwrap_or(size - offset).min(size - offset);
-        let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(4);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(READ_AHEAD);
         let p = path.to_string();
         // One blocking reader per download keeps the async workers free; the
         // bounded channel applies back-pressure from the client socket.
@@ -217,6 +223,24 @@ impl StorageDriver for FilesystemDriver {
                 }
             }
             Ok(names)
+        })
+        .await
+    }
+
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(&full).map_err(|e| StorageError::io("list", &p, e))? {
+                let entry = entry.map_err(|e| StorageError::io("list", &p, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    out.push((name, is_dir));
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -295,6 +319,8 @@ impl StorageDriver for FilesystemDriver {
             batch: BytesMut::new(),
             pending: None,
             publish: None,
+            flushed: offset,
+            writeback_from: offset,
         }))
     }
 
@@ -318,6 +344,8 @@ impl StorageDriver for FilesystemDriver {
             batch: BytesMut::new(),
             pending: None,
             publish: Some((tmp, target)),
+            flushed: 0,
+            writeback_from: 0,
         }))
     }
 }
@@ -333,6 +361,10 @@ struct FsWriter {
     pending: Option<JoinHandle<(File, std::io::Result<()>)>>,
     /// For atomic writers: (temporary file, final path) renamed on commit.
     publish: Option<(PathBuf, PathBuf)>,
+    /// File offset up to which batches have been handed to the disk writer.
+    flushed: u64,
+    /// File offset from which writeback has not been started yet.
+    writeback_from: u64,
 }
 
 impl FsWriter {
@@ -359,13 +391,44 @@ impl FsWriter {
             .file
             .take()
             .expect("file present when nothing is pending");
+        let end = self.flushed + data.len() as u64;
+        let kick =
+            (end - self.writeback_from >= WRITEBACK_EVERY).then_some((self.writeback_from, end));
+        if kick.is_some() {
+            self.writeback_from = end;
+        }
+        self.flushed = end;
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let r = file.write_all(&data);
+            if let (Ok(()), Some((from, to))) = (&r, kick) {
+                start_writeback(&file, from, to);
+            }
             (file, r)
         }));
         Ok(())
     }
 }
+
+/// Asks the kernel to start writing `from..to` to disk without waiting, so
+/// that the durability fsync at commit finds most of the data already written.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor and a plain range; the call only
+    // schedules I/O and reports failure through its return value, which is
+    // advisory here (the fsync at commit is what guarantees durability).
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _from: u64, _to: u64) {}
 
 impl Drop for FsWriter {
     /// A writer dropped without commit (the request was abandoned mid-body)

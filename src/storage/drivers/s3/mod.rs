@@ -388,7 +388,11 @@ impl S3Driver {
             s3: Arc::new(Inner {
                 client,
                 presigner,
-                name: settings.driver_name,
+                // Distribution registers its S3 driver as `s3aws`: metric labels and logs match.
+                name: match settings.driver_name {
+                    "s3" => "s3aws",
+                    other => other,
+                },
                 bucket: settings.bucket.clone(),
                 root: if settings.root.is_empty() {
                     String::new()
@@ -1400,9 +1404,14 @@ mod tests {
         let mib = 1 << 20;
         assert_eq!(copy_ranges(0, 32 * mib), vec![]);
         assert_eq!(copy_ranges(3 * mib, 32 * mib), vec![(0, 3 * mib)]);
+        // A 6 MiB tail is a valid last part; a 4 MiB one joins the part before it.
         assert_eq!(
             copy_ranges(70 * mib, 32 * mib),
-            vec![(0, 32 * mib), (32 * mib, 70 * mib)]
+            vec![(0, 32 * mib), (32 * mib, 64 * mib), (64 * mib, 70 * mib)]
+        );
+        assert_eq!(
+            copy_ranges(68 * mib, 32 * mib),
+            vec![(0, 32 * mib), (32 * mib, 68 * mib)]
         );
         assert_eq!(
             copy_ranges(64 * mib + 1, 32 * mib),

@@ -1,0 +1,251 @@
+//! The shared Redis blob-descriptor cache is never needed for correctness: stopped in the middle
+//! of a run and restarted empty, flushed, slowed down, hung or cut by a chaos TCP proxy, the
+//! cluster answers every request, with a bounded extra latency, and the cache fills again by
+//! itself once Redis is back.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cluster::*;
+
+/// How long each phase is measured: long enough for the cache's back-off to let a few probes
+/// through to a failing Redis.
+const PHASE: Duration = Duration::from_secs(3);
+
+/// Sequential HEADs of known blobs on one node (they are answered from the cache when it
+/// works) for `PHASE`; returns the latency of each, failing on any error.
+fn probe_latency(node: &Endpoint, images: &[Pushed]) -> Result<Vec<Duration>, Failure> {
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    for i in 0..20_000 {
+        if started.elapsed() > PHASE {
+            break;
+        }
+        let image = &images[i % images.len()];
+        let started = Instant::now();
+        node.head_blob(&image.repo, &image.layer.0)?;
+        samples.push(started.elapsed());
+    }
+    Ok(samples)
+}
+
+/// Waits until every node uses Redis again by itself (its back-off over): a blob HEADed on a
+/// node is recorded under that node's own repository key. Returns how long it took.
+fn cache_recovers(cluster: &Cluster, label: &str) -> Duration {
+    let started = Instant::now();
+    for node in &cluster.nodes {
+        let api = node.endpoint();
+        let mut n = 0;
+        let ok = wait_until(Duration::from_secs(45), || {
+            n += 1;
+            let repo = format!("redis/recovery/{label}/{}/{n}", node.name());
+            let data = format!("{label} {} {n}", node.name()).into_bytes();
+            api.push_monolithic(&repo, &data)
+                .unwrap_or_else(|f| panic!("{label}: {f}"));
+            let digest = sha256_hex_digest(&data);
+            api.head_blob(&repo, &digest)
+                .unwrap_or_else(|f| panic!("{label}: {f}"));
+            cluster
+                .redis
+                .command(&["SISMEMBER", &format!("repository::{repo}::blobs"), &digest])
+                .map(|r| r.text() == "1")
+                .unwrap_or(false)
+        });
+        assert!(
+            ok,
+            "{label}: {} does not use the cache again\n{}",
+            node.name(),
+            cluster.logs()
+        );
+    }
+    started.elapsed()
+}
+
+#[test]
+fn redis_down_slow_hung_or_cut_fails_no_request() {
+    let _one = exclusive();
+    let cluster = Cluster::start(ClusterOptions {
+        chaos: true,
+        redis_timeout: Duration::from_millis(100),
+        ..ClusterOptions::default()
+    });
+    let api = cluster.endpoint();
+    let node1 = cluster.nodes[0].endpoint();
+
+    // Warm up: images pushed, descriptors in Redis with distribution's keys.
+    let mut images = Vec::new();
+    for i in 0..8 {
+        images.push(
+            push_image(&api, "redis/warm", &format!("w{i}"), 64 * 1024)
+                .unwrap_or_else(|(f, _)| panic!("{f}")),
+        );
+    }
+    for image in &images {
+        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
+    }
+    let key = format!("blobs::{}", images[0].layer.0);
+    assert_eq!(
+        cluster
+            .redis
+            .command(&["HGET", &key, "size"])
+            .unwrap()
+            .text(),
+        (64 * 1024).to_string(),
+        "the nodes use Redis: {:?}",
+        cluster.redis.keys("*")
+    );
+    assert!(!cluster
+        .redis
+        .keys("repository::redis/warm::blobs")
+        .is_empty());
+
+    let load = Load::start(
+        api.clone(),
+        LoadOptions {
+            pushers: 2,
+            pullers: 2,
+            slow_uploaders: 0,
+            layer_size: 128 * 1024,
+            retry: false,
+            limit: Duration::from_secs(150),
+            max_ops: 100_000,
+        },
+    );
+    let mut phases: Vec<(&str, Latency, usize)> = Vec::new();
+    let measure =
+        |label: &'static str, phases: &mut Vec<(&str, Latency, usize)>, cluster: &Cluster| {
+            let s = probe_latency(&node1, &images)
+                .unwrap_or_else(|f| panic!("{label}: {f}\n{}", cluster.logs()));
+            let l = Latency::of(&s);
+            // Requests that waited for Redis's deadline (100 ms dial + 100 ms read).
+            let slow = s.iter().filter(|d| **d > Duration::from_millis(50)).count();
+            eprintln!("{label:<30} {l} over 50ms: {slow}");
+            phases.push((label, l, slow));
+        };
+    let mut cluster = cluster;
+    measure("redis up", &mut phases, &cluster);
+
+    // Stopped in the middle of the run, then restarted empty.
+    cluster.redis.stop();
+    measure("redis stopped", &mut phases, &cluster);
+    assert!(load.wait_ops(10, Duration::from_secs(30)));
+    cluster.redis.restart();
+    let mut recovery = vec![("restart", cache_recovers(&cluster, "restart"))];
+
+    // Flushed: nothing to find, everything rebuilt from storage.
+    cluster.redis.command(&["FLUSHALL"]).unwrap();
+    measure("redis flushed", &mut phases, &cluster);
+
+    // Slower than the timeouts, hung, cut; the cache comes back after each.
+    let chaos = cluster.chaos.as_ref().unwrap();
+    chaos.set(Chaos::Delay(Duration::from_millis(300)));
+    measure("redis +300ms (timeout 100ms)", &mut phases, &cluster);
+    chaos.set(Chaos::Pass);
+    recovery.push(("slow", cache_recovers(&cluster, "slow")));
+    chaos.set(Chaos::Blackhole);
+    measure("redis hung (blackhole)", &mut phases, &cluster);
+    assert!(load.wait_ops(10, Duration::from_secs(30)));
+    chaos.set(Chaos::Pass);
+    chaos.cut_all();
+    recovery.push(("hung", cache_recovers(&cluster, "hung")));
+    chaos.set(Chaos::Cut);
+    measure("redis connections cut", &mut phases, &cluster);
+    chaos.set(Chaos::Pass);
+    recovery.push(("cut", cache_recovers(&cluster, "cut")));
+    chaos.set(Chaos::Delay(Duration::from_millis(20)));
+    measure("redis +20ms (under timeout)", &mut phases, &cluster);
+    chaos.set(Chaos::Pass);
+    recovery.push(("delay", cache_recovers(&cluster, "delay")));
+    measure("redis back", &mut phases, &cluster);
+
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{} failed requests:\n{}\n{}",
+        report.failures.len(),
+        report.failures.join("\n"),
+        cluster.logs()
+    );
+    let base = phases[0].1;
+    for (label, l, slow) in &phases {
+        eprintln!(
+            "{label:<30} extra mean {:+.2}ms, p50 {:+.2}ms, p99 {:+.2}ms; max {:.1}ms; {slow} of {} requests over 50ms",
+            (l.mean.as_secs_f64() - base.mean.as_secs_f64()) * 1000.0,
+            (l.p50.as_secs_f64() - base.p50.as_secs_f64()) * 1000.0,
+            (l.p99.as_secs_f64() - base.p99.as_secs_f64()) * 1000.0,
+            l.max.as_secs_f64() * 1000.0,
+            l.count
+        );
+        // Generous: only a storm of per-request timeouts would come near it.
+        assert!(l.max < Duration::from_secs(2), "{label}: {l}");
+    }
+    eprintln!(
+        "cache refilled by itself after: {recovery:?}; {} requests under load, 0 failed",
+        report.requests
+    );
+    for image in &report.pushed {
+        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
+    }
+}
+
+#[test]
+fn a_blob_deleted_while_redis_is_unreachable_is_forgotten_by_the_cache_once_it_is_back() {
+    let _one = exclusive();
+    let cluster = Cluster::start(ClusterOptions {
+        chaos: true,
+        ..ClusterOptions::default()
+    });
+    let chaos = cluster.chaos.as_ref().unwrap();
+    let api = cluster.endpoint();
+    let image =
+        push_image(&api, "redis/delete", "v1", 10_000).unwrap_or_else(|(f, _)| panic!("{f}"));
+    let path = format!("/v2/{}/blobs/{}", image.repo, image.layer.0);
+    // Every node has looked it up: Redis says the repository links it.
+    for node in &cluster.nodes {
+        node.endpoint()
+            .head_blob(&image.repo, &image.layer.0)
+            .unwrap();
+    }
+    let link_key = format!("repository::{}::blobs", image.repo);
+    let linked = |cluster: &Cluster| {
+        cluster
+            .redis
+            .command(&["SISMEMBER", &link_key, &image.layer.0])
+            .map(|r| r.text() == "1")
+            .unwrap()
+    };
+    assert!(linked(&cluster));
+
+    // Deleted while the deleting node cannot reach Redis: the request still succeeds.
+    chaos.set(Chaos::Cut);
+    let deleter = cluster.nodes[0].endpoint();
+    let deleted = deleter
+        .send(reqwest::Method::DELETE, &path, &[], None)
+        .unwrap();
+    assert_eq!(deleted.status, 202, "{}", deleted.text());
+    let gone = deleter
+        .send(reqwest::Method::HEAD, &path, &[], None)
+        .unwrap();
+    assert_eq!(gone.status, 404, "the deleting node still serves it");
+    chaos.set(Chaos::Pass);
+    // Once Redis answers again, the deleting node replays the removal before anything else
+    // (its next request after the back-off), and then no node sees the link in the cache.
+    let replayed = wait_until(std::time::Duration::from_secs(40), || {
+        let a = deleter
+            .send(reqwest::Method::HEAD, &path, &[], None)
+            .unwrap();
+        assert_eq!(a.status, 404);
+        !linked(&cluster)
+    });
+    assert!(replayed, "the removal was not replayed\n{}", cluster.logs());
+    for node in &cluster.nodes {
+        let a = node
+            .endpoint()
+            .send(reqwest::Method::HEAD, &path, &[], None)
+            .unwrap();
+        assert_eq!(a.status, 404, "{} still serves a deleted blob", node.name());
+    }
+}

@@ -1,0 +1,290 @@
+//! TLS on the main listener with a CA generated here: skopeo with `--dest-cert-dir`, https
+//! `Location`s, mutual TLS, TLS 1.1 refused, the certificate reloaded from disk, and start-up
+//! errors naming the key at fault.
+
+#[path = "support/auth.rs"]
+mod auth_support;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use auth_support::*;
+use support::*;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("wharf-test-ca");
+        std::fs::write(dir.path().join("ca.crt"), &ca.identity.cert_pem).unwrap();
+        ca.sign(ec_key(), &["localhost", "127.0.0.1"])
+            .write(dir.path(), "server");
+        Self { dir, ca }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn tls_lines(&self, extra: &[String]) -> Vec<String> {
+        let mut lines = vec![
+            "  tls:".to_string(),
+            format!("    certificate: {}", self.path("server.crt")),
+            format!("    key: {}", self.path("server.key")),
+        ];
+        lines.extend(extra.iter().cloned());
+        lines
+    }
+}
+
+fn spawn(lines: &[String]) -> Registry {
+    let mut b = Registry::builder(Driver::Filesystem);
+    for l in lines {
+        b = b.http_line(l);
+    }
+    b.spawn()
+}
+
+fn curl(args: &[&str]) -> CommandOutput {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20"]).args(args);
+    run_bounded(cmd, Duration::from_secs(30))
+}
+
+/// Waits until a TLS request with the CA answers (or the process exits).
+fn wait_tls(reg: &mut Registry, pki: &Pki, client: &[&str]) {
+    let url = format!("https://{}/v2/", reg.host());
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while Instant::now() < deadline {
+        if let Some(status) = reg.try_exit() {
+            panic!("registry exited with {status}: {}", reg.stderr_text());
+        }
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}", "--cacert"];
+        let ca = pki.path("ca.crt");
+        args.push(&ca);
+        args.extend(client);
+        args.push(&url);
+        if curl(&args).stdout == "200" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("TLS registry not ready: {}", reg.stderr_text());
+}
+
+fn s_client(reg: &Registry, args: &[&str]) -> CommandOutput {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &reg.host()])
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    run_bounded(cmd, Duration::from_secs(30))
+}
+
+/// openssl s_client may exit 0 after a refused handshake; it prints `New, (NONE)` then instead
+/// of `New, TLSv1.x, Cipher is ...`.
+fn handshake_failed(out: &CommandOutput) -> bool {
+    !out.stdout.contains("New, TLSv1")
+}
+
+#[test]
+fn skopeo_pushes_over_tls_with_a_cert_dir() {
+    let pki = Pki::new();
+    let mut reg = spawn(&pki.tls_lines(&[]));
+    wait_tls(&mut reg, &pki, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = layout(work.path());
+    let certs = work.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(pki.dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let dest = format!("docker://{}/tls/image:v1", reg.host());
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        &certs.display().to_string(),
+        &format!("oci:{}:v1", layout.display()),
+        &dest,
+    ])
+    .assert_success("skopeo copy over TLS");
+    skopeo(&["inspect", "--cert-dir", &certs.display().to_string(), &dest])
+        .assert_success("skopeo inspect over TLS");
+    // Without the CA the certificate is not trusted.
+    assert!(!skopeo(&["inspect", &dest]).status.success());
+
+    // Locations point back over https; HTTP/2 is offered by ALPN.
+    let out = curl(&[
+        "-i",
+        "--http2",
+        "-X",
+        "POST",
+        "--cacert",
+        &pki.path("ca.crt"),
+        &format!("https://{}/v2/tls/image/blobs/uploads/", reg.host()),
+    ]);
+    let head = out.stdout.to_ascii_lowercase();
+    assert!(head.starts_with("http/2 202"), "{}", out.stdout);
+    assert!(
+        head.contains(&format!(
+            "location: https://{}/v2/tls/image/blobs/uploads/",
+            reg.host()
+        )),
+        "{}",
+        out.stdout
+    );
+    // Plain HTTP on the TLS port gets no registry answer.
+    assert_ne!(
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/v2/", reg.host())
+        ])
+        .stdout,
+        "200"
+    );
+}
+
+#[test]
+fn tls_versions_and_reload() {
+    let pki = Pki::new();
+    let mut reg = spawn(&pki.tls_lines(&[]));
+    wait_tls(&mut reg, &pki, &[]);
+    let ok = s_client(&reg, &["-tls1_2", "-CAfile", &pki.path("ca.crt")]);
+    assert!(ok.stdout.contains("TLSv1.2"), "{}{}", ok.stdout, ok.stderr);
+    let old = s_client(&reg, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+    assert!(handshake_failed(&old), "TLS 1.1 accepted: {}", old.stdout);
+
+    // A new certificate written over the old files is served without a restart.
+    let fresh = pki.ca.sign(ec_key(), &["renewed.example", "127.0.0.1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    fresh.write(pki.dir.path(), "server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = s_client(&reg, &["-CAfile", &pki.path("ca.crt")]);
+        if out.stdout.contains("renewed.example") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certificate not reloaded: {}",
+            out.stdout
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_tls(&mut reg, &pki, &[]);
+}
+
+#[test]
+fn tls13_only_refuses_tls12() {
+    let pki = Pki::new();
+    let mut reg = spawn(&pki.tls_lines(&["    minimumtls: tls1.3".into()]));
+    wait_tls(&mut reg, &pki, &[]);
+    assert!(handshake_failed(&s_client(&reg, &["-tls1_2"])));
+    assert!(s_client(&reg, &["-tls1_3", "-CAfile", &pki.path("ca.crt")])
+        .stdout
+        .contains("TLSv1.3"));
+}
+
+#[test]
+fn mutual_tls() {
+    let pki = Pki::new();
+    let client_ca = Ca::new("client-ca");
+    std::fs::write(
+        pki.dir.path().join("client-ca.crt"),
+        &client_ca.identity.cert_pem,
+    )
+    .unwrap();
+    client_ca
+        .sign(ec_key(), &["client"])
+        .write(pki.dir.path(), "client");
+    let stranger = Ca::new("other-ca").sign(ec_key(), &["intruder"]);
+    stranger.write(pki.dir.path(), "intruder");
+    let mut reg = spawn(&pki.tls_lines(&[
+        "    clientcas:".into(),
+        format!("      - {}", pki.path("client-ca.crt")),
+    ]));
+    let (cert, key) = (pki.path("client.crt"), pki.path("client.key"));
+    wait_tls(&mut reg, &pki, &["--cert", &cert, "--key", &key]);
+    let url = format!("https://{}/v2/", reg.host());
+    let code = |extra: &[&str]| {
+        let ca = pki.path("ca.crt");
+        let mut args = vec![
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca.as_str(),
+        ];
+        args.extend(extra);
+        args.push(&url);
+        curl(&args)
+    };
+    assert_eq!(code(&["--cert", &cert, "--key", &key]).stdout, "200");
+    let without = code(&[]);
+    assert_ne!(
+        without.stdout, "200",
+        "accepted without a client certificate"
+    );
+    let (icert, ikey) = (pki.path("intruder.crt"), pki.path("intruder.key"));
+    assert_ne!(code(&["--cert", &icert, "--key", &ikey]).stdout, "200");
+}
+
+fn start_error(lines: &[String]) -> String {
+    let mut reg = spawn(lines);
+    let status = reg.wait_exit(WAIT_LIMIT).expect("registry should exit");
+    assert!(!status.success());
+    reg.stderr_text()
+}
+
+#[test]
+fn startup_errors_name_the_key() {
+    let pki = Pki::new();
+    let other = self_signed(ec_key(), &["other"]);
+    other.write(pki.dir.path(), "other");
+    let missing = pki.path("missing.crt");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "  tls:".into(),
+                format!("    certificate: {missing}"),
+                format!("    key: {}", pki.path("server.key")),
+            ],
+            "http.tls.certificate",
+        ),
+        (
+            vec![
+                "  tls:".into(),
+                format!("    certificate: {}", pki.path("server.crt")),
+                format!("    key: {}", pki.path("other.key")),
+            ],
+            "does not match http.tls.certificate",
+        ),
+        (
+            vec![
+                "  tls:".into(),
+                format!("    certificate: {}", pki.path("server.crt")),
+                format!("    key: {}", pki.path("ca.crt")),
+            ],
+            "http.tls.key",
+        ),
+        (
+            pki.tls_lines(&["    ciphersuites: [TLS_RSA_WITH_RC4_128_SHA]".into()]),
+            "http.tls.ciphersuites",
+        ),
+    ];
+    for (lines, expected) in cases {
+        let stderr = start_error(&lines);
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(Path::new(&pki.path("server.crt")).exists());
+}
