@@ -24,6 +24,7 @@ fn lone_node(name: &str, draintimeout: Duration) -> (Node, tempfile::TempDir) {
         debug_port: free_port(),
         secret: SECRET.to_string(),
         storage: storage.path().to_path_buf(),
+        s3: None,
         redis: None,
         draintimeout,
         redis_timeout: Duration::from_millis(100),

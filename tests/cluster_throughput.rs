@@ -120,6 +120,7 @@ fn three_nodes_behind_haproxy_against_one_node() {
         debug_port: free_port(),
         secret: SECRET.into(),
         storage: storage.path().to_path_buf(),
+        s3: None,
         redis: Some(redis.addr()),
         draintimeout: Duration::from_secs(3),
         redis_timeout: Duration::from_millis(100),

@@ -216,6 +216,17 @@ fn push_and_pull(driver: Driver) {
         );
     }
 
+    // On S3 every object-storage call is timed by operation.
+    if driver == Driver::S3 {
+        for operation in ["PutObject", "HeadObject"] {
+            let labels = [("system", "s3"), ("operation", operation)];
+            assert!(
+                delta(&after, "wharf_external_call_seconds_count", &labels) >= 1.0,
+                "no S3 {operation} timed\n{why}"
+            );
+        }
+    }
+
     // Exactly distribution's label sets.
     let names = |v: &[&str]| vec![v.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     assert_eq!(

@@ -500,6 +500,9 @@ pub struct NodeSpec {
     pub debug_port: u16,
     pub secret: String,
     pub storage: PathBuf,
+    /// A `storage.s3` section (see `support::s3::storage_section`) used instead of the
+    /// filesystem at `storage`, with whether blob reads redirect to the bucket.
+    pub s3: Option<(String, bool)>,
     /// `redis.addr`, or no cache.
     pub redis: Option<String>,
     pub draintimeout: Duration,
@@ -518,13 +521,19 @@ log:
     service: registry
     node: {name}
 storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
+{storage}  delete:
     enabled: true
 ",
             name = self.name,
-            storage = self.storage.display()
+            storage = match &self.s3 {
+                Some((section, redirect)) => {
+                    format!("{section}  redirect:\n    disable: {}\n", !redirect)
+                }
+                None => format!(
+                    "  filesystem:\n    rootdirectory: {}\n",
+                    self.storage.display()
+                ),
+            }
         );
         if let Some(addr) = &self.redis {
             let t = format!("{}ms", self.redis_timeout.as_millis());
@@ -876,6 +885,9 @@ pub struct ClusterOptions {
     pub secrets: [Option<&'static str>; 3],
     pub draintimeout: Duration,
     pub redis_timeout: Duration,
+    /// Store in this bucket of the shared S3 server instead of a shared folder, blob reads
+    /// redirected to it or not.
+    pub s3: Option<(super::support::S3Target, bool)>,
 }
 
 impl Default for ClusterOptions {
@@ -886,6 +898,7 @@ impl Default for ClusterOptions {
             secrets: [None, None, None],
             draintimeout: Duration::from_secs(12),
             redis_timeout: Duration::from_millis(100),
+            s3: None,
         }
     }
 }
@@ -920,6 +933,14 @@ impl Cluster {
                     debug_port: free_port(),
                     secret: options.secrets[i].unwrap_or(SECRET).to_string(),
                     storage: storage.path().to_path_buf(),
+                    s3: options.s3.as_ref().map(|(target, redirect)| {
+                        let section = super::support::s3::storage_section(
+                            &target.endpoint,
+                            &target.bucket,
+                            &[],
+                        );
+                        (section, *redirect)
+                    }),
                     redis: Some(redis_addr.clone()),
                     draintimeout: options.draintimeout,
                     redis_timeout: options.redis_timeout,

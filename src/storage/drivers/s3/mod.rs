@@ -625,12 +625,14 @@ impl Inner {
     {
         let started = Instant::now();
         let result = f().await.map_err(|e| sdk_error(op, key, e));
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(StorageError::NotFound(_)) => "not_found",
             Err(_) => "error",
         };
+        crate::ops::metrics::external_call("s3", op, elapsed, outcome != "error");
         match &result {
             Err(e) if outcome == "error" => tracing::warn!(
                 target: "wharf::storage::s3",
