@@ -2,8 +2,6 @@
 
 use std::cmp::Ordering;
 
-use futures_util::StreamExt;
-
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::Registry;
 use crate::storage::layout;
@@ -52,48 +50,10 @@ impl Registry {
     /// Repository paths under `repositories/` that contain `marker`
     /// (`_manifests`, `_uploads`, ...); `_`-prefixed directories are not descended.
     pub(crate) async fn directories_holding(&self, marker: &str) -> Result<Vec<String>> {
-        let mut found = Vec::new();
-        // Breadth-first, listing up to 16 directories at once; bounded by the tree.
-        let root = layout::repositories_dir();
-        let mut level = vec![String::new()];
-        while !level.is_empty() {
-            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
-                let dir = if prefix.is_empty() {
-                    root.clone()
-                } else {
-                    format!("{root}/{prefix}")
-                };
-                async move {
-                    let entries = match self.driver.list_entries(&dir).await {
-                        Ok(v) => Ok(v),
-                        Err(e) if e.is_not_found() => Ok(Vec::new()),
-                        Err(e) => Err(e),
-                    };
-                    (prefix, entries)
-                }
-            }))
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-            let mut next = Vec::new();
-            for (prefix, entries) in listings {
-                for (child, is_dir) in entries? {
-                    if child == marker {
-                        if !prefix.is_empty() {
-                            found.push(prefix.clone());
-                        }
-                    } else if is_dir && !child.starts_with('_') {
-                        next.push(if prefix.is_empty() {
-                            child
-                        } else {
-                            format!("{prefix}/{child}")
-                        });
-                    }
-                }
-            }
-            level = next;
-        }
-        Ok(found)
+        Ok(self
+            .driver
+            .dirs_holding(&layout::repositories_dir(), marker, "_")
+            .await?)
     }
 
     /// A page of the catalog; `n` above `catalog.maxentries` is refused.

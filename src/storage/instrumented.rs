@@ -100,6 +100,22 @@ impl StorageDriver for InstrumentedDriver {
         self.timed("List", path, self.inner.list(path)).await
     }
 
+    // Forwarded so the driver's own listing is used, not the trait's one-stat-per-child default.
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
+        self.timed("List", path, self.inner.list_entries(path))
+            .await
+    }
+
+    async fn dirs_holding(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let walk = self.inner.dirs_holding(path, marker, skip);
+        self.timed("Walk", path, walk).await
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         self.timed("Move", from, self.inner.move_to(from, to)).await
     }
@@ -215,5 +231,38 @@ mod tests {
             assert!(text.contains(&needle), "missing {needle}");
         }
         assert!(!text.contains(r#"wharf_storage_errors_total{action="Stat",driver="inmemory"}"#));
+    }
+
+    /// The `Stat` count of `driver="inmemory"` in the rendered metrics.
+    fn stat_count() -> f64 {
+        let text = String::from_utf8(metrics::render()).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"registry_storage_action_seconds_count{action="Stat",driver="inmemory"} "#,
+                )
+            })
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn list_entries_is_the_drivers_own() {
+        let driver = InstrumentedDriver::new(Arc::new(InMemoryDriver::new()));
+        for name in ["/d/x", "/d/y/z", "/d/w"] {
+            driver.put_content(name, Bytes::new()).await.unwrap();
+        }
+        let before = stat_count();
+        let mut entries = driver.list_entries("/d").await.unwrap();
+        entries.sort();
+        assert_eq!(
+            entries,
+            vec![
+                ("w".to_string(), false),
+                ("x".to_string(), false),
+                ("y".to_string(), true)
+            ]
+        );
+        // One listing, no stat per child.
+        assert_eq!(stat_count(), before);
     }
 }

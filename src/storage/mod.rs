@@ -142,6 +142,56 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn redirect_url(&self, _path: &str) -> Result<Option<String>, StorageError> {
         Ok(None)
     }
+    /// The directories below `path` (relative, `/`-separated) holding an entry named
+    /// `marker`; directories named `marker` or starting with `skip` are not descended. A
+    /// missing `path` holds none. Default: breadth-first, up to 16 listings at once.
+    async fn dirs_holding(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        use futures_util::StreamExt;
+        let mut found = Vec::new();
+        let mut level = vec![String::new()];
+        while !level.is_empty() {
+            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
+                let dir = if prefix.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}/{prefix}")
+                };
+                async move {
+                    let entries = match self.list_entries(&dir).await {
+                        Err(e) if e.is_not_found() => Ok(Vec::new()),
+                        other => other,
+                    };
+                    (prefix, entries)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            let mut next = Vec::new();
+            for (prefix, entries) in listings {
+                for (child, is_dir) in entries? {
+                    if child == marker {
+                        if !prefix.is_empty() {
+                            found.push(prefix.clone());
+                        }
+                    } else if is_dir && (skip.is_empty() || !child.starts_with(skip)) {
+                        next.push(if prefix.is_empty() {
+                            child
+                        } else {
+                            format!("{prefix}/{child}")
+                        });
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(found)
+    }
 }
 
 /// An open append handle; nothing is guaranteed durable before `commit`.

@@ -245,6 +245,56 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
+    // One blocking task walks the whole tree: a catalog of thousands of repositories would
+    // otherwise cost a thread hand-off per directory.
+    async fn dirs_holding(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let root = self.full(path)?;
+        let (p, marker, skip) = (path.to_string(), marker.to_string(), skip.to_string());
+        blocking(move || {
+            let mut found = Vec::new();
+            let mut stack = vec![String::new()];
+            while let Some(prefix) = stack.pop() {
+                let dir = if prefix.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(&prefix)
+                };
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StorageError::io("walk", &p, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| StorageError::io("walk", &p, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    if name == marker {
+                        if !prefix.is_empty() {
+                            found.push(prefix.clone());
+                        }
+                    } else if (skip.is_empty() || !name.starts_with(skip.as_str()))
+                        && entry.file_type().is_ok_and(|t| t.is_dir())
+                    {
+                        stack.push(if prefix.is_empty() {
+                            name
+                        } else {
+                            format!("{prefix}/{name}")
+                        });
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         let src = self.full(from)?;
         let dst = self.full(to)?;
@@ -496,6 +546,47 @@ mod tests {
         let s = d.reader(p, off, len).await.unwrap();
         let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
         chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn dirs_holding_walks_like_the_generic_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs_driver = FilesystemDriver::new(tmp.path());
+        let mem = crate::storage::drivers::inmemory::InMemoryDriver::new();
+        for file in [
+            "/r/a/_manifests/x",
+            "/r/a/b/_manifests/x",
+            "/r/a/_layers/c/_manifests/x",
+            "/r/d/e/f/_manifests/x",
+            "/r/g/_uploads/u/data",
+            "/r/h/file",
+        ] {
+            fs_driver.put_content(file, Bytes::new()).await.unwrap();
+            mem.put_content(file, Bytes::new()).await.unwrap();
+        }
+        let mut walked = fs_driver
+            .dirs_holding("/r", "_manifests", "_")
+            .await
+            .unwrap();
+        let mut listed = mem.dirs_holding("/r", "_manifests", "_").await.unwrap();
+        walked.sort();
+        listed.sort();
+        assert_eq!(walked, vec!["a", "a/b", "d/e/f"]);
+        assert_eq!(walked, listed);
+        assert_eq!(
+            fs_driver.dirs_holding("/r", "_uploads", "_").await.unwrap(),
+            vec!["g"]
+        );
+        assert!(fs_driver
+            .dirs_holding("/missing", "_manifests", "_")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(mem
+            .dirs_holding("/missing", "_manifests", "_")
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

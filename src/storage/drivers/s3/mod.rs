@@ -1206,9 +1206,21 @@ impl StorageDriver for S3Driver {
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .list_entries(path)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    // The delimited listing says which children are directories (common prefixes): no HEADs.
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
         let s3 = &self.s3;
         let prefix = s3.dir_prefix(path)?;
-        let mut names = Vec::new();
+        let mut entries = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = s3
@@ -1226,14 +1238,14 @@ impl StorageDriver for S3Driver {
                 if let Some(name) = dir.prefix().and_then(|p| p.strip_prefix(prefix.as_str())) {
                     let name = name.trim_end_matches('/');
                     if !name.is_empty() {
-                        names.push(name.to_string());
+                        entries.push((name.to_string(), true));
                     }
                 }
             }
             for object in page.contents() {
                 if let Some(name) = object.key().and_then(|k| k.strip_prefix(prefix.as_str())) {
                     if !name.is_empty() {
-                        names.push(name.to_string());
+                        entries.push((name.to_string(), false));
                     }
                 }
             }
@@ -1242,12 +1254,13 @@ impl StorageDriver for S3Driver {
                 break;
             }
         }
-        if names.is_empty() {
+        if entries.is_empty() {
             return Err(StorageError::NotFound(path.to_string()));
         }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        // A name both an object and a prefix is reported once, as a directory.
+        entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Ok(entries)
     }
 
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
