@@ -25,6 +25,9 @@ const READ_AHEAD: usize = 2;
 const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Writes are batched to this size before a blocking write call.
 const WRITE_BATCH: usize = 1 << 20;
+/// A batch older than this is written whatever its size, so a slow client's
+/// upload does not hold its trickle in memory.
+const WRITE_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Driver over a directory.
 pub struct FilesystemDriver {
@@ -367,6 +370,7 @@ impl StorageDriver for FilesystemDriver {
             start: offset,
             size: offset,
             batch: BytesMut::new(),
+            batch_started: None,
             pending: None,
             publish: None,
             flushed: offset,
@@ -392,6 +396,7 @@ impl StorageDriver for FilesystemDriver {
             start: 0,
             size: 0,
             batch: BytesMut::new(),
+            batch_started: None,
             pending: None,
             publish: Some((tmp, target)),
             flushed: 0,
@@ -408,6 +413,8 @@ struct FsWriter {
     start: u64,
     size: u64,
     batch: BytesMut,
+    /// When the first byte of the current batch arrived.
+    batch_started: Option<std::time::Instant>,
     pending: Option<JoinHandle<(File, std::io::Result<()>)>>,
     /// For atomic writers: (temporary file, final path) renamed on commit.
     publish: Option<(PathBuf, PathBuf)>,
@@ -437,6 +444,7 @@ impl FsWriter {
             return Ok(());
         }
         let data = self.batch.split().freeze();
+        self.batch_started = None;
         let mut file = self
             .file
             .take()
@@ -495,7 +503,10 @@ impl FileWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
         self.size += data.len() as u64;
         self.batch.extend_from_slice(&data);
-        if self.batch.len() >= WRITE_BATCH {
+        let started = *self
+            .batch_started
+            .get_or_insert_with(std::time::Instant::now);
+        if self.batch.len() >= WRITE_BATCH || started.elapsed() >= WRITE_BATCH_AGE {
             self.flush_batch().await?;
         }
         Ok(())
