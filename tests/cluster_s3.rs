@@ -12,19 +12,10 @@ use std::collections::BTreeSet;
 use cluster::*;
 use support::layout::OciLayout;
 use support::s3::shared;
-use support::{skopeo, Prng, S3Target};
+use support::{Prng, S3Target};
 
 const MIB: usize = 1 << 20;
 const V2: &str = "docker/registry/v2/";
-
-/// Cut points splitting `len` bytes into `chunks` random, non-empty chunks.
-fn random_cuts(prng: &mut Prng, len: usize, chunks: usize) -> Vec<usize> {
-    let mut cuts: BTreeSet<usize> = BTreeSet::new();
-    for _ in 0..chunks - 1 {
-        cuts.insert(1 + (prng.next_u64() as usize) % (len - 1));
-    }
-    cuts.into_iter().collect()
-}
 
 /// Problems in the bucket: blob objects whose bytes do not hash to their key, upload objects
 /// or multipart uploads left behind.
@@ -155,26 +146,15 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_bucket() {
         ("image", "s3sk/image", false),
         ("multi", "s3sk/multi", true),
     ] {
-        let source = format!("oci:{}:{tag}", layout.dir.display());
-        let dest = format!("docker://{host}/{repo}:v1");
-        let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        skopeo(&args).assert_success("skopeo copy into the cluster");
+        skopeo_push(&host, &layout.dir, tag, repo, all);
         let expected = layout.digest_of(tag).unwrap();
-
-        let out_dir = work.path().join(format!("out-{tag}"));
-        let source = format!("docker://{host}/{repo}:v1");
-        let dest = format!("oci:{}:{tag}", out_dir.display());
-        let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        skopeo(&args).assert_success("skopeo copy out of the cluster");
-        let pulled = OciLayout::create_existing(&out_dir);
+        let pulled = skopeo_pull(
+            &host,
+            repo,
+            tag,
+            all,
+            &work.path().join(format!("out-{tag}")),
+        );
         assert_eq!(pulled.digest_of(tag), Some(expected.clone()), "{repo}");
         let mut layers = 0;
         for entry in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {

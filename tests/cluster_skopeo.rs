@@ -47,30 +47,20 @@ fn skopeo_copies_multi_layer_and_multi_arch_images_in_and_out_through_haproxy() 
     let host = format!("127.0.0.1:{}", cluster.haproxy.port);
 
     for (tag, repo, all) in [("image", "sk/image", false), ("multi", "sk/multi", true)] {
-        let source = format!("oci:{}:{tag}", layout.dir.display());
-        let dest = format!("docker://{host}/{repo}:v1");
-        let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        skopeo(&args).assert_success("skopeo copy into the cluster");
+        skopeo_push(&host, &layout.dir, tag, repo, all);
         let expected = layout.digest_of(tag).unwrap();
         // Every node serves the same manifest (round-robin: three inspections, three nodes).
         for _ in 0..3 {
             assert_eq!(raw_digest(&host, repo, "v1"), expected, "{repo}");
         }
         // And out again, into a fresh layout.
-        let out_dir = work.path().join(format!("out-{tag}"));
-        let source = format!("docker://{host}/{repo}:v1");
-        let dest = format!("oci:{}:{tag}", out_dir.display());
-        let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        skopeo(&args).assert_success("skopeo copy out of the cluster");
-        let pulled = OciLayout::create_existing(&out_dir);
+        let pulled = skopeo_pull(
+            &host,
+            repo,
+            tag,
+            all,
+            &work.path().join(format!("out-{tag}")),
+        );
         assert_eq!(pulled.digest_of(tag), Some(expected.clone()), "{repo}");
         // Every blob the source has came back byte for byte.
         for entry in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {

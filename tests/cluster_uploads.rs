@@ -18,16 +18,6 @@ use cluster::*;
 use reqwest::Method;
 use support::{Driver, Prng, Registry, Server};
 
-/// Cut points splitting `len` bytes into 2..=max_chunks random, non-empty chunks.
-fn random_cuts(prng: &mut Prng, len: usize, max_chunks: usize) -> Vec<usize> {
-    let chunks = 2 + (prng.next_u64() as usize) % (max_chunks - 1);
-    let mut cuts: BTreeSet<usize> = BTreeSet::new();
-    for _ in 0..chunks - 1 {
-        cuts.insert(1 + (prng.next_u64() as usize) % (len - 1));
-    }
-    cuts.into_iter().collect()
-}
-
 #[test]
 fn chunked_uploads_hop_between_nodes_and_verify() {
     let _one = exclusive();
@@ -50,7 +40,8 @@ fn chunked_uploads_hop_between_nodes_and_verify() {
         let repo = format!("hops/blob{i}");
         let data = prng.bytes(size);
         let digest = sha256_hex_digest(&data);
-        let cuts = random_cuts(&mut prng, size, max_chunks);
+        let chunks = 2 + (prng.next_u64() as usize) % (max_chunks - 1);
+        let cuts = random_cuts(&mut prng, size, chunks);
         let trace = api.push_chunked(&repo, &data, &cuts).unwrap_or_else(|f| {
             panic!(
                 "push of {size} bytes (seed {seed:#x}, cuts {cuts:?}): {f}\n{}",

@@ -1003,6 +1003,52 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Client sessions
+// ---------------------------------------------------------------------------------------------
+
+/// Cut points splitting `len` bytes into `chunks` random, non-empty chunks (fewer when two cuts
+/// coincide).
+pub fn random_cuts(prng: &mut super::support::Prng, len: usize, chunks: usize) -> Vec<usize> {
+    let mut cuts: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    for _ in 0..chunks - 1 {
+        cuts.insert(1 + (prng.next_u64() as usize) % (len - 1));
+    }
+    cuts.into_iter().collect()
+}
+
+/// `skopeo copy --preserve-digests` of `oci:<layout>:<tag>` to `docker://<host>/<repo>:v1`
+/// (`--all` for an index).
+pub fn skopeo_push(host: &str, layout: &Path, tag: &str, repo: &str, all: bool) {
+    let source = format!("oci:{}:{tag}", layout.display());
+    let dest = format!("docker://{host}/{repo}:v1");
+    let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([source.as_str(), dest.as_str()]);
+    super::support::skopeo(&args).assert_success("skopeo copy into the cluster");
+}
+
+/// `skopeo copy` of `docker://<host>/<repo>:v1` into a fresh layout at `out` under `tag`.
+pub fn skopeo_pull(
+    host: &str,
+    repo: &str,
+    tag: &str,
+    all: bool,
+    out: &Path,
+) -> super::support::layout::OciLayout {
+    let source = format!("docker://{host}/{repo}:v1");
+    let dest = format!("oci:{}:{tag}", out.display());
+    let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([source.as_str(), dest.as_str()]);
+    super::support::skopeo(&args).assert_success("skopeo copy out of the cluster");
+    super::support::layout::OciLayout::create_existing(out)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Storage checks
 // ---------------------------------------------------------------------------------------------
 

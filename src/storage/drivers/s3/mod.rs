@@ -1206,14 +1206,8 @@ impl StorageDriver for S3Driver {
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
-        let mut names: Vec<String> = self
-            .list_entries(path)
-            .await?
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
-        names.dedup();
-        Ok(names)
+        let entries = self.list_entries(path).await?;
+        Ok(entries.into_iter().map(|(name, _)| name).collect())
     }
 
     // The delimited listing says which children are directories (common prefixes): no HEADs.
