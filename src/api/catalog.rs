@@ -1,13 +1,26 @@
 //! `/v2/_catalog` and `/v2/<name>/tags/list`, paginated with `n`/`last` and `Link`.
 
 use http::{header, Response, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::api::body::Body;
 use crate::api::error::ApiError;
 use crate::api::{header_value, json_response, App, Req};
 use crate::registry::reference::RepositoryName;
 use crate::registry::Page;
+
+/// The `_catalog` body.
+#[derive(Serialize)]
+struct Repositories<'a> {
+    repositories: &'a [String],
+}
+
+/// The `tags/list` body.
+#[derive(Serialize)]
+struct Tags<'a> {
+    name: &'a str,
+    tags: &'a [String],
+}
 
 /// Parses `n`; anything but a non-negative integer is refused.
 fn page_size(req: &Req) -> Result<Option<usize>, ApiError> {
@@ -49,7 +62,10 @@ pub async fn catalog(app: &App, req: &Req) -> Result<Response<Body>, ApiError> {
         .registry
         .catalog(req.query("last").as_deref(), n)
         .await?;
-    let body = serde_json::to_vec(&json!({ "repositories": page.items })).unwrap_or_default();
+    let body = serde_json::to_vec(&Repositories {
+        repositories: &page.items,
+    })
+    .unwrap_or_default();
     let size = n.unwrap_or(app.registry.options().catalog_max_entries);
     Ok(with_link(
         json_response(StatusCode::OK, body),
@@ -67,8 +83,11 @@ pub async fn tags(app: &App, req: &Req, name: &RepositoryName) -> Result<Respons
         .registry
         .tags(name, req.query("last").as_deref(), n)
         .await?;
-    let body = serde_json::to_vec(&json!({ "name": name.as_str(), "tags": page.items }))
-        .unwrap_or_default();
+    let body = serde_json::to_vec(&Tags {
+        name: name.as_str(),
+        tags: &page.items,
+    })
+    .unwrap_or_default();
     let size = n
         .unwrap_or(page.items.len())
         .min(app.registry.options().max_tags);

@@ -18,7 +18,9 @@ pub struct Page {
 /// Orders repository paths component by component, as distribution does, so
 /// `a/b` sorts before `a-c`.
 pub fn path_order(a: &str, b: &str) -> Ordering {
-    a.split('/').cmp(b.split('/'))
+    // Byte order with `/` below every other byte is component order, without splitting.
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
 /// Cuts a sorted listing after `last`, at most `n` entries.
@@ -32,10 +34,13 @@ pub fn paginate(
         Some(last) => sorted.partition_point(|x| order(x, last) != Ordering::Greater),
         None => 0,
     };
-    let rest = &sorted[start..];
-    let take = n.unwrap_or(rest.len()).min(rest.len());
-    let items = rest[..take].to_vec();
-    let next = (take < rest.len() && take > 0).then(|| items[take - 1].clone());
+    let mut items = sorted;
+    let rest = items.len() - start;
+    let take = n.unwrap_or(rest).min(rest);
+    let more = take < rest;
+    items.truncate(start + take);
+    items.drain(..start);
+    let next = (more && take > 0).then(|| items[take - 1].clone());
     Page { items, next }
 }
 
@@ -43,7 +48,7 @@ impl Registry {
     /// Every repository (a directory holding `_manifests`), sorted.
     pub async fn repositories(&self) -> Result<Vec<String>> {
         let mut found = self.directories_holding("_manifests").await?;
-        found.sort_by(|a, b| path_order(a, b));
+        found.sort_unstable_by(|a, b| path_order(a, b));
         Ok(found)
     }
 
@@ -125,8 +130,18 @@ mod tests {
 
     #[test]
     fn orders_by_path_components() {
-        let mut names = v(&["a-c", "a/b", "a"]);
+        let mut names = v(&[
+            "a-c", "a/b", "a", "a.b/c", "a/b/c", "a/b-c", "a/b.c/d", "b", "a0",
+        ]);
         names.sort_by(|a, b| path_order(a, b));
-        assert_eq!(names, v(&["a", "a/b", "a-c"]));
+        assert_eq!(
+            names,
+            v(&["a", "a/b", "a/b/c", "a/b-c", "a/b.c/d", "a-c", "a.b/c", "a0", "b"])
+        );
+        // The same order as comparing the components one by one.
+        let mut by_components = names.clone();
+        by_components.reverse();
+        by_components.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        assert_eq!(names, by_components);
     }
 }

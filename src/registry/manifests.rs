@@ -266,7 +266,7 @@ impl Registry {
     pub async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<String>> {
         match self.driver.list(&layout::tags_dir(repo.as_str())).await {
             Ok(mut tags) => {
-                tags.sort();
+                tags.sort_unstable();
                 Ok(tags)
             }
             Err(e) if e.is_not_found() => Err(RegistryError::NameUnknown(repo.to_string())),

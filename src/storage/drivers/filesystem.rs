@@ -5,9 +5,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
+use rustix::io::Errno;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -91,6 +95,96 @@ fn create_dirs(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens a directory for reading its entries.
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+/// A getdents buffer: one per listing, reused for every directory of a walk.
+fn entry_buffer() -> Vec<MaybeUninit<u8>> {
+    vec![MaybeUninit::uninit(); 32 << 10]
+}
+
+/// Calls `each(name, is_dir)` for the entries of `dir` that are content: names
+/// starting with `.` (`.`, `..`, temp files of in-flight atomic writes) are not.
+/// Symbolic links are not directories.
+fn read_entries(
+    dir: &OwnedFd,
+    buf: &mut [MaybeUninit<u8>],
+    mut each: impl FnMut(String, bool),
+) -> std::io::Result<()> {
+    let mut entries = RawDir::new(dir, buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name.first() == Some(&b'.') {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            // Filesystems that do not fill d_type.
+            FileType::Unknown => {
+                rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }
+            _ => false,
+        };
+        let name = match std::str::from_utf8(name) {
+            Ok(name) => name.to_owned(),
+            Err(_) => String::from_utf8_lossy(name).into_owned(),
+        };
+        each(name, is_dir);
+    }
+    Ok(())
+}
+
+/// A depth-first walk collecting the directories that hold `marker`; each
+/// directory is opened relative to its parent, so no path is looked up twice.
+struct DirWalk<'a> {
+    marker: &'a str,
+    skip: &'a str,
+    buf: &'a mut [MaybeUninit<u8>],
+    found: &'a mut Vec<String>,
+}
+
+impl DirWalk<'_> {
+    fn visit(&mut self, dir: OwnedFd, prefix: String) -> std::io::Result<()> {
+        let mut children = Vec::new();
+        let mut holds_marker = false;
+        read_entries(&dir, self.buf, |name, is_dir| {
+            if name == self.marker {
+                holds_marker = true;
+            } else if is_dir && (self.skip.is_empty() || !name.starts_with(self.skip)) {
+                children.push(name);
+            }
+        })?;
+        if holds_marker && !prefix.is_empty() {
+            self.found.push(prefix.clone());
+        }
+        for name in children {
+            // Not followed: a walk does not leave the tree through a link swapped in.
+            let flags = DIR_FLAGS | OFlags::NOFOLLOW;
+            let child = match rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()) {
+                Ok(child) => child,
+                // Deleted (or replaced by a file) since it was listed.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            self.visit(child, path)?;
+        }
+        Ok(())
+    }
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -217,14 +311,9 @@ impl StorageDriver for FilesystemDriver {
         let p = path.to_string();
         blocking(move || {
             let mut names = Vec::new();
-            for entry in fs::read_dir(&full).map_err(|e| StorageError::io("list", &p, e))? {
-                let entry = entry.map_err(|e| StorageError::io("list", &p, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // Temp files of in-flight atomic writes are not content.
-                if !name.starts_with('.') {
-                    names.push(name);
-                }
-            }
+            let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
+            read_entries(&dir, &mut entry_buffer(), |name, _| names.push(name))
+                .map_err(|e| StorageError::io("list", &p, e))?;
             Ok(names)
         })
         .await
@@ -235,14 +324,9 @@ impl StorageDriver for FilesystemDriver {
         let p = path.to_string();
         blocking(move || {
             let mut out = Vec::new();
-            for entry in fs::read_dir(&full).map_err(|e| StorageError::io("list", &p, e))? {
-                let entry = entry.map_err(|e| StorageError::io("list", &p, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') {
-                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                    out.push((name, is_dir));
-                }
-            }
+            let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
+            read_entries(&dir, &mut entry_buffer(), |name, d| out.push((name, d)))
+                .map_err(|e| StorageError::io("list", &p, e))?;
             Ok(out)
         })
         .await
@@ -260,39 +344,19 @@ impl StorageDriver for FilesystemDriver {
         let (p, marker, skip) = (path.to_string(), marker.to_string(), skip.to_string());
         blocking(move || {
             let mut found = Vec::new();
-            let mut stack = vec![String::new()];
-            while let Some(prefix) = stack.pop() {
-                let dir = if prefix.is_empty() {
-                    root.clone()
-                } else {
-                    root.join(&prefix)
-                };
-                let entries = match fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StorageError::io("walk", &p, e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(|e| StorageError::io("walk", &p, e))?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with('.') {
-                        continue;
-                    }
-                    if name == marker {
-                        if !prefix.is_empty() {
-                            found.push(prefix.clone());
-                        }
-                    } else if (skip.is_empty() || !name.starts_with(skip.as_str()))
-                        && entry.file_type().is_ok_and(|t| t.is_dir())
-                    {
-                        stack.push(if prefix.is_empty() {
-                            name
-                        } else {
-                            format!("{prefix}/{name}")
-                        });
-                    }
-                }
+            let dir = match open_dir(&root) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+                Err(e) => return Err(StorageError::io("walk", &p, e)),
+            };
+            DirWalk {
+                marker: &marker,
+                skip: &skip,
+                buf: &mut entry_buffer(),
+                found: &mut found,
             }
+            .visit(dir, String::new())
+            .map_err(|e| StorageError::io("walk", &p, e))?;
             Ok(found)
         })
         .await
@@ -598,6 +662,51 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn listings_hide_temp_files_and_do_not_follow_links_inside_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(tmp.path());
+        d.put_content("/r/a/_manifests/x", Bytes::new())
+            .await
+            .unwrap();
+        d.put_content("/r/a/file", Bytes::new()).await.unwrap();
+        fs::write(tmp.path().join("r/a/.file.tmp-0123"), b"partial").unwrap();
+        fs::create_dir_all(tmp.path().join("r/.hidden/_manifests")).unwrap();
+        // A link to a repository elsewhere is not a repository of this tree.
+        fs::create_dir_all(tmp.path().join("outside/o/_manifests")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside/o"), tmp.path().join("r/link"))
+            .unwrap();
+        let mut names = d.list("/r/a").await.unwrap();
+        names.sort();
+        assert_eq!(names, vec!["_manifests", "file"]);
+        let mut entries = d.list_entries("/r/a").await.unwrap();
+        entries.sort();
+        assert_eq!(
+            entries,
+            vec![
+                ("_manifests".to_string(), true),
+                ("file".to_string(), false)
+            ]
+        );
+        let mut top = d.list_entries("/r").await.unwrap();
+        top.sort();
+        assert_eq!(
+            top,
+            vec![("a".to_string(), true), ("link".to_string(), false)]
+        );
+        assert_eq!(
+            d.dirs_holding("/r", "_manifests", "_").await.unwrap(),
+            vec!["a"]
+        );
+        // The listed directory itself may be a link (a root moved elsewhere).
+        std::os::unix::fs::symlink(tmp.path().join("r"), tmp.path().join("r2")).unwrap();
+        assert_eq!(
+            d.dirs_holding("/r2", "_manifests", "_").await.unwrap(),
+            vec!["a"]
+        );
+        assert!(d.list("/missing").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]
