@@ -72,8 +72,11 @@ impl Registry {
         let uuid = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now();
         let started = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // Not durable yet: a session holds no data until its first chunk, which
+        // makes it durable (see `receive`); one lost in a crash before that is
+        // only restarted by the client. A monolithic PUT never needs it durable.
         self.driver
-            .put_content(
+            .put_content_lazy(
                 &layout::upload_started_at(repo.as_str(), &uuid),
                 Bytes::from(started),
             )
@@ -195,10 +198,19 @@ impl Registry {
         let digest: Digest = digest.parse()?;
         if state.offset == 0 && last_chunk.expected_len()? != Some(0) {
             // The whole blob comes with the PUT: write it straight to its place.
-            let blob = self.store_verified(&digest, last_chunk).await;
-            self.discard_upload(repo, uuid).await;
-            let blob = blob?;
-            self.link_blob(repo, &digest).await?;
+            let blob = match self.store_verified(&digest, last_chunk).await {
+                Ok(blob) => blob,
+                Err(e) => {
+                    self.discard_upload(repo, uuid).await;
+                    return Err(e);
+                }
+            };
+            // Independent: each waits for its own fsync, so they overlap.
+            let ((), linked) = tokio::join!(
+                self.discard_upload(repo, uuid),
+                self.link_blob(repo, &digest)
+            );
+            linked?;
             return Ok(blob);
         }
         let hasher = self.receive(&state, last_chunk).await?;
@@ -285,9 +297,10 @@ impl Registry {
     }
 
     async fn discard_upload(&self, repo: &RepositoryName, uuid: &str) {
+        // Lazy: a session brought back by a crash is purged like any stale one.
         if let Err(e) = self
             .driver
-            .delete(&layout::upload_dir(repo.as_str(), uuid))
+            .delete_lazy(&layout::upload_dir(repo.as_str(), uuid))
             .await
         {
             if !e.is_not_found() {
@@ -323,8 +336,11 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.link_blob(repo, digest).await?;
-        self.discard_upload(repo, uuid).await;
+        let (linked, ()) = tokio::join!(
+            self.link_blob(repo, digest),
+            self.discard_upload(repo, uuid)
+        );
+        linked?;
         Ok(BlobInfo {
             digest: digest.clone(),
             size: hasher.len(),
@@ -389,12 +405,20 @@ impl Registry {
             return Err(e);
         }
         writer.commit().await?;
+        if state.offset == 0 {
+            // The session now holds acknowledged data: make it durable with it.
+            self.driver
+                .sync(&layout::upload_session_chain(&state.name, &state.uuid))
+                .await?;
+        }
         // Distribution keeps the hash state beside the data; writing it lets a
-        // registry:2 node finish this upload without rehashing it.
+        // registry:2 node finish this upload without rehashing it. Lazy: wharf
+        // does not need it (its token carries the state), and only a power loss
+        // can lose it.
         let state_path = layout::upload_hashstate(&state.name, &state.uuid, "sha256", hasher.len());
         if let Err(e) = self
             .driver
-            .put_content(&state_path, Bytes::copy_from_slice(&hasher.to_go_bytes()))
+            .put_content_lazy(&state_path, Bytes::copy_from_slice(&hasher.to_go_bytes()))
             .await
         {
             tracing::warn!(error = %e, "could not store the upload hash state");

@@ -82,6 +82,20 @@ impl StorageDriver for InstrumentedDriver {
             .await
     }
 
+    async fn put_content_lazy(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        self.timed(
+            "PutContent",
+            path,
+            self.inner.put_content_lazy(path, content),
+        )
+        .await
+    }
+
+    async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {
+        let first = paths.first().map(String::as_str).unwrap_or("/");
+        self.timed("Sync", first, self.inner.sync(paths)).await
+    }
+
     async fn reader(
         &self,
         path: &str,
@@ -122,6 +136,11 @@ impl StorageDriver for InstrumentedDriver {
 
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
         self.timed("Delete", path, self.inner.delete(path)).await
+    }
+
+    async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
+        self.timed("Delete", path, self.inner.delete_lazy(path))
+            .await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {

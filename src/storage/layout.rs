@@ -86,6 +86,23 @@ pub fn upload_started_at(name: &str, uuid: &str) -> String {
     format!("{}/startedat", upload_dir(name, uuid))
 }
 
+/// What makes an upload session durable: its `startedat`, its directory and
+/// every directory above it up to `repositories/` (any of them may be new).
+pub fn upload_session_chain(name: &str, uuid: &str) -> Vec<String> {
+    let mut chain = vec![upload_started_at(name, uuid), upload_dir(name, uuid)];
+    let mut dir = format!("{ROOT}/repositories/{name}/_uploads");
+    let top = repositories_dir();
+    while dir.len() >= top.len() {
+        let parent = dir.rfind('/').map(|i| dir[..i].to_string());
+        chain.push(dir);
+        match parent {
+            Some(parent) => dir = parent,
+            None => break,
+        }
+    }
+    chain
+}
+
 /// Hash states of an upload session, one file per offset.
 pub fn upload_hashstates_dir(name: &str, uuid: &str, alg: &str) -> String {
     format!("{}/hashstates/{alg}", upload_dir(name, uuid))
@@ -98,6 +115,22 @@ pub fn upload_hashstate(name: &str, uuid: &str, alg: &str, offset: u64) -> Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn upload_session_chain_climbs_to_repositories() {
+        let v2 = "/docker/registry/v2";
+        assert_eq!(
+            super::upload_session_chain("a/b", "u"),
+            vec![
+                format!("{v2}/repositories/a/b/_uploads/u/startedat"),
+                format!("{v2}/repositories/a/b/_uploads/u"),
+                format!("{v2}/repositories/a/b/_uploads"),
+                format!("{v2}/repositories/a/b"),
+                format!("{v2}/repositories/a"),
+                format!("{v2}/repositories"),
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]

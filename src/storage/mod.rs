@@ -89,7 +89,7 @@ pub struct FileInfo {
 ///
 /// Writes through `put_content`, `move_to` and a committed [`FileWriter`] are
 /// atomic (readers see the old or the new content, never a torn file) and
-/// durable when they return.
+/// durable when they return; the `_lazy` variants are atomic only.
 #[async_trait::async_trait]
 pub trait StorageDriver: Send + Sync + 'static {
     /// Driver name, as in the config (`filesystem`, `inmemory`, ...).
@@ -98,6 +98,18 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError>;
     /// Atomically replaces a file.
     async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError>;
+    /// Atomically replaces a file without waiting for it to be durable: for
+    /// bookkeeping that a crash may lose harmlessly, or that [`Self::sync`]
+    /// makes durable later. Default: [`Self::put_content`].
+    async fn put_content_lazy(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        self.put_content(path, content).await
+    }
+    /// Makes files and directories written lazily durable, with the entries
+    /// of the directories named. Default: nothing, for backends whose writes
+    /// are durable when acknowledged.
+    async fn sync(&self, _paths: &[String]) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Streams `len` bytes (to the end when `None`) from `offset`.
     async fn reader(
         &self,
@@ -128,6 +140,12 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError>;
     /// Deletes a file or a whole directory tree.
     async fn delete(&self, path: &str) -> Result<(), StorageError>;
+    /// Deletes like [`Self::delete`] without waiting for the removal to be
+    /// durable: for clean-up that may harmlessly come back after a crash.
+    /// Default: [`Self::delete`].
+    async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
+        self.delete(path).await
+    }
     /// Opens `path` for appending at `offset`: bytes stored past `offset` (left by
     /// a failed request) are dropped; a file shorter than `offset` is an error.
     /// Offset 0 creates the file.

@@ -70,10 +70,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` and missing ancestors, making each new entry durable.
-fn create_dirs(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and missing ancestors. Returns the directories whose entries
+/// changed: the caller fsyncs them with [`sync_dirs`] after its own data fsync,
+/// which on journaling filesystems commits the new entries too, so durability
+/// costs one journal commit instead of one per level.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
     if dir.is_dir() {
-        return Ok(());
+        return Ok(changed);
     }
     let mut missing = Vec::new();
     let mut cur = dir;
@@ -91,10 +95,15 @@ fn create_dirs(dir: &Path) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
         if let Some(parent) = d.parent() {
-            sync_dir(parent)?;
+            changed.push(parent.to_path_buf());
         }
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// fsyncs directories returned by [`create_dirs`].
+fn sync_dirs(dirs: &[PathBuf]) -> std::io::Result<()> {
+    dirs.iter().try_for_each(|d| sync_dir(d))
 }
 
 /// Opens a directory for reading its entries.
@@ -187,6 +196,48 @@ impl DirWalk<'_> {
     }
 }
 
+/// Replaces `path` with `content` through a temporary sibling and a rename;
+/// with `durable`, the file and every directory entry involved are fsynced.
+fn replace_file(path: &Path, content: &[u8], durable: bool) -> std::io::Result<()> {
+    let dir = path.parent().expect("driver paths have a parent");
+    let new_dirs = create_dirs(dir)?;
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(content)?;
+        if durable {
+            f.sync_all()?;
+            sync_dirs(&new_dirs)?;
+        }
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes a file or a directory tree; with `durable`, the removal is fsynced.
+fn remove(path: &Path, durable: bool) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        // Rename first so readers never see a half-deleted tree.
+        let doomed = temp_sibling(path);
+        fs::rename(path, &doomed)?;
+        fs::remove_dir_all(&doomed)?;
+    } else {
+        fs::remove_file(path)?;
+    }
+    match path.parent() {
+        Some(parent) if durable => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -220,21 +271,31 @@ impl StorageDriver for FilesystemDriver {
         let full = self.full(path)?;
         let p = path.to_string();
         blocking(move || {
-            let io = |e| StorageError::io("put", &p, e);
-            let dir = full.parent().expect("driver paths have a parent");
-            create_dirs(dir).map_err(io)?;
-            let tmp = temp_sibling(&full);
-            let result = (|| {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&content)?;
-                f.sync_all()?;
-                fs::rename(&tmp, &full)?;
-                sync_dir(dir)
-            })();
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result.map_err(io)
+            replace_file(&full, &content, true).map_err(|e| StorageError::io("put", &p, e))
+        })
+        .await
+    }
+
+    async fn put_content_lazy(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            replace_file(&full, &content, false).map_err(|e| StorageError::io("put", &p, e))
+        })
+        .await
+    }
+
+    async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {
+        let full = paths
+            .iter()
+            .map(|p| Ok((self.full(p)?, p.clone())))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        blocking(move || {
+            full.iter().try_for_each(|(path, p)| {
+                File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StorageError::io("sync", p, e))
+            })
         })
         .await
     }
@@ -370,9 +431,10 @@ impl StorageDriver for FilesystemDriver {
             let io = |e| StorageError::io("move", &p, e);
             fs::metadata(&src).map_err(io)?;
             let dir = dst.parent().expect("driver paths have a parent");
-            create_dirs(dir).map_err(io)?;
+            let new_dirs = create_dirs(dir).map_err(io)?;
             fs::rename(&src, &dst).map_err(io)?;
-            sync_dir(dir).map_err(io)
+            sync_dir(dir).map_err(io)?;
+            sync_dirs(&new_dirs).map_err(io)
         })
         .await
     }
@@ -380,33 +442,25 @@ impl StorageDriver for FilesystemDriver {
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
-        blocking(move || {
-            let meta =
-                fs::symlink_metadata(&full).map_err(|e| StorageError::io("delete", &p, e))?;
-            let result = if meta.is_dir() {
-                // Rename first so readers never see a half-deleted tree.
-                let doomed = temp_sibling(&full);
-                fs::rename(&full, &doomed).and_then(|()| fs::remove_dir_all(&doomed))
-            } else {
-                fs::remove_file(&full)
-            };
-            result.map_err(|e| StorageError::io("delete", &p, e))?;
-            if let Some(parent) = full.parent() {
-                sync_dir(parent).map_err(|e| StorageError::io("delete", &p, e))?;
-            }
-            Ok(())
-        })
-        .await
+        blocking(move || remove(&full, true).map_err(|e| StorageError::io("delete", &p, e))).await
+    }
+
+    async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || remove(&full, false).map_err(|e| StorageError::io("delete", &p, e))).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
-        let file = blocking(move || {
+        let (file, new_dirs) = blocking(move || {
             let io = |e| StorageError::io("open", &p, e);
-            if offset == 0 {
-                create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?;
-            }
+            let new_dirs = if offset == 0 {
+                create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?
+            } else {
+                Vec::new()
+            };
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(offset == 0)
@@ -425,12 +479,13 @@ impl StorageDriver for FilesystemDriver {
                 f.set_len(offset).map_err(io)?;
             }
             f.seek(SeekFrom::Start(offset)).map_err(io)?;
-            Ok(f)
+            Ok((f, new_dirs))
         })
         .await?;
         Ok(Box::new(FsWriter {
             path: path.to_string(),
             file: Some(file),
+            new_dirs,
             start: offset,
             size: offset,
             batch: BytesMut::new(),
@@ -443,43 +498,51 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        let (file, tmp) = blocking(move || {
-            let io = |e| StorageError::io("open", &p, e);
-            create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?;
-            let tmp = temp_sibling(&full);
-            let file = File::create(&tmp).map_err(io)?;
-            Ok((file, tmp))
-        })
-        .await?;
         let target = self.full(path)?;
+        // The temporary file is created with the first write to disk, so a
+        // small blob is created, written and committed in one blocking call.
         Ok(Box::new(FsWriter {
             path: path.to_string(),
-            file: Some(file),
+            file: None,
+            new_dirs: Vec::new(),
             start: 0,
             size: 0,
             batch: BytesMut::new(),
             batch_started: None,
             pending: None,
-            publish: Some((tmp, target)),
+            publish: Some((temp_sibling(&target), target)),
             flushed: 0,
             writeback_from: 0,
         }))
     }
 }
 
+/// Creates an atomic writer's temporary file and the directories it needs;
+/// returns the file and the directories whose entries changed.
+fn create_temp(tmp: &Path) -> std::io::Result<(File, Vec<PathBuf>)> {
+    let new_dirs = create_dirs(tmp.parent().expect("driver paths have a parent"))?;
+    Ok((File::create(tmp)?, new_dirs))
+}
+
+/// A write in flight: gives the file back, with the directories it created
+/// when it created the file.
+type PendingWrite = JoinHandle<(Option<File>, std::io::Result<Vec<PathBuf>>)>;
+
 /// Appends with at most one blocking write in flight, so hashing and reading
 /// the next body chunk overlap with the disk write.
 struct FsWriter {
     path: String,
+    /// The open file; `None` while a write is pending, and for an atomic
+    /// writer until its temporary file is created.
     file: Option<File>,
+    /// Directories created for this file, made durable at commit.
+    new_dirs: Vec<PathBuf>,
     start: u64,
     size: u64,
     batch: BytesMut,
     /// When the first byte of the current batch arrived.
     batch_started: Option<std::time::Instant>,
-    pending: Option<JoinHandle<(File, std::io::Result<()>)>>,
+    pending: Option<PendingWrite>,
     /// For atomic writers: (temporary file, final path) renamed on commit.
     publish: Option<(PathBuf, PathBuf)>,
     /// File offset up to which batches have been handed to the disk writer.
@@ -496,10 +559,23 @@ impl FsWriter {
                 path: self.path.clone(),
                 source: std::io::Error::other(e),
             })?;
-            self.file = Some(file);
-            result.map_err(|e| StorageError::io("write", &self.path, e))?;
+            self.file = file;
+            let new_dirs = result.map_err(|e| StorageError::io("write", &self.path, e))?;
+            self.new_dirs.extend(new_dirs);
         }
         Ok(())
+    }
+
+    /// The open file, or what creates it: an atomic writer's temporary path.
+    fn take_file(&mut self) -> Result<File, PathBuf> {
+        match self.file.take() {
+            Some(file) => Ok(file),
+            None => Err(self
+                .publish
+                .as_ref()
+                .map(|(tmp, _)| tmp.clone())
+                .expect("only atomic writers start without a file")),
+        }
     }
 
     async fn flush_batch(&mut self) -> Result<(), StorageError> {
@@ -509,10 +585,7 @@ impl FsWriter {
         }
         let data = self.batch.split().freeze();
         self.batch_started = None;
-        let mut file = self
-            .file
-            .take()
-            .expect("file present when nothing is pending");
+        let file = self.take_file();
         let end = self.flushed + data.len() as u64;
         let kick =
             (end - self.writeback_from >= WRITEBACK_EVERY).then_some((self.writeback_from, end));
@@ -521,11 +594,18 @@ impl FsWriter {
         }
         self.flushed = end;
         self.pending = Some(tokio::task::spawn_blocking(move || {
+            let (mut file, new_dirs) = match file {
+                Ok(file) => (file, Vec::new()),
+                Err(tmp) => match create_temp(&tmp) {
+                    Ok(created) => created,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
             let r = file.write_all(&data);
             if let (Ok(()), Some((from, to))) = (&r, kick) {
                 start_writeback(&file, from, to);
             }
-            (file, r)
+            (Some(file), r.map(|()| new_dirs))
         }));
         Ok(())
     }
@@ -556,8 +636,20 @@ impl Drop for FsWriter {
     /// A writer dropped without commit (the request was abandoned mid-body)
     /// must not leave its temporary file behind.
     fn drop(&mut self) {
-        if let Some((tmp, _)) = self.publish.take() {
-            let _ = fs::remove_file(tmp);
+        let Some((tmp, _)) = self.publish.take() else {
+            return;
+        };
+        // A write in flight may still be creating the file: remove it after.
+        match (self.pending.take(), tokio::runtime::Handle::try_current()) {
+            (Some(pending), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    let _ = pending.await;
+                    let _ = tokio::task::spawn_blocking(move || fs::remove_file(tmp)).await;
+                });
+            }
+            _ => {
+                let _ = fs::remove_file(tmp);
+            }
         }
     }
 }
@@ -581,19 +673,37 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
-        self.flush_batch().await?;
         self.wait_pending().await?;
-        let file = self.file.take().expect("file present after the last write");
+        // The last batch is written by the same blocking call that commits.
+        let data = self.batch.split().freeze();
+        let file = self.take_file();
         let p = self.path.clone();
         let publish = self.publish.take();
+        let mut new_dirs = std::mem::take(&mut self.new_dirs);
         blocking(move || {
             let io = |e| StorageError::io("commit", &p, e);
-            file.sync_all().map_err(io)?;
-            if let Some((tmp, target)) = publish {
-                fs::rename(&tmp, &target).map_err(io)?;
-                sync_dir(target.parent().expect("driver paths have a parent")).map_err(io)?;
+            let mut file = match file {
+                Ok(file) => file,
+                Err(tmp) => {
+                    let (file, created) = create_temp(&tmp).map_err(io)?;
+                    new_dirs.extend(created);
+                    file
+                }
+            };
+            let result = (|| {
+                file.write_all(&data)?;
+                file.sync_all()?;
+                sync_dirs(&new_dirs)?;
+                if let Some((tmp, target)) = &publish {
+                    fs::rename(tmp, target)?;
+                    sync_dir(target.parent().expect("driver paths have a parent"))?;
+                }
+                Ok(())
+            })();
+            if let (Err(_), Some((tmp, _))) = (&result, &publish) {
+                let _ = fs::remove_file(tmp);
             }
-            Ok(())
+            result.map_err(io)
         })
         .await
     }
@@ -602,7 +712,10 @@ impl FileWriter for FsWriter {
         self.batch.clear();
         // A failed write is irrelevant here: the file is cut back anyway.
         let _ = self.wait_pending().await;
-        let file = self.file.take().expect("file present after the last write");
+        // An atomic writer's temporary file goes with the writer (Drop).
+        let Some(file) = self.file.take().filter(|_| self.publish.is_none()) else {
+            return Ok(());
+        };
         let (p, start) = (self.path.clone(), self.start);
         blocking(move || {
             file.set_len(start)
@@ -768,6 +881,63 @@ mod tests {
         w.cancel().await.unwrap();
         assert!(d.stat("/c/data").await.unwrap_err().is_not_found());
         assert!(d.list("/c").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn atomic_writer_touches_the_disk_only_when_it_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        // A small file is created, written and published by the commit.
+        let mut w = d.atomic_writer("/new/dirs/data").await.unwrap();
+        w.write(Bytes::from_static(b"small")).await.unwrap();
+        assert!(!dir.path().join("new").exists());
+        w.commit().await.unwrap();
+        assert_eq!(d.get_content("/new/dirs/data").await.unwrap(), "small");
+        assert_eq!(d.list("/new/dirs").await.unwrap(), vec!["data"]);
+        // Cancelled before anything reached the disk: nothing was created.
+        let mut w = d.atomic_writer("/other/data").await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.cancel().await.unwrap();
+        assert!(!dir.path().join("other").exists());
+        // Dropped (an abandoned request) after a write reached the disk: the
+        // temporary file goes with it.
+        let mut w = d.atomic_writer("/third/data").await.unwrap();
+        w.write(Bytes::from(vec![1u8; 2 * WRITE_BATCH]))
+            .await
+            .unwrap();
+        w.write(Bytes::from_static(b"more")).await.unwrap();
+        drop(w);
+        let third = dir.path().join("third");
+        let left = || fs::read_dir(&third).map_or(0, |d| d.count());
+        for _ in 0..200 {
+            if left() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(left(), 0);
+    }
+
+    #[tokio::test]
+    async fn lazy_writes_and_deletes_then_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        d.put_content_lazy("/u/s/startedat", Bytes::from_static(b"t"))
+            .await
+            .unwrap();
+        assert_eq!(d.get_content("/u/s/startedat").await.unwrap(), "t");
+        d.sync(&["/u/s/startedat".into(), "/u/s".into(), "/u".into()])
+            .await
+            .unwrap();
+        assert!(d
+            .sync(&["/u/missing".into()])
+            .await
+            .unwrap_err()
+            .is_not_found());
+        d.delete_lazy("/u/s").await.unwrap();
+        assert!(d.stat("/u/s").await.unwrap_err().is_not_found());
+        assert!(d.list("/u").await.unwrap().is_empty());
+        assert!(d.delete_lazy("/u/s").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]
