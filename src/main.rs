@@ -67,6 +67,7 @@ fn runtime(config: &wharf::config::Config) -> tokio::runtime::Runtime {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
@@ -108,6 +109,22 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// glibc gives each thread that allocates under contention its own arena (up to
+/// 8 per core) and keeps freed memory in each: with downloads' buffers freed on
+/// other threads than the ones that allocated them, that doubled the peak
+/// memory of 16 parallel pulls, for no measurable speed. Two arenas, unless
+/// `MALLOC_ARENA_MAX` says otherwise.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before
+        // any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

@@ -19,11 +19,12 @@ use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
 
-/// Read size for streamed downloads; with two chunks queued per download
-/// this bounds a stream's buffers to about 1 MiB.
+/// Read size for streamed downloads. A download holds at most three: one
+/// being read, one queued, one being sent (about 1.5 MiB).
 const READ_CHUNK: usize = 512 << 10;
-/// Chunks read ahead of the client per download.
-const READ_AHEAD: usize = 2;
+/// Chunks queued ahead of the client per download: one keeps the socket busy
+/// while the next is read (more only held memory, measured).
+const READ_AHEAD: usize = 1;
 /// Start writeback of uploaded data every this many bytes, so the fsync
 /// before the answer has little left to flush.
 const WRITEBACK_EVERY: u64 = 8 << 20;
