@@ -127,7 +127,7 @@ fn entry_buffer() -> Vec<MaybeUninit<u8>> {
 fn read_entries(
     dir: &OwnedFd,
     buf: &mut [MaybeUninit<u8>],
-    mut each: impl FnMut(String, bool),
+    mut each: impl FnMut(&str, bool),
 ) -> std::io::Result<()> {
     let mut entries = RawDir::new(dir, buf);
     while let Some(entry) = entries.next() {
@@ -145,17 +145,15 @@ fn read_entries(
             }
             _ => false,
         };
-        let name = match std::str::from_utf8(name) {
-            Ok(name) => name.to_owned(),
-            Err(_) => String::from_utf8_lossy(name).into_owned(),
-        };
-        each(name, is_dir);
+        each(&String::from_utf8_lossy(name), is_dir);
     }
     Ok(())
 }
 
 /// A depth-first walk collecting the directories that hold `marker`; each
 /// directory is opened relative to its parent, so no path is looked up twice.
+/// Siblings are visited in byte order, so the paths come out in component
+/// order (`a`, `a/b`, `a-c`) and the caller's sort has nothing to move.
 struct DirWalk<'a> {
     marker: &'a str,
     skip: &'a str,
@@ -171,9 +169,10 @@ impl DirWalk<'_> {
             if name == self.marker {
                 holds_marker = true;
             } else if is_dir && (self.skip.is_empty() || !name.starts_with(self.skip)) {
-                children.push(name);
+                children.push(name.to_owned());
             }
         })?;
+        children.sort_unstable();
         if holds_marker && !prefix.is_empty() {
             self.found.push(prefix.clone());
         }
@@ -374,8 +373,10 @@ impl StorageDriver for FilesystemDriver {
         blocking(move || {
             let mut names = Vec::new();
             let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
-            read_entries(&dir, &mut entry_buffer(), |name, _| names.push(name))
-                .map_err(|e| StorageError::io("list", &p, e))?;
+            read_entries(&dir, &mut entry_buffer(), |name, _| {
+                names.push(name.to_owned())
+            })
+            .map_err(|e| StorageError::io("list", &p, e))?;
             Ok(names)
         })
         .await
@@ -387,8 +388,10 @@ impl StorageDriver for FilesystemDriver {
         blocking(move || {
             let mut out = Vec::new();
             let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
-            read_entries(&dir, &mut entry_buffer(), |name, d| out.push((name, d)))
-                .map_err(|e| StorageError::io("list", &p, e))?;
+            read_entries(&dir, &mut entry_buffer(), |name, d| {
+                out.push((name.to_owned(), d))
+            })
+            .map_err(|e| StorageError::io("list", &p, e))?;
             Ok(out)
         })
         .await
@@ -749,19 +752,23 @@ mod tests {
             "/r/d/e/f/_manifests/x",
             "/r/g/_uploads/u/data",
             "/r/h/file",
+            "/r/a-c/_manifests/x",
+            "/r/a.b/c/_manifests/x",
         ] {
             fs_driver.put_content(file, Bytes::new()).await.unwrap();
             mem.put_content(file, Bytes::new()).await.unwrap();
         }
-        let mut walked = fs_driver
+        let walked = fs_driver
             .dirs_holding("/r", "_manifests", "_")
             .await
             .unwrap();
+        // Already in component order, whatever order the directory reads give.
+        assert_eq!(walked, vec!["a", "a/b", "a-c", "a.b/c", "d/e/f"]);
         let mut listed = mem.dirs_holding("/r", "_manifests", "_").await.unwrap();
-        walked.sort();
         listed.sort();
-        assert_eq!(walked, vec!["a", "a/b", "d/e/f"]);
-        assert_eq!(walked, listed);
+        let mut sorted = walked.clone();
+        sorted.sort();
+        assert_eq!(sorted, listed);
         assert_eq!(
             fs_driver.dirs_holding("/r", "_uploads", "_").await.unwrap(),
             vec!["g"]
