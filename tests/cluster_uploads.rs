@@ -42,17 +42,7 @@ fn chunked_uploads_hop_between_nodes_and_verify() {
         let digest = sha256_hex_digest(&data);
         let chunks = 2 + (prng.next_u64() as usize) % (max_chunks - 1);
         let cuts = random_cuts(&mut prng, size, chunks);
-        let trace = api.push_chunked(&repo, &data, &cuts).unwrap_or_else(|f| {
-            panic!(
-                "push of {size} bytes (seed {seed:#x}, cuts {cuts:?}): {f}\n{}",
-                cluster.logs()
-            )
-        });
-        let nodes: BTreeSet<&str> = trace.iter().map(|h| h.node.as_str()).collect();
-        assert!(
-            nodes.len() >= 2,
-            "one upload's requests should be spread over nodes: {trace:?}"
-        );
+        let trace = push_over_nodes(&cluster, &repo, &data, &cuts, seed);
         for h in &trace {
             seen.insert((h.method, h.node.clone()));
             // The node that answered logged the request: method, path and status.

@@ -407,9 +407,16 @@ impl Registry {
         writer.commit().await?;
         if state.offset == 0 {
             // The session now holds acknowledged data: make it durable with it.
-            self.driver
+            match self
+                .driver
                 .sync(&layout::upload_session_chain(&state.name, &state.uuid))
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                // Cancelled by another request meanwhile.
+                Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
+                Err(e) => return Err(e.into()),
+            }
         }
         // Distribution keeps the hash state beside the data; writing it lets a
         // registry:2 node finish this upload without rehashing it. Lazy: wharf

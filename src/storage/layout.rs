@@ -89,17 +89,20 @@ pub fn upload_started_at(name: &str, uuid: &str) -> String {
 /// What makes an upload session durable: its `startedat`, its directory and
 /// every directory above it up to `repositories/` (any of them may be new).
 pub fn upload_session_chain(name: &str, uuid: &str) -> Vec<String> {
-    let mut chain = vec![upload_started_at(name, uuid), upload_dir(name, uuid)];
-    let mut dir = format!("{ROOT}/repositories/{name}/_uploads");
-    let top = repositories_dir();
-    while dir.len() >= top.len() {
-        let parent = dir.rfind('/').map(|i| dir[..i].to_string());
-        chain.push(dir);
-        match parent {
-            Some(parent) => dir = parent,
+    let mut chain = vec![
+        upload_started_at(name, uuid),
+        upload_dir(name, uuid),
+        format!("{}/_uploads", repository_dir(name)),
+    ];
+    let mut repo = name;
+    loop {
+        chain.push(repository_dir(repo));
+        match repo.rfind('/') {
+            Some(i) => repo = &repo[..i],
             None => break,
         }
     }
+    chain.push(repositories_dir());
     chain
 }
 
@@ -115,11 +118,13 @@ pub fn upload_hashstate(name: &str, uuid: &str, alg: &str, offset: u64) -> Strin
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn upload_session_chain_climbs_to_repositories() {
         let v2 = "/docker/registry/v2";
         assert_eq!(
-            super::upload_session_chain("a/b", "u"),
+            upload_session_chain("a/b", "u"),
             vec![
                 format!("{v2}/repositories/a/b/_uploads/u/startedat"),
                 format!("{v2}/repositories/a/b/_uploads/u"),
@@ -130,8 +135,6 @@ mod tests {
             ]
         );
     }
-
-    use super::*;
 
     #[test]
     fn matches_distribution_paths() {

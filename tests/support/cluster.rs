@@ -1016,6 +1016,33 @@ pub fn random_cuts(prng: &mut super::support::Prng, len: usize, chunks: usize) -
     cuts.into_iter().collect()
 }
 
+/// A chunked push through the cluster's haproxy whose requests must be answered by at least
+/// two nodes; panics with the seed, the cuts and the nodes' logs when the push fails.
+pub fn push_over_nodes(
+    cluster: &Cluster,
+    repo: &str,
+    data: &[u8],
+    cuts: &[usize],
+    seed: u64,
+) -> Trace {
+    let trace = cluster
+        .endpoint()
+        .push_chunked(repo, data, cuts)
+        .unwrap_or_else(|f| {
+            panic!(
+                "push of {} bytes (seed {seed:#x}, cuts {cuts:?}): {f}\n{}",
+                data.len(),
+                cluster.logs()
+            )
+        });
+    let nodes: std::collections::BTreeSet<&str> = trace.iter().map(|h| h.node.as_str()).collect();
+    assert!(
+        nodes.len() >= 2,
+        "one upload's requests should be spread over nodes: {trace:?}"
+    );
+    trace
+}
+
 /// `skopeo copy --preserve-digests` of `oci:<layout>:<tag>` to `docker://<host>/<repo>:v1`
 /// (`--all` for an index).
 pub fn skopeo_push(host: &str, layout: &Path, tag: &str, repo: &str, all: bool) {

@@ -45,6 +45,45 @@ impl FilesystemDriver {
         Self { root: root.into() }
     }
 
+    /// `put_content`, durable or not.
+    async fn put(&self, path: &str, content: Bytes, durable: bool) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            replace_file(&full, &content, durable).map_err(|e| StorageError::io("put", &p, e))
+        })
+        .await
+    }
+
+    /// `delete`, durable or not.
+    async fn remove(&self, path: &str, durable: bool) -> Result<(), StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || remove(&full, durable).map_err(|e| StorageError::io("delete", &p, e)))
+            .await
+    }
+
+    /// The entries of a directory, each made into a `T` by `entry(name, is_dir)`.
+    async fn listing<T: Send + 'static>(
+        &self,
+        path: &str,
+        entry: fn(&str, bool) -> T,
+    ) -> Result<Vec<T>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            let io = |e| StorageError::io("list", &p, e);
+            let dir = open_dir(&full).map_err(io)?;
+            read_entries(&dir, &mut entry_buffer(), |name, is_dir| {
+                out.push(entry(name, is_dir))
+            })
+            .map_err(io)?;
+            Ok(out)
+        })
+        .await
+    }
+
     fn full(&self, path: &str) -> Result<PathBuf, StorageError> {
         let mut full = self.root.clone();
         for part in path_components(path)? {
@@ -268,21 +307,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || {
-            replace_file(&full, &content, true).map_err(|e| StorageError::io("put", &p, e))
-        })
-        .await
+        self.put(path, content, true).await
     }
 
     async fn put_content_lazy(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || {
-            replace_file(&full, &content, false).map_err(|e| StorageError::io("put", &p, e))
-        })
-        .await
+        self.put(path, content, false).await
     }
 
     async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {
@@ -368,33 +397,12 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || {
-            let mut names = Vec::new();
-            let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
-            read_entries(&dir, &mut entry_buffer(), |name, _| {
-                names.push(name.to_owned())
-            })
-            .map_err(|e| StorageError::io("list", &p, e))?;
-            Ok(names)
-        })
-        .await
+        self.listing(path, |name, _| name.to_owned()).await
     }
 
     async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || {
-            let mut out = Vec::new();
-            let dir = open_dir(&full).map_err(|e| StorageError::io("list", &p, e))?;
-            read_entries(&dir, &mut entry_buffer(), |name, d| {
-                out.push((name.to_owned(), d))
-            })
-            .map_err(|e| StorageError::io("list", &p, e))?;
-            Ok(out)
-        })
-        .await
+        self.listing(path, |name, is_dir| (name.to_owned(), is_dir))
+            .await
     }
 
     // One blocking task walks the whole tree: a catalog of thousands of repositories would
@@ -444,15 +452,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || remove(&full, true).map_err(|e| StorageError::io("delete", &p, e))).await
+        self.remove(path, true).await
     }
 
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
-        let full = self.full(path)?;
-        let p = path.to_string();
-        blocking(move || remove(&full, false).map_err(|e| StorageError::io("delete", &p, e))).await
+        self.remove(path, false).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
