@@ -309,19 +309,34 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
 
     let killed_at = Instant::now();
     cluster.node("node2").kill();
-    // The interrupted client tries again with the token it has, through haproxy.
+    // The interrupted client tries again with the token it has, through haproxy. The dying
+    // node may have stored part of the chunk: then the retry is told where the upload really
+    // stands (416, Range, Location) and goes on from there, as the OCI spec has clients do.
     let cut = interrupted.join().unwrap();
     assert!(
         cut.is_err(),
         "the PATCH to the killed node cannot have succeeded: {cut:?}"
     );
-    let retry = api
-        .patch(
-            &api.here(&token),
-            1024 * 1024,
-            Payload::Bytes(data[1024 * 1024..].to_vec()),
-        )
-        .unwrap_or_else(|f| panic!("retry of the interrupted PATCH: {f}\n{}", cluster.logs()));
+    let mut at = 1024 * 1024;
+    let mut location = token.clone();
+    let retry = loop {
+        match api.patch(
+            &api.here(&location),
+            at as u64,
+            Payload::Bytes(data[at..].to_vec()),
+        ) {
+            Ok(retry) => break retry,
+            Err(f) if f.answer.as_ref().is_some_and(|a| a.status == 416) && location == token => {
+                let answer = f.answer.unwrap();
+                let range = answer.range.clone().expect("416 carries the stored range");
+                let end: usize = range.split_once('-').unwrap().1.parse().unwrap();
+                assert!(end + 1 > at && end < data.len(), "stored range {range}");
+                at = end + 1;
+                location = answer.location.clone().expect("416 carries a Location");
+            }
+            Err(f) => panic!("retry of the interrupted PATCH: {f}\n{}", cluster.logs()),
+        }
+    };
     assert_ne!(retry.node, "node2");
     let done = api
         .finish(retry.location.as_deref().unwrap(), &digest)

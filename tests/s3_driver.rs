@@ -119,24 +119,27 @@ fn appends_resume_on_another_node(chunk: u64) {
         drop(w);
         assert_eq!(a.stat(path).await.unwrap().size, expected.len() as u64);
 
-        // Resume 1 MiB back (inside the tail): the bytes past it are dropped.
-        let cut = expected.len() - MIB;
-        expected.truncate(cut);
-        append(&b, path, cut, &blob[cut..cut + 2 * MIB]).await;
-        expected.extend_from_slice(&blob[cut..cut + 2 * MIB]);
-        // Resume inside the first part: published in place, then cut.
-        let cut = 4 * MIB + 7;
-        expected.truncate(cut);
-        append(&a, path, cut, &blob[cut..]).await;
-        expected.extend_from_slice(&blob[cut..]);
-        assert_eq!(a.stat(path).await.unwrap().size, blob.len() as u64);
-
-        // A longer offset than stored is refused.
-        match b.writer(path, blob.len() as u64 + 1).await {
-            Err(StorageError::ShortFile { actual, .. }) => assert_eq!(actual, blob.len() as u64),
-            Err(e) => panic!("expected ShortFile, got {e}"),
-            Ok(_) => panic!("expected ShortFile, got a writer"),
+        // A stale offset, inside the tail or inside the parts, or past the end, is refused:
+        // stored bytes are never rewritten.
+        for stale in [expected.len() - MIB, 4 * MIB + 7, 0, expected.len() + 1] {
+            match b.writer(path, stale as u64).await {
+                Err(StorageError::OffsetMismatch { actual, .. }) => {
+                    assert_eq!(actual, expected.len() as u64, "offset {stale}")
+                }
+                Err(StorageError::Busy(_)) if stale == 0 => {}
+                Err(e) => panic!("offset {stale}: expected OffsetMismatch, got {e}"),
+                Ok(w) if stale == 0 => {
+                    // Offset 0 is checked when the writer commits.
+                    assert!(matches!(w.commit().await, Err(StorageError::Busy(_))));
+                }
+                Ok(_) => panic!("offset {stale}: expected OffsetMismatch, got a writer"),
+            }
         }
+        assert_eq!(a.stat(path).await.unwrap().size, expected.len() as u64);
+        let at = expected.len();
+        append(&a, path, at, &blob[at..]).await;
+        expected.extend_from_slice(&blob[at..]);
+        assert_eq!(a.stat(path).await.unwrap().size, blob.len() as u64);
 
         let target = "/docker/registry/v2/blobs/sha256/ab/abcd/data";
         b.move_to(path, target).await.expect("move");
@@ -186,6 +189,42 @@ fn appends_resume_on_another_node(chunk: u64) {
     );
 }
 
+/// Two writers opened at the same point (a retried request racing the original), on two
+/// nodes: the second to commit loses, and the file is never published with bytes of both.
+#[test]
+fn racing_writers_never_publish_mixed_bytes() {
+    let (_bucket, a, b) = two_nodes(5 * MIB as u64);
+    let path = "/docker/registry/v2/repositories/r/_uploads/race/data";
+    let blob = data(12 * MIB + 5);
+    runtime().block_on(async {
+        // 6 MiB: part 1 and a 1 MiB tail, so the writers below share the multipart upload.
+        append(&a, path, 0, &blob[..6 * MIB]).await;
+        let at = 6 * MIB;
+        let mut first = a.writer(path, at as u64).await.unwrap();
+        let mut second = b.writer(path, at as u64).await.unwrap();
+        // Both cross the part size: both upload part 2 of the same multipart upload.
+        first
+            .write(Bytes::copy_from_slice(&blob[at..]))
+            .await
+            .unwrap();
+        second
+            .write(Bytes::from(vec![9u8; blob.len() - at]))
+            .await
+            .unwrap();
+        first.commit().await.unwrap();
+        assert!(matches!(second.commit().await, Err(StorageError::Busy(_))));
+        assert_eq!(b.stat(path).await.unwrap().size, blob.len() as u64);
+        let target = "/docker/registry/v2/blobs/sha256/ra/race/data";
+        // The loser's part 2 replaced the winner's (the writes above ran one after the
+        // other): publishing is refused, and nothing appears at the target.
+        match a.move_to(path, target).await {
+            Err(StorageError::Changed(_)) => {}
+            Ok(()) => panic!("a file holding the loser's part was published"),
+            Err(e) => panic!("move: {e}"),
+        }
+        assert!(b.stat(target).await.unwrap_err().is_not_found());
+    });
+}
 #[test]
 fn appends_resume_on_another_node_5mib_parts() {
     appends_resume_on_another_node(5 * MIB as u64);

@@ -92,7 +92,8 @@ fn streamed_reads_with_ranges_when_redirects_are_off() {
 }
 
 /// Three nodes share the bucket and the secret; each PATCH (under 5 MiB) goes to the next node,
-/// a retried PATCH repeats bytes already stored, and the PUT lands on yet another node.
+/// a retried PATCH repeats bytes already stored (and is told so), and the PUT lands on yet
+/// another node.
 #[test]
 fn chunked_upload_continues_on_other_nodes() {
     let target = S3Target::fresh();
@@ -119,7 +120,8 @@ fn chunked_upload_continues_on_other_nodes() {
         location = resp.must_header("location").to_string();
         offset = end + 1;
     }
-    // The answer to the last PATCH was "lost": the client sends it again with the old state.
+    // The answer to the last PATCH was "lost": the client sends it again with the old state,
+    // and is told the bytes are already there (416 with the stored range and a Location).
     let (old_location, old_offset) = tokens.last().unwrap().clone();
     let resp = send(
         nodes[2]
@@ -131,7 +133,11 @@ fn chunked_upload_continues_on_other_nodes() {
             )
             .body(blob.data[old_offset..].to_vec()),
     );
-    resp.assert_status(202);
+    assert_error(&resp, 416, "RANGE_INVALID");
+    assert_eq!(
+        resp.header("range"),
+        Some(format!("0-{}", blob.data.len() - 1).as_str())
+    );
     let location = resp.must_header("location").to_string();
     let resp = send(nodes[1].get(&location));
     resp.assert_status(204);

@@ -355,7 +355,160 @@ fn session_bound_to_repository(driver: Driver) {
     assert_eq!(resp.header("range"), Some("0-99"));
 }
 
+/// The sequence that once stored 22 bytes under the digest of 42: a chunk resent on the
+/// POST's `Location` after the upload moved on.
+fn stale_location_cannot_rewind(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(42);
+    let first = start_upload(&reg, REPO);
+    let resp = patch(&reg, &first, Some((0, 21)), &blob.data[..22]);
+    resp.assert_status(202);
+    assert_eq!(resp.header("range"), Some("0-21"));
+    let second = resp.must_header("location").to_string();
+    let resp = patch(&reg, &second, Some((22, 41)), &blob.data[22..]);
+    resp.assert_status(202);
+    assert_eq!(
+        resp.header("range"),
+        Some("0-41"),
+        "Range ends where Content-Range did"
+    );
+    let newest = resp.must_header("location").to_string();
+
+    // The resent chunk: 416 with the real range and a Location to go on from.
+    let resp = patch(&reg, &first, Some((0, 21)), &blob.data[..22]);
+    assert_error(&resp, 416, "RANGE_INVALID");
+    assert_eq!(resp.header("range"), Some("0-41"));
+    let fresh = resp.must_header("location").to_string();
+    assert!(fresh.contains("_state="), "{fresh}");
+    // Without Content-Range too.
+    let resp = patch(&reg, &first, None, &blob.data[..22]);
+    assert_error(&resp, 416, "RANGE_INVALID");
+    // Status on an older Location reports what is stored, not the token's offset.
+    for location in [&first, &second] {
+        let resp = send(reg.get(location));
+        resp.assert_status(204);
+        assert_eq!(resp.header("range"), Some("0-41"));
+    }
+
+    send(reg.put(&with_digest(&newest, &blob.digest))).assert_status(201);
+    assert_blob(&reg, REPO, &blob);
+    let _ = fresh;
+}
+
+/// A PUT on an older token finishes exactly what is stored: rehashed, and published only if
+/// the digest matches those bytes.
+fn put_on_a_stale_token_checks_the_stored_bytes(driver: Driver) {
+    let reg = Registry::start(driver);
+    let blob = Blob::random(3000);
+
+    // Stored 3000 bytes, token says 1000; the digest is the whole blob's: 201.
+    let first = start_upload(&reg, REPO);
+    let resp = patch(&reg, &first, Some((0, 999)), &blob.data[..1000]);
+    let at_1000 = resp.must_header("location").to_string();
+    let resp = patch(&reg, &at_1000, Some((1000, 2999)), &blob.data[1000..]);
+    resp.assert_status(202);
+    send(reg.put(&with_digest(&at_1000, &blob.digest))).assert_status(201);
+    assert_blob(&reg, REPO, &blob);
+
+    // Stored 3000 bytes, token says 1000, and the digest is of those first 1000 bytes (what
+    // that token's client believes it sent): the stored bytes do not match, 400, nothing
+    // readable under either digest.
+    let other = Blob::random(3000);
+    let prefix = sha256_digest(&other.data[..1000]);
+    let first = start_upload(&reg, REPO);
+    let resp = patch(&reg, &first, Some((0, 999)), &other.data[..1000]);
+    let at_1000 = resp.must_header("location").to_string();
+    patch(&reg, &at_1000, Some((1000, 2999)), &other.data[1000..]).assert_status(202);
+    let resp = send(reg.put(&with_digest(&at_1000, &prefix)));
+    assert_error(&resp, 400, "DIGEST_INVALID");
+    for digest in [&prefix, &other.digest] {
+        assert_no_blob(&reg, REPO, digest);
+        assert_not_on_disk(&reg, driver, REPO, digest);
+    }
+
+    // A last chunk on a stale token is out of order: 416, nothing published.
+    let first = start_upload(&reg, REPO);
+    let resp = patch(&reg, &first, Some((0, 999)), &other.data[..1000]);
+    resp.assert_status(202);
+    let resp = send(
+        reg.put(&with_digest(&first, &other.digest))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", "0-2999")
+            .body(other.data.clone()),
+    );
+    assert_error(&resp, 416, "RANGE_INVALID");
+    assert_eq!(resp.header("range"), Some("0-999"));
+    assert_no_blob(&reg, REPO, &other.digest);
+}
+
+/// sha512 blobs (OCI distribution-spec after 1.1.1): chunked with `digest-algorithm`,
+/// monolithic, and read back under their digest.
+fn sha512_blobs(driver: Driver) {
+    use sha2::Digest as _;
+    let reg = Registry::start(driver);
+    let data = Prng::new(512).bytes(70_000);
+    let digest = format!("sha512:{}", hex(&sha2::Sha512::digest(&data)));
+
+    let resp = send(reg.post(&format!(
+        "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512"
+    )));
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let resp = patch(&reg, &location, Some((0, 29_999)), &data[..30_000]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let resp = patch(&reg, &location, Some((30_000, 69_999)), &data[30_000..]);
+    resp.assert_status(202);
+    let location = resp.must_header("location").to_string();
+    let resp = send(reg.put(&with_digest(&location, &digest)));
+    resp.assert_status(201);
+    assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
+    for method in ["GET", "HEAD"] {
+        let resp = send(reg.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            &blob_path(REPO, &digest),
+        ));
+        resp.assert_status(200);
+        assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(resp.header("content-length"), Some("70000"));
+        if method == "GET" {
+            assert!(resp.body == data);
+        }
+    }
+
+    // Monolithic, with the digest up front.
+    let small = b"sha512 in one request".to_vec();
+    let small_digest = format!("sha512:{}", hex(&sha2::Sha512::digest(&small)));
+    let resp = send(
+        reg.post(&format!("/v2/{REPO}/blobs/uploads/?digest={small_digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(small.clone()),
+    );
+    resp.assert_status(201);
+    assert!(send(reg.get(&blob_path(REPO, &small_digest))).body == small);
+
+    // A sha256 digest finishes a sha512 session too (the stored bytes are rehashed).
+    let blob = Blob::random(5000);
+    let resp = send(reg.post(&format!(
+        "/v2/{REPO}/blobs/uploads/?digest-algorithm=sha512"
+    )));
+    let location = resp.must_header("location").to_string();
+    let resp = patch(&reg, &location, Some((0, 4999)), &blob.data);
+    let location = resp.must_header("location").to_string();
+    send(reg.put(&with_digest(&location, &blob.digest))).assert_status(201);
+    assert_blob(&reg, REPO, &blob);
+
+    // An algorithm the registry does not compute.
+    let resp = send(reg.post(&format!("/v2/{REPO}/blobs/uploads/?digest-algorithm=md5")));
+    assert_error(&resp, 400, "DIGEST_INVALID");
+    let resp = send(reg.get(&blob_path(REPO, "sha384:abcd")));
+    assert_error_in(&resp, &[400, 404], &["DIGEST_INVALID", "BLOB_UNKNOWN"]);
+}
+
 for_each_driver!(
+    stale_location_cannot_rewind,
+    put_on_a_stale_token_checks_the_stored_bytes,
+    sha512_blobs,
     post_starts_a_session,
     single_post_upload,
     post_then_put,

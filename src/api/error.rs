@@ -139,7 +139,7 @@ impl From<RegistryError> for ApiError {
                 Self::new("DIGEST_INVALID", text)
             }
             RegistryError::SizeInvalid(_) => Self::new("SIZE_INVALID", text),
-            RegistryError::RangeInvalid { offset } => {
+            RegistryError::RangeInvalid { offset, .. } => {
                 let range = format!("0-{}", offset.saturating_sub(1));
                 Self::new("RANGE_INVALID", text).with_header(
                     http::header::RANGE,
@@ -182,7 +182,11 @@ mod tests {
             (e.status, e.code),
             (StatusCode::NOT_FOUND, "BLOB_UPLOAD_INVALID")
         );
-        let e: ApiError = RegistryError::RangeInvalid { offset: 10 }.into();
+        let e: ApiError = RegistryError::RangeInvalid {
+            offset: 10,
+            resume: None,
+        }
+        .into();
         assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(e.headers[0].1, "0-9");
         let e: ApiError =

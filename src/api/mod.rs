@@ -77,12 +77,17 @@ impl Req {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The declared `Content-Length`.
+    /// The declared `Content-Length`, or 0 for a request that has no body at all (HTTP/1.1
+    /// without `Content-Length` or `Transfer-Encoding`, HTTP/2 with END_STREAM on its head).
     pub fn content_length(&self) -> Option<u64> {
-        self.header(http::header::CONTENT_LENGTH)?
-            .trim()
-            .parse()
-            .ok()
+        match self.header(http::header::CONTENT_LENGTH) {
+            Some(v) => v.trim().parse().ok(),
+            None => self
+                .body
+                .as_ref()
+                .filter(|b| http_body::Body::is_end_stream(*b))
+                .map(|_| 0),
+        }
     }
 
     /// Takes the body (once).

@@ -6,9 +6,36 @@ use crate::api::body::{empty, Body};
 use crate::api::error::ApiError;
 use crate::api::headers::parse_content_range;
 use crate::api::{header_value, may_pull, App, Req};
+use crate::registry::digest::Algorithm;
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
 use crate::registry::{BlobInfo, UploadProgress, UploadRequest};
+
+/// The headers that tell a client where a session stands: `Location` (with a token for the
+/// stored bytes), `Range` and `Docker-Upload-UUID`.
+fn progress_headers(
+    app: &App,
+    headers: &HeaderMap,
+    name: &RepositoryName,
+    p: &UploadProgress,
+) -> [(header::HeaderName, HeaderValue); 3] {
+    let token: String = form_urlencoded::byte_serialize(p.token.as_bytes()).collect();
+    let path = format!("/v2/{name}/blobs/uploads/{}?_state={token}", p.uuid);
+    [
+        (
+            header::LOCATION,
+            header_value(&app.urls.url(headers, &path)),
+        ),
+        (
+            header::RANGE,
+            header_value(&format!("0-{}", p.offset.saturating_sub(1))),
+        ),
+        (
+            header::HeaderName::from_static("docker-upload-uuid"),
+            header_value(&p.uuid),
+        ),
+    ]
+}
 
 /// 202/204 with the session's `Location`, `Range` and `Docker-Upload-UUID`.
 fn progress_response(
@@ -18,22 +45,36 @@ fn progress_response(
     p: &UploadProgress,
     status: StatusCode,
 ) -> Response<Body> {
-    let token: String = form_urlencoded::byte_serialize(p.token.as_bytes()).collect();
-    let path = format!("/v2/{name}/blobs/uploads/{}?_state={token}", p.uuid);
     let mut resp = Response::new(empty());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        header_value(&app.urls.url(headers, &path)),
-    );
-    h.insert(
-        header::RANGE,
-        header_value(&format!("0-{}", p.offset.saturating_sub(1))),
-    );
-    h.insert("docker-upload-uuid", header_value(&p.uuid));
+    for (k, v) in progress_headers(app, headers, name, p) {
+        h.insert(k, v);
+    }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp
+}
+
+/// A registry error, with the session's place attached when the request was out of order
+/// (416): the client continues from the `Location` it is given.
+fn upload_error(
+    app: &App,
+    headers: &HeaderMap,
+    name: &RepositoryName,
+    e: RegistryError,
+) -> ApiError {
+    let resume = match &e {
+        RegistryError::RangeInvalid {
+            resume: Some(p), ..
+        } => Some(progress_headers(app, headers, name, p)),
+        _ => None,
+    };
+    let mut error = ApiError::from(e);
+    if let Some(extra) = resume {
+        error.headers.retain(|(k, _)| k != header::RANGE);
+        error.headers.extend(extra);
+    }
+    error
 }
 
 /// 201 for a blob now in the repository.
@@ -95,7 +136,16 @@ pub async fn start(
         let blob = app.registry.put_blob(name, &digest, chunk).await?;
         return Ok(created_response(app, &req.parts.headers, name, &blob));
     }
-    let p = app.registry.start_upload(name).await?;
+    let algorithm = match req.query("digest-algorithm") {
+        None => Algorithm::Sha256,
+        Some(a) => Algorithm::from_name(&a).ok_or_else(|| {
+            ApiError::new(
+                "DIGEST_INVALID",
+                format!("unsupported digest algorithm {a:?}"),
+            )
+        })?,
+    };
+    let p = app.registry.start_upload(name, algorithm).await?;
     Ok(progress_response(
         app,
         &req.parts.headers,
@@ -115,7 +165,8 @@ pub async fn status(
     let p = app
         .registry
         .upload_status(name, uuid, req.query("_state").as_deref())
-        .await?;
+        .await
+        .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
     Ok(progress_response(
         app,
         &req.parts.headers,
@@ -137,7 +188,8 @@ pub async fn patch(
     let p = app
         .registry
         .append_upload(name, uuid, token.as_deref(), chunk)
-        .await?;
+        .await
+        .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
     Ok(progress_response(
         app,
         &req.parts.headers,
@@ -162,7 +214,8 @@ pub async fn put(
     let blob = app
         .registry
         .complete_upload(name, uuid, token.as_deref(), &digest, chunk)
-        .await?;
+        .await
+        .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
     Ok(created_response(app, &req.parts.headers, name, &blob))
 }
 

@@ -1,4 +1,4 @@
-//! Content digests (`sha256:<hex>`) as the registry accepts them from clients.
+//! Content digests (`sha256:<hex>`, `sha512:<hex>`) as the registry accepts them from clients.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,27 +22,81 @@ pub enum DigestError {
     },
 }
 
-/// A validated `sha256` digest; the only algorithm blobs are stored under.
+/// A digest algorithm the registry computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// SHA-256, the canonical algorithm.
+    Sha256,
+    /// SHA-512 (OCI distribution-spec, `digest-algorithm=sha512`).
+    Sha512,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order storage is walked.
+    pub const ALL: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+    /// The name used in digests and storage paths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// The algorithm named `name`, if it is one this registry computes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Algorithm::Sha256),
+            "sha512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Length of the hex encoding.
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+/// A validated digest of an algorithm the registry computes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
+    algorithm: Algorithm,
     hex: String,
 }
 
 impl Digest {
-    /// The algorithm name as it appears in paths and digests.
-    pub const ALGORITHM: &'static str = "sha256";
-
     /// Builds a digest from the raw 32-byte SHA-256 output.
     pub fn from_sha256(bytes: &[u8; 32]) -> Self {
         Self {
+            algorithm: Algorithm::Sha256,
             hex: hex_lower(bytes),
         }
     }
 
-    /// Computes the digest of `data`.
+    /// Builds a digest from the raw 64-byte SHA-512 output.
+    pub fn from_sha512(bytes: &[u8; 64]) -> Self {
+        Self {
+            algorithm: Algorithm::Sha512,
+            hex: hex_lower(bytes),
+        }
+    }
+
+    /// The SHA-256 digest of `data`.
     pub fn of(data: &[u8]) -> Self {
+        Self::of_with(Algorithm::Sha256, data)
+    }
+
+    /// The digest of `data` with `algorithm`.
+    pub fn of_with(algorithm: Algorithm, data: &[u8]) -> Self {
         use sha2::Digest as _;
-        Self::from_sha256(&sha2::Sha256::digest(data).into())
+        match algorithm {
+            Algorithm::Sha256 => Self::from_sha256(&sha2::Sha256::digest(data).into()),
+            Algorithm::Sha512 => Self::from_sha512(&sha2::Sha512::digest(data).into()),
+        }
     }
 
     /// The lower-case hex encoding.
@@ -50,9 +104,14 @@ impl Digest {
         &self.hex
     }
 
-    /// The algorithm, always `sha256`.
+    /// The algorithm's name as it appears in paths and digests.
     pub fn algorithm(&self) -> &'static str {
-        Self::ALGORITHM
+        self.algorithm.name()
+    }
+
+    /// The algorithm.
+    pub fn kind(&self) -> Algorithm {
+        self.algorithm
     }
 }
 
@@ -62,10 +121,10 @@ impl FromStr for Digest {
     /// Parses with the OCI grammar: `algorithm ":" encoded`, where the
     /// algorithm is `[a-z0-9]+(?:[+._-][a-z0-9]+)*`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algorithm, encoded) = s
+        let (name, encoded) = s
             .split_once(':')
             .ok_or_else(|| DigestError::Format(s.to_string()))?;
-        if !is_algorithm_grammar(algorithm)
+        if !is_algorithm_grammar(name)
             || encoded.is_empty()
             || !encoded
                 .bytes()
@@ -73,20 +132,20 @@ impl FromStr for Digest {
         {
             return Err(DigestError::Format(s.to_string()));
         }
-        if algorithm != Self::ALGORITHM {
-            return Err(DigestError::UnsupportedAlgorithm(algorithm.to_string()));
-        }
-        if encoded.len() != 64
+        let algorithm = Algorithm::from_name(name)
+            .ok_or_else(|| DigestError::UnsupportedAlgorithm(name.to_string()))?;
+        if encoded.len() != algorithm.hex_len()
             || !encoded
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
             return Err(DigestError::Encoding {
-                algorithm: algorithm.to_string(),
+                algorithm: name.to_string(),
                 encoded: encoded.to_string(),
             });
         }
         Ok(Self {
+            algorithm,
             hex: encoded.to_string(),
         })
     }
@@ -115,7 +174,7 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", Self::ALGORITHM, self.hex)
+        write!(f, "{}:{}", self.algorithm.name(), self.hex)
     }
 }
 
@@ -189,8 +248,27 @@ mod tests {
             Err(DigestError::UnsupportedAlgorithm(a)) if a == "md5"
         ));
         assert!(matches!(
-            "sha512:abc".parse::<Digest>(),
+            "sha384:abc".parse::<Digest>(),
             Err(DigestError::UnsupportedAlgorithm(_))
         ));
+    }
+
+    #[test]
+    fn sha512_digests() {
+        let d = Digest::of_with(Algorithm::Sha512, b"");
+        assert_eq!(
+            d.to_string(),
+            "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert_eq!(d.algorithm(), "sha512");
+        assert!(matches!(
+            "sha512:abc".parse::<Digest>(),
+            Err(DigestError::Encoding { .. })
+        ));
+        // A sha256-length encoding under sha512 is not a sha512 digest.
+        assert!(format!("sha512:{}", Digest::of(b"").hex())
+            .parse::<Digest>()
+            .is_err());
     }
 }

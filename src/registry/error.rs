@@ -1,6 +1,7 @@
 //! What registry operations can refuse; mapped to HTTP only in `api::error`.
 
 use crate::registry::digest::{Digest, DigestError};
+use crate::registry::UploadProgress;
 use crate::storage::StorageError;
 
 /// A failed registry operation.
@@ -33,11 +34,14 @@ pub enum RegistryError {
     /// Declared and received sizes disagree.
     #[error("provided length did not match content length: {0}")]
     SizeInvalid(String),
-    /// A chunk that does not start at the session's offset.
+    /// A chunk that does not start where the stored upload ends, or a token that does not
+    /// describe what is stored.
     #[error("invalid content range; upload is at offset {offset}")]
     RangeInvalid {
         /// Bytes the session holds.
         offset: u64,
+        /// Where to continue: the session's id and a token for the stored bytes.
+        resume: Option<Box<UploadProgress>>,
     },
     /// Manifest not found by tag or digest.
     #[error("manifest unknown: {0}")]

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
-use crate::registry::digest::Digest;
+use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;
@@ -117,15 +117,11 @@ impl Registry {
         marked: &mut HashSet<Digest>,
         report: &mut GcReport,
     ) -> Result<()> {
-        let mut revisions: BTreeSet<Digest> = BTreeSet::new();
-        for hex in self
-            .list_or_empty(&layout::revisions_dir(repo.as_str(), "sha256"))
+        let revisions: BTreeSet<Digest> = self
+            .digests_in(|alg| layout::revisions_dir(repo.as_str(), alg))
             .await?
-        {
-            if let Ok(d) = format!("sha256:{hex}").parse::<Digest>() {
-                revisions.insert(d);
-            }
-        }
+            .into_iter()
+            .collect();
         let mut parsed = Vec::new();
         for d in &revisions {
             let body = match self.read_manifest(d).await {
@@ -199,15 +195,13 @@ impl Registry {
         marked: &HashSet<Digest>,
         opts: &GcOptions,
     ) -> Result<()> {
-        let dir = format!("{}/sha256", layout::layers_dir(repo.as_str()));
-        for hex in self.list_or_empty(&dir).await? {
-            let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
-                continue;
-            };
+        let layers = layout::layers_dir(repo.as_str());
+        for d in self.digests_in(|alg| format!("{layers}/{alg}")).await? {
             if marked.contains(&d) || opts.dry_run {
                 continue;
             }
-            if let Err(e) = self.driver.delete(&format!("{dir}/{hex}")).await {
+            let link_dir = format!("{layers}/{}/{}", d.algorithm(), d.hex());
+            if let Err(e) = self.driver.delete(&link_dir).await {
                 if !e.is_not_found() {
                     return Err(e.into());
                 }
@@ -216,14 +210,16 @@ impl Registry {
         Ok(())
     }
 
-    /// Every blob in `blobs/sha256/`.
+    /// Every blob in `blobs/<algorithm>/<prefix>/`.
     async fn all_blobs(&self) -> Result<Vec<Digest>> {
-        let root = format!("{}/sha256", layout::blobs_dir());
         let mut out = Vec::new();
-        for prefix in self.list_or_empty(&root).await? {
-            for hex in self.list_or_empty(&format!("{root}/{prefix}")).await? {
-                if let Ok(d) = format!("sha256:{hex}").parse::<Digest>() {
-                    out.push(d);
+        for algorithm in Algorithm::ALL {
+            let root = format!("{}/{}", layout::blobs_dir(), algorithm.name());
+            for prefix in self.list_or_empty(&root).await? {
+                for hex in self.list_or_empty(&format!("{root}/{prefix}")).await? {
+                    if let Ok(d) = format!("{}:{hex}", algorithm.name()).parse::<Digest>() {
+                        out.push(d);
+                    }
                 }
             }
         }

@@ -60,7 +60,11 @@ impl Registry {
                 body.len()
             )));
         }
-        let digest = Digest::of(&body);
+        // Pushed by digest, the manifest is hashed with that digest's algorithm.
+        let digest = match reference {
+            ManifestReference::Digest(expected) => Digest::of_with(expected.kind(), &body),
+            ManifestReference::Tag(_) => Digest::of(&body),
+        };
         if let ManifestReference::Digest(expected) = reference {
             if expected != &digest {
                 return Err(RegistryError::DigestInvalid(format!(

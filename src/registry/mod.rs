@@ -167,6 +167,20 @@ impl Registry {
         Ok(())
     }
 
+    /// The digests named by the entries of `dir(algorithm)` (`.../<algorithm>/<hex>`), for
+    /// every algorithm; entries that are not digests are skipped.
+    async fn digests_in(&self, dir: impl Fn(&str) -> String) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for algorithm in digest::Algorithm::ALL {
+            for hex in self.list_or_empty(&dir(algorithm.name())).await? {
+                if let Ok(d) = format!("{}:{hex}", algorithm.name()).parse::<Digest>() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Lists a directory, treating a missing one as empty.
     async fn list_or_empty(&self, path: &str) -> Result<Vec<String>> {
         match self.driver.list(path).await {

@@ -73,7 +73,10 @@ mod tests {
         let driver = Arc::new(InMemoryDriver::new());
         let reg = Registry::new(driver.clone(), RegistryOptions::default(), b"k".to_vec());
         let repo = RepositoryName::parse("a/b").unwrap();
-        let fresh = reg.start_upload(&repo).await.unwrap();
+        let fresh = reg
+            .start_upload(&repo, crate::registry::digest::Algorithm::Sha256)
+            .await
+            .unwrap();
         driver
             .put_content(
                 &layout::upload_started_at("a/b", "old"),

@@ -107,13 +107,10 @@ impl Registry {
     ) -> Result<Vec<Referrer>> {
         let mut out = Vec::new();
         let mut revisions = self
-            .list_or_empty(&layout::revisions_dir(repo.as_str(), "sha256"))
+            .digests_in(|alg| layout::revisions_dir(repo.as_str(), alg))
             .await?;
         revisions.sort();
-        for hex in revisions {
-            let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() else {
-                continue;
-            };
+        for digest in revisions {
             let link = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
             if self.read_link(&link).await?.as_ref() != Some(&digest) {
                 continue;

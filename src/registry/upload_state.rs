@@ -9,7 +9,8 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
-use crate::registry::hashstate::Sha256State;
+use crate::registry::digest::Algorithm;
+use crate::registry::hashstate::HashState;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 const MAC_LEN: usize = 32;
@@ -29,14 +30,24 @@ pub struct UploadState {
     /// Session start, RFC 3339.
     #[serde(rename = "StartedAt")]
     pub started_at: String,
+    /// The session's digest algorithm when not `sha256` (`?digest-algorithm=` on POST).
+    #[serde(rename = "Algorithm", default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     /// Go-format SHA-256 state of the first `offset` bytes, base64; absent in
-    /// tokens minted by registry:2.
+    /// tokens minted by registry:2, and when the state is not known.
     #[serde(
         rename = "Sha256State",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub sha256_state: Option<String>,
+    /// The same for a `sha512` session.
+    #[serde(
+        rename = "Sha512State",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sha512_state: Option<String>,
 }
 
 /// Why a `_state` token was refused.
@@ -78,20 +89,43 @@ impl UploadState {
         serde_json::from_slice(json).map_err(|_| UploadStateError::Malformed)
     }
 
+    /// The session's digest algorithm; an unknown name (a token from a newer node) is refused.
+    pub fn algorithm(&self) -> Result<Algorithm, UploadStateError> {
+        match self.algorithm.as_deref() {
+            None => Ok(Algorithm::Sha256),
+            Some(name) => Algorithm::from_name(name).ok_or(UploadStateError::Malformed),
+        }
+    }
+
     /// The hash state carried in the token, when present and consistent with `offset`.
-    pub fn hasher(&self) -> Option<Sha256State> {
+    pub fn hasher(&self) -> Option<HashState> {
+        let algorithm = self.algorithm().ok()?;
+        let encoded = match algorithm {
+            Algorithm::Sha256 => self.sha256_state.as_deref()?,
+            Algorithm::Sha512 => self.sha512_state.as_deref()?,
+        };
         let raw = base64::engine::general_purpose::STANDARD
-            .decode(self.sha256_state.as_deref()?)
+            .decode(encoded)
             .ok()?;
-        let state = Sha256State::from_go_bytes(&raw).ok()?;
+        let state = HashState::from_go_bytes(algorithm, &raw).ok()?;
         (state.len() == self.offset).then_some(state)
     }
 
-    /// Stores `hasher` as the token's hash state.
-    pub fn set_hasher(&mut self, hasher: &Sha256State) {
-        self.offset = hasher.len();
-        self.sha256_state =
-            Some(base64::engine::general_purpose::STANDARD.encode(hasher.to_go_bytes()));
+    /// Records `hasher` as the state of the first `hasher.len()` bytes.
+    pub fn set_hasher(&mut self, hasher: &HashState) {
+        self.at_offset(hasher.len());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(hasher.to_go_bytes());
+        match hasher.algorithm() {
+            Algorithm::Sha256 => self.sha256_state = Some(encoded),
+            Algorithm::Sha512 => self.sha512_state = Some(encoded),
+        }
+    }
+
+    /// Moves the session to `offset` without a hash state (the next node rehashes).
+    pub fn at_offset(&mut self, offset: u64) {
+        self.offset = offset;
+        self.sha256_state = None;
+        self.sha512_state = None;
     }
 }
 
@@ -105,7 +139,9 @@ mod tests {
             uuid: "3f0c0c6e-0000-4000-8000-000000000001".into(),
             offset: 11,
             started_at: "2026-11-23T03:13:18Z".into(),
+            algorithm: None,
             sha256_state: None,
+            sha512_state: None,
         }
     }
 
@@ -153,7 +189,7 @@ mod tests {
     #[test]
     fn carries_the_hash_state() {
         let mut s = state();
-        let mut h = Sha256State::new();
+        let mut h = HashState::new(Algorithm::Sha256);
         h.update(b"hello world");
         s.set_hasher(&h);
         let back = UploadState::verify(&s.sign(b"k"), b"k").unwrap();
@@ -161,5 +197,18 @@ mod tests {
         let mut wrong = back.clone();
         wrong.offset = 3;
         assert!(wrong.hasher().is_none());
+        let mut moved = back.clone();
+        moved.at_offset(11);
+        assert!(moved.hasher().is_none());
+        let mut s512 = state();
+        s512.algorithm = Some("sha512".into());
+        let mut h = HashState::new(Algorithm::Sha512);
+        h.update(b"hello world");
+        s512.set_hasher(&h);
+        let back = UploadState::verify(&s512.sign(b"k"), b"k").unwrap();
+        assert_eq!(back.algorithm().unwrap(), Algorithm::Sha512);
+        assert_eq!(back.hasher().unwrap().digest(), h.digest());
+        s512.algorithm = Some("md5".into());
+        assert!(s512.algorithm().is_err());
     }
 }

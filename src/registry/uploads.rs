@@ -1,16 +1,21 @@
 //! Upload sessions: data under `_uploads/<uuid>/`, state in a signed token.
 //!
-//! A node never keeps session state in memory: the token carries the offset
-//! and the SHA-256 mid-state, so any node sharing the secret and the storage
-//! continues any upload, paying only for the bytes it receives.
+//! A node never keeps session state in memory: the token carries the offset and the hash
+//! mid-state, so any node sharing the secret and the storage continues any upload, paying only
+//! for the bytes it receives. The token is a claim, though, and storage is the truth: every
+//! request checks the token's offset against the bytes stored (the driver's writer opens only
+//! at the stored size, one writer at a time, and never rewrites stored bytes). A stale token
+//! gets 416 with the real range and a token for it, and a blob becomes readable only once the
+//! digest was checked against exactly the bytes stored. So every readable blob hashes to its
+//! digest, whatever order requests arrive in.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::registry::blobs::BlobInfo;
-use crate::registry::digest::Digest;
+use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::hashstate::Sha256State;
+use crate::registry::hashstate::HashState;
 use crate::registry::reference::RepositoryName;
 use crate::registry::upload_state::UploadState;
 use crate::registry::{BodyStream, Registry};
@@ -66,14 +71,18 @@ fn check_uuid(uuid: &str) -> Result<()> {
 }
 
 impl Registry {
-    /// Opens a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<UploadProgress> {
+    /// Opens a new upload session in `repo`, hashing with `algorithm`.
+    pub async fn start_upload(
+        &self,
+        repo: &RepositoryName,
+        algorithm: Algorithm,
+    ) -> Result<UploadProgress> {
         self.check_writable()?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now();
         let started = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         // Not durable yet: a session holds no data until its first chunk, which
-        // makes it durable (see `receive`); one lost in a crash before that is
+        // makes it durable (see `append`); one lost in a crash before that is
         // only restarted by the client. A monolithic PUT never needs it durable.
         self.driver
             .put_content_lazy(
@@ -86,9 +95,11 @@ impl Registry {
             uuid: uuid.clone(),
             offset: 0,
             started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            algorithm: (algorithm != Algorithm::Sha256).then(|| algorithm.name().to_string()),
             sha256_state: None,
+            sha512_state: None,
         };
-        state.set_hasher(&Sha256State::new());
+        state.set_hasher(&HashState::new(algorithm));
         Ok(self.progress(&state))
     }
 
@@ -117,6 +128,9 @@ impl Registry {
                 "upload state does not match the upload URL".into(),
             ));
         }
+        state
+            .algorithm()
+            .map_err(|e| RegistryError::BlobUploadInvalid(e.to_string()))?;
         self.check_session_exists(repo, uuid).await?;
         Ok(state)
     }
@@ -133,8 +147,50 @@ impl Registry {
         }
     }
 
-    /// Where a session stands; trusts a valid token over the stored size, since
-    /// bytes past the token's offset were never acknowledged.
+    /// Bytes the session's data holds in storage.
+    async fn stored_size(&self, state: &UploadState) -> Result<u64> {
+        match self
+            .driver
+            .stat(&layout::upload_data(&state.name, &state.uuid))
+            .await
+        {
+            Ok(info) => Ok(info.size),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `state` moved to `size` stored bytes, with the hash state of those bytes when the
+    /// token or distribution's `hashstates` file has it (else the next request rehashes).
+    async fn state_at(&self, mut state: UploadState, size: u64) -> UploadState {
+        if state.offset == size {
+            return state;
+        }
+        state.at_offset(size);
+        if let Ok(algorithm) = state.algorithm() {
+            if let Some(h) = self.stored_hashstate(&state, algorithm).await {
+                state.set_hasher(&h);
+            }
+        }
+        state
+    }
+
+    /// The answer to a request whose idea of the session is not what storage holds: 416
+    /// with the stored range and a token describing it.
+    async fn out_of_order(&self, state: UploadState) -> RegistryError {
+        let size = match self.stored_size(&state).await {
+            Ok(size) => size,
+            Err(e) => return e,
+        };
+        let state = self.state_at(state, size).await;
+        RegistryError::RangeInvalid {
+            offset: size,
+            resume: Some(Box::new(self.progress(&state))),
+        }
+    }
+
+    /// Where a session stands: the bytes stored. A missing or foreign token still gets an
+    /// answer, since the status request is how a client finds its place again.
     pub async fn upload_status(
         &self,
         repo: &RepositoryName,
@@ -142,31 +198,28 @@ impl Registry {
         token: Option<&str>,
     ) -> Result<UploadProgress> {
         check_uuid(uuid)?;
-        if let Ok(state) = self.resume(repo, uuid, token).await {
-            return Ok(self.progress(&state));
-        }
-        self.check_session_exists(repo, uuid).await?;
-        let size = match self
-            .driver
-            .stat(&layout::upload_data(repo.as_str(), uuid))
-            .await
-        {
-            Ok(info) => info.size,
-            Err(e) if e.is_not_found() => 0,
-            Err(e) => return Err(e.into()),
+        let state = match self.resume(repo, uuid, token).await {
+            Ok(state) => state,
+            Err(RegistryError::BlobUploadInvalid(_)) => {
+                self.check_session_exists(repo, uuid).await?;
+                let started = self
+                    .driver
+                    .get_content(&layout::upload_started_at(repo.as_str(), uuid))
+                    .await?;
+                UploadState {
+                    name: repo.to_string(),
+                    uuid: uuid.to_string(),
+                    offset: 0,
+                    started_at: String::from_utf8_lossy(&started).trim().to_string(),
+                    algorithm: None,
+                    sha256_state: None,
+                    sha512_state: None,
+                }
+            }
+            Err(e) => return Err(e),
         };
-        let started = self
-            .driver
-            .get_content(&layout::upload_started_at(repo.as_str(), uuid))
-            .await?;
-        let state = UploadState {
-            name: repo.to_string(),
-            uuid: uuid.to_string(),
-            offset: size,
-            started_at: String::from_utf8_lossy(&started).trim().to_string(),
-            sha256_state: None,
-        };
-        Ok(self.progress(&state))
+        let size = self.stored_size(&state).await?;
+        Ok(self.progress(&self.state_at(state, size).await))
     }
 
     /// Appends a chunk (PATCH).
@@ -175,11 +228,40 @@ impl Registry {
         repo: &RepositoryName,
         uuid: &str,
         token: Option<&str>,
-        chunk: UploadRequest,
+        mut chunk: UploadRequest,
     ) -> Result<UploadProgress> {
         self.check_writable()?;
         let mut state = self.resume(repo, uuid, token).await?;
-        let hasher = self.receive(&state, chunk).await?;
+        let expected = chunk.expected_len()?;
+        let algorithm = state.algorithm().unwrap_or(Algorithm::Sha256);
+        let (mut writer, mut hasher) =
+            match self.open_session(&state, chunk.range, algorithm).await? {
+                Ok(opened) => opened,
+                Err(stale) => return Err(self.out_of_order(stale).await),
+            };
+        if let Err(e) = pump(&mut chunk, expected, &mut hasher, Some(&mut writer)).await {
+            cancel(writer).await;
+            return Err(e);
+        }
+        match writer.commit().await {
+            Ok(()) => {}
+            Err(StorageError::Busy(_)) => return Err(self.out_of_order(state).await),
+            Err(e) => return Err(e.into()),
+        }
+        if state.offset == 0 {
+            // The session now holds acknowledged data: make it durable with it.
+            match self
+                .driver
+                .sync(&layout::upload_session_chain(&state.name, &state.uuid))
+                .await
+            {
+                Ok(()) => {}
+                // Cancelled by another request meanwhile.
+                Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.save_hashstate(&state, &hasher).await;
         state.set_hasher(&hasher);
         Ok(self.progress(&state))
     }
@@ -191,13 +273,19 @@ impl Registry {
         uuid: &str,
         token: Option<&str>,
         digest: &str,
-        last_chunk: UploadRequest,
+        mut last_chunk: UploadRequest,
     ) -> Result<BlobInfo> {
         self.check_writable()?;
         let state = self.resume(repo, uuid, token).await?;
         let digest: Digest = digest.parse()?;
-        if state.offset == 0 && last_chunk.expected_len()? != Some(0) {
-            // The whole blob comes with the PUT: write it straight to its place.
+        let expected = last_chunk.expected_len()?;
+        if state.offset == 0 && expected != Some(0) {
+            // The whole blob comes with the PUT, and the session must hold nothing yet: a
+            // body meant to start at 0 on a session that moved on is out of order.
+            if self.stored_size(&state).await? != 0 {
+                return Err(self.out_of_order(state).await);
+            }
+            // Written straight to its place, verified from the body itself.
             let blob = match self.store_verified(&digest, last_chunk).await {
                 Ok(blob) => blob,
                 Err(e) => {
@@ -213,8 +301,156 @@ impl Registry {
             linked?;
             return Ok(blob);
         }
-        let hasher = self.receive(&state, last_chunk).await?;
-        self.commit_upload(repo, uuid, &digest, &hasher).await
+        let opened = match self
+            .open_session(&state, last_chunk.range, digest.kind())
+            .await?
+        {
+            Ok(opened) => Some(opened),
+            // A stale token with nothing more to add: finish what is stored, rehashed.
+            Err(stale) if expected == Some(0) => {
+                let size = self.stored_size(&stale).await?;
+                let mut moved = stale.clone();
+                moved.at_offset(size);
+                self.open_session(&moved, last_chunk.range, digest.kind())
+                    .await?
+                    .ok()
+            }
+            Err(_) => None,
+        };
+        let Some((mut writer, mut hasher)) = opened else {
+            return Err(self.out_of_order(state).await);
+        };
+        if let Err(e) = pump(&mut last_chunk, expected, &mut hasher, Some(&mut writer)).await {
+            cancel(writer).await;
+            return Err(e);
+        }
+        let actual = hasher.digest();
+        if actual != digest {
+            cancel(writer).await;
+            self.discard_upload(repo, uuid).await;
+            return Err(RegistryError::DigestInvalid(format!(
+                "digest {digest} does not match the uploaded content ({actual})"
+            )));
+        }
+        let published = if self.stat_blob_data(&digest).await?.is_some() {
+            // Content-addressed: the stored copy is the same bytes.
+            cancel(writer).await;
+            Ok(())
+        } else {
+            writer
+                .commit_to(&layout::blob_data(digest.algorithm(), digest.hex()))
+                .await
+        };
+        match published {
+            Ok(()) => {}
+            Err(StorageError::Busy(_)) => return Err(self.out_of_order(state).await),
+            // A concurrent writer broke the session's data: it can only be started again.
+            Err(StorageError::Changed(_)) => {
+                self.discard_upload(repo, uuid).await;
+                return Err(RegistryError::BlobUploadUnknown);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let (linked, ()) = tokio::join!(
+            self.link_blob(repo, &digest),
+            self.discard_upload(repo, uuid)
+        );
+        linked?;
+        Ok(BlobInfo {
+            digest,
+            size: hasher.len(),
+        })
+    }
+
+    /// Opens the session's data for appending at the token's offset, with the hash (in
+    /// `algorithm`) of what is stored before it. `Err(state)` inside: the token does not
+    /// describe what storage holds (stale, or another request is writing right now).
+    async fn open_session(
+        &self,
+        state: &UploadState,
+        range: Option<(u64, u64)>,
+        algorithm: Algorithm,
+    ) -> Result<std::result::Result<(Box<dyn FileWriter>, HashState), UploadState>> {
+        if range.is_some_and(|(start, _)| start != state.offset) {
+            return Ok(Err(state.clone()));
+        }
+        let path = layout::upload_data(&state.name, &state.uuid);
+        let writer = match self.driver.writer(&path, state.offset).await {
+            Ok(w) => w,
+            Err(StorageError::OffsetMismatch { .. } | StorageError::Busy(_)) => {
+                return Ok(Err(state.clone()))
+            }
+            // No data yet, while the token says there is.
+            Err(e) if e.is_not_found() && state.offset > 0 => return Ok(Err(state.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        // The writer excludes other writers, so what is hashed below stays what is stored.
+        match self.hasher_for(state, algorithm).await {
+            Ok(hasher) => Ok(Ok((writer, hasher))),
+            Err(e) => {
+                cancel(writer).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The hash of the first `state.offset` stored bytes: from the token, else from
+    /// distribution's `hashstates` file, else by reading the data back.
+    async fn hasher_for(&self, state: &UploadState, algorithm: Algorithm) -> Result<HashState> {
+        if let Some(h) = state.hasher().filter(|h| h.algorithm() == algorithm) {
+            return Ok(h);
+        }
+        if let Some(h) = self.stored_hashstate(state, algorithm).await {
+            return Ok(h);
+        }
+        let mut h = HashState::new(algorithm);
+        if state.offset > 0 {
+            let data = layout::upload_data(&state.name, &state.uuid);
+            let mut stream = self.driver.reader(&data, 0, Some(state.offset)).await?;
+            while let Some(chunk) = stream.next().await {
+                h.update(&chunk?);
+            }
+            if h.len() != state.offset {
+                return Err(RegistryError::RangeInvalid {
+                    offset: h.len(),
+                    resume: None,
+                });
+            }
+        }
+        Ok(h)
+    }
+
+    /// distribution's `hashstates/<algorithm>/<offset>` for `state.offset`, when stored and valid.
+    async fn stored_hashstate(
+        &self,
+        state: &UploadState,
+        algorithm: Algorithm,
+    ) -> Option<HashState> {
+        let path =
+            layout::upload_hashstate(&state.name, &state.uuid, algorithm.name(), state.offset);
+        let bytes = self.driver.get_content(&path).await.ok()?;
+        HashState::from_go_bytes(algorithm, &bytes)
+            .ok()
+            .filter(|h| h.len() == state.offset)
+    }
+
+    /// Keeps the hash state beside the data, as distribution does: a registry:2 node (or a
+    /// request with an older token) continues from it without rehashing. Lazy: only a power
+    /// loss can lose it, and then the data is rehashed.
+    async fn save_hashstate(&self, state: &UploadState, hasher: &HashState) {
+        let path = layout::upload_hashstate(
+            &state.name,
+            &state.uuid,
+            hasher.algorithm().name(),
+            hasher.len(),
+        );
+        if let Err(e) = self
+            .driver
+            .put_content_lazy(&path, Bytes::from(hasher.to_go_bytes()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the upload hash state");
+        }
     }
 
     /// Monolithic upload of a blob whose digest the client states up front:
@@ -235,7 +471,7 @@ impl Registry {
     /// Streams a whole blob into `blobs/` under `digest`, verifying it first.
     async fn store_verified(&self, digest: &Digest, mut body: UploadRequest) -> Result<BlobInfo> {
         let expected = body.expected_len()?;
-        let mut hasher = Sha256State::new();
+        let mut hasher = HashState::new(digest.kind());
         // Content-addressed: if the blob is already stored, only the hash matters.
         let exists = self.stat_blob_data(digest).await?.is_some();
         let mut writer = if exists {
@@ -263,9 +499,7 @@ impl Registry {
             (Ok(()), None) => {}
             (Err(e), w) => {
                 if let Some(w) = w {
-                    if let Err(cancel) = w.cancel().await {
-                        tracing::warn!(error = %cancel, "could not drop a refused blob");
-                    }
+                    cancel(w).await;
                 }
                 return Err(e);
             }
@@ -308,129 +542,12 @@ impl Registry {
             }
         }
     }
+}
 
-    /// Verifies the digest, then moves the data into `blobs/` and links it.
-    async fn commit_upload(
-        &self,
-        repo: &RepositoryName,
-        uuid: &str,
-        digest: &Digest,
-        hasher: &Sha256State,
-    ) -> Result<BlobInfo> {
-        let actual = hasher.digest();
-        if &actual != digest {
-            self.discard_upload(repo, uuid).await;
-            return Err(RegistryError::DigestInvalid(format!(
-                "digest {digest} does not match the uploaded content ({actual})"
-            )));
-        }
-        let data = layout::upload_data(repo.as_str(), uuid);
-        let target = layout::blob_data(digest.algorithm(), digest.hex());
-        if self.stat_blob_data(digest).await?.is_none() {
-            match self.driver.move_to(&data, &target).await {
-                Ok(()) => {}
-                // An empty blob never opened a writer.
-                Err(StorageError::NotFound(_)) if hasher.is_empty() => {
-                    self.driver.put_content(&target, Bytes::new()).await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let (linked, ()) = tokio::join!(
-            self.link_blob(repo, digest),
-            self.discard_upload(repo, uuid)
-        );
-        linked?;
-        Ok(BlobInfo {
-            digest: digest.clone(),
-            size: hasher.len(),
-        })
-    }
-
-    /// The hash of the first `state.offset` bytes: from the token, else from
-    /// distribution's `hashstates` file, else by re-reading the data.
-    async fn hasher_for(&self, state: &UploadState) -> Result<Sha256State> {
-        if let Some(h) = state.hasher() {
-            return Ok(h);
-        }
-        let path = layout::upload_hashstate(&state.name, &state.uuid, "sha256", state.offset);
-        if let Ok(bytes) = self.driver.get_content(&path).await {
-            if let Ok(h) = Sha256State::from_go_bytes(&bytes) {
-                if h.len() == state.offset {
-                    return Ok(h);
-                }
-            }
-        }
-        let mut h = Sha256State::new();
-        if state.offset > 0 {
-            let data = layout::upload_data(&state.name, &state.uuid);
-            let mut stream = self.driver.reader(&data, 0, Some(state.offset)).await?;
-            while let Some(chunk) = stream.next().await {
-                h.update(&chunk?);
-            }
-            if h.len() != state.offset {
-                return Err(RegistryError::RangeInvalid { offset: h.len() });
-            }
-        }
-        Ok(h)
-    }
-
-    /// Streams a chunk into the session's data while hashing it; on any
-    /// failure the bytes written by this request are dropped.
-    async fn receive(&self, state: &UploadState, mut chunk: UploadRequest) -> Result<Sha256State> {
-        if let Some((start, _)) = chunk.range {
-            if start != state.offset {
-                return Err(RegistryError::RangeInvalid {
-                    offset: state.offset,
-                });
-            }
-        }
-        let expected = chunk.expected_len()?;
-        let mut hasher = self.hasher_for(state).await?;
-        if expected == Some(0) {
-            return Ok(hasher);
-        }
-        let path = layout::upload_data(&state.name, &state.uuid);
-        let mut writer = match self.driver.writer(&path, state.offset).await {
-            Ok(w) => w,
-            Err(StorageError::ShortFile { actual, .. }) => {
-                return Err(RegistryError::RangeInvalid { offset: actual })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Err(e) = pump(&mut chunk, expected, &mut hasher, Some(&mut writer)).await {
-            if let Err(cancel) = writer.cancel().await {
-                tracing::warn!(error = %cancel, "could not drop a failed chunk");
-            }
-            return Err(e);
-        }
-        writer.commit().await?;
-        if state.offset == 0 {
-            // The session now holds acknowledged data: make it durable with it.
-            match self
-                .driver
-                .sync(&layout::upload_session_chain(&state.name, &state.uuid))
-                .await
-            {
-                Ok(()) => {}
-                // Cancelled by another request meanwhile.
-                Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Distribution keeps the hash state beside the data; writing it lets a
-        // registry:2 node finish this upload without rehashing it. Lazy: wharf
-        // does not need it (its token carries the state), and only a power loss
-        // can lose it.
-        let state_path = layout::upload_hashstate(&state.name, &state.uuid, "sha256", hasher.len());
-        if let Err(e) = self
-            .driver
-            .put_content_lazy(&state_path, Bytes::copy_from_slice(&hasher.to_go_bytes()))
-            .await
-        {
-            tracing::warn!(error = %e, "could not store the upload hash state");
-        }
-        Ok(hasher)
+/// Gives a writer up, logging (not failing on) a clean-up error.
+async fn cancel(writer: Box<dyn FileWriter>) {
+    if let Err(e) = writer.cancel().await {
+        tracing::warn!(error = %e, "could not drop the bytes of a failed write");
     }
 }
 
@@ -441,7 +558,10 @@ impl UploadRequest {
         match self.range {
             Some((start, end)) => {
                 if end < start {
-                    return Err(RegistryError::RangeInvalid { offset: start });
+                    return Err(RegistryError::RangeInvalid {
+                        offset: start,
+                        resume: None,
+                    });
                 }
                 let len = end - start + 1;
                 match self.content_length {
@@ -461,7 +581,7 @@ impl UploadRequest {
 async fn pump(
     chunk: &mut UploadRequest,
     expected: Option<u64>,
-    hasher: &mut Sha256State,
+    hasher: &mut HashState,
     mut writer: Option<&mut Box<dyn FileWriter>>,
 ) -> Result<()> {
     let mut received = 0u64;

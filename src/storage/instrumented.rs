@@ -207,6 +207,18 @@ impl FileWriter for InstrumentedWriter {
         Ok(())
     }
 
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let Self {
+            inner,
+            driver,
+            path,
+            written,
+        } = *self;
+        timed(driver, "Commit", &path, inner.commit_to(to)).await?;
+        metrics::bytes_pushed(written);
+        Ok(())
+    }
+
     async fn cancel(self: Box<Self>) -> Result<(), StorageError> {
         let Self {
             inner,

@@ -22,9 +22,10 @@ pub enum StorageError {
     /// A path that no driver may touch (relative, `..`, empty component).
     #[error("invalid path: {0:?}")]
     InvalidPath(String),
-    /// An append did not line up with what is stored.
-    #[error("{path}: stored size {actual} is smaller than the expected offset {expected}")]
-    ShortFile {
+    /// An append did not line up with what is stored: the caller's idea of the file's size
+    /// is stale (or another writer got there first).
+    #[error("{path}: stored size is {actual}, not the expected offset {expected}")]
+    OffsetMismatch {
         /// Path being appended to.
         path: String,
         /// Offset the caller expected.
@@ -32,6 +33,13 @@ pub enum StorageError {
         /// Size found.
         actual: u64,
     },
+    /// Another writer holds the file open for appending.
+    #[error("{0}: another writer is appending to it")]
+    Busy(String),
+    /// The file no longer holds what its writers recorded (a concurrent writer replaced part
+    /// of it): it must not be published.
+    #[error("{0}: changed by a concurrent writer")]
+    Changed(String),
     /// A read beyond the end of a file.
     #[error("{path}: offset {offset} is past the end ({size} bytes)")]
     InvalidOffset {
@@ -146,9 +154,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
         self.delete(path).await
     }
-    /// Opens `path` for appending at `offset`: bytes stored past `offset` (left by
-    /// a failed request) are dropped; a file shorter than `offset` is an error.
-    /// Offset 0 creates the file.
+    /// Opens `path` for appending at `offset`, which must be exactly the stored size
+    /// ([`StorageError::OffsetMismatch`] otherwise; offset 0 creates the file). Stored bytes
+    /// are never rewritten: an append only adds after them, and a writer that is cancelled or
+    /// dropped leaves the file as it found it. Writers of one path exclude each other: while
+    /// one is open another fails to open or to commit ([`StorageError::Busy`] or
+    /// [`StorageError::OffsetMismatch`]), so what a committed writer reports as the file's
+    /// first `size()` bytes is what is stored.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
     /// Opens a new file whose content appears at `path` only on commit, all
     /// at once; cancel (or a crash) leaves nothing visible there. Used when
@@ -221,6 +233,10 @@ pub trait FileWriter: Send {
     fn size(&self) -> u64;
     /// Flushes everything to stable storage.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+    /// Commits, then atomically moves the whole file to `to` (replacing it) before any other
+    /// writer of the same path can append to it: `to` holds exactly the bytes this writer
+    /// saw. Only for writers opened with [`StorageDriver::writer`].
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError>;
     /// Gives up: bytes written through this handle are dropped.
     async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
 }

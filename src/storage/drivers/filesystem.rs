@@ -85,12 +85,39 @@ impl FilesystemDriver {
     }
 
     fn full(&self, path: &str) -> Result<PathBuf, StorageError> {
-        let mut full = self.root.clone();
-        for part in path_components(path)? {
-            full.push(part);
-        }
-        Ok(full)
+        resolve(&self.root, path)
     }
+}
+
+/// The file under `root` that a driver path names.
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, StorageError> {
+    let mut full = root.to_path_buf();
+    for part in path_components(path)? {
+        full.push(part);
+    }
+    Ok(full)
+}
+
+/// Takes the append lock of an open file, or says another writer has it. The lock (`flock`,
+/// which NFS clients map to byte-range locks) belongs to this open file and goes with it. A
+/// file renamed away (an upload finished) between the caller's `open` and the lock is gone
+/// as far as appends are concerned.
+fn lock_for_append(file: &File, full: &Path, path: &str) -> Result<(), StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => return Err(StorageError::Busy(path.to_string())),
+        Err(e) => return Err(StorageError::io("lock", path, e.into())),
+    }
+    let io = |e| StorageError::io("open", path, e);
+    let (held, named) = (
+        file.metadata().map_err(io)?,
+        fs::metadata(full).map_err(io)?,
+    );
+    if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+        return Err(StorageError::NotFound(path.to_string()));
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -462,6 +489,7 @@ impl StorageDriver for FilesystemDriver {
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
+        let target = full.clone();
         let (file, new_dirs) = blocking(move || {
             let io = |e| StorageError::io("open", &p, e);
             let new_dirs = if offset == 0 {
@@ -475,16 +503,14 @@ impl StorageDriver for FilesystemDriver {
                 .truncate(false)
                 .open(&full)
                 .map_err(io)?;
+            lock_for_append(&f, &full, &p)?;
             let size = f.metadata().map_err(io)?.len();
-            if size < offset {
-                return Err(StorageError::ShortFile {
+            if size != offset {
+                return Err(StorageError::OffsetMismatch {
                     path: p,
                     expected: offset,
                     actual: size,
                 });
-            }
-            if size > offset {
-                f.set_len(offset).map_err(io)?;
             }
             f.seek(SeekFrom::Start(offset)).map_err(io)?;
             Ok((f, new_dirs))
@@ -499,7 +525,8 @@ impl StorageDriver for FilesystemDriver {
             batch: BytesMut::new(),
             batch_started: None,
             pending: None,
-            publish: None,
+            target: Target::Append(target),
+            root: self.root.clone(),
             flushed: offset,
             writeback_from: offset,
         }))
@@ -518,7 +545,11 @@ impl StorageDriver for FilesystemDriver {
             batch: BytesMut::new(),
             batch_started: None,
             pending: None,
-            publish: Some((temp_sibling(&target), target)),
+            target: Target::Atomic {
+                tmp: temp_sibling(&target),
+                target,
+            },
+            root: self.root.clone(),
             flushed: 0,
             writeback_from: 0,
         }))
@@ -536,6 +567,19 @@ fn create_temp(tmp: &Path) -> std::io::Result<(File, Vec<PathBuf>)> {
 /// when it created the file.
 type PendingWrite = JoinHandle<(Option<File>, std::io::Result<Vec<PathBuf>>)>;
 
+/// What a writer writes to.
+enum Target {
+    /// An existing file (`writer`), locked for appending while the writer is open.
+    Append(PathBuf),
+    /// A temporary file renamed to `target` on commit (`atomic_writer`).
+    Atomic {
+        /// The temporary sibling, created with the first write.
+        tmp: PathBuf,
+        /// The final path.
+        target: PathBuf,
+    },
+}
+
 /// Appends with at most one blocking write in flight, so hashing and reading
 /// the next body chunk overlap with the disk write.
 struct FsWriter {
@@ -551,8 +595,10 @@ struct FsWriter {
     /// When the first byte of the current batch arrived.
     batch_started: Option<std::time::Instant>,
     pending: Option<PendingWrite>,
-    /// For atomic writers: (temporary file, final path) renamed on commit.
-    publish: Option<(PathBuf, PathBuf)>,
+    /// Where the bytes go.
+    target: Target,
+    /// The driver's root, for `commit_to`.
+    root: PathBuf,
     /// File offset up to which batches have been handed to the disk writer.
     flushed: u64,
     /// File offset from which writeback has not been started yet.
@@ -576,14 +622,65 @@ impl FsWriter {
 
     /// The open file, or what creates it: an atomic writer's temporary path.
     fn take_file(&mut self) -> Result<File, PathBuf> {
-        match self.file.take() {
-            Some(file) => Ok(file),
-            None => Err(self
-                .publish
-                .as_ref()
-                .map(|(tmp, _)| tmp.clone())
-                .expect("only atomic writers start without a file")),
+        match (self.file.take(), &self.target) {
+            (Some(file), _) => Ok(file),
+            (None, Target::Atomic { tmp, .. }) => Err(tmp.clone()),
+            (None, Target::Append(_)) => unreachable!("append writers open their file first"),
         }
+    }
+
+    /// Writes the last batch and fsyncs; then publishes an atomic writer's file, or moves
+    /// an appended file to `move_to` while it is still locked.
+    async fn finish(mut self: Box<Self>, move_to: Option<PathBuf>) -> Result<(), StorageError> {
+        self.wait_pending().await?;
+        // The last batch is written by the same blocking call that commits.
+        let data = self.batch.split().freeze();
+        let file = self.take_file();
+        let p = self.path.clone();
+        let start = self.start;
+        let publish = match &self.target {
+            Target::Atomic { tmp, target } => Some((tmp.clone(), target.clone())),
+            Target::Append(full) => move_to.map(|to| (full.clone(), to)),
+        };
+        let atomic = matches!(self.target, Target::Atomic { .. });
+        let mut new_dirs = std::mem::take(&mut self.new_dirs);
+        blocking(move || {
+            let io = |e| StorageError::io("commit", &p, e);
+            let mut file = match file {
+                Ok(file) => file,
+                Err(tmp) => {
+                    let (file, created) = create_temp(&tmp).map_err(io)?;
+                    new_dirs.extend(created);
+                    file
+                }
+            };
+            let result = (|| {
+                file.write_all(&data)?;
+                file.sync_all()?;
+                if let Some((from, to)) = &publish {
+                    let dir = to.parent().expect("driver paths have a parent");
+                    if !atomic {
+                        new_dirs.extend(create_dirs(dir)?);
+                    }
+                    fs::rename(from, to)?;
+                    sync_dir(dir)?;
+                }
+                sync_dirs(&new_dirs)
+            })();
+            if result.is_err() {
+                match &publish {
+                    Some((tmp, _)) if atomic => {
+                        let _ = fs::remove_file(tmp);
+                    }
+                    // Nothing of a failed append is left for the next writer to trip on.
+                    _ => {
+                        let _ = file.set_len(start);
+                    }
+                }
+            }
+            result.map_err(io)
+        })
+        .await
     }
 
     async fn flush_batch(&mut self) -> Result<(), StorageError> {
@@ -641,23 +738,40 @@ fn start_writeback(file: &File, from: u64, to: u64) {
 fn start_writeback(_file: &File, _from: u64, _to: u64) {}
 
 impl Drop for FsWriter {
-    /// A writer dropped without commit (the request was abandoned mid-body)
-    /// must not leave its temporary file behind.
+    /// A writer dropped without commit (the request was abandoned mid-body) leaves nothing
+    /// behind: no temporary file, no bytes appended to a file.
     fn drop(&mut self) {
-        let Some((tmp, _)) = self.publish.take() else {
-            return;
+        let pending = self.pending.take();
+        let file = self.file.take();
+        let undo: Box<dyn FnOnce(Option<File>) + Send> = match &self.target {
+            Target::Atomic { tmp, .. } => {
+                let tmp = tmp.clone();
+                Box::new(move |_| {
+                    let _ = fs::remove_file(tmp);
+                })
+            }
+            Target::Append(_) if pending.is_none() && file.is_none() => return,
+            Target::Append(_) => {
+                let start = self.start;
+                Box::new(move |file: Option<File>| {
+                    if let Some(file) = file {
+                        let _ = file.set_len(start);
+                    }
+                })
+            }
         };
-        // A write in flight may still be creating the file: remove it after.
-        match (self.pending.take(), tokio::runtime::Handle::try_current()) {
+        // A write in flight may still hold the file (or be creating it): undo after it.
+        match (pending, tokio::runtime::Handle::try_current()) {
             (Some(pending), Ok(runtime)) => {
                 runtime.spawn(async move {
-                    let _ = pending.await;
-                    let _ = tokio::task::spawn_blocking(move || fs::remove_file(tmp)).await;
+                    let file = pending.await.ok().and_then(|(f, _)| f);
+                    let _ = tokio::task::spawn_blocking(move || undo(file)).await;
                 });
             }
-            _ => {
-                let _ = fs::remove_file(tmp);
+            (None, Ok(runtime)) => {
+                runtime.spawn_blocking(move || undo(file));
             }
+            (_, Err(_)) => undo(file),
         }
     }
 }
@@ -680,40 +794,16 @@ impl FileWriter for FsWriter {
         self.size
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
-        self.wait_pending().await?;
-        // The last batch is written by the same blocking call that commits.
-        let data = self.batch.split().freeze();
-        let file = self.take_file();
-        let p = self.path.clone();
-        let publish = self.publish.take();
-        let mut new_dirs = std::mem::take(&mut self.new_dirs);
-        blocking(move || {
-            let io = |e| StorageError::io("commit", &p, e);
-            let mut file = match file {
-                Ok(file) => file,
-                Err(tmp) => {
-                    let (file, created) = create_temp(&tmp).map_err(io)?;
-                    new_dirs.extend(created);
-                    file
-                }
-            };
-            let result = (|| {
-                file.write_all(&data)?;
-                file.sync_all()?;
-                sync_dirs(&new_dirs)?;
-                if let Some((tmp, target)) = &publish {
-                    fs::rename(tmp, target)?;
-                    sync_dir(target.parent().expect("driver paths have a parent"))?;
-                }
-                Ok(())
-            })();
-            if let (Err(_), Some((tmp, _))) = (&result, &publish) {
-                let _ = fs::remove_file(tmp);
-            }
-            result.map_err(io)
-        })
-        .await
+    async fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.finish(None).await
+    }
+
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        if matches!(self.target, Target::Atomic { .. }) {
+            return Err(StorageError::InvalidPath(to.to_string()));
+        }
+        let to = resolve(&self.root, to)?;
+        self.finish(Some(to)).await
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -721,7 +811,11 @@ impl FileWriter for FsWriter {
         // A failed write is irrelevant here: the file is cut back anyway.
         let _ = self.wait_pending().await;
         // An atomic writer's temporary file goes with the writer (Drop).
-        let Some(file) = self.file.take().filter(|_| self.publish.is_none()) else {
+        let Some(file) = self
+            .file
+            .take()
+            .filter(|_| matches!(self.target, Target::Append(_)))
+        else {
             return Ok(());
         };
         let (p, start) = (self.path.clone(), self.start);
@@ -851,20 +945,28 @@ mod tests {
             d.stat("/up/data").await.unwrap().size,
             3 * WRITE_BATCH as u64 + 5
         );
-        // Append after a broken request: the extra bytes are dropped.
-        let mut w = d.writer("/up/data", 5).await.unwrap();
+        let size = 3 * WRITE_BATCH as u64 + 5;
+        // Stored bytes are never rewritten: a stale offset is refused, short or long.
+        for stale in [5, size + 1, 0] {
+            match d.writer("/up/data", stale).await {
+                Err(StorageError::OffsetMismatch { actual, .. }) => assert_eq!(actual, size),
+                Err(e) => panic!("offset {stale}: {e}"),
+                Ok(_) => panic!("offset {stale}: opened"),
+            }
+        }
+        let mut w = d.writer("/up/data", size).await.unwrap();
         w.write(Bytes::from_static(b"abc")).await.unwrap();
+        // One writer at a time.
+        assert!(matches!(
+            d.writer("/up/data", size).await,
+            Err(StorageError::Busy(_))
+        ));
         w.commit().await.unwrap();
         assert_eq!(
-            read_all(&d, "/up/data", 0, None).await,
-            [1, 1, 1, 1, 1, b'a', b'b', b'c']
+            read_all(&d, "/up/data", size - 2, None).await,
+            [1, 1, b'a', b'b', b'c']
         );
-        assert_eq!(read_all(&d, "/up/data", 4, Some(2)).await, [1, b'a']);
-        assert!(matches!(
-            d.writer("/up/data", 100).await,
-            Err(StorageError::ShortFile { .. })
-        ));
-        let w = d.writer("/up/data", 8).await.unwrap();
+        let w = d.writer("/up/data", size + 3).await.unwrap();
         w.cancel().await.unwrap();
         d.move_to("/up/data", "/blobs/x/data").await.unwrap();
         assert!(d.stat("/up/data").await.unwrap_err().is_not_found());
@@ -965,5 +1067,48 @@ mod tests {
             .unwrap();
         w.cancel().await.unwrap();
         assert_eq!(d.get_content("/f").await.unwrap(), "keep");
+        // Dropped mid-request: the same, once the background clean-up has run.
+        let mut w = d.writer("/f", 4).await.unwrap();
+        w.write(Bytes::from(vec![0u8; 2 * WRITE_BATCH]))
+            .await
+            .unwrap();
+        drop(w);
+        let mut reopened = None;
+        for _ in 0..200 {
+            if let Ok(w) = d.writer("/f", 4).await {
+                reopened = Some(w);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        reopened
+            .expect("the dropped writer's bytes are cut")
+            .cancel()
+            .await
+            .unwrap();
+        assert_eq!(d.get_content("/f").await.unwrap(), "keep");
+    }
+
+    #[tokio::test]
+    async fn commit_to_moves_what_the_writer_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(dir.path());
+        let mut w = d.writer("/up/data", 0).await.unwrap();
+        w.write(Bytes::from_static(b"hello")).await.unwrap();
+        w.commit().await.unwrap();
+        let mut w = d.writer("/up/data", 5).await.unwrap();
+        w.write(Bytes::from_static(b" world")).await.unwrap();
+        w.commit_to("/blobs/ab/data").await.unwrap();
+        assert_eq!(
+            d.get_content("/blobs/ab/data").await.unwrap(),
+            "hello world"
+        );
+        assert!(d.stat("/up/data").await.unwrap_err().is_not_found());
+        // A writer cannot append to a file that was moved away.
+        assert!(d
+            .writer("/up/data", 11)
+            .await
+            .err()
+            .is_some_and(|e| e.is_not_found()));
     }
 }

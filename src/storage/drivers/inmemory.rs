@@ -174,43 +174,79 @@ impl StorageDriver for InMemoryDriver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         let path = check(path)?;
-        let mut data = Vec::new();
-        if offset > 0 {
+        let (data, base) = {
             let files = self.lock();
-            let existing = files
-                .get(&path)
-                .ok_or(StorageError::NotFound(path.clone()))?;
-            if (existing.data.len() as u64) < offset {
-                return Err(StorageError::ShortFile {
+            let existing = files.get(&path);
+            let size = existing.map_or(0, |e| e.data.len() as u64);
+            if existing.is_none() && offset > 0 {
+                return Err(StorageError::NotFound(path));
+            }
+            if size != offset {
+                return Err(StorageError::OffsetMismatch {
                     path,
                     expected: offset,
-                    actual: existing.data.len() as u64,
+                    actual: size,
                 });
             }
-            data.extend_from_slice(&existing.data[..offset as usize]);
-        }
+            (
+                existing.map_or_else(Vec::new, |e| e.data.to_vec()),
+                existing.map(|e| e.data.clone()),
+            )
+        };
         Ok(Box::new(MemWriter {
             files: self.files.clone(),
             path,
             data,
+            base: Some(base),
         }))
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
-        // MemWriter publishes only on commit already.
         Ok(Box::new(MemWriter {
             files: self.files.clone(),
             path: check(path)?,
             data: Vec::new(),
+            base: None,
         }))
     }
 }
 
-/// Collects appended bytes and publishes them on commit; cancel drops them.
 struct MemWriter {
     files: Files,
     path: String,
     data: Vec<u8>,
+    /// For appends: the content the writer started from (`None`: no file). Commit succeeds
+    /// only if it is still the stored one, so concurrent writers exclude each other.
+    base: Option<Option<Arc<Vec<u8>>>>,
+}
+
+impl MemWriter {
+    /// Publishes at `path`, after checking an append's starting point is still what is stored.
+    fn publish(self, to: Option<String>) -> Result<(), StorageError> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(base) = &self.base {
+            let current = files.get(&self.path).map(|e| &e.data);
+            let unchanged = match (base, current) {
+                (None, None) => true,
+                (Some(b), Some(c)) => Arc::ptr_eq(b, c),
+                _ => false,
+            };
+            if !unchanged {
+                return Err(StorageError::Busy(self.path));
+            }
+        }
+        let entry = Entry {
+            data: Arc::new(self.data),
+            modified: SystemTime::now(),
+        };
+        if let Some(to) = to {
+            files.remove(&self.path);
+            files.insert(to, entry);
+        } else {
+            files.insert(self.path, entry);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -225,15 +261,15 @@ impl FileWriter for MemWriter {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        let entry = Entry {
-            data: Arc::new(self.data),
-            modified: SystemTime::now(),
-        };
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.path, entry);
-        Ok(())
+        (*self).publish(None)
+    }
+
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let to = check(to)?;
+        if self.base.is_none() {
+            return Err(StorageError::InvalidPath(to));
+        }
+        (*self).publish(Some(to))
     }
 
     async fn cancel(self: Box<Self>) -> Result<(), StorageError> {
@@ -259,11 +295,22 @@ mod tests {
         let mut w = d.writer("/u", 0).await.unwrap();
         w.write(Bytes::from_static(b"hello")).await.unwrap();
         w.commit().await.unwrap();
-        let w = d.writer("/u", 2).await.unwrap();
-        assert_eq!(w.size(), 2);
-        w.commit().await.unwrap();
-        assert_eq!(d.get_content("/u").await.unwrap(), "he");
-        d.move_to("/u", "/r/c").await.unwrap();
+        assert!(matches!(
+            d.writer("/u", 2).await,
+            Err(StorageError::OffsetMismatch { actual: 5, .. })
+        ));
+        // Two writers from the same point: the second to commit loses.
+        let mut a = d.writer("/u", 5).await.unwrap();
+        let mut b = d.writer("/u", 5).await.unwrap();
+        a.write(Bytes::from_static(b"!")).await.unwrap();
+        b.write(Bytes::from_static(b"?")).await.unwrap();
+        a.commit().await.unwrap();
+        assert!(matches!(b.commit().await, Err(StorageError::Busy(_))));
+        assert_eq!(d.get_content("/u").await.unwrap(), "hello!");
+        let w = d.writer("/u", 6).await.unwrap();
+        w.commit_to("/r/c").await.unwrap();
+        assert_eq!(d.get_content("/r/c").await.unwrap(), "hello!");
+        assert!(d.stat("/u").await.unwrap_err().is_not_found());
         d.delete("/r").await.unwrap();
         assert!(d.stat("/r").await.unwrap_err().is_not_found());
     }

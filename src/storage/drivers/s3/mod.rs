@@ -67,6 +67,10 @@ const DELETE_BATCH: usize = 1000;
 const META_UPLOAD: &str = "wharf-upload-id";
 const META_PARTS: &str = "wharf-parts";
 const META_PARTS_SIZE: &str = "wharf-parts-size";
+/// A digest chained over the entity tags of parts 1..=parts, in order: what the writers that
+/// uploaded them saw. Parts can be overwritten by number, so a writer racing another at the
+/// same offset could swap one; the chain tells before the file is published.
+const META_PARTS_DIGEST: &str = "wharf-parts-digest";
 
 /// Characters escaped in `x-amz-copy-source` (everything but unreserved and `/`).
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
@@ -492,6 +496,14 @@ where
     if not_found {
         return StorageError::NotFound(path.to_string());
     }
+    // Only conditional writes fail these ways: someone else changed the object first.
+    let lost_race = matches!(
+        err.code(),
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    ) || matches!(&err, SdkError::ServiceError(e) if e.raw().status().as_u16() == 412);
+    if lost_race {
+        return StorageError::Busy(path.to_string());
+    }
     let kind = match &err {
         SdkError::TimeoutError(_) => std::io::ErrorKind::TimedOut,
         SdkError::DispatchFailure(f) if f.is_timeout() => std::io::ErrorKind::TimedOut,
@@ -513,6 +525,17 @@ fn io_error(op: &'static str, path: &str, message: impl Into<String>) -> Storage
     }
 }
 
+/// When a `PutObject` may replace what is at its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PutCondition<'a> {
+    /// Whatever is there.
+    Always,
+    /// Only if nothing is there (`If-None-Match: *`).
+    Absent,
+    /// Only if the object there has this entity tag (`If-Match`).
+    Matches(&'a str),
+}
+
 /// How a stored object stands: a plain file, or the tail of an open multipart upload.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Layout {
@@ -526,6 +549,19 @@ pub(crate) struct Layout {
     pub body: u64,
     /// Entity tag of the object.
     pub etag: Option<String>,
+    /// [`chain_part`] over the parts' entity tags, when recorded (tails written before it
+    /// was recorded have none).
+    pub parts_digest: Option<String>,
+}
+
+/// Extends a parts digest with the next part's entity tag.
+pub(crate) fn chain_part(digest: &str, etag: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(digest.as_bytes());
+    h.update(b"\n");
+    h.update(etag.trim_matches('"').as_bytes());
+    crate::registry::digest::hex_lower(&h.finalize())
 }
 
 impl Layout {
@@ -544,6 +580,7 @@ impl Layout {
             upload: upload.clone(),
             body,
             etag: etag.map(str::to_string),
+            parts_digest: meta(META_PARTS_DIGEST).cloned(),
         }
         .checked()
     }
@@ -565,11 +602,15 @@ impl Layout {
     /// Metadata recording this layout on the tail object.
     pub fn metadata(&self) -> Option<HashMap<String, String>> {
         let upload = self.upload.as_ref()?;
-        Some(HashMap::from([
+        let mut meta = HashMap::from([
             (META_UPLOAD.to_string(), upload.clone()),
             (META_PARTS.to_string(), self.parts.to_string()),
             (META_PARTS_SIZE.to_string(), self.parts_size.to_string()),
-        ]))
+        ]);
+        if let Some(digest) = &self.parts_digest {
+            meta.insert(META_PARTS_DIGEST.to_string(), digest.clone());
+        }
+        Some(meta)
     }
 }
 
@@ -677,20 +718,28 @@ impl Inner {
         Ok((layout, modified))
     }
 
-    /// Writes a whole object.
+    /// Writes a whole object, when `condition` holds (else [`StorageError::Busy`]).
     pub(crate) async fn put(
         &self,
         key: &str,
         path: &str,
         body: Bytes,
         metadata: Option<HashMap<String, String>>,
+        condition: PutCondition<'_>,
     ) -> Result<(), StorageError> {
         let w = &self.write;
+        let (if_match, if_none_match) = match condition {
+            PutCondition::Always => (None, None),
+            PutCondition::Absent => (None, Some("*".to_string())),
+            PutCondition::Matches(etag) => (Some(etag.to_string()), None),
+        };
         self.call("PutObject", path, || {
             self.client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_if_match(if_match.clone())
+                .set_if_none_match(if_none_match.clone())
                 .content_type("application/octet-stream")
                 .content_length(body.len() as i64)
                 .body(SdkStream::from(body.clone()))
@@ -939,6 +988,14 @@ impl Inner {
         }
         parts.sort_by_key(|p| p.part_number());
         parts.dedup_by_key(|p| p.part_number());
+        if let Some(recorded) = &layout.parts_digest {
+            let listed = parts.iter().fold(String::new(), |d, p| {
+                chain_part(&d, p.e_tag().unwrap_or_default())
+            });
+            if &listed != recorded {
+                return Err(StorageError::Changed(path.to_string()));
+            }
+        }
         if parts.len() != layout.parts as usize || size != layout.parts_size {
             return Err(io_error(
                 "ListParts",
@@ -1135,7 +1192,9 @@ impl StorageDriver for S3Driver {
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
         let key = self.s3.key(path)?;
-        self.s3.put(&key, path, content, None).await
+        self.s3
+            .put(&key, path, content, None, PutCondition::Always)
+            .await
     }
 
     async fn reader(

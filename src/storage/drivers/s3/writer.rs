@@ -18,7 +18,7 @@ use std::sync::Arc;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 
-use super::{copy_ranges, Inner, Layout};
+use super::{chain_part, copy_ranges, Inner, Layout, PutCondition};
 use crate::storage::{FileWriter, StorageError};
 
 /// Smallest part S3 accepts, except for the last one.
@@ -51,6 +51,12 @@ pub(crate) struct S3Writer {
     parts_size: u64,
     /// Bytes after the parts, not yet stored.
     buf: BytesMut,
+    /// [`chain_part`] over the parts' entity tags, when known.
+    parts_digest: Option<String>,
+    /// For appends, the entity tag of the tail object the writer started from (`None`: no
+    /// file yet). The tail is replaced only if it is still that one, so of two writers opened
+    /// at the same point only the first to commit succeeds.
+    base: Option<String>,
     /// Committed or cancelled: nothing to clean up on drop.
     finished: bool,
 }
@@ -70,6 +76,8 @@ impl S3Writer {
             parts: 0,
             parts_size: 0,
             buf: BytesMut::new(),
+            parts_digest: None,
+            base: None,
             finished: false,
         })
     }
@@ -92,30 +100,32 @@ impl S3Writer {
             parts: 0,
             parts_size: 0,
             buf: BytesMut::new(),
+            parts_digest: Some(String::new()),
+            base: None,
             finished: false,
         };
         if offset == 0 {
-            // A new file; an older upload left at this key is orphaned and purged later.
+            // A new file: the commit checks that nothing was written meanwhile (an older
+            // upload left at this key by a crash is orphaned and purged later).
             return Ok(w);
         }
-        let (mut layout, _) = s3.head(&key, path).await?;
-        if layout.size() < offset {
-            return Err(StorageError::ShortFile {
+        let (layout, _) = s3.head(&key, path).await?;
+        if layout.size() != offset {
+            return Err(StorageError::OffsetMismatch {
                 path: path.to_string(),
                 expected: offset,
                 actual: layout.size(),
             });
         }
-        if offset < layout.parts_size {
-            // Bytes past `offset` sit in parts that cannot be cut: publish the whole file
-            // in place (server-side), then keep its first `offset` bytes.
-            s3.finish_in_place(&key, path, &layout).await?;
-            let (plain, _) = s3.head(&key, path).await?;
-            layout = plain;
-        }
+        w.base = layout.etag.clone();
         w.upload = layout.upload.clone();
         w.parts = layout.parts;
         w.parts_size = layout.parts_size;
+        w.parts_digest = if layout.parts == 0 {
+            Some(String::new())
+        } else {
+            layout.parts_digest.clone()
+        };
         let keep = offset - layout.parts_size;
         if keep == 0 {
             return Ok(w);
@@ -134,7 +144,7 @@ impl S3Writer {
                 w.buf.extend_from_slice(&chunk);
             }
             if w.buf.len() as u64 != keep {
-                return Err(StorageError::ShortFile {
+                return Err(StorageError::OffsetMismatch {
                     path: path.to_string(),
                     expected: offset,
                     actual: layout.parts_size + w.buf.len() as u64,
@@ -154,9 +164,15 @@ impl S3Writer {
                     &ranges,
                 )
                 .await;
-            if let Err(e) = copied {
-                w.give_up().await;
-                return Err(e);
+            let copied = match copied {
+                Ok(parts) => parts,
+                Err(e) => {
+                    w.give_up().await;
+                    return Err(e);
+                }
+            };
+            for part in &copied {
+                w.chain(part.e_tag().unwrap_or_default());
             }
             w.parts += ranges.len() as i32;
             w.parts_size += keep;
@@ -176,6 +192,13 @@ impl S3Writer {
         Ok(id)
     }
 
+    /// Records the next part's entity tag in the parts digest.
+    fn chain(&mut self, etag: &str) {
+        if let Some(d) = &mut self.parts_digest {
+            *d = chain_part(d, etag);
+        }
+    }
+
     /// Uploads `data` as the next part.
     async fn push_part(&mut self, data: Bytes) -> Result<(), StorageError> {
         let upload = self.ensure_upload().await?;
@@ -185,6 +208,7 @@ impl S3Writer {
             .s3
             .upload_part(&self.key, &self.path, &upload, number, data)
             .await?;
+        self.chain(&etag);
         if let Kind::Atomic { completed } = &mut self.kind {
             completed.push(
                 CompletedPart::builder()
@@ -259,14 +283,21 @@ impl FileWriter for S3Writer {
                     upload: self.upload.clone(),
                     parts: self.parts,
                     parts_size: self.parts_size,
+                    parts_digest: self.parts_digest.clone(),
                     ..Layout::default()
                 };
+                let condition = match &self.base {
+                    Some(etag) => PutCondition::Matches(etag),
+                    None => PutCondition::Absent,
+                };
                 self.s3
-                    .put(&self.key, &self.path, tail, layout.metadata())
+                    .put(&self.key, &self.path, tail, layout.metadata(), condition)
                     .await
             }
             Kind::Atomic { .. } if self.upload.is_none() => {
-                self.s3.put(&self.key, &self.path, tail, None).await
+                self.s3
+                    .put(&self.key, &self.path, tail, None, PutCondition::Always)
+                    .await
             }
             Kind::Atomic { .. } => {
                 let pushed = if tail.is_empty() {
@@ -301,6 +332,31 @@ impl FileWriter for S3Writer {
                 Err(e)
             }
         }
+    }
+
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        if matches!(self.kind, Kind::Atomic { .. }) {
+            return Err(StorageError::InvalidPath(to.to_string()));
+        }
+        let s3 = self.s3.clone();
+        let (key, path) = (self.key.clone(), self.path.clone());
+        let target = s3.key(to)?;
+        self.commit().await?;
+        // The file as committed, made whole in place and copied server-side. Unlike the
+        // filesystem's locked rename, a writer opened after this commit could still append
+        // before the copy; the registry's upload URLs make that a client racing itself.
+        let (layout, _) = s3.head(&key, &path).await?;
+        let whole = s3.finish_in_place(&key, &path, &layout).await?;
+        s3.copy_object(&key, &target, &path, whole.size()).await?;
+        s3.call("DeleteObject", &path, || {
+            s3.client
+                .delete_object()
+                .bucket(&s3.bucket)
+                .key(&key)
+                .send()
+        })
+        .await?;
+        Ok(())
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
