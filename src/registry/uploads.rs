@@ -385,7 +385,13 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         // The writer excludes other writers, so what is hashed below stays what is stored.
-        match self.hasher_for(state, algorithm).await {
+        // Where it cannot, only the stored bytes themselves are trusted.
+        let hashed = if writer.exclusive() {
+            self.hasher_for(state, algorithm).await
+        } else {
+            self.rehash(state, algorithm).await
+        };
+        match hashed {
             Ok(hasher) => Ok(Ok((writer, hasher))),
             Err(e) => {
                 cancel(writer).await;
@@ -403,6 +409,11 @@ impl Registry {
         if let Some(h) = self.stored_hashstate(state, algorithm).await {
             return Ok(h);
         }
+        self.rehash(state, algorithm).await
+    }
+
+    /// The hash of the first `state.offset` stored bytes, read back.
+    async fn rehash(&self, state: &UploadState, algorithm: Algorithm) -> Result<HashState> {
         let mut h = HashState::new(algorithm);
         if state.offset > 0 {
             let data = layout::upload_data(&state.name, &state.uuid);

@@ -195,6 +195,10 @@ impl FileWriter for InstrumentedWriter {
         self.inner.size()
     }
 
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
         let Self {
             inner,

@@ -231,6 +231,13 @@ pub trait FileWriter: Send {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError>;
     /// Bytes in the file so far, including what was there when opened.
     fn size(&self) -> u64;
+    /// Whether other writers of the path are excluded while this one is open (see
+    /// [`StorageDriver::writer`]); false where the storage cannot lock (an NFS mount without
+    /// lock support), and then callers must not trust what they learned of the file's bytes
+    /// before opening it.
+    fn exclusive(&self) -> bool {
+        true
+    }
     /// Flushes everything to stable storage.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
     /// Commits, then atomically moves the whole file to `to` (replacing it) before any other

@@ -98,15 +98,32 @@ fn resolve(root: &Path, path: &str) -> Result<PathBuf, StorageError> {
     Ok(full)
 }
 
+/// Says once per process that the storage cannot lock files.
+fn warn_no_locks(full: &Path) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            path = %full.display(),
+            "the storage does not support file locks (an NFS mount with nolock?): concurrent requests on one upload are not serialised"
+        )
+    });
+}
+
 /// Takes the append lock of an open file, or says another writer has it. The lock (`flock`,
 /// which NFS clients map to byte-range locks) belongs to this open file and goes with it. A
 /// file renamed away (an upload finished) between the caller's `open` and the lock is gone
 /// as far as appends are concerned.
-fn lock_for_append(file: &File, full: &Path, path: &str) -> Result<(), StorageError> {
+fn lock_for_append(file: &File, full: &Path, path: &str) -> Result<bool, StorageError> {
     use std::os::unix::fs::MetadataExt;
     match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(Errno::WOULDBLOCK) => return Err(StorageError::Busy(path.to_string())),
+        // A mount that cannot lock (NFS without a lock manager): the writer says it is not
+        // exclusive, and the registry rehashes what is stored instead of trusting a token.
+        Err(Errno::NOLCK | Errno::OPNOTSUPP) => {
+            warn_no_locks(full);
+            return Ok(false);
+        }
         Err(e) => return Err(StorageError::io("lock", path, e.into())),
     }
     let io = |e| StorageError::io("open", path, e);
@@ -117,7 +134,7 @@ fn lock_for_append(file: &File, full: &Path, path: &str) -> Result<(), StorageEr
     if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
         return Err(StorageError::NotFound(path.to_string()));
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -490,7 +507,7 @@ impl StorageDriver for FilesystemDriver {
         let full = self.full(path)?;
         let p = path.to_string();
         let target = full.clone();
-        let (file, new_dirs) = blocking(move || {
+        let (file, new_dirs, exclusive) = blocking(move || {
             let io = |e| StorageError::io("open", &p, e);
             let new_dirs = if offset == 0 {
                 create_dirs(full.parent().expect("driver paths have a parent")).map_err(io)?
@@ -503,7 +520,7 @@ impl StorageDriver for FilesystemDriver {
                 .truncate(false)
                 .open(&full)
                 .map_err(io)?;
-            lock_for_append(&f, &full, &p)?;
+            let exclusive = lock_for_append(&f, &full, &p)?;
             let size = f.metadata().map_err(io)?.len();
             if size != offset {
                 return Err(StorageError::OffsetMismatch {
@@ -513,10 +530,11 @@ impl StorageDriver for FilesystemDriver {
                 });
             }
             f.seek(SeekFrom::Start(offset)).map_err(io)?;
-            Ok((f, new_dirs))
+            Ok((f, new_dirs, exclusive))
         })
         .await?;
         Ok(Box::new(FsWriter {
+            exclusive,
             path: path.to_string(),
             file: Some(file),
             new_dirs,
@@ -545,6 +563,7 @@ impl StorageDriver for FilesystemDriver {
             batch: BytesMut::new(),
             batch_started: None,
             pending: None,
+            exclusive: true,
             target: Target::Atomic {
                 tmp: temp_sibling(&target),
                 target,
@@ -597,6 +616,8 @@ struct FsWriter {
     pending: Option<PendingWrite>,
     /// Where the bytes go.
     target: Target,
+    /// Holds the append lock (always, but on storage that cannot lock).
+    exclusive: bool,
     /// The driver's root, for `commit_to`.
     root: PathBuf,
     /// File offset up to which batches have been handed to the disk writer.
@@ -792,6 +813,10 @@ impl FileWriter for FsWriter {
 
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn exclusive(&self) -> bool {
+        self.exclusive
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
