@@ -512,6 +512,8 @@ fn try_start(binary: &Path, config: &Path, m: &Materials, stub: u16) -> Outcome 
     let log_path = dir.path().join("log");
     let log = fs::File::create(&log_path).unwrap();
     let mut cmd = clean_command(binary);
+    // A config without S3 keys must not send the credential chain to the cloud's metadata address.
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
     cmd.arg("serve")
         .arg(&path)
         .current_dir(dir.path())
