@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::keys::{KeyError, TrustedKey, TrustedKeys};
 use super::scope::{null_default, permits, ResourceActions};
 use super::Access;
+use crate::config::UNVERIFIABLE_SIGNING_ALGORITHMS;
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds (distribution's value).
 pub const LEEWAY_SECONDS: i64 = 60;
@@ -180,11 +181,13 @@ pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
     }
     let mut out = Vec::new();
     for name in names {
+        // Listed, they admit no token (see the constant); the loader warns about them.
+        if UNVERIFIABLE_SIGNING_ALGORITHMS.contains(&name.as_str()) {
+            continue;
+        }
         let alg = Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name:?}"))?;
         if !ASYMMETRIC.contains(&alg) {
-            return Err(format!(
-                "{name}: symmetric algorithms cannot be used with public-key trust"
-            ));
+            return Err(format!("unknown algorithm {name:?}"));
         }
         out.push(alg);
     }
@@ -415,8 +418,14 @@ mod tests {
             parse_algorithms(&["ES256".into()]).unwrap(),
             [Algorithm::ES256]
         );
-        assert!(parse_algorithms(&["HS256".into()]).is_err());
+        // Listed by the documentation's example; accepted, but they admit no token.
+        assert_eq!(
+            parse_algorithms(&["EdDSA".into(), "HS256".into(), "ES512".into()]).unwrap(),
+            [Algorithm::EdDSA]
+        );
+        assert_eq!(parse_algorithms(&["HS256".into()]).unwrap(), []);
         assert!(parse_algorithms(&["none".into()]).is_err());
+        assert!(parse_algorithms(&["RS1024".into()]).is_err());
     }
 
     fn access_entry() -> impl Strategy<Value = serde_json::Value> {

@@ -137,7 +137,50 @@ pub(crate) fn headers<'de, D: Deserializer<'de>>(
         .collect())
 }
 
-/// A boolean; also "true"/"false" (and Go's ParseBool forms) written as strings, null as false.
+/// The booleans Go reads from text: YAML 1.1's words (`yes`, `on`, `n`, …, which gopkg.in/yaml.v2
+/// resolves to booleans but a YAML 1.2 parser leaves as strings) and `strconv.ParseBool`'s forms
+/// (`1`, `t`, `FALSE`, …), which drivers apply to string parameters.
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" | "y" | "Y" | "yes" | "Yes" | "YES" | "on"
+        | "On" | "ON" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" | "n" | "N" | "no" | "No" | "NO" | "off"
+        | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
+}
+
+/// An integer written as text, as gopkg.in/yaml.v2 resolves it: `_` separators and the `0x`,
+/// `0o` and `0b` prefixes are allowed.
+pub(crate) fn parse_int(text: &str) -> Option<i64> {
+    let plain: String = text.trim().chars().filter(|&c| c != '_').collect();
+    let (negative, digits) = match plain.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, plain.strip_prefix('+').unwrap_or(&plain)),
+    };
+    let (radix, digits) = match digits.get(..2) {
+        Some("0x" | "0X") => (16, &digits[2..]),
+        Some("0o" | "0O") => (8, &digits[2..]),
+        Some("0b" | "0B") => (2, &digits[2..]),
+        _ => (10, digits),
+    };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+/// A float read into an integer field: Go's yaml.v2 truncates it toward zero.
+fn truncate<E: de::Error>(v: f64) -> Result<i64, E> {
+    if v.is_finite() && v >= i64::MIN as f64 && v < i64::MAX as f64 {
+        Ok(v.trunc() as i64)
+    } else {
+        Err(E::custom(format!("number {v} is out of range")))
+    }
+}
+
+/// A boolean; also Go's textual forms (see [`parse_bool`]) written as strings, null as false.
 pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct BoolVisitor;
     impl Visitor<'_> for BoolVisitor {
@@ -149,17 +192,27 @@ pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
             Ok(v)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-            match v {
-                "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-                "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-                _ => Err(E::custom(format!("invalid boolean {v:?}"))),
-            }
+            parse_bool(v).ok_or_else(|| E::custom(format!("invalid boolean {v:?}")))
         }
         fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
             Ok(false)
         }
     }
     d.deserialize_any(BoolVisitor)
+}
+
+/// An optional boolean; null means absent.
+pub(crate) fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Option::<Bool>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
+/// [`bool`] as a type.
+struct Bool(bool);
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        bool(d).map(Bool)
+    }
 }
 
 /// A signed integer, also written as a numeric string; null reads as 0.
@@ -176,10 +229,11 @@ pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
             i64::try_from(v).map_err(|_| E::custom(format!("integer {v} is out of range")))
         }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            truncate(v)
+        }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-            v.trim()
-                .parse()
-                .map_err(|_| E::custom(format!("invalid integer {v:?}")))
+            parse_int(v).ok_or_else(|| E::custom(format!("invalid integer {v:?}")))
         }
         fn visit_unit<E: de::Error>(self) -> Result<i64, E> {
             Ok(0)
@@ -203,6 +257,11 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 pub(crate) fn usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = size(d)?;
     usize::try_from(v).map_err(|_| de::Error::custom(format!("{v} is out of range")))
+}
+
+/// A limit where distribution reads zero or a negative value as "use the default": both read as 0.
+pub(crate) fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    Ok(usize::try_from(int(d)?).unwrap_or(0))
 }
 
 /// An optional count; null means absent.
@@ -241,6 +300,9 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
                     "invalid duration {v}: negative durations are not allowed"
                 ))
             })
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            self.visit_i64(truncate(v)?)
         }
         fn visit_unit<E: de::Error>(self) -> Result<Duration, E> {
             Ok(Duration::ZERO)

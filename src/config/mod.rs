@@ -14,6 +14,7 @@ mod model;
 mod normalize;
 mod overlay;
 mod validate;
+mod yaml;
 
 #[cfg(test)]
 mod tests;
@@ -73,7 +74,8 @@ pub fn load_text(
         origin: origin.to_owned(),
         message,
     };
-    let mut tree: Value = serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+    let mut warnings = Vec::new();
+    let mut tree = yaml::parse(text, &mut warnings).map_err(|e| syntax(e.to_string()))?;
     tree.apply_merge().map_err(|e| syntax(e.to_string()))?;
     let mut root = match tree {
         Value::Null => Mapping::new(),
@@ -81,7 +83,6 @@ pub fn load_text(
         _ => return Err(syntax("the configuration must be a YAML mapping".into())),
     };
 
-    let mut warnings = Vec::new();
     overlay::wrap_scheme_names(&mut root);
     let applied = overlay::apply(&mut root, env, &mut warnings)?;
     normalize::normalize(&mut root, &mut warnings)?;
@@ -217,11 +218,18 @@ impl From<serde_path_to_error::Error<serde_yaml::Error>> for DecodeFailure {
             let in_uploadpurging = location.last().is_some_and(|k| k == "uploadpurging");
             location.push(field.to_owned());
             message = if in_uploadpurging {
-                "missing; when uploadpurging is given, enabled, age, interval and dryrun are all required"
+                "missing; unless uploadpurging says enabled: false, age, interval and dryrun are all required"
                     .to_owned()
             } else {
                 "missing, but required".to_owned()
             };
+        } else if let Some((field, rest)) = message
+            .strip_prefix("invalid field `")
+            .and_then(|rest| rest.split_once("`: "))
+        {
+            // A section that checks its own fields reports them this way.
+            location.push(field.to_owned());
+            message = rest.to_owned();
         }
         DecodeFailure { location, message }
     }

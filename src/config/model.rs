@@ -122,9 +122,60 @@ pub struct LogConfig {
     /// Whether to log the calling function.
     #[serde(deserialize_with = "lenient::bool")]
     pub reportcaller: bool,
-    /// Log hooks (mail), kept raw.
+    /// Log hooks (mail); accepted, and ignored with a warning when one is enabled.
     #[serde(deserialize_with = "lenient::or_default")]
-    pub hooks: Vec<Value>,
+    pub hooks: Vec<LogHook>,
+}
+
+/// One `log.hooks` entry (v2.8 and v3).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct LogHook {
+    /// Skip this hook.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub disabled: bool,
+    /// Hook kind; distribution has `mail`.
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: String,
+    /// Levels that trigger the hook.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub levels: Vec<String>,
+    /// Mail settings.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub options: MailOptions,
+}
+
+/// `options` of a mail log hook.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct MailOptions {
+    /// SMTP server.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub smtp: SmtpOptions,
+    /// Sender address.
+    #[serde(deserialize_with = "lenient::string")]
+    pub from: String,
+    /// Recipients.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub to: Vec<String>,
+}
+
+/// `options.smtp` of a mail log hook.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct SmtpOptions {
+    /// `host:port`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub addr: String,
+    /// Login user.
+    #[serde(deserialize_with = "lenient::string")]
+    pub username: String,
+    /// Login password.
+    #[serde(deserialize_with = "lenient::string")]
+    pub password: String,
+    /// Skip certificate verification.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub insecure: bool,
 }
 
 /// Log level; "warning" reads as warn, and "trace" is tolerated.
@@ -224,15 +275,24 @@ pub enum StorageDriverConfig {
     S3(S3Config),
     /// Alibaba Cloud OSS (v2.8).
     Oss(OssConfig),
-    /// Azure Blob Storage, parameters kept raw.
-    Azure(RawParameters),
-    /// Google Cloud Storage, parameters kept raw.
-    Gcs(RawParameters),
+    /// Azure Blob Storage.
+    Azure(AzureConfig),
+    /// Google Cloud Storage.
+    Gcs(GcsConfig),
+    /// OpenStack Swift (v2.8).
+    Swift(SwiftConfig),
 }
 
 /// The driver keys distribution knows, in the order error messages list them.
-pub(crate) const STORAGE_DRIVERS: &[&str] =
-    &["filesystem", "inmemory", "s3", "oss", "azure", "gcs"];
+pub(crate) const STORAGE_DRIVERS: &[&str] = &[
+    "filesystem",
+    "inmemory",
+    "s3",
+    "oss",
+    "azure",
+    "gcs",
+    "swift",
+];
 
 /// Keys under `storage` that are options, not drivers.
 pub(crate) const STORAGE_OPTIONS: &[&str] = &["delete", "redirect", "cache", "maintenance", "tag"];
@@ -247,6 +307,7 @@ impl StorageDriverConfig {
             StorageDriverConfig::Oss(_) => "oss",
             StorageDriverConfig::Azure(_) => "azure",
             StorageDriverConfig::Gcs(_) => "gcs",
+            StorageDriverConfig::Swift(_) => "swift",
         }
     }
 }
@@ -257,8 +318,9 @@ impl StorageDriverConfig {
 struct FilesystemParams {
     #[serde(deserialize_with = "lenient::path")]
     rootdirectory: PathBuf,
-    #[serde(deserialize_with = "lenient::usize")]
-    maxthreads: usize,
+    /// Go's `GetLimitFromParameter` raises anything below the floor (negatives too) to it.
+    #[serde(deserialize_with = "lenient::int")]
+    maxthreads: i64,
 }
 
 impl Default for FilesystemParams {
@@ -309,7 +371,7 @@ impl<'de> Visitor<'de> for StorageVisitor {
                         .unwrap_or_default();
                     drivers.push(StorageDriverConfig::Filesystem {
                         rootdirectory: p.rootdirectory,
-                        maxthreads: p.maxthreads,
+                        maxthreads: usize::try_from(p.maxthreads).unwrap_or(0),
                     });
                 }
                 "inmemory" => {
@@ -323,12 +385,13 @@ impl<'de> Visitor<'de> for StorageVisitor {
                     map.next_value::<Option<OssConfig>>()?.unwrap_or_default(),
                 )),
                 "azure" => drivers.push(StorageDriverConfig::Azure(
-                    map.next_value::<Option<RawParameters>>()?
-                        .unwrap_or_default(),
+                    map.next_value::<Option<AzureConfig>>()?.unwrap_or_default(),
                 )),
                 "gcs" => drivers.push(StorageDriverConfig::Gcs(
-                    map.next_value::<Option<RawParameters>>()?
-                        .unwrap_or_default(),
+                    map.next_value::<Option<GcsConfig>>()?.unwrap_or_default(),
+                )),
+                "swift" => drivers.push(StorageDriverConfig::Swift(
+                    map.next_value::<Option<SwiftConfig>>()?.unwrap_or_default(),
                 )),
                 other => {
                     return Err(de::Error::custom(format!(
@@ -529,6 +592,225 @@ impl Default for OssConfig {
     }
 }
 
+/// `storage.azure`: the keys of distribution's Azure driver (v2.8 and v3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AzureConfig {
+    /// Storage account name (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub accountname: String,
+    /// Shared key of the account (v2.8: required; v3: with `credentials.type: shared_key`).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub accountkey: Option<String>,
+    /// Blob container (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub container: String,
+    /// Domain of the blob service, `core.windows.net` by default.
+    #[serde(deserialize_with = "lenient::string")]
+    pub realm: String,
+    /// Key prefix inside the container (v3).
+    #[serde(deserialize_with = "lenient::string")]
+    pub rootdirectory: String,
+    /// Blob service URL; `https://<accountname>.blob.<realm>` when absent (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub serviceurl: Option<String>,
+    /// Connection string instead of account name and key (v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub connectionstring: Option<String>,
+    /// How to authenticate (v3).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub credentials: AzureCredentials,
+    /// Retries of a failed request (v3; 0 means the default, 5).
+    #[serde(deserialize_with = "lenient::int")]
+    pub max_retries: i64,
+    /// Delay between retries (v3).
+    #[serde(deserialize_with = "lenient::duration")]
+    pub retry_delay: Duration,
+    /// Skip TLS verification (v3).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub skipverify: bool,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            accountname: String::new(),
+            accountkey: None,
+            container: String::new(),
+            realm: "core.windows.net".into(),
+            rootdirectory: String::new(),
+            serviceurl: None,
+            connectionstring: None,
+            credentials: AzureCredentials::default(),
+            max_retries: 5,
+            retry_delay: Duration::from_millis(100),
+            skipverify: false,
+        }
+    }
+}
+
+/// `storage.azure.credentials` section (v3).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AzureCredentials {
+    /// `shared_key`, `client_secret` or `default_credentials`.
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: String,
+    /// Application (client) id, with `client_secret`.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub clientid: Option<String>,
+    /// Directory (tenant) id, with `client_secret`.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tenantid: Option<String>,
+    /// Client secret, with `client_secret`.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub secret: Option<String>,
+}
+
+/// `storage.gcs`: the keys of distribution's Google Cloud Storage driver (v2.8 and v3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GcsConfig {
+    /// Bucket name (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub bucket: String,
+    /// Service-account JSON key file.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub keyfile: Option<PathBuf>,
+    /// Service-account key given inline (the JSON key file's fields), when `keyfile` is absent.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub credentials: RawParameters,
+    /// Key prefix inside the bucket.
+    #[serde(deserialize_with = "lenient::string")]
+    pub rootdirectory: String,
+    /// Resumable upload chunk size in bytes (a multiple of 256 KiB).
+    #[serde(deserialize_with = "lenient::size")]
+    pub chunksize: u64,
+    /// Parallel calls to the service (at least 25).
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxconcurrency: usize,
+    /// Extra User-Agent text.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub useragent: Option<String>,
+}
+
+/// Smallest GCS upload chunk, and the unit chunk sizes are multiples of.
+pub(crate) const GCS_CHUNK_UNIT: u64 = 256 * 1024;
+
+impl Default for GcsConfig {
+    fn default() -> Self {
+        GcsConfig {
+            bucket: String::new(),
+            keyfile: None,
+            credentials: RawParameters::new(),
+            rootdirectory: String::new(),
+            chunksize: 16 * MIB,
+            maxconcurrency: 50,
+            useragent: None,
+        }
+    }
+}
+
+/// `storage.swift`: the keys of distribution's OpenStack Swift driver (v2.8).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SwiftConfig {
+    /// Keystone (or tempauth) URL (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub authurl: String,
+    /// User name (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub username: String,
+    /// Password (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub password: String,
+    /// Container (required).
+    #[serde(deserialize_with = "lenient::string")]
+    pub container: String,
+    /// Region, for multi-region deployments.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub region: Option<String>,
+    /// Tenant (project) name.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tenant: Option<String>,
+    /// Tenant (project) id.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tenantid: Option<String>,
+    /// User domain name (Keystone v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub domain: Option<String>,
+    /// User domain id (Keystone v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub domainid: Option<String>,
+    /// Tenant domain name (Keystone v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tenantdomain: Option<String>,
+    /// Tenant domain id (Keystone v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tenantdomainid: Option<String>,
+    /// Trust id (Keystone v3).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub trustid: Option<String>,
+    /// Keystone API version (1, 2 or 3; 0 lets the client guess from the URL).
+    #[serde(deserialize_with = "lenient::int")]
+    pub authversion: i64,
+    /// `public`, `internal` or `admin` endpoint.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub endpointtype: Option<String>,
+    /// Skip TLS verification.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub insecureskipverify: bool,
+    /// Segment size of large objects in bytes (at least 1 MiB).
+    #[serde(deserialize_with = "lenient::size")]
+    pub chunksize: u64,
+    /// Object name prefix inside the container.
+    #[serde(deserialize_with = "lenient::string")]
+    pub prefix: String,
+    /// Temp URL key; redirects to signed URLs when set.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub secretkey: Option<String>,
+    /// Access key of the temp URL signature (Swift's S3 layer).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub accesskey: Option<String>,
+    /// Use the container's temp URL key rather than the account's.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub tempurlcontainerkey: bool,
+    /// Methods temp URLs are signed for.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub tempurlmethods: Vec<String>,
+}
+
+/// Smallest Swift segment distribution accepts.
+pub(crate) const SWIFT_MIN_CHUNK: u64 = MIB;
+
+impl Default for SwiftConfig {
+    fn default() -> Self {
+        SwiftConfig {
+            authurl: String::new(),
+            username: String::new(),
+            password: String::new(),
+            container: String::new(),
+            region: None,
+            tenant: None,
+            tenantid: None,
+            domain: None,
+            domainid: None,
+            tenantdomain: None,
+            tenantdomainid: None,
+            trustid: None,
+            authversion: 0,
+            endpointtype: None,
+            insecureskipverify: false,
+            chunksize: 20 * MIB,
+            prefix: String::new(),
+            secretkey: None,
+            accesskey: None,
+            tempurlcontainerkey: false,
+            tempurlmethods: Vec::new(),
+        }
+    }
+}
+
 /// `storage.delete` section.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
@@ -599,8 +881,11 @@ pub struct MaintenanceConfig {
     pub readonly: ReadOnlyConfig,
 }
 
-/// `storage.maintenance.uploadpurging`: when given, all four keys are required (as in distribution).
+/// `storage.maintenance.uploadpurging`, read as distribution's `startUploadPurger` reads it:
+/// `enabled: false` turns purging off and nothing else is read; otherwise (`enabled` true or
+/// absent) `age`, `interval` and `dryrun` are all required.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawUploadPurging")]
 pub struct UploadPurgingConfig {
     /// Run the purger.
     #[serde(deserialize_with = "lenient::bool")]
@@ -624,6 +909,48 @@ impl Default for UploadPurgingConfig {
             interval: secs(24 * 3600),
             dryrun: false,
         }
+    }
+}
+
+/// `uploadpurging` as written; the values are only read when purging is on.
+#[derive(Deserialize)]
+struct RawUploadPurging {
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    enabled: Option<bool>,
+    #[serde(default)]
+    age: Option<Value>,
+    #[serde(default)]
+    interval: Option<Value>,
+    #[serde(default)]
+    dryrun: Option<Value>,
+}
+
+impl TryFrom<RawUploadPurging> for UploadPurgingConfig {
+    type Error = String;
+
+    fn try_from(raw: RawUploadPurging) -> Result<Self, String> {
+        if raw.enabled == Some(false) {
+            return Ok(UploadPurgingConfig {
+                enabled: false,
+                ..UploadPurgingConfig::default()
+            });
+        }
+        // The message forms match serde's, so the loader names the key (see `DecodeFailure`).
+        let required = |field: &str, value: Option<Value>| {
+            value
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| format!("missing field `{field}`"))
+        };
+        let age = required("age", raw.age)?;
+        let interval = required("interval", raw.interval)?;
+        let dryrun = required("dryrun", raw.dryrun)?;
+        let at = |field: &str, e: serde_yaml::Error| format!("invalid field `{field}`: {e}");
+        Ok(UploadPurgingConfig {
+            enabled: true,
+            age: lenient::duration(age).map_err(|e| at("age", e))?,
+            interval: lenient::duration(interval).map_err(|e| at("interval", e))?,
+            dryrun: lenient::bool(dryrun).map_err(|e| at("dryrun", e))?,
+        })
     }
 }
 
@@ -692,6 +1019,11 @@ pub enum AuthConfig {
         signingalgorithms: Vec<String>,
     },
 }
+
+/// `auth.token.signingalgorithms` names distribution accepts that no key here verifies (HS* need
+/// a shared secret, ES512 is not implemented): listed, they admit no token, as HS* with a
+/// public-key bundle admit none in distribution. Loading warns about them.
+pub const UNVERIFIABLE_SIGNING_ALGORITHMS: &[&str] = &["HS256", "HS384", "HS512", "ES512"];
 
 /// The auth scheme keys distribution knows (besides `none`).
 pub(crate) const AUTH_SCHEMES: &[&str] = &["silly", "htpasswd", "token"];
@@ -1214,8 +1546,16 @@ pub struct RedisConfig {
     pub contexttimeoutenabled: bool,
     /// TLS to the server.
     pub tls: Option<RedisTlsConfig>,
-    /// Sentinel master name (v3); sentinel mode when set.
-    #[serde(deserialize_with = "lenient::opt_string")]
+    /// TLS to the server with the system's roots (Harbor's registry key `enableTLS`).
+    #[serde(alias = "enableTLS", deserialize_with = "lenient::bool")]
+    pub enabletls: bool,
+    /// Sentinel master name (v3; Harbor's registry calls it `sentinelMasterSet`, with the
+    /// sentinels in `addr` separated by commas); sentinel mode when set.
+    #[serde(
+        alias = "sentinelMasterSet",
+        alias = "sentinelmasterset",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub mastername: Option<String>,
     /// Sentinel user (v3).
     #[serde(deserialize_with = "lenient::opt_string")]
@@ -1247,15 +1587,22 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// The server addresses: v2.8's `addr` followed by v3's `addrs`, without duplicates.
+    /// The server addresses: v2.8's `addr` (comma-separated when it lists sentinels, as Harbor
+    /// writes it) followed by v3's `addrs`, without duplicates.
     pub fn addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for addr in self.addr.iter().chain(&self.addrs) {
-            if !addr.is_empty() && !out.contains(addr) {
-                out.push(addr.clone());
+        let listed = self.addr.iter().flat_map(|a| a.split(',')).map(str::trim);
+        for addr in listed.chain(self.addrs.iter().map(String::as_str)) {
+            if !addr.is_empty() && !out.iter().any(|a| a == addr) {
+                out.push(addr.to_owned());
             }
         }
         out
+    }
+
+    /// Whether TLS to Redis is asked for, in any of the forms above.
+    pub fn wants_tls(&self) -> bool {
+        self.enabletls || self.tls.as_ref().is_some_and(RedisTlsConfig::in_use)
     }
 }
 
@@ -1293,6 +1640,18 @@ pub struct RedisTlsConfig {
     /// CA bundles (v3.0.0 name of `rootcas`).
     #[serde(deserialize_with = "lenient::path_list")]
     pub clientcas: Vec<PathBuf>,
+}
+
+impl RedisTlsConfig {
+    /// Whether TLS is asked for: registry:2 3.x turns it on when any file is named; `enabled`
+    /// is the form its documentation shows.
+    pub fn in_use(&self) -> bool {
+        self.enabled
+            || self.certificate.is_some()
+            || self.key.is_some()
+            || !self.rootcas.is_empty()
+            || !self.clientcas.is_empty()
+    }
 }
 
 // ---------------------------------------------------------------- health
@@ -1687,7 +2046,7 @@ pub struct Platform {
 #[serde(default)]
 pub struct CatalogConfig {
     /// Most repositories one catalog page may return.
-    #[serde(deserialize_with = "lenient::usize")]
+    #[serde(deserialize_with = "lenient::limit")]
     pub maxentries: usize,
 }
 

@@ -1,9 +1,11 @@
 //! Checks and rewrites on the YAML tree after the overlay and before typed decoding:
-//! the version, deprecated keys, and the one-driver / one-scheme rules.
+//! the version, deprecated keys, sections registry:2 reads its own way, and the one-driver /
+//! one-scheme rules.
 
 use serde_yaml::{Mapping, Value};
 
 use super::error::ConfigError;
+use super::lenient::parse_bool;
 use super::model::{AUTH_SCHEMES, STORAGE_DRIVERS, STORAGE_OPTIONS};
 
 /// The only configuration version distribution defines.
@@ -13,6 +15,7 @@ const VERSION: &str = "0.1";
 pub(crate) fn normalize(root: &mut Mapping, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     check_version(root)?;
     rename_deprecated(root, warnings);
+    reshape_sections(root, warnings);
     check_storage(root)?;
     check_auth(root)
 }
@@ -82,9 +85,102 @@ fn rename_deprecated(root: &mut Mapping, warnings: &mut Vec<String>) {
         }
     }
     if let Some(validation) = map_mut(root, "validation") {
-        if validation.remove("enabled").is_some() {
+        if let Some(enabled) = validation.remove("enabled") {
+            // registry:2: `if !Enabled { Enabled = !Disabled }`, so `enabled: true` wins.
+            if truthy(&enabled) && validation.get("disabled").is_some_and(truthy) {
+                validation.insert("disabled".into(), Value::Bool(false));
+                warnings.push(
+                    "validation.enabled is deprecated; enabled: true overrides validation.disabled: true, as in registry:2"
+                        .into(),
+                );
+            } else {
+                warnings.push("validation.enabled is deprecated; use validation.disabled".into());
+            }
+        }
+    }
+}
+
+/// Whether a value reads as `true` (a boolean, or Go's textual forms).
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::String(s) => parse_bool(s) == Some(true),
+        _ => false,
+    }
+}
+
+/// Sections whose registry:2 reading differs from a plain decoding of the tree.
+fn reshape_sections(root: &mut Mapping, warnings: &mut Vec<String>) {
+    if let Some(storage) = map_mut(root, "storage") {
+        if let Some(maintenance) = map_mut(storage, "maintenance") {
+            // registry:2 wants `{enabled: …}` here and panics on a bare boolean; the intent is clear.
+            for section in ["readonly", "uploadpurging"] {
+                let Some(value) = maintenance.get_mut(section) else {
+                    continue;
+                };
+                let flag = match value {
+                    Value::Bool(b) => Some(*b),
+                    Value::String(s) => parse_bool(s),
+                    _ => None,
+                };
+                if let Some(flag) = flag {
+                    let mut map = Mapping::new();
+                    map.insert("enabled".into(), Value::Bool(flag));
+                    *value = Value::Mapping(map);
+                    warnings.push(format!(
+                        "storage.maintenance.{section}: {flag} is read as storage.maintenance.{section}.enabled: {flag}"
+                    ));
+                }
+            }
+        }
+        if let Some(delete) = map_mut(storage, "delete") {
+            // registry:2 enables deletes only for a boolean true and ignores anything else.
+            if let Some(value) = delete.get("enabled") {
+                let readable = match value {
+                    Value::Null | Value::Bool(_) => true,
+                    Value::String(s) => parse_bool(s).is_some(),
+                    _ => false,
+                };
+                if !readable {
+                    let shown = scalar_text(value).unwrap_or_else(|| format!("{value:?}"));
+                    warnings.push(format!(
+                        "storage.delete.enabled: {shown:?} is not a boolean; deletes stay disabled, as in registry:2"
+                    ));
+                    delete.insert("enabled".into(), Value::Bool(false));
+                }
+            }
+        }
+        if let Some(cache) = map_mut(storage, "cache") {
+            // registry:2 matches the names exactly and runs without a cache on anything else.
+            if let Some(kind) = cache.get("blobdescriptor") {
+                let known = matches!(kind, Value::Null)
+                    || matches!(kind.as_str(), Some("" | "inmemory" | "redis"));
+                if !known {
+                    let shown = scalar_text(kind).unwrap_or_else(|| format!("{kind:?}"));
+                    warnings.push(format!(
+                        "storage.cache.blobdescriptor: unknown cache type {shown:?}, caching disabled"
+                    ));
+                    cache.remove("blobdescriptor");
+                }
+            }
+        }
+    }
+    let tls = map_mut(root, "http").and_then(|http| map_mut(http, "tls"));
+    if let Some(tls) = tls {
+        // registry:2 only turns to ACME when a cache file is named; otherwise the section is inert.
+        let inert = match tls.get("letsencrypt") {
+            Some(Value::Mapping(le)) => le
+                .get("cachefile")
+                .and_then(scalar_text)
+                .is_none_or(|f| f.is_empty()),
+            Some(_) => true,
+            None => false,
+        };
+        if inert {
+            tls.remove("letsencrypt");
             warnings.push(
-                "validation.enabled is deprecated and ignored; use validation.disabled".into(),
+                "http.tls.letsencrypt is ignored: it has no cachefile, so registry:2 does not use it either"
+                    .into(),
             );
         }
     }

@@ -1,7 +1,7 @@
 //! Unit tests of configuration loading: fixtures, the environment overlay, unknown keys,
 //! error messages, defaults and `unsupported()`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
@@ -651,16 +651,16 @@ fn env_unknown_names_warn_by_variable() {
         "{w}"
     );
     assert!(!w.contains("unknown configuration key"), "{w}");
-    // Parameters of drivers kept raw take any name.
+    // Drivers not served yet still take their overrides.
     let loaded = load_ok(
         "version: 0.1\nstorage: {azure: {accountname: a}}\n",
         &[("REGISTRY_STORAGE_AZURE_CONTAINER", "c")],
     );
     assert_eq!(loaded.warnings, Vec::<String>::new());
-    let StorageDriverConfig::Azure(params) = &loaded.config.storage.driver else {
+    let StorageDriverConfig::Azure(azure) = &loaded.config.storage.driver else {
         panic!("expected azure")
     };
-    assert_eq!(params.get("container"), Some(&"c".into()));
+    assert_eq!(azure.container, "c");
 }
 
 #[test]
@@ -783,9 +783,9 @@ fn storage_errors_name_the_key() {
         load_err("version: 0.1\nstorage: {filesystem: {}, s3: {}}\n", &[]),
         "multiple storage drivers specified in configuration or environment: [filesystem s3]"
     );
-    let msg = load_err("version: 0.1\nstorage: {swift: {}}\n", &[]);
+    let msg = load_err("version: 0.1\nstorage: {rados: {}}\n", &[]);
     assert!(
-        msg.starts_with(r#"storage.swift: unknown storage driver "swift""#),
+        msg.starts_with(r#"storage.rados: unknown storage driver "rados""#),
         "{msg}"
     );
     assert_eq!(
@@ -810,14 +810,6 @@ fn storage_errors_name_the_key() {
     );
     assert_eq!(msg, "storage.oss.accesskeyid: required, but empty");
     let msg = load_err(
-        "version: 0.1\nstorage: {inmemory: {}, cache: {blobdescriptor: disk}}\n",
-        &[],
-    );
-    assert!(
-        msg.starts_with("storage.cache.blobdescriptor: invalid blob descriptor cache \"disk\""),
-        "{msg}"
-    );
-    let msg = load_err(
         "version: 0.1\nstorage: {inmemory: {}, cache: {blobdescriptor: redis}}\n",
         &[],
     );
@@ -826,10 +818,10 @@ fn storage_errors_name_the_key() {
         "{msg}"
     );
     let msg = load_err(
-        "version: 0.1\nstorage: {inmemory: {}, delete: {enabled: maybe}}\n",
+        "version: 0.1\nstorage: {inmemory: {}, redirect: {disable: maybe}}\n",
         &[],
     );
-    assert_eq!(msg, r#"storage.delete.enabled: invalid boolean "maybe""#);
+    assert_eq!(msg, r#"storage.redirect.disable: invalid boolean "maybe""#);
 }
 
 #[test]
@@ -946,47 +938,81 @@ fn other_errors_name_the_key() {
 // ------------------------------------------------------------------ sections
 
 #[test]
-fn uploadpurging_needs_all_four_keys() {
+fn uploadpurging_is_read_as_registry2_reads_it() {
     let base = "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n    uploadpurging:\n";
+    let purge = |text: &str| load_ok(text, &[]).config.storage.maintenance.uploadpurging;
     let all = format!(
-        "{base}      enabled: false\n      age: 1h\n      interval: 2h\n      dryrun: true\n"
+        "{base}      enabled: true\n      age: 1h\n      interval: 2h\n      dryrun: true\n"
     );
-    let purge = load_ok(&all, &[]).config.storage.maintenance.uploadpurging;
     assert_eq!(
-        purge,
+        purge(&all),
         UploadPurgingConfig {
-            enabled: false,
+            enabled: true,
             age: secs(3600),
             interval: secs(7200),
             dryrun: true
         }
     );
-    for missing in ["enabled", "age", "interval", "dryrun"] {
-        let text: String = all
-            .lines()
-            .filter(|l| !l.trim_start().starts_with(&format!("{missing}:")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let msg = load_err(&text, &[]);
-        assert!(
-            msg.starts_with(&format!(
-                "storage.maintenance.uploadpurging.{missing}: missing"
-            )),
-            "{msg}"
-        );
+    // `enabled: false` alone (distribution's config-dev.yml): nothing else is read, even garbage.
+    for off in [
+        "      enabled: false\n",
+        "      enabled: false\n      age: soon\n      dryrun: maybe\n",
+    ] {
+        let loaded = load_ok(&format!("{base}{off}"), &[]);
+        assert!(!loaded.config.storage.maintenance.uploadpurging.enabled);
+        assert_eq!(loaded.warnings, Vec::<String>::new());
     }
-    // Given through the environment, the same rule applies.
-    let msg = load_err(
+    // Without `enabled` the purger runs, so the other three are required.
+    let implicit = format!("{base}      age: 1h\n      interval: 2h\n      dryrun: false\n");
+    assert!(purge(&implicit).enabled);
+    for missing in ["age", "interval", "dryrun"] {
+        for text in [&all, &implicit] {
+            let text: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with(&format!("{missing}:")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let msg = load_err(&text, &[]);
+            assert!(
+                msg.starts_with(&format!(
+                    "storage.maintenance.uploadpurging.{missing}: missing"
+                )),
+                "{msg}"
+            );
+        }
+    }
+    let msg = load_err(&all.replace("age: 1h", "age: soon"), &[]);
+    assert!(
+        msg.starts_with("storage.maintenance.uploadpurging.age: invalid duration"),
+        "{msg}"
+    );
+    // Through the environment, the same rules.
+    let off = load_ok(
         MINIMAL,
         &[(
             "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
             "false",
         )],
     );
+    assert!(!off.config.storage.maintenance.uploadpurging.enabled);
+    let msg = load_err(
+        MINIMAL,
+        &[("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "1h")],
+    );
     assert!(
-        msg.starts_with("storage.maintenance.uploadpurging.age: missing")
-            && msg.contains("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED"),
+        msg.starts_with("storage.maintenance.uploadpurging.interval: missing")
+            && msg.contains("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE"),
         "{msg}"
+    );
+    // A bare boolean (which registry:2 refuses) is read as `enabled`, with a warning.
+    let loaded = load_ok(
+        &base.replace("uploadpurging:\n", "uploadpurging: false\n"),
+        &[],
+    );
+    assert!(!loaded.config.storage.maintenance.uploadpurging.enabled);
+    assert_eq!(
+        loaded.warnings,
+        ["storage.maintenance.uploadpurging: false is read as storage.maintenance.uploadpurging.enabled: false"]
     );
 }
 
@@ -1347,7 +1373,11 @@ health:
         .unwrap();
     assert!(endpoints.contains("(endpoints: on)"), "{endpoints}");
 
-    for driver in ["azure: {accountname: a}", "gcs: {bucket: b}"] {
+    for driver in [
+        "azure: {accountname: a, container: c}",
+        "gcs: {bucket: b}",
+        "swift: {authurl: 'http://k/v3', username: u, password: p, container: c}",
+    ] {
         let c = load_ok(&format!("version: 0.1\nstorage: {{{driver}}}\n"), &[]).config;
         let name = driver.split(':').next().unwrap();
         assert_eq!(
@@ -1422,4 +1452,550 @@ fn empty_env_values_read_as_null() {
     assert_eq!(loaded.warnings, Vec::<String>::new());
     assert_eq!(loaded.config.http.secret, None);
     assert!(!loaded.config.storage.delete.enabled);
+}
+
+// ------------------------------------------------------------------ registry:2's leniency
+
+#[test]
+fn repeated_keys_keep_the_last_value_with_a_warning() {
+    // gopkg.in/yaml.v2 keeps the last of repeated keys; distribution's own files repeat some.
+    let text = "version: 0.1
+storage:
+  s3: {region: r, bucket: b, secure: false, secure: true}
+http:
+  addr: ':1'
+http:
+  addr: ':2'
+";
+    let loaded = load_ok(text, &[]);
+    assert_eq!(loaded.config.http.addr, ":2");
+    let StorageDriverConfig::S3(s3) = &loaded.config.storage.driver else {
+        panic!("expected s3")
+    };
+    assert!(s3.secure);
+    assert_eq!(
+        loaded.warnings,
+        [
+            "configuration key storage.s3.secure is given more than once; the last one is used",
+            "configuration key http is given more than once; the last one is used",
+        ]
+    );
+}
+
+#[test]
+fn yaml_1_1_booleans_read_as_booleans() {
+    // yaml.v2 resolves yes/no/on/off (and y/n) to booleans; a YAML 1.2 parser leaves strings.
+    for (word, expected) in [
+        ("yes", true),
+        ("Yes", true),
+        ("ON", true),
+        ("y", true),
+        ("no", false),
+        ("Off", false),
+        ("N", false),
+        ("'true'", true),
+        ("'0'", false),
+    ] {
+        let text = format!(
+            "version: 0.1\nstorage: {{inmemory: , delete: {{enabled: {word}}}}}\nhttp: {{relativeurls: {word}}}\n"
+        );
+        let loaded = load_ok(&text, &[]);
+        assert_eq!(loaded.config.storage.delete.enabled, expected, "{word}");
+        assert_eq!(loaded.config.http.relativeurls, expected, "{word}");
+        assert_eq!(loaded.warnings, Vec::<String>::new(), "{word}");
+    }
+}
+
+#[test]
+fn numbers_are_read_as_yaml_v2_reads_them() {
+    let text = "version: 0.1
+storage: {inmemory: , tag: {concurrencylimit: 4.9}}
+catalog: {maxentries: '1_000'}
+tags: {maxtags: '0x40'}
+health:
+  storagedriver: {enabled: true, interval: 1.5e9, threshold: '0b11'}
+";
+    let c = load_ok(text, &[]).config;
+    assert_eq!(c.storage.tag.concurrencylimit, 4);
+    assert_eq!(c.catalog.maxentries, 1000);
+    assert_eq!(c.tags.maxtags, 64);
+    assert_eq!(c.health.storagedriver.interval, Duration::from_millis(1500));
+    assert_eq!(c.health.storagedriver.threshold, 3);
+    // Zero or negative limits mean distribution's defaults.
+    let text = "version: 0.1\nstorage: {filesystem: {maxthreads: -3}}\ncatalog: {maxentries: -1}\n";
+    let c = load_ok(text, &[]).config;
+    assert_eq!(c.catalog.maxentries, 1000);
+    assert_eq!(
+        c.storage.driver,
+        StorageDriverConfig::Filesystem {
+            rootdirectory: "/var/lib/registry".into(),
+            maxthreads: 25
+        }
+    );
+}
+
+#[test]
+fn unknown_cache_type_disables_caching_with_a_warning() {
+    // registry:2 compares the names exactly and runs uncached on anything else.
+    for (value, shown) in [("disk", "disk"), ("Redis", "Redis"), ("true", "true")] {
+        let text =
+            format!("version: 0.1\nstorage: {{inmemory: , cache: {{blobdescriptor: {value}}}}}\n");
+        let loaded = load_ok(&text, &[]);
+        assert_eq!(loaded.config.storage.cache.blobdescriptor, None);
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "storage.cache.blobdescriptor: unknown cache type {shown:?}, caching disabled"
+            )]
+        );
+    }
+    // The deprecated name goes the same way.
+    let loaded = load_ok(
+        "version: 0.1\nstorage: {inmemory: , cache: {layerinfo: memcached}}\n",
+        &[],
+    );
+    assert_eq!(loaded.config.storage.cache.blobdescriptor, None);
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    // With redis the size is not used, as registry:2 says.
+    let loaded = load_ok(
+        "version: 0.1\nstorage: {inmemory: , cache: {blobdescriptor: redis, blobdescriptorsize: 5}}\nredis: {addr: 'r:1'}\n",
+        &[],
+    );
+    assert_eq!(
+        loaded.warnings,
+        ["storage.cache.blobdescriptorsize is ignored with the redis cache, as in registry:2"]
+    );
+}
+
+#[test]
+fn non_boolean_delete_flag_leaves_deletes_off() {
+    let loaded = load_ok(
+        "version: 0.1\nstorage: {inmemory: , delete: {enabled: maybe}}\n",
+        &[],
+    );
+    assert!(!loaded.config.storage.delete.enabled);
+    assert_eq!(
+        loaded.warnings,
+        [
+            r#"storage.delete.enabled: "maybe" is not a boolean; deletes stay disabled, as in registry:2"#
+        ]
+    );
+}
+
+#[test]
+fn deprecated_validation_enabled_overrides_disabled() {
+    // registry:2: `if !Enabled { Enabled = !Disabled }`.
+    let on = load_ok(
+        &format!("{MINIMAL}validation: {{enabled: true, disabled: true}}\n"),
+        &[],
+    );
+    assert!(!on.config.validation.disabled);
+    assert!(on.warnings[0].contains("enabled: true overrides validation.disabled: true"));
+    let off = load_ok(
+        &format!("{MINIMAL}validation: {{enabled: false, disabled: true}}\n"),
+        &[],
+    );
+    assert!(off.config.validation.disabled);
+    assert_eq!(
+        off.warnings,
+        ["validation.enabled is deprecated; use validation.disabled"]
+    );
+}
+
+#[test]
+fn readonly_accepts_its_section_and_a_bare_boolean() {
+    let base = "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n";
+    let loaded = load_ok(&format!("{base}    readonly: {{enabled: true}}\n"), &[]);
+    assert!(loaded.config.storage.maintenance.readonly.enabled);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let loaded = load_ok(&format!("{base}    readonly: true\n"), &[]);
+    assert!(loaded.config.storage.maintenance.readonly.enabled);
+    assert_eq!(
+        loaded.warnings,
+        ["storage.maintenance.readonly: true is read as storage.maintenance.readonly.enabled: true"]
+    );
+    let loaded = load_ok(
+        MINIMAL,
+        &[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")],
+    );
+    assert!(loaded.config.storage.maintenance.readonly.enabled);
+}
+
+#[test]
+fn letsencrypt_is_read_only_with_a_cache_file() {
+    let tls = |extra: &str| {
+        format!("{MINIMAL}http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n{extra}")
+    };
+    // Without a cache file registry:2 never turns to ACME: the section is inert.
+    let loaded = load_ok(
+        &tls("    letsencrypt: {email: a@b, hosts: [r.example]}\n"),
+        &[],
+    );
+    assert_eq!(loaded.config.http.tls.as_ref().unwrap().letsencrypt, None);
+    assert_eq!(
+        loaded.warnings,
+        ["http.tls.letsencrypt is ignored: it has no cachefile, so registry:2 does not use it either"]
+    );
+    assert_eq!(loaded.config.unsupported(), Vec::<String>::new());
+    // A cache file next to a certificate: registry:2 refuses, and so does Wharf.
+    let msg = load_err(&tls("    letsencrypt: {cachefile: /le}\n"), &[]);
+    assert!(
+        msg.starts_with("http.tls.letsencrypt: cannot specify both"),
+        "{msg}"
+    );
+    // ACME itself is named as not supported yet.
+    let acme = format!("{MINIMAL}http:\n  tls:\n    letsencrypt: {{cachefile: /le, email: a@b}}\n");
+    let c = load_ok(&acme, &[]).config;
+    assert_eq!(c.unsupported().len(), 1);
+    assert!(c.unsupported()[0].starts_with("http.tls.letsencrypt:"));
+}
+
+#[test]
+fn redis_tls_and_sentinel_in_every_shape() {
+    let refused = |redis: &str| -> Vec<String> {
+        load_ok(&format!("{MINIMAL}redis: {redis}\n"), &[])
+            .config
+            .unsupported()
+            .iter()
+            .map(|m| m.split(':').next().unwrap().to_owned())
+            .collect()
+    };
+    // An empty or switched-off tls section asks for nothing (the docs' full list ends with one).
+    assert_eq!(refused("{addrs: ['r:1'], tls: {}}"), Vec::<String>::new());
+    assert_eq!(
+        refused("{addrs: ['r:1'], tls: {enabled: false}}"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        refused("{addrs: ['r:1'], tls: {rootcas: [/ca]}}"),
+        ["redis.tls"]
+    );
+    assert_eq!(
+        refused("{addrs: ['r:1'], tls: {clientcas: [/ca]}}"),
+        ["redis.tls"]
+    );
+    assert_eq!(
+        refused("{addr: 'r:1', enableTLS: true}"),
+        ["redis.enabletls"]
+    );
+    assert_eq!(
+        refused("{addr: 'r:1', enableTLS: false}"),
+        Vec::<String>::new()
+    );
+    // v3: sentinels in addrs plus mastername; Harbor: comma-separated addr plus sentinelMasterSet.
+    assert_eq!(
+        refused("{addrs: ['s1:26379', 's2:26379'], mastername: m, sentinelpassword: p}"),
+        ["redis.mastername"]
+    );
+    let harbor = "{addr: 's1:26379,s2:26379', sentinelMasterSet: mymaster, db: 1}";
+    assert_eq!(refused(harbor), ["redis.mastername"]);
+    let c = load_ok(&format!("{MINIMAL}redis: {harbor}\n"), &[]).config;
+    let redis = c.redis.unwrap();
+    assert_eq!(redis.mastername.as_deref(), Some("mymaster"));
+    assert_eq!(redis.addresses(), ["s1:26379", "s2:26379"]);
+    assert_eq!(refused("{addrs: ['a:1', 'b:1']}"), ["redis.addrs"]);
+    // Overrides reach every key.
+    let c = load_ok(
+        &format!("{MINIMAL}redis: {{addrs: ['r:1']}}\n"),
+        &[
+            ("REGISTRY_REDIS_MASTERNAME", "primary"),
+            ("REGISTRY_REDIS_SENTINELUSERNAME", "su"),
+            ("REGISTRY_REDIS_TLS_ROOTCAS", "[/ca.pem]"),
+            ("REGISTRY_REDIS_POOL_MAXACTIVE", "9"),
+        ],
+    )
+    .config;
+    let redis = c.redis.unwrap();
+    assert_eq!(redis.mastername.as_deref(), Some("primary"));
+    assert_eq!(redis.sentinelusername.as_deref(), Some("su"));
+    assert_eq!(redis.tls.unwrap().rootcas, [PathBuf::from("/ca.pem")]);
+    assert_eq!(redis.pool.unwrap().maxactive, Some(9));
+}
+
+#[test]
+fn notifications_start_when_nothing_is_sent() {
+    let endpoint = "{name: hook, url: 'https://hooks.example/e', timeout: 500ms, threshold: 5, backoff: 2s, ignoredmediatypes: [a/b], ignore: {mediatypes: [c/d], actions: [pull]}, headers: {Authorization: [Bearer t]}}";
+    // No endpoints, or only disabled ones: nothing to deliver, so nothing refused.
+    for section in [
+        "notifications: {events: {includereferences: true}}",
+        "notifications: {endpoints: []}",
+        "notifications: {endpoints: [{name: a, url: 'http://a/', disabled: true}, {name: b, disabled: true}]}",
+    ] {
+        let loaded = load_ok(&format!("{MINIMAL}{section}\n"), &[]);
+        assert_eq!(loaded.warnings, Vec::<String>::new(), "{section}");
+        assert_eq!(loaded.config.unsupported(), Vec::<String>::new(), "{section}");
+    }
+    let text = format!("{MINIMAL}notifications: {{endpoints: [{endpoint}]}}\n");
+    let loaded = load_ok(&text, &[]);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let e = &loaded.config.notifications.endpoints[0];
+    assert_eq!(
+        (
+            e.name.as_str(),
+            e.url.as_str(),
+            e.timeout,
+            e.threshold,
+            e.backoff
+        ),
+        (
+            "hook",
+            "https://hooks.example/e",
+            Duration::from_millis(500),
+            5,
+            secs(2)
+        )
+    );
+    assert_eq!(e.ignoredmediatypes, ["a/b"]);
+    assert_eq!(
+        (e.ignore.mediatypes.as_slice(), e.ignore.actions.as_slice()),
+        (&["c/d".to_string()][..], &["pull".to_string()][..])
+    );
+    assert_eq!(e.headers, headers(&[("Authorization", &["Bearer t"])]));
+    let refusal = loaded.config.unsupported();
+    assert_eq!(refusal.len(), 1);
+    assert!(
+        refusal[0].starts_with("notifications.endpoints:"),
+        "{refusal:?}"
+    );
+    // Disabled through the environment, it starts.
+    let c = load_ok(
+        &text,
+        &[("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_DISABLED", "true")],
+    )
+    .config;
+    assert!(c.notifications.endpoints[0].disabled);
+    assert_eq!(c.unsupported(), Vec::<String>::new());
+}
+
+#[test]
+fn proxy_is_parsed_and_named_when_refused() {
+    let text = format!(
+        "{MINIMAL}proxy: {{remoteurl: 'https://registry-1.docker.io', username: u, password: p, ttl: 72h}}\n"
+    );
+    let loaded = load_ok(
+        &text,
+        &[
+            ("REGISTRY_PROXY_PASSWORD", "from-env"),
+            ("REGISTRY_PROXY_CACHEWRITETIMEOUT", "2m"),
+        ],
+    );
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let proxy = loaded.config.proxy.clone().unwrap();
+    assert_eq!(
+        proxy.remoteurl.as_deref(),
+        Some("https://registry-1.docker.io")
+    );
+    assert_eq!(proxy.username.as_deref(), Some("u"));
+    assert_eq!(proxy.password.as_deref(), Some("from-env"));
+    assert_eq!(proxy.ttl, Some(secs(72 * 3600)));
+    assert_eq!(proxy.cachewritetimeout, Some(secs(120)));
+    assert_eq!(
+        loaded.config.unsupported(),
+        ["proxy.remoteurl: pull-through cache mode is not supported yet"]
+    );
+    // Credentials without an upstream are not proxy mode.
+    let c = load_ok(&format!("{MINIMAL}proxy: {{username: u}}\n"), &[]).config;
+    assert_eq!(c.unsupported(), Vec::<String>::new());
+}
+
+#[test]
+fn azure_gcs_and_swift_take_their_keys() {
+    let azure = "version: 0.1
+storage:
+  azure:
+    accountname: acct
+    accountkey: a2V5
+    container: images
+    realm: core.chinacloudapi.cn
+    rootdirectory: /reg
+    serviceurl: https://acct.blob.example
+    credentials: {type: client_secret, clientid: c, tenantid: t, secret: s}
+    max_retries: 7
+    retry_delay: 250ms
+";
+    let loaded = load_ok(azure, &[("REGISTRY_STORAGE_AZURE_SKIPVERIFY", "true")]);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let StorageDriverConfig::Azure(a) = &loaded.config.storage.driver else {
+        panic!("expected azure")
+    };
+    assert_eq!(
+        (
+            a.accountname.as_str(),
+            a.accountkey.as_deref(),
+            a.container.as_str()
+        ),
+        ("acct", Some("a2V5"), "images")
+    );
+    assert_eq!(
+        (a.realm.as_str(), a.rootdirectory.as_str()),
+        ("core.chinacloudapi.cn", "/reg")
+    );
+    assert_eq!(a.serviceurl.as_deref(), Some("https://acct.blob.example"));
+    assert_eq!(a.credentials.kind, "client_secret");
+    assert_eq!(a.credentials.secret.as_deref(), Some("s"));
+    assert_eq!(
+        (a.max_retries, a.retry_delay),
+        (7, Duration::from_millis(250))
+    );
+    assert!(a.skipverify);
+    // Defaults and required keys.
+    let c = load_ok(
+        "version: 0.1\nstorage: {azure: {accountname: a, container: c}}\n",
+        &[],
+    )
+    .config;
+    let StorageDriverConfig::Azure(a) = &c.storage.driver else {
+        panic!()
+    };
+    assert_eq!(
+        (a.realm.as_str(), a.max_retries, a.retry_delay),
+        ("core.windows.net", 5, Duration::from_millis(100))
+    );
+    assert_eq!(
+        load_err("version: 0.1\nstorage: {azure: {accountname: a}}\n", &[]),
+        "storage.azure.container: required, but empty"
+    );
+    let msg = load_err("version: 0.1\nstorage: {azure: {accountname: a, container: c, credentials: {type: magic}}}\n", &[]);
+    assert!(
+        msg.starts_with("storage.azure.credentials.type: invalid value \"magic\""),
+        "{msg}"
+    );
+
+    let gcs = "version: 0.1
+storage:
+  gcs:
+    bucket: b
+    credentials: {type: service_account, project_id: p, private_key: k, client_email: e@x}
+    rootdirectory: /r
+    chunksize: 5242880
+";
+    let loaded = load_ok(
+        gcs,
+        &[
+            ("REGISTRY_STORAGE_GCS_KEYFILE", "/k.json"),
+            ("REGISTRY_STORAGE_GCS_MAXCONCURRENCY", "10"),
+        ],
+    );
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let StorageDriverConfig::Gcs(g) = &loaded.config.storage.driver else {
+        panic!()
+    };
+    assert_eq!(
+        (g.bucket.as_str(), g.rootdirectory.as_str(), g.chunksize),
+        ("b", "/r", 5 * 1024 * 1024)
+    );
+    assert_eq!(g.keyfile.as_deref(), Some(Path::new("/k.json")));
+    assert_eq!(g.credentials.get("client_email"), Some(&"e@x".into()));
+    assert_eq!(g.maxconcurrency, 25, "raised to distribution's floor");
+    let msg = load_err(
+        "version: 0.1\nstorage: {gcs: {bucket: b, chunksize: 300000}}\n",
+        &[],
+    );
+    assert!(
+        msg.starts_with("storage.gcs.chunksize: 300000 is not a multiple"),
+        "{msg}"
+    );
+
+    let swift = "version: 0.1
+storage:
+  swift:
+    authurl: https://keystone.example/v3
+    username: u
+    password: p
+    container: c
+    region: fr
+    tenant: 123
+    domain: Default
+    authversion: 3
+    endpointtype: internal
+    insecureskipverify: true
+    chunksize: 5242880
+    prefix: /reg
+    secretkey: tempkey
+    tempurlcontainerkey: true
+    tempurlmethods: [GET]
+";
+    let loaded = load_ok(swift, &[("REGISTRY_STORAGE_SWIFT_TENANTID", "42")]);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let StorageDriverConfig::Swift(sw) = &loaded.config.storage.driver else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            sw.authurl.as_str(),
+            sw.username.as_str(),
+            sw.password.as_str(),
+            sw.container.as_str()
+        ),
+        ("https://keystone.example/v3", "u", "p", "c")
+    );
+    // Numbers given as a tenant are its text, as distribution's driver reads them.
+    assert_eq!(
+        (sw.tenant.as_deref(), sw.tenantid.as_deref()),
+        (Some("123"), Some("42"))
+    );
+    assert_eq!(
+        (
+            sw.authversion,
+            sw.endpointtype.as_deref(),
+            sw.insecureskipverify
+        ),
+        (3, Some("internal"), true)
+    );
+    assert_eq!(
+        (sw.chunksize, sw.prefix.as_str(), sw.secretkey.as_deref()),
+        (5 * 1024 * 1024, "/reg", Some("tempkey"))
+    );
+    assert!(sw.tempurlcontainerkey);
+    assert_eq!(sw.tempurlmethods, ["GET"]);
+    assert_eq!(
+        load_err(
+            "version: 0.1\nstorage: {swift: {authurl: 'http://k', username: u, password: p}}\n",
+            &[]
+        ),
+        "storage.swift.container: required, but empty"
+    );
+    for (driver, name) in [(azure, "azure"), (gcs, "gcs"), (swift, "swift")] {
+        assert_eq!(
+            load_ok(driver, &[]).config.unsupported(),
+            [format!(
+                "storage.{name}: the {name} storage driver is not supported yet"
+            )]
+        );
+    }
+}
+
+#[test]
+fn log_hooks_warn_only_when_one_is_enabled() {
+    let hook = |disabled: bool| {
+        format!("{MINIMAL}log:\n  hooks:\n    - type: mail\n      disabled: {disabled}\n      levels: [panic]\n      options:\n        smtp: {{addr: 'mail:25', username: u, password: p, insecure: true}}\n        from: a@b\n        to: [c@d]\n")
+    };
+    let loaded = load_ok(&hook(true), &[]);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let h = &loaded.config.log.hooks[0];
+    assert_eq!(
+        (
+            h.kind.as_str(),
+            h.options.smtp.addr.as_str(),
+            h.options.to.as_slice()
+        ),
+        ("mail", "mail:25", &["c@d".to_string()][..])
+    );
+    assert_eq!(
+        load_ok(&hook(false), &[]).warnings,
+        ["log.hooks is ignored: Wharf sends no log mail"]
+    );
+}
+
+#[test]
+fn unverifiable_signing_algorithms_are_accepted_with_a_warning() {
+    // The documentation's example lists HS256 and ES512 next to EdDSA.
+    let text = format!(
+        "{MINIMAL}auth:\n  token: {{realm: r, service: s, issuer: i, rootcertbundle: /b.pem, signingalgorithms: [EdDSA, HS256, ES512]}}\n"
+    );
+    let loaded = load_ok(&text, &[]);
+    assert_eq!(
+        loaded.warnings,
+        ["auth.token.signingalgorithms: HS256, ES512 admit no token: tokens are verified with public keys of the other listed algorithms"]
+    );
 }

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
+use super::model::{
+    AuthConfig, BlobDescriptorCache, CacheConfig, Config, IndexPlatforms, StorageDriverConfig,
+    GCS_CHUNK_UNIT, SWIFT_MIN_CHUNK, UNVERIFIABLE_SIGNING_ALGORITHMS,
+};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -14,6 +17,9 @@ const MIN_CHUNK: u64 = 5 * MIB;
 const MAX_COPY_CHUNK: u64 = 5 * GIB;
 /// Distribution's floor for `storage.filesystem.maxthreads`.
 const MIN_FILESYSTEM_THREADS: usize = 25;
+/// Distribution's floor for `storage.gcs.maxconcurrency`.
+const MIN_GCS_CONCURRENCY: usize = 25;
+const AZURE_CREDENTIALS: &[&str] = &["shared_key", "client_secret", "default_credentials"];
 
 const S3_OBJECT_ACLS: &[&str] = &[
     "private",
@@ -53,9 +59,22 @@ impl Config {
         if let StorageDriverConfig::Filesystem { maxthreads, .. } = &mut self.storage.driver {
             *maxthreads = (*maxthreads).max(MIN_FILESYSTEM_THREADS);
         }
-        if let StorageDriverConfig::S3(s3) = &mut self.storage.driver {
-            set_if_zero(&mut s3.storageclass, "STANDARD".into());
-            set_if_zero(&mut s3.objectacl, "private".into());
+        match &mut self.storage.driver {
+            StorageDriverConfig::S3(s3) => {
+                set_if_zero(&mut s3.storageclass, "STANDARD".into());
+                set_if_zero(&mut s3.objectacl, "private".into());
+            }
+            StorageDriverConfig::Azure(azure) => {
+                set_if_zero(&mut azure.realm, "core.windows.net".into());
+                set_if_zero(&mut azure.max_retries, 5);
+                set_if_zero(&mut azure.retry_delay, Duration::from_millis(100));
+            }
+            StorageDriverConfig::Gcs(gcs) => {
+                set_if_zero(&mut gcs.chunksize, 16 * MIB);
+                gcs.maxconcurrency = gcs.maxconcurrency.max(MIN_GCS_CONCURRENCY);
+            }
+            StorageDriverConfig::Swift(swift) => set_if_zero(&mut swift.chunksize, 20 * MIB),
+            _ => {}
         }
         if let Some(AuthConfig::Token {
             autoredirectpath, ..
@@ -139,6 +158,12 @@ impl Config {
         if let Some(tls) = &self.http.tls {
             one_of("http.tls.minimumtls", &tls.minimumtls, TLS_VERSIONS)?;
             one_of("http.tls.clientauth", &tls.clientauth, TLS_CLIENT_AUTH)?;
+            if tls.certificate.is_some() && tls.letsencrypt.is_some() {
+                return Err(ConfigError::invalid(
+                    "http.tls.letsencrypt",
+                    "cannot specify both http.tls.certificate and Let's Encrypt (registry:2 refuses this too)",
+                ));
+            }
         }
 
         match &self.storage.driver {
@@ -193,9 +218,35 @@ impl Config {
                     &rootdirectory.to_string_lossy(),
                 )?;
             }
-            StorageDriverConfig::Inmemory
-            | StorageDriverConfig::Azure(_)
-            | StorageDriverConfig::Gcs(_) => {}
+            StorageDriverConfig::Azure(azure) => {
+                require("storage.azure.accountname", &azure.accountname)?;
+                require("storage.azure.container", &azure.container)?;
+                if !azure.credentials.kind.is_empty() {
+                    one_of(
+                        "storage.azure.credentials.type",
+                        &azure.credentials.kind,
+                        AZURE_CREDENTIALS,
+                    )?;
+                }
+            }
+            StorageDriverConfig::Gcs(gcs) => {
+                require("storage.gcs.bucket", &gcs.bucket)?;
+                at_least("storage.gcs.chunksize", gcs.chunksize, GCS_CHUNK_UNIT)?;
+                if gcs.chunksize % GCS_CHUNK_UNIT != 0 {
+                    return Err(ConfigError::invalid(
+                        "storage.gcs.chunksize",
+                        format!("{} is not a multiple of {GCS_CHUNK_UNIT}", gcs.chunksize),
+                    ));
+                }
+            }
+            StorageDriverConfig::Swift(swift) => {
+                require("storage.swift.authurl", &swift.authurl)?;
+                require("storage.swift.username", &swift.username)?;
+                require("storage.swift.password", &swift.password)?;
+                require("storage.swift.container", &swift.container)?;
+                at_least("storage.swift.chunksize", swift.chunksize, SWIFT_MIN_CHUNK)?;
+            }
+            StorageDriverConfig::Inmemory => {}
         }
 
         if self.storage.cache.blobdescriptor == Some(BlobDescriptorCache::Redis)
@@ -322,8 +373,33 @@ impl Config {
         if self.log.reportcaller {
             out.push("log.reportcaller is ignored: log lines carry no caller".into());
         }
-        if !self.log.hooks.is_empty() {
+        if self.log.hooks.iter().any(|h| !h.disabled) {
             out.push("log.hooks is ignored: Wharf sends no log mail".into());
+        }
+        let cache = &self.storage.cache;
+        if cache.blobdescriptor == Some(BlobDescriptorCache::Redis)
+            && cache.blobdescriptorsize != CacheConfig::default().blobdescriptorsize
+        {
+            out.push(
+                "storage.cache.blobdescriptorsize is ignored with the redis cache, as in registry:2"
+                    .into(),
+            );
+        }
+        if let Some(AuthConfig::Token {
+            signingalgorithms, ..
+        }) = &self.auth
+        {
+            let ignored: Vec<&str> = signingalgorithms
+                .iter()
+                .map(String::as_str)
+                .filter(|name| UNVERIFIABLE_SIGNING_ALGORITHMS.contains(name))
+                .collect();
+            if !ignored.is_empty() {
+                out.push(format!(
+                    "auth.token.signingalgorithms: {} admit no token: tokens are verified with public keys of the other listed algorithms",
+                    ignored.join(", ")
+                ));
+            }
         }
         if self.compatibility.schema1.enabled {
             out.push(
@@ -347,14 +423,19 @@ impl Config {
             )),
         }
         if let Some(redis) = &self.redis {
-            if redis.addresses().len() > 1 {
+            if redis.addresses().len() > 1 && redis.mastername.is_none() {
                 out.push("redis.addrs: Redis Cluster and multiple addresses are not supported yet; give one address".into());
             }
             if redis.mastername.is_some() {
                 out.push("redis.mastername: Redis Sentinel is not supported yet".into());
             }
-            if redis.tls.is_some() {
-                out.push("redis.tls: TLS to Redis is not supported yet".into());
+            if redis.wants_tls() {
+                let key = if redis.enabletls {
+                    "redis.enabletls"
+                } else {
+                    "redis.tls"
+                };
+                out.push(format!("{key}: TLS to Redis is not supported yet"));
             }
         }
         let endpoints: Vec<&str> = self
