@@ -1,12 +1,10 @@
 //! Writers: appends that survive across requests and nodes, and atomic whole-object writes.
 //!
-//! An appended file is stored as an open multipart upload on its key holding whole parts,
-//! plus one object at the key itself (the "tail") whose body is the bytes after those parts
-//! and whose metadata names the upload, how many parts belong to the file and their total
-//! size. Committing a writer uploads its full parts, then replaces the tail object in one
-//! `PutObject`: that is the only step that changes what the file is, so a writer that fails
-//! or is cancelled leaves the file as it was (parts it uploaded past the recorded count are
-//! ignored, overwritten by the next writer, or dropped when the upload completes).
+//! An append stores the file in the [`tail`](super::tail) layout. Committing a writer uploads
+//! its full parts, then replaces the tail object in one conditional `PutObject`: that is the
+//! only step that changes what the file is, so a writer that fails or is cancelled leaves the
+//! file as it was (parts it uploaded past the recorded count are ignored, overwritten by the
+//! next writer, or dropped when the upload completes).
 //!
 //! Resuming needs only `HeadObject`. The kept part of the tail joins the next part: it is read
 //! back when under the 5 MiB part minimum (so at most 5 MiB per request), and copied
@@ -18,11 +16,9 @@ use std::sync::Arc;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 
-use super::{chain_part, copy_ranges, Inner, Layout, PutCondition};
+use super::client::{copy_ranges, Inner, PartCopy, PutCondition, MIN_PART};
+use super::tail::{self, chain_part, Layout};
 use crate::storage::{FileWriter, StorageError};
-
-/// Smallest part S3 accepts, except for the last one.
-pub const MIN_PART: u64 = 5 << 20;
 
 /// What commit publishes.
 enum Kind {
@@ -39,7 +35,7 @@ enum Kind {
 }
 
 /// An open writer, buffering at most one part.
-pub(crate) struct S3Writer {
+pub(super) struct S3Writer {
     s3: Arc<Inner>,
     path: String,
     key: String,
@@ -63,7 +59,7 @@ pub(crate) struct S3Writer {
 
 impl S3Writer {
     /// A writer whose content appears at `path` only on commit.
-    pub(crate) fn atomic(s3: Arc<Inner>, path: &str) -> Result<Self, StorageError> {
+    pub(super) fn atomic(s3: Arc<Inner>, path: &str) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
         Ok(S3Writer {
             s3,
@@ -83,7 +79,7 @@ impl S3Writer {
     }
 
     /// A writer appending at `offset` to what is stored at `path`.
-    pub(crate) async fn append(
+    pub(super) async fn append(
         s3: Arc<Inner>,
         path: &str,
         offset: u64,
@@ -109,7 +105,7 @@ impl S3Writer {
             // upload left at this key by a crash is orphaned and purged later).
             return Ok(w);
         }
-        let (layout, _) = s3.head(&key, path).await?;
+        let (layout, _) = Layout::head(&s3, &key, path).await?;
         if layout.size() != offset {
             return Err(StorageError::OffsetMismatch {
                 path: path.to_string(),
@@ -153,17 +149,14 @@ impl S3Writer {
         } else {
             let upload = w.ensure_upload().await?;
             let ranges = copy_ranges(keep, s3.copy_chunk);
-            let copied = s3
-                .copy_parts(
-                    &key,
-                    layout.etag.as_deref(),
-                    &key,
-                    path,
-                    &upload,
-                    w.parts + 1,
-                    &ranges,
-                )
-                .await;
+            let copy = PartCopy {
+                source: key.clone(),
+                source_etag: layout.etag.clone(),
+                key: key.clone(),
+                path: path.to_string(),
+                upload,
+            };
+            let copied = s3.copy_parts(&copy, w.parts + 1, &ranges).await;
             let copied = match copied {
                 Ok(parts) => parts,
                 Err(e) => {
@@ -345,18 +338,7 @@ impl FileWriter for S3Writer {
         // The file as committed, made whole in place and copied server-side. Unlike the
         // filesystem's locked rename, a writer opened after this commit could still append
         // before the copy; the registry's upload URLs make that a client racing itself.
-        let (layout, _) = s3.head(&key, &path).await?;
-        let whole = s3.finish_in_place(&key, &path, &layout).await?;
-        s3.copy_object(&key, &target, &path, whole.size()).await?;
-        s3.call("DeleteObject", &path, || {
-            s3.client
-                .delete_object()
-                .bucket(&s3.bucket)
-                .key(&key)
-                .send()
-        })
-        .await?;
-        Ok(())
+        tail::move_file(&s3, &key, &target, &path).await
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
