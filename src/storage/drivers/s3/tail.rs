@@ -53,7 +53,7 @@ pub(super) fn chain_part(digest: &str, etag: &str) -> String {
     h.update(digest.as_bytes());
     h.update(b"\n");
     h.update(etag.trim_matches('"').as_bytes());
-    crate::registry::digest::hex_lower(&h.finalize())
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Layout {
