@@ -17,10 +17,13 @@ pub(super) async fn purge_multipart_uploads(
         .checked_sub(age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut stale = Vec::new();
+    // Only the registry's tree: with no `rootdirectory` the bucket may hold other
+    // applications' multipart uploads.
+    let prefix = format!("{}docker/registry/", s3.root);
     let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
     loop {
         let page = s3
-            .list_uploads(&s3.root, &s3.root, key_marker.clone(), id_marker.clone())
+            .list_uploads(&prefix, &prefix, key_marker.clone(), id_marker.clone())
             .await?;
         for upload in page.uploads() {
             let started = upload
