@@ -1,6 +1,8 @@
 //! Hostile and broken requests: each gets a 4xx (never a 5xx), the server keeps serving, what was
 //! stored before is unchanged, and nothing lands outside the storage root or under `blobs/`.
 
+#[path = "support/ops.rs"]
+mod ops;
 mod support;
 
 use std::io;
@@ -321,6 +323,108 @@ fn name_too_long(driver: Driver) {
     f.assert_intact();
 }
 
+/// Names outside the OCI grammar (`Upper/lower`, a `host:port/` first component, as registry:2
+/// accepted) answer 400 `NAME_INVALID` on every route, before any storage call.
+fn names_outside_oci_grammar(driver: Driver) {
+    // No upload purging in the background: the test counts storage calls.
+    let node = ops::Node::start(
+        Registry::builder(driver)
+            .env(
+                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
+                "false",
+            )
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "168h")
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "24h")
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN", "false"),
+        true,
+    );
+    let reg = &node.registry;
+    let blob = Blob::random(1000);
+    push(reg, REPO, &blob);
+    let image = push_image(reg, REPO, "stable", Kind::OciManifest);
+    let session = location_path(&start_upload(reg, REPO));
+    // `<uuid>?_state=<token>` of a real session of another repository.
+    let uuid_and_state = session.rsplit('/').next().unwrap().to_string();
+    let long = format!("{}/{}", "a".repeat(200), "b".repeat(55));
+    assert_eq!(long.len(), 256);
+    let names = [
+        "Upper/lower",
+        "localhost:5000/lower",
+        "a:5000/b",
+        "lower/Upper",
+        "lower/x_",
+        long.as_str(),
+    ];
+    let files_before = list_files(reg.root());
+    let bucket_keys = || reg.s3().map(|t| support::s3::shared().keys(&t.bucket, ""));
+    let keys_before = bucket_keys();
+    let storage_calls = || {
+        node.scrape()
+            .sum("registry_storage_action_seconds_count", &[])
+    };
+    let calls_before = storage_calls();
+    let d = &blob.digest;
+    for name in names {
+        let requests = [
+            reg.get(&format!("/v2/{name}/tags/list")),
+            reg.get(&format!("/v2/{name}/manifests/stable"))
+                .header("accept", OCI_MANIFEST),
+            reg.put(&format!("/v2/{name}/manifests/stable"))
+                .header("content-type", OCI_MANIFEST)
+                .body(image.body.clone()),
+            reg.put(&format!(
+                "/v2/{name}/manifests/{}?tag=a&tag=b",
+                image.digest
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(image.body.clone()),
+            reg.delete(&format!("/v2/{name}/manifests/stable")),
+            reg.delete(&format!("/v2/{name}/manifests/{}", image.digest)),
+            reg.get(&format!("/v2/{name}/blobs/{d}")),
+            reg.delete(&format!("/v2/{name}/blobs/{d}")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?digest={d}"))
+                .header("content-type", "application/octet-stream")
+                .body(blob.data.clone()),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}&from={REPO}")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}")),
+            reg.get(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}")),
+            reg.patch(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}"))
+                .header("content-type", "application/octet-stream")
+                .body(blob.data.clone()),
+            reg.put(&with_digest(
+                &format!("/v2/{name}/blobs/uploads/{uuid_and_state}"),
+                d,
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+            reg.delete(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}")),
+            reg.get(&format!("/v2/{name}/referrers/{}", image.digest)),
+        ];
+        for request in requests {
+            let resp = send(request);
+            assert_error(&resp, 400, "NAME_INVALID");
+        }
+        for path in [
+            format!("/v2/{name}/manifests/stable"),
+            format!("/v2/{name}/blobs/{d}"),
+            format!("/v2/{name}/tags/list"),
+        ] {
+            let resp = send(reg.head(&path));
+            assert_eq!(resp.status, 400, "HEAD {path}: {}", resp.describe());
+        }
+    }
+    assert_eq!(
+        storage_calls(),
+        calls_before,
+        "no storage call for an invalid name"
+    );
+    assert_eq!(list_files(reg.root()), files_before, "nothing written");
+    assert_eq!(bucket_keys(), keys_before, "nothing written");
+    let catalog = send(reg.get("/v2/_catalog")).json();
+    assert_eq!(catalog["repositories"], serde_json::json!([REPO]));
+}
+
 fn absurd_content_length(driver: Driver) {
     let f = Fixture::new(driver);
     let files = f.blob_files();
@@ -545,6 +649,7 @@ for_each_driver!(
     unknown_algorithm,
     hostile_names,
     name_too_long,
+    names_outside_oci_grammar,
     absurd_content_length,
     truncated_bodies,
     wrong_content_range,
