@@ -379,6 +379,35 @@ fn invalid_tag(driver: Driver, kind: Kind) {
     assert_eq!(list_tags(&reg, REPO), vec![longest]);
 }
 
+/// A reference that is neither a tag nor a digest names nothing: GET and HEAD answer 404
+/// `MANIFEST_UNKNOWN` (OCI conformance), a PUT keeps 400 `TAG_INVALID`, a DELETE 400.
+fn invalid_reference_reads(driver: Driver) {
+    let reg = Registry::start(driver);
+    let manifest = push_image(&reg, REPO, "v1", Kind::OciManifest);
+    let long = "a".repeat(129);
+    for reference in [
+        ".INVALID_MANIFEST_NAME",
+        "-dash",
+        long.as_str(),
+        "semi;colon",
+        "sha256:zz",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        let resp = get_manifest(&reg, REPO, reference, ACCEPT_ALL_MANIFESTS);
+        assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+        let resp = send(
+            reg.head(&manifest_path(reference))
+                .header("accept", ACCEPT_ALL_MANIFESTS),
+        );
+        assert_eq!(resp.status, 404, "HEAD {reference}: {}", resp.describe());
+        let resp = send(reg.delete(&manifest_path(reference)));
+        assert_error_in(&resp, &[400], &["TAG_INVALID", "DIGEST_INVALID"]);
+    }
+    let resp = put_manifest(&reg, REPO, ".INVALID_MANIFEST_NAME", &manifest);
+    assert_error(&resp, 400, "TAG_INVALID");
+    assert_eq!(list_tags(&reg, REPO), ["v1"]);
+}
+
 fn unknown_references(driver: Driver, kind: Kind) {
     let reg = Registry::start(driver);
     let manifest = push_image(&reg, REPO, "v1", kind);
@@ -417,3 +446,5 @@ for_kinds_and_drivers!(
 );
 
 for_kinds_and_drivers!([OciManifest, OciIndex, OciArtifact] oci_content_negotiation);
+
+for_each_driver!(invalid_reference_reads);

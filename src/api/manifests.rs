@@ -26,7 +26,12 @@ pub async fn get(
     name: &RepositoryName,
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let reference = ManifestReference::parse(reference)?;
+    // Nothing can be stored under a reference that is neither a tag nor a
+    // digest: for a read that is "not found" (OCI), not a bad request.
+    let reference = ManifestReference::parse(reference).map_err(|_| {
+        let shown: String = reference.chars().take(160).collect();
+        RegistryError::ManifestUnknown(format!("{name}:{shown}: not a valid tag or digest"))
+    })?;
     let mut m = app.registry.get_manifest(name, &reference).await?;
     let accepted = accepted_types(
         req.parts
