@@ -66,19 +66,20 @@ pub async fn get(
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
-    h.insert(
-        header::CONTENT_LENGTH,
-        header_value(&m.body.len().to_string()),
-    );
     h.insert("docker-content-digest", header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&etag));
     if req
         .header(header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
+        // No Content-Length: HTTP/1.1 servers drop it from a bodiless 304.
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header_value(&m.body.len().to_string()),
+    );
     if req.parts.method == Method::HEAD {
         return Ok(resp);
     }
