@@ -428,6 +428,50 @@ fn names_outside_oci_grammar(driver: Driver) {
     assert_eq!(catalog["repositories"], serde_json::json!([REPO]));
 }
 
+/// Multi-tag pushes with a bad tag, too many tags or the wrong digest: refused before anything
+/// is stored (no tag moves, no manifest appears).
+fn multi_tag_push_refused(driver: Driver) {
+    let f = Fixture::new(driver);
+    let files = f.blob_files();
+    let other = prepare(&f.reg, REPO, Kind::OciManifest);
+    let put = |reference: &str, query: &str| {
+        send(
+            f.reg
+                .put(&format!("/v2/{REPO}/manifests/{reference}?{query}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(other.body.clone()),
+        )
+    };
+    let too_many: Vec<String> = (0..65).map(|i| format!("tag=t{i}")).collect();
+    let resp = put(&other.digest, &too_many.join("&"));
+    assert_error(&resp, 414, "TAG_INVALID");
+    let resp = put("fresh", &too_many.join("&"));
+    assert_error(&resp, 414, "TAG_INVALID");
+    let long = "a".repeat(129);
+    for query in [
+        "tag=ok&tag=.bad".to_string(),
+        "tag=ok&tag=".to_string(),
+        "tag=stable&tag=a%2Fb".to_string(),
+        format!("tag=ok&tag={long}"),
+        "tag=ok&tag=semi;colon".to_string(),
+    ] {
+        let resp = put(&other.digest, &query);
+        assert_error(&resp, 400, "TAG_INVALID");
+    }
+    let wrong = sha256_digest(b"not this manifest");
+    let resp = put(&wrong, "tag=stable&tag=ok");
+    assert_error(&resp, 400, "DIGEST_INVALID");
+
+    let resp = get_manifest(&f.reg, REPO, &other.digest, OCI_MANIFEST);
+    assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    assert_eq!(
+        f.blob_files().len(),
+        files.len() + 3 * usize::from(driver == Driver::Filesystem),
+        "only the new image's config and layers under blobs/"
+    );
+    f.assert_intact();
+}
+
 fn absurd_content_length(driver: Driver) {
     let f = Fixture::new(driver);
     let files = f.blob_files();
@@ -653,6 +697,7 @@ for_each_driver!(
     hostile_names,
     name_too_long,
     names_outside_oci_grammar,
+    multi_tag_push_refused,
     absurd_content_length,
     truncated_bodies,
     wrong_content_range,

@@ -408,6 +408,72 @@ fn invalid_reference_reads(driver: Driver) {
     assert_eq!(list_tags(&reg, REPO), ["v1"]);
 }
 
+/// The tags an `OCI-Tag` answer names (one header per tag, or comma-separated).
+fn oci_tags(resp: &Resp) -> Vec<String> {
+    resp.header_all("oci-tag")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+/// `PUT /v2/<name>/manifests/<digest>?tag=a&tag=b` (OCI multi-tag push): every tag points at
+/// the manifest, one `OCI-Tag` header per tag, 64 tags in one request.
+fn multi_tag_push(driver: Driver) {
+    let reg = Registry::start(driver);
+    let manifest = prepare(&reg, REPO, Kind::OciManifest);
+    let tags = ["1.2.3", "1.2", "1", "latest"];
+    let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
+    let path = format!("{}?{}", manifest_path(&manifest.digest), query.join("&"));
+    let resp = send(
+        reg.put(&path)
+            .header("content-type", &manifest.media_type)
+            .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(resp.header_all("oci-tag"), tags, "{}", resp.describe());
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(manifest.digest.as_str())
+    );
+    let mut sorted: Vec<&str> = tags.to_vec();
+    sorted.sort();
+    assert_eq!(list_tags(&reg, REPO), sorted);
+    for tag in tags {
+        assert_served(&reg, tag, &manifest, OCI_MANIFEST);
+    }
+
+    // 64 tags at once.
+    let many: Vec<String> = (0..64).map(|i| format!("t{i:02}")).collect();
+    let query: Vec<String> = many.iter().map(|t| format!("tag={t}")).collect();
+    let resp = send(
+        reg.put(&format!(
+            "{}?{}",
+            manifest_path(&manifest.digest),
+            query.join("&")
+        ))
+        .header("content-type", &manifest.media_type)
+        .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(resp.header_all("oci-tag").len(), 64);
+    assert_eq!(oci_tags(&resp), many);
+    assert_eq!(list_tags(&reg, REPO).len(), 4 + 64);
+    for tag in ["t00", "t63"] {
+        assert_served(&reg, tag, &manifest, OCI_MANIFEST);
+    }
+
+    // By tag: the reference's tag and the extra ones, each once.
+    let resp = send(
+        reg.put(&format!("{}?tag=x&tag=x&tag=base", manifest_path("base")))
+            .header("content-type", &manifest.media_type)
+            .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(oci_tags(&resp), ["base", "x"]);
+    assert_served(&reg, "x", &manifest, OCI_MANIFEST);
+}
+
 fn unknown_references(driver: Driver, kind: Kind) {
     let reg = Registry::start(driver);
     let manifest = push_image(&reg, REPO, "v1", kind);
@@ -447,4 +513,4 @@ for_kinds_and_drivers!(
 
 for_kinds_and_drivers!([OciManifest, OciIndex, OciArtifact] oci_content_negotiation);
 
-for_each_driver!(invalid_reference_reads);
+for_each_driver!(invalid_reference_reads, multi_tag_push);

@@ -49,6 +49,16 @@ impl ApiError {
         e
     }
 
+    /// More `?tag=` values on one manifest push than Wharf takes (OCI: 414).
+    pub fn too_many_tags(limit: usize) -> Self {
+        let mut e = Self::new(
+            "TAG_INVALID",
+            format!("at most {limit} tags per manifest push"),
+        );
+        e.status = StatusCode::URI_TOO_LONG;
+        e
+    }
+
     /// Method not allowed on an existing resource.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         Self::new("UNSUPPORTED", "method not allowed on this resource")

@@ -9,8 +9,11 @@ use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
 use crate::registry::error::RegistryError;
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
-use crate::registry::reference::RepositoryName;
-use crate::registry::{ManifestReference, StoredManifest};
+use crate::registry::reference::{RepositoryName, Tag};
+use crate::registry::{tags_of, ManifestReference, StoredManifest};
+
+/// Most `?tag=` values one manifest push may carry (OCI asks for at least 10).
+pub const MAX_TAGS_PER_PUSH: usize = 64;
 
 fn too_large() -> ApiError {
     ApiError::new(
@@ -119,6 +122,7 @@ pub async fn put(
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
     let reference = ManifestReference::parse(reference)?;
+    let extra_tags = tags_to_push(req)?;
     if req
         .content_length()
         .is_some_and(|l| l > MAX_MANIFEST_SIZE as u64)
@@ -142,7 +146,7 @@ pub async fn put(
         .to_bytes();
     let (digest, parsed) = app
         .registry
-        .put_manifest(name, &reference, &content_type, body)
+        .put_manifest(name, &reference, &extra_tags, &content_type, body)
         .await?;
     let location = app.urls.url(
         &req.parts.headers,
@@ -157,7 +161,28 @@ pub async fn put(
     if let Some(subject) = parsed.subject {
         h.insert("oci-subject", header_value(&subject.digest.to_string()));
     }
+    for tag in tags_of(&reference, &extra_tags) {
+        h.append("oci-tag", header_value(tag.as_str()));
+    }
     Ok(resp)
+}
+
+/// The `?tag=` values of a manifest push (OCI multi-tag push), each checked;
+/// more than [`MAX_TAGS_PER_PUSH`] answer 414.
+fn tags_to_push(req: &Req) -> Result<Vec<Tag>, ApiError> {
+    let values = req.query_all("tag", MAX_TAGS_PER_PUSH);
+    if values.len() > MAX_TAGS_PER_PUSH {
+        return Err(ApiError::too_many_tags(MAX_TAGS_PER_PUSH));
+    }
+    values
+        .iter()
+        .map(|v| {
+            Tag::parse(v).ok_or_else(|| {
+                let shown: String = v.chars().take(160).collect();
+                RegistryError::TagInvalid(shown).into()
+            })
+        })
+        .collect()
 }
 
 /// DELETE by digest (manifest and its tags) or by tag (the tag only); 202.

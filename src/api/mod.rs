@@ -72,6 +72,28 @@ impl Req {
         })
     }
 
+    /// Every value of a repeated query parameter, percent-decoded, in order;
+    /// at most `limit + 1`, so a caller can refuse more than `limit`
+    /// without holding them all.
+    pub fn query_all(&self, key: &str, limit: usize) -> Vec<String> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let Some(query) = self.parts.uri.query() else {
+            return Vec::new();
+        };
+        query
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(k) == key).then(|| decode(v))
+            })
+            .take(limit.saturating_add(1))
+            .collect()
+    }
+
     /// A header as text.
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())

@@ -32,6 +32,21 @@ impl ManifestReference {
     }
 }
 
+/// The tags a push points at its manifest: the reference's, then the extra
+/// ones, each once, in order.
+pub fn tags_of<'a>(reference: &'a ManifestReference, extra_tags: &'a [Tag]) -> Vec<&'a Tag> {
+    let mut tags: Vec<&Tag> = Vec::with_capacity(extra_tags.len() + 1);
+    if let ManifestReference::Tag(tag) = reference {
+        tags.push(tag);
+    }
+    for tag in extra_tags {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    tags
+}
+
 /// A manifest as stored.
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -44,12 +59,14 @@ pub struct StoredManifest {
 }
 
 impl Registry {
-    /// Stores a manifest and, for a tag reference, points the tag at it.
-    /// Returns the digest and the parsed manifest.
+    /// Stores a manifest and points at it the reference's tag, if it is one,
+    /// and `extra_tags` (OCI multi-tag push). Returns the digest and the
+    /// parsed manifest.
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &ManifestReference,
+        extra_tags: &[Tag],
         content_type: &str,
         body: Bytes,
     ) -> Result<(Digest, Manifest)> {
@@ -79,7 +96,7 @@ impl Registry {
         }
         let revision = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
         self.write_link(&revision, &digest).await?;
-        if let ManifestReference::Tag(tag) = reference {
+        for tag in tags_of(reference, extra_tags) {
             self.tag_manifest(repo, tag, &digest).await?;
         }
         Ok((digest, parsed))
@@ -278,6 +295,18 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_each_tag_once() {
+        let t = |s: &str| Tag::parse(s).unwrap();
+        let by_tag = ManifestReference::Tag(t("a"));
+        let extra = [t("b"), t("a"), t("c"), t("b")];
+        let names = |v: Vec<&Tag>| v.iter().map(|t| t.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(tags_of(&by_tag, &extra)), ["a", "b", "c"]);
+        let by_digest = ManifestReference::Digest(Digest::of(b"m"));
+        assert_eq!(names(tags_of(&by_digest, &extra)), ["b", "a", "c"]);
+        assert!(tags_of(&by_digest, &[]).is_empty());
+    }
 
     #[test]
     fn parses_references() {

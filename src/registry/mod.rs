@@ -23,7 +23,7 @@ use futures_util::Stream;
 
 pub use blobs::BlobInfo;
 pub use catalog::Page;
-pub use manifests::{ManifestReference, StoredManifest};
+pub use manifests::{tags_of, ManifestReference, StoredManifest};
 pub use referrers::Referrer;
 pub use uploads::{UploadProgress, UploadRequest};
 
