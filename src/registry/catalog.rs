@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::registry::error::{RegistryError, Result};
+use crate::registry::error::Result;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
 use crate::storage::layout;
@@ -71,16 +71,13 @@ impl Registry {
             .await?)
     }
 
-    /// A page of the catalog; `n` above `catalog.maxentries` is refused.
-    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
-        let max = self.options.catalog_max_entries;
-        if n.is_some_and(|n| n > max) {
-            return Err(RegistryError::PaginationNumberInvalid(format!(
-                "n must be at most {max}"
-            )));
-        }
+    /// A page of at most `n` repositories after `last`; `n` is clamped to
+    /// `catalog.maxentries` (clients ask for `n=10000` and expect pages, not
+    /// an error).
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
+        let n = n.min(self.options.catalog_max_entries);
         let all = self.repositories().await?;
-        Ok(paginate(all, last, Some(n.unwrap_or(max)), path_order))
+        Ok(paginate(all, last, Some(n), path_order))
     }
 
     /// A page of a repository's tags; `n` is clamped to `tags.maxtags`.
