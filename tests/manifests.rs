@@ -474,6 +474,120 @@ fn multi_tag_push(driver: Driver) {
     assert_served(&reg, "x", &manifest, OCI_MANIFEST);
 }
 
+const NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+const FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+/// A manifest whose second layer is `layer_type` with `urls` (its blob never pushed).
+fn with_external_layer(
+    reg: &Registry,
+    media_type: &str,
+    layer_type: &str,
+    urls: &[&str],
+) -> Manifest {
+    let config_type = if media_type == DOCKER_MANIFEST {
+        DOCKER_CONFIG
+    } else {
+        OCI_CONFIG
+    };
+    let config = image_config("amd64", unique_seed(), 2);
+    let local = Blob::random(1000);
+    push(reg, REPO, &config);
+    push(reg, REPO, &local);
+    let external = Blob::random(500);
+    let mut layer = descriptor(layer_type, &external.digest, external.size());
+    if !urls.is_empty() {
+        layer["urls"] = json!(urls);
+    }
+    let local_type = if media_type == DOCKER_MANIFEST {
+        DOCKER_LAYER
+    } else {
+        OCI_LAYER
+    };
+    let value = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor(config_type, &config.digest, config.size()),
+        "layers": [descriptor(local_type, &local.digest, local.size()), layer],
+    });
+    Manifest::from_value(media_type, &value)
+}
+
+/// Non-distributable (OCI) and foreign (Docker) layers with `urls` follow registry:2: refused
+/// unless `validation.manifests.urls.allow` admits every URL and `deny` none; the blob itself
+/// need not be in the registry.
+fn layer_urls(driver: Driver) {
+    let good = "https://layers.example.com/base.tar.gz";
+    let refused = |reg: &Registry, m: &Manifest, tag: &str| {
+        let resp = put_manifest(reg, REPO, tag, m);
+        assert_error(&resp, 400, "MANIFEST_INVALID");
+        assert_manifest_gone(reg, &m.digest);
+    };
+
+    // Nothing configured (the default): no URL is admitted.
+    let reg = Registry::start(driver);
+    refused(
+        &reg,
+        &with_external_layer(&reg, OCI_MANIFEST, NONDIST, &[good]),
+        "a",
+    );
+    refused(
+        &reg,
+        &with_external_layer(&reg, DOCKER_MANIFEST, FOREIGN, &[good]),
+        "b",
+    );
+    // Other layer types ignore `urls`, as registry:2 does: the blob must be here.
+    let artifact = with_external_layer(&reg, OCI_MANIFEST, "application/vnd.example+json", &[good]);
+    let resp = put_manifest(&reg, REPO, "c", &artifact);
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    drop(reg);
+
+    let reg = Registry::builder(driver)
+        .section(
+            "validation:\n  manifests:\n    urls:\n      allow: ['^https://layers\\.example\\.com/']\n      deny: ['^https://layers\\.example\\.com/secret/']\n",
+        )
+        .start();
+    for (media_type, layer_type) in [(OCI_MANIFEST, NONDIST), (DOCKER_MANIFEST, FOREIGN)] {
+        let admitted = with_external_layer(&reg, media_type, layer_type, &[good]);
+        push_manifest(&reg, REPO, "ok", &admitted);
+        assert_served(&reg, "ok", &admitted, media_type);
+        for urls in [
+            vec!["https://elsewhere.example.org/base.tar.gz"],
+            vec![good, "https://layers.example.com/secret/x"],
+            vec!["http://layers.example.com/base.tar.gz"],
+            vec!["https://layers.example.com/base.tar.gz#frag"],
+            vec!["ftp://layers.example.com/base.tar.gz"],
+        ] {
+            refused(
+                &reg,
+                &with_external_layer(&reg, media_type, layer_type, &urls),
+                "no",
+            );
+        }
+    }
+    // A foreign layer without urls, a non-distributable one without urls and without its blob.
+    refused(
+        &reg,
+        &with_external_layer(&reg, DOCKER_MANIFEST, FOREIGN, &[]),
+        "no",
+    );
+    let resp = put_manifest(
+        &reg,
+        REPO,
+        "no",
+        &with_external_layer(&reg, OCI_MANIFEST, NONDIST, &[]),
+    );
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    // A distributable OCI layer with admitted urls must still be here.
+    let resp = put_manifest(
+        &reg,
+        REPO,
+        "no",
+        &with_external_layer(&reg, OCI_MANIFEST, OCI_LAYER, &[good]),
+    );
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(list_tags(&reg, REPO), ["ok"]);
+}
+
 fn unknown_references(driver: Driver, kind: Kind) {
     let reg = Registry::start(driver);
     let manifest = push_image(&reg, REPO, "v1", kind);
@@ -513,4 +627,4 @@ for_kinds_and_drivers!(
 
 for_kinds_and_drivers!([OciManifest, OciIndex, OciArtifact] oci_content_negotiation);
 
-for_each_driver!(invalid_reference_reads, multi_tag_push);
+for_each_driver!(invalid_reference_reads, multi_tag_push, layer_urls);
