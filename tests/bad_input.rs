@@ -391,6 +391,11 @@ fn names_outside_oci_grammar(driver: Driver) {
                 .body(blob.data.clone()),
             reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}&from={REPO}")),
             reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}")),
+            // A valid target mounting from an invalid source.
+            reg.post(&format!(
+                "/v2/{REPO}/blobs/uploads/?mount={d}&from={}",
+                form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            )),
             reg.get(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}")),
             reg.patch(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}"))
                 .header("content-type", "application/octet-stream")

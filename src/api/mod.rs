@@ -18,6 +18,7 @@ use crate::http::limits::RequestBody;
 
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
+use crate::registry::reference::{RepositoryName, MAX_NAME_LENGTH};
 use crate::registry::{BodyStream, Registry};
 use body::{empty, full, Body};
 use error::ApiError;
@@ -190,9 +191,16 @@ async fn route(
     if route == Route::Root {
         return Ok(root_response());
     }
+    let mount_source = mount_source(&route, req)?;
     if let Some(auth) = &app.auth {
         let access = required_access(&route, &req.parts.method);
-        match auth.authorize(&req.parts.headers, &access).await {
+        // Pull on a mount's source is asked for, not required: without it the
+        // mount becomes a plain upload (see `uploads::start`).
+        let also_ask: Vec<Access> = mount_source
+            .iter()
+            .map(|from| Access::repository(from.as_str(), "pull"))
+            .collect();
+        match auth.authorize(&req.parts.headers, &access, &also_ask).await {
             Ok(grant) => {
                 info.user = grant.user.clone();
                 req.parts.extensions.insert(grant);
@@ -322,6 +330,24 @@ pub fn required_access(route: &Route, method: &Method) -> Vec<Access> {
             Access::repository(name, "pull"),
             Access::repository(name, "push"),
         ],
+    }
+}
+
+/// The `from` of a cross-repository mount (`POST .../blobs/uploads/?mount=&from=`),
+/// checked against the name grammar like any repository in a path.
+pub fn mount_source(route: &Route, req: &Req) -> Result<Option<RepositoryName>, ApiError> {
+    if !matches!(route, Route::Uploads(_)) || req.parts.method != Method::POST {
+        return Ok(None);
+    }
+    if req.query("mount").is_none() {
+        return Ok(None);
+    }
+    match req.query("from").filter(|f| !f.is_empty()) {
+        None => Ok(None),
+        Some(from) => RepositoryName::parse(&from).map(Some).ok_or_else(|| {
+            let shown: String = from.chars().take(MAX_NAME_LENGTH + 16).collect();
+            ApiError::new("NAME_INVALID", format!("from={shown}"))
+        }),
     }
 }
 

@@ -89,6 +89,23 @@ impl BlobDescriptorCache for InstrumentedCache {
         result
     }
 
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        let result = self
+            .call(
+                "repositories_holding",
+                self.inner.repositories_holding(digest, limit),
+            )
+            .await;
+        if result.is_err() {
+            metrics::cache_error();
+        }
+        result
+    }
+
     async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError> {
         let result = self
             .call("clear_in_repo", self.inner.clear_in_repo(repo, digest))

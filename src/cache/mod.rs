@@ -47,6 +47,13 @@ pub trait BlobDescriptorCache: Send + Sync + 'static {
         digest: &Digest,
         desc: &Descriptor,
     ) -> Result<(), CacheError>;
+    /// Repositories recently seen linking a blob, at most `limit`: a hint
+    /// (for anonymous mounts) to be checked against storage, never proof.
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError>;
     /// Forgets a repository's link to a blob.
     async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError>;
     /// Forgets a blob everywhere (after garbage collection).
