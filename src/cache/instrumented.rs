@@ -58,6 +58,10 @@ impl InstrumentedCache {
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for InstrumentedCache {
+    fn tracks_links(&self) -> bool {
+        self.inner.tracks_links()
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let result = self.call("stat", self.inner.stat(digest)).await;
         Self::count(&result);

@@ -33,6 +33,11 @@ pub enum CacheError {
 pub trait BlobDescriptorCache: Send + Sync + 'static {
     /// The descriptor of a blob, if cached.
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError>;
+    /// True when [`Self::stat_in_repo`] can answer, i.e. a cached link may be
+    /// served instead of reading storage (and so must never outlive a delete).
+    fn tracks_links(&self) -> bool {
+        false
+    }
     /// The descriptor of a blob as linked in `repo`, if cached; `None` when the
     /// cache does not track repository links or does not know.
     async fn stat_in_repo(

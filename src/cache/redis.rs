@@ -239,6 +239,10 @@ fn descriptor(fields: &std::collections::HashMap<String, String>) -> Option<Desc
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for RedisCache {
+    fn tracks_links(&self) -> bool {
+        true
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let key = blob_key(digest);
         let fields: std::collections::HashMap<String, String> = self
