@@ -15,11 +15,15 @@ use crate::registry::{tags_of, ManifestReference, StoredManifest};
 /// Most `?tag=` values one manifest push may carry (OCI asks for at least 10).
 pub const MAX_TAGS_PER_PUSH: usize = 64;
 
+/// 413, as OCI asks of a registry that limits manifest size (registry:2
+/// answers 400 with the same code).
 fn too_large() -> ApiError {
-    ApiError::new(
+    let mut e = ApiError::new(
         "MANIFEST_INVALID",
         format!("manifest exceeds the {MAX_MANIFEST_SIZE} byte limit"),
-    )
+    );
+    e.status = StatusCode::PAYLOAD_TOO_LARGE;
+    e
 }
 
 /// GET or HEAD a manifest.
