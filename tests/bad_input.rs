@@ -477,6 +477,61 @@ fn multi_tag_push_refused(driver: Driver) {
     f.assert_intact();
 }
 
+/// The newer spec inputs: references that are neither tag nor digest, page sizes that are no
+/// number, layer URLs nobody admitted, mounts of malformed digests, manifests streamed past
+/// 4 MiB. Each a 4xx with the error JSON; nothing stored.
+fn spec_inputs_refused(driver: Driver) {
+    let f = Fixture::new(driver);
+    let files = f.blob_files();
+    for reference in [".INVALID_MANIFEST_NAME", "-x", "a:b:c", "sha256:"] {
+        let resp = get_manifest(&f.reg, REPO, reference, OCI_MANIFEST);
+        assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    }
+    for path in ["/v2/_catalog", &format!("/v2/{REPO}/tags/list")] {
+        for n in ["-1", "abc", "1.5", "%00"] {
+            let resp = send(f.reg.get(&format!("{path}?n={n}")));
+            assert_error(&resp, 400, "PAGINATION_NUMBER_INVALID");
+        }
+    }
+    // A non-distributable layer whose URL nobody admitted (no validation.manifests.urls).
+    let mut value = f.image.json();
+    value["layers"][0]["mediaType"] =
+        serde_json::json!("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
+    value["layers"][0]["digest"] = serde_json::json!(sha256_digest(b"elsewhere"));
+    value["layers"][0]["urls"] = serde_json::json!(["https://layers.example.com/x.tar.gz"]);
+    let foreign = Manifest::from_value(OCI_MANIFEST, &value);
+    assert_error(
+        &put_manifest(&f.reg, REPO, "foreign", &foreign),
+        400,
+        "MANIFEST_INVALID",
+    );
+    for mount in ["sha256:abc", "md5:00", ""] {
+        let resp = send(
+            f.reg
+                .post(&format!("/v2/{REPO}/blobs/uploads/?mount={mount}")),
+        );
+        assert_error_json(&resp, &format!("mount={mount}"));
+        assert_eq!(resp.status, 400, "mount={mount}: {}", resp.describe());
+    }
+    // Streamed (chunked) past 4 MiB: cut there, 413.
+    let mut chunked = Vec::new();
+    let piece = vec![b' '; 1 << 20];
+    for _ in 0..6 {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(&piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = format!(
+        "PUT /v2/{REPO}/manifests/stable HTTP/1.1\r\nContent-Type: {OCI_MANIFEST}\r\nTransfer-Encoding: chunked"
+    );
+    assert_refused(f.raw(&head, &chunked), &[413], &["MANIFEST_INVALID"]);
+    let resp = get_manifest(&f.reg, REPO, "foreign", OCI_MANIFEST);
+    assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    assert_eq!(f.blob_files(), files, "nothing new under blobs/");
+    f.assert_intact();
+}
+
 fn absurd_content_length(driver: Driver) {
     let f = Fixture::new(driver);
     let files = f.blob_files();
@@ -703,6 +758,7 @@ for_each_driver!(
     name_too_long,
     names_outside_oci_grammar,
     multi_tag_push_refused,
+    spec_inputs_refused,
     absurd_content_length,
     truncated_bodies,
     wrong_content_range,
