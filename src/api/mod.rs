@@ -199,6 +199,7 @@ async fn route(
         let also_ask: Vec<Access> = mount_source
             .iter()
             .map(|from| Access::repository(from.as_str(), "pull"))
+            .filter(|a| !access.contains(a))
             .collect();
         match auth.authorize(&req.parts.headers, &access, &also_ask).await {
             Ok(grant) => {
