@@ -191,7 +191,10 @@ async fn route(
     if route == Route::Root {
         return Ok(root_response());
     }
-    let mount_source = mount_source(&route, req)?;
+    let mount_source = match route {
+        Route::Uploads(_) => mount_source(req)?,
+        _ => None,
+    };
     if let Some(auth) = &app.auth {
         let access = required_access(&route, &req.parts.method);
         // Pull on a mount's source is asked for, not required: without it the
@@ -336,11 +339,8 @@ pub fn required_access(route: &Route, method: &Method) -> Vec<Access> {
 
 /// The `from` of a cross-repository mount (`POST .../blobs/uploads/?mount=&from=`),
 /// checked against the name grammar like any repository in a path.
-pub fn mount_source(route: &Route, req: &Req) -> Result<Option<RepositoryName>, ApiError> {
-    if !matches!(route, Route::Uploads(_)) || req.parts.method != Method::POST {
-        return Ok(None);
-    }
-    if req.query("mount").is_none() {
+pub fn mount_source(req: &Req) -> Result<Option<RepositoryName>, ApiError> {
+    if req.parts.method != Method::POST || req.query("mount").is_none() {
         return Ok(None);
     }
     match req.query("from").filter(|f| !f.is_empty()) {

@@ -113,8 +113,7 @@ async fn mount(
     name: &RepositoryName,
     digest: &Digest,
 ) -> Result<Option<BlobInfo>, ApiError> {
-    let route = crate::api::route::Route::Uploads(name.clone());
-    if let Some(from) = mount_source(&route, req)? {
+    if let Some(from) = mount_source(req)? {
         if !may_pull(req, from.as_str()) {
             return Ok(None);
         }
