@@ -410,3 +410,167 @@ fn scopes_are_enforced_per_repository_and_action() {
     ))
     .assert_status(200);
 }
+
+/// The `scope` of a `Bearer` challenge.
+fn challenge_scope(challenge: &str) -> String {
+    let start = challenge
+        .find("scope=\"")
+        .expect("a scope in the challenge")
+        + 7;
+    let rest = &challenge[start..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A client that takes its scopes from the challenge (as python-dxf and oci-client do): a
+/// cross-repository mount without a token is challenged for the target and the source, as
+/// registry:2 does, so the token it then fetches mounts (201). A token without pull on the
+/// source still gets the upload fallback (202), never 401.
+#[test]
+fn mount_challenge_names_both_repositories() {
+    let keys = std::sync::Arc::new(Keys::new());
+    let k = keys.clone();
+    let server = token_server(move |c| k.jwks_token(c));
+    let reg = registry(&keys, &server.realm());
+    let token = |scope: &str| -> String {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}?service={SERVICE}&scope={}",
+                server.realm(),
+                form_urlencoded::byte_serialize(scope.as_bytes()).collect::<String>()
+            ))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<serde_json::Value>().unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let blob = Blob::random(3000);
+    let src_token = token("repository:team/src:pull,push");
+    let resp = send(
+        bearer(
+            reg.post(&format!(
+                "/v2/team/src/blobs/uploads/?digest={}",
+                blob.digest
+            )),
+            &src_token,
+        )
+        .header("content-type", "application/octet-stream")
+        .body(blob.data.clone()),
+    );
+    resp.assert_status(201);
+
+    let mount = format!(
+        "/v2/team/dst/blobs/uploads/?mount={}&from=team/src",
+        blob.digest
+    );
+    let resp = send(reg.post(&mount));
+    assert_error(&resp, 401, "UNAUTHORIZED");
+    let challenge = resp.must_header("www-authenticate").to_string();
+    let scope = challenge_scope(&challenge);
+    assert_eq!(
+        scope, "repository:team/dst:pull,push repository:team/src:pull",
+        "{challenge}"
+    );
+    assert_eq!(
+        resp.json()["errors"][0]["detail"],
+        json!([
+            {"Type": "repository", "Class": "", "Name": "team/dst", "Action": "pull"},
+            {"Type": "repository", "Class": "", "Name": "team/dst", "Action": "push"},
+            {"Type": "repository", "Class": "", "Name": "team/src", "Action": "pull"}
+        ])
+    );
+    let both = token(&scope);
+    let resp = send(bearer(reg.post(&mount), &both));
+    resp.assert_status(201);
+    send(bearer(
+        reg.head(&format!("/v2/team/dst/blobs/{}", blob.digest)),
+        &both,
+    ))
+    .assert_status(200);
+
+    // A token lacking pull on the source: challenged for both again when it lacks push on
+    // the target, the upload fallback when it has it.
+    let pull_only = token("repository:team/other:pull");
+    let other_mount = mount.replace("team/dst", "team/other");
+    let resp = send(bearer(reg.post(&other_mount), &pull_only));
+    assert_error(&resp, 401, "UNAUTHORIZED");
+    let challenge = resp.must_header("www-authenticate").to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert_eq!(
+        challenge_scope(&challenge),
+        "repository:team/other:pull,push repository:team/src:pull"
+    );
+    let push_only = token("repository:team/other:pull,push");
+    let resp = send(bearer(reg.post(&other_mount), &push_only));
+    resp.assert_status(202);
+    send(bearer(
+        reg.head(&format!("/v2/team/other/blobs/{}", blob.digest)),
+        &push_only,
+    ))
+    .assert_status(404);
+
+    // A `from` outside the name grammar: 400 before anything else.
+    let resp = send(reg.post(&format!(
+        "/v2/team/dst/blobs/uploads/?mount={}&from=Team/Src",
+        blob.digest
+    )));
+    assert_error(&resp, 400, "NAME_INVALID");
+}
+
+/// Anonymous mount (`?mount=` without `from`) with tokens: only the repositories the token
+/// grants pull on are searched; without one, an upload session (202).
+#[test]
+fn anonymous_mount_searches_only_what_the_token_may_pull() {
+    let keys = Keys::new();
+    let reg = registry(&keys, "https://auth.example/token");
+    let token =
+        |access: &[(&str, &str, &[&str])]| keys.jwks_token(&claims(ISSUER, SERVICE, access));
+    let blob = Blob::random(2500);
+    let src = token(&[("repository", "team/src", &["pull", "push"])]);
+    send(
+        bearer(
+            reg.post(&format!(
+                "/v2/team/src/blobs/uploads/?digest={}",
+                blob.digest
+            )),
+            &src,
+        )
+        .header("content-type", "application/octet-stream")
+        .body(blob.data.clone()),
+    )
+    .assert_status(201);
+    let anonymous = format!("/v2/team/dst/blobs/uploads/?mount={}", blob.digest);
+
+    // The sibling holds it, but the token may not pull it: no search there.
+    let dst_only = token(&[("repository", "team/dst", &["pull", "push"])]);
+    let resp = send(bearer(reg.post(&anonymous), &dst_only));
+    resp.assert_status(202);
+    send(bearer(
+        reg.head(&format!("/v2/team/dst/blobs/{}", blob.digest)),
+        &dst_only,
+    ))
+    .assert_status(404);
+
+    let with_src = token(&[
+        ("repository", "team/dst", &["pull", "push"]),
+        ("repository", "elsewhere/x", &["pull"]),
+        ("repository", "team/src", &["pull"]),
+    ]);
+    let resp = send(bearer(reg.post(&anonymous), &with_src));
+    resp.assert_status(201);
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(blob.digest.as_str())
+    );
+    send(bearer(
+        reg.head(&format!("/v2/team/dst/blobs/{}", blob.digest)),
+        &dst_only,
+    ))
+    .assert_status(200);
+}

@@ -1,6 +1,8 @@
 //! Hostile and broken requests: each gets a 4xx (never a 5xx), the server keeps serving, what was
 //! stored before is unchanged, and nothing lands outside the storage root or under `blobs/`.
 
+#[path = "support/ops.rs"]
+mod ops;
 mod support;
 
 use std::io;
@@ -140,10 +142,13 @@ fn malformed_digests(driver: Driver) {
         );
         assert_error(&resp, 400, "DIGEST_INVALID");
 
-        // Without a colon the reference is a (valid) tag, not a digest.
+        // Without a colon the reference is a (valid) tag, not a digest. A reference that is
+        // neither names nothing: reads answer 404, writes 400.
         if bad.contains(':') {
             let resp = get_manifest(&f.reg, REPO, bad, ACCEPT_ALL_MANIFESTS);
-            assert_error_or_plain_404(&resp, &[400], &["DIGEST_INVALID", "TAG_INVALID"]);
+            assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+            let resp = put_manifest(&f.reg, REPO, bad, &f.image);
+            assert_error(&resp, 400, "DIGEST_INVALID");
         }
     }
     // An empty `digest` on the completing PUT.
@@ -318,6 +323,212 @@ fn name_too_long(driver: Driver) {
     let longest = &long[..255];
     let resp = send(f.reg.post(&format!("/v2/{longest}/blobs/uploads/")));
     resp.assert_status(202);
+    f.assert_intact();
+}
+
+/// Names outside the OCI grammar (`Upper/lower`, a `host:port/` first component, as registry:2
+/// accepted) answer 400 `NAME_INVALID` on every route, before any storage call.
+fn names_outside_oci_grammar(driver: Driver) {
+    // No upload purging in the background: the test counts storage calls.
+    let node = ops::Node::start(
+        Registry::builder(driver)
+            .env(
+                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
+                "false",
+            )
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "168h")
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "24h")
+            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN", "false"),
+        true,
+    );
+    let reg = &node.registry;
+    let blob = Blob::random(1000);
+    push(reg, REPO, &blob);
+    let image = push_image(reg, REPO, "stable", Kind::OciManifest);
+    let session = location_path(&start_upload(reg, REPO));
+    // `<uuid>?_state=<token>` of a real session of another repository.
+    let uuid_and_state = session.rsplit('/').next().unwrap().to_string();
+    let long = format!("{}/{}", "a".repeat(200), "b".repeat(55));
+    assert_eq!(long.len(), 256);
+    let names = [
+        "Upper/lower",
+        "localhost:5000/lower",
+        "a:5000/b",
+        "lower/Upper",
+        "lower/x_",
+        long.as_str(),
+    ];
+    let files_before = list_files(reg.root());
+    let bucket_keys = || reg.s3().map(|t| support::s3::shared().keys(&t.bucket, ""));
+    let keys_before = bucket_keys();
+    let storage_calls = || {
+        node.scrape()
+            .sum("registry_storage_action_seconds_count", &[])
+    };
+    let calls_before = storage_calls();
+    let d = &blob.digest;
+    for name in names {
+        let requests = [
+            reg.get(&format!("/v2/{name}/tags/list")),
+            reg.get(&format!("/v2/{name}/manifests/stable"))
+                .header("accept", OCI_MANIFEST),
+            reg.put(&format!("/v2/{name}/manifests/stable"))
+                .header("content-type", OCI_MANIFEST)
+                .body(image.body.clone()),
+            reg.put(&format!(
+                "/v2/{name}/manifests/{}?tag=a&tag=b",
+                image.digest
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(image.body.clone()),
+            reg.delete(&format!("/v2/{name}/manifests/stable")),
+            reg.delete(&format!("/v2/{name}/manifests/{}", image.digest)),
+            reg.get(&format!("/v2/{name}/blobs/{d}")),
+            reg.delete(&format!("/v2/{name}/blobs/{d}")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?digest={d}"))
+                .header("content-type", "application/octet-stream")
+                .body(blob.data.clone()),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}&from={REPO}")),
+            reg.post(&format!("/v2/{name}/blobs/uploads/?mount={d}")),
+            // A valid target mounting from an invalid source.
+            reg.post(&format!(
+                "/v2/{REPO}/blobs/uploads/?mount={d}&from={}",
+                form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            )),
+            reg.get(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}")),
+            reg.patch(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}"))
+                .header("content-type", "application/octet-stream")
+                .body(blob.data.clone()),
+            reg.put(&with_digest(
+                &format!("/v2/{name}/blobs/uploads/{uuid_and_state}"),
+                d,
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(blob.data.clone()),
+            reg.delete(&format!("/v2/{name}/blobs/uploads/{uuid_and_state}")),
+            reg.get(&format!("/v2/{name}/referrers/{}", image.digest)),
+        ];
+        for request in requests {
+            let resp = send(request);
+            assert_error(&resp, 400, "NAME_INVALID");
+        }
+        for path in [
+            format!("/v2/{name}/manifests/stable"),
+            format!("/v2/{name}/blobs/{d}"),
+            format!("/v2/{name}/tags/list"),
+        ] {
+            let resp = send(reg.head(&path));
+            assert_eq!(resp.status, 400, "HEAD {path}: {}", resp.describe());
+        }
+    }
+    assert_eq!(
+        storage_calls(),
+        calls_before,
+        "no storage call for an invalid name"
+    );
+    assert_eq!(list_files(reg.root()), files_before, "nothing written");
+    assert_eq!(bucket_keys(), keys_before, "nothing written");
+    let catalog = send(reg.get("/v2/_catalog")).json();
+    assert_eq!(catalog["repositories"], serde_json::json!([REPO]));
+}
+
+/// Multi-tag pushes with a bad tag, too many tags or the wrong digest: refused before anything
+/// is stored (no tag moves, no manifest appears).
+fn multi_tag_push_refused(driver: Driver) {
+    let f = Fixture::new(driver);
+    let files = f.blob_files();
+    let other = prepare(&f.reg, REPO, Kind::OciManifest);
+    let put = |reference: &str, query: &str| {
+        send(
+            f.reg
+                .put(&format!("/v2/{REPO}/manifests/{reference}?{query}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(other.body.clone()),
+        )
+    };
+    let too_many: Vec<String> = (0..65).map(|i| format!("tag=t{i}")).collect();
+    let resp = put(&other.digest, &too_many.join("&"));
+    assert_error(&resp, 414, "TAG_INVALID");
+    let resp = put("fresh", &too_many.join("&"));
+    assert_error(&resp, 414, "TAG_INVALID");
+    let long = "a".repeat(129);
+    for query in [
+        "tag=ok&tag=.bad".to_string(),
+        "tag=ok&tag=".to_string(),
+        "tag=stable&tag=a%2Fb".to_string(),
+        format!("tag=ok&tag={long}"),
+        "tag=ok&tag=semi;colon".to_string(),
+    ] {
+        let resp = put(&other.digest, &query);
+        assert_error(&resp, 400, "TAG_INVALID");
+    }
+    let wrong = sha256_digest(b"not this manifest");
+    let resp = put(&wrong, "tag=stable&tag=ok");
+    assert_error(&resp, 400, "DIGEST_INVALID");
+
+    let resp = get_manifest(&f.reg, REPO, &other.digest, OCI_MANIFEST);
+    assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    assert_eq!(
+        f.blob_files().len(),
+        files.len() + 3 * usize::from(driver == Driver::Filesystem),
+        "only the new image's config and layers under blobs/"
+    );
+    f.assert_intact();
+}
+
+/// The newer spec inputs: references that are neither tag nor digest, page sizes that are no
+/// number, layer URLs nobody admitted, mounts of malformed digests, manifests streamed past
+/// 4 MiB. Each a 4xx with the error JSON; nothing stored.
+fn spec_inputs_refused(driver: Driver) {
+    let f = Fixture::new(driver);
+    let files = f.blob_files();
+    for reference in [".INVALID_MANIFEST_NAME", "-x", "a:b:c", "sha256:"] {
+        let resp = get_manifest(&f.reg, REPO, reference, OCI_MANIFEST);
+        assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    }
+    for path in ["/v2/_catalog", &format!("/v2/{REPO}/tags/list")] {
+        for n in ["-1", "abc", "1.5", "%00"] {
+            let resp = send(f.reg.get(&format!("{path}?n={n}")));
+            assert_error(&resp, 400, "PAGINATION_NUMBER_INVALID");
+        }
+    }
+    // A non-distributable layer whose URL nobody admitted (no validation.manifests.urls).
+    let mut value = f.image.json();
+    value["layers"][0]["mediaType"] =
+        serde_json::json!("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
+    value["layers"][0]["digest"] = serde_json::json!(sha256_digest(b"elsewhere"));
+    value["layers"][0]["urls"] = serde_json::json!(["https://layers.example.com/x.tar.gz"]);
+    let foreign = Manifest::from_value(OCI_MANIFEST, &value);
+    assert_error(
+        &put_manifest(&f.reg, REPO, "foreign", &foreign),
+        400,
+        "MANIFEST_INVALID",
+    );
+    for mount in ["sha256:abc", "md5:00", ""] {
+        let resp = send(
+            f.reg
+                .post(&format!("/v2/{REPO}/blobs/uploads/?mount={mount}")),
+        );
+        assert_error_json(&resp, &format!("mount={mount}"));
+        assert_eq!(resp.status, 400, "mount={mount}: {}", resp.describe());
+    }
+    // Streamed (chunked) past 4 MiB: cut there, 413.
+    let mut chunked = Vec::new();
+    let piece = vec![b' '; 1 << 20];
+    for _ in 0..6 {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(&piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = format!(
+        "PUT /v2/{REPO}/manifests/stable HTTP/1.1\r\nContent-Type: {OCI_MANIFEST}\r\nTransfer-Encoding: chunked"
+    );
+    assert_refused(f.raw(&head, &chunked), &[413], &["MANIFEST_INVALID"]);
+    let resp = get_manifest(&f.reg, REPO, "foreign", OCI_MANIFEST);
+    assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+    assert_eq!(f.blob_files(), files, "nothing new under blobs/");
     f.assert_intact();
 }
 
@@ -545,6 +756,9 @@ for_each_driver!(
     unknown_algorithm,
     hostile_names,
     name_too_long,
+    names_outside_oci_grammar,
+    multi_tag_push_refused,
+    spec_inputs_refused,
     absurd_content_length,
     truncated_bodies,
     wrong_content_range,

@@ -70,6 +70,96 @@ fn ranges(driver: Driver) {
     );
 }
 
+/// `Docker-Content-Digest` and `Content-Length` on every blob and manifest GET/HEAD answer:
+/// 200, 206, 416, and with redirects on (S3) the 307 and the HEAD; a 304 carries the digest
+/// (HTTP/1.1 leaves a bodiless 304 without Content-Length).
+fn digest_and_length_everywhere(driver: Driver) {
+    let reg = Registry::builder(driver)
+        .redirect(driver == Driver::S3)
+        .start();
+    let blob = Blob::random(LEN);
+    push(&reg, "library/app", &blob);
+    let image = push_image(&reg, "library/app", "v1", Kind::OciManifest);
+    let path = format!("/v2/library/app/blobs/{}", blob.digest);
+    let etag = format!("\"{}\"", blob.digest);
+    let check = |resp: &Resp, what: &str, digest: &str, length: &str| {
+        assert_eq!(
+            resp.header("docker-content-digest"),
+            Some(digest),
+            "{what}: {}",
+            resp.describe()
+        );
+        let expected = (resp.status != 304).then_some(length);
+        assert_eq!(
+            resp.header("content-length"),
+            expected,
+            "{what}: {}",
+            resp.describe()
+        );
+    };
+    let get = send(reg.get(&path));
+    if driver == Driver::S3 {
+        get.assert_status(307);
+        check(&get, "GET redirected", &blob.digest, "0");
+    } else {
+        get.assert_status(200);
+        check(&get, "GET", &blob.digest, "10000");
+        let resp = send(reg.get(&path).header("range", "bytes=0-9"));
+        resp.assert_status(206);
+        check(&resp, "GET Range", &blob.digest, "10");
+        let resp = send(reg.get(&path).header("range", "bytes=20000-"));
+        resp.assert_status(416);
+        check(&resp, "GET bad Range", &blob.digest, "0");
+    }
+    let resp = send(reg.head(&path));
+    resp.assert_status(200);
+    check(&resp, "HEAD", &blob.digest, "10000");
+    for method in [reqwest::Method::HEAD, reqwest::Method::GET] {
+        let resp = send(
+            reg.request(method.clone(), &path)
+                .header("if-none-match", &etag),
+        );
+        resp.assert_status(304);
+        check(
+            &resp,
+            &format!("{method} If-None-Match"),
+            &blob.digest,
+            "10000",
+        );
+    }
+
+    let mpath = format!("/v2/library/app/manifests/{}", image.digest);
+    let size = image.body.len().to_string();
+    for reference in ["v1", image.digest.as_str()] {
+        let path = format!("/v2/library/app/manifests/{reference}");
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let resp = send(
+                reg.request(method.clone(), &path)
+                    .header("accept", OCI_MANIFEST),
+            );
+            resp.assert_status(200);
+            check(
+                &resp,
+                &format!("{method} {reference}"),
+                &image.digest,
+                &size,
+            );
+            let resp = send(
+                reg.request(method.clone(), &mpath)
+                    .header("accept", OCI_MANIFEST)
+                    .header("if-none-match", format!("\"{}\"", image.digest)),
+            );
+            resp.assert_status(304);
+            check(
+                &resp,
+                &format!("{method} If-None-Match"),
+                &image.digest,
+                &size,
+            );
+        }
+    }
+}
+
 fn delete_enabled(driver: Driver) {
     let reg = Registry::start(driver);
     let blob = Blob::random(LEN);
@@ -127,6 +217,7 @@ fn unknown_blob(driver: Driver) {
 }
 
 for_each_driver!(
+    digest_and_length_everywhere,
     get_and_head,
     ranges,
     delete_enabled,

@@ -129,3 +129,41 @@ fn delete_untagged_keeps_index_children_and_referrers() {
     );
     assert_eq!(blob_status(&reg, &payload.digest), 200);
 }
+
+/// registry:2 accepted a host name as first component (`Legacy-Host.example/app`: uppercase;
+/// its storage drivers refuse the `:` of a port); Wharf no longer serves such names, but garbage
+/// collection must still count their manifests, or it would delete their layers.
+#[test]
+fn names_registry2_accepted_keep_their_blobs() {
+    let legacy = "Legacy-Host.example/app";
+    let mut old = Registry::builder(Driver::Filesystem)
+        .server(Server::DockerRegistry)
+        .start();
+    let image = push_image(&old, legacy, "v1", Kind::DockerManifest);
+    old.stop();
+    let layers: Vec<String> = image.json()["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+
+    let mut reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .storage_dir(old.root())
+        .start();
+    let resp = send(reg.get(&format!("/v2/{legacy}/tags/list")));
+    assert_error(&resp, 400, "NAME_INVALID");
+    let catalog = send(reg.get("/v2/_catalog")).json();
+    assert_eq!(catalog["repositories"], serde_json::json!([]));
+    reg.stop();
+
+    let out = gc(&reg, &["--delete-untagged"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted 0 blobs"),
+        "{out:?}"
+    );
+    for digest in layers.iter().chain([&image.digest]) {
+        assert!(blob_data_exists(&reg, digest), "{digest} kept");
+    }
+}

@@ -155,12 +155,77 @@ fn catalog_max_entries(driver: Driver) {
     let reg = Registry::builder(driver)
         .section("catalog:\n  maxentries: 5\n")
         .start();
-    push_repos(&reg);
-    let resp = send(reg.get("/v2/_catalog?n=6"));
-    assert_error(&resp, 400, "PAGINATION_NUMBER_INVALID");
+    let expected = push_repos(&reg);
+    // Above the limit, `n` is clamped (distribution 2.8 answers 400 there; clients send
+    // n=10000 and expect pages): five per page, a Link to the rest.
+    for n in ["6", "10000", "18446744073709551616", &"9".repeat(300)] {
+        let first = format!("/v2/_catalog?n={n}");
+        let resp = send(reg.get(&first));
+        resp.assert_status(200);
+        assert_eq!(
+            resp.json()["repositories"].as_array().unwrap().len(),
+            5,
+            "n={n}: {}",
+            resp.describe()
+        );
+        let link = next_link(&resp).expect("a Link to the next page");
+        assert!(link.contains("n=5"), "{link}");
+        assert_eq!(collect_pages(&reg, &first, "repositories"), expected);
+    }
     let resp = send(reg.get("/v2/_catalog?n=5"));
     resp.assert_status(200);
     assert_eq!(resp.json()["repositories"].as_array().unwrap().len(), 5);
+    let resp = send(reg.get("/v2/_catalog"));
+    assert_eq!(resp.json()["repositories"].as_array().unwrap().len(), 5);
+}
+
+/// `n` that is no number at all is refused; huge ones are clamped to `tags.maxtags`.
+fn page_sizes(driver: Driver) {
+    let reg = Registry::builder(driver)
+        .section("tags:\n  maxtags: 4\n")
+        .start();
+    let manifest = prepare(&reg, "lib/app", Kind::OciManifest);
+    for tag in TAGS {
+        push_manifest(&reg, "lib/app", tag, &manifest);
+    }
+    let expected = sorted_tags();
+    for n in ["5", "10000", &"9".repeat(300)] {
+        let first = format!("/v2/lib/app/tags/list?n={n}");
+        let resp = send(reg.get(&first));
+        resp.assert_status(200);
+        assert_eq!(
+            resp.json()["tags"].as_array().unwrap().len(),
+            4,
+            "n={n}: {}",
+            resp.describe()
+        );
+        assert!(next_link(&resp).expect("Link").contains("n=4"));
+        assert_eq!(collect_pages(&reg, &first, "tags"), expected);
+    }
+    for path in ["/v2/lib/app/tags/list", "/v2/_catalog"] {
+        for n in ["-1", "abc", "1e3", "0x10"] {
+            let resp = send(reg.get(&format!("{path}?n={n}")));
+            assert_error(&resp, 400, "PAGINATION_NUMBER_INVALID");
+        }
+    }
+    // n=0: an empty list and no Link (OCI).
+    let resp = send(reg.get("/v2/lib/app/tags/list?n=0"));
+    resp.assert_status(200);
+    assert_eq!(resp.json()["tags"], serde_json::json!([]));
+    assert_eq!(next_link(&resp), None);
+    // `last` alone: everything after it, in ASCII order (uppercase before lowercase).
+    let resp = send(reg.get("/v2/lib/app/tags/list?last=Zulu"));
+    let after: Vec<String> = expected
+        .iter()
+        .filter(|t| t.as_str() > "Zulu")
+        .cloned()
+        .collect();
+    assert_eq!(
+        resp.json()["tags"],
+        serde_json::json!(after),
+        "{}",
+        resp.describe()
+    );
 }
 
 for_each_driver!(
@@ -170,4 +235,5 @@ for_each_driver!(
     catalog,
     catalog_paginated,
     catalog_max_entries,
+    page_sizes,
 );

@@ -379,6 +379,215 @@ fn invalid_tag(driver: Driver, kind: Kind) {
     assert_eq!(list_tags(&reg, REPO), vec![longest]);
 }
 
+/// A reference that is neither a tag nor a digest names nothing: GET and HEAD answer 404
+/// `MANIFEST_UNKNOWN` (OCI conformance), a PUT keeps 400 `TAG_INVALID`, a DELETE 400.
+fn invalid_reference_reads(driver: Driver) {
+    let reg = Registry::start(driver);
+    let manifest = push_image(&reg, REPO, "v1", Kind::OciManifest);
+    let long = "a".repeat(129);
+    for reference in [
+        ".INVALID_MANIFEST_NAME",
+        "-dash",
+        long.as_str(),
+        "semi;colon",
+        "sha256:zz",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        let resp = get_manifest(&reg, REPO, reference, ACCEPT_ALL_MANIFESTS);
+        assert_error(&resp, 404, "MANIFEST_UNKNOWN");
+        let resp = send(
+            reg.head(&manifest_path(reference))
+                .header("accept", ACCEPT_ALL_MANIFESTS),
+        );
+        assert_eq!(resp.status, 404, "HEAD {reference}: {}", resp.describe());
+        let resp = send(reg.delete(&manifest_path(reference)));
+        assert_error_in(&resp, &[400], &["TAG_INVALID", "DIGEST_INVALID"]);
+    }
+    let resp = put_manifest(&reg, REPO, ".INVALID_MANIFEST_NAME", &manifest);
+    assert_error(&resp, 400, "TAG_INVALID");
+    assert_eq!(list_tags(&reg, REPO), ["v1"]);
+}
+
+/// The tags an `OCI-Tag` answer names (one header per tag, or comma-separated).
+fn oci_tags(resp: &Resp) -> Vec<String> {
+    resp.header_all("oci-tag")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+/// `PUT /v2/<name>/manifests/<digest>?tag=a&tag=b` (OCI multi-tag push): every tag points at
+/// the manifest, one `OCI-Tag` header per tag, 64 tags in one request.
+fn multi_tag_push(driver: Driver) {
+    let reg = Registry::start(driver);
+    let manifest = prepare(&reg, REPO, Kind::OciManifest);
+    let tags = ["1.2.3", "1.2", "1", "latest"];
+    let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
+    let path = format!("{}?{}", manifest_path(&manifest.digest), query.join("&"));
+    let resp = send(
+        reg.put(&path)
+            .header("content-type", &manifest.media_type)
+            .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(resp.header_all("oci-tag"), tags, "{}", resp.describe());
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(manifest.digest.as_str())
+    );
+    let mut sorted: Vec<&str> = tags.to_vec();
+    sorted.sort();
+    assert_eq!(list_tags(&reg, REPO), sorted);
+    for tag in tags {
+        assert_served(&reg, tag, &manifest, OCI_MANIFEST);
+    }
+
+    // 64 tags at once.
+    let many: Vec<String> = (0..64).map(|i| format!("t{i:02}")).collect();
+    let query: Vec<String> = many.iter().map(|t| format!("tag={t}")).collect();
+    let resp = send(
+        reg.put(&format!(
+            "{}?{}",
+            manifest_path(&manifest.digest),
+            query.join("&")
+        ))
+        .header("content-type", &manifest.media_type)
+        .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(resp.header_all("oci-tag").len(), 64);
+    assert_eq!(oci_tags(&resp), many);
+    assert_eq!(list_tags(&reg, REPO).len(), 4 + 64);
+    for tag in ["t00", "t63"] {
+        assert_served(&reg, tag, &manifest, OCI_MANIFEST);
+    }
+
+    // By tag: the reference's tag and the extra ones, each once.
+    let resp = send(
+        reg.put(&format!("{}?tag=x&tag=x&tag=base", manifest_path("base")))
+            .header("content-type", &manifest.media_type)
+            .body(manifest.body.clone()),
+    );
+    resp.assert_status(201);
+    assert_eq!(oci_tags(&resp), ["base", "x"]);
+    assert_served(&reg, "x", &manifest, OCI_MANIFEST);
+}
+
+const NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+const FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+/// A manifest whose second layer is `layer_type` with `urls` (its blob never pushed).
+fn with_external_layer(
+    reg: &Registry,
+    media_type: &str,
+    layer_type: &str,
+    urls: &[&str],
+) -> Manifest {
+    let config_type = if media_type == DOCKER_MANIFEST {
+        DOCKER_CONFIG
+    } else {
+        OCI_CONFIG
+    };
+    let config = image_config("amd64", unique_seed(), 2);
+    let local = Blob::random(1000);
+    push(reg, REPO, &config);
+    push(reg, REPO, &local);
+    let external = Blob::random(500);
+    let mut layer = descriptor(layer_type, &external.digest, external.size());
+    if !urls.is_empty() {
+        layer["urls"] = json!(urls);
+    }
+    let local_type = if media_type == DOCKER_MANIFEST {
+        DOCKER_LAYER
+    } else {
+        OCI_LAYER
+    };
+    let value = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor(config_type, &config.digest, config.size()),
+        "layers": [descriptor(local_type, &local.digest, local.size()), layer],
+    });
+    Manifest::from_value(media_type, &value)
+}
+
+/// Non-distributable (OCI) and foreign (Docker) layers with `urls` follow registry:2: refused
+/// unless `validation.manifests.urls.allow` admits every URL and `deny` none; the blob itself
+/// need not be in the registry.
+fn layer_urls(driver: Driver) {
+    let good = "https://layers.example.com/base.tar.gz";
+    let refused = |reg: &Registry, m: &Manifest, tag: &str| {
+        let resp = put_manifest(reg, REPO, tag, m);
+        assert_error(&resp, 400, "MANIFEST_INVALID");
+        assert_manifest_gone(reg, &m.digest);
+    };
+
+    // Nothing configured (the default): no URL is admitted.
+    let reg = Registry::start(driver);
+    refused(
+        &reg,
+        &with_external_layer(&reg, OCI_MANIFEST, NONDIST, &[good]),
+        "a",
+    );
+    refused(
+        &reg,
+        &with_external_layer(&reg, DOCKER_MANIFEST, FOREIGN, &[good]),
+        "b",
+    );
+    // Other layer types ignore `urls`, as registry:2 does: the blob must be here.
+    let artifact = with_external_layer(&reg, OCI_MANIFEST, "application/vnd.example+json", &[good]);
+    let resp = put_manifest(&reg, REPO, "c", &artifact);
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    drop(reg);
+
+    let reg = Registry::builder(driver)
+        .section(
+            "validation:\n  manifests:\n    urls:\n      allow: ['^https://layers\\.example\\.com/']\n      deny: ['^https://layers\\.example\\.com/secret/']\n",
+        )
+        .start();
+    for (media_type, layer_type) in [(OCI_MANIFEST, NONDIST), (DOCKER_MANIFEST, FOREIGN)] {
+        let admitted = with_external_layer(&reg, media_type, layer_type, &[good]);
+        push_manifest(&reg, REPO, "ok", &admitted);
+        assert_served(&reg, "ok", &admitted, media_type);
+        for urls in [
+            vec!["https://elsewhere.example.org/base.tar.gz"],
+            vec![good, "https://layers.example.com/secret/x"],
+            vec!["http://layers.example.com/base.tar.gz"],
+            vec!["https://layers.example.com/base.tar.gz#frag"],
+            vec!["ftp://layers.example.com/base.tar.gz"],
+        ] {
+            refused(
+                &reg,
+                &with_external_layer(&reg, media_type, layer_type, &urls),
+                "no",
+            );
+        }
+    }
+    // A foreign layer without urls, a non-distributable one without urls and without its blob.
+    refused(
+        &reg,
+        &with_external_layer(&reg, DOCKER_MANIFEST, FOREIGN, &[]),
+        "no",
+    );
+    let resp = put_manifest(
+        &reg,
+        REPO,
+        "no",
+        &with_external_layer(&reg, OCI_MANIFEST, NONDIST, &[]),
+    );
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    // A distributable OCI layer with admitted urls must still be here.
+    let resp = put_manifest(
+        &reg,
+        REPO,
+        "no",
+        &with_external_layer(&reg, OCI_MANIFEST, OCI_LAYER, &[good]),
+    );
+    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(list_tags(&reg, REPO), ["ok"]);
+}
+
 fn unknown_references(driver: Driver, kind: Kind) {
     let reg = Registry::start(driver);
     let manifest = push_image(&reg, REPO, "v1", kind);
@@ -417,3 +626,5 @@ for_kinds_and_drivers!(
 );
 
 for_kinds_and_drivers!([OciManifest, OciIndex, OciArtifact] oci_content_negotiation);
+
+for_each_driver!(invalid_reference_reads, multi_tag_push, layer_urls);

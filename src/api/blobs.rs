@@ -20,20 +20,11 @@ pub async fn get(
         .parse()
         .map_err(crate::registry::error::RegistryError::from)?;
     let blob = app.registry.stat_blob(name, &digest).await?;
-    if let Some(url) = app.registry.blob_redirect(&blob).await? {
-        // Distribution redirects HEAD too; the target answers with the same headers.
-        let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-        resp.headers_mut()
-            .insert(header::LOCATION, header_value(&url));
-        resp.headers_mut()
-            .insert("docker-content-digest", header_value(&digest.to_string()));
-        return Ok(resp);
-    }
+    let digest_header = header_value(&digest.to_string());
     let etag = format!("\"{digest}\"");
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
-    h.insert("docker-content-digest", header_value(&digest.to_string()));
+    h.insert("docker-content-digest", digest_header.clone());
     h.insert(header::ETAG, header_value(&etag));
     h.insert(
         header::CACHE_CONTROL,
@@ -51,6 +42,19 @@ pub async fn get(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
+    // HEAD is answered here: the size is already known, and a URL presigned
+    // for GET does not sign a HEAD (S3 would refuse it).
+    if req.parts.method != Method::HEAD {
+        if let Some(url) = app.registry.blob_redirect(&blob).await? {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            let h = resp.headers_mut();
+            h.insert(header::LOCATION, header_value(&url));
+            h.insert("docker-content-digest", digest_header);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            return Ok(resp);
+        }
+    }
     let (start, len) = match parse_range(req.header(header::RANGE), blob.size) {
         ByteRange::Full => (0, blob.size),
         ByteRange::Partial { start, end } => {
@@ -64,10 +68,13 @@ pub async fn get(
         ByteRange::Unsatisfiable => {
             let mut e = Response::new(empty());
             *e.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            e.headers_mut().insert(
+            let h = e.headers_mut();
+            h.insert(
                 header::CONTENT_RANGE,
                 header_value(&format!("bytes */{}", blob.size)),
             );
+            h.insert("docker-content-digest", digest_header);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             return Ok(e);
         }
     };

@@ -22,18 +22,31 @@ struct Tags<'a> {
     tags: &'a [String],
 }
 
-/// Parses `n`; anything but a non-negative integer is refused.
+/// Parses `n`: a non-negative integer, however many digits (the registry
+/// clamps it to its page limit); anything else is refused.
 fn page_size(req: &Req) -> Result<Option<usize>, ApiError> {
     match req.query("n") {
         None => Ok(None),
         Some(n) if n.is_empty() => Ok(None),
-        Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
+        Some(n) => parse_page_size(&n).map(Some).ok_or_else(|| {
+            let shown: String = n.chars().take(40).collect();
             ApiError::new(
                 "PAGINATION_NUMBER_INVALID",
-                format!("n={n:?} is not a number"),
+                format!("n={shown:?} is not a non-negative integer"),
             )
         }),
     }
+}
+
+/// Decimal digits, saturating at `usize::MAX` instead of failing.
+fn parse_page_size(n: &str) -> Option<usize> {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.bytes().fold(0usize, |acc, b| {
+        acc.saturating_mul(10).saturating_add(usize::from(b - b'0'))
+    }))
 }
 
 /// `Link: <path?last=..&n=..>; rel="next"` when more entries follow.
@@ -57,16 +70,16 @@ fn with_link(
 
 /// GET `/v2/_catalog`.
 pub async fn catalog(app: &App, req: &Req) -> Result<Response<Body>, ApiError> {
-    let n = page_size(req)?;
+    let max = app.registry.options().catalog_max_entries;
+    let size = page_size(req)?.unwrap_or(max).min(max);
     let page = app
         .registry
-        .catalog(req.query("last").as_deref(), n)
+        .catalog(req.query("last").as_deref(), size)
         .await?;
     let body = serde_json::to_vec(&Repositories {
         repositories: &page.items,
     })
     .unwrap_or_default();
-    let size = n.unwrap_or(app.registry.options().catalog_max_entries);
     Ok(with_link(
         json_response(StatusCode::OK, body),
         app,
@@ -98,4 +111,20 @@ pub async fn tags(app: &App, req: &Req, name: &RepositoryName) -> Result<Respons
         &page,
         size,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_saturate() {
+        assert_eq!(parse_page_size("0"), Some(0));
+        assert_eq!(parse_page_size("10000"), Some(10_000));
+        assert_eq!(parse_page_size("+5"), Some(5));
+        assert_eq!(parse_page_size(&"9".repeat(400)), Some(usize::MAX));
+        for bad in ["", "-1", "1e3", "0x10", " 1", "1 ", "+", "++1", "١"] {
+            assert_eq!(parse_page_size(bad), None, "{bad:?}");
+        }
+    }
 }

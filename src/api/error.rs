@@ -7,6 +7,11 @@ use crate::api::body::{full, Body};
 use crate::registry::error::RegistryError;
 use crate::storage::StorageError;
 
+/// `Retry-After` of a 429 or 503 that does not set its own: long enough for
+/// a health check or a storage connection to recover, short enough that
+/// clients do not give up.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
 /// An error response: status, OCI code, message, detail and extra headers.
 #[derive(Debug)]
 pub struct ApiError {
@@ -49,6 +54,16 @@ impl ApiError {
         e
     }
 
+    /// More `?tag=` values on one manifest push than Wharf takes (OCI: 414).
+    pub fn too_many_tags(limit: usize) -> Self {
+        let mut e = Self::new(
+            "TAG_INVALID",
+            format!("at most {limit} tags per manifest push"),
+        );
+        e.status = StatusCode::URI_TOO_LONG;
+        e
+    }
+
     /// Method not allowed on an existing resource.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         Self::new("UNSUPPORTED", "method not allowed on this resource")
@@ -73,6 +88,16 @@ impl ApiError {
         );
         for (name, value) in self.headers {
             h.append(name, value);
+        }
+        let retryable = matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if retryable && !h.contains_key(http::header::RETRY_AFTER) {
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
         }
         resp
     }
@@ -162,13 +187,34 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-/// Backend failures are logged in full and answered without internal paths.
+/// Backend failures are logged in full and answered without internal paths;
+/// a backend that cannot be reached is 503 (retry later), not 500.
 fn storage_error(e: StorageError) -> ApiError {
     tracing::error!(error = %e, "storage failure");
-    match e {
+    match &e {
         StorageError::InvalidPath(_) => ApiError::new("NAME_INVALID", "invalid path"),
+        StorageError::Io { source, .. } if is_unreachable(source.kind()) => {
+            ApiError::new("UNAVAILABLE", "storage backend unavailable")
+        }
         _ => ApiError::new("UNKNOWN", "storage backend error"),
     }
+}
+
+/// I/O failures that say the backend is not answering (as opposed to
+/// answering with an error).
+fn is_unreachable(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        TimedOut
+            | ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | HostUnreachable
+            | NetworkUnreachable
+            | ResourceBusy
+    )
 }
 
 #[cfg(test)]
@@ -193,9 +239,40 @@ mod tests {
             RegistryError::Storage(StorageError::NotFound("/secret/path".into())).into();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.body_json().to_string().contains("secret"));
+        let e: ApiError = RegistryError::Storage(StorageError::Io {
+            op: "get",
+            path: "/secret/path".into(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"),
+        })
+        .into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        );
         assert_eq!(
             ApiError::new("UNSUPPORTED", "x").body_json(),
             json!({"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported.","detail":"x"}]})
         );
+    }
+
+    #[test]
+    fn retryable_statuses_say_when() {
+        for code in ["UNAVAILABLE", "TOOMANYREQUESTS"] {
+            let resp = ApiError::new(code, "x").into_response();
+            assert_eq!(resp.headers()[http::header::RETRY_AFTER], "5", "{code}");
+        }
+        let own = ApiError::new("UNAVAILABLE", "x")
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("30"))
+            .into_response();
+        assert_eq!(
+            own.headers()
+                .get_all(http::header::RETRY_AFTER)
+                .iter()
+                .count(),
+            1
+        );
+        assert_eq!(own.headers()[http::header::RETRY_AFTER], "30");
+        let plain = ApiError::new("BLOB_UNKNOWN", "x").into_response();
+        assert!(!plain.headers().contains_key(http::header::RETRY_AFTER));
     }
 }

@@ -9,14 +9,21 @@ use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
 use crate::registry::error::RegistryError;
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
-use crate::registry::reference::RepositoryName;
-use crate::registry::{ManifestReference, StoredManifest};
+use crate::registry::reference::{RepositoryName, Tag};
+use crate::registry::{tags_of, ManifestReference, StoredManifest};
 
+/// Most `?tag=` values one manifest push may carry (OCI asks for at least 10).
+pub const MAX_TAGS_PER_PUSH: usize = 64;
+
+/// 413, as OCI asks of a registry that limits manifest size (registry:2
+/// answers 400 with the same code).
 fn too_large() -> ApiError {
-    ApiError::new(
+    let mut e = ApiError::new(
         "MANIFEST_INVALID",
         format!("manifest exceeds the {MAX_MANIFEST_SIZE} byte limit"),
-    )
+    );
+    e.status = StatusCode::PAYLOAD_TOO_LARGE;
+    e
 }
 
 /// GET or HEAD a manifest.
@@ -26,7 +33,12 @@ pub async fn get(
     name: &RepositoryName,
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let reference = ManifestReference::parse(reference)?;
+    // Nothing can be stored under a reference that is neither a tag nor a
+    // digest: for a read that is "not found" (OCI), not a bad request.
+    let reference = ManifestReference::parse(reference).map_err(|_| {
+        let shown: String = reference.chars().take(160).collect();
+        RegistryError::ManifestUnknown(format!("{name}:{shown}: not a valid tag or digest"))
+    })?;
     let mut m = app.registry.get_manifest(name, &reference).await?;
     let accepted = accepted_types(
         req.parts
@@ -61,19 +73,20 @@ pub async fn get(
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
-    h.insert(
-        header::CONTENT_LENGTH,
-        header_value(&m.body.len().to_string()),
-    );
     h.insert("docker-content-digest", header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&etag));
     if req
         .header(header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
+        // No Content-Length: HTTP/1.1 servers drop it from a bodiless 304.
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header_value(&m.body.len().to_string()),
+    );
     if req.parts.method == Method::HEAD {
         return Ok(resp);
     }
@@ -113,6 +126,7 @@ pub async fn put(
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
     let reference = ManifestReference::parse(reference)?;
+    let extra_tags = tags_to_push(req)?;
     if req
         .content_length()
         .is_some_and(|l| l > MAX_MANIFEST_SIZE as u64)
@@ -136,7 +150,7 @@ pub async fn put(
         .to_bytes();
     let (digest, parsed) = app
         .registry
-        .put_manifest(name, &reference, &content_type, body)
+        .put_manifest(name, &reference, &extra_tags, &content_type, body)
         .await?;
     let location = app.urls.url(
         &req.parts.headers,
@@ -151,7 +165,28 @@ pub async fn put(
     if let Some(subject) = parsed.subject {
         h.insert("oci-subject", header_value(&subject.digest.to_string()));
     }
+    for tag in tags_of(&reference, &extra_tags) {
+        h.append("oci-tag", header_value(tag.as_str()));
+    }
     Ok(resp)
+}
+
+/// The `?tag=` values of a manifest push (OCI multi-tag push), each checked;
+/// more than [`MAX_TAGS_PER_PUSH`] answer 414.
+fn tags_to_push(req: &Req) -> Result<Vec<Tag>, ApiError> {
+    let values = req.query_all("tag", MAX_TAGS_PER_PUSH);
+    if values.len() > MAX_TAGS_PER_PUSH {
+        return Err(ApiError::too_many_tags(MAX_TAGS_PER_PUSH));
+    }
+    values
+        .iter()
+        .map(|v| {
+            Tag::parse(v).ok_or_else(|| {
+                let shown: String = v.chars().take(160).collect();
+                RegistryError::TagInvalid(shown).into()
+            })
+        })
+        .collect()
 }
 
 /// DELETE by digest (manifest and its tags) or by tag (the tag only); 202.

@@ -18,6 +18,7 @@ use crate::http::limits::RequestBody;
 
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
+use crate::registry::reference::{RepositoryName, MAX_NAME_LENGTH};
 use crate::registry::{BodyStream, Registry};
 use body::{empty, full, Body};
 use error::ApiError;
@@ -70,6 +71,28 @@ impl Req {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(k) == key).then(|| decode(v))
         })
+    }
+
+    /// Every value of a repeated query parameter, percent-decoded, in order;
+    /// at most `limit + 1`, so a caller can refuse more than `limit`
+    /// without holding them all.
+    pub fn query_all(&self, key: &str, limit: usize) -> Vec<String> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let Some(query) = self.parts.uri.query() else {
+            return Vec::new();
+        };
+        query
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(k) == key).then(|| decode(v))
+            })
+            .take(limit.saturating_add(1))
+            .collect()
     }
 
     /// A header as text.
@@ -173,9 +196,20 @@ async fn route(
     if route == Route::Root {
         return Ok(root_response());
     }
+    let mount_source = match route {
+        Route::Uploads(_) => mount_source(req)?,
+        _ => None,
+    };
     if let Some(auth) = &app.auth {
         let access = required_access(&route, &req.parts.method);
-        match auth.authorize(&req.parts.headers, &access).await {
+        // Pull on a mount's source is asked for, not required: without it the
+        // mount becomes a plain upload (see `uploads::start`).
+        let also_ask: Vec<Access> = mount_source
+            .iter()
+            .map(|from| Access::repository(from.as_str(), "pull"))
+            .filter(|a| !access.contains(a))
+            .collect();
+        match auth.authorize(&req.parts.headers, &access, &also_ask).await {
             Ok(grant) => {
                 info.user = grant.user.clone();
                 req.parts.extensions.insert(grant);
@@ -305,6 +339,21 @@ pub fn required_access(route: &Route, method: &Method) -> Vec<Access> {
             Access::repository(name, "pull"),
             Access::repository(name, "push"),
         ],
+    }
+}
+
+/// The `from` of a cross-repository mount (`POST .../blobs/uploads/?mount=&from=`),
+/// checked against the name grammar like any repository in a path.
+pub fn mount_source(req: &Req) -> Result<Option<RepositoryName>, ApiError> {
+    if req.parts.method != Method::POST || req.query("mount").is_none() {
+        return Ok(None);
+    }
+    match req.query("from").filter(|f| !f.is_empty()) {
+        None => Ok(None),
+        Some(from) => RepositoryName::parse(&from).map(Some).ok_or_else(|| {
+            let shown: String = from.chars().take(MAX_NAME_LENGTH + 16).collect();
+            ApiError::new("NAME_INVALID", format!("from={shown}"))
+        }),
     }
 }
 

@@ -204,6 +204,9 @@ mod tests {
             "/v2/a/../b/blobs/uploads/",
             "/v2/%2e%2e/tags/list",
             "/v2/a//b/tags/list",
+            "/v2/Upper/lower/blobs/uploads/",
+            "/v2/localhost:5000/lower/manifests/v1",
+            "/v2/a:5000/b/tags/list",
         ] {
             assert!(
                 matches!(Route::parse(p), Err(RouteError::NameInvalid(_))),

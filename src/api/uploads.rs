@@ -5,11 +5,12 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use crate::api::body::{empty, Body};
 use crate::api::error::ApiError;
 use crate::api::headers::parse_content_range;
-use crate::api::{header_value, may_pull, App, Req};
-use crate::registry::digest::Algorithm;
+use crate::api::{header_value, may_pull, mount_source, App, Req};
+use crate::auth::{Access, Grant};
+use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
-use crate::registry::{BlobInfo, UploadProgress, UploadRequest};
+use crate::registry::{BlobInfo, MountSearch, UploadProgress, UploadRequest, MAX_SUGGESTED};
 
 /// The headers that tell a client where a session stands: `Location` (with a token for the
 /// stored bytes), `Range` and `Docker-Upload-UUID`.
@@ -115,20 +116,17 @@ fn take_chunk(req: &mut Req) -> Result<UploadRequest, ApiError> {
 }
 
 /// POST: new session (202), monolithic upload with `?digest=` (201), or
-/// cross-repository mount with `?mount=&from=` (201, else a new session).
+/// cross-repository mount with `?mount=` (201, else a new session): from
+/// `from`, or without it from any repository the caller may pull.
 pub async fn start(
     app: &App,
     req: &mut Req,
     name: &RepositoryName,
 ) -> Result<Response<Body>, ApiError> {
-    if let (Some(mount), Some(from)) = (req.query("mount"), req.query("from")) {
-        let digest = mount.parse().map_err(RegistryError::from)?;
-        // Without pull access to the source, mounting would leak its blobs: start a normal
-        // upload instead, as when the blob is not there.
-        if let Some(from) = RepositoryName::parse(&from).filter(|f| may_pull(req, f.as_str())) {
-            if let Some(blob) = app.registry.mount_blob(name, &from, &digest).await? {
-                return Ok(created_response(app, &req.parts.headers, name, &blob));
-            }
+    if let Some(wanted) = req.query("mount") {
+        let digest = wanted.parse().map_err(RegistryError::from)?;
+        if let Some(blob) = mount(app, req, name, &digest).await? {
+            return Ok(created_response(app, &req.parts.headers, name, &blob));
         }
     }
     if let Some(digest) = req.query("digest") {
@@ -153,6 +151,37 @@ pub async fn start(
         &p,
         StatusCode::ACCEPTED,
     ))
+}
+
+/// Links a blob the caller may pull into `name`; `None` to upload instead.
+/// Without pull on the source, mounting would leak its blobs: the caller
+/// uploads the bytes instead, as when the blob is not there.
+async fn mount(
+    app: &App,
+    req: &Req,
+    name: &RepositoryName,
+    digest: &Digest,
+) -> Result<Option<BlobInfo>, ApiError> {
+    if let Some(from) = mount_source(req)? {
+        if !may_pull(req, from.as_str()) {
+            return Ok(None);
+        }
+        return Ok(app.registry.mount_blob(name, &from, digest).await?);
+    }
+    let grant = req.parts.extensions.get::<Grant>().cloned();
+    let pullable = grant
+        .as_ref()
+        .and_then(|g| g.repositories_allowing("pull", MAX_SUGGESTED));
+    let may_pull = move |repo: &str| {
+        grant
+            .as_ref()
+            .is_none_or(|g| g.permits(&Access::repository(repo, "pull")))
+    };
+    let search = MountSearch {
+        pullable: pullable.as_deref(),
+        may_pull: &may_pull,
+    };
+    Ok(app.registry.mount_anonymous(name, digest, &search).await?)
 }
 
 /// GET/HEAD: where the session stands (204).

@@ -71,6 +71,25 @@ impl Grant {
             Some(granted) => scope::permits(granted, access),
         }
     }
+
+    /// The repositories this grant allows `action` on, at most `limit`;
+    /// `None` when it is not limited to a list (every repository).
+    pub fn repositories_allowing(&self, action: &str, limit: usize) -> Option<Vec<String>> {
+        let granted = self.scopes.as_ref()?;
+        let mut names: Vec<String> = Vec::new();
+        for r in granted {
+            if names.len() >= limit {
+                break;
+            }
+            if r.kind == "repository"
+                && r.actions.iter().any(|a| a == action || a == "*")
+                && !names.contains(&r.name)
+            {
+                names.push(r.name.clone());
+            }
+        }
+        Some(names)
+    }
 }
 
 /// The configured access controller.
@@ -89,14 +108,23 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    /// Checks the request's credentials for `access`.
-    pub async fn authorize(&self, headers: &HeaderMap, access: &[Access]) -> Result<Grant, Denial> {
+    /// Checks the request's credentials for `access`. A refusal challenges
+    /// for `access` plus `also_ask`: what the request can use without
+    /// needing it (pull on a mount's source), so that clients taking their
+    /// scopes from the challenge come back with a token for both.
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        access: &[Access],
+        also_ask: &[Access],
+    ) -> Result<Grant, Denial> {
         let authorization = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let asked: Vec<Access> = access.iter().chain(also_ask).cloned().collect();
         let deny = |challenge: String| Denial {
             challenge,
-            access: access.to_vec(),
+            access: asked.clone(),
         };
         match self {
             Authenticator::Silly { realm, service } => match authorization {
@@ -104,7 +132,7 @@ impl Authenticator {
                 None => {
                     let mut challenge = format!("Bearer realm={realm:?},service={service:?}");
                     if !access.is_empty() {
-                        challenge.push_str(&format!(",scope={:?}", scope::challenge_scope(access)));
+                        challenge.push_str(&format!(",scope={:?}", scope::challenge_scope(&asked)));
                     }
                     Err(deny(challenge))
                 }
@@ -122,7 +150,7 @@ impl Authenticator {
             Authenticator::Token(verifier) => {
                 let token = match authorization.and_then(credentials::parse_authorization) {
                     Some(credentials::Credentials::Bearer(t)) => t,
-                    _ => return Err(deny(verifier.challenge(headers, access, None))),
+                    _ => return Err(deny(verifier.challenge(headers, &asked, None))),
                 };
                 let claims = match verifier.verify(&token) {
                     Ok(c) => c,
@@ -130,7 +158,7 @@ impl Authenticator {
                         tracing::info!(error = %e, "bearer token refused");
                         return Err(deny(verifier.challenge(
                             headers,
-                            access,
+                            &asked,
                             Some("invalid_token"),
                         )));
                     }
@@ -138,7 +166,7 @@ impl Authenticator {
                 if !access.iter().all(|a| claims.permits(a)) {
                     return Err(deny(verifier.challenge(
                         headers,
-                        access,
+                        &asked,
                         Some("insufficient_scope"),
                     )));
                 }

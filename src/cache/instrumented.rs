@@ -58,6 +58,10 @@ impl InstrumentedCache {
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for InstrumentedCache {
+    fn tracks_links(&self) -> bool {
+        self.inner.tracks_links()
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let result = self.call("stat", self.inner.stat(digest)).await;
         Self::count(&result);
@@ -83,6 +87,23 @@ impl BlobDescriptorCache for InstrumentedCache {
         desc: &Descriptor,
     ) -> Result<(), CacheError> {
         let result = self.call("set", self.inner.set(repo, digest, desc)).await;
+        if result.is_err() {
+            metrics::cache_error();
+        }
+        result
+    }
+
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        let result = self
+            .call(
+                "repositories_holding",
+                self.inner.repositories_holding(digest, limit),
+            )
+            .await;
         if result.is_err() {
             metrics::cache_error();
         }

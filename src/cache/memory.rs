@@ -1,8 +1,10 @@
 //! Bounded in-process cache (`blobdescriptor: inmemory`).
 //!
-//! Only the global digest -> size map is kept: blob content never changes,
-//! while repository links can be removed by another node, which a
-//! process-local cache would not hear about.
+//! Only the global digest -> size map answers lookups: blob content never
+//! changes, while repository links can be removed by another node, which a
+//! process-local cache would not hear about. The repositories a blob was
+//! last seen in are kept too, as hints for anonymous mounts (checked against
+//! storage before use).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,7 +21,12 @@ pub struct MemoryCache {
 struct Inner {
     map: HashMap<Digest, Descriptor>,
     order: VecDeque<Digest>,
+    /// Repositories the blob was last seen in, newest last.
+    holders: HashMap<Digest, Vec<String>>,
 }
+
+/// Repositories remembered per blob.
+const HOLDERS_PER_BLOB: usize = 8;
 
 impl MemoryCache {
     /// A cache of at most `capacity` entries (`0`: unbounded, as distribution).
@@ -28,6 +35,7 @@ impl MemoryCache {
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
                 order: VecDeque::new(),
+                holders: HashMap::new(),
             }),
             capacity,
         }
@@ -54,7 +62,7 @@ impl BlobDescriptorCache for MemoryCache {
 
     async fn set(
         &self,
-        _repo: Option<&str>,
+        repo: Option<&str>,
         digest: &Digest,
         desc: &Descriptor,
     ) -> Result<(), CacheError> {
@@ -64,18 +72,44 @@ impl BlobDescriptorCache for MemoryCache {
             while self.capacity > 0 && inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
                     inner.map.remove(&old);
+                    inner.holders.remove(&old);
                 }
+            }
+        }
+        if let Some(repo) = repo {
+            let holders = inner.holders.entry(digest.clone()).or_default();
+            holders.retain(|r| r != repo);
+            holders.push(repo.to_string());
+            if holders.len() > HOLDERS_PER_BLOB {
+                holders.remove(0);
             }
         }
         Ok(())
     }
 
-    async fn clear_in_repo(&self, _repo: &str, _digest: &Digest) -> Result<(), CacheError> {
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        let inner = self.lock();
+        Ok(inner
+            .holders
+            .get(digest)
+            .map_or_else(Vec::new, |h| h.iter().rev().take(limit).cloned().collect()))
+    }
+
+    async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError> {
+        let mut inner = self.lock();
+        if let Some(holders) = inner.holders.get_mut(digest) {
+            holders.retain(|r| r != repo);
+        }
         Ok(())
     }
 
     async fn clear(&self, digest: &Digest, _repos: &[String]) -> Result<(), CacheError> {
         let mut inner = self.lock();
+        inner.holders.remove(digest);
         if inner.map.remove(digest).is_some() {
             inner.order.retain(|d| d != digest);
         }
@@ -103,5 +137,30 @@ mod tests {
         c.clear(&d(2), &[]).await.unwrap();
         assert!(c.stat(&d(2)).await.unwrap().is_none());
         assert!(c.stat_in_repo("r", &d(1)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn remembers_recent_holders_as_hints() {
+        let c = MemoryCache::new(2);
+        let d = |i: u8| Digest::of(&[i]);
+        let desc = Descriptor {
+            size: 1,
+            media_type: "x".into(),
+        };
+        for i in 0..10 {
+            c.set(Some(&format!("r{i}")), &d(0), &desc).await.unwrap();
+        }
+        c.set(Some("r3"), &d(0), &desc).await.unwrap();
+        let holders = c.repositories_holding(&d(0), 3).await.unwrap();
+        assert_eq!(holders, ["r3", "r9", "r8"]);
+        assert_eq!(c.repositories_holding(&d(0), 100).await.unwrap().len(), 8);
+        c.clear_in_repo("r3", &d(0)).await.unwrap();
+        assert_eq!(c.repositories_holding(&d(0), 1).await.unwrap(), ["r9"]);
+        // Evicted with the blob.
+        c.set(Some("a"), &d(1), &desc).await.unwrap();
+        c.set(Some("b"), &d(2), &desc).await.unwrap();
+        assert!(c.repositories_holding(&d(0), 10).await.unwrap().is_empty());
+        c.clear(&d(2), &[]).await.unwrap();
+        assert!(c.repositories_holding(&d(2), 10).await.unwrap().is_empty());
     }
 }

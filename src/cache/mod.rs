@@ -33,6 +33,11 @@ pub enum CacheError {
 pub trait BlobDescriptorCache: Send + Sync + 'static {
     /// The descriptor of a blob, if cached.
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError>;
+    /// True when [`Self::stat_in_repo`] can answer, i.e. a cached link may be
+    /// served instead of reading storage (and so must never outlive a delete).
+    fn tracks_links(&self) -> bool {
+        false
+    }
     /// The descriptor of a blob as linked in `repo`, if cached; `None` when the
     /// cache does not track repository links or does not know.
     async fn stat_in_repo(
@@ -47,6 +52,13 @@ pub trait BlobDescriptorCache: Send + Sync + 'static {
         digest: &Digest,
         desc: &Descriptor,
     ) -> Result<(), CacheError>;
+    /// Repositories recently seen linking a blob, at most `limit`: a hint
+    /// (for anonymous mounts) to be checked against storage, never proof.
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError>;
     /// Forgets a repository's link to a blob.
     async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError>;
     /// Forgets a blob everywhere (after garbage collection).

@@ -2,7 +2,10 @@
 //! wharf and registry:2 nodes can share one Redis:
 //! `blobs::<digest>` HASH {digest, size, mediatype},
 //! `repository::<name>::blobs` SET of digests,
-//! `repository::<name>::blobs::<digest>` HASH {mediatype}.
+//! `repository::<name>::blobs::<digest>` HASH {mediatype};
+//! plus Wharf's own `wharf::blobs::<digest>::repositories` SET, the
+//! repositories a blob was seen linked in (hints for anonymous mounts;
+//! registry:2 neither reads nor updates it, so it may hold stale names).
 //!
 //! Redis is optional for correctness, so it must never make a request slow:
 //! every call has a deadline, and after a failure the cache is skipped for a
@@ -180,6 +183,7 @@ impl RedisCache {
         for (repo, d) in &pending {
             p.srem(repo_set_key(repo), d.to_string()).ignore();
             p.del(repo_blob_key(repo, d)).ignore();
+            p.srem(holders_key(d), repo).ignore();
         }
         match p.query_async::<()>(&mut **conn).await {
             Ok(()) => {
@@ -222,6 +226,10 @@ fn repo_blob_key(repo: &str, d: &Digest) -> String {
     format!("repository::{repo}::blobs::{d}")
 }
 
+fn holders_key(d: &Digest) -> String {
+    format!("wharf::blobs::{d}::repositories")
+}
+
 fn descriptor(fields: &std::collections::HashMap<String, String>) -> Option<Descriptor> {
     Some(Descriptor {
         size: fields.get("size")?.parse().ok()?,
@@ -231,6 +239,10 @@ fn descriptor(fields: &std::collections::HashMap<String, String>) -> Option<Desc
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for RedisCache {
+    fn tracks_links(&self) -> bool {
+        true
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let key = blob_key(digest);
         let fields: std::collections::HashMap<String, String> = self
@@ -268,7 +280,8 @@ impl BlobDescriptorCache for RedisCache {
         let blob = blob_key(digest);
         let size = desc.size.to_string();
         let mt = desc.media_type.clone();
-        let repo_keys = repo.map(|r| (repo_set_key(r), repo_blob_key(r, digest)));
+        let repo_keys = repo.map(|r| (repo_set_key(r), repo_blob_key(r, digest), r.to_string()));
+        let holders = holders_key(digest);
         self.guarded(|mut c| async move {
             let mut p = redis::pipe();
             p.hset_multiple(
@@ -280,20 +293,34 @@ impl BlobDescriptorCache for RedisCache {
                 ],
             )
             .ignore();
-            if let Some((set, rblob)) = &repo_keys {
+            if let Some((set, rblob, name)) = &repo_keys {
                 p.sadd(set, &d).ignore();
                 p.hset(rblob, "mediatype", &mt).ignore();
+                p.sadd(&holders, name).ignore();
             }
             p.query_async::<()>(&mut *c).await
         })
         .await
     }
 
+    async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        let key = holders_key(digest);
+        let count = isize::try_from(limit).unwrap_or(isize::MAX);
+        self.guarded(|mut c| async move { c.srandmember_multiple(key, count).await })
+            .await
+    }
+
     async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError> {
-        let (set, rblob, d) = (
+        let (set, rblob, d, holders, name) = (
             repo_set_key(repo),
             repo_blob_key(repo, digest),
             digest.to_string(),
+            holders_key(digest),
+            repo.to_string(),
         );
         let result = self
             .guarded(|mut c| async move {
@@ -301,6 +328,8 @@ impl BlobDescriptorCache for RedisCache {
                     .srem(set, d)
                     .ignore()
                     .del(rblob)
+                    .ignore()
+                    .srem(holders, name)
                     .ignore()
                     .query_async::<()>(&mut *c)
                     .await
@@ -319,9 +348,11 @@ impl BlobDescriptorCache for RedisCache {
             .iter()
             .map(|r| (repo_set_key(r), repo_blob_key(r, digest)))
             .collect();
+        let holders = holders_key(digest);
         self.guarded(|mut c| async move {
             let mut p = redis::pipe();
             p.del(&blob).ignore();
+            p.del(&holders).ignore();
             for (set, rblob) in &repo_keys {
                 p.srem(set, &d).ignore();
                 p.del(rblob).ignore();

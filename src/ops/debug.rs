@@ -107,6 +107,12 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::api::error::RETRY_AFTER_SECONDS),
+        );
+    }
     resp
 }
 
@@ -214,6 +220,7 @@ mod tests {
         s.health.set("/tmp/down", Some("file exists".into()));
         let resp = route(&s, &Method::GET, "/debug/health");
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
         assert_eq!(body(resp).await, r#"{"/tmp/down":"file exists"}"#);
         assert_eq!(route(&s, &Method::GET, READY_PATH).status(), 503);
         assert_eq!(route(&s, &Method::GET, LIVE_PATH).status(), 200);

@@ -62,10 +62,29 @@ impl Registry {
                 .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?,
         };
         self.cache_blob(Some(repo), digest, size).await;
+        // A delete may have removed the link after it was read here and
+        // cleared the cache before the line above filled it: look again, so
+        // a deleted link is never left in a cache that serves links.
+        if self.cache.as_ref().is_some_and(|c| c.tracks_links())
+            && self.read_link(&link).await?.as_ref() != Some(digest)
+        {
+            self.uncache_link(repo, digest).await;
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
         Ok(BlobInfo {
             digest: digest.clone(),
             size,
         })
+    }
+
+    /// Forgets a cached link; a failure is remembered by the cache and
+    /// replayed, else the entry expires with the cache.
+    async fn uncache_link(&self, repo: &RepositoryName, digest: &Digest) {
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.clear_in_repo(repo.as_str(), digest).await {
+                tracing::warn!(error = %e, "could not clear the cached link; it expires with the cache");
+            }
+        }
     }
 
     /// Records a blob in the cache; failures only cost a later storage read.
@@ -112,17 +131,16 @@ impl Registry {
         self.stat_blob(repo, digest).await?;
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
         let dir = link.trim_end_matches("/link");
-        // Cache first: a stale "linked" answer would outlive the delete.
-        if let Some(cache) = &self.cache {
-            if let Err(e) = cache.clear_in_repo(repo.as_str(), digest).await {
-                tracing::warn!(error = %e, "could not clear the cached link; it expires with the cache");
-            }
-        }
-        match self.driver.delete(dir).await {
+        // Cache before and after: a stale "linked" answer must outlive
+        // neither the delete nor a read that raced with it (see `stat_blob`).
+        self.uncache_link(repo, digest).await;
+        let deleted = match self.driver.delete(dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
-        }
+        };
+        self.uncache_link(repo, digest).await;
+        deleted
     }
 
     /// Links into `repo` a blob that `from` already has; `None` when it does not.

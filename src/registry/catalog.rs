@@ -2,7 +2,8 @@
 
 use std::cmp::Ordering;
 
-use crate::registry::error::{RegistryError, Result};
+use crate::registry::error::Result;
+use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
 use crate::storage::layout;
 
@@ -45,8 +46,17 @@ pub fn paginate(
 }
 
 impl Registry {
-    /// Every repository (a directory holding `_manifests`), sorted.
+    /// Every repository the API serves, sorted: names outside the OCI grammar
+    /// (a `host:port/` prefix registry:2 accepted) would answer 400 on every
+    /// route, so they are not listed.
     pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut found = self.stored_repositories().await?;
+        found.retain(|name| RepositoryName::parse(name).is_some());
+        Ok(found)
+    }
+
+    /// Every directory holding `_manifests`, sorted, whatever its name.
+    pub(crate) async fn stored_repositories(&self) -> Result<Vec<String>> {
         let mut found = self.directories_holding("_manifests").await?;
         found.sort_unstable_by(|a, b| path_order(a, b));
         Ok(found)
@@ -61,22 +71,19 @@ impl Registry {
             .await?)
     }
 
-    /// A page of the catalog; `n` above `catalog.maxentries` is refused.
-    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<Page> {
-        let max = self.options.catalog_max_entries;
-        if n.is_some_and(|n| n > max) {
-            return Err(RegistryError::PaginationNumberInvalid(format!(
-                "n must be at most {max}"
-            )));
-        }
+    /// A page of at most `n` repositories after `last`; `n` is clamped to
+    /// `catalog.maxentries` (clients ask for `n=10000` and expect pages, not
+    /// an error).
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
+        let n = n.min(self.options.catalog_max_entries);
         let all = self.repositories().await?;
-        Ok(paginate(all, last, Some(n.unwrap_or(max)), path_order))
+        Ok(paginate(all, last, Some(n), path_order))
     }
 
     /// A page of a repository's tags; `n` is clamped to `tags.maxtags`.
     pub async fn tags(
         &self,
-        repo: &crate::registry::reference::RepositoryName,
+        repo: &RepositoryName,
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Page> {

@@ -63,11 +63,13 @@ impl Registry {
             ..GcReport::default()
         };
         let mut marked: HashSet<Digest> = HashSet::new();
+        // Every stored repository, also those whose names the API no longer
+        // serves: their manifests still keep their blobs.
         let repos: Vec<RepositoryName> = self
-            .repositories()
+            .stored_repositories()
             .await?
             .iter()
-            .filter_map(|n| RepositoryName::parse(n))
+            .filter_map(|n| RepositoryName::from_storage(n))
             .collect();
         for repo in &repos {
             self.mark_repository(repo, opts, &mut marked, &mut report)

@@ -32,6 +32,87 @@ impl ManifestReference {
     }
 }
 
+/// The tags a push points at its manifest: the reference's, then the extra
+/// ones, each once, in order.
+pub fn tags_of<'a>(reference: &'a ManifestReference, extra_tags: &'a [Tag]) -> Vec<&'a Tag> {
+    let mut tags: Vec<&Tag> = Vec::with_capacity(extra_tags.len() + 1);
+    if let ManifestReference::Tag(tag) = reference {
+        tags.push(tag);
+    }
+    for tag in extra_tags {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    tags
+}
+
+/// How a descriptor's `urls` are treated, as registry:2 treats them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlRule {
+    /// Not a layer type that may live elsewhere: `urls` are not looked at and
+    /// the blob must be in the repository.
+    Ignored,
+    /// A Docker foreign layer: `urls` are required and checked; the blob
+    /// need not be here.
+    Foreign,
+    /// An OCI layer: `urls`, if any, are checked; the blob must be here
+    /// unless the layer is non-distributable and has `urls`.
+    Checked {
+        /// Not a non-distributable type.
+        distributable: bool,
+    },
+}
+
+/// registry:2's rule (its schema2 and OCI manifest handlers) for a
+/// descriptor of `media_type` in a manifest of `manifest_type`.
+fn url_rule(manifest_type: &str, media_type: &str) -> UrlRule {
+    const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    const OCI_LAYERS: [(&str, bool); 4] = [
+        ("application/vnd.oci.image.layer.v1.tar", true),
+        ("application/vnd.oci.image.layer.v1.tar+gzip", true),
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            false,
+        ),
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            false,
+        ),
+    ];
+    match manifest_type {
+        manifest::DOCKER_MANIFEST if media_type == DOCKER_FOREIGN => UrlRule::Foreign,
+        manifest::OCI_MANIFEST => OCI_LAYERS
+            .iter()
+            .find(|(t, _)| *t == media_type)
+            .map_or(UrlRule::Ignored, |&(_, distributable)| UrlRule::Checked {
+                distributable,
+            }),
+        _ => UrlRule::Ignored,
+    }
+}
+
+/// Whether a layer URL passes `validation.manifests.urls`, as in registry:2:
+/// `http`/`https` without a fragment; with neither `allow` nor `deny` set
+/// nothing is admitted; with `allow` set a URL must match one of its
+/// patterns; a match in `deny` refuses it.
+pub fn url_admitted(url: &str, allow: &[regex::Regex], deny: &[regex::Regex]) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let well_formed = (lower.starts_with("http://") || lower.starts_with("https://"))
+        && !url.contains('#')
+        && !url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        && url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+    let matches = |patterns: &[regex::Regex]| patterns.iter().any(|p| p.is_match(url));
+    let allowed = if allow.is_empty() {
+        !deny.is_empty()
+    } else {
+        matches(allow)
+    };
+    well_formed && allowed && !matches(deny)
+}
+
 /// A manifest as stored.
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -44,12 +125,14 @@ pub struct StoredManifest {
 }
 
 impl Registry {
-    /// Stores a manifest and, for a tag reference, points the tag at it.
-    /// Returns the digest and the parsed manifest.
+    /// Stores a manifest and points at it the reference's tag, if it is one,
+    /// and `extra_tags` (OCI multi-tag push). Returns the digest and the
+    /// parsed manifest.
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &ManifestReference,
+        extra_tags: &[Tag],
         content_type: &str,
         body: Bytes,
     ) -> Result<(Digest, Manifest)> {
@@ -83,7 +166,7 @@ impl Registry {
         }
         let revision = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
         self.write_link(&revision, &digest).await?;
-        if let ManifestReference::Tag(tag) = reference {
+        for tag in tags_of(reference, extra_tags) {
             self.tag_manifest(repo, tag, &digest).await?;
         }
         Ok((digest, parsed))
@@ -107,8 +190,24 @@ impl Registry {
 
     async fn check_references(&self, repo: &RepositoryName, m: &Manifest) -> Result<()> {
         for d in m.config.iter().chain(&m.layers) {
-            if !d.urls.is_empty() {
-                self.check_urls(&d.urls)?;
+            let must_be_present = match url_rule(&m.media_type, &d.media_type) {
+                UrlRule::Ignored => true,
+                UrlRule::Foreign => {
+                    if d.urls.is_empty() {
+                        return Err(RegistryError::ManifestInvalid(format!(
+                            "foreign layer {} has no urls",
+                            d.digest
+                        )));
+                    }
+                    self.check_urls(&d.urls)?;
+                    false
+                }
+                UrlRule::Checked { distributable } => {
+                    self.check_urls(&d.urls)?;
+                    distributable || d.urls.is_empty()
+                }
+            };
+            if !must_be_present {
                 continue;
             }
             match self.stat_blob(repo, &d.digest).await {
@@ -135,14 +234,11 @@ impl Registry {
     }
 
     fn check_urls(&self, urls: &[String]) -> Result<()> {
-        let matches =
-            |patterns: &[regex::Regex], url: &str| patterns.iter().any(|p| p.is_match(url));
         for url in urls {
-            let allowed =
-                self.options.urls_allow.is_empty() || matches(&self.options.urls_allow, url);
-            if !allowed || matches(&self.options.urls_deny, url) {
+            if !url_admitted(url, &self.options.urls_allow, &self.options.urls_deny) {
+                let shown: String = url.chars().take(200).collect();
                 return Err(RegistryError::ManifestInvalid(format!(
-                    "layer URL not allowed: {url}"
+                    "layer URL not allowed by validation.manifests.urls: {shown}"
                 )));
             }
         }
@@ -282,6 +378,82 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admits_urls_as_registry2_does() {
+        let re = |p: &[&str]| -> Vec<regex::Regex> {
+            p.iter().map(|p| regex::Regex::new(p).unwrap()).collect()
+        };
+        let url = "https://layers.example.com/a.tar.gz";
+        // Nothing configured: nothing admitted.
+        assert!(!url_admitted(url, &[], &[]));
+        // Allow only.
+        let allow = re(&["^https?://([^/]+\\.)*example\\.com/"]);
+        assert!(url_admitted(url, &allow, &[]));
+        assert!(!url_admitted("https://elsewhere.org/a", &allow, &[]));
+        // Allow and deny.
+        let deny = re(&["^https?://layers\\.example\\.com/secret"]);
+        assert!(url_admitted(url, &allow, &deny));
+        assert!(!url_admitted(
+            "https://layers.example.com/secret/x",
+            &allow,
+            &deny
+        ));
+        // Deny only: what deny does not match passes (registry:2 sets no allow pattern then).
+        assert!(url_admitted("https://elsewhere.org/a", &[], &deny));
+        // Never: other schemes, fragments, no host, spaces.
+        let any = re(&[""]);
+        for bad in [
+            "ftp://example.com/a",
+            "https://example.com/a#frag",
+            "https:///a",
+            "https://exa mple.com/a",
+            "example.com/a",
+            "file:///etc/passwd",
+        ] {
+            assert!(!url_admitted(bad, &any, &[]), "{bad}");
+        }
+        assert!(url_admitted("HTTP://example.com/a", &any, &[]));
+    }
+
+    #[test]
+    fn url_rules_follow_the_manifest_type() {
+        use crate::registry::manifest::{DOCKER_MANIFEST, OCI_MANIFEST};
+        let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+        let nondist = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+        let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+        assert_eq!(url_rule(DOCKER_MANIFEST, foreign), UrlRule::Foreign);
+        assert_eq!(url_rule(OCI_MANIFEST, foreign), UrlRule::Ignored);
+        assert_eq!(
+            url_rule(OCI_MANIFEST, nondist),
+            UrlRule::Checked {
+                distributable: false
+            }
+        );
+        assert_eq!(
+            url_rule(OCI_MANIFEST, gzip),
+            UrlRule::Checked {
+                distributable: true
+            }
+        );
+        assert_eq!(url_rule(DOCKER_MANIFEST, nondist), UrlRule::Ignored);
+        assert_eq!(
+            url_rule(OCI_MANIFEST, "application/vnd.example+json"),
+            UrlRule::Ignored
+        );
+    }
+
+    #[test]
+    fn lists_each_tag_once() {
+        let t = |s: &str| Tag::parse(s).unwrap();
+        let by_tag = ManifestReference::Tag(t("a"));
+        let extra = [t("b"), t("a"), t("c"), t("b")];
+        let names = |v: Vec<&Tag>| v.iter().map(|t| t.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(tags_of(&by_tag, &extra)), ["a", "b", "c"]);
+        let by_digest = ManifestReference::Digest(Digest::of(b"m"));
+        assert_eq!(names(tags_of(&by_digest, &extra)), ["b", "a", "c"]);
+        assert!(tags_of(&by_digest, &[]).is_empty());
+    }
 
     #[test]
     fn parses_references() {

@@ -12,6 +12,7 @@ pub mod upload_state;
 mod blobs;
 mod catalog;
 mod manifests;
+mod mount;
 mod referrers;
 mod uploads;
 
@@ -23,7 +24,8 @@ use futures_util::Stream;
 
 pub use blobs::BlobInfo;
 pub use catalog::Page;
-pub use manifests::{ManifestReference, StoredManifest};
+pub use manifests::{tags_of, ManifestReference, StoredManifest};
+pub use mount::{MountSearch, MAX_SUGGESTED, SEARCH_BUDGET};
 pub use referrers::Referrer;
 pub use uploads::{UploadProgress, UploadRequest};
 

@@ -5,7 +5,7 @@ use std::fmt;
 /// Longest repository name distribution accepts.
 pub const MAX_NAME_LENGTH: usize = 255;
 
-/// A validated repository name such as `library/alpine` or `localhost:5000/a/b`.
+/// A validated repository name such as `library/alpine`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepositoryName(String);
 
@@ -14,19 +14,26 @@ pub struct RepositoryName(String);
 pub struct Tag(String);
 
 impl RepositoryName {
-    /// Validates `name`: an optional `domain[:port]/` prefix, then path components
-    /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` joined by `/`, at most 255 characters.
+    /// Validates a name from a request against the OCI grammar: path components
+    /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`, at most 255 characters.
     pub fn parse(name: &str) -> Option<Self> {
-        if name.is_empty() || name.len() > MAX_NAME_LENGTH {
-            return None;
-        }
-        let (first, rest) = match name.split_once('/') {
-            Some((first, rest)) => (first, Some(rest)),
-            None => (name, None),
-        };
-        let first_ok = is_path_component(first) || (rest.is_some() && is_domain(first));
-        (first_ok && rest.is_none_or(|rest| rest.split('/').all(is_path_component)))
+        (name.len() <= MAX_NAME_LENGTH && name.split('/').all(is_path_component))
             .then(|| Self(name.to_string()))
+    }
+
+    /// Validates a name found in storage. registry:2 also accepted a
+    /// `domain[:port]/` first component (`localhost:5000/a`); such
+    /// repositories are no longer served, but garbage collection must still
+    /// see them, or it would delete the blobs they reference.
+    pub fn from_storage(name: &str) -> Option<Self> {
+        if let Some(valid) = Self::parse(name) {
+            return Some(valid);
+        }
+        let (first, rest) = name.split_once('/')?;
+        (name.len() <= MAX_NAME_LENGTH
+            && is_domain(first)
+            && rest.split('/').all(is_path_component))
+        .then(|| Self(name.to_string()))
     }
 
     /// The name text.
@@ -154,8 +161,7 @@ mod tests {
             "foo__bar",
             "foo---bar",
             "a0/b-1/c.2",
-            "localhost:5000/a",
-            "Reg.example-1.com/x/y",
+            "registry.example.com/x/y",
         ] {
             assert!(RepositoryName::parse(ok).is_some(), "{ok}");
         }
@@ -163,10 +169,51 @@ mod tests {
     }
 
     #[test]
+    fn refuses_domain_prefixes_but_reads_them_from_storage() {
+        for legacy in [
+            "localhost:5000/lower",
+            "a:5000/b",
+            "Upper/lower",
+            "Reg.example-1.com/x/y",
+        ] {
+            assert!(RepositoryName::parse(legacy).is_none(), "{legacy}");
+            assert!(RepositoryName::from_storage(legacy).is_some(), "{legacy}");
+        }
+        for bad in ["localhost:5000", "a:5000/B", "a:/b", "../b", "a/../b", ""] {
+            assert!(RepositoryName::from_storage(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn refuses_bad_names() {
         for bad in [
-            "", "A", "a/", "/a", "a//b", "..", "a/../b", ".", "a/./b", "-a", "a-", "a..b", "a___b",
-            "a._b", "%2e%2e", "a b", "a\\b", "a:5000", "é", "host:/a", "a:5000/B", "-h/a",
+            "",
+            "A",
+            "a/",
+            "/a",
+            "a//b",
+            "..",
+            "a/../b",
+            ".",
+            "a/./b",
+            "-a",
+            "a-",
+            "a..b",
+            "a___b",
+            "a._b",
+            "%2e%2e",
+            "a b",
+            "a\\b",
+            "a:5000",
+            "é",
+            "host:/a",
+            "a:5000/B",
+            "-h/a",
+            "Upper/lower",
+            "localhost:5000/lower",
+            "a:5000/b",
+            "a/B",
+            "a_/b",
         ] {
             assert!(RepositoryName::parse(bad).is_none(), "{bad}");
         }
