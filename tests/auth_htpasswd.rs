@@ -1,11 +1,8 @@
 //! `auth.htpasswd` with the real binary and skopeo: bcrypt users push, everyone else (wrong
 //! password, unknown user, SHA1 or plain-text entries) gets 401 and writes nothing.
 
-#[path = "support/auth.rs"]
-mod auth_support;
 mod support;
 
-use auth_support::*;
 use support::*;
 
 #[test]
@@ -26,7 +23,7 @@ fn skopeo_pushes_with_bcrypt_credentials_only() {
         .ready(Ready::V2Answers)
         .start();
     let work = tempfile::tempdir().unwrap();
-    let layout = layout(work.path());
+    let layout = one_image_layout(work.path());
     let push = |repo: &str, creds: &str| {
         skopeo(&[
             "copy",
@@ -68,5 +65,9 @@ fn skopeo_pushes_with_bcrypt_credentials_only() {
     }
     let resp = send(reg.get("/v2/"));
     assert_error(&resp, 401, "UNAUTHORIZED");
-    assert_eq!(repositories(&reg), ["basic/ok"], "nothing else written");
+    assert_eq!(
+        repositories_in(&reg.v2_root()),
+        ["basic/ok"],
+        "nothing else written"
+    );
 }

@@ -2,12 +2,10 @@
 //! repository and push on another, the OAuth2 form and refresh tokens work, and a second node
 //! that only trusts the issuer's certificate accepts its tokens.
 
-#[path = "support/auth.rs"]
-mod auth_support;
 mod support;
 
-use auth_support::*;
 use serde_json::{json, Value};
+use support::auth::*;
 use support::*;
 
 const SERVICE: &str = "wharf-test";
@@ -113,7 +111,7 @@ fn skopeo_through_the_built_in_issuer_follows_the_acl() {
     let issuer = Issuer::new();
     let reg = issuer.start();
     let work = tempfile::tempdir().unwrap();
-    let layout = layout(work.path());
+    let layout = one_image_layout(work.path());
 
     copy(&reg, &layout, "team/app", Some("alice:alice-pw")).assert_success("alice pushes team/app");
     copy(&reg, &layout, "public/base", Some("admin:admin-pw"))
@@ -138,7 +136,7 @@ fn skopeo_through_the_built_in_issuer_follows_the_acl() {
     assert!(!pull(&reg, "team/app", None, &work.path().join("c"))
         .status
         .success());
-    assert_eq!(repositories(&reg), ["public/base", "team/app"]);
+    assert_eq!(repositories_in(&reg.v2_root()), ["public/base", "team/app"]);
 
     // The token protocol itself: the grant is the intersection of request and ACL.
     let resp = token(

@@ -2,13 +2,11 @@
 //! whose key is found by libtrust kid, JWKS kid or x5c chain; forged, expired, misdirected and
 //! under-scoped tokens are refused with 401 and nothing is written.
 
-#[path = "support/auth.rs"]
-mod auth_support;
 mod support;
 
-use auth_support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
+use support::auth::*;
 use support::*;
 
 const ISSUER: &str = "test-token-issuer";
@@ -131,7 +129,7 @@ fn skopeo_push(reg: &Registry, layout: &std::path::Path, repo: &str, creds: &str
 fn skopeo_pushes_with_every_key_lookup() {
     let keys = std::sync::Arc::new(Keys::new());
     let work = tempfile::tempdir().unwrap();
-    let layout = layout(work.path());
+    let layout = one_image_layout(work.path());
     type Variant = fn(&Keys, &serde_json::Value) -> String;
     let variants: [(&str, Variant); 3] = [
         ("libtrust", Keys::libtrust_token),
@@ -160,7 +158,7 @@ fn skopeo_pushes_with_every_key_lookup() {
             !out.status.success(),
             "push with a wrong password succeeded"
         );
-        assert_eq!(repositories(&reg), [repo.as_str()], "{name}");
+        assert_eq!(repositories_in(&reg.v2_root()), [repo.as_str()], "{name}");
     }
 }
 
@@ -180,7 +178,7 @@ fn forged_tokens_are_refused() {
         &keys.libtrust_token(&good),
     ));
     resp.assert_status(202);
-    let baseline = repositories(&reg);
+    let baseline = repositories_in(&reg.v2_root());
 
     let kid = libtrust_kid(&keys.rsa.spki());
     let with = |k: &str, v: serde_json::Value| {
@@ -298,7 +296,7 @@ fn forged_tokens_are_refused() {
             );
         }
     }
-    assert_eq!(repositories(&reg), baseline, "nothing written");
+    assert_eq!(repositories_in(&reg.v2_root()), baseline, "nothing written");
 }
 
 #[test]
@@ -373,7 +371,7 @@ fn scopes_are_enforced_per_repository_and_action() {
     );
     assert_error(&resp, 401, "UNAUTHORIZED");
     assert!(
-        !repositories(&reg).iter().any(|r| r == "b"),
+        !repositories_in(&reg.v2_root()).iter().any(|r| r == "b"),
         "nothing written to b"
     );
 

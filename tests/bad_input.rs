@@ -1,8 +1,6 @@
 //! Hostile and broken requests: each gets a 4xx (never a 5xx), the server keeps serving, what was
 //! stored before is unchanged, and nothing lands outside the storage root or under `blobs/`.
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
 use std::io;
@@ -330,18 +328,10 @@ fn name_too_long(driver: Driver) {
 /// accepted) answer 400 `NAME_INVALID` on every route, before any storage call.
 fn names_outside_oci_grammar(driver: Driver) {
     // No upload purging in the background: the test counts storage calls.
-    let node = ops::Node::start(
-        Registry::builder(driver)
-            .env(
-                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
-                "false",
-            )
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "168h")
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "24h")
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN", "false"),
-        true,
-    );
-    let reg = &node.registry;
+    let reg = &Registry::builder(driver)
+        .without_upload_purging()
+        .debug_server(true)
+        .start();
     let blob = Blob::random(1000);
     push(reg, REPO, &blob);
     let image = push_image(reg, REPO, "stable", Kind::OciManifest);
@@ -362,7 +352,7 @@ fn names_outside_oci_grammar(driver: Driver) {
     let bucket_keys = || reg.s3().map(|t| support::s3::shared().keys(&t.bucket, ""));
     let keys_before = bucket_keys();
     let storage_calls = || {
-        node.scrape()
+        reg.scrape()
             .sum("registry_storage_action_seconds_count", &[])
     };
     let calls_before = storage_calls();

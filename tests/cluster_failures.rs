@@ -4,50 +4,38 @@
 //! stream of pushes loses nothing that was acknowledged, and clients' retries succeed on the
 //! nodes that remain.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster::*;
-use reqwest::Method;
-use support::{free_port, Prng};
+use support::*;
 
-fn lone_node(name: &str, draintimeout: Duration) -> (Node, tempfile::TempDir) {
-    let storage = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeSpec {
-        name: name.to_string(),
-        port: free_port(),
-        debug_port: free_port(),
-        secret: SECRET.to_string(),
-        storage: storage.path().to_path_buf(),
-        s3: None,
-        redis: None,
-        draintimeout,
-        redis_timeout: Duration::from_millis(100),
-    });
-    (node, storage)
+/// A node of its own (no Redis, no balancer) with this drain timeout.
+fn lone_node(name: &str, draintimeout: Duration) -> Registry {
+    Registry::builder(Driver::Filesystem)
+        .node(name)
+        .draintimeout(draintimeout)
+        .start()
 }
 
 /// Starts an upload on `node` and sends `data` as one PATCH trickling over `over`, in a thread.
 fn slow_patch(
-    node: &Node,
+    node: &Registry,
     repo: &str,
     data: Vec<u8>,
     over: Duration,
-) -> thread::JoinHandle<Result<Answer, String>> {
+) -> thread::JoinHandle<Result<Resp, String>> {
     let api = node.endpoint();
-    let location = api.start_upload(repo).unwrap().location.unwrap();
+    let location = start_upload(&api, repo);
     thread::spawn(move || {
         let len = data.len();
-        api.send(
-            Method::PATCH,
-            &location,
-            &[("content-range", format!("0-{}", len - 1))],
-            Some(Trickle::new(data, 40, over).payload()),
+        try_send(
+            Trickle::new(data, 40, over).payload().attach(
+                api.patch(&location)
+                    .header("content-range", format!("0-{}", len - 1)),
+            ),
         )
     })
 }
@@ -60,11 +48,11 @@ fn accepts(port: u16) -> bool {
 fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits_zero() {
     let _one = exclusive();
     // Grace: 2 s (a third), then 4 s for in-flight requests.
-    let (mut node, _storage) = lone_node("drainer", Duration::from_secs(6));
+    let mut node = lone_node("drainer", Duration::from_secs(6));
     let api = node.endpoint();
     assert_eq!(node.readyz(), Some(200));
     let data = Prng::new(1).bytes(2 * 1024 * 1024);
-    let digest = sha256_hex_digest(&data);
+    let digest = sha256_digest(&data);
     let in_flight = slow_patch(
         &node,
         "drain/slow",
@@ -81,11 +69,7 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
         "readiness still {:?}",
         node.readyz()
     );
-    let (status, body) = {
-        let r = reqwest::blocking::get(format!("http://127.0.0.1:{}/readyz", node.spec.debug_port))
-            .unwrap();
-        (r.status().as_u16(), r.text().unwrap())
-    };
+    let (status, body) = node.debug_get("/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("draining"), "{body}");
     // Still accepting during the grace period, asking clients to reconnect elsewhere.
@@ -101,7 +85,7 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
     assert!(signalled.elapsed() < Duration::from_secs(2));
     // After the grace period: no new connections.
     assert!(
-        wait_until(Duration::from_secs(4), || !accepts(node.spec.port)),
+        wait_until(Duration::from_secs(4), || !accepts(node.port())),
         "still accepting {:?} after SIGTERM",
         signalled.elapsed()
     );
@@ -120,7 +104,7 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
     });
     assert_eq!(answer.status, 202, "{}", answer.text());
     assert_eq!(
-        answer.range.as_deref(),
+        answer.header("range"),
         Some(format!("0-{}", data.len() - 1).as_str())
     );
     let status = node.wait_exit(Duration::from_secs(10)).expect("exited");
@@ -135,7 +119,7 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
     // Another node finishes the upload the drained node accepted.
     node.restart();
     node.endpoint()
-        .finish(answer.location.as_deref().unwrap(), &digest)
+        .finish(answer.must_header("location"), &digest)
         .unwrap();
     let (got, _, _) = api.pull_digest("drain/slow", &digest).unwrap();
     assert_eq!(got, digest);
@@ -147,7 +131,7 @@ fn sigterm_turns_readiness_off_keeps_accepting_for_a_while_then_drains_and_exits
 #[test]
 fn a_request_longer_than_the_drain_timeout_is_cut_and_the_node_still_exits_zero() {
     let _one = exclusive();
-    let (mut node, _storage) = lone_node("impatient", Duration::from_secs(3));
+    let mut node = lone_node("impatient", Duration::from_secs(3));
     let data = Prng::new(2).bytes(1024 * 1024);
     let in_flight = slow_patch(&node, "drain/slower", data, Duration::from_secs(20));
     thread::sleep(Duration::from_millis(300));
@@ -251,7 +235,7 @@ fn rolling_restart_under_load_loses_no_request() {
     // Everything pushed is there, from every node.
     let api = cluster.endpoint();
     for image in &report.pushed {
-        pull_image(&api, image)
+        pull_and_verify(&api, image)
             .unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
     }
     assert_eq!(storage_problems(&cluster.v2_root()), Vec::<String>::new());
@@ -284,21 +268,21 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
     );
     // A client in the middle of a chunk on node2 when it dies.
     let data = Prng::new(3).bytes(3 * 1024 * 1024);
-    let digest = sha256_hex_digest(&data);
+    let digest = sha256_digest(&data);
     let n2 = cluster.node("node2").endpoint();
     let post = n2.start_upload("kill/direct").unwrap();
     let first = n2
-        .patch(
-            post.location.as_deref().unwrap(),
+        .patch_chunk(
+            post.must_header("location"),
             0,
             Payload::Bytes(data[..1024 * 1024].to_vec()),
         )
         .unwrap();
-    let token = first.location.clone().unwrap();
+    let token = first.must_header("location").to_string();
     let interrupted = {
         let (n2, token, rest) = (n2.clone(), token.clone(), data[1024 * 1024..].to_vec());
         thread::spawn(move || {
-            n2.patch(
+            n2.patch_chunk(
                 &token,
                 1024 * 1024,
                 Trickle::new(rest, 50, Duration::from_secs(10)).payload(),
@@ -320,7 +304,7 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
     let mut at = 1024 * 1024;
     let mut location = token.clone();
     let retry = loop {
-        match api.patch(
+        match api.patch_chunk(
             &api.here(&location),
             at as u64,
             Payload::Bytes(data[at..].to_vec()),
@@ -328,20 +312,18 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
             Ok(retry) => break retry,
             Err(f) if f.answer.as_ref().is_some_and(|a| a.status == 416) && location == token => {
                 let answer = f.answer.unwrap();
-                let range = answer.range.clone().expect("416 carries the stored range");
+                let range = answer.must_header("range");
                 let end: usize = range.split_once('-').unwrap().1.parse().unwrap();
                 assert!(end + 1 > at && end < data.len(), "stored range {range}");
                 at = end + 1;
-                location = answer.location.clone().expect("416 carries a Location");
+                location = answer.must_header("location").to_string();
             }
             Err(f) => panic!("retry of the interrupted PATCH: {f}\n{}", cluster.logs()),
         }
     };
-    assert_ne!(retry.node, "node2");
-    let done = api
-        .finish(retry.location.as_deref().unwrap(), &digest)
-        .unwrap();
-    assert_ne!(done.node, "node2");
+    assert_ne!(retry.node(), "node2");
+    let done = api.finish(retry.must_header("location"), &digest).unwrap();
+    assert_ne!(done.node(), "node2");
     let (got, _, _) = api.pull_digest("kill/direct", &digest).unwrap();
     assert_eq!(got, digest);
 
@@ -378,7 +360,7 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
         .filter(|p| p.acked_at < killed_at)
         .count();
     for image in &report.pushed {
-        pull_image(&api, image)
+        pull_and_verify(&api, image)
             .unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
     }
     // The node comes back and serves the same data.
@@ -388,7 +370,8 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
         .is_up("node2")));
     let n2 = cluster.node("node2").endpoint();
     for image in report.pushed.iter().take(20) {
-        pull_image(&n2, image).unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
+        pull_and_verify(&n2, image)
+            .unwrap_or_else(|(f, _)| panic!("{}:{}: {f}", image.repo, image.tag));
     }
     assert_eq!(storage_problems(&cluster.v2_root()), Vec::<String>::new());
     eprintln!(
@@ -400,7 +383,7 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
             .retried
             .iter()
             .flat_map(|r| r.nodes.clone())
-            .chain([retry.node.clone()])
+            .chain([retry.node().to_string()])
             .collect::<std::collections::BTreeSet<_>>()
     );
 }

@@ -3,13 +3,11 @@
 //! cluster answers every request, with a bounded extra latency, and the cache fills again by
 //! itself once Redis is back.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use cluster::*;
+use support::*;
 
 /// How long each phase is measured: long enough for the cache's back-off to let a few probes
 /// through to a failing Redis.
@@ -45,7 +43,7 @@ fn cache_recovers(cluster: &Cluster, label: &str) -> Duration {
             let data = format!("{label} {} {n}", node.name()).into_bytes();
             api.push_monolithic(&repo, &data)
                 .unwrap_or_else(|f| panic!("{label}: {f}"));
-            let digest = sha256_hex_digest(&data);
+            let digest = sha256_digest(&data);
             api.head_blob(&repo, &digest)
                 .unwrap_or_else(|f| panic!("{label}: {f}"));
             cluster
@@ -79,12 +77,12 @@ fn redis_down_slow_hung_or_cut_fails_no_request() {
     let mut images = Vec::new();
     for i in 0..8 {
         images.push(
-            push_image(&api, "redis/warm", &format!("w{i}"), 64 * 1024)
+            push_one_layer_image(&api, "redis/warm", &format!("w{i}"), 64 * 1024)
                 .unwrap_or_else(|(f, _)| panic!("{f}")),
         );
     }
     for image in &images {
-        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
+        pull_and_verify(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
     }
     let key = format!("blobs::{}", images[0].layer.0);
     assert_eq!(
@@ -187,7 +185,7 @@ fn redis_down_slow_hung_or_cut_fails_no_request() {
         report.requests
     );
     for image in &report.pushed {
-        pull_image(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
+        pull_and_verify(&api, image).unwrap_or_else(|(f, _)| panic!("{f}"));
     }
 }
 
@@ -200,14 +198,12 @@ fn a_blob_deleted_while_redis_is_unreachable_is_forgotten_by_the_cache_once_it_i
     });
     let chaos = cluster.chaos.as_ref().unwrap();
     let api = cluster.endpoint();
-    let image =
-        push_image(&api, "redis/delete", "v1", 10_000).unwrap_or_else(|(f, _)| panic!("{f}"));
+    let image = push_one_layer_image(&api, "redis/delete", "v1", 10_000)
+        .unwrap_or_else(|(f, _)| panic!("{f}"));
     let path = format!("/v2/{}/blobs/{}", image.repo, image.layer.0);
     // Every node has looked it up: Redis says the repository links it.
     for node in &cluster.nodes {
-        node.endpoint()
-            .head_blob(&image.repo, &image.layer.0)
-            .unwrap();
+        node.head_blob(&image.repo, &image.layer.0).unwrap();
     }
     let link_key = format!("repository::{}::blobs", image.repo);
     let linked = |cluster: &Cluster| {
@@ -221,31 +217,22 @@ fn a_blob_deleted_while_redis_is_unreachable_is_forgotten_by_the_cache_once_it_i
 
     // Deleted while the deleting node cannot reach Redis: the request still succeeds.
     chaos.set(Chaos::Cut);
-    let deleter = cluster.nodes[0].endpoint();
-    let deleted = deleter
-        .send(reqwest::Method::DELETE, &path, &[], None)
-        .unwrap();
+    let deleter = &cluster.nodes[0];
+    let deleted = send(deleter.delete(&path));
     assert_eq!(deleted.status, 202, "{}", deleted.text());
-    let gone = deleter
-        .send(reqwest::Method::HEAD, &path, &[], None)
-        .unwrap();
+    let gone = send(deleter.head(&path));
     assert_eq!(gone.status, 404, "the deleting node still serves it");
     chaos.set(Chaos::Pass);
     // Once Redis answers again, the deleting node replays the removal before anything else
     // (its next request after the back-off), and then no node sees the link in the cache.
     let replayed = wait_until(std::time::Duration::from_secs(40), || {
-        let a = deleter
-            .send(reqwest::Method::HEAD, &path, &[], None)
-            .unwrap();
+        let a = send(deleter.head(&path));
         assert_eq!(a.status, 404);
         !linked(&cluster)
     });
     assert!(replayed, "the removal was not replayed\n{}", cluster.logs());
     for node in &cluster.nodes {
-        let a = node
-            .endpoint()
-            .send(reqwest::Method::HEAD, &path, &[], None)
-            .unwrap();
+        let a = send(node.head(&path));
         assert_eq!(a.status, 404, "{} still serves a deleted blob", node.name());
     }
 }

@@ -3,16 +3,12 @@
 //! from the signed state alone; skopeo copies images in and out with blob reads redirected to
 //! presigned URLs of the bucket; the bucket holds only whole, verified blobs afterwards.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::collections::BTreeSet;
 
-use cluster::*;
-use support::layout::OciLayout;
 use support::s3::shared;
-use support::{Prng, S3Target};
+use support::*;
 
 const MIB: usize = 1 << 20;
 const V2: &str = "docker/registry/v2/";
@@ -21,18 +17,7 @@ const V2: &str = "docker/registry/v2/";
 /// or multipart uploads left behind.
 fn bucket_problems(target: &S3Target) -> Vec<String> {
     let server = shared();
-    let mut problems = Vec::new();
-    for key in server.keys(&target.bucket, &format!("{V2}blobs/")) {
-        let Some(hex_name) = key.strip_suffix("/data").and_then(|k| k.rsplit('/').next()) else {
-            problems.push(format!("unexpected object {key}"));
-            continue;
-        };
-        let data = server.object(&target.bucket, &key).unwrap_or_default();
-        let actual = sha256_hex_digest(&data);
-        if actual != format!("sha256:{hex_name}") {
-            problems.push(format!("{key} holds content hashing to {actual}"));
-        }
-    }
+    let mut problems = bucket_blob_problems(target);
     for key in server.keys(&target.bucket, &format!("{V2}repositories/")) {
         if key.contains("/_uploads/") {
             problems.push(format!("upload object left: {key}"));
@@ -69,9 +54,9 @@ fn chunked_uploads_hop_between_nodes_over_one_bucket() {
     for (i, (size, chunks)) in sizes.into_iter().enumerate() {
         let repo = format!("s3hops/blob{i}");
         let data = prng.bytes(size);
-        let digest = sha256_hex_digest(&data);
+        let digest = sha256_digest(&data);
         let cuts = random_cuts(&mut prng, size, chunks);
-        let trace = push_over_nodes(&cluster, &repo, &data, &cuts, seed);
+        let trace = cluster.push_over_nodes(&repo, &data, &cuts, seed);
         for h in &trace {
             seen.insert((h.method, h.node.clone()));
         }
@@ -129,29 +114,24 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_bucket() {
     layout.tag("image", &image);
     let (index, _) = layout.multi_arch(2);
     layout.tag("multi", &index);
-    let host = format!("127.0.0.1:{}", cluster.haproxy.port);
     let api = cluster.endpoint();
 
     for (tag, repo, all) in [
         ("image", "s3sk/image", false),
         ("multi", "s3sk/multi", true),
     ] {
-        skopeo_push(&host, &layout.dir, tag, repo, all);
+        copy_in(&api, &layout.dir, tag, &format!("{repo}:v1"), all);
         let expected = layout.digest_of(tag).unwrap();
-        let pulled = skopeo_pull(
-            &host,
-            repo,
-            tag,
-            all,
-            &work.path().join(format!("out-{tag}")),
-        );
+        let out = work.path().join(format!("out-{tag}"));
+        copy_out(&api, &format!("{repo}:v1"), &oci_ref(&out, tag), all);
+        let pulled = OciLayout::create_existing(&out);
         assert_eq!(pulled.digest_of(tag), Some(expected.clone()), "{repo}");
         let mut layers = 0;
         for entry in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             let digest = format!("sha256:{name}");
             if let Some(bytes) = pulled.blob(&digest) {
-                assert_eq!(sha256_hex_digest(&bytes), digest);
+                assert_eq!(sha256_digest(&bytes), digest);
                 layers += 1;
             }
         }
@@ -165,21 +145,14 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_bucket() {
     };
     let mut nodes = BTreeSet::new();
     for _ in 0..3 {
-        let a = api
-            .send(
-                reqwest::Method::GET,
-                &api.url(&format!("/v2/s3sk/image/blobs/{config_digest}")),
-                &[],
-                None,
-            )
-            .unwrap_or_else(|f| panic!("{f}"));
+        let a = send(api.get(&format!("/v2/s3sk/image/blobs/{config_digest}")));
         assert_eq!(a.status, 307, "{}", a.text());
-        let location = a.location.clone().unwrap_or_default();
+        let location = a.header("location").unwrap_or_default();
         assert!(
             location.starts_with(&target.endpoint) && location.contains("X-Amz-Signature="),
             "a presigned URL of the bucket: {location}"
         );
-        nodes.insert(a.node.clone());
+        nodes.insert(a.node().to_string());
     }
     assert_eq!(nodes.len(), 3, "every node redirects: {nodes:?}");
     assert_eq!(bucket_problems(&target), Vec::<String>::new());

@@ -2,26 +2,11 @@
 //! through haproxy (round-robin) and back out, and the digests match; the sticky haproxy config
 //! works too; both configs pass `haproxy -c`.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::collections::BTreeMap;
 
-use cluster::*;
-use support::layout::OciLayout;
-use support::{skopeo, Prng};
-
-fn raw_digest(host: &str, repo: &str, tag: &str) -> String {
-    let out = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{host}/{repo}:{tag}"),
-    ]);
-    out.assert_success("skopeo inspect --raw");
-    sha256_hex_digest(out.stdout.as_bytes())
-}
+use support::*;
 
 /// Requests per server in haproxy's log.
 fn requests_per_server(haproxy: &Haproxy) -> BTreeMap<String, usize> {
@@ -44,34 +29,30 @@ fn skopeo_copies_multi_layer_and_multi_arch_images_in_and_out_through_haproxy() 
     layout.tag("image", &image);
     let (index, _) = layout.multi_arch(3);
     layout.tag("multi", &index);
-    let host = format!("127.0.0.1:{}", cluster.haproxy.port);
+    let api = cluster.endpoint();
 
     for (tag, repo, all) in [("image", "sk/image", false), ("multi", "sk/multi", true)] {
-        skopeo_push(&host, &layout.dir, tag, repo, all);
+        copy_in(&api, &layout.dir, tag, &format!("{repo}:v1"), all);
         let expected = layout.digest_of(tag).unwrap();
         // Every node serves the same manifest (round-robin: three inspections, three nodes).
         for _ in 0..3 {
-            assert_eq!(raw_digest(&host, repo, "v1"), expected, "{repo}");
+            assert_eq!(raw_digest(&api, &format!("{repo}:v1")), expected, "{repo}");
         }
         // And out again, into a fresh layout.
-        let pulled = skopeo_pull(
-            &host,
-            repo,
-            tag,
-            all,
-            &work.path().join(format!("out-{tag}")),
-        );
+        let out = work.path().join(format!("out-{tag}"));
+        copy_out(&api, &format!("{repo}:v1"), &oci_ref(&out, tag), all);
+        let pulled = OciLayout::create_existing(&out);
         assert_eq!(pulled.digest_of(tag), Some(expected.clone()), "{repo}");
         // Every blob the source has came back byte for byte.
         for entry in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             let digest = format!("sha256:{name}");
             if let Some(bytes) = pulled.blob(&digest) {
-                assert_eq!(sha256_hex_digest(&bytes), digest);
+                assert_eq!(sha256_digest(&bytes), digest);
             }
         }
         let manifest = pulled.blob(&expected).expect("manifest pulled");
-        assert_eq!(sha256_hex_digest(&manifest), expected);
+        assert_eq!(sha256_digest(&manifest), expected);
     }
     let per_server = requests_per_server(&cluster.haproxy);
     eprintln!("requests per node: {per_server:?}");
@@ -96,7 +77,7 @@ fn the_sticky_config_keeps_a_client_on_one_node() {
     let mut nodes = std::collections::BTreeSet::new();
     for i in 0..6 {
         let data = prng.bytes(100_000 + i * 333);
-        let digest = sha256_hex_digest(&data);
+        let digest = sha256_digest(&data);
         let repo = format!("sticky/b{i}");
         let trace = api
             .push_chunked(&repo, &data, &[1000, 50_000])
@@ -106,9 +87,9 @@ fn the_sticky_config_keeps_a_client_on_one_node() {
         assert_eq!(got, digest);
         nodes.insert(node);
     }
-    let image =
-        push_image(&api, "sticky/image", "v1", 50_000).unwrap_or_else(|(f, _)| panic!("{f}"));
-    pull_image(&api, &image).unwrap_or_else(|(f, _)| panic!("{f}"));
+    let image = push_one_layer_image(&api, "sticky/image", "v1", 50_000)
+        .unwrap_or_else(|(f, _)| panic!("{f}"));
+    pull_and_verify(&api, &image).unwrap_or_else(|(f, _)| panic!("{f}"));
     nodes.insert(image.node);
     assert_eq!(nodes.len(), 1, "one source address, one node: {nodes:?}");
     // skopeo works through it as well.
@@ -116,25 +97,9 @@ fn the_sticky_config_keeps_a_client_on_one_node() {
     let mut layout = OciLayout::create(&work.path().join("in"));
     let img = layout.image("arm64", 2);
     layout.tag("img", &img);
-    let dest = format!(
-        "docker://127.0.0.1:{}/sticky/skopeo:v1",
-        cluster.haproxy.port
-    );
-    let source = format!("oci:{}:img", layout.dir.display());
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        &source,
-        &dest,
-    ])
-    .assert_success("skopeo copy through the sticky config");
+    copy_in(&api, &layout.dir, "img", "sticky/skopeo:v1", false);
     assert_eq!(
-        raw_digest(
-            &format!("127.0.0.1:{}", cluster.haproxy.port),
-            "sticky/skopeo",
-            "v1"
-        ),
+        raw_digest(&api, "sticky/skopeo:v1"),
         layout.digest_of("img").unwrap()
     );
 }

@@ -3,8 +3,6 @@
 //! only asserts that every request succeeded. Clients, haproxy, Redis and the nodes share the
 //! machine, so on a small machine more nodes mean more processes per core, not more cores.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster::*;
-use support::{free_port, Prng};
+use support::*;
 
 const CLIENTS: usize = 8;
 const BLOB: usize = 1024 * 1024;
@@ -76,7 +73,7 @@ fn measure(label: &str, api: Endpoint) -> Figures {
                 let data = Prng::new(0xfeed + k).bytes(BLOB);
                 let repo = format!("bench/pull{}", k % 4);
                 api.push_monolithic(&repo, &data).unwrap();
-                (repo, sha256_hex_digest(&data))
+                (repo, sha256_digest(&data))
             })
             .collect(),
     );
@@ -112,21 +109,14 @@ fn three_nodes_behind_haproxy_against_one_node() {
         let cluster = Cluster::start(ClusterOptions::default());
         measure("3 nodes behind haproxy", cluster.endpoint())
     };
-    let storage = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
-    let node = Node::start(NodeSpec {
-        name: "solo".into(),
-        port: free_port(),
-        debug_port: free_port(),
-        secret: SECRET.into(),
-        storage: storage.path().to_path_buf(),
-        s3: None,
-        redis: Some(redis.addr()),
-        draintimeout: Duration::from_secs(3),
-        redis_timeout: Duration::from_millis(100),
-    });
+    let node = Registry::builder(Driver::Filesystem)
+        .node("solo")
+        .draintimeout(Duration::from_secs(3))
+        .redis(&redis.addr(), Duration::from_millis(100))
+        .start();
     let one = measure("1 node, direct", node.endpoint());
-    let same = (node.spec.port, node.spec.debug_port);
+    let same = (node.port(), node.debug_port());
     let haproxy = Haproxy::start(&repo_path("haproxy/haproxy.cfg"), &[same, same, same]);
     let one_lb = measure("1 node behind haproxy", haproxy.endpoint());
     eprintln!(

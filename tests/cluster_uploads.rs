@@ -4,8 +4,6 @@
 //! result; and a registry:2 node sharing the storage and the secret continues wharf's uploads
 //! and the other way round.
 
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use cluster::*;
-use reqwest::Method;
-use support::{Driver, Prng, Registry, Server};
+use support::*;
 
 #[test]
 fn chunked_uploads_hop_between_nodes_and_verify() {
@@ -39,10 +35,10 @@ fn chunked_uploads_hop_between_nodes_and_verify() {
     for (i, (size, max_chunks)) in sizes.into_iter().enumerate() {
         let repo = format!("hops/blob{i}");
         let data = prng.bytes(size);
-        let digest = sha256_hex_digest(&data);
+        let digest = sha256_digest(&data);
         let chunks = 2 + (prng.next_u64() as usize) % (max_chunks - 1);
         let cuts = random_cuts(&mut prng, size, chunks);
-        let trace = push_over_nodes(&cluster, &repo, &data, &cuts, seed);
+        let trace = cluster.push_over_nodes(&repo, &data, &cuts, seed);
         for h in &trace {
             seen.insert((h.method, h.node.clone()));
             // The node that answered logged the request: method, path and status.
@@ -131,9 +127,9 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     );
     let mut prng = Prng::new(77);
     let data = prng.bytes(300_000);
-    let digest = sha256_hex_digest(&data);
+    let digest = sha256_digest(&data);
     let upload_data = |location: &str| {
-        let path = support::location_path(location);
+        let path = location_path(location);
         let uuid = path
             .split('?')
             .next()
@@ -152,46 +148,33 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     // Started and partly sent on node1; node3 (another secret) must refuse the token.
     let post = n1.start_upload("secrets/direct").unwrap();
     let first = n1
-        .patch(
-            &n1.here(post.location.as_deref().unwrap()),
+        .patch_chunk(
+            &n1.here(post.must_header("location")),
             0,
             Payload::Bytes(data[..100_000].to_vec()),
         )
         .unwrap();
-    let token_location = first.location.clone().unwrap();
+    let token_location = first.must_header("location").to_string();
     let data_file = upload_data(&token_location);
     assert_eq!(fs::metadata(&data_file).unwrap().len(), 100_000);
-    for (what, answer) in [
+    for (what, request) in [
         (
             "PATCH",
-            n3.send(
-                Method::PATCH,
-                &n3.here(&token_location),
-                &[("content-range", "100000-199999".into())],
-                Some(Payload::Bytes(data[100_000..200_000].to_vec())),
+            Payload::Bytes(data[100_000..200_000].to_vec()).attach(
+                n3.patch(&n3.here(&token_location))
+                    .header("content-range", "100000-199999"),
             ),
         ),
         (
             "PUT",
-            n3.send(
-                Method::PUT,
-                &n3.here(&support::with_digest(&token_location, &digest)),
-                &[],
-                Some(Payload::Bytes(data[100_000..].to_vec())),
-            ),
+            Payload::Bytes(data[100_000..].to_vec())
+                .attach(n3.put(&n3.here(&with_digest(&token_location, &digest)))),
         ),
-        (
-            "DELETE",
-            n3.send(Method::DELETE, &n3.here(&token_location), &[], None),
-        ),
+        ("DELETE", n3.delete(&n3.here(&token_location))),
     ] {
-        let answer = answer.unwrap();
+        let answer = send(request);
         assert_eq!(
-            (
-                answer.status,
-                answer.error_code().as_deref(),
-                answer.node.as_str()
-            ),
+            (answer.status, answer.error_code().as_deref(), answer.node()),
             (404, Some("BLOB_UPLOAD_INVALID"), "node3"),
             "{what} with a foreign token: {}",
             answer.text()
@@ -203,40 +186,27 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
             "after {what}"
         );
         assert_eq!(
-            api_status(
-                &n1,
-                Method::HEAD,
-                &format!("/v2/secrets/direct/blobs/{digest}")
-            ),
+            send(n1.head(&format!("/v2/secrets/direct/blobs/{digest}"))).status,
             404
         );
     }
     // The session is intact: node2 (same secret) finishes it.
     let a = n2
-        .patch(
+        .patch_chunk(
             &n2.here(&token_location),
             100_000,
             Payload::Bytes(data[100_000..].to_vec()),
         )
         .unwrap();
-    n2.finish(&n2.here(a.location.as_deref().unwrap()), &digest)
+    n2.finish(&n2.here(a.must_header("location")), &digest)
         .unwrap();
     let (got, _, _) = n1.pull_digest("secrets/direct", &digest).unwrap();
     assert_eq!(got, digest);
 
     // The odd node says so in its metrics.
-    let metrics = reqwest::blocking::get(format!(
-        "http://127.0.0.1:{}/metrics",
-        cluster.nodes[2].spec.debug_port
-    ))
-    .unwrap()
-    .text()
-    .unwrap();
-    let rejected: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("wharf_upload_token_rejected_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0.0);
+    let rejected = cluster.nodes[2]
+        .scrape()
+        .sum("wharf_upload_token_rejected_total", &[]);
     assert!(
         rejected >= 3.0,
         "wharf_upload_token_rejected_total {rejected}"
@@ -244,14 +214,12 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
 
     // The other way round: a session node3 signed is foreign to node1.
     let post = n3.start_upload("secrets/direct").unwrap();
-    let answer = n1
-        .send(
-            Method::PATCH,
-            &n1.here(post.location.as_deref().unwrap()),
-            &[("content-range", "0-9".into())],
-            Some(Payload::Bytes(vec![7u8; 10])),
-        )
-        .unwrap();
+    let answer = send(
+        Payload::Bytes(vec![7u8; 10]).attach(
+            n1.patch(&n1.here(post.must_header("location")))
+                .header("content-range", "0-9"),
+        ),
+    );
     assert_eq!(
         (answer.status, answer.error_code().as_deref()),
         (404, Some("BLOB_UPLOAD_INVALID")),
@@ -265,7 +233,7 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     let (mut ok, mut refused) = (0, 0);
     for i in 0..12 {
         let data = prng.bytes(40_000 + i * 1000);
-        let digest = sha256_hex_digest(&data);
+        let digest = sha256_digest(&data);
         let repo = format!("secrets/lb{i}");
         match api.push_chunked(&repo, &data, &[10_000, 20_000, 30_000]) {
             Ok(trace) => {
@@ -302,10 +270,6 @@ fn a_node_with_another_secret_refuses_foreign_sessions_cleanly() {
     assert_eq!(storage_problems(&cluster.v2_root()), Vec::<String>::new());
 }
 
-fn api_status(endpoint: &Endpoint, method: Method, path: &str) -> u16 {
-    endpoint.send(method, path, &[], None).unwrap().status
-}
-
 #[test]
 fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
     let _one = exclusive();
@@ -315,8 +279,7 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
     let mut prng = Prng::new(4242);
     for round in 0..rounds {
         let repo = format!("race/r{}", round % 3);
-        let layer = Arc::new(prng.bytes(200_000 + round * 4096));
-        let layer_digest = sha256_hex_digest(&layer);
+        let layer = Arc::new(Blob::new(prng.bytes(200_000 + round * 4096)));
         // Each client has its own config, so the two manifests differ: both race for "race".
         let barrier = Arc::new(Barrier::new(2));
         let handles: Vec<_> = clients
@@ -329,26 +292,29 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
                     barrier.clone(),
                     repo.clone(),
                 );
-                let layer_digest = layer_digest.clone();
                 thread::spawn(move || {
-                    let config = format!("{{\"client\":{c},\"round\":{round}}}").into_bytes();
-                    let config_digest = sha256_hex_digest(&config);
+                    let config =
+                        Blob::new(format!("{{\"client\":{c},\"round\":{round}}}").into_bytes());
                     barrier.wait();
                     // Same blob: chunked from one client, monolithic from the other, at once.
                     if c == 0 {
-                        endpoint.push_chunked(&repo, &layer, &[50_000, 120_000])
+                        endpoint.push_chunked(&repo, &layer.data, &[50_000, 120_000])
                     } else {
-                        endpoint.push_monolithic(&repo, &layer)
+                        endpoint.push_monolithic(&repo, &layer.data)
                     }
                     .unwrap_or_else(|f| panic!("client {c}: {f}"));
-                    endpoint.push_monolithic(&repo, &config).unwrap();
+                    endpoint.push_monolithic(&repo, &config.data).unwrap();
                     let mine = image_manifest(
-                        (&config_digest, config.len() as u64),
-                        &[(layer_digest.clone(), layer.len() as u64)],
+                        OCI_MANIFEST,
+                        (OCI_CONFIG, &config),
+                        &[(OCI_LAYER, &layer)],
+                        None,
                     );
                     let shared = image_manifest(
-                        (support::EMPTY_DIGEST, 2),
-                        &[(layer_digest, layer.len() as u64)],
+                        OCI_MANIFEST,
+                        (OCI_CONFIG, &Blob::new(b"{}".to_vec())),
+                        &[(OCI_LAYER, &layer)],
+                        None,
                     );
                     if c == 0 {
                         endpoint.push_monolithic(&repo, b"{}").unwrap();
@@ -356,17 +322,13 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
                     barrier.wait();
                     // Same tag, different manifests; and the same manifest under one tag.
                     let a = endpoint
-                        .put_manifest(&repo, "race", support::OCI_MANIFEST, &mine)
+                        .push_manifest(&repo, "race", &mine)
                         .unwrap_or_else(|f| panic!("client {c}: {f}"));
                     let b = endpoint
-                        .put_manifest(&repo, "same", support::OCI_MANIFEST, &shared)
+                        .push_manifest(&repo, "same", &shared)
                         .unwrap_or_else(|f| panic!("client {c}: {f}"));
-                    (
-                        sha256_hex_digest(&mine),
-                        a.digest_header,
-                        b.digest_header,
-                        sha256_hex_digest(&shared),
-                    )
+                    let digest = |r: &Resp| r.header("docker-content-digest").map(str::to_string);
+                    (mine.digest, digest(&a), digest(&b), shared.digest)
                 })
             })
             .collect();
@@ -395,18 +357,21 @@ fn two_clients_racing_on_one_blob_and_one_tag_leave_one_consistent_result() {
         );
         let mut answers = BTreeMap::new();
         for node in &cluster.nodes {
-            let m = node.endpoint().get_manifest(&repo, "race").unwrap();
-            assert_eq!(sha256_hex_digest(&m.body), on_disk);
-            answers.insert(node.name().to_string(), m.digest_header.unwrap());
+            let m = node.pull_manifest(&repo, "race").unwrap();
+            assert_eq!(sha256_digest(&m.body), on_disk);
+            answers.insert(
+                node.name().to_string(),
+                m.must_header("docker-content-digest").to_string(),
+            );
         }
         assert!(answers.values().all(|d| *d == on_disk), "{answers:?}");
-        let (got, len, _) = clients[0].pull_digest(&repo, &layer_digest).unwrap();
-        assert_eq!((got, len), (layer_digest.clone(), layer.len() as u64));
+        let (got, len, _) = clients[0].pull_digest(&repo, &layer.digest).unwrap();
+        assert_eq!((got, len), (layer.digest.clone(), layer.size()));
     }
     let problems = storage_problems(&cluster.v2_root());
     assert_eq!(problems, Vec::<String>::new());
     // No temporary file of an interrupted write is left beside a link.
-    let leftovers: Vec<_> = support::list_files(&cluster.v2_root().join("repositories"))
+    let leftovers: Vec<_> = list_files(&cluster.v2_root().join("repositories"))
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".tmp-"))
         .collect();
@@ -451,7 +416,7 @@ fn registry2_and_wharf_continue_each_others_uploads() {
     let _one = exclusive();
     let cluster = Cluster::start(ClusterOptions::default());
     let go = docker_registry(&cluster);
-    let go_api = Endpoint::new(&go.url());
+    let go_api = go.endpoint();
     let wharf = cluster.nodes[0].endpoint();
     let mut prng = Prng::new(2_8_2);
 
@@ -461,55 +426,49 @@ fn registry2_and_wharf_continue_each_others_uploads() {
     ] {
         let repo = format!(
             "mixed/{}",
-            if first.base == go_api.base {
+            if first.url() == go_api.url() {
                 "from-go"
             } else {
                 "from-wharf"
             }
         );
         let data = prng.bytes(3 * 1024 * 1024 + 17);
-        let digest = sha256_hex_digest(&data);
+        let digest = sha256_digest(&data);
         let (a, b) = (1024 * 1024, 2 * 1024 * 1024 + 5);
         // Started on one kind: POST and the first chunk.
         let post = first
             .start_upload(&repo)
             .unwrap_or_else(|f| panic!("{label}: {f}"));
         let p1 = first
-            .patch(
-                &first.here(post.location.as_deref().unwrap()),
+            .patch_chunk(
+                &first.here(post.must_header("location")),
                 0,
                 Payload::Bytes(data[..a].to_vec()),
             )
             .unwrap_or_else(|f| panic!("{label}: {f}"));
         // Continued on the other: the next chunk, then the last chunk with the PUT.
         let p2 = second
-            .patch(
-                &second.here(p1.location.as_deref().unwrap()),
+            .patch_chunk(
+                &second.here(p1.must_header("location")),
                 a as u64,
                 Payload::Bytes(data[a..b].to_vec()),
             )
             .unwrap_or_else(|f| panic!("{label}: second chunk: {f}\n{}", go.stderr_text()));
         assert_eq!(
-            p2.range.as_deref(),
+            p2.header("range"),
             Some(format!("0-{}", b - 1).as_str()),
             "{label}"
         );
-        let put_url = second.here(&support::with_digest(
-            p2.location.as_deref().unwrap(),
-            &digest,
-        ));
+        let put_url = second.here(&with_digest(p2.must_header("location"), &digest));
         let put = second
             .expect(
                 "PUT with the last chunk",
-                Method::PUT,
-                &put_url,
-                &[],
-                Some(Payload::Bytes(data[b..].to_vec())),
+                Payload::Bytes(data[b..].to_vec()).attach(second.put(&put_url)),
                 201,
             )
             .unwrap_or_else(|f| panic!("{label}: {f}\n{}", go.stderr_text()));
         assert_eq!(
-            put.digest_header.as_deref(),
+            put.header("docker-content-digest"),
             Some(digest.as_str()),
             "{label}"
         );
@@ -552,17 +511,17 @@ fn registry2_and_wharf_continue_each_others_uploads() {
     // token field it understands, and finished by a single PUT: the bytes are verified.
     let repo = "mixed/put-only";
     let data = prng.bytes(700_000);
-    let digest = sha256_hex_digest(&data);
+    let digest = sha256_digest(&data);
     let post = wharf.start_upload(repo).unwrap();
     let p = wharf
-        .patch(
-            &wharf.here(post.location.as_deref().unwrap()),
+        .patch_chunk(
+            &wharf.here(post.must_header("location")),
             0,
             Payload::Bytes(data.clone()),
         )
         .unwrap();
     go_api
-        .finish(&go_api.here(p.location.as_deref().unwrap()), &digest)
+        .finish(&go_api.here(p.must_header("location")), &digest)
         .unwrap_or_else(|f| panic!("{f}\n{}", go.stderr_text()));
     let (got, _, _) = wharf.pull_digest(repo, &digest).unwrap();
     assert_eq!(got, digest);

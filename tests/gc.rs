@@ -47,7 +47,7 @@ fn sweeps_unreferenced_blobs_and_keeps_images() {
         .start();
     let image = push_image(&reg, REPO, "v1", Kind::OciManifest);
     let orphan = push_blob(&reg, REPO, b"nobody references me");
-    reg.stop();
+    reg.kill();
 
     let dry = gc(&reg, &["--dry-run"]);
     assert!(
@@ -97,7 +97,7 @@ fn delete_untagged_keeps_index_children_and_referrers() {
         .as_str()
         .unwrap()
         .to_string();
-    reg.stop();
+    reg.kill();
 
     gc(&reg, &["--delete-untagged"]);
     assert!(
@@ -140,7 +140,7 @@ fn names_registry2_accepted_keep_their_blobs() {
         .server(Server::DockerRegistry)
         .start();
     let image = push_image(&old, legacy, "v1", Kind::DockerManifest);
-    old.stop();
+    old.kill();
     let layers: Vec<String> = image.json()["layers"]
         .as_array()
         .unwrap()
@@ -156,7 +156,7 @@ fn names_registry2_accepted_keep_their_blobs() {
     assert_error(&resp, 400, "NAME_INVALID");
     let catalog = send(reg.get("/v2/_catalog")).json();
     assert_eq!(catalog["repositories"], serde_json::json!([]));
-    reg.stop();
+    reg.kill();
 
     let out = gc(&reg, &["--delete-untagged"]);
     assert!(

@@ -3,8 +3,6 @@
 //! hints or in the target's namespace within a fixed number of storage requests; otherwise the
 //! answer is a normal upload session (202).
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
 use support::*;
@@ -101,18 +99,10 @@ fn cache_hints(driver: Driver) {
 /// 200 repositories in the target's namespace, the blob in the last one searched: the search
 /// gives up within its budget of storage requests and answers 202.
 fn bounded_search(driver: Driver) {
-    let node = ops::Node::start(
-        Registry::builder(driver)
-            .env(
-                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
-                "false",
-            )
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "168h")
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "24h")
-            .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN", "false"),
-        true,
-    );
-    let reg = &node.registry;
+    let reg = &Registry::builder(driver)
+        .without_upload_purging()
+        .debug_server(true)
+        .start();
     let filler = Blob::random(10);
     for i in 0..200 {
         let digest = push_blob(reg, &format!("big/r{i:03}"), &filler.data);
@@ -121,7 +111,7 @@ fn bounded_search(driver: Driver) {
     let blob = Blob::random(700);
     push(reg, "big/zzz", &blob);
     let calls = || {
-        node.scrape()
+        reg.scrape()
             .sum("registry_storage_action_seconds_count", &[])
     };
     let before = calls();

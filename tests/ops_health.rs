@@ -2,8 +2,6 @@
 //! answers it, the main port's 503 `UNAVAILABLE` while a check fails, and
 //! the Kubernetes probes `/readyz` and `/livez`.
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
 use std::io::{Read, Write};
@@ -12,12 +10,11 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use ops::{wait_until, Node};
 use support::*;
 
 /// Polls the main port's `GET /v2/` until it answers `status` (bounded).
 fn wait_v2(reg: &Registry, status: u16) -> Resp {
-    wait_until(|| {
+    retry_until(|| {
         let resp = send(reg.get("/v2/"));
         if resp.status == status {
             Ok(resp)
@@ -30,20 +27,19 @@ fn wait_v2(reg: &Registry, status: u16) -> Resp {
 fn file_check_takes_the_node_out_and_back(driver: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let down = dir.path().join("down");
-    let node = Node::start(
-        Registry::builder(driver).section(&format!(
+    let reg = &Registry::builder(driver)
+        .section(&format!(
             "health:\n  file:\n    - file: {}\n      interval: 200ms\n",
             down.display()
-        )),
-        true,
-    );
-    let reg = &node.registry;
-    assert_eq!(node.debug_get("/debug/health"), (200, "{}".to_string()));
-    assert_eq!(node.debug_get("/readyz").0, 200);
-    assert_eq!(node.debug_get("/livez").0, 200);
+        ))
+        .debug_server(true)
+        .start();
+    assert_eq!(reg.debug_get("/debug/health"), (200, "{}".to_string()));
+    assert_eq!(reg.debug_get("/readyz").0, 200);
+    assert_eq!(reg.debug_get("/livez").0, 200);
 
     std::fs::write(&down, b"maintenance").unwrap();
-    let (status, body) = node.wait_debug("/debug/health", 503);
+    let (status, body) = reg.wait_debug("/debug/health", 503);
     assert_eq!(status, 503, "{body}");
     let failures: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -60,11 +56,11 @@ fn file_check_takes_the_node_out_and_back(driver: Driver) {
     ));
     assert_error(&blob, 503, "UNAVAILABLE");
     // Readiness follows; liveness does not (the process is fine).
-    let (status, body) = node.debug_get("/readyz");
+    let (status, body) = reg.debug_get("/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("file exists"), "{body}");
-    assert_eq!(node.debug_get("/livez").0, 200);
-    let scrape = node.scrape();
+    assert_eq!(reg.debug_get("/livez").0, 200);
+    let scrape = reg.scrape();
     assert_eq!(
         scrape.sum(
             "wharf_health_check_healthy",
@@ -76,12 +72,12 @@ fn file_check_takes_the_node_out_and_back(driver: Driver) {
 
     std::fs::remove_file(&down).unwrap();
     assert_eq!(
-        node.wait_debug("/debug/health", 200),
+        reg.wait_debug("/debug/health", 200),
         (200, "{}".to_string())
     );
     wait_v2(reg, 200).assert_status(200);
-    assert_eq!(node.debug_get("/readyz"), (200, "ok\n".to_string()));
-    let scrape = node.scrape();
+    assert_eq!(reg.debug_get("/readyz"), (200, "ok\n".to_string()));
+    let scrape = reg.scrape();
     assert_eq!(scrape.sum("wharf_ready", &[]), 1.0);
     assert_eq!(scrape.sum("wharf_draining", &[]), 0.0);
 }
@@ -122,16 +118,14 @@ fn downstream(status: Arc<AtomicU16>) -> (String, Arc<std::sync::Mutex<Vec<Strin
 fn http_check_follows_the_downstream_status() {
     let status = Arc::new(AtomicU16::new(200));
     let (uri, seen) = downstream(status.clone());
-    let node = Node::start(
-        Registry::builder(Driver::Inmemory).section(&format!(
+    let reg = &Registry::builder(Driver::Inmemory).section(&format!(
             "health:\n  http:\n    - uri: {uri}\n      interval: 200ms\n      statuscode: 200\n      headers:\n        X-Probe: [wharf]\n"
-        )),
-        false,
-    );
-    let reg = &node.registry;
-    assert_eq!(node.debug_get("/readyz").0, 200);
+        ))
+.debug_server(false)
+.start();
+    assert_eq!(reg.debug_get("/readyz").0, 200);
     status.store(500, Ordering::SeqCst);
-    let (code, body) = node.wait_debug("/debug/health", 503);
+    let (code, body) = reg.wait_debug("/debug/health", 503);
     assert_eq!(code, 503, "{body}");
     let failures: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -139,10 +133,10 @@ fn http_check_follows_the_downstream_status() {
         serde_json::json!({ uri.as_str(): "downstream service returned unexpected status: 500" })
     );
     assert_error(&wait_v2(reg, 503), 503, "UNAVAILABLE");
-    assert_eq!(node.debug_get("/readyz").0, 503);
+    assert_eq!(reg.debug_get("/readyz").0, 503);
 
     status.store(200, Ordering::SeqCst);
-    assert_eq!(node.wait_debug("/debug/health", 200).0, 200);
+    assert_eq!(reg.wait_debug("/debug/health", 200).0, 200);
     wait_v2(reg, 200).assert_status(200);
     let heads = seen.lock().unwrap().clone();
     assert!(!heads.is_empty());
@@ -157,8 +151,10 @@ fn http_check_follows_the_downstream_status() {
 
 #[test]
 fn debug_vars_and_unknown_paths() {
-    let node = Node::start(Registry::builder(Driver::Inmemory), false);
-    let (status, body) = node.debug_get("/debug/vars");
+    let reg = Registry::builder(Driver::Inmemory)
+        .debug_server(false)
+        .start();
+    let (status, body) = reg.debug_get("/debug/vars");
     assert_eq!(status, 200);
     let vars: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(
@@ -167,9 +163,9 @@ fn debug_vars_and_unknown_paths() {
     );
     assert_eq!(vars["registry"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(vars["registry"]["draining"], false);
-    assert_eq!(node.debug_get("/nothing").0, 404);
+    assert_eq!(reg.debug_get("/nothing").0, 404);
     // The debug endpoints are not on the main port.
-    assert_eq!(send(node.registry.get("/debug/health")).status, 404);
+    assert_eq!(send(reg.get("/debug/health")).status, 404);
 }
 
 #[test]

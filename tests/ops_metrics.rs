@@ -2,11 +2,9 @@
 //! counters and histograms by the right amounts, with distribution's labels,
 //! plus Wharf's bytes, upload and token counters.
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
-use ops::{Node, Scrape};
+use support::metrics::Scrape;
 use support::*;
 
 const HTTP_REQUESTS: &str = "registry_http_requests_total";
@@ -37,8 +35,7 @@ fn changes(before: &Scrape, after: &Scrape) -> String {
 }
 
 fn push_and_pull(driver: Driver) {
-    let node = Node::with_metrics(driver);
-    let reg = &node.registry;
+    let reg = &Registry::builder(driver).debug_server(true).start();
     let repo = "ops/metrics";
     let layer = Blob::random(300_000);
     let config = image_config("amd64", unique_seed(), 1);
@@ -48,7 +45,7 @@ fn push_and_pull(driver: Driver) {
         &[(DOCKER_LAYER, &layer)],
         None,
     );
-    let before = node.scrape();
+    let before = reg.scrape();
 
     // Push: the layer monolithic (POST + PUT), the config chunked (POST, 2 PATCH, PUT), the manifest.
     push_blob(reg, repo, &layer.data);
@@ -67,7 +64,7 @@ fn push_and_pull(driver: Driver) {
         s.sum(name, labels) - before.sum(name, labels)
     };
     // Response sizes and in-flight gauges settle when the body has been sent: wait for that.
-    let after = node.scrape_until(|s| {
+    let after = reg.scrape_until(|s| {
         delta(
             s,
             "registry_http_response_size_bytes_count",
@@ -280,9 +277,8 @@ fn push_and_pull(driver: Driver) {
 }
 
 fn tampered_upload_tokens_are_counted(driver: Driver) {
-    let node = Node::with_metrics(driver);
-    let reg = &node.registry;
-    let before = node.scrape();
+    let reg = &Registry::builder(driver).debug_server(true).start();
+    let before = reg.scrape();
     let location = start_upload(reg, "ops/tokens");
     let tampered = location.replacen("_state=", "_state=x", 1);
     assert_ne!(tampered, location, "upload URL has a _state: {location}");
@@ -293,7 +289,7 @@ fn tampered_upload_tokens_are_counted(driver: Driver) {
     );
     assert_error(&resp, 404, "BLOB_UPLOAD_INVALID");
     // Requests are counted once their response has been sent.
-    let after = node.scrape_until(|s| s.sum("registry_http_in_flight_requests", &[]) == 0.0);
+    let after = reg.scrape_until(|s| s.sum("registry_http_in_flight_requests", &[]) == 0.0);
     assert_eq!(
         after.sum("wharf_upload_token_rejected_total", &[])
             - before.sum("wharf_upload_token_rejected_total", &[]),
@@ -310,9 +306,11 @@ for_each_driver!(push_and_pull, tampered_upload_tokens_are_counted);
 
 #[test]
 fn metrics_only_when_enabled() {
-    let node = Node::start(Registry::builder(Driver::Inmemory), false);
-    assert_eq!(node.debug_get("/metrics").0, 404);
-    assert_eq!(node.debug_get("/debug/health"), (200, "{}".to_string()));
+    let reg = Registry::builder(Driver::Inmemory)
+        .debug_server(false)
+        .start();
+    assert_eq!(reg.debug_get("/metrics").0, 404);
+    assert_eq!(reg.debug_get("/debug/health"), (200, "{}".to_string()));
 
     let port = free_port();
     let reg = Registry::builder(Driver::Inmemory)
@@ -328,4 +326,15 @@ fn metrics_only_when_enabled() {
         .unwrap();
     assert!(text.contains("# TYPE wharf_build_info gauge"), "{text}");
     drop(reg);
+}
+#[test]
+fn parses_the_text_format() {
+    let s = Scrape::parse(
+        "# TYPE a counter\na{x=\"1\",y=\"q\\\"z\"} 3\na{x=\"2\"} 4\nb 1.5\nc_bucket{le=\"+Inf\"} 2\n",
+    );
+    assert_eq!(s.sum("a", &[]), 7.0);
+    assert_eq!(s.sum("a", &[("y", "q\"z")]), 3.0);
+    assert_eq!(s.sum("b", &[]), 1.5);
+    assert_eq!(s.sum("c_bucket", &[("le", "+Inf")]), 2.0);
+    assert_eq!(s.types["a"], "counter");
 }

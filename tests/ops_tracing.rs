@@ -2,8 +2,6 @@
 //! of the caller's `traceparent`, with storage spans as its children; the
 //! access log names the trace. Both OTLP encodings (protobuf and JSON).
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
 use std::collections::BTreeMap;
@@ -15,7 +13,6 @@ use std::thread;
 use prost::Message;
 use serde_json::Value;
 
-use ops::wait_until;
 use support::*;
 
 /// One span as the collector received it (ids in lower-case hex).
@@ -241,7 +238,7 @@ fn request_spans_arrive_with_parent_and_children(protocol: &str) {
     resp.assert_status(201);
 
     // Wait (bounded) for the request span and at least one storage child to be exported.
-    let spans = wait_until(|| {
+    let spans = retry_until(|| {
         let spans = collector.spans();
         let request = spans
             .iter()
@@ -342,7 +339,7 @@ fn a_request_without_traceparent_starts_a_trace_named_in_the_log() {
     let resp = send(reg.get("/v2/"));
     resp.assert_status(200);
     let request_id = resp.must_header("x-request-id").to_string();
-    let spans = wait_until(|| {
+    let spans = retry_until(|| {
         let spans = collector.spans();
         if spans
             .iter()

@@ -1,14 +1,8 @@
 //! `Retry-After` on every 503 (and 429): while a health check fails, on the main port and the
 //! debug server, and when the object storage cannot be reached.
 
-#[path = "support/ops.rs"]
-mod ops;
 mod support;
 
-use std::net::SocketAddr;
-
-use ops::{wait_until, Node};
-use support::proxy::CutProxy;
 use support::*;
 
 fn assert_retry_after(resp: &Resp, what: &str) {
@@ -25,16 +19,15 @@ fn assert_retry_after(resp: &Resp, what: &str) {
 fn failing_health_check() {
     let dir = tempfile::tempdir().unwrap();
     let down = dir.path().join("down");
-    let node = Node::start(
-        Registry::builder(Driver::Filesystem).section(&format!(
+    let reg = &Registry::builder(Driver::Filesystem)
+        .section(&format!(
             "health:\n  file:\n    - file: {}\n      interval: 200ms\n",
             down.display()
-        )),
-        true,
-    );
-    let reg = &node.registry;
+        ))
+        .debug_server(true)
+        .start();
     std::fs::write(&down, b"maintenance").unwrap();
-    let resp = wait_until(|| {
+    let resp = retry_until(|| {
         let resp = send(reg.get("/v2/"));
         if resp.status == 503 {
             Ok(resp)
@@ -58,7 +51,7 @@ fn failing_health_check() {
     // The debug server (no registry headers there).
     for path in ["/debug/health", "/readyz"] {
         let resp = http_client()
-            .get(format!("http://127.0.0.1:{}{path}", node.debug_port))
+            .get(format!("http://127.0.0.1:{}{path}", reg.debug_port()))
             .send()
             .unwrap();
         assert_eq!(resp.status().as_u16(), 503, "{path}");
@@ -73,8 +66,7 @@ fn failing_health_check() {
 #[test]
 fn storage_unreachable() {
     let server = support::s3::shared();
-    let upstream: SocketAddr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
-    let proxy = CutProxy::start(upstream);
+    let proxy = ChaosProxy::start(format!("127.0.0.1:{}", server.port()));
     let target = S3Target {
         endpoint: proxy.endpoint(),
         bucket: server.create_bucket(),
@@ -84,7 +76,7 @@ fn storage_unreachable() {
     push(&reg, "down/app", &blob);
     let path = format!("/v2/down/app/blobs/{}", blob.digest);
 
-    proxy.cut();
+    proxy.set(Chaos::Cut);
     for (method, path) in [
         (reqwest::Method::GET, path.clone()),
         (reqwest::Method::HEAD, path.clone()),
@@ -101,7 +93,7 @@ fn storage_unreachable() {
         }
         assert_retry_after(&resp, &format!("{method} {path}"));
     }
-    proxy.restore();
+    proxy.set(Chaos::Pass);
     let resp = send(reg.get(&path));
     resp.assert_status(200);
     assert!(resp.body == blob.data);

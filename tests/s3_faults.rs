@@ -6,13 +6,11 @@
 mod support;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::proxy::CutProxy;
 use support::s3::S3Server;
 use support::*;
 
@@ -21,7 +19,7 @@ const REPO: &str = "faults/app";
 
 struct Setup {
     server: S3Server,
-    proxy: CutProxy,
+    proxy: ChaosProxy,
     target: S3Target,
     reg: Registry,
 }
@@ -29,8 +27,7 @@ struct Setup {
 fn setup() -> Setup {
     let server = S3Server::start();
     let bucket = server.create_bucket();
-    let upstream: SocketAddr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
-    let proxy = CutProxy::start(upstream);
+    let proxy = ChaosProxy::start(format!("127.0.0.1:{}", server.port()));
     let target = S3Target {
         endpoint: proxy.endpoint(),
         bucket,
@@ -97,7 +94,7 @@ fn chunk_refused_while_storage_is_cut_then_retried() {
     resp.assert_status(202);
     let acked = resp.must_header("location").to_string();
 
-    s.proxy.cut();
+    s.proxy.set(Chaos::Cut);
     let started = Instant::now();
     let resp = send(
         s.reg
@@ -120,7 +117,7 @@ fn chunk_refused_while_storage_is_cut_then_retried() {
         &with_digest(&acked, &blob.digest),
     ));
     assert!(resp.status >= 400, "{}", resp.describe());
-    s.proxy.restore();
+    s.proxy.set(Chaos::Pass);
 
     // What was acknowledged is still there; the failed chunk is not.
     let resp = send(fresh(&s.reg, reqwest::Method::GET, &acked));
@@ -149,7 +146,7 @@ fn monolithic_push_refused_while_storage_is_cut_then_retried() {
     let s = setup();
     let blob = Blob::random(6 * MIB + 5);
     let location = start_upload(&s.reg, REPO);
-    s.proxy.cut();
+    s.proxy.set(Chaos::Cut);
     let resp = send(
         s.reg
             .put(&with_digest(&location, &blob.digest))
@@ -157,7 +154,7 @@ fn monolithic_push_refused_while_storage_is_cut_then_retried() {
             .body(blob.data.clone()),
     );
     assert_storage_error(&resp);
-    s.proxy.restore();
+    s.proxy.set(Chaos::Pass);
     s.assert_invisible(&blob.digest);
     // The client starts over.
     push_blob(&s.reg, REPO, &blob.data);
@@ -207,12 +204,12 @@ fn connections_cut_in_the_middle_of_a_streamed_chunk() {
     while !sent.load(Ordering::SeqCst) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    s.proxy.cut();
+    s.proxy.set(Chaos::Cut);
     let outcome = sender.join().unwrap();
     if let Ok(status) = outcome {
         assert!(status >= 500, "the chunk cannot succeed: {status}");
     }
-    s.proxy.restore();
+    s.proxy.set(Chaos::Pass);
 
     let resp = send(s.reg.get(&acked));
     resp.assert_status(204);

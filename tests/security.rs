@@ -4,10 +4,6 @@
 //! time nor memory, manifest bodies are capped before being read whole, and a bearer token is
 //! never taken for a Basic password.
 
-#[path = "support/auth.rs"]
-mod auth_support;
-#[path = "support/cluster.rs"]
-mod cluster;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +11,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use support::auth;
 use support::*;
 
 // ---------------------------------------------------------------------------------------------
 // A blob deleted from A and still in B is never served through A
 // ---------------------------------------------------------------------------------------------
 
-fn deleted_link_stays_deleted(reg: &Registry, redis: Option<&cluster::RedisServer>) {
+fn deleted_link_stays_deleted(reg: &Registry, redis: Option<&RedisServer>) {
     let blob = Blob::random(20_000);
     push(reg, "sec/a", &blob);
     push(reg, "sec/b", &blob);
@@ -98,7 +95,7 @@ fn deleted_link_stays_deleted(reg: &Registry, redis: Option<&cluster::RedisServe
 }
 
 fn deleted_link_redis(driver: Driver) {
-    let redis = cluster::RedisServer::start();
+    let redis = RedisServer::start();
     let reg = Registry::builder(driver)
         .env("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR", "redis")
         .env("REGISTRY_REDIS_ADDR", &redis.addr())
@@ -251,13 +248,13 @@ const ISSUER: &str = "wharf-issuer";
 /// A built-in token issuer whose key the test also holds, to sign tokens of its own making.
 struct Issuer {
     dir: tempfile::TempDir,
-    identity: auth_support::Identity,
+    identity: auth::Identity,
 }
 
 impl Issuer {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let identity = auth_support::self_signed(auth_support::ec_key(), &["wharf-token-issuer"]);
+        let identity = auth::self_signed(auth::ec_key(), &["wharf-token-issuer"]);
         identity.write(dir.path(), "issuer");
         Self { dir, identity }
     }
@@ -284,7 +281,7 @@ impl Issuer {
 
     /// A token signed with the issuer's key over exactly these header and payload bytes.
     fn sign_raw(&self, header: &[u8], payload: &[u8]) -> String {
-        use auth_support::b64url;
+        use auth::b64url;
         let message = format!("{}.{}", b64url(header), b64url(payload));
         let key = jsonwebtoken::EncodingKey::from_ec_pem(self.identity.key_pem.as_bytes()).unwrap();
         let signature =
@@ -294,7 +291,7 @@ impl Issuer {
     }
 
     fn kid(&self) -> String {
-        auth_support::libtrust_kid(&self.identity.spki())
+        auth::libtrust_kid(&self.identity.spki())
     }
 }
 
@@ -342,13 +339,13 @@ fn absurd_tokens_cost_nothing() {
     let good = body["token"].as_str().unwrap().to_string();
     send(reg.get(path).bearer_auth(&good)).assert_status(404);
 
-    use auth_support::b64url;
+    use auth::b64url;
     let mb = 4 << 20;
     let kid = issuer.kid();
     let header = |kid_value: String| {
         format!(r#"{{"alg":"ES256","typ":"JWT","kid":{kid_value}}}"#).into_bytes()
     };
-    let claims = auth_support::claims(ISSUER, SERVICE, &[("repository", "sec/app", &["pull"])]);
+    let claims = auth::claims(ISSUER, SERVICE, &[("repository", "sec/app", &["pull"])]);
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let nested_object =
         |depth: usize| format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
@@ -413,7 +410,7 @@ fn absurd_tokens_cost_nothing() {
     }
     let basic = format!(
         "Basic {}",
-        auth_support::b64(format!("alice:{}", "x".repeat(mb)).as_bytes())
+        auth::b64(format!("alice:{}", "x".repeat(mb)).as_bytes())
     );
     assert_eq!(
         send(reg.get(path).header("authorization", &basic)).status,

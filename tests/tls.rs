@@ -2,15 +2,13 @@
 //! `Location`s, mutual TLS, TLS 1.1 refused, the certificate reloaded from disk, and start-up
 //! errors naming the key at fault.
 
-#[path = "support/auth.rs"]
-mod auth_support;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use auth_support::*;
+use support::auth::*;
 use support::*;
 
 struct Pki {
@@ -80,7 +78,7 @@ fn wait_tls(reg: &mut Registry, pki: &Pki, client: &[&str]) {
 
 fn s_client(reg: &Registry, args: &[&str]) -> CommandOutput {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &reg.host()])
+    cmd.args(["s_client", "-connect", reg.host()])
         .args(args)
         .stdin(std::process::Stdio::null());
     run_bounded(cmd, Duration::from_secs(30))
@@ -98,7 +96,7 @@ fn skopeo_pushes_over_tls_with_a_cert_dir() {
     let mut reg = spawn(&pki.tls_lines(&[]));
     wait_tls(&mut reg, &pki, &[]);
     let work = tempfile::tempdir().unwrap();
-    let layout = layout(work.path());
+    let layout = one_image_layout(work.path());
     let certs = work.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(pki.dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();

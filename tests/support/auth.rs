@@ -1,8 +1,4 @@
 //! Keys, certificates, JWTs and a small token server for the auth and TLS tests.
-//!
-//! Included with `#[path = "support/auth.rs"] mod auth_support;` next to `mod support;`.
-
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -19,7 +15,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PublicKe
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
-use crate::support::{run_bounded, Registry};
+use super::process::run_bounded;
 
 /// A private key and a certificate for it.
 pub struct Identity {
@@ -346,41 +342,4 @@ pub fn bearer(
     token: &str,
 ) -> reqwest::blocking::RequestBuilder {
     request.header("authorization", format!("Bearer {token}"))
-}
-
-/// Directories under the registry's `repositories/` (what was written).
-pub fn repositories(reg: &Registry) -> Vec<String> {
-    let root = reg.v2_root().join("repositories");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with('_') {
-                    if let Ok(rel) = dir.strip_prefix(&root) {
-                        out.push(rel.display().to_string());
-                    }
-                } else {
-                    stack.push(path);
-                }
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// A one-image OCI layout for skopeo, in `dir`.
-pub fn layout(dir: &Path) -> PathBuf {
-    let path = dir.join("layout");
-    let mut layout = crate::support::layout::OciLayout::create(&path);
-    let image = layout.image("amd64", 2);
-    layout.tag("v1", &image);
-    path
 }

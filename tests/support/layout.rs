@@ -8,11 +8,12 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 
-use super::{
-    descriptor, platform, sha256_digest, unique_seed, Manifest, Prng, OCI_CONFIG, OCI_INDEX,
-    OCI_LAYER, OCI_MANIFEST,
+use super::fixtures::{digest_hex, sha256_digest, unique_seed, Prng};
+use super::manifest::{
+    descriptor, index_manifest, platform, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 
+/// An OCI image layout folder and the references its `index.json` names.
 pub struct OciLayout {
     pub dir: PathBuf,
     refs: Vec<Value>,
@@ -52,10 +53,7 @@ impl OciLayout {
     /// Store bytes under `blobs/sha256/<hex>`; returns the digest.
     pub fn add_blob(&self, data: &[u8]) -> String {
         let digest = sha256_digest(data);
-        let path = self
-            .dir
-            .join("blobs/sha256")
-            .join(super::digest_hex(&digest));
+        let path = self.dir.join("blobs/sha256").join(digest_hex(&digest));
         fs::write(path, data).expect("write blob");
         digest
     }
@@ -108,16 +106,12 @@ impl OciLayout {
     pub fn multi_arch(&self, layer_count: usize) -> (Manifest, Vec<Manifest>) {
         let amd64 = self.image("amd64", layer_count);
         let arm64 = self.image("arm64", layer_count);
-        let index = Manifest::from_value(
+        let index = index_manifest(
             OCI_INDEX,
-            &json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_INDEX,
-                "manifests": [
-                    with_platform(&amd64, platform("linux", "amd64")),
-                    with_platform(&arm64, platform("linux", "arm64")),
-                ],
-            }),
+            &[
+                (&amd64, platform("linux", "amd64")),
+                (&arm64, platform("linux", "arm64")),
+            ],
         );
         self.add_blob(&index.body);
         (index, vec![amd64, arm64])
@@ -134,20 +128,10 @@ impl OciLayout {
             .and_then(|d| d["digest"].as_str().map(str::to_string))
     }
 
+    /// The bytes stored for `digest`, if any.
     pub fn blob(&self, digest: &str) -> Option<Vec<u8>> {
-        fs::read(
-            self.dir
-                .join("blobs/sha256")
-                .join(super::digest_hex(digest)),
-        )
-        .ok()
+        fs::read(self.dir.join("blobs/sha256").join(digest_hex(digest))).ok()
     }
-}
-
-fn with_platform(manifest: &Manifest, platform: Value) -> Value {
-    let mut d = manifest.descriptor();
-    d["platform"] = platform;
-    d
 }
 
 /// A ustar archive holding one regular file.
@@ -180,8 +164,18 @@ pub fn tar_with_file(name: &str, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `data` gzip'd (fast level).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
     encoder.write_all(data).expect("gzip");
     encoder.finish().expect("gzip finish")
+}
+
+/// A layout at `<dir>/layout` holding one two-layer amd64 image tagged `v1`; its path.
+pub fn one_image_layout(dir: &Path) -> PathBuf {
+    let path = dir.join("layout");
+    let mut layout = OciLayout::create(&path);
+    let image = layout.image("amd64", 2);
+    layout.tag("v1", &image);
+    path
 }

@@ -15,7 +15,8 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{free_port, WAIT_LIMIT};
+use super::process::{free_port, log_lines};
+use super::wait::WAIT_LIMIT;
 
 /// Region and credentials every test config uses (moto accepts any).
 pub const REGION: &str = "us-east-1";
@@ -31,6 +32,25 @@ pub struct S3Server {
     shell: Mutex<Option<(Child, ChildStdin)>>,
     log: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// Where an `s3` registry keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Target {
+    /// `http://127.0.0.1:<port>` of the S3 server (or of a proxy in front of it).
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Target {
+    /// A fresh bucket on the shared server.
+    pub fn fresh() -> S3Target {
+        let server = shared();
+        S3Target {
+            endpoint: server.endpoint(),
+            bucket: server.create_bucket(),
+        }
+    }
 }
 
 static SHARED: OnceLock<S3Server> = OnceLock::new();
@@ -112,6 +132,7 @@ impl S3Server {
         );
     }
 
+    /// The server's loopback port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -128,11 +149,7 @@ impl S3Server {
 
     /// Request lines logged so far (`"METHOD /path?query HTTP/1.1" status`).
     pub fn request_lines(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(" HTTP/1.1\" "))
-            .map(str::to_string)
-            .collect()
+        log_lines(&self.log_text(), |l| l.contains(" HTTP/1.1\" "))
     }
 
     /// Stops the server (and waits for it to exit).
