@@ -19,7 +19,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use support::layout::OciLayout;
 use support::s3::S3Server;
 use support::*;
 
@@ -105,9 +104,10 @@ struct Measure {
     pull_requests: (usize, BTreeMap<String, usize>),
 }
 
-fn skopeo_copy(args: &[&str]) -> Duration {
+/// How long `copy` took.
+fn timed(copy: impl FnOnce()) -> Duration {
     let started = Instant::now();
-    skopeo(args).assert_success(&format!("skopeo {}", args.join(" ")));
+    copy();
     started.elapsed()
 }
 
@@ -130,27 +130,16 @@ fn run_server(server: Server, s3: &S3Server, layout: &Path, rounds: usize, work:
             .redirect(true)
             .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
             .start();
-        let source = format!("oci:{}:image", layout.display());
-        let dest = format!("docker://{}/bench/image:v1", reg.host());
         let before = s3.request_lines().len();
-        m.push.push(skopeo_copy(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &source,
-            &dest,
-        ]));
+        m.push.push(timed(|| {
+            copy_in(&reg, layout, "image", "bench/image:v1", false)
+        }));
         let pushed = count(s3, before);
         let out = work.join(format!("{server:?}-{round}"));
-        let pulled_to = format!("oci:{}:image", out.display());
         let before = s3.request_lines().len();
-        m.pull.push(skopeo_copy(&[
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            &dest,
-            &pulled_to,
-        ]));
+        m.pull.push(timed(|| {
+            copy_out(&reg, "bench/image:v1", &oci_ref(&out, "image"), false)
+        }));
         let pulled = count(s3, before);
         if round == 0 {
             m.push_requests = pushed;

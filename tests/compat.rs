@@ -8,7 +8,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::layout::OciLayout;
 use support::*;
 
 /// One image or index pushed with skopeo.
@@ -72,27 +71,13 @@ fn fixture_layout(dir: &Path) -> OciLayout {
     layout
 }
 
-fn docker_ref(reg: &Registry, repo: &str, tag: &str) -> String {
-    format!("docker://{}/{repo}:{tag}", reg.host())
-}
-
-fn raw_digest(reg: &Registry, repo: &str, tag: &str) -> String {
-    let out = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &docker_ref(reg, repo, tag),
-    ]);
-    out.assert_success("skopeo inspect --raw");
-    sha256_digest(out.stdout.as_bytes())
-}
-
 /// Push every entry; returns `repo:tag -> manifest digest` as the registry serves it.
 fn push_fixture(reg: &Registry, layout: &OciLayout) -> BTreeMap<String, String> {
     let mut digests = BTreeMap::new();
     for entry in &ENTRIES {
-        let source = format!("oci:{}:{}", layout.dir.display(), entry.source_tag);
-        let dest = docker_ref(reg, entry.repo, entry.tag);
+        let source = oci_ref(&layout.dir, entry.source_tag);
+        let repo_tag = format!("{}:{}", entry.repo, entry.tag);
+        let dest = docker_ref(reg, &repo_tag);
         let mut args = vec!["copy", "--dest-tls-verify=false"];
         if entry.all {
             args.push("--all");
@@ -104,11 +89,11 @@ fn push_fixture(reg: &Registry, layout: &OciLayout) -> BTreeMap<String, String> 
         }
         args.extend([source.as_str(), dest.as_str()]);
         skopeo(&args).assert_success("skopeo copy into the registry");
-        let digest = raw_digest(reg, entry.repo, entry.tag);
+        let digest = raw_digest(reg, &repo_tag);
         if !entry.docker_format {
             assert_eq!(Some(digest.clone()), layout.digest_of(entry.source_tag));
         }
-        digests.insert(format!("{}:{}", entry.repo, entry.tag), digest);
+        digests.insert(repo_tag, digest);
     }
     digests
 }
@@ -137,16 +122,9 @@ fn verify_served(reg: &Registry, digests: &BTreeMap<String, String>, work: &Path
     for (i, entry) in ENTRIES.iter().enumerate() {
         let key = format!("{}:{}", entry.repo, entry.tag);
         let expected = &digests[&key];
-        assert_eq!(&raw_digest(reg, entry.repo, entry.tag), expected, "{key}");
+        assert_eq!(&raw_digest(reg, &key), expected, "{key}");
         let out_dir = work.join(format!("pulled-{i}"));
-        let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
-        if entry.all {
-            args.push("--all");
-        }
-        let source = docker_ref(reg, entry.repo, entry.tag);
-        let dest = format!("oci:{}:{}", out_dir.display(), entry.tag);
-        args.extend([source.as_str(), dest.as_str()]);
-        skopeo(&args).assert_success("skopeo copy out of the registry");
+        copy_out(reg, &key, &oci_ref(&out_dir, entry.tag), entry.all);
         let pulled = OciLayout::create_existing(&out_dir);
         assert_eq!(
             pulled.digest_of(entry.tag).as_ref(),

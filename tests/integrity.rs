@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use support::*;
 
@@ -276,42 +275,6 @@ fn check_readable(node: &Registry, claimed: &BTreeSet<String>, seed: u64) {
     }
 }
 
-/// Every blob in a filesystem tree hashes to its path.
-fn check_tree(v2_root: &Path) {
-    let blobs = v2_root.join("blobs/sha256");
-    let Ok(prefixes) = std::fs::read_dir(&blobs) else {
-        return;
-    };
-    for prefix in prefixes.flatten() {
-        for dir in std::fs::read_dir(prefix.path()).unwrap().flatten() {
-            let hex = dir.file_name().to_string_lossy().into_owned();
-            let data = std::fs::read(dir.path().join("data")).unwrap();
-            assert_eq!(
-                sha256_digest(&data),
-                format!("sha256:{hex}"),
-                "{} does not hash to its path",
-                dir.path().display()
-            );
-        }
-    }
-}
-
-/// Every blob in an S3 bucket hashes to its key.
-fn check_bucket(target: &S3Target) {
-    let server = support::s3::shared();
-    for key in server.keys(&target.bucket, "docker/registry/v2/blobs/sha256/") {
-        let Some(hex) = key.strip_suffix("/data").and_then(|k| k.rsplit('/').next()) else {
-            continue;
-        };
-        let data = server.object(&target.bucket, &key).expect("listed object");
-        assert_eq!(
-            sha256_digest(&data),
-            format!("sha256:{hex}"),
-            "{key} does not hash to its key"
-        );
-    }
-}
-
 fn run_sessions(nodes: &[Registry], sessions: usize, seed: u64, max_size: usize) -> Counts {
     let mut counts = Counts::default();
     let mut sizes = Prng::new(seed);
@@ -367,8 +330,11 @@ fn one_node(driver: Driver) {
     let counts = run_sessions(std::slice::from_ref(&node), sessions, 11, 64 << 10);
     report(&format!("{driver:?}"), &counts);
     match driver {
-        Driver::Filesystem => check_tree(&node.v2_root()),
-        Driver::S3 => check_bucket(node.s3().unwrap()),
+        Driver::Filesystem => assert_eq!(storage_problems(&node.v2_root()), Vec::<String>::new()),
+        Driver::S3 => assert_eq!(
+            bucket_blob_problems(node.s3().unwrap()),
+            Vec::<String>::new()
+        ),
         Driver::Inmemory => {}
     }
 }
@@ -388,7 +354,8 @@ fn two_nodes_on_a_shared_folder() {
     ];
     let counts = run_sessions(&nodes, 150, 23, 64 << 10);
     report("two filesystem nodes", &counts);
-    check_tree(&dir.path().join("docker/registry/v2"));
+    let v2_root = dir.path().join("docker/registry/v2");
+    assert_eq!(storage_problems(&v2_root), Vec::<String>::new());
 }
 
 #[test]
@@ -401,5 +368,5 @@ fn two_nodes_on_a_shared_bucket() {
     // Some blobs cross the 5 MiB part size, so appends resume inside multipart uploads.
     let counts = run_sessions(&nodes, 20, 37, 7 << 20);
     report("two S3 nodes", &counts);
-    check_bucket(&target);
+    assert_eq!(bucket_blob_problems(&target), Vec::<String>::new());
 }

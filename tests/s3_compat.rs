@@ -6,7 +6,6 @@ mod support;
 
 use std::path::Path;
 
-use support::layout::OciLayout;
 use support::s3::shared;
 use support::*;
 
@@ -27,23 +26,12 @@ fn start(server: Server, target: &S3Target) -> Registry {
         .start()
 }
 
-fn copy(args: &[&str]) {
-    skopeo(args).assert_success(&format!("skopeo {}", args.join(" ")));
-}
-
 fn push(reg: &Registry, layout: &OciLayout) {
     for (tag, repo, all) in [
         ("image", "compat/image:v1", false),
         ("multi", "compat/multi:latest", true),
     ] {
-        let source = format!("oci:{}:{tag}", layout.dir.display());
-        let dest = format!("docker://{}/{repo}", reg.host());
-        let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        copy(&args);
+        copy_in(reg, &layout.dir, tag, repo, all);
     }
 }
 
@@ -53,18 +41,11 @@ fn pull_and_compare(reg: &Registry, layout: &OciLayout, work: &Path) {
         ("multi", "compat/multi:latest", true),
     ] {
         let out = work.join(format!("pulled-{tag}"));
-        let source = format!("docker://{}/{repo}", reg.host());
-        let dest = format!("oci:{}:{tag}", out.display());
-        let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([source.as_str(), dest.as_str()]);
-        copy(&args);
+        copy_out(reg, repo, &oci_ref(&out, tag), all);
         let pulled = OciLayout::create_existing(&out);
         assert_eq!(pulled.digest_of(tag), layout.digest_of(tag), "{repo}");
         // Every blob of the pulled image is byte-identical to the source.
-        let inspect = skopeo(&["inspect", "--raw", &format!("oci:{}:{tag}", out.display())]);
+        let inspect = skopeo(&["inspect", "--raw", &oci_ref(&out, tag)]);
         inspect.assert_success("skopeo inspect");
         let manifest: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
         for layer in manifest["layers"].as_array().into_iter().flatten() {

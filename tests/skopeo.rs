@@ -2,52 +2,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::Value;
-use support::layout::OciLayout;
 use support::*;
-
-fn docker_ref(reg: &Registry, repo_tag: &str) -> String {
-    format!("docker://{}/{repo_tag}", reg.host())
-}
-
-fn oci_ref(dir: &Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", dir.display())
-}
-
-/// `skopeo inspect --raw`: the manifest bytes the registry serves, and their digest.
-fn raw_digest(reg: &Registry, repo_tag: &str) -> String {
-    let out = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &docker_ref(reg, repo_tag),
-    ]);
-    out.assert_success("skopeo inspect --raw");
-    sha256_digest(out.stdout.as_bytes())
-}
-
-fn copy_in(reg: &Registry, layout: &Path, tag: &str, repo_tag: &str, all: bool) {
-    let source = oci_ref(layout, tag);
-    let dest = docker_ref(reg, repo_tag);
-    let mut args = vec!["copy", "--preserve-digests", "--dest-tls-verify=false"];
-    if all {
-        args.push("--all");
-    }
-    args.extend([source.as_str(), dest.as_str()]);
-    skopeo(&args).assert_success("skopeo copy into the registry");
-}
-
-fn copy_out(reg: &Registry, repo_tag: &str, dest: &str, all: bool) {
-    let source = docker_ref(reg, repo_tag);
-    let mut args = vec!["copy", "--preserve-digests", "--src-tls-verify=false"];
-    if all {
-        args.push("--all");
-    }
-    args.extend([source.as_str(), dest]);
-    skopeo(&args).assert_success("skopeo copy out of the registry");
-}
 
 fn image_round_trip(driver: Driver) {
     let reg = Registry::start(driver);
