@@ -7,7 +7,7 @@ use crate::api::error::ApiError;
 use crate::api::headers::parse_content_range;
 use crate::api::{header_value, may_pull, mount_source, App, Req};
 use crate::auth::{Access, Grant};
-use crate::registry::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest};
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
 use crate::registry::{BlobInfo, MountSearch, UploadProgress, UploadRequest, MAX_SUGGESTED};

@@ -1,7 +1,7 @@
 //! Blobs as seen through a repository: a `_layers` link plus shared data.
 
 use crate::cache::Descriptor;
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;

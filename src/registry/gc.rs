@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
-use crate::registry::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, Manifest, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};

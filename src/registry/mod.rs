@@ -1,6 +1,8 @@
 //! The registry domain: blobs, uploads, manifests, tags, referrers. No HTTP here.
 
-pub mod digest;
+/// Digests live in the leaf `crate::digest` (the cache uses them too); re-exported for
+/// callers that reach them through the registry.
+pub use crate::digest;
 pub mod error;
 pub mod gc;
 pub mod hashstate;
@@ -30,8 +32,8 @@ pub use referrers::Referrer;
 pub use uploads::{UploadProgress, UploadRequest};
 
 use crate::cache::BlobDescriptorCache;
+use crate::digest::Digest;
 use crate::storage::StorageDriver;
-use digest::Digest;
 use error::{RegistryError, Result};
 
 /// A request body as the registry consumes it: a stream of byte chunks.

@@ -12,8 +12,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use crate::digest::Digest;
 use crate::registry::blobs::BlobInfo;
-use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;

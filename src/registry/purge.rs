@@ -74,7 +74,7 @@ mod tests {
         let reg = Registry::new(driver.clone(), RegistryOptions::default(), b"k".to_vec());
         let repo = RepositoryName::parse("a/b").unwrap();
         let fresh = reg
-            .start_upload(&repo, crate::registry::digest::Algorithm::Sha256)
+            .start_upload(&repo, crate::digest::Algorithm::Sha256)
             .await
             .unwrap();
         driver

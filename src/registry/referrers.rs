@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;

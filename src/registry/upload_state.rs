@@ -9,7 +9,7 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
-use crate::registry::digest::Algorithm;
+use crate::digest::Algorithm;
 use crate::registry::hashstate::HashState;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;

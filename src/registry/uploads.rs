@@ -12,8 +12,8 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::digest::{Algorithm, Digest};
 use crate::registry::blobs::BlobInfo;
-use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::hashstate::HashState;
 use crate::registry::reference::RepositoryName;
