@@ -316,6 +316,24 @@ fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S
     });
 }
 
+/// `health.storagedriver`'s check: the storage root answers a stat (a missing root is
+/// healthy: an empty registry has none).
+fn storage_probe(driver: Arc<dyn StorageDriver>) -> ops::health::StorageProbe {
+    ops::health::StorageProbe {
+        name: format!("storagedriver_{}", driver.name()),
+        run: Box::new(move || {
+            let driver = driver.clone();
+            Box::pin(async move {
+                match driver.stat("/").await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_not_found() => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        }),
+    }
+}
+
 /// Runs `garbage-collect` against the configured storage.
 pub async fn garbage_collect(
     config: &Config,
@@ -363,7 +381,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let (driver, object_storage) = serving_storage_driver(&config)?;
     let registry = registry_on(driver, &config, upload_secret(&config))?;
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, registry.driver().clone(), &health);
+    ops::health::start(
+        &config.health,
+        storage_probe(registry.driver().clone()),
+        &health,
+    );
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
     lifecycle.start_watchdog();
     if let Some(addr) = &config.http.debug.addr {
@@ -373,10 +395,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             lifecycle: lifecycle.clone(),
             metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
         };
-        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+        let debug_bind_error = |source| StartError::DebugBind {
             addr: addr.clone(),
             source,
-        })?;
+        };
+        let listener = http::server::bind_tcp_std(addr).map_err(debug_bind_error)?;
+        let bound = listener.local_addr().map_err(debug_bind_error)?;
+        ops::debug::spawn(listener, state).map_err(debug_bind_error)?;
         tracing::info!(addr = %bound, "debug server listening");
     }
     let mut urls = UrlBuilder::new(

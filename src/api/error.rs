@@ -4,13 +4,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use crate::api::body::{full, Body};
+use crate::ops::health::RETRY_AFTER_SECONDS;
 use crate::registry::error::RegistryError;
 use crate::storage::StorageError;
-
-/// `Retry-After` of a 429 or 503 that does not set its own: long enough for
-/// a health check or a storage connection to recover, short enough that
-/// clients do not give up.
-pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// An error response: status, OCI code, message, detail and extra headers.
 #[derive(Debug)]
@@ -156,10 +152,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::BlobUnknown(d) => Self::new("BLOB_UNKNOWN", d.to_string()),
             RegistryError::BlobUploadUnknown => Self::new("BLOB_UPLOAD_UNKNOWN", json!({})),
             // Distribution answers a bad token with an empty detail; so do we.
-            RegistryError::BlobUploadInvalid(_) => {
-                crate::ops::metrics::upload_token_rejected();
-                Self::new("BLOB_UPLOAD_INVALID", json!({}))
-            }
+            RegistryError::BlobUploadInvalid(_) => Self::new("BLOB_UPLOAD_INVALID", json!({})),
             RegistryError::DigestInvalid(_) | RegistryError::DigestUnsupported(_) => {
                 Self::new("DIGEST_INVALID", text)
             }

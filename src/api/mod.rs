@@ -14,13 +14,11 @@ mod uploads;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::http::limits::RequestBody;
-
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
 use crate::registry::reference::{RepositoryName, MAX_NAME_LENGTH};
 use crate::registry::{BodyStream, Registry};
-use body::{empty, full, Body};
+use body::{empty, full, Body, RequestBody};
 use error::ApiError;
 use route::{Route, RouteError};
 use urls::UrlBuilder;

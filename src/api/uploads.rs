@@ -56,14 +56,18 @@ fn progress_response(
     resp
 }
 
-/// A registry error, with the session's place attached when the request was out of order
-/// (416): the client continues from the `Location` it is given.
+/// A registry error about a session, counted when its token was refused, with the
+/// session's place attached when the request was out of order (416): the client
+/// continues from the `Location` it is given.
 fn upload_error(
     app: &App,
     headers: &HeaderMap,
     name: &RepositoryName,
     e: RegistryError,
 ) -> ApiError {
+    if matches!(e, RegistryError::BlobUploadInvalid(_)) {
+        crate::ops::metrics::upload_token_rejected();
+    }
     let resume = match &e {
         RegistryError::RangeInvalid {
             resume: Some(p), ..
@@ -257,7 +261,8 @@ pub async fn cancel(
 ) -> Result<Response<Body>, ApiError> {
     app.registry
         .cancel_upload(name, uuid, req.query("_state").as_deref())
-        .await?;
+        .await
+        .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)

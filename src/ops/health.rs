@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,7 +13,23 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{HealthConfig, HttpHealthCheck};
 use crate::ops::metrics;
-use crate::storage::StorageDriver;
+
+/// `Retry-After` of a 429 or 503 that does not set its own: long enough for
+/// a health check or a storage connection to recover, short enough that
+/// clients do not give up.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// One run of a check: `Ok`, or why it failed.
+pub type CheckRun = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// The storage check (`health.storagedriver`), built by the caller so that health checks
+/// know nothing of storage.
+pub struct StorageProbe {
+    /// The check's name, as distribution reports it (`storagedriver_<driver>`).
+    pub name: String,
+    /// One run of the check.
+    pub run: Box<dyn Fn() -> CheckRun + Send>,
+}
 
 /// Shared view of the failing checks.
 #[derive(Clone, Default)]
@@ -145,19 +162,12 @@ async fn http_check(
 }
 
 /// Starts the configured checks in the background.
-pub fn start(config: &HealthConfig, driver: Arc<dyn StorageDriver>, health: &Health) {
+pub fn start(config: &HealthConfig, storage: StorageProbe, health: &Health) {
     let sd = &config.storagedriver;
     if sd.enabled {
-        let name = format!("storagedriver_{}", driver.name());
-        spawn_check(health, name, sd.interval, sd.threshold, move || {
-            let driver = driver.clone();
-            async move {
-                match driver.stat("/").await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+        let run = storage.run;
+        spawn_check(health, storage.name, sd.interval, sd.threshold, move || {
+            run()
         });
     }
     for f in &config.file {
