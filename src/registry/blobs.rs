@@ -3,9 +3,10 @@
 use crate::cache::Descriptor;
 use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::{layout, ByteStream, StorageError};
+use crate::storage::{ByteStream, StorageError};
 
 /// Size and identity of a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use std::fmt;
 
 use crate::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// `garbage-collect` flags.
 #[derive(Debug, Clone, Default)]

@@ -5,10 +5,10 @@ use futures_util::StreamExt;
 
 use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::manifest::{self, Manifest, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
 use crate::registry::{IndexChildren, Registry};
-use crate::storage::layout;
 
 /// A manifest reference from a URL: a tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

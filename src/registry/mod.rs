@@ -6,6 +6,7 @@ pub use crate::digest;
 pub mod error;
 pub mod gc;
 pub mod hashstate;
+pub mod layout;
 pub mod manifest;
 pub mod purge;
 pub mod reference;

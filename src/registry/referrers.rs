@@ -11,10 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::manifest;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// One entry of a referrers answer.
 #[derive(Debug, Clone, PartialEq)]
