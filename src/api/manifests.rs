@@ -4,7 +4,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::api::body::{empty, full, Body};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
 use crate::registry::error::RegistryError;
@@ -18,12 +18,10 @@ pub const MAX_TAGS_PER_PUSH: usize = 64;
 /// 413, as OCI asks of a registry that limits manifest size (registry:2
 /// answers 400 with the same code).
 fn too_large() -> ApiError {
-    let mut e = ApiError::new(
-        "MANIFEST_INVALID",
+    ApiError::new(
+        ErrorCode::ManifestTooLarge,
         format!("manifest exceeds the {MAX_MANIFEST_SIZE} byte limit"),
-    );
-    e.status = StatusCode::PAYLOAD_TOO_LARGE;
-    e
+    )
 }
 
 /// GET or HEAD a manifest.
@@ -136,7 +134,7 @@ pub async fn put(
     let content_type = req.header(header::CONTENT_TYPE).unwrap_or("").to_string();
     let incoming = req
         .take_body()
-        .ok_or_else(|| ApiError::new("MANIFEST_INVALID", "no body"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::ManifestInvalid, "no body"))?;
     let body = http_body_util::Limited::new(incoming, MAX_MANIFEST_SIZE)
         .collect()
         .await
@@ -144,7 +142,10 @@ pub async fn put(
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
             } else {
-                ApiError::new("MANIFEST_INVALID", format!("reading the manifest: {e}"))
+                ApiError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest: {e}"),
+                )
             }
         })?
         .to_bytes();

@@ -19,7 +19,7 @@ use crate::ops::health::Health;
 use crate::registry::reference::{RepositoryName, MAX_NAME_LENGTH};
 use crate::registry::{BodyStream, Registry};
 use body::{empty, full, Body, RequestBody};
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 use route::{Route, RouteError};
 use urls::UrlBuilder;
 
@@ -176,7 +176,7 @@ async fn route(
     }
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
-            "UNAVAILABLE",
+            ErrorCode::Unavailable,
             format!("health check failed: please see /debug/health ({failure})"),
         ));
     }
@@ -187,7 +187,9 @@ async fn route(
     let route = match Route::parse(path) {
         Ok(r) => r,
         Err(RouteError::NotFound) => return Err(ApiError::route_not_found()),
-        Err(RouteError::NameInvalid(name)) => return Err(ApiError::new("NAME_INVALID", name)),
+        Err(RouteError::NameInvalid(name)) => {
+            return Err(ApiError::new(ErrorCode::NameInvalid, name))
+        }
     };
     info.handler = route.handler_name();
     info.repository = route.repository().map(|r| r.to_string());
@@ -220,7 +222,7 @@ async fn route(
                     .collect();
                 let challenge = HeaderValue::from_str(&denial.challenge)
                     .unwrap_or(HeaderValue::from_static("Basic"));
-                return Err(ApiError::new("UNAUTHORIZED", detail)
+                return Err(ApiError::new(ErrorCode::Unauthorized, detail)
                     .with_header(http::header::WWW_AUTHENTICATE, challenge));
             }
         }
@@ -290,7 +292,9 @@ async fn token_endpoint(
                 Some(body) => {
                     http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
                         .await
-                        .map_err(|_| ApiError::new("SIZE_INVALID", "token request form too large"))?
+                        .map_err(|_| {
+                            ApiError::new(ErrorCode::SizeInvalid, "token request form too large")
+                        })?
                         .to_bytes()
                 }
                 None => Default::default(),
@@ -350,7 +354,7 @@ pub fn mount_source(req: &Req) -> Result<Option<RepositoryName>, ApiError> {
         None => Ok(None),
         Some(from) => RepositoryName::parse(&from).map(Some).ok_or_else(|| {
             let shown: String = from.chars().take(MAX_NAME_LENGTH + 16).collect();
-            ApiError::new("NAME_INVALID", format!("from={shown}"))
+            ApiError::new(ErrorCode::NameInvalid, format!("from={shown}"))
         }),
     }
 }

@@ -3,7 +3,7 @@
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::api::body::{empty, Body};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::headers::parse_content_range;
 use crate::api::{header_value, may_pull, mount_source, App, Req};
 use crate::auth::{Access, Grant};
@@ -109,7 +109,10 @@ fn take_chunk(req: &mut Req) -> Result<UploadRequest, ApiError> {
     let range = match req.header(header::CONTENT_RANGE) {
         None => None,
         Some(v) => Some(parse_content_range(v).ok_or_else(|| {
-            ApiError::new("RANGE_INVALID", format!("malformed Content-Range {v:?}"))
+            ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("malformed Content-Range {v:?}"),
+            )
         })?),
     };
     Ok(UploadRequest {
@@ -142,7 +145,7 @@ pub async fn start(
         None => Algorithm::Sha256,
         Some(a) => Algorithm::from_name(&a).ok_or_else(|| {
             ApiError::new(
-                "DIGEST_INVALID",
+                ErrorCode::DigestInvalid,
                 format!("unsupported digest algorithm {a:?}"),
             )
         })?,
@@ -240,9 +243,12 @@ pub async fn put(
     uuid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let token = req.query("_state");
-    let digest = req
-        .query("digest")
-        .ok_or_else(|| ApiError::new("DIGEST_INVALID", "the digest query parameter is required"))?;
+    let digest = req.query("digest").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
     let chunk = take_chunk(req)?;
     let blob = app
         .registry

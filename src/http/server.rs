@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use crate::api::body::Body;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::{self, App};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
 use crate::ops;
@@ -299,14 +300,13 @@ async fn handle(
         > limits.max_header_bytes
         || req.headers().len() > limits.max_headers
     {
-        let mut e = crate::api::error::ApiError::new(
-            "SIZE_INVALID",
+        let e = ApiError::new(
+            ErrorCode::HeadersTooLarge,
             format!(
                 "request headers exceed http.limits (maxheaderbytes {}, maxheaders {})",
                 limits.max_header_bytes, limits.max_headers
             ),
         );
-        e.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
         (e.into_response(), api::RequestInfo::default())
     } else {
         let timeout = limits.body_idle_timeout;
