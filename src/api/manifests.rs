@@ -8,7 +8,7 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
 use crate::registry::error::RegistryError;
-use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::registry::manifest_format::{self, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
 use crate::registry::{tags_of, ManifestReference, StoredManifest};
 
@@ -52,14 +52,16 @@ pub async fn get(
                 .any(|a| a == t || a == "*/*" || a == "application/*")
     };
     // Old Docker clients that only know schema 2 get the linux/amd64 image of a list.
-    if m.media_type == manifest::DOCKER_MANIFEST_LIST
+    if m.media_type == manifest_format::DOCKER_MANIFEST_LIST
         && matches!(reference, ManifestReference::Tag(_))
-        && !accepts(manifest::DOCKER_MANIFEST_LIST)
-        && accepted.iter().any(|a| a == manifest::DOCKER_MANIFEST)
+        && !accepts(manifest_format::DOCKER_MANIFEST_LIST)
+        && accepted
+            .iter()
+            .any(|a| a == manifest_format::DOCKER_MANIFEST)
     {
         m = amd64_child(app, name, &m).await?;
     }
-    if (m.media_type == manifest::OCI_MANIFEST || m.media_type == manifest::OCI_INDEX)
+    if (m.media_type == manifest_format::OCI_MANIFEST || m.media_type == manifest_format::OCI_INDEX)
         && !accepts(&m.media_type)
     {
         return Err(RegistryError::ManifestUnknown(
@@ -97,7 +99,7 @@ async fn amd64_child(
     name: &RepositoryName,
     list: &StoredManifest,
 ) -> Result<StoredManifest, ApiError> {
-    let parsed = manifest::parse_stored(&list.body)
+    let parsed = manifest_format::parse_stored(&list.body)
         .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
     let child = parsed
         .manifests

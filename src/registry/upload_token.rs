@@ -10,7 +10,7 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Algorithm;
-use crate::registry::hashstate::HashState;
+use crate::registry::hash_state::HashState;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 const MAC_LEN: usize = 32;

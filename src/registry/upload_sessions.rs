@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use crate::digest::{Algorithm, Digest};
 use crate::registry::blobs::BlobInfo;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::hashstate::HashState;
+use crate::registry::hash_state::HashState;
 use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
-use crate::registry::upload_state::UploadState;
+use crate::registry::upload_token::UploadState;
 use crate::registry::{BodyStream, Registry};
 use crate::storage::{FileWriter, StorageError};
 
