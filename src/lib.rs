@@ -282,38 +282,60 @@ fn authenticator(
 /// Purges stale upload sessions in the background, as every distribution
 /// instance does: after a random delay (so replicas spread out), then every
 /// `interval`. On S3 the pass also aborts multipart uploads older than `age`.
-fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S3Driver>) {
+/// Shutdown interrupts a pass: what it has not deleted yet, the next pass will.
+fn start_upload_purging(
+    config: &Config,
+    app: Arc<App>,
+    object_storage: Option<S3Driver>,
+    tasks: &ops::tasks::Tasks,
+) {
     let p = config.storage.maintenance.uploadpurging.clone();
     if !p.enabled {
         return;
     }
     let interval = p.interval.max(Duration::from_secs(60));
     let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
-    tokio::spawn(async move {
-        tokio::time::sleep(jitter).await;
+    tasks.spawn("upload purging", move |mut stop| async move {
+        let mut wait = jitter;
         loop {
-            match app.registry.purge_uploads(p.age, p.dryrun).await {
-                Ok(r) => tracing::info!(
-                    examined = r.examined,
-                    purged = r.purged.len(),
-                    dry_run = p.dryrun,
-                    "upload purge done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = tokio::time::sleep(wait) => {}
             }
-            if let Some(s3) = &object_storage {
-                match s3.purge_multipart_uploads(p.age, p.dryrun).await {
-                    Ok(n) => tracing::info!(
-                        aborted = n,
-                        dry_run = p.dryrun,
-                        "upload purge: stale multipart uploads done"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+            tokio::select! {
+                _ = stop.requested() => {
+                    tracing::info!("upload purge interrupted by shutdown");
+                    return;
                 }
+                _ = purge_pass(&app, object_storage.as_ref(), &p) => {}
             }
-            tokio::time::sleep(interval).await;
+            wait = interval;
         }
     });
+}
+
+/// One upload-purging pass over the registry and, on S3, its multipart uploads.
+async fn purge_pass(app: &App, object_storage: Option<&S3Driver>, p: &config::UploadPurgingConfig) {
+    tracing::info!(dry_run = p.dryrun, "upload purge started");
+    match app.registry.purge_uploads(p.age, p.dryrun).await {
+        Ok(r) => tracing::info!(
+            examined = r.examined,
+            purged = r.purged.len(),
+            dry_run = p.dryrun,
+            "upload purge done"
+        ),
+        Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+    }
+    if let Some(s3) = object_storage {
+        match s3.purge_multipart_uploads(p.age, p.dryrun).await {
+            Ok(n) => tracing::info!(
+                aborted = n,
+                dry_run = p.dryrun,
+                "upload purge: stale multipart uploads done"
+            ),
+            Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+        }
+    }
 }
 
 /// `health.storagedriver`'s check: the storage root answers a stat (a missing root is
@@ -342,6 +364,10 @@ pub async fn garbage_collect(
     let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
+
+/// How long background tasks get to stop once requests have drained: they stop at their
+/// next await, so this is only reached by one stuck in a call without a timeout.
+const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
@@ -380,14 +406,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let auth = authenticator(&config, &own_certificates)?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
     let registry = registry_on(driver, &config, upload_secret(&config))?;
+    let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
-    ops::health::start(
-        &config.health,
-        storage_probe(registry.driver().clone()),
-        &health,
-    );
+    let probe = storage_probe(registry.driver().clone());
+    ops::health::start(&config.health, probe, &health, &tasks);
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
-    lifecycle.start_watchdog();
+    lifecycle.start_watchdog(&tasks);
     if let Some(addr) = &config.http.debug.addr {
         let prometheus = &config.http.debug.prometheus;
         let state = ops::debug::DebugState {
@@ -401,7 +425,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         };
         let listener = http::server::bind_tcp_std(addr).map_err(debug_bind_error)?;
         let bound = listener.local_addr().map_err(debug_bind_error)?;
-        ops::debug::spawn(listener, state).map_err(debug_bind_error)?;
+        let stopped =
+            ops::debug::spawn(listener, state, tasks.signal()).map_err(debug_bind_error)?;
+        // The debug server runs on a runtime of its own: this task waits for its thread.
+        tasks.spawn("debug server", |_| async move {
+            let _ = stopped.await;
+        });
         tracing::info!(addr = %bound, "debug server listening");
     }
     let mut urls = UrlBuilder::new(
@@ -419,7 +448,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         issuer,
         health,
     });
-    start_upload_purging(&config, app.clone(), object_storage);
+    start_upload_purging(&config, app.clone(), object_storage, &tasks);
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -451,6 +480,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         lifecycle.set_draining();
     };
     http::server::serve(app, listener, settings, shutdown).await;
+    // Requests have drained; now every background task is told to stop.
+    tasks.shutdown(TASK_STOP_DEADLINE).await;
     let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }

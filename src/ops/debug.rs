@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::ops::health::Health;
 use crate::ops::lifecycle::Lifecycle;
 use crate::ops::metrics;
+use crate::ops::tasks::Shutdown;
 
 /// Readiness probe path.
 pub const READY_PATH: &str = "/readyz";
@@ -35,23 +36,35 @@ pub struct DebugState {
     pub metrics_path: Option<String>,
 }
 
-/// Serves on `listener` in the background, on a thread and runtime of its own.
-pub fn spawn(listener: std::net::TcpListener, state: DebugState) -> std::io::Result<()> {
+/// Serves on `listener` in the background, on a thread and runtime of its own, until
+/// `stop` is raised. The returned receiver resolves once the thread has finished.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: DebugState,
+    mut stop: Shutdown,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (finished, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("wharf-debug".into())
         .spawn(move || {
             runtime.block_on(async move {
                 // The listener must be registered with the runtime that polls it.
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, Arc::new(state)).await,
+                    Ok(listener) => tokio::select! {
+                        _ = stop.requested() => {}
+                        _ = serve(listener, Arc::new(state)) => {}
+                    },
                     Err(e) => tracing::error!(error = %e, "debug server: cannot use its listener"),
                 }
             });
+            // Dropping the runtime ends the connections still open.
+            drop(runtime);
+            let _ = finished.send(());
         })?;
-    Ok(())
+    Ok(stopped)
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<DebugState>) {
