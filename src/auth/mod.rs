@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod htpasswd;
 pub mod issuer;
 pub mod keys;
+pub mod pattern;
 pub mod scope;
 pub mod token;
 
