@@ -57,10 +57,18 @@ pub struct DockerAuthFile {
     pub acl: Vec<AclRule>,
 }
 
-/// docker_auth's `server` keys that change what a rule sees.
+/// docker_auth's `server` keys that apply: where the client address is, and the TLS pair that
+/// signs tokens when `token` names none. The listener keys do not apply: tokens are served on
+/// the registry's own port.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct DockerAuthServer {
+    /// TLS certificate, the signing certificate when `token.certificate` is unset.
+    #[serde(deserialize_with = "lenient::string")]
+    pub certificate: String,
+    /// TLS key, the signing key when `token.key` is unset.
+    #[serde(deserialize_with = "lenient::string")]
+    pub key: String,
     /// Header holding the client address.
     #[serde(deserialize_with = "lenient::string")]
     pub real_ip_header: String,
@@ -164,11 +172,17 @@ impl Config {
         if t.issuer.is_empty() {
             t.issuer = token.issuer.clone();
         }
-        if t.key.is_none() && !token.key.is_empty() {
-            t.key = Some(token.key.clone().into());
+        // docker_auth signs with the server's TLS pair when the token section names no pair.
+        let (cert, key) = if token.certificate.is_empty() && token.key.is_empty() {
+            (&file.server.certificate, &file.server.key)
+        } else {
+            (&token.certificate, &token.key)
+        };
+        if t.key.is_none() && !key.is_empty() {
+            t.key = Some(key.into());
         }
-        if t.certificate.is_none() && !token.certificate.is_empty() {
-            t.certificate = Some(token.certificate.clone().into());
+        if t.certificate.is_none() && !cert.is_empty() {
+            t.certificate = Some(cert.into());
         }
         if t.expiration.is_zero() && token.expiration > 0 {
             t.expiration = Duration::from_secs(token.expiration as u64);

@@ -1196,7 +1196,8 @@ impl Default for TokenIssuerConfig {
             service: String::new(),
             key: None,
             certificate: None,
-            expiration: secs(300),
+            // Zero until defaults: a docker_auth file's token.expiration may fill it first.
+            expiration: Duration::ZERO,
             refreshexpiration: secs(7 * 24 * 3600),
             users: BTreeMap::new(),
             acl: Vec::new(),
