@@ -363,16 +363,16 @@ mod tests {
     fn m(fields: &[(&str, &str)]) -> AclMatch {
         let mut m = AclMatch::default();
         for (k, v) in fields {
-            let v = Some(v.to_string());
+            let some = Some(v.to_string());
             match *k {
-                "account" => m.account = v,
-                "type" => m.kind = v,
-                "name" => m.name = v,
-                "service" => m.service = v,
-                "ip" => m.ip = v,
+                "account" => m.account = some,
+                "type" => m.kind = some,
+                "name" => m.name = some,
+                "service" => m.service = some,
+                "ip" => m.ip = some,
                 label => {
                     m.labels
-                        .insert(label.trim_start_matches("labels.").into(), v.unwrap());
+                        .insert(label.trim_start_matches("labels.").into(), v.to_string());
                 }
             }
         }
@@ -411,6 +411,15 @@ mod tests {
         .is_some()
     }
 
+    /// Match fields, (account, type, name, service), client address, labels, expected match.
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        (&'a str, &'a str, &'a str, &'a str),
+        Option<&'a str>,
+        &'a BTreeMap<String, Vec<String>>,
+        bool,
+    );
+
     /// docker_auth's own `TestMatching` cases (auth_server/authz/acl_test.go).
     #[test]
     fn docker_auth_matching_cases() {
@@ -421,13 +430,7 @@ mod tests {
             ("group", &["admins", "VIP"]),
             ("project", &["api", "frontend"]),
         ]);
-        let cases: Vec<(
-            Vec<(&str, &str)>,
-            (&str, &str, &str, &str),
-            Option<&str>,
-            &BTreeMap<_, _>,
-            bool,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (vec![], ai1, None, &none, true),
             (vec![("account", "foo")], ai1, None, &none, true),
             (

@@ -141,7 +141,7 @@ pub fn load_file(path: &std::path::Path) -> Result<Policy, PolicyError> {
 /// content is compared, not only the modification time, so quick successive edits are seen.
 pub fn watch(path: PathBuf, cell: PolicyCell) {
     tokio::spawn(async move {
-        let mut seen = std::fs::read(&path).ok().map(|b| sha2::Sha256::digest(b));
+        let mut seen = std::fs::read(&path).ok().map(sha2::Sha256::digest);
         let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
