@@ -3,11 +3,19 @@
 //! of (account, client address, scope) -> granted actions whose expectations follow
 //! docker_auth's documented rules: first match wins, `["*"]` grants what was asked, other lists
 //! grant what they share with the request, no match denies.
+//!
+//! Each table runs twice: against the ACL as the library reads it, and through the real binary,
+//! whose issuer logs each account in with Basic credentials and reads the client address from
+//! `X-Forwarded-For` (`tokenissuer.realipheader`), so `ip` rules see the row's address.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use support::auth::*;
+use support::*;
 use wharf::auth::acl::{Acl, AuthRequest};
 use wharf::auth::scope::parse_scope;
 use wharf::config::read_docker_auth;
@@ -52,7 +60,6 @@ const REFERENCE: &[Row] = &[
         "",
     ),
     ("", Some(ELSEWHERE), "repository:hello-world-2:pull", ""),
-    ("", None, "repository:hello-world:pull", "pull"),
     ("", Some(ELSEWHERE), "registry:catalog:*", ""),
     // admin: everything.
     (
@@ -236,13 +243,26 @@ const LABELS: &[Row] = &[
         "pull",
     ),
     ("", Some(ELSEWHERE), "repository:x:pull", ""),
-    ("nobody", Some(ELSEWHERE), "repository:x:pull", ""),
 ];
 
-fn run_table(fixture: &str, rows: &[Row]) -> usize {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The password of a fixture user: docker_auth's "badmin" for admin, its "123" for the others
+/// that have one (users without a password take any).
+fn password(account: &str) -> &'static str {
+    if account == "admin" {
+        "badmin"
+    } else {
+        "123"
+    }
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/docker_auth")
-        .join(fixture);
+        .join(name)
+}
+
+fn run_table(fixture_name: &str, rows: &[Row]) -> usize {
+    let path = fixture(fixture_name);
     let file = read_docker_auth(&path).unwrap();
     let acl = Acl::new(&file.acl).unwrap();
     let no_labels = BTreeMap::new();
@@ -286,4 +306,98 @@ fn reference_acl_grants_what_docker_auth_grants() {
 #[test]
 fn label_examples_grant_what_docker_auth_grants() {
     assert_eq!(run_table("labels.yml", LABELS), LABELS.len());
+}
+
+/// The same table through `wharf`: a token per row, its `access` claim compared.
+fn run_table_through_the_binary(fixture_name: &str, rows: &[Row]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = self_signed(ec_key(), &["issuer"]).write(dir.path(), "issuer");
+    let reg = Registry::builder(Driver::Filesystem)
+        .section(&format!(
+            "auth:
+  token:
+    realm: http://placeholder/auth/token
+    service: {SERVICE}
+    issuer: wharf
+tokenissuer:
+  key: {}
+  certificate: {}
+  dockerauthconfig: {}
+  realipheader: X-Forwarded-For
+  realippos: -1
+",
+            key.display(),
+            cert.display(),
+            fixture(fixture_name).display()
+        ))
+        .env("REGISTRY_AUTH_TOKEN_REALM", "http://{addr}/auth/token")
+        .ready(Ready::V2Answers)
+        .start();
+    let mut failures = Vec::new();
+    for (account, ip, scope, want) in rows {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("service", SERVICE)
+            .append_pair("scope", scope)
+            .finish();
+        let mut req = reg.get(&format!("/auth/token?{query}"));
+        if let Some(ip) = ip {
+            req = req.header("X-Forwarded-For", format!("192.0.2.1, {ip}"));
+        }
+        if !account.is_empty() {
+            req = req.basic_auth(account, Some(password(account)));
+        }
+        let resp = send(req);
+        resp.assert_status(200);
+        let access = payload(resp.json()["token"].as_str().unwrap())["access"].clone();
+        let got = access
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|a| a["actions"].as_array().unwrap().iter())
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if got != *want {
+            failures.push(format!(
+                "{account:?} from {ip:?} asking {scope:?}: got {got:?}, want {want:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn reference_acl_through_the_token_endpoint() {
+    run_table_through_the_binary("reference.yml", REFERENCE);
+}
+
+#[test]
+fn label_examples_through_the_token_endpoint() {
+    run_table_through_the_binary("labels.yml", LABELS);
+}
+
+#[test]
+fn unknown_accounts_and_wrong_passwords_get_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = self_signed(ec_key(), &["issuer"]).write(dir.path(), "issuer");
+    let reg = Registry::builder(Driver::Filesystem)
+        .section(&format!(
+            "auth:\n  token:\n    realm: http://x/auth/token\n    service: {SERVICE}\n    issuer: wharf\ntokenissuer:\n  key: {}\n  certificate: {}\n  dockerauthconfig: {}\n",
+            key.display(),
+            cert.display(),
+            fixture("reference.yml").display()
+        ))
+        .ready(Ready::V2Answers)
+        .start();
+    let ask = |user: &str, password: &str| {
+        send(
+            reg.get("/auth/token?scope=repository:hello-world:pull")
+                .basic_auth(user, Some(password)),
+        )
+    };
+    ask("admin", "badmin").assert_status(200);
+    assert_error(&ask("admin", "123"), 401, "UNAUTHORIZED");
+    assert_error(&ask("nobody", "123"), 401, "UNAUTHORIZED");
+    // The anonymous user `""` has no password: any password is taken, as in docker_auth.
+    ask("", "anything").assert_status(200);
 }
