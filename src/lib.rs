@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod coord;
 pub mod http;
 pub mod ops;
 pub mod registry;

@@ -160,9 +160,22 @@ impl Registry {
         Ok(Some(info))
     }
 
-    /// Makes a blob part of `repo`.
+    /// Makes a blob part of `repo`, then checks (against storage) that its data is still
+    /// there: a garbage-collection pass may have removed it since the caller looked, and a
+    /// link to nothing must not be acknowledged (see `gc_guard`).
     pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let pass = self.gc_pass_state().await?;
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
-        self.write_link(&link, digest).await
+        self.write_link(&link, digest).await?;
+        let reference = crate::registry::gc_guard::Reference {
+            digest: digest.clone(),
+            paths: vec![layout::blob_data(digest.algorithm(), digest.hex())],
+        };
+        if !self.settle_references(pass, &[reference]).await?.is_empty() {
+            let _ = self.driver.delete(link.trim_end_matches("/link")).await;
+            self.uncache_link(repo, digest).await;
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        Ok(())
     }
 }

@@ -3,6 +3,8 @@
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod gc_guard;
+pub mod gc_online;
 pub mod hashstate;
 pub mod manifest;
 pub mod purge;
