@@ -7,6 +7,12 @@ use serde_json::{json, Value};
 
 static LEASES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 static GC: Mutex<Option<Value>> = Mutex::new(None);
+static GC_HOLDER: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records who holds the cluster's `gc` lease, as last seen by this process.
+pub fn gc_lease_holder(holder: Option<&str>) {
+    *GC_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = holder.map(str::to_string);
+}
 
 /// Records that this process took lease `name` as `holder`.
 pub fn lease_taken(name: &str, holder: &str) {
@@ -33,5 +39,6 @@ pub fn gc_pass(summary: Value) {
 pub fn snapshot() -> Value {
     let leases = LEASES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let gc = GC.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    json!({ "leases_held": leases, "gc_last_pass": gc })
+    let holder = GC_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    json!({ "leases_held": leases, "gc_lease_holder": holder, "gc_last_pass": gc })
 }

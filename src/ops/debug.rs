@@ -147,6 +147,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "draining": state.lifecycle.is_draining(),
                     "health": state.health.failures(),
                 },
+                "cluster": crate::coord::status::snapshot(),
             });
             respond(
                 StatusCode::OK,

@@ -123,14 +123,16 @@ impl Registry {
             .filter_map(|n| RepositoryName::from_storage(n))
             .collect();
         report.repositories = repos.len();
-        let marks = futures_util::stream::iter(
-            repos
-                .iter()
-                .map(|repo| self.mark_online(repo, opts, pass.generation, fence)),
-        )
-        .buffer_unordered(CONCURRENCY / 4)
-        .collect::<Vec<_>>()
-        .await;
+        // Futures collected before streaming them: a stream over a borrowing closure is not
+        // `Send` for every lifetime, which spawned passes need.
+        let marks: Vec<_> = repos
+            .iter()
+            .map(|repo| self.mark_online(repo, opts, pass.generation, fence))
+            .collect();
+        let marks = futures_util::stream::iter(marks)
+            .buffered(CONCURRENCY / 4)
+            .collect::<Vec<_>>()
+            .await;
         let mut marked: HashSet<Digest> = HashSet::new();
         let mut holders: HashMap<Digest, Vec<String>> = HashMap::new();
         for (repo, m) in repos.iter().zip(marks) {
@@ -149,13 +151,17 @@ impl Registry {
             .filter(|d| !marked.contains(d))
             .collect();
         let no_holders = Vec::new();
-        let outcomes = futures_util::stream::iter(candidates.iter().map(|d| {
-            let repos = holders.get(d).unwrap_or(&no_holders);
-            self.sweep_candidate(d, repos, &pass, opts, fence)
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+        let sweeps: Vec<_> = candidates
+            .iter()
+            .map(|d| {
+                let repos = holders.get(d).unwrap_or(&no_holders);
+                self.sweep_candidate(d, repos, &pass, opts, fence)
+            })
+            .collect();
+        let outcomes = futures_util::stream::iter(sweeps)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         for outcome in outcomes {
             match outcome? {
                 Outcome::Deleted(size) => {
@@ -202,15 +208,8 @@ impl Registry {
             .await?
             .into_iter()
             .collect();
-        let parsed: HashMap<Digest, Option<Manifest>> =
-            futures_util::stream::iter(revisions.iter().map(|d| async move {
-                match self.read_manifest(d).await {
-                    Ok(m) => Ok((d.clone(), manifest::parse_stored(&m.body).ok())),
-                    // A revision whose content is gone references nothing.
-                    Err(RegistryError::ManifestUnknown(_)) => Ok((d.clone(), None)),
-                    Err(e) => Err(e),
-                }
-            }))
+        let reads: Vec<_> = revisions.iter().map(|d| self.read_revision(d)).collect();
+        let parsed: HashMap<Digest, Option<Manifest>> = futures_util::stream::iter(reads)
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<Result<_>>>()
             .await
@@ -287,6 +286,16 @@ impl Registry {
         let layers = layout::layers_dir(name);
         mark.layer_links = self.digests_in(|alg| format!("{layers}/{alg}")).await?;
         Ok(mark)
+    }
+
+    /// A revision's parsed content; `None` when it cannot be parsed or is gone (then it
+    /// references nothing).
+    async fn read_revision(&self, d: &Digest) -> Result<(Digest, Option<Manifest>)> {
+        match self.read_manifest(d).await {
+            Ok(m) => Ok((d.clone(), manifest::parse_stored(&m.body).ok())),
+            Err(RegistryError::ManifestUnknown(_)) => Ok((d.clone(), None)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The digests `repo`'s tags point at now.
