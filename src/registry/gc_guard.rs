@@ -47,6 +47,11 @@ pub fn touched_path(digest: &Digest) -> String {
     format!("{GC_ROOT}/touched/{}/{}", digest.algorithm(), digest.hex())
 }
 
+/// A fresh place for an upload's spare copy of a blob (see `SpareCopy`).
+pub fn spare_path() -> String {
+    format!("{GC_ROOT}/spare/{}", uuid::Uuid::new_v4())
+}
+
 /// Directory of all `touched` marks.
 pub fn touched_dir() -> String {
     format!("{GC_ROOT}/touched")
@@ -142,12 +147,11 @@ impl Registry {
     /// Marks `r` as referenced in pass `generation`, then waits while a sweeper's intent on it
     /// is live (it ends with the digest kept or deleted; the caller then checks which).
     async fn touch_and_wait(&self, r: &Reference, generation: u64) -> Result<()> {
-        self.driver
-            .put_content(
-                &touched_path(&r.digest),
-                Bytes::from(generation.to_string()),
-            )
-            .await?;
+        self.put_small(
+            &touched_path(&r.digest),
+            Bytes::from(generation.to_string()),
+        )
+        .await?;
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {

@@ -198,7 +198,7 @@ impl Registry {
         // Bounded: each round only repeats when a sweeper removed this very manifest.
         for _ in 0..3 {
             if self.stat_blob_data(digest).await? != Some(body.len() as u64) {
-                self.driver.put_content(&blob, body.clone()).await?;
+                self.put_small(&blob, body.clone()).await?;
             }
             self.write_link(&revision, digest).await?;
             let missing = self.settle_references(pass, &refs).await?;
