@@ -94,7 +94,7 @@ impl GcCluster {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         match (&self.storage, &self.s3) {
             (Some(dir), _) => std::fs::read(dir.path().join(path.trim_start_matches('/'))).ok(),
-            (None, Some(t)) => s3::shared().object(&t.bucket, &format!("wharf-root{path}")),
+            (None, Some(t)) => s3::shared().object(&t.bucket, path.trim_start_matches('/')),
             _ => None,
         }
     }
@@ -148,7 +148,7 @@ impl GcCluster {
                 }
             }
             (None, Some(t)) => {
-                for key in s3::shared().keys(&t.bucket, "wharf-root/docker/registry/v2/blobs/") {
+                for key in s3::shared().keys(&t.bucket, "docker/registry/v2/blobs/") {
                     if let Some(hex) = key.strip_suffix("/data").and_then(|k| k.rsplit('/').next())
                     {
                         out.insert(format!("sha256:{hex}"));
