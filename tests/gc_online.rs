@@ -290,7 +290,7 @@ fn client(ep: Endpoint, worker: usize, ledger: Arc<Mutex<Ledger>>) {
         let mut layers = Vec::new();
         let mut reused = 0;
         while layers.len() < 3 {
-            if !pool.is_empty() && prng.next_u64() % 2 == 0 {
+            if !pool.is_empty() && prng.next_u64().is_multiple_of(2) {
                 layers.push(pool.remove((prng.next_u64() % pool.len() as u64) as usize));
                 reused += 1;
             } else {
@@ -310,7 +310,7 @@ fn client(ep: Endpoint, worker: usize, ledger: Arc<Mutex<Ledger>>) {
             }
             Err(f) => record("push", f),
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             if let Some(subject) = mine.last().cloned() {
                 match push_referrer(&ep, &subject, seed) {
                     Ok(r) => {
@@ -322,7 +322,7 @@ fn client(ep: Endpoint, worker: usize, ledger: Arc<Mutex<Ledger>>) {
             }
         }
         // Delete an older image (its layers go to the pool, to come back in a later image).
-        if mine.len() > 4 && i % 2 == 0 {
+        if mine.len() > 4 && i.is_multiple_of(2) {
             let victim = mine.remove((prng.next_u64() % (mine.len() as u64 - 2)) as usize);
             match delete_manifest(&ep, &victim) {
                 Ok(()) => {
