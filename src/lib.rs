@@ -363,6 +363,12 @@ pub async fn garbage_collect_online(
     Ok(coord::collector::run_pass(&registry, &lease, options).await?)
 }
 
+/// Turns the cluster's run-time read-only mode on or off (`maintenance readonly on|off`).
+pub async fn set_read_only(config: &Config, on: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let driver = storage_driver(config)?;
+    Ok(coord::maintenance::set_read_only(driver.as_ref(), on).await?)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -432,6 +438,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         issuer,
         health,
     });
+    coord::maintenance::spawn_watch(
+        app.registry.driver().clone(),
+        app.registry.read_only_switch(),
+    );
     let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
         .map_err(|e| StartError::Unsupported(vec![e]))?;
     start_upload_purging(&config, app.clone(), object_storage, leases.clone());

@@ -39,6 +39,24 @@ enum Command {
         /// Path to config.yml.
         config: Option<PathBuf>,
     },
+    /// Switch cluster-wide maintenance modes without a restart.
+    Maintenance {
+        #[command(subcommand)]
+        mode: MaintenanceMode,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceMode {
+    /// Refuse writes on every node (405 UNSUPPORTED) until switched off; nodes notice within
+    /// about a second.
+    Readonly {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Path to config.yml.
+        config: Option<PathBuf>,
+    },
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCode> {
@@ -84,6 +102,25 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("wharf: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Maintenance {
+            mode: MaintenanceMode::Readonly { state, config },
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let on = state == "on";
+            match runtime(&config).block_on(wharf::set_read_only(&config, on)) {
+                Ok(()) => {
+                    println!("read-only mode {state}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wharf: maintenance readonly: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -562,3 +562,64 @@ fn lease_holder_killed_mid_pass_is_taken_over() {
         }
     }
 }
+
+/// `wharf maintenance readonly on|off` switches every node sharing the storage, without a
+/// restart: writes answer 405 `UNSUPPORTED` while it is on, reads go on, `/debug/vars` shows it.
+#[test]
+fn read_only_switched_cluster_wide_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Registry> = (0..2)
+        .map(|i| {
+            Registry::builder(Driver::Filesystem)
+                .storage_dir(dir.path())
+                .node(&format!("node{}", i + 1))
+                .start()
+        })
+        .collect();
+    let image = push_image(&nodes[0].endpoint(), "ro/app", "v1", Kind::OciManifest);
+    let switch = |state: &str| {
+        let mut cmd = clean_command(&Server::Wharf.binary());
+        cmd.args(["maintenance", "readonly", state])
+            .arg(nodes[0].config_path());
+        run_bounded(cmd, Duration::from_secs(30)).assert_success("maintenance readonly");
+    };
+    let post_status = |n: &Registry| send(n.post("/v2/ro/app/blobs/uploads/")).status;
+
+    switch("on");
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let resp = send(n.post("/v2/ro/app/blobs/uploads/"));
+            if resp.status == 405 {
+                assert_error(&resp, 405, "UNSUPPORTED");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} still writable", n.name());
+            thread::sleep(Duration::from_millis(100));
+        }
+        let (_, vars) = n.debug_get("/debug/vars");
+        let vars: Value = serde_json::from_str(&vars).unwrap();
+        assert_eq!(vars["cluster"]["read_only"], true, "{vars}");
+        // Reads are served.
+        assert_eq!(
+            get_manifest(&n.endpoint(), "ro/app", "v1", ACCEPT_ALL_MANIFESTS).status,
+            200
+        );
+        let put = send(
+            n.put("/v2/ro/app/manifests/v2")
+                .header("content-type", &image.media_type)
+                .body(image.body.clone()),
+        );
+        assert_error(&put, 405, "UNSUPPORTED");
+    }
+
+    switch("off");
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while post_status(n) != 202 {
+            assert!(Instant::now() < deadline, "{} still read-only", n.name());
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    push_manifest(&nodes[1].endpoint(), "ro/app", "v2", &image);
+}

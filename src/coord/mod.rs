@@ -4,6 +4,7 @@
 
 pub mod collector;
 pub mod lease;
+pub mod maintenance;
 pub mod redis_lease;
 pub mod status;
 pub mod storage_lease;

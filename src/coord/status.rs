@@ -8,6 +8,12 @@ use serde_json::{json, Value};
 static LEASES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 static GC: Mutex<Option<Value>> = Mutex::new(None);
 static GC_HOLDER: Mutex<Option<String>> = Mutex::new(None);
+static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records the cluster's run-time read-only flag as last read.
+pub fn read_only(on: bool) {
+    READ_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Records who holds the cluster's `gc` lease, as last seen by this process.
 pub fn gc_lease_holder(holder: Option<&str>) {
@@ -40,5 +46,10 @@ pub fn snapshot() -> Value {
     let leases = LEASES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let gc = GC.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let holder = GC_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    json!({ "leases_held": leases, "gc_lease_holder": holder, "gc_last_pass": gc })
+    json!({
+        "leases_held": leases,
+        "gc_lease_holder": holder,
+        "gc_last_pass": gc,
+        "read_only": READ_ONLY.load(std::sync::atomic::Ordering::Relaxed),
+    })
 }

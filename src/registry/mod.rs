@@ -103,6 +103,8 @@ pub struct Registry {
     summaries: referrers::SummaryCache,
     /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
     cache: Option<Arc<dyn BlobDescriptorCache>>,
+    /// Read-only mode switched at run time, cluster-wide (`wharf maintenance readonly`).
+    read_only_switch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Registry {
@@ -114,7 +116,14 @@ impl Registry {
             secret,
             summaries: referrers::SummaryCache::new(10_000),
             cache: None,
+            read_only_switch: Arc::default(),
         }
+    }
+
+    /// The run-time read-only switch: while it is on, writes are refused as with
+    /// `storage.maintenance.readonly.enabled`.
+    pub fn read_only_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.read_only_switch.clone()
     }
 
     /// Uses `cache` for blob descriptors.
@@ -134,7 +143,11 @@ impl Registry {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.options.read_only {
+        if self.options.read_only
+            || self
+                .read_only_switch
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(RegistryError::Unsupported(
                 "registry is in read-only mode".into(),
             ));
