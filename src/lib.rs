@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod coord;
 pub mod digest;
 pub mod http;
 pub mod ops;
@@ -279,14 +280,21 @@ fn authenticator(
     })
 }
 
-/// Purges stale upload sessions in the background, as every distribution
-/// instance does: after a random delay (so replicas spread out), then every
-/// `interval`. On S3 the pass also aborts multipart uploads older than `age`.
+impl AsRef<Registry> for App {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// Purges stale upload sessions in the background: after a random delay (so replicas spread
+/// out), then every `interval`, on whichever node takes the `purge` lease (distribution runs
+/// it on every replica). On S3 the pass also aborts multipart uploads older than `age`.
 /// Shutdown interrupts a pass: what it has not deleted yet, the next pass will.
 fn start_upload_purging(
     config: &Config,
     app: Arc<App>,
     object_storage: Option<S3Driver>,
+    leases: Arc<dyn coord::LeaseBackend>,
     tasks: &ops::tasks::Tasks,
 ) {
     let p = config.storage.maintenance.uploadpurging.clone();
@@ -295,6 +303,7 @@ fn start_upload_purging(
     }
     let interval = p.interval.max(Duration::from_secs(60));
     let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
+    let lease = coord::Lease::new(leases, "purge", Duration::from_secs(300));
     tasks.spawn("upload purging", move |mut stop| async move {
         let mut wait = jitter;
         loop {
@@ -302,14 +311,27 @@ fn start_upload_purging(
                 _ = stop.requested() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
+            wait = interval;
+            let held = match lease.try_acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    tracing::debug!("upload purge: another node holds the purge lease");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upload purge: cannot take the purge lease");
+                    continue;
+                }
+            };
             tokio::select! {
                 _ = stop.requested() => {
                     tracing::info!("upload purge interrupted by shutdown");
+                    held.release().await;
                     return;
                 }
                 _ = purge_pass(&app, object_storage.as_ref(), &p) => {}
             }
-            wait = interval;
+            held.release().await;
         }
     });
 }
@@ -368,6 +390,24 @@ pub async fn garbage_collect(
 /// How long background tasks get to stop once requests have drained: they stop at their
 /// next await, so this is only reached by one stuck in a call without a timeout.
 const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs one online garbage-collection pass against a live cluster, under the cluster's `gc`
+/// lease (`garbage-collect --online`).
+pub async fn garbage_collect_online(
+    config: &Config,
+    options: &registry::gc_online::OnlineOptions,
+) -> Result<registry::gc_online::OnlineReport, Box<dyn std::error::Error>> {
+    let registry = build_registry(config, Vec::new())?;
+    let leases = coord::collector::lease_backend(config, registry.driver().clone())?;
+    let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
+    Ok(coord::collector::run_pass(&registry, &lease, options).await?)
+}
+
+/// Turns the cluster's run-time read-only mode on or off (`maintenance readonly on|off`).
+pub async fn set_read_only(config: &Config, on: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let driver = storage_driver(config)?;
+    Ok(coord::maintenance::set_read_only(driver.as_ref(), on).await?)
+}
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
@@ -451,7 +491,38 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         issuer,
         health,
     });
-    start_upload_purging(&config, app.clone(), object_storage, &tasks);
+    {
+        let (driver, switch) = (
+            app.registry.driver().clone(),
+            app.registry.read_only_switch(),
+        );
+        tasks.spawn("read-only flag watch", move |mut stop| async move {
+            tokio::select! {
+                _ = stop.requested() => {}
+                _ = coord::maintenance::watch(driver, switch) => {}
+            }
+        });
+    }
+    let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
+        .map_err(|e| StartError::Unsupported(vec![e]))?;
+    start_upload_purging(&config, app.clone(), object_storage, leases.clone(), &tasks);
+    if config.gc.enabled {
+        ops::gc_metrics::init();
+        let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
+        tracing::info!(
+            backend = lease.backend_kind(),
+            interval = ?config.gc.interval,
+            graceperiod = ?config.gc.graceperiod,
+            "online garbage collection enabled"
+        );
+        let (app, gc) = (app.clone(), config.gc.clone());
+        tasks.spawn("garbage collection", move |mut stop| async move {
+            tokio::select! {
+                _ = stop.requested() => {}
+                _ = coord::collector::run(app, lease, gc) => {}
+            }
+        });
+    }
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {

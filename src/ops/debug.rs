@@ -140,6 +140,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "draining": state.lifecycle.is_draining(),
                     "health": state.health.failures(),
                 },
+                "cluster": crate::ops::cluster_status::snapshot(),
             });
             respond(
                 StatusCode::OK,

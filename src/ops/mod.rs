@@ -1,7 +1,9 @@
 //! Running the service: logs, traces, metrics, health checks, the debug
 //! server and the node's lifecycle.
 
+pub mod cluster_status;
 pub mod debug;
+pub mod gc_metrics;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;

@@ -32,6 +32,8 @@
 pub use crate::digest;
 pub mod error;
 pub mod gc;
+pub mod gc_guard;
+pub mod gc_online;
 pub mod hash_state;
 pub mod layout;
 pub mod manifest_format;
@@ -131,6 +133,8 @@ pub struct Registry {
     summaries: referrers::SummaryCache,
     /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
     cache: Option<Arc<dyn BlobDescriptorCache>>,
+    /// Read-only mode switched at run time, cluster-wide (`wharf maintenance readonly`).
+    read_only_switch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Registry {
@@ -142,7 +146,14 @@ impl Registry {
             secret,
             summaries: referrers::SummaryCache::new(10_000),
             cache: None,
+            read_only_switch: Arc::default(),
         }
+    }
+
+    /// The run-time read-only switch: while it is on, writes are refused as with
+    /// `storage.maintenance.readonly.enabled`.
+    pub fn read_only_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.read_only_switch.clone()
     }
 
     /// Uses `cache` for blob descriptors.
@@ -162,7 +173,11 @@ impl Registry {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.options.read_only {
+        if self.options.read_only
+            || self
+                .read_only_switch
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(RegistryError::Unsupported(
                 "registry is in read-only mode".into(),
             ));
@@ -193,10 +208,19 @@ impl Registry {
     }
 
     async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
-        self.driver
-            .put_content(path, Bytes::from(digest.to_string()))
-            .await?;
-        Ok(())
+        self.put_small(path, Bytes::from(digest.to_string())).await
+    }
+
+    /// Writes a small file, again if a concurrent delete of its directory (garbage collection
+    /// removing a link) took the directory away mid-write; bounded.
+    async fn put_small(&self, path: &str, content: Bytes) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.driver.put_content(path, content.clone()).await {
+                Err(e) if e.is_not_found() && attempt < 3 => attempt += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// The digests named by the entries of `dir(algorithm)` (`.../<algorithm>/<hex>`), for
