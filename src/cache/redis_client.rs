@@ -254,50 +254,28 @@ impl RedisSettings {
         .await
     }
 
-    /// Asks the sentinels, in order, where the master is, and connects to the first master that
-    /// says it is one (a sentinel may still name a demoted master for a moment).
-    async fn connect_master(
-        &self,
-        sentinels: &[String],
-        master: &str,
-    ) -> Result<MultiplexedConnection, RedisError> {
+    /// Asks the sentinels, in order, where the master is.
+    async fn find_master(&self, sentinels: &mut Sentinels) -> Result<String, RedisError> {
         let mut last = None;
-        for sentinel in sentinels {
-            let addr = match self.master_address(sentinel, master).await {
-                Ok(addr) => addr,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
-            };
-            match self.connect(&addr, &self.data, self.db).await {
-                Ok(mut conn) => match check_master(&mut conn, self.read).await {
-                    Ok(()) => return Ok(conn),
-                    Err(e) => last = Some(e),
-                },
+        for _ in 0..sentinels.addrs.len() {
+            match sentinels.ask(self).await {
+                Ok(addr) => return Ok(addr),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| failure("no sentinel configured")))
     }
 
-    /// `SENTINEL get-master-addr-by-name` on one sentinel, as `host:port`.
-    async fn master_address(&self, sentinel: &str, master: &str) -> Result<String, RedisError> {
-        let mut conn = self.connect(sentinel, &self.sentinel, 0).await?;
-        let mut cmd = redis::cmd("SENTINEL");
-        cmd.arg("get-master-addr-by-name").arg(master);
-        let reply: Option<(String, String)> =
-            bounded(self.read, cmd.query_async(&mut conn)).await?;
-        let (host, port) = reply.ok_or_else(|| {
-            failure(&format!(
-                "sentinel {sentinel} does not know master {master:?}"
-            ))
-        })?;
-        Ok(if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        })
+    /// Connects to the master the sentinels name, if it says it is one (a sentinel may still
+    /// name a demoted master for a moment).
+    async fn connect_master(
+        &self,
+        sentinels: &mut Sentinels,
+    ) -> Result<(MultiplexedConnection, String), RedisError> {
+        let addr = self.find_master(sentinels).await?;
+        let mut conn = self.connect(&addr, &self.data, self.db).await?;
+        check_master(&mut conn, self.read).await?;
+        Ok((conn, addr))
     }
 
     /// A Cluster connection from the seeds; it follows MOVED and ASK and refreshes its slot map.
@@ -330,6 +308,63 @@ impl RedisSettings {
         let mut conn = bounded(self.dial + self.read, client.get_async_connection()).await?;
         check_cluster(&mut conn, self.read).await?;
         Ok(conn)
+    }
+}
+
+/// The sentinels and a kept connection to the one that answered last.
+struct Sentinels {
+    addrs: Vec<String>,
+    master: String,
+    /// Which sentinel `conn` is to (or is tried next).
+    at: usize,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Sentinels {
+    fn new(addrs: &[String], master: &str) -> Self {
+        Self {
+            addrs: addrs.to_vec(),
+            master: master.to_string(),
+            at: 0,
+            conn: None,
+        }
+    }
+
+    /// `SENTINEL get-master-addr-by-name` on the current sentinel, as `host:port`; on failure
+    /// the next call asks the next sentinel.
+    async fn ask(&mut self, settings: &RedisSettings) -> Result<String, RedisError> {
+        let result = self.ask_current(settings).await;
+        if result.is_err() {
+            self.conn = None;
+            self.at = (self.at + 1) % self.addrs.len().max(1);
+        }
+        result
+    }
+
+    async fn ask_current(&mut self, settings: &RedisSettings) -> Result<String, RedisError> {
+        let sentinel = self
+            .addrs
+            .get(self.at)
+            .ok_or_else(|| failure("no sentinel configured"))?
+            .clone();
+        if self.conn.is_none() {
+            self.conn = Some(settings.connect(&sentinel, &settings.sentinel, 0).await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg("get-master-addr-by-name").arg(&self.master);
+        let reply: Option<(String, String)> = bounded(settings.read, cmd.query_async(conn)).await?;
+        let (host, port) = reply.ok_or_else(|| {
+            failure(&format!(
+                "sentinel {sentinel} does not know master {:?}",
+                self.master
+            ))
+        })?;
+        Ok(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        })
     }
 }
 
@@ -488,39 +523,73 @@ fn breaks_connection(error: &RedisError) -> bool {
     }
 }
 
-/// Connects to what `settings` describes.
-async fn connect(settings: &RedisSettings) -> Result<Connection, RedisError> {
-    match &settings.topology {
-        Topology::Server(addr) => {
-            let mut conn = settings.connect(addr, &settings.data, settings.db).await?;
-            bounded(
-                settings.read,
-                redis::cmd("PING").query_async::<String>(&mut conn),
-            )
-            .await?;
-            Ok(Connection::Server(conn))
-        }
-        Topology::Sentinel { sentinels, master } => settings
-            .connect_master(sentinels, master)
-            .await
-            .map(Connection::Server),
-        Topology::Cluster(seeds) => settings
-            .connect_cluster(seeds)
-            .await
-            .map(Connection::Cluster),
-    }
+/// The probe's view of Redis: what to connect to and, with Sentinel, where the master is.
+struct Prober {
+    settings: RedisSettings,
+    sentinels: Option<Sentinels>,
+    /// The master the published connection goes to (Sentinel).
+    master: Option<String>,
 }
 
-/// Checks that a published connection still serves: `PING`, `ROLE` on a Sentinel master.
-async fn check(settings: &RedisSettings, conn: &mut Connection) -> Result<(), RedisError> {
-    match (conn, &settings.topology) {
-        (Connection::Server(c), Topology::Sentinel { .. }) => check_master(c, settings.read).await,
-        (Connection::Server(c), _) => {
-            bounded(settings.read, redis::cmd("PING").query_async::<String>(c))
-                .await
-                .map(drop)
+impl Prober {
+    fn new(settings: RedisSettings) -> Self {
+        let sentinels = match &settings.topology {
+            Topology::Sentinel { sentinels, master } => Some(Sentinels::new(sentinels, master)),
+            _ => None,
+        };
+        Self {
+            settings,
+            sentinels,
+            master: None,
         }
-        (Connection::Cluster(c), _) => check_cluster(c, settings.read).await,
+    }
+
+    /// Connects to what the settings describe.
+    async fn connect(&mut self) -> Result<Connection, RedisError> {
+        let settings = &self.settings;
+        if let Some(sentinels) = &mut self.sentinels {
+            let (conn, addr) = settings.connect_master(sentinels).await?;
+            self.master = Some(addr);
+            return Ok(Connection::Server(conn));
+        }
+        match &settings.topology {
+            Topology::Cluster(seeds) => settings
+                .connect_cluster(seeds)
+                .await
+                .map(Connection::Cluster),
+            Topology::Server(addr) | Topology::Sentinel { master: addr, .. } => {
+                let mut conn = settings.connect(addr, &settings.data, settings.db).await?;
+                bounded(
+                    settings.read,
+                    redis::cmd("PING").query_async::<String>(&mut conn),
+                )
+                .await?;
+                Ok(Connection::Server(conn))
+            }
+        }
+    }
+
+    /// Checks that a published connection still serves: `PING`; with Sentinel, `ROLE` says
+    /// master and the sentinels still name it (after a failover the old master may answer as
+    /// one for a while).
+    async fn check(&mut self, conn: &mut Connection) -> Result<(), RedisError> {
+        let read = self.settings.read;
+        match conn {
+            Connection::Server(c) => match &mut self.sentinels {
+                Some(sentinels) => {
+                    check_master(c, read).await?;
+                    let named = self.settings.find_master(sentinels).await?;
+                    if self.master.as_deref() != Some(named.as_str()) {
+                        return Err(failure(&format!("the sentinels now name {named}")));
+                    }
+                    Ok(())
+                }
+                None => bounded(read, redis::cmd("PING").query_async::<String>(c))
+                    .await
+                    .map(drop),
+            },
+            Connection::Cluster(c) => check_cluster(c, read).await,
+        }
     }
 }
 
@@ -528,6 +597,7 @@ async fn check(settings: &RedisSettings, conn: &mut Connection) -> Result<(), Re
 /// failure) checks the published connection, withdraws it when it fails, and connects anew when
 /// there is none.
 async fn probe(shared: Weak<Shared>, settings: RedisSettings) {
+    let mut prober = Prober::new(settings);
     let mut reported_down = false;
     loop {
         let Some(state) = shared.upgrade() else {
@@ -540,7 +610,7 @@ async fn probe(shared: Weak<Shared>, settings: RedisSettings) {
             .clone();
         match current {
             Some((generation, mut conn)) => {
-                if let Err(error) = check(&settings, &mut conn).await {
+                if let Err(error) = prober.check(&mut conn).await {
                     let mut slot = state.current.write().unwrap_or_else(|e| e.into_inner());
                     if matches!(&*slot, Some((g, _)) if *g == generation) {
                         *slot = None;
@@ -551,12 +621,12 @@ async fn probe(shared: Weak<Shared>, settings: RedisSettings) {
                     continue;
                 }
             }
-            None => match connect(&settings).await {
+            None => match prober.connect().await {
                 Ok(conn) => {
                     let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
                     *state.current.write().unwrap_or_else(|e| e.into_inner()) =
                         Some((generation, conn));
-                    tracing::info!(topology = ?settings.topology, "redis cache connected");
+                    tracing::info!(topology = ?prober.settings.topology, master = ?prober.master, "redis cache connected");
                     reported_down = false;
                 }
                 Err(error) => {
