@@ -189,9 +189,18 @@ fn cluster_command(nodes: &[String], args: &[&str]) -> Option<RedisReply> {
 
 #[test]
 fn cluster_losing_a_master_under_load_fails_no_request() {
+    // Bus ports chosen like the others (the default, port + 10000, may be taken or too high).
     let mut servers: Vec<RedisServer> = (0..6)
         .map(|_| {
-            RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            let bus = free_port().to_string();
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                &bus,
+            ])
         })
         .collect();
     let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
@@ -273,7 +282,14 @@ fn cluster_losing_a_master_under_load_fails_no_request() {
             (a.clone(), role(a), state)
         })
         .collect();
-    assert!(recovered, "the cluster did not fail over: {states:?}");
+    let logs: String = (0..6)
+        .filter(|&i| i != victim)
+        .map(|i| format!("--- {} ---\n{}\n", addrs[i], tail(&servers[i].log(), 15)))
+        .collect();
+    assert!(
+        recovered,
+        "the cluster did not fail over: {states:?}\n{logs}"
+    );
     let at = Instant::now();
     let mut after = Vec::new();
     for (i, node) in endpoints.iter().enumerate() {
