@@ -200,6 +200,8 @@ fn cluster_losing_a_master_under_load_fails_no_request() {
                 "1000",
                 "--cluster-port",
                 &bus,
+                "--repl-diskless-sync-delay",
+                "0",
             ])
         })
         .collect();
@@ -221,6 +223,10 @@ fn cluster_losing_a_master_under_load_fails_no_request() {
     assert!(ok, "cluster not ok");
     let masters: Vec<usize> = (0..6).filter(|&i| role(&addrs[i]) == "master").collect();
     assert_eq!(masters.len(), 3);
+    // A replica can take over only once it has its master's data.
+    for i in (0..6).filter(|i| !masters.contains(i)) {
+        wait_replicating(&servers[i]);
+    }
     let storage = tempfile::tempdir().unwrap();
     // The seeds are the three masters, as an operator would list them.
     let seeds: Vec<String> = masters.iter().map(|&i| addrs[i].clone()).collect();
