@@ -230,14 +230,6 @@ pub fn command_calls(addr: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
-/// Bytes the server has read from clients (`INFO stats` `total_net_input_bytes`).
-pub fn net_input_bytes(addr: &str) -> Option<u64> {
-    let text = redis_command(addr, &["INFO", "stats"]).ok()?.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// A `redis-sentinel` on a free loopback port watching `master` (as `name`, quorum 2), with a
 /// short `down-after-milliseconds` so a killed master is replaced in seconds.
 pub struct RedisSentinel {
