@@ -286,3 +286,153 @@ fn startup_errors_name_the_key() {
     }
     assert!(Path::new(&pki.path("server.crt")).exists());
 }
+
+/// A session store that keeps everything, but can report another key-exchange group as the one
+/// last negotiated with a server: the client then sends that group's key share first.
+#[derive(Debug)]
+struct HintedStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    hint: std::sync::Mutex<Option<rustls::NamedGroup>>,
+}
+
+impl rustls::client::ClientSessionStore for HintedStore {
+    fn set_kx_hint(&self, name: rustls::pki_types::ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        (*self.hint.lock().unwrap()).or_else(|| self.inner.kx_hint(name))
+    }
+    fn set_tls12_session(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// A rustls client (ring, its default suites: AES-256 first; X25519 then P-256) keeping sessions
+/// in `store` and trusting `ca`.
+fn resuming_client(
+    store: std::sync::Arc<HintedStore>,
+    ca: &str,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::store(store);
+    std::sync::Arc::new(config)
+}
+
+/// `GET /v2/` over TLS to `localhost:<port>`: the handshake, then the response read to its end
+/// (so the server's session tickets are received). Returns the status line and how the
+/// handshake went, or the error.
+fn get_v2(config: std::sync::Arc<rustls::ClientConfig>, port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // Go closes without close_notify; what was read counts.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&out);
+    let line = text.lines().next().unwrap_or_default();
+    Ok(format!(
+        "{line} ({:?}, {:?}, {} tickets)",
+        conn.handshake_kind(),
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        conn.tls13_tickets_received()
+    ))
+}
+
+/// Nodes of a mixed fleet share one name, so a client resumes sessions across binaries: a
+/// rustls client holding a TLS 1.3 ticket from registry:2 (Go, AES-128-GCM/SHA-256) whose first
+/// key share Wharf does not pick (a HelloRetryRequest) must still complete its handshake. Wharf
+/// orders suites as Go does and picks by that order, so the retry's suite has the ticket's hash
+/// and the client keeps its pre-shared key offer.
+#[test]
+fn a_session_ticket_from_registry_2_does_not_break_the_handshake_with_wharf() {
+    if !Path::new(DOCKER_REGISTRY_BIN).exists() {
+        eprintln!("skipped: {DOCKER_REGISTRY_BIN} is not installed");
+        return;
+    }
+    let pki = Pki::new();
+    let mut go = Registry::builder(Driver::Filesystem)
+        .server(Server::DockerRegistry)
+        .http_line("  tls:")
+        .http_line(&format!("    certificate: {}", pki.path("server.crt")))
+        .http_line(&format!("    key: {}", pki.path("server.key")))
+        .spawn();
+    wait_tls(&mut go, &pki, &[]);
+    let mut wharf = spawn(&pki.tls_lines(&[]));
+    wait_tls(&mut wharf, &pki, &[]);
+    let store = std::sync::Arc::new(HintedStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(32),
+        hint: std::sync::Mutex::new(None),
+    });
+    let client = resuming_client(store.clone(), &pki.path("ca.crt"));
+    let first = get_v2(client.clone(), go.port());
+    eprintln!("registry:2: {first:?}");
+    assert!(
+        first
+            .as_ref()
+            .is_ok_and(|l| l.contains(" 200") && !l.contains(", 0 tickets")),
+        "{first:?}"
+    );
+    // The client's first key share is P-256 (as after a session whose server chose P-256):
+    // Wharf, following the client's list, asks for X25519.
+    *store.hint.lock().unwrap() = Some(rustls::NamedGroup::secp256r1);
+    let second = get_v2(client, wharf.port());
+    eprintln!("wharf: {second:?}");
+    assert!(
+        second.as_ref().is_ok_and(|l| l.contains(" 200")),
+        "handshake with Wharf after registry:2's ticket: {second:?}"
+    );
+    assert!(
+        second
+            .as_ref()
+            .unwrap()
+            .contains("FullWithHelloRetryRequest"),
+        "no HelloRetryRequest: the case is not exercised: {second:?}"
+    );
+}

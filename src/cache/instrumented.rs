@@ -25,7 +25,7 @@ impl InstrumentedCache {
     }
 
     /// Runs one cache call: an external call (timed, traced) when the backend
-    /// is a remote one; a call skipped while backing off is not timed.
+    /// is a remote one; a call skipped while it does not answer is not timed.
     async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, CacheError>
     where
         F: Future<Output = Result<T, CacheError>>,
@@ -37,7 +37,7 @@ impl InstrumentedCache {
         let result = call
             .instrument(telemetry::client_span("redis", operation))
             .await;
-        if !matches!(result, Err(CacheError::BackingOff)) {
+        if !matches!(result, Err(CacheError::Unavailable)) {
             metrics::external_call("redis", operation, started.elapsed(), result.is_ok());
         }
         result

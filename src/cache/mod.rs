@@ -5,6 +5,7 @@
 pub mod instrumented;
 pub mod memory;
 pub mod redis;
+pub mod redis_client;
 
 use crate::digest::Digest;
 
@@ -20,9 +21,9 @@ pub struct Descriptor {
 /// A cache failure; callers log it and use storage.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// The backend is in back-off after recent failures.
-    #[error("cache unavailable (backing off)")]
-    BackingOff,
+    /// The backend does not answer now; nothing was sent.
+    #[error("cache unavailable")]
+    Unavailable,
     /// The backend failed or timed out.
     #[error("cache backend: {0}")]
     Backend(String),

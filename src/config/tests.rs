@@ -1323,6 +1323,50 @@ policy: {repository: {classes: [image]}}
 // ------------------------------------------------------------------ unsupported()
 
 #[test]
+fn redis_sentinel_cluster_and_tls_are_supported() {
+    for redis in [
+        "{addrs: ['s1:26379', 's2:26379'], mastername: m, sentinelusername: su, sentinelpassword: sp}",
+        "{addr: 's1:26379,s2:26379', sentinelMasterSet: m, enableTLS: true}",
+        "{addrs: ['c1:7000', 'c2:7001', 'c3:7002'], username: u, password: p}",
+        "{addr: 'r:6379', db: 3, tls: {enabled: true}}",
+        "{addrs: ['r:6379'], tls: {certificate: /c.pem, key: /k.pem, rootcas: [/ca.pem]}}",
+        "{addrs: ['r:6379'], tls: {certificate: /c.pem, key: /k.pem, clientcas: [/ca.pem]}}",
+    ] {
+        let text = format!(
+            "version: 0.1\nstorage: {{inmemory: {{}}, cache: {{blobdescriptor: redis}}}}\nredis: {redis}\n"
+        );
+        let loaded = load_ok(&text, &[]);
+        assert_eq!(loaded.warnings, Vec::<String>::new(), "{redis}");
+        assert_eq!(loaded.config.unsupported(), Vec::<String>::new(), "{redis}");
+    }
+    let env = load_ok(
+        "version: 0.1\nstorage: {inmemory: {}, cache: {blobdescriptor: redis}}\n",
+        &[
+            ("REGISTRY_REDIS_ADDRS", "[s1:26379, s2:26379]"),
+            ("REGISTRY_REDIS_MASTERNAME", "mymaster"),
+            ("REGISTRY_REDIS_SENTINELUSERNAME", "su"),
+            ("REGISTRY_REDIS_SENTINELPASSWORD", "sp"),
+            ("REGISTRY_REDIS_USERNAME", "u"),
+            ("REGISTRY_REDIS_PASSWORD", "p"),
+            ("REGISTRY_REDIS_DB", "4"),
+            ("REGISTRY_REDIS_TLS_CERTIFICATE", "/c.pem"),
+            ("REGISTRY_REDIS_TLS_KEY", "/k.pem"),
+            ("REGISTRY_REDIS_TLS_ROOTCAS", "[/ca.pem]"),
+        ],
+    );
+    let redis = env.config.redis.unwrap();
+    assert_eq!(redis.addresses(), ["s1:26379", "s2:26379"]);
+    assert_eq!(redis.mastername.as_deref(), Some("mymaster"));
+    assert_eq!(redis.sentinelusername.as_deref(), Some("su"));
+    assert_eq!(redis.sentinelpassword.as_deref(), Some("sp"));
+    assert_eq!(redis.username.as_deref(), Some("u"));
+    assert_eq!(redis.db, 4);
+    let tls = redis.tls.unwrap();
+    assert_eq!(tls.certificate, Some("/c.pem".into()));
+    assert_eq!(tls.rootcas, vec![std::path::PathBuf::from("/ca.pem")]);
+}
+
+#[test]
 fn unsupported_names_each_configured_feature() {
     let text = "version: 0.1
 storage:
@@ -1359,7 +1403,6 @@ health:
         keys,
         [
             "storage.azure",
-            "redis.mastername",
             "notifications.endpoints",
             "proxy.remoteurl",
             "middleware.storage",
@@ -1652,48 +1695,26 @@ fn letsencrypt_is_read_only_with_a_cache_file() {
 
 #[test]
 fn redis_tls_and_sentinel_in_every_shape() {
-    let refused = |redis: &str| -> Vec<String> {
-        load_ok(&format!("{MINIMAL}redis: {redis}\n"), &[])
-            .config
-            .unsupported()
-            .iter()
-            .map(|m| m.split(':').next().unwrap().to_owned())
-            .collect()
+    let redis = |redis: &str| -> RedisConfig {
+        let c = load_ok(&format!("{MINIMAL}redis: {redis}\n"), &[]).config;
+        assert_eq!(c.unsupported(), Vec::<String>::new(), "{redis}");
+        c.redis.unwrap()
     };
     // An empty or switched-off tls section asks for nothing (the docs' full list ends with one).
-    assert_eq!(refused("{addrs: ['r:1'], tls: {}}"), Vec::<String>::new());
-    assert_eq!(
-        refused("{addrs: ['r:1'], tls: {enabled: false}}"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        refused("{addrs: ['r:1'], tls: {rootcas: [/ca]}}"),
-        ["redis.tls"]
-    );
-    assert_eq!(
-        refused("{addrs: ['r:1'], tls: {clientcas: [/ca]}}"),
-        ["redis.tls"]
-    );
-    assert_eq!(
-        refused("{addr: 'r:1', enableTLS: true}"),
-        ["redis.enabletls"]
-    );
-    assert_eq!(
-        refused("{addr: 'r:1', enableTLS: false}"),
-        Vec::<String>::new()
-    );
+    assert!(!redis("{addrs: ['r:1'], tls: {}}").wants_tls());
+    assert!(!redis("{addrs: ['r:1'], tls: {enabled: false}}").wants_tls());
+    assert!(redis("{addrs: ['r:1'], tls: {rootcas: [/ca]}}").wants_tls());
+    assert!(redis("{addrs: ['r:1'], tls: {clientcas: [/ca]}}").wants_tls());
+    assert!(redis("{addr: 'r:1', enableTLS: true}").wants_tls());
+    assert!(!redis("{addr: 'r:1', enableTLS: false}").wants_tls());
     // v3: sentinels in addrs plus mastername; Harbor: comma-separated addr plus sentinelMasterSet.
-    assert_eq!(
-        refused("{addrs: ['s1:26379', 's2:26379'], mastername: m, sentinelpassword: p}"),
-        ["redis.mastername"]
-    );
-    let harbor = "{addr: 's1:26379,s2:26379', sentinelMasterSet: mymaster, db: 1}";
-    assert_eq!(refused(harbor), ["redis.mastername"]);
-    let c = load_ok(&format!("{MINIMAL}redis: {harbor}\n"), &[]).config;
-    let redis = c.redis.unwrap();
-    assert_eq!(redis.mastername.as_deref(), Some("mymaster"));
-    assert_eq!(redis.addresses(), ["s1:26379", "s2:26379"]);
-    assert_eq!(refused("{addrs: ['a:1', 'b:1']}"), ["redis.addrs"]);
+    let v3 = redis("{addrs: ['s1:26379', 's2:26379'], mastername: m, sentinelpassword: p}");
+    assert_eq!(v3.mastername.as_deref(), Some("m"));
+    assert_eq!(v3.sentinelpassword.as_deref(), Some("p"));
+    let harbor = redis("{addr: 's1:26379,s2:26379', sentinelMasterSet: mymaster, db: 1}");
+    assert_eq!(harbor.mastername.as_deref(), Some("mymaster"));
+    assert_eq!(harbor.addresses(), ["s1:26379", "s2:26379"]);
+    assert_eq!(redis("{addrs: ['a:1', 'b:1']}").addresses(), ["a:1", "b:1"]);
     // Overrides reach every key.
     let c = load_ok(
         &format!("{MINIMAL}redis: {{addrs: ['r:1']}}\n"),

@@ -419,22 +419,6 @@ impl Config {
                 name = other.name()
             )),
         }
-        if let Some(redis) = &self.redis {
-            if redis.addresses().len() > 1 && redis.mastername.is_none() {
-                out.push("redis.addrs: Redis Cluster and multiple addresses are not supported yet; give one address".into());
-            }
-            if redis.mastername.is_some() {
-                out.push("redis.mastername: Redis Sentinel is not supported yet".into());
-            }
-            if redis.wants_tls() {
-                let key = if redis.enabletls {
-                    "redis.enabletls"
-                } else {
-                    "redis.tls"
-                };
-                out.push(format!("{key}: TLS to Redis is not supported yet"));
-            }
-        }
         let endpoints: Vec<&str> = self
             .notifications
             .endpoints

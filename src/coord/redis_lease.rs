@@ -2,11 +2,11 @@
 //! a compare-and-delete script to release. Expiry is Redis's own clock, so nodes' clocks do
 //! not matter. Every call has a deadline.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Config as PoolConfig, Pool, PoolConfig as PoolSize, Runtime, Timeouts};
+use redis::{Cmd, Value};
 
+use crate::cache::redis_client::{RedisClient, RedisSettings};
 use crate::config::RedisConfig;
 use crate::coord::lease::{now_ms, LeaseBackend, LeaseError, LeaseRecord};
 
@@ -27,38 +27,21 @@ if v and cjson.decode(v)['token'] == ARGV[1] then
 end
 return 0";
 
-/// Leases in Redis.
+/// Leases in Redis, over the same kind of connection as the cache (one server, Sentinel,
+/// Cluster, TLS), made and checked in the background.
 pub struct RedisLeases {
-    pool: Pool,
+    client: RedisClient,
     deadline: Duration,
 }
 
 impl RedisLeases {
-    /// A small lazily connecting pool from the `redis` section.
+    /// Leases over the `redis` section; connects in the background.
     pub fn new(cfg: &RedisConfig) -> Result<Self, String> {
-        let url = crate::cache::redis::redis_url(cfg)?;
-        let dial = cfg
-            .dialtimeout
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_millis(500));
-        let read = cfg
-            .readtimeout
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_millis(500));
-        let mut pool_cfg = PoolConfig::from_url(url);
-        let mut size = PoolSize::new(4);
-        size.timeouts = Timeouts {
-            wait: Some(dial),
-            create: Some(dial),
-            recycle: Some(read),
-        };
-        pool_cfg.pool = Some(size);
-        let pool = pool_cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| format!("redis: {e}"))?;
+        let settings = RedisSettings::from_config(cfg)?;
+        let deadline = settings.dial + settings.read;
         Ok(Self {
-            pool,
-            deadline: dial + read,
+            client: RedisClient::start(settings),
+            deadline,
         })
     }
 
@@ -66,27 +49,32 @@ impl RedisLeases {
         format!("wharf::lease::{name}")
     }
 
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, LeaseError>
-    where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        tokio::time::timeout(self.deadline, async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| LeaseError::Redis(e.to_string()))?;
-            op(conn).await.map_err(|e| LeaseError::Redis(e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(LeaseError::Redis(format!(
-                "timed out after {:?}",
-                self.deadline
-            )))
-        })
+    /// Runs one command, waiting up to the deadline for a connection (a lease call is
+    /// background work, so unlike the cache it may wait for Redis to come up).
+    async fn run(&self, cmd: Cmd) -> Result<Value, LeaseError> {
+        let until = Instant::now() + self.deadline;
+        let (generation, mut conn) = loop {
+            if let Some(found) = self.client.connection() {
+                break found;
+            }
+            if Instant::now() >= until {
+                return Err(LeaseError::Redis("not connected".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match conn.run(std::slice::from_ref(&cmd), self.deadline).await {
+            Ok(mut replies) => Ok(replies.pop().unwrap_or(Value::Nil)),
+            Err(e) => {
+                self.client.failed(generation, &e);
+                Err(LeaseError::Redis(e.to_string()))
+            }
+        }
     }
+}
+
+/// A reply as an integer (scripts answer 0 or 1).
+fn integer(value: &Value) -> i64 {
+    redis::from_redis_value_ref::<i64>(value).unwrap_or(0)
 }
 
 fn ttl_ms(record: &LeaseRecord) -> u64 {
@@ -99,19 +87,10 @@ impl LeaseBackend for RedisLeases {
         let value = serde_json::to_string(record).expect("lease record serializes");
         let key = Self::key(name);
         let ttl = ttl_ms(record);
-        let set: Option<String> = self
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async(&mut *c)
-                    .await
-            })
-            .await?;
-        Ok(set.map(|_| 0))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(&value).arg("NX").arg("PX").arg(ttl);
+        let set = self.run(cmd).await?;
+        Ok((set != Value::Nil).then_some(0))
     }
 
     async fn renew(
@@ -124,19 +103,14 @@ impl LeaseBackend for RedisLeases {
         let key = Self::key(name);
         let token = record.token.clone();
         let ttl = ttl_ms(record);
-        let renewed: i64 = self
-            .run(|mut c| async move {
-                redis::cmd("EVAL")
-                    .arg(RENEW)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(&token)
-                    .arg(&value)
-                    .arg(ttl)
-                    .query_async(&mut *c)
-                    .await
-            })
-            .await?;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RENEW)
+            .arg(1)
+            .arg(&key)
+            .arg(&token)
+            .arg(&value)
+            .arg(ttl);
+        let renewed = integer(&self.run(cmd).await?);
         Ok((renewed == 1).then_some(version))
     }
 
@@ -148,23 +122,16 @@ impl LeaseBackend for RedisLeases {
     ) -> Result<(), LeaseError> {
         let key = Self::key(name);
         let token = record.token.clone();
-        let _: i64 = self
-            .run(|mut c| async move {
-                redis::cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(&token)
-                    .query_async(&mut *c)
-                    .await
-            })
-            .await?;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE).arg(1).arg(&key).arg(&token);
+        self.run(cmd).await?;
         Ok(())
     }
 
     async fn holder(&self, name: &str) -> Result<Option<LeaseRecord>, LeaseError> {
         let key = Self::key(name);
-        let value: Option<String> = self.run(|mut c| async move { c.get(&key).await }).await?;
+        let value = self.run(redis::cmd("GET").arg(&key).clone()).await?;
+        let value: Option<String> = redis::from_redis_value_ref(&value).ok().flatten();
         Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
     }
 

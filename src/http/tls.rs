@@ -252,10 +252,33 @@ fn cipher_suite(name: &str) -> Option<SupportedCipherSuite> {
     })
 }
 
+/// Cipher suites in Go's order of preference (crypto/tls on hardware with AES): nodes of a mixed
+/// fleet share a name, and a client resuming a registry:2 (Go) session here must be offered a
+/// suite of the same hash, even after a HelloRetryRequest, or it withdraws its ticket and the
+/// handshake fails (`MissingPskExtensionInSecondClientHello`).
+fn go_ordered_suites() -> Vec<SupportedCipherSuite> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+}
+
 /// The crypto provider restricted to `http.tls.ciphersuites`. As in Go, TLS 1.3 suites stay
-/// enabled unless the list names some of them.
+/// enabled unless the list names some of them; suites and key-exchange groups (X25519, P-256,
+/// P-384) come in Go's order.
 fn provider(config: &TlsConfig) -> Result<CryptoProvider, TlsSetupError> {
+    use rustls::crypto::ring::kx_group;
     let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = go_ordered_suites();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
     if config.ciphersuites.is_empty() {
         return Ok(provider);
     }
@@ -357,6 +380,8 @@ pub fn acceptor(
         current: RwLock::new(Arc::new(pair)),
     };
     let mut server = builder.with_cert_resolver(Arc::new(resolver));
+    // Go picks suites by its own order too; see `go_ordered_suites`.
+    server.ignore_client_order = true;
     server.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

@@ -45,6 +45,11 @@ pub fn haproxy_check(config: &Path, env: &[(String, String)]) -> CommandOutput {
 impl Haproxy {
     /// Starts haproxy with `config` in front of exactly three nodes `(api port, debug port)`.
     pub fn start(config: &Path, nodes: &[(u16, u16)]) -> Haproxy {
+        Self::start_with_env(config, nodes, &[])
+    }
+
+    /// [`Haproxy::start`] with more environment (`WHARF_TLS_PEM` for `haproxy-tls.cfg`).
+    pub fn start_with_env(config: &Path, nodes: &[(u16, u16)], extra: &[(&str, &str)]) -> Haproxy {
         assert_eq!(nodes.len(), 3, "the configs name three servers");
         let dir = tempfile::Builder::new()
             .prefix("wharf-haproxy-")
@@ -65,6 +70,9 @@ impl Haproxy {
             let mut cmd = clean_command(Path::new("haproxy"));
             cmd.arg("-db").arg("-f").arg(config).arg("-f").arg(&admin);
             for (k, v) in haproxy_env(port, nodes) {
+                cmd.env(k, v);
+            }
+            for (k, v) in extra {
                 cmd.env(k, v);
             }
             let log = dir.path().join("haproxy.log");

@@ -72,6 +72,7 @@ pub struct RegistryBuilder {
     secret: String,
     debug: Option<bool>,
     redis: Option<(String, Duration)>,
+    redis_section: Option<String>,
 }
 
 impl RegistryBuilder {
@@ -195,6 +196,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// The Redis blob-descriptor cache with this `redis` section body (indented key lines:
+    /// Sentinel, Cluster, TLS, ACL users).
+    pub fn redis_section(mut self, body: &str) -> Self {
+        self.redis_section = Some(body.to_string());
+        self
+    }
+
     /// A node of a cluster: its name in the `X-Wharf-Node` response header and in every log
     /// line (text logs), a debug server with metrics, ready when `/readyz` says so.
     pub fn node(mut self, name: &str) -> Self {
@@ -248,6 +256,13 @@ impl RegistryBuilder {
             text.push_str(&format!(
                 "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {addr}\n  dialtimeout: {t}\n  readtimeout: {t}\n  writetimeout: {t}\n  pool:\n    maxidle: 16\n    maxactive: 64\n    idletimeout: 300s\n"
             ));
+        }
+        if let Some(body) = &self.redis_section {
+            text.push_str("  cache:\n    blobdescriptor: redis\nredis:\n");
+            text.push_str(body);
+            if !body.ends_with('\n') {
+                text.push('\n');
+            }
         }
         text.push_str(&format!(
             "http:\n  addr: {addr}\n  secret: {}\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
@@ -443,6 +458,7 @@ impl Registry {
             secret: SECRET.to_string(),
             debug: None,
             redis: None,
+            redis_section: None,
         }
     }
 
