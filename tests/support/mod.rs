@@ -37,6 +37,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod azure;
 pub mod chaos;
 pub mod client;
 pub mod cluster;

@@ -32,8 +32,10 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Error answers are read up to this size, for their code.
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Pages of one listing, at most (5000 names each).
-const MAX_PAGES: usize = 100_000;
+/// Names per listing page (the service allows up to 5000).
+const LIST_PAGE: u32 = 1000;
+/// Pages of one listing, at most.
+const MAX_PAGES: usize = 1_000_000;
 /// A pending server-side copy is polled at most this many times (about ten minutes).
 const MAX_COPY_POLLS: u32 = 600;
 /// Redirect URLs stay valid this long (as distribution).
@@ -646,7 +648,7 @@ impl Client {
         let mut marker: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
-                .list_page(prefix, delimiter, marker.as_deref(), None, path)
+                .list_page(prefix, delimiter, marker.as_deref(), LIST_PAGE, path)
                 .await?;
             blobs.extend(page.blobs);
             prefixes.extend(page.prefixes);
@@ -660,7 +662,7 @@ impl Client {
 
     /// True when any blob's name starts with `prefix`.
     pub(super) async fn any_under(&self, prefix: &str, path: &str) -> Result<bool, StorageError> {
-        let page = self.list_page(prefix, None, None, Some(1), path).await?;
+        let page = self.list_page(prefix, None, None, 1, path).await?;
         Ok(!page.blobs.is_empty())
     }
 
@@ -669,7 +671,7 @@ impl Client {
         prefix: &str,
         delimiter: Option<&str>,
         marker: Option<&str>,
-        max: Option<u32>,
+        max: u32,
         path: &str,
     ) -> Result<xml::BlobPage, StorageError> {
         let mut req = Request::new("ListBlobs", Method::GET, None)
@@ -684,9 +686,7 @@ impl Client {
         if let Some(m) = marker {
             req = req.query("marker", m);
         }
-        if let Some(n) = max {
-            req = req.query("maxresults", n.to_string());
-        }
+        req = req.query("maxresults", max.to_string());
         let response = self.call(req, path).await?;
         let text = read_text("ListBlobs", path, response.into_body()).await?;
         xml::blob_page(&text).map_err(|e| io_error("ListBlobs", path, e))
