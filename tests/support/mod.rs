@@ -17,6 +17,7 @@
 //! - `raw`: raw HTTP/1.1 over TCP, for what a library would normalize.
 //! - `session`: uploads, manifests and tags as a client does them.
 //! - `s3`: moto's S3 server (one per test process) and buckets.
+//! - `azure`: Azurite's blob server (one per test process) and containers.
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
@@ -66,7 +67,7 @@ pub use self::{
 };
 
 /// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem`,
-/// `a::inmemory` and `a::s3`; `for_each_driver!(local: a, b)` into the first two only.
+/// `a::inmemory`, `a::s3` and `a::azure`; `for_each_driver!(local: a, b)` into the first two only.
 #[macro_export]
 macro_rules! for_each_driver {
     (local: $($name:ident),* $(,)?) => {
@@ -97,6 +98,10 @@ macro_rules! for_each_driver {
                 #[test]
                 fn s3() {
                     super::$name($crate::support::Driver::S3)
+                }
+                #[test]
+                fn azure() {
+                    super::$name($crate::support::Driver::Azure)
                 }
             }
         )*
@@ -137,6 +142,13 @@ macro_rules! for_kinds_and_drivers {
             fn s3() {
                 super::super::$name(
                     $crate::support::Driver::S3,
+                    $crate::support::Kind::$kind,
+                )
+            }
+            #[test]
+            fn azure() {
+                super::super::$name(
+                    $crate::support::Driver::Azure,
                     $crate::support::Kind::$kind,
                 )
             }
