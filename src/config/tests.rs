@@ -1979,7 +1979,11 @@ storage:
         ),
         "storage.swift.container: required, but empty"
     );
-    for (driver, name) in [(azure, "azure"), (gcs, "gcs"), (swift, "swift")] {
+    assert_eq!(
+        load_ok(azure, &[]).config.unsupported(),
+        ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
+    );
+    for (driver, name) in [(gcs, "gcs"), (swift, "swift")] {
         assert_eq!(
             load_ok(driver, &[]).config.unsupported(),
             [format!(

@@ -30,8 +30,8 @@
 //! - `load`: continuous push/pull load and latency figures.
 //! - `auth`: keys, certificates, JWTs and a token server.
 //!
-//! `use support::*;` brings everything but `auth`, `metrics` and `s3` (but `S3Target`), which are
-//! named by path. The suite targets the `wharf` binary. As a development aid,
+//! `use support::*;` brings everything but `auth`, `azure` (but `AzureTarget`), `metrics` and
+//! `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
 
@@ -61,9 +61,9 @@ pub mod wait;
 // Each test binary uses a part of this prelude.
 #[allow(unused_imports)]
 pub use self::{
-    chaos::*, client::*, cluster::*, fixtures::*, haproxy::*, layout::*, load::*, manifest::*,
-    process::*, raw::*, redis::*, registry::*, s3::S3Target, session::*, skopeo::*, storage::*,
-    wait::*,
+    azure::AzureTarget, chaos::*, client::*, cluster::*, fixtures::*, haproxy::*, layout::*,
+    load::*, manifest::*, process::*, raw::*, redis::*, registry::*, s3::S3Target, session::*,
+    skopeo::*, storage::*, wait::*,
 };
 
 /// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem`,
