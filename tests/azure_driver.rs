@@ -330,6 +330,10 @@ fn distribution_2_8_names_keep_the_leading_slash() {
         assert_eq!(v2.get_content(path).await.unwrap(), "v2");
         assert!(v3.stat(path).await.unwrap_err().is_not_found());
         assert_eq!(v2.list("/").await.unwrap(), vec!["docker".to_string()]);
+        // The SAS signs the name with its leading `/`.
+        let url = v2.redirect_url(path).await.unwrap().expect("a URL");
+        let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        assert_eq!(body.as_ref(), b"v2", "{url}");
         append(&v2, "/docker/up/data", 0, &data(5 * MIB)).await;
         append(&v2, "/docker/up/data", 5 * MIB, b"x").await;
         assert_eq!(
