@@ -340,7 +340,7 @@ fn one_node(driver: Driver) {
             Vec::<String>::new()
         ),
         Driver::Azure => assert_eq!(
-            container_problems(node.azure().unwrap()),
+            container_blob_problems(node.azure().unwrap()),
             Vec::<String>::new()
         ),
         Driver::Inmemory => {}
