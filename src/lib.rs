@@ -24,6 +24,7 @@ use api::urls::UrlBuilder;
 use api::App;
 use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
+use storage::drivers::azure::{AzureDriver, AzureSettings};
 use storage::drivers::s3::{S3Driver, S3Settings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
@@ -53,6 +54,9 @@ pub enum StartError {
     /// The object storage client could not be set up.
     #[error(transparent)]
     ObjectStorage(#[from] storage::drivers::s3::S3SetupError),
+    /// The Azure Blob client could not be set up.
+    #[error(transparent)]
+    AzureStorage(#[from] storage::drivers::azure::AzureSetupError),
     /// A configuration value that cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -108,6 +112,16 @@ fn serving_storage_driver(
             let driver = S3Driver::new(&S3Settings::from_oss(oss))?;
             object_storage = Some(driver.clone());
             Arc::new(driver)
+        }
+        StorageDriverConfig::Azure(azure) => {
+            if AzureSettings::ignores_rootdirectory(azure) {
+                tracing::warn!(
+                    "storage.azure.rootdirectory is ignored without storage.azure.credentials, \
+                     as distribution 2.8 does; add `credentials: {{type: shared_key}}` for \
+                     distribution 3's names under the root directory"
+                );
+            }
+            Arc::new(AzureDriver::new(&AzureSettings::from_config(azure))?)
         }
         other => {
             return Err(StartError::Unsupported(vec![format!(

@@ -15,7 +15,9 @@ fn storage_yaml(driver: Driver) -> &'static str {
     match driver {
         Driver::Filesystem => "storage:\n  filesystem:\n    rootdirectory: {root}\n",
         Driver::Inmemory => "storage:\n  inmemory: {}\n",
-        Driver::S3 => unreachable!("the command-line tests run on local storage"),
+        Driver::S3 | Driver::Azure => {
+            unreachable!("the command-line tests run on local storage")
+        }
     }
 }
 
@@ -62,7 +64,6 @@ fn unknown_keys_warned(driver: Driver) {
 #[test]
 fn drivers_not_served_yet_are_refused_by_key() {
     for (driver, section) in [
-        ("azure", "  azure:\n    accountname: a\n    accountkey: k\n    container: c\n"),
         ("gcs", "  gcs:\n    bucket: b\n"),
         (
             "swift",
@@ -77,6 +78,28 @@ fn drivers_not_served_yet_are_refused_by_key() {
             stderr.contains(&format!("storage.{driver}:")),
             "stderr names storage.{driver}:\n{stderr}"
         );
+    }
+}
+
+/// Azure with other credentials than Shared Key, or with a key that is not base64, is refused
+/// at start-up, naming the key.
+#[test]
+fn azure_without_a_usable_shared_key_is_refused_by_key() {
+    for (key, section) in [
+        (
+            "storage.azure.credentials.type",
+            "  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: default_credentials\n",
+        ),
+        (
+            "storage.azure: accountkey",
+            "  azure:\n    accountname: a\n    accountkey: not*base64\n    container: c\n",
+        ),
+    ] {
+        let builder = Registry::builder(Driver::Inmemory).template(&format!(
+            "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
+        ));
+        let stderr = assert_start_fails(builder, key);
+        assert!(stderr.contains(key), "stderr names {key}:\n{stderr}");
     }
 }
 

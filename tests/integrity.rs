@@ -326,13 +326,21 @@ fn report(what: &str, counts: &Counts) {
 
 fn one_node(driver: Driver) {
     let node = Registry::start(driver);
-    let sessions = if driver == Driver::S3 { 40 } else { 150 };
+    let sessions = if matches!(driver, Driver::S3 | Driver::Azure) {
+        40
+    } else {
+        150
+    };
     let counts = run_sessions(std::slice::from_ref(&node), sessions, 11, 64 << 10);
     report(&format!("{driver:?}"), &counts);
     match driver {
         Driver::Filesystem => assert_eq!(storage_problems(&node.v2_root()), Vec::<String>::new()),
         Driver::S3 => assert_eq!(
             bucket_blob_problems(node.s3().unwrap()),
+            Vec::<String>::new()
+        ),
+        Driver::Azure => assert_eq!(
+            container_blob_problems(node.azure().unwrap()),
             Vec::<String>::new()
         ),
         Driver::Inmemory => {}

@@ -197,6 +197,7 @@ fn push_and_pull(driver: Driver) {
         Driver::Filesystem => "filesystem",
         Driver::Inmemory => "inmemory",
         Driver::S3 => "s3aws",
+        Driver::Azure => "azure",
     };
     for action in [
         "GetContent",
@@ -211,6 +212,17 @@ fn push_and_pull(driver: Driver) {
             delta(&after, "registry_storage_action_seconds_count", &labels) >= 1.0,
             "no {action} timed\n{why}"
         );
+    }
+
+    // On Azure every Blob service call is timed by operation.
+    if driver == Driver::Azure {
+        for operation in ["PutBlob", "GetBlobProperties", "PutBlockList", "CopyBlob"] {
+            let labels = [("system", "azure"), ("operation", operation)];
+            assert!(
+                delta(&after, "wharf_external_call_seconds_count", &labels) >= 1.0,
+                "no Azure {operation} timed\n{why}"
+            );
+        }
     }
 
     // On S3 every object-storage call is timed by operation.

@@ -651,9 +651,9 @@ fn env_unknown_names_warn_by_variable() {
         "{w}"
     );
     assert!(!w.contains("unknown configuration key"), "{w}");
-    // Drivers not served yet still take their overrides.
+    // Driver sections take their overrides.
     let loaded = load_ok(
-        "version: 0.1\nstorage: {azure: {accountname: a}}\n",
+        "version: 0.1\nstorage: {azure: {accountname: a, accountkey: k}}\n",
         &[("REGISTRY_STORAGE_AZURE_CONTAINER", "c")],
     );
     assert_eq!(loaded.warnings, Vec::<String>::new());
@@ -1370,7 +1370,7 @@ fn redis_sentinel_cluster_and_tls_are_supported() {
 fn unsupported_names_each_configured_feature() {
     let text = "version: 0.1
 storage:
-  azure: {accountname: a, accountkey: k, container: c}
+  gcs: {bucket: b}
   cache: {blobdescriptor: redis}
 auth:
   token: {realm: 'https://auth/token', service: registry, issuer: auth, rootcertbundle: /certs/bundle.pem}
@@ -1402,7 +1402,7 @@ health:
     assert_eq!(
         keys,
         [
-            "storage.azure",
+            "storage.gcs",
             "notifications.endpoints",
             "proxy.remoteurl",
             "middleware.storage",
@@ -1417,7 +1417,6 @@ health:
     assert!(endpoints.contains("(endpoints: on)"), "{endpoints}");
 
     for driver in [
-        "azure: {accountname: a, container: c}",
         "gcs: {bucket: b}",
         "swift: {authurl: 'http://k/v3', username: u, password: p, container: c}",
     ] {
@@ -1430,6 +1429,23 @@ health:
             )]
         );
     }
+    // Azure: Shared Key (distribution 2.8's only way, 3's `shared_key`) is served.
+    for azure in ["", ", credentials: {type: shared_key}"] {
+        let text = format!(
+            "version: 0.1\nstorage: {{azure: {{accountname: a, accountkey: k, container: c{azure}}}}}\n"
+        );
+        assert_eq!(
+            load_ok(&text, &[]).config.unsupported(),
+            Vec::<String>::new()
+        );
+    }
+    let text = "version: 0.1\nstorage: {azure: {accountname: a, container: c, credentials: {type: client_secret}}}\n";
+    let messages = load_ok(text, &[]).config.unsupported();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("storage.azure.credentials.type: client_secret"),
+        "{messages:?}"
+    );
     let oss = "oss: {accesskeyid: a, accesskeysecret: s, region: r, bucket: b}";
     let c = load_ok(&format!("version: 0.1\nstorage: {{{oss}}}\n"), &[]).config;
     assert_eq!(c.unsupported(), Vec::<String>::new());
@@ -1861,7 +1877,7 @@ storage:
     assert!(a.skipverify);
     // Defaults and required keys.
     let c = load_ok(
-        "version: 0.1\nstorage: {azure: {accountname: a, container: c}}\n",
+        "version: 0.1\nstorage: {azure: {accountname: a, accountkey: k, container: c}}\n",
         &[],
     )
     .config;
@@ -1875,6 +1891,14 @@ storage:
     assert_eq!(
         load_err("version: 0.1\nstorage: {azure: {accountname: a}}\n", &[]),
         "storage.azure.container: required, but empty"
+    );
+    // Shared Key needs the key (distribution 2.8 refuses a config without it too).
+    assert_eq!(
+        load_err(
+            "version: 0.1\nstorage: {azure: {accountname: a, container: c}}\n",
+            &[]
+        ),
+        "storage.azure.accountkey: required, but empty"
     );
     let msg = load_err("version: 0.1\nstorage: {azure: {accountname: a, container: c, credentials: {type: magic}}}\n", &[]);
     assert!(
@@ -1976,7 +2000,11 @@ storage:
         ),
         "storage.swift.container: required, but empty"
     );
-    for (driver, name) in [(azure, "azure"), (gcs, "gcs"), (swift, "swift")] {
+    assert_eq!(
+        load_ok(azure, &[]).config.unsupported(),
+        ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
+    );
+    for (driver, name) in [(gcs, "gcs"), (swift, "swift")] {
         assert_eq!(
             load_ok(driver, &[]).config.unsupported(),
             [format!(

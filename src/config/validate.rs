@@ -221,6 +221,12 @@ impl Config {
             StorageDriverConfig::Azure(azure) => {
                 require("storage.azure.accountname", &azure.accountname)?;
                 require("storage.azure.container", &azure.container)?;
+                if matches!(azure.credentials.kind.as_str(), "" | "shared_key") {
+                    require(
+                        "storage.azure.accountkey",
+                        azure.accountkey.as_deref().unwrap_or(""),
+                    )?;
+                }
                 if !azure.credentials.kind.is_empty() {
                     one_of(
                         "storage.azure.credentials.type",
@@ -414,6 +420,13 @@ impl Config {
             | StorageDriverConfig::Inmemory
             | StorageDriverConfig::S3(_)
             | StorageDriverConfig::Oss(_) => {}
+            StorageDriverConfig::Azure(azure) => match azure.credentials.kind.as_str() {
+                "" | "shared_key" => {}
+                other => out.push(format!(
+                    "storage.azure.credentials.type: {other} is not supported yet; \
+                     use shared_key with accountkey"
+                )),
+            },
             other => out.push(format!(
                 "storage.{name}: the {name} storage driver is not supported yet",
                 name = other.name()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::azure::AzureTarget;
 use super::chaos::ChaosProxy;
 use super::client::Endpoint;
 use super::haproxy::Haproxy;
@@ -36,6 +37,9 @@ pub struct ClusterOptions {
     /// Store in this bucket of the shared S3 server instead of a shared folder, blob reads
     /// redirected to it or not.
     pub s3: Option<(S3Target, bool)>,
+    /// Store in this container of the shared Azurite instead, blob reads redirected to it or
+    /// not.
+    pub azure: Option<(AzureTarget, bool)>,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +51,7 @@ impl Default for ClusterOptions {
             draintimeout: Duration::from_secs(12),
             redis_timeout: Duration::from_millis(100),
             s3: None,
+            azure: None,
         }
     }
 }
@@ -77,11 +82,16 @@ impl Cluster {
             .unwrap_or_else(|| redis.addr());
         let nodes: Vec<Registry> = (0..3)
             .map(|i| {
-                let node = match &options.s3 {
-                    Some((target, redirect)) => Registry::builder(Driver::S3)
+                let node = match (&options.s3, &options.azure) {
+                    (Some((target, redirect)), _) => Registry::builder(Driver::S3)
                         .s3_target(target)
                         .redirect(*redirect),
-                    None => Registry::builder(Driver::Filesystem).storage_dir(storage.path()),
+                    (None, Some((target, redirect))) => Registry::builder(Driver::Azure)
+                        .azure_target(target)
+                        .redirect(*redirect),
+                    (None, None) => {
+                        Registry::builder(Driver::Filesystem).storage_dir(storage.path())
+                    }
                 };
                 node.node(&format!("node{}", i + 1))
                     .secret(options.secrets[i].unwrap_or(SECRET))

@@ -17,6 +17,7 @@
 //! - `raw`: raw HTTP/1.1 over TCP, for what a library would normalize.
 //! - `session`: uploads, manifests and tags as a client does them.
 //! - `s3`: moto's S3 server (one per test process) and buckets.
+//! - `azure`: Azurite's blob server (one per test process) and containers.
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
@@ -29,14 +30,15 @@
 //! - `load`: continuous push/pull load and latency figures.
 //! - `auth`: keys, certificates, JWTs and a token server.
 //!
-//! `use support::*;` brings everything but `auth`, `metrics` and `s3` (but `S3Target`), which are
-//! named by path. The suite targets the `wharf` binary. As a development aid,
+//! `use support::*;` brings everything but `auth`, `azure` (but `AzureTarget`), `metrics` and
+//! `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
 
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod azure;
 pub mod chaos;
 pub mod client;
 pub mod cluster;
@@ -59,13 +61,13 @@ pub mod wait;
 // Each test binary uses a part of this prelude.
 #[allow(unused_imports)]
 pub use self::{
-    chaos::*, client::*, cluster::*, fixtures::*, haproxy::*, layout::*, load::*, manifest::*,
-    process::*, raw::*, redis::*, registry::*, s3::S3Target, session::*, skopeo::*, storage::*,
-    wait::*,
+    azure::AzureTarget, chaos::*, client::*, cluster::*, fixtures::*, haproxy::*, layout::*,
+    load::*, manifest::*, process::*, raw::*, redis::*, registry::*, s3::S3Target, session::*,
+    skopeo::*, storage::*, wait::*,
 };
 
 /// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem`,
-/// `a::inmemory` and `a::s3`; `for_each_driver!(local: a, b)` into the first two only.
+/// `a::inmemory`, `a::s3` and `a::azure`; `for_each_driver!(local: a, b)` into the first two only.
 #[macro_export]
 macro_rules! for_each_driver {
     (local: $($name:ident),* $(,)?) => {
@@ -96,6 +98,10 @@ macro_rules! for_each_driver {
                 #[test]
                 fn s3() {
                     super::$name($crate::support::Driver::S3)
+                }
+                #[test]
+                fn azure() {
+                    super::$name($crate::support::Driver::Azure)
                 }
             }
         )*
@@ -136,6 +142,13 @@ macro_rules! for_kinds_and_drivers {
             fn s3() {
                 super::super::$name(
                     $crate::support::Driver::S3,
+                    $crate::support::Kind::$kind,
+                )
+            }
+            #[test]
+            fn azure() {
+                super::super::$name(
+                    $crate::support::Driver::Azure,
                     $crate::support::Kind::$kind,
                 )
             }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use reqwest::blocking::Client;
 
+use super::azure::{self, AzureTarget};
 use super::client::{http_client, Endpoint, Resp};
 use super::metrics::Scrape;
 use super::process::{clean_command, free_port, log_file, log_lines, read_text, Process, Server};
@@ -35,6 +36,9 @@ pub enum Driver {
     /// The S3 driver against the shared `moto_server` of this test process, a bucket per
     /// registry, redirects off (tests of redirects turn them on).
     S3,
+    /// The Azure driver against the shared Azurite of this test process, a container per
+    /// registry, redirects off (tests of redirects turn them on).
+    Azure,
 }
 
 /// When a started registry counts as ready.
@@ -67,6 +71,7 @@ pub struct RegistryBuilder {
     ready: Ready,
     s3: Option<S3Target>,
     s3_lines: Vec<String>,
+    azure: Option<AzureTarget>,
     redirect: bool,
     name: Option<String>,
     secret: String,
@@ -79,6 +84,12 @@ impl RegistryBuilder {
     /// For `Driver::S3`: use this endpoint and bucket (several registries may share one).
     pub fn s3_target(mut self, target: &S3Target) -> Self {
         self.s3 = Some(target.clone());
+        self
+    }
+
+    /// For `Driver::Azure`: use this service and container (several registries may share one).
+    pub fn azure_target(mut self, target: &AzureTarget) -> Self {
+        self.azure = Some(target.clone());
         self
     }
 
@@ -246,6 +257,11 @@ impl RegistryBuilder {
                 ));
                 text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
             }
+            Driver::Azure => {
+                let target = self.azure.as_ref().expect("a container is chosen at spawn");
+                text.push_str(&azure::storage_section(target, &[]));
+                text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
+            }
         }
         text.push_str(&format!(
             "  delete:\n    enabled: {}\n",
@@ -325,6 +341,11 @@ impl RegistryBuilder {
             with_bucket.s3 = Some(S3Target::fresh());
             return with_bucket.spawn();
         }
+        if self.driver == Driver::Azure && self.azure.is_none() {
+            let mut with_container = self.clone();
+            with_container.azure = Some(AzureTarget::fresh());
+            return with_container.spawn();
+        }
         let prefix = match &self.name {
             Some(name) => format!("wharf-{name}-"),
             None => "wharf-test-".to_string(),
@@ -382,6 +403,7 @@ impl RegistryBuilder {
             tmp,
             endpoint: Endpoint::new(&format!("http://{addr}")),
             s3: self.s3.clone().filter(|_| self.driver == Driver::S3),
+            azure: self.azure.clone().filter(|_| self.driver == Driver::Azure),
         };
         registry.process = Some(registry.launch.spawn(
             registry.label(),
@@ -425,6 +447,7 @@ pub struct Registry {
     tmp: tempfile::TempDir,
     endpoint: Endpoint,
     s3: Option<S3Target>,
+    azure: Option<AzureTarget>,
 }
 
 impl Deref for Registry {
@@ -453,6 +476,7 @@ impl Registry {
             ready: Ready::V2Ok,
             s3: None,
             s3_lines: Vec::new(),
+            azure: None,
             redirect: false,
             name: None,
             secret: SECRET.to_string(),
@@ -470,6 +494,11 @@ impl Registry {
     /// The endpoint and bucket of an `s3` registry.
     pub fn s3(&self) -> Option<&S3Target> {
         self.s3.as_ref()
+    }
+
+    /// The service and container of an `azure` registry.
+    pub fn azure(&self) -> Option<&AzureTarget> {
+        self.azure.as_ref()
     }
 
     /// A client of this registry (to hand to another thread).

@@ -1,4 +1,5 @@
-//! Checks on what a registry left in its storage: a filesystem tree or an S3 bucket holds only
+//! Checks on what a registry left in its storage: a filesystem tree, an S3 bucket or an Azure
+//! container holds only
 //! blobs that hash to their path, links that are whole digests, and nothing unexpected.
 
 use std::collections::BTreeSet;
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::azure::{self, AzureTarget};
 use super::fixtures::{hex, sha256_digest};
 use super::s3::{self, S3Target};
 
@@ -140,4 +142,59 @@ pub fn bucket_blob_problems(target: &S3Target) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Blobs in a container of the shared Azurite whose bytes do not hash to their name, and
+/// entries under `blobs/` that are not a blob's `data`.
+pub fn container_blob_problems(target: &AzureTarget) -> Vec<String> {
+    container_check(target, false)
+}
+
+/// [`container_blob_problems`], and upload data left under `repositories/` (for runs where
+/// every upload finishes).
+pub fn container_problems(target: &AzureTarget) -> Vec<String> {
+    container_check(target, true)
+}
+
+fn container_check(target: &AzureTarget, uploads_too: bool) -> Vec<String> {
+    use wharf::storage::StorageDriver;
+    let driver = azure::driver(target, Some(""));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut problems = Vec::new();
+        let blobs = "/docker/registry/v2/blobs/sha256";
+        for prefix in driver.list(blobs).await.unwrap_or_default() {
+            let dir = format!("{blobs}/{prefix}");
+            for hex_name in driver.list(&dir).await.unwrap_or_default() {
+                let entries = driver.list(&format!("{dir}/{hex_name}")).await;
+                if entries.as_deref().ok() != Some(&["data".to_string()][..]) {
+                    problems.push(format!("{dir}/{hex_name} holds {entries:?}"));
+                    continue;
+                }
+                match driver.get_content(&format!("{dir}/{hex_name}/data")).await {
+                    Ok(bytes) => {
+                        let actual = sha256_digest(&bytes);
+                        if actual != format!("sha256:{hex_name}") {
+                            problems.push(format!("blob {hex_name} hashes to {actual}"));
+                        }
+                    }
+                    Err(e) => problems.push(format!("blob {hex_name}: {e}")),
+                }
+            }
+        }
+        if !uploads_too {
+            return problems;
+        }
+        let uploads = driver
+            .dirs_holding("/docker/registry/v2/repositories", "data", "")
+            .await
+            .unwrap_or_default();
+        for dir in uploads.into_iter().filter(|d| d.contains("_uploads/")) {
+            problems.push(format!("upload data left: {dir}"));
+        }
+        problems
+    })
 }

@@ -1,5 +1,6 @@
 //! Storage driver implementations.
 
+pub mod azure;
 pub mod filesystem;
 pub mod inmemory;
 pub mod s3;

@@ -1,0 +1,223 @@
+//! Azure Blob Storage (and Azurite), with Shared Key authorization.
+//!
+//! Blob names are distribution's: with a distribution 2.8 config (no `credentials`) the
+//! driver path itself (`/docker/registry/v2/...`), with a distribution 3 config
+//! `<rootdirectory>/docker/registry/v2/...` without the leading `/`; so a container written
+//! by registry:2 is served as is, and the reverse.
+//!
+//! A PATCH on Azure, in order:
+//! 1. [`StorageDriver::writer`] reads the upload's committed block list (`Get Block List`):
+//!    its size must be the offset, else `OffsetMismatch`.
+//! 2. Each write buffers the body and stages every full block (`Put Block`).
+//! 3. The commit names the old blocks then the new in one `Put Block List`, conditional on
+//!    the entity tag the writer started from: of two writers racing at one offset only the
+//!    first to commit succeeds.
+//!
+//! The closing PUT commits the same way, then copies the upload to the blob's name
+//! server-side (`Copy Blob`, conditional on the entity tag just committed).
+//!
+//! Every call is signed, has timeouts, bounded retries with backoff on throttling, 5xx and
+//! connection failures, a metric and a `tracing` event.
+//!
+//! Modules, each importing only those after it: `writer` (appends and atomic writes),
+//! `client` (every Blob service call), `xml` (answers read), `sign` (Shared Key and SAS),
+//! `http` (the HTTP client), `settings` (configuration to settings: the only one that reads
+//! `config`).
+
+mod client;
+mod http;
+mod settings;
+mod sign;
+mod writer;
+mod xml;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
+use client::{Client, Condition};
+use writer::AzureWriter;
+
+pub use settings::{AzureSettings, AzureSetupError};
+pub use writer::BLOCK_SIZE;
+
+/// Blobs deleted at once when a directory is deleted.
+const DELETE_CONCURRENCY: usize = 16;
+
+/// Driver over one container.
+#[derive(Clone)]
+pub struct AzureDriver {
+    client: Arc<Client>,
+}
+
+impl AzureDriver {
+    /// Builds the client; nothing is sent until the first call (which creates the container
+    /// when it is missing).
+    pub fn new(settings: &AzureSettings) -> Result<Self, AzureSetupError> {
+        Ok(AzureDriver {
+            client: Arc::new(Client::new(settings)?),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageDriver for AzureDriver {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+
+    async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
+        let name = self.client.name(path)?;
+        self.client.get_all(&name, path).await
+    }
+
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        let name = self.client.name(path)?;
+        self.client
+            .put_blob(&name, path, content, Condition::Always)
+            .await
+    }
+
+    async fn reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let name = self.client.name(path)?;
+        if len == Some(0) || offset > 0 {
+            // An empty range cannot be asked for, and one starting at the end is refused.
+            let info = self.stat(path).await?;
+            if info.is_dir {
+                return Err(StorageError::NotFound(path.to_string()));
+            }
+            if offset > info.size {
+                return Err(StorageError::InvalidOffset {
+                    path: path.to_string(),
+                    offset,
+                    size: info.size,
+                });
+            }
+            if offset == info.size || len == Some(0) {
+                return Ok(Box::pin(futures_util::stream::empty()));
+            }
+        }
+        let range = (offset > 0 || len.is_some()).then_some((offset, len));
+        self.client.get(&name, path, range).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let name = self.client.name(path)?;
+        if !name.is_empty() && !name.ends_with('/') {
+            match self.client.properties(&name, path).await {
+                Ok(props) => {
+                    return Ok(FileInfo {
+                        size: props.size,
+                        is_dir: false,
+                        modified: props.modified,
+                    })
+                }
+                Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A "directory" is any blob under the prefix.
+        if self
+            .client
+            .any_under(&self.client.dir_prefix(path)?, path)
+            .await?
+        {
+            Ok(FileInfo {
+                size: 0,
+                is_dir: true,
+                modified: None,
+            })
+        } else {
+            Err(StorageError::NotFound(path.to_string()))
+        }
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let entries = self.list_entries(path).await?;
+        Ok(entries.into_iter().map(|(name, _)| name).collect())
+    }
+
+    // The delimited listing says which children are directories: no per-child calls.
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
+        let prefix = self.client.dir_prefix(path)?;
+        let (blobs, dirs) = self.client.list(&prefix, Some("/"), path).await?;
+        let strip = |n: &str| n.strip_prefix(prefix.as_str()).map(str::to_string);
+        let dirs = dirs
+            .iter()
+            .filter_map(|d| strip(d))
+            .map(|d| (d.trim_end_matches('/').to_string(), true));
+        let files = blobs
+            .iter()
+            .filter_map(|b| strip(&b.name))
+            .map(|f| (f, false));
+        let mut entries: Vec<(String, bool)> =
+            dirs.chain(files).filter(|(n, _)| !n.is_empty()).collect();
+        if entries.is_empty() {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        // A name both a blob and a prefix is reported once, as a directory.
+        entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Ok(entries)
+    }
+
+    async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (source, target) = (self.client.name(from)?, self.client.name(to)?);
+        self.client.copy(&source, &target, from, None).await?;
+        match self.client.delete(&source, from, Condition::Always).await {
+            Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let name = self.client.name(path)?;
+        let prefix = self.client.dir_prefix(path)?;
+        // Everything at or under the path: listing by the bare name also returns siblings
+        // that merely start with it (`v1` and `v10`), which are left alone.
+        let (blobs, _) = self.client.list(&name, None, path).await?;
+        let doomed: Vec<String> = blobs
+            .into_iter()
+            .map(|b| b.name)
+            .filter(|n| *n == name || n.starts_with(prefix.as_str()))
+            .collect();
+        if doomed.is_empty() {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        let client = &self.client;
+        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(doomed)
+            .map(|n| async move {
+                match client.delete(&n, path, Condition::Always).await {
+                    // Deleted meanwhile by someone else: gone either way.
+                    Err(StorageError::NotFound(_)) => Ok(()),
+                    other => other,
+                }
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
+        Ok(Box::new(
+            AzureWriter::append(self.client.clone(), path, offset).await?,
+        ))
+    }
+
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
+        Ok(Box::new(AzureWriter::atomic(self.client.clone(), path)?))
+    }
+
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>, StorageError> {
+        let name = self.client.name(path)?;
+        Ok(Some(self.client.signed_url(&name)))
+    }
+}

@@ -1,0 +1,235 @@
+//! A real Azure Blob service on loopback for the `azure` driver variant: Azurite's blob server
+//! (npm `azurite`), installed by `.ci/test` under `~/.cache/wharf/azurite`.
+//!
+//! One shared server per test process ([`shared`]), started on first use; each registry gets a
+//! container of its own unless it is told to share one. As with moto, the server runs under a
+//! small shell that kills it (by its PID) when this process's end of a pipe closes. Telemetry
+//! is off: nothing leaves the machine. Tests that stop the server start their own.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::process::free_port;
+use super::wait::WAIT_LIMIT;
+
+/// Azurite's well-known development account and key.
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A running Azurite blob server; dropping it stops the server.
+pub struct Azurite {
+    port: u16,
+    shell: Mutex<Option<(Child, ChildStdin)>>,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Where an `azure` registry keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AzureTarget {
+    /// `http://127.0.0.1:<port>/devstoreaccount1` (or a proxy in front of it).
+    pub service_url: String,
+    pub container: String,
+}
+
+impl AzureTarget {
+    /// A fresh container name on the shared server (the driver creates it on first use).
+    pub fn fresh() -> AzureTarget {
+        let server = shared();
+        AzureTarget {
+            service_url: server.service_url(),
+            container: fresh_container(),
+        }
+    }
+}
+
+static SHARED: OnceLock<Azurite> = OnceLock::new();
+static CONTAINERS: AtomicU64 = AtomicU64::new(1);
+
+/// The server shared by the tests of this process.
+pub fn shared() -> &'static Azurite {
+    SHARED.get_or_init(Azurite::start)
+}
+
+/// A container name no other test of any process uses.
+pub fn fresh_container() -> String {
+    format!(
+        "wharf-{}-{}",
+        std::process::id(),
+        CONTAINERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `azurite-blob`: `$WHARF_TEST_AZURITE`, else the copy `.ci/test` installs, else `PATH`.
+fn azurite_program() -> String {
+    if let Ok(program) = std::env::var("WHARF_TEST_AZURITE") {
+        return program;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/wharf/azurite/node_modules/.bin/azurite-blob");
+    if cached.exists() {
+        return cached.display().to_string();
+    }
+    "azurite-blob".to_string()
+}
+
+impl Azurite {
+    /// A private server on a free port.
+    pub fn start() -> Azurite {
+        Azurite::start_on(free_port(), None)
+    }
+
+    /// A server on `port` keeping its data in `data` (a fresh folder when `None`; used to
+    /// bring a stopped server back on the same address with the same data).
+    pub fn start_on(port: u16, data: Option<&std::path::Path>) -> Azurite {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-azurite-")
+            .tempdir()
+            .expect("temp dir");
+        let location = data.map_or_else(|| dir.path().join("data"), |d| d.to_path_buf());
+        fs::create_dir_all(&location).expect("azurite data dir");
+        let log = dir.path().join("azurite.log");
+        let script = format!(
+            "'{}' --blobHost 127.0.0.1 --blobPort {port} --location '{}' --skipApiVersionCheck \
+             --loose --disableTelemetry --disableProductStyleUrl >>'{}' 2>&1 & az=$!; \
+             read _ignored; kill $az; wait $az",
+            azurite_program(),
+            location.display(),
+            log.display()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("AZURITE_") || k.starts_with("REGISTRY_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn sh for azurite-blob");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let server = Azurite {
+            port,
+            shell: Mutex::new(Some((child, stdin))),
+            log,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        for _ in 0..1200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Any HTTP answer (an anonymous request is refused) means it serves.
+                let probe = reqwest::blocking::Client::new()
+                    .get(format!("{}?comp=list", self.service_url()))
+                    .timeout(Duration::from_secs(5))
+                    .send();
+                if probe.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "azurite-blob did not start on port {} (install it with: npm install --prefix \
+             ~/.cache/wharf/azurite azurite):\n{}",
+            self.port,
+            self.log_text()
+        );
+    }
+
+    /// The server's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>/devstoreaccount1`.
+    pub fn service_url(&self) -> String {
+        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+    }
+
+    /// Where the server keeps its data (to start it again on the same data).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// What the server printed.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server (and waits for it to exit).
+    pub fn stop(&self) {
+        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `storage.azure` section for a container (keys indented by four spaces), in
+/// distribution 3's form (`credentials`, `serviceurl`), followed by `extra` lines.
+pub fn storage_section(target: &AzureTarget, extra: &[String]) -> String {
+    let mut text = format!(
+        "  azure:\n    accountname: {ACCOUNT}\n    accountkey: {ACCOUNT_KEY}\n    container: {}\n    serviceurl: {}\n    credentials:\n      type: shared_key\n",
+        target.container, target.service_url
+    );
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// A driver on a container through the library, to inspect or prepare what a registry stores;
+/// `root` is `rootdirectory` (distribution 3 names), or `None` for distribution 2.8's names.
+pub fn driver(
+    target: &AzureTarget,
+    root: Option<&str>,
+) -> wharf::storage::drivers::azure::AzureDriver {
+    use wharf::storage::drivers::azure::{AzureDriver, AzureSettings};
+    let settings = AzureSettings {
+        account: ACCOUNT.to_string(),
+        account_key: ACCOUNT_KEY.to_string(),
+        container: target.container.clone(),
+        service_url: target.service_url.clone(),
+        name_prefix: match root {
+            None => "/".to_string(),
+            Some("") => String::new(),
+            Some(r) => format!("{}/", r.trim_matches('/')),
+        },
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(100),
+        skip_verify: false,
+    };
+    AzureDriver::new(&settings).expect("azure driver")
+}
