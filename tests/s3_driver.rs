@@ -386,3 +386,35 @@ fn presigned_urls_serve_the_object() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().unwrap().as_ref(), b"presigned bytes");
 }
+
+/// Exclusive creation holds across nodes: of many concurrent creators on two driver
+/// instances, exactly one creates the object and its content is what every reader sees.
+#[test]
+fn exclusive_creation_has_one_winner_across_nodes() {
+    let (_bucket, a, b) = two_nodes(5 * MIB as u64);
+    runtime().block_on(async {
+        for round in 0..3 {
+            let path = format!("/claims/round-{round}");
+            let attempts = (0..8u8).map(|i| {
+                let driver = if i % 2 == 0 { &a } else { &b };
+                let path = path.clone();
+                async move {
+                    let created = driver
+                        .put_content_if_absent(&path, Bytes::from(vec![i; 16]))
+                        .await
+                        .expect("exclusive put");
+                    (i, created)
+                }
+            });
+            let results = futures_util::future::join_all(attempts).await;
+            let winners: Vec<u8> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            assert_eq!(read(&a, &path).await, vec![winners[0]; 16]);
+            assert!(!b
+                .put_content_if_absent(&path, Bytes::from_static(b"late"))
+                .await
+                .unwrap());
+            assert_eq!(read(&b, &path).await, vec![winners[0]; 16]);
+        }
+    });
+}

@@ -509,7 +509,9 @@ impl Client {
         };
         match self.call_raw(req()).await {
             Ok(_) => Ok(()),
-            Err(Failure::Status { code, .. }) if code == "InvalidBlobType" => {
+            Err(Failure::Status { code, .. })
+                if code == "InvalidBlobType" && matches!(condition, Condition::Always) =>
+            {
                 match self.delete(name, path, Condition::Always).await {
                     Ok(()) | Err(StorageError::NotFound(_)) => {}
                     Err(e) => return Err(e),

@@ -80,6 +80,23 @@ impl StorageDriver for AzureDriver {
             .await
     }
 
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        let name = self.client.name(path)?;
+        match self
+            .client
+            .put_blob(&name, path, content, Condition::Absent)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StorageError::Busy(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn reader(
         &self,
         path: &str,
