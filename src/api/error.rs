@@ -193,9 +193,15 @@ fn storage_error(e: StorageError) -> ApiError {
     tracing::error!(error = %e, "storage failure");
     match &e {
         StorageError::InvalidPath(_) => ApiError::new("NAME_INVALID", "invalid path"),
+        StorageError::Unavailable { .. } => {
+            ApiError::new("UNAVAILABLE", "storage backend unavailable")
+        }
         StorageError::Io { source, .. } if is_unreachable(source.kind()) => {
             ApiError::new("UNAVAILABLE", "storage backend unavailable")
         }
+        // An upload whose stored parts were replaced by a concurrent writer: the client
+        // starts the blob again.
+        StorageError::Changed(_) => ApiError::new("BLOB_UPLOAD_UNKNOWN", json!({})),
         _ => ApiError::new("UNKNOWN", "storage backend error"),
     }
 }

@@ -50,6 +50,17 @@ pub enum StorageError {
         /// File size.
         size: u64,
     },
+    /// The backend did not answer, or kept refusing for load (throttling, 503), through
+    /// every retry the driver allows: the request may succeed later.
+    #[error("{op} {path}: storage backend unavailable: {reason}")]
+    Unavailable {
+        /// The operation that failed.
+        op: &'static str,
+        /// The path involved.
+        path: String,
+        /// What the backend (or the connection to it) said last.
+        reason: String,
+    },
     /// Disk or backend failure.
     #[error("{op} {path}: {source}")]
     Io {
@@ -162,6 +173,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// [`StorageError::OffsetMismatch`]), so what a committed writer reports as the file's
     /// first `size()` bytes is what is stored.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+    /// Creates `path` as an empty file open for appends, before any bytes arrive, where the
+    /// backend's other writers expect one (S3: distribution's open multipart upload, which a
+    /// registry:2 node looks for when it continues an upload). Default: nothing, the first
+    /// [`Self::writer`] at offset 0 creates the file.
+    async fn prepare_append(&self, _path: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Opens a new file whose content appears at `path` only on commit, all
     /// at once; cancel (or a crash) leaves nothing visible there. Used when
     /// the final location is known before the bytes arrive.
