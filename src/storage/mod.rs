@@ -168,7 +168,9 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Opens `path` for appending at `offset`, which must be exactly the stored size
     /// ([`StorageError::OffsetMismatch`] otherwise; offset 0 creates the file). Stored bytes
     /// are never rewritten: an append only adds after them, and a writer that is cancelled or
-    /// dropped leaves the file as it found it. Writers of one path exclude each other: while
+    /// dropped leaves the file as it found it, except on backends that store an append in
+    /// parts as it arrives (S3, as distribution does), where whole parts it already stored
+    /// stay appended, in order: the first bytes written through it, never other ones. Writers of one path exclude each other: while
     /// one is open another fails to open or to commit ([`StorageError::Busy`] or
     /// [`StorageError::OffsetMismatch`]), so what a committed writer reports as the file's
     /// first `size()` bytes is what is stored.

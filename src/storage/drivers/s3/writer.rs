@@ -32,8 +32,13 @@ enum Kind {
         /// the writer gives up.
         created: Option<String>,
     },
-    /// `atomic_writer(path)`: nothing at the key until commit completes the upload.
-    Atomic,
+    /// `atomic_writer(path)`: nothing at the key until commit. Files larger than a part are
+    /// uploaded under a staging key, completed there and copied: an open upload on a file's
+    /// own key is an appended file, which readers would complete.
+    Atomic {
+        /// Where the parts go.
+        staging: String,
+    },
 }
 
 /// An open writer, buffering at most one part (plus, right after a restart, the bytes of a
@@ -56,11 +61,15 @@ impl S3Writer {
     /// A writer whose content appears at `path` only on commit.
     pub(super) fn atomic(s3: Arc<Inner>, path: &str) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
+        let staging = match key.rsplit_once('/') {
+            Some((dir, name)) => format!("{dir}/_staging_{name}_{}", uuid::Uuid::new_v4()),
+            None => format!("_staging_{key}_{}", uuid::Uuid::new_v4()),
+        };
         Ok(S3Writer {
             s3,
             path: path.to_string(),
             key,
-            kind: Kind::Atomic,
+            kind: Kind::Atomic { staging },
             upload: None,
             parts: Vec::new(),
             buf: BytesMut::new(),
@@ -113,9 +122,9 @@ impl S3Writer {
         let s3 = self.s3.clone();
         let (key, path) = (self.key.clone(), self.path.clone());
         match &mut self.kind {
-            Kind::Atomic => {
+            Kind::Atomic { staging } => {
                 if self.upload.is_none() {
-                    self.upload = Some(s3.create_upload(&key, &path).await?);
+                    self.upload = Some(s3.create_upload(staging, &path).await?);
                 }
                 Ok(())
             }
@@ -175,17 +184,25 @@ impl S3Writer {
         let size = body.len() as u64;
         let etag = self
             .s3
-            .upload_part(&self.key, &self.path, &upload, number, body)
+            .upload_part(self.upload_key(), &self.path, &upload, number, body)
             .await?;
         self.parts.push(Part { number, etag, size });
         Ok(())
+    }
+
+    /// The key of this writer's multipart upload.
+    fn upload_key(&self) -> &str {
+        match &self.kind {
+            Kind::Append { .. } => &self.key,
+            Kind::Atomic { staging } => staging,
+        }
     }
 
     /// The multipart upload this writer opened, if any, and which nothing refers to yet.
     fn own_upload(&self) -> Option<String> {
         match &self.kind {
             Kind::Append { created, .. } => created.clone(),
-            Kind::Atomic => self.upload.clone(),
+            Kind::Atomic { .. } => self.upload.clone(),
         }
     }
 
@@ -193,7 +210,7 @@ impl S3Writer {
         self.finished = true;
         self.buf.clear();
         if let Some(upload) = self.own_upload() {
-            if let Err(e) = self.s3.abort(&self.key, &upload).await {
+            if let Err(e) = self.s3.abort(self.upload_key(), &upload).await {
                 tracing::warn!(error = %e, key = self.key, "could not abort a multipart upload; upload purging will");
             }
         }
@@ -239,11 +256,20 @@ impl S3Writer {
             }
             Some(upload) => {
                 self.flush().await?;
+                let staging = self.upload_key().to_string();
                 let parts: Vec<CompletedPart> = self.parts.iter().map(Part::completed).collect();
                 self.s3
-                    .complete(&self.key, &self.path, &upload, parts)
-                    .await
-                    .map(|_| ())
+                    .complete(&staging, &self.path, &upload, parts)
+                    .await?;
+                let size = self.size();
+                let copied = self
+                    .s3
+                    .copy_object(&staging, &self.key, &self.path, size)
+                    .await;
+                if let Err(e) = self.s3.delete_object(&staging, &self.path).await {
+                    tracing::warn!(error = %e, key = staging, "could not delete a staged upload");
+                }
+                copied
             }
         }
     }
@@ -256,7 +282,7 @@ impl Drop for S3Writer {
             return;
         }
         if let (Some(upload), Ok(rt)) = (self.own_upload(), tokio::runtime::Handle::try_current()) {
-            let (s3, key) = (self.s3.clone(), self.key.clone());
+            let (s3, key) = (self.s3.clone(), self.upload_key().to_string());
             rt.spawn(async move {
                 if let Err(e) = s3.abort(&key, &upload).await {
                     tracing::warn!(error = %e, key, "could not abort a multipart upload; upload purging will");
@@ -287,7 +313,7 @@ impl FileWriter for S3Writer {
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         let result = match self.kind {
             Kind::Append { .. } => self.commit_append().await,
-            Kind::Atomic => self.commit_atomic().await,
+            Kind::Atomic { .. } => self.commit_atomic().await,
         };
         match result {
             Ok(()) => {
@@ -295,7 +321,7 @@ impl FileWriter for S3Writer {
                 Ok(())
             }
             // A failed publish of an atomic write leaves nothing behind.
-            Err(e) if matches!(self.kind, Kind::Atomic) => {
+            Err(e) if matches!(self.kind, Kind::Atomic { .. }) => {
                 self.give_up().await;
                 Err(e)
             }
