@@ -134,6 +134,19 @@ impl S3Writer {
                 ready,
                 created,
             } => {
+                // A reader may have made the file whole since it was opened (completing its
+                // upload and opening another with the same bytes), as may registry:2's
+                // writer: go on from the file as it is now, if it still holds what it held.
+                if s3.first_upload(&key, &path).await? != self.upload {
+                    let now = Appended::load(&s3, &key, &path).await?;
+                    now.check(&path)?;
+                    if now.size() != opened.size() {
+                        return Err(StorageError::Busy(path));
+                    }
+                    self.upload = now.upload.clone();
+                    self.parts = now.parts.clone();
+                    *opened = now;
+                }
                 let short_last = self.parts.last().is_some_and(|p| p.size < MIN_PART);
                 let object = opened.object.clone().filter(|(size, _)| *size > 0);
                 match (&self.upload, short_last, object) {
