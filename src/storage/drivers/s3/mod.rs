@@ -88,11 +88,12 @@ fn into_stream(path: &str, body: SdkStream) -> ByteStream {
             match body.next().await {
                 None => None,
                 Some(Ok(bytes)) => Some((Ok(bytes), (body, path, false))),
+                // The object was there: a body that stops is the connection failing.
                 Some(Err(e)) => {
-                    let err = StorageError::Io {
+                    let err = StorageError::Unavailable {
                         op: "read",
                         path: path.clone(),
-                        source: std::io::Error::other(DisplayErrorContext(&e).to_string()),
+                        reason: DisplayErrorContext(&e).to_string(),
                     };
                     Some((Err(err), (body, path, true)))
                 }
@@ -152,7 +153,18 @@ impl StorageDriver for S3Driver {
         }
         let range = (offset > 0 || len.is_some()).then_some((offset, len));
         let out = appended::get(&self.s3, path, range).await?;
-        Ok(into_stream(path, out.body))
+        use futures_util::StreamExt as _;
+        let mut stream = into_stream(path, out.body);
+        // The first bytes arrive before the caller answers its client: storage failing at
+        // once is an error the client is told about, never a success with an empty body. A
+        // failure later ends the stream with an error, which aborts the response.
+        match stream.next().await {
+            None => Ok(Box::pin(futures_util::stream::empty())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => Ok(Box::pin(
+                futures_util::stream::iter([Ok(first)]).chain(stream),
+            )),
+        }
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
