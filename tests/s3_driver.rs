@@ -126,7 +126,7 @@ fn appends_resume_on_another_node(chunk: u64) {
             }
             let size = other.stat(path).await.unwrap().size as usize;
             assert!(
-                size == at || (size - at) % chunk as usize == 0 && size <= at + 6 * MIB,
+                size == at || (size - at).is_multiple_of(chunk as usize) && size <= at + 6 * MIB,
                 "{size} bytes after a failed write at {at}"
             );
             expected.extend_from_slice(&blob[at..size]);
