@@ -202,6 +202,9 @@ fn storage_error(e: StorageError) -> ApiError {
         // An upload whose stored parts were replaced by a concurrent writer: the client
         // starts the blob again.
         StorageError::Changed(_) => ApiError::new("BLOB_UPLOAD_UNKNOWN", json!({})),
+        // A request that lost a race with another on the same upload, past the point where
+        // it could be told where the upload stands.
+        StorageError::Busy(_) => ApiError::new("BLOB_UPLOAD_INVALID", json!({})),
         _ => ApiError::new("UNKNOWN", "storage backend error"),
     }
 }

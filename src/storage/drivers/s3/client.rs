@@ -90,7 +90,13 @@ where
     // completion when a part it names was replaced: another writer got there first.
     let lost_race = matches!(
         err.code(),
-        Some("PreconditionFailed" | "ConditionalRequestConflict" | "InvalidPart")
+        Some(
+            "PreconditionFailed"
+                | "ConditionalRequestConflict"
+                | "InvalidPart"
+                | "InvalidPartOrder"
+                | "EntityTooSmall"
+        )
     ) || matches!(&err, SdkError::ServiceError(e) if e.raw().status().as_u16() == 412);
     if lost_race {
         return StorageError::Busy(path.to_string());

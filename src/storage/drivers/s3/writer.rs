@@ -195,10 +195,25 @@ impl S3Writer {
         let upload = self.upload.clone().expect("an upload is ready");
         let number = self.parts.len() as i32 + 1;
         let size = body.len() as u64;
-        let etag = self
+        let etag = match self
             .s3
             .upload_part(self.upload_key(), &self.path, &upload, number, body)
-            .await?;
+            .await
+        {
+            Ok(etag) => etag,
+            // Another writer completed the upload meanwhile (appending after a short part, or
+            // a reader): this one lost the race. Stores answer that with 404 or even 500.
+            Err(e) if matches!(self.kind, Kind::Append { .. }) => {
+                let current = self.s3.first_upload(&self.key, &self.path).await;
+                return Err(match current {
+                    Ok(current) if current.as_deref() != Some(upload.as_str()) => {
+                        StorageError::Busy(self.path.clone())
+                    }
+                    _ => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.parts.push(Part { number, etag, size });
         Ok(())
     }
