@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod digest;
 pub mod http;
 pub mod ops;
 pub mod registry;
@@ -281,38 +282,78 @@ fn authenticator(
 /// Purges stale upload sessions in the background, as every distribution
 /// instance does: after a random delay (so replicas spread out), then every
 /// `interval`. On S3 the pass also aborts multipart uploads older than `age`.
-fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S3Driver>) {
+/// Shutdown interrupts a pass: what it has not deleted yet, the next pass will.
+fn start_upload_purging(
+    config: &Config,
+    app: Arc<App>,
+    object_storage: Option<S3Driver>,
+    tasks: &ops::tasks::Tasks,
+) {
     let p = config.storage.maintenance.uploadpurging.clone();
     if !p.enabled {
         return;
     }
     let interval = p.interval.max(Duration::from_secs(60));
     let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
-    tokio::spawn(async move {
-        tokio::time::sleep(jitter).await;
+    tasks.spawn("upload purging", move |mut stop| async move {
+        let mut wait = jitter;
         loop {
-            match app.registry.purge_uploads(p.age, p.dryrun).await {
-                Ok(r) => tracing::info!(
-                    examined = r.examined,
-                    purged = r.purged.len(),
-                    dry_run = p.dryrun,
-                    "upload purge done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = tokio::time::sleep(wait) => {}
             }
-            if let Some(s3) = &object_storage {
-                match s3.purge_multipart_uploads(p.age, p.dryrun).await {
-                    Ok(n) => tracing::info!(
-                        aborted = n,
-                        dry_run = p.dryrun,
-                        "upload purge: stale multipart uploads done"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+            tokio::select! {
+                _ = stop.requested() => {
+                    tracing::info!("upload purge interrupted by shutdown");
+                    return;
                 }
+                _ = purge_pass(&app, object_storage.as_ref(), &p) => {}
             }
-            tokio::time::sleep(interval).await;
+            wait = interval;
         }
     });
+}
+
+/// One upload-purging pass over the registry and, on S3, its multipart uploads.
+async fn purge_pass(app: &App, object_storage: Option<&S3Driver>, p: &config::UploadPurgingConfig) {
+    tracing::info!(dry_run = p.dryrun, "upload purge started");
+    match app.registry.purge_uploads(p.age, p.dryrun).await {
+        Ok(r) => tracing::info!(
+            examined = r.examined,
+            purged = r.purged.len(),
+            dry_run = p.dryrun,
+            "upload purge done"
+        ),
+        Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+    }
+    if let Some(s3) = object_storage {
+        match s3.purge_multipart_uploads(p.age, p.dryrun).await {
+            Ok(n) => tracing::info!(
+                aborted = n,
+                dry_run = p.dryrun,
+                "upload purge: stale multipart uploads done"
+            ),
+            Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+        }
+    }
+}
+
+/// `health.storagedriver`'s check: the storage root answers a stat (a missing root is
+/// healthy: an empty registry has none).
+fn storage_probe(driver: Arc<dyn StorageDriver>) -> ops::health::StorageProbe {
+    ops::health::StorageProbe {
+        name: format!("storagedriver_{}", driver.name()),
+        run: Box::new(move || {
+            let driver = driver.clone();
+            Box::pin(async move {
+                match driver.stat("/").await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_not_found() => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        }),
+    }
 }
 
 /// Runs `garbage-collect` against the configured storage.
@@ -323,6 +364,10 @@ pub async fn garbage_collect(
     let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
 }
+
+/// How long background tasks get to stop once requests have drained: they stop at their
+/// next await, so this is only reached by one stuck in a call without a timeout.
+const TASK_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
@@ -354,6 +399,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .as_ref()
         .map(auth::issuer::TokenIssuer::new)
         .transpose()?;
+    if let Some(issuer) = &issuer {
+        issuer.watch_docker_auth_file();
+    }
     let own_certificates = issuer
         .as_ref()
         .map(|i| i.certificates()[..1].to_vec())
@@ -361,10 +409,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let auth = authenticator(&config, &own_certificates)?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
     let registry = registry_on(driver, &config, upload_secret(&config))?;
+    let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
-    ops::health::start(&config.health, registry.driver().clone(), &health);
+    let probe = storage_probe(registry.driver().clone());
+    ops::health::start(&config.health, probe, &health, &tasks);
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
-    lifecycle.start_watchdog();
+    lifecycle.start_watchdog(&tasks);
     if let Some(addr) = &config.http.debug.addr {
         let prometheus = &config.http.debug.prometheus;
         let state = ops::debug::DebugState {
@@ -372,10 +422,18 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             lifecycle: lifecycle.clone(),
             metrics_path: prometheus.enabled.then(|| prometheus.path.clone()),
         };
-        let bound = ops::debug::spawn(addr, state).map_err(|source| StartError::DebugBind {
+        let debug_bind_error = |source| StartError::DebugBind {
             addr: addr.clone(),
             source,
-        })?;
+        };
+        let listener = http::server::bind_tcp_std(addr).map_err(debug_bind_error)?;
+        let bound = listener.local_addr().map_err(debug_bind_error)?;
+        let stopped =
+            ops::debug::spawn(listener, state, tasks.signal()).map_err(debug_bind_error)?;
+        // The debug server runs on a runtime of its own: this task waits for its thread.
+        tasks.spawn("debug server", |_| async move {
+            let _ = stopped.await;
+        });
         tracing::info!(addr = %bound, "debug server listening");
     }
     let mut urls = UrlBuilder::new(
@@ -393,7 +451,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         issuer,
         health,
     });
-    start_upload_purging(&config, app.clone(), object_storage);
+    start_upload_purging(&config, app.clone(), object_storage, &tasks);
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -425,6 +483,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         lifecycle.set_draining();
     };
     http::server::serve(app, listener, settings, shutdown).await;
+    // Requests have drained; now every background task is told to stop.
+    tasks.shutdown(TASK_STOP_DEADLINE).await;
     let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())
 }

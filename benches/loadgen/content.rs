@@ -49,10 +49,7 @@ impl BlobSource {
         let mut hash = self.prefix_hash.clone();
         hash.update(&suffix);
         Blob {
-            digest: format!(
-                "sha256:{}",
-                wharf::registry::digest::hex_lower(&hash.finalize())
-            ),
+            digest: format!("sha256:{}", wharf::digest::hex_lower(&hash.finalize())),
             prefix: self.prefix.clone(),
             suffix: suffix.into(),
         }
@@ -83,10 +80,7 @@ impl Blob {
 }
 
 pub fn sha256(data: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        wharf::registry::digest::hex_lower(&Sha256::digest(data))
-    )
+    format!("sha256:{}", wharf::digest::hex_lower(&Sha256::digest(data)))
 }
 
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -6,7 +6,7 @@ use crate::api::body::{empty, stream, Body};
 use crate::api::error::ApiError;
 use crate::api::headers::{parse_range, ByteRange};
 use crate::api::{header_value, App, Req};
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::reference::RepositoryName;
 
 /// GET or HEAD a blob.

@@ -1,12 +1,19 @@
-//! Response body type shared by all handlers.
+//! Request and response body types shared by all handlers.
 
 use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body_util::{
+    combinators::{BoxBody, UnsyncBoxBody},
+    BodyExt, Empty, Full, StreamBody,
+};
 
 use crate::storage::ByteStream;
 
 /// Any response body: empty, in memory, or streamed from storage.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A request body as handlers read it, boxed so the API does not name the server's
+/// connection types (the server adds its idle timeout before handing it over).
+pub type RequestBody = BoxBody<Bytes, std::io::Error>;
 
 /// An empty body.
 pub fn empty() -> Body {

@@ -4,7 +4,7 @@ use http::{header, Response, StatusCode};
 use serde::Serialize;
 
 use crate::api::body::Body;
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::{header_value, json_response, App, Req};
 use crate::registry::reference::RepositoryName;
 use crate::registry::Page;
@@ -31,7 +31,7 @@ fn page_size(req: &Req) -> Result<Option<usize>, ApiError> {
         Some(n) => parse_page_size(&n).map(Some).ok_or_else(|| {
             let shown: String = n.chars().take(40).collect();
             ApiError::new(
-                "PAGINATION_NUMBER_INVALID",
+                ErrorCode::PaginationNumberInvalid,
                 format!("n={shown:?} is not a non-negative integer"),
             )
         }),

@@ -4,11 +4,11 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::api::body::{empty, full, Body};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
 use crate::registry::error::RegistryError;
-use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::registry::manifest_format::{self, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
 use crate::registry::{tags_of, ManifestReference, StoredManifest};
 
@@ -18,12 +18,10 @@ pub const MAX_TAGS_PER_PUSH: usize = 64;
 /// 413, as OCI asks of a registry that limits manifest size (registry:2
 /// answers 400 with the same code).
 fn too_large() -> ApiError {
-    let mut e = ApiError::new(
-        "MANIFEST_INVALID",
+    ApiError::new(
+        ErrorCode::ManifestTooLarge,
         format!("manifest exceeds the {MAX_MANIFEST_SIZE} byte limit"),
-    );
-    e.status = StatusCode::PAYLOAD_TOO_LARGE;
-    e
+    )
 }
 
 /// GET or HEAD a manifest.
@@ -54,14 +52,16 @@ pub async fn get(
                 .any(|a| a == t || a == "*/*" || a == "application/*")
     };
     // Old Docker clients that only know schema 2 get the linux/amd64 image of a list.
-    if m.media_type == manifest::DOCKER_MANIFEST_LIST
+    if m.media_type == manifest_format::DOCKER_MANIFEST_LIST
         && matches!(reference, ManifestReference::Tag(_))
-        && !accepts(manifest::DOCKER_MANIFEST_LIST)
-        && accepted.iter().any(|a| a == manifest::DOCKER_MANIFEST)
+        && !accepts(manifest_format::DOCKER_MANIFEST_LIST)
+        && accepted
+            .iter()
+            .any(|a| a == manifest_format::DOCKER_MANIFEST)
     {
         m = amd64_child(app, name, &m).await?;
     }
-    if (m.media_type == manifest::OCI_MANIFEST || m.media_type == manifest::OCI_INDEX)
+    if (m.media_type == manifest_format::OCI_MANIFEST || m.media_type == manifest_format::OCI_INDEX)
         && !accepts(&m.media_type)
     {
         return Err(RegistryError::ManifestUnknown(
@@ -99,7 +99,7 @@ async fn amd64_child(
     name: &RepositoryName,
     list: &StoredManifest,
 ) -> Result<StoredManifest, ApiError> {
-    let parsed = manifest::parse_stored(&list.body)
+    let parsed = manifest_format::parse_stored(&list.body)
         .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
     let child = parsed
         .manifests
@@ -136,7 +136,7 @@ pub async fn put(
     let content_type = req.header(header::CONTENT_TYPE).unwrap_or("").to_string();
     let incoming = req
         .take_body()
-        .ok_or_else(|| ApiError::new("MANIFEST_INVALID", "no body"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::ManifestInvalid, "no body"))?;
     let body = http_body_util::Limited::new(incoming, MAX_MANIFEST_SIZE)
         .collect()
         .await
@@ -144,7 +144,10 @@ pub async fn put(
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
             } else {
-                ApiError::new("MANIFEST_INVALID", format!("reading the manifest: {e}"))
+                ApiError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest: {e}"),
+                )
             }
         })?
         .to_bytes();

@@ -14,14 +14,12 @@ mod uploads;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::http::limits::RequestBody;
-
 use crate::auth::{Access, Authenticator};
 use crate::ops::health::Health;
 use crate::registry::reference::{RepositoryName, MAX_NAME_LENGTH};
 use crate::registry::{BodyStream, Registry};
-use body::{empty, full, Body};
-use error::ApiError;
+use body::{empty, full, Body, RequestBody};
+use error::{ApiError, ErrorCode};
 use route::{Route, RouteError};
 use urls::UrlBuilder;
 
@@ -178,7 +176,7 @@ async fn route(
     }
     if let Some(failure) = app.health.failure() {
         return Err(ApiError::new(
-            "UNAVAILABLE",
+            ErrorCode::Unavailable,
             format!("health check failed: please see /debug/health ({failure})"),
         ));
     }
@@ -189,7 +187,9 @@ async fn route(
     let route = match Route::parse(path) {
         Ok(r) => r,
         Err(RouteError::NotFound) => return Err(ApiError::route_not_found()),
-        Err(RouteError::NameInvalid(name)) => return Err(ApiError::new("NAME_INVALID", name)),
+        Err(RouteError::NameInvalid(name)) => {
+            return Err(ApiError::new(ErrorCode::NameInvalid, name))
+        }
     };
     info.handler = route.handler_name();
     info.repository = route.repository().map(|r| r.to_string());
@@ -222,7 +222,7 @@ async fn route(
                     .collect();
                 let challenge = HeaderValue::from_str(&denial.challenge)
                     .unwrap_or(HeaderValue::from_static("Basic"));
-                return Err(ApiError::new("UNAUTHORIZED", detail)
+                return Err(ApiError::new(ErrorCode::Unauthorized, detail)
                     .with_header(http::header::WWW_AUTHENTICATE, challenge));
             }
         }
@@ -278,13 +278,20 @@ async fn token_endpoint(
     issuer: &crate::auth::issuer::TokenIssuer,
     req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
+    let peer = req
+        .parts
+        .extensions
+        .get::<crate::auth::PeerAddr>()
+        .map(|p| p.0);
+    let headers = req.parts.headers.clone();
+    let caller = crate::auth::issuer::Caller {
+        peer,
+        headers: &headers,
+    };
     let answer = match req.parts.method {
         Method::GET => {
             issuer
-                .get(
-                    req.parts.uri.query().unwrap_or(""),
-                    req.header(http::header::AUTHORIZATION),
-                )
+                .get(req.parts.uri.query().unwrap_or(""), caller)
                 .await
         }
         Method::POST => {
@@ -292,12 +299,14 @@ async fn token_endpoint(
                 Some(body) => {
                     http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
                         .await
-                        .map_err(|_| ApiError::new("SIZE_INVALID", "token request form too large"))?
+                        .map_err(|_| {
+                            ApiError::new(ErrorCode::SizeInvalid, "token request form too large")
+                        })?
                         .to_bytes()
                 }
                 None => Default::default(),
             };
-            issuer.post(&form).await
+            issuer.post(&form, caller).await
         }
         _ => return Err(ApiError::method_not_allowed("GET, POST")),
     };
@@ -352,7 +361,7 @@ pub fn mount_source(req: &Req) -> Result<Option<RepositoryName>, ApiError> {
         None => Ok(None),
         Some(from) => RepositoryName::parse(&from).map(Some).ok_or_else(|| {
             let shown: String = from.chars().take(MAX_NAME_LENGTH + 16).collect();
-            ApiError::new("NAME_INVALID", format!("from={shown}"))
+            ApiError::new(ErrorCode::NameInvalid, format!("from={shown}"))
         }),
     }
 }

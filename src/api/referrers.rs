@@ -6,9 +6,9 @@ use serde_json::{json, Map, Value};
 use crate::api::body::Body;
 use crate::api::error::ApiError;
 use crate::api::{json_response, App, Req};
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::RegistryError;
-use crate::registry::manifest::OCI_INDEX;
+use crate::registry::manifest_format::OCI_INDEX;
 use crate::registry::reference::RepositoryName;
 
 /// GET the referrers of a digest, optionally filtered by `artifactType`.

@@ -3,11 +3,11 @@
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::api::body::{empty, Body};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::headers::parse_content_range;
 use crate::api::{header_value, may_pull, mount_source, App, Req};
 use crate::auth::{Access, Grant};
-use crate::registry::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest};
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
 use crate::registry::{BlobInfo, MountSearch, UploadProgress, UploadRequest, MAX_SUGGESTED};
@@ -56,14 +56,18 @@ fn progress_response(
     resp
 }
 
-/// A registry error, with the session's place attached when the request was out of order
-/// (416): the client continues from the `Location` it is given.
+/// A registry error about a session, counted when its token was refused, with the
+/// session's place attached when the request was out of order (416): the client
+/// continues from the `Location` it is given.
 fn upload_error(
     app: &App,
     headers: &HeaderMap,
     name: &RepositoryName,
     e: RegistryError,
 ) -> ApiError {
+    if matches!(e, RegistryError::BlobUploadInvalid(_)) {
+        crate::ops::metrics::upload_token_rejected();
+    }
     let resume = match &e {
         RegistryError::RangeInvalid {
             resume: Some(p), ..
@@ -105,7 +109,10 @@ fn take_chunk(req: &mut Req) -> Result<UploadRequest, ApiError> {
     let range = match req.header(header::CONTENT_RANGE) {
         None => None,
         Some(v) => Some(parse_content_range(v).ok_or_else(|| {
-            ApiError::new("RANGE_INVALID", format!("malformed Content-Range {v:?}"))
+            ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("malformed Content-Range {v:?}"),
+            )
         })?),
     };
     Ok(UploadRequest {
@@ -138,7 +145,7 @@ pub async fn start(
         None => Algorithm::Sha256,
         Some(a) => Algorithm::from_name(&a).ok_or_else(|| {
             ApiError::new(
-                "DIGEST_INVALID",
+                ErrorCode::DigestInvalid,
                 format!("unsupported digest algorithm {a:?}"),
             )
         })?,
@@ -236,9 +243,12 @@ pub async fn put(
     uuid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let token = req.query("_state");
-    let digest = req
-        .query("digest")
-        .ok_or_else(|| ApiError::new("DIGEST_INVALID", "the digest query parameter is required"))?;
+    let digest = req.query("digest").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
     let chunk = take_chunk(req)?;
     let blob = app
         .registry
@@ -257,7 +267,8 @@ pub async fn cancel(
 ) -> Result<Response<Body>, ApiError> {
     app.registry
         .cancel_upload(name, uuid, req.query("_state").as_deref())
-        .await?;
+        .await
+        .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)

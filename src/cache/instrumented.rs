@@ -9,8 +9,8 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::{BlobDescriptorCache, CacheError, Descriptor};
+use crate::digest::Digest;
 use crate::ops::{metrics, telemetry};
-use crate::registry::digest::Digest;
 
 /// Wraps a cache; behaves exactly like it, plus metrics and spans.
 pub struct InstrumentedCache {

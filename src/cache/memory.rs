@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::cache::{BlobDescriptorCache, CacheError, Descriptor};
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 
 /// Digest -> descriptor, evicting the oldest entry beyond `capacity`.
 pub struct MemoryCache {

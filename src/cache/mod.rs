@@ -6,7 +6,7 @@ pub mod instrumented;
 pub mod memory;
 pub mod redis;
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 
 /// Cached facts about a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use deadpool_redis::{Config as PoolConfig, Pool, PoolConfig as PoolSize, Runtime
 
 use crate::cache::{BlobDescriptorCache, CacheError, Descriptor};
 use crate::config::RedisConfig;
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

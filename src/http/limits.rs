@@ -9,15 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::config::LimitsConfig;
 
 /// Error type of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The request body handlers read: the connection's body with an idle timeout.
-pub type RequestBody = IdleTimeout<Incoming>;
 
 /// Limits applied by the server, from `http.limits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

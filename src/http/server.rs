@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use crate::api::body::Body;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::{self, App};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
 use crate::ops;
@@ -58,15 +59,14 @@ impl Listener {
             let _ = std::fs::remove_file(addr);
             return Ok(Self::Unix(tokio::net::UnixListener::bind(addr)?));
         }
-        if let Some(port) = addr.strip_prefix(':') {
-            return match tokio::net::TcpListener::bind(format!("[::]:{port}")).await {
-                Ok(l) => Ok(Self::Tcp(l)),
-                Err(_) => Ok(Self::Tcp(
-                    tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await?,
-                )),
-            };
+        let mut last = None;
+        for candidate in tcp_addresses(addr) {
+            match tokio::net::TcpListener::bind(candidate).await {
+                Ok(l) => return Ok(Self::Tcp(l)),
+                Err(e) => last = Some(e),
+            }
         }
-        Ok(Self::Tcp(tokio::net::TcpListener::bind(addr).await?))
+        Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
     }
 
     /// The bound address, for logs.
@@ -80,6 +80,31 @@ impl Listener {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Where `addr` may listen, in order of preference: distribution reads `:5000` as every
+/// interface, IPv6 and IPv4 where the system allows, else IPv4 only.
+fn tcp_addresses(addr: &str) -> Vec<String> {
+    match addr.strip_prefix(':') {
+        Some(port) => vec![format!("[::]:{port}"), format!("0.0.0.0:{port}")],
+        None => vec![addr.to_string()],
+    }
+}
+
+/// Binds `addr` (read as [`Listener::bind`] reads it) outside any runtime, for a server
+/// that runs on a runtime of its own (the debug server).
+pub fn bind_tcp_std(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for candidate in tcp_addresses(addr) {
+        match std::net::TcpListener::bind(candidate) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok(l);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
 /// Serves until `shutdown` resolves, then drains in two steps: for
@@ -239,6 +264,10 @@ async fn handle(
             req.headers_mut().insert(http::header::HOST, host);
         }
     }
+    if let Ok(addr) = remote.parse::<SocketAddr>() {
+        req.extensions_mut()
+            .insert(crate::auth::PeerAddr(addr.ip().to_canonical()));
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
@@ -275,20 +304,26 @@ async fn handle(
         > limits.max_header_bytes
         || req.headers().len() > limits.max_headers
     {
-        let mut e = crate::api::error::ApiError::new(
-            "SIZE_INVALID",
+        let e = ApiError::new(
+            ErrorCode::HeadersTooLarge,
             format!(
                 "request headers exceed http.limits (maxheaderbytes {}, maxheaders {})",
                 limits.max_header_bytes, limits.max_headers
             ),
         );
-        e.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
         (e.into_response(), api::RequestInfo::default())
     } else {
         let timeout = limits.body_idle_timeout;
-        api::handle(app, req.map(|b| IdleTimeout::new(b, timeout)))
-            .instrument(span.clone())
-            .await
+        api::handle(
+            app,
+            req.map(|b| {
+                IdleTimeout::new(b, timeout)
+                    .map_err(std::io::Error::other)
+                    .boxed()
+            }),
+        )
+        .instrument(span.clone())
+        .await
     };
     let status = resp.status().as_u16();
     ops::telemetry::record_response(&span, info.repository.as_deref(), status);

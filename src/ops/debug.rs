@@ -15,10 +15,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::http::server::Listener;
 use crate::ops::health::Health;
 use crate::ops::lifecycle::Lifecycle;
 use crate::ops::metrics;
+use crate::ops::tasks::Shutdown;
 
 /// Readiness probe path.
 pub const READY_PATH: &str = "/readyz";
@@ -36,42 +36,35 @@ pub struct DebugState {
     pub metrics_path: Option<String>,
 }
 
-/// Binds `addr` and serves in the background until the process exits.
-/// Returns the bound address, or the bind error.
-pub fn spawn(addr: &str, state: DebugState) -> std::io::Result<String> {
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let addr = addr.to_string();
+/// Serves on `listener` in the background, on a thread and runtime of its own, until
+/// `stop` is raised. The returned receiver resolves once the thread has finished.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: DebugState,
+    mut stop: Shutdown,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (finished, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("wharf-debug".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = bound_tx.send(Err(e));
-                    return;
-                }
-            };
             runtime.block_on(async move {
-                let listener = match Listener::bind("tcp", &addr).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = bound_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = bound_tx.send(Ok(listener.local_addr()));
-                let Listener::Tcp(listener) = listener else {
-                    return;
-                };
-                serve(listener, Arc::new(state)).await;
+                // The listener must be registered with the runtime that polls it.
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => tokio::select! {
+                        _ = stop.requested() => {}
+                        _ = serve(listener, Arc::new(state)) => {}
+                    },
+                    Err(e) => tracing::error!(error = %e, "debug server: cannot use its listener"),
+                }
             });
+            // Dropping the runtime ends the connections still open.
+            drop(runtime);
+            let _ = finished.send(());
         })?;
-    bound_rx
-        .recv()
-        .unwrap_or_else(|_| Err(std::io::Error::other("debug server thread ended")))
+    Ok(stopped)
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<DebugState>) {
@@ -110,7 +103,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(crate::api::error::RETRY_AFTER_SECONDS),
+            HeaderValue::from(crate::ops::health::RETRY_AFTER_SECONDS),
         );
     }
     resp

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,7 +13,24 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{HealthConfig, HttpHealthCheck};
 use crate::ops::metrics;
-use crate::storage::StorageDriver;
+use crate::ops::tasks::Tasks;
+
+/// `Retry-After` of a 429 or 503 that does not set its own: long enough for
+/// a health check or a storage connection to recover, short enough that
+/// clients do not give up.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// One run of a check: `Ok`, or why it failed.
+pub type CheckRun = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// The storage check (`health.storagedriver`), built by the caller so that health checks
+/// know nothing of storage.
+pub struct StorageProbe {
+    /// The check's name, as distribution reports it (`storagedriver_<driver>`).
+    pub name: String,
+    /// One run of the check.
+    pub run: Box<dyn Fn() -> CheckRun + Send>,
+}
 
 /// Shared view of the failing checks.
 #[derive(Clone, Default)]
@@ -76,8 +94,14 @@ impl Counter {
     }
 }
 
-fn spawn_check<F, Fut>(health: &Health, name: String, interval: Duration, threshold: u32, check: F)
-where
+fn spawn_check<F, Fut>(
+    tasks: &Tasks,
+    health: &Health,
+    name: String,
+    interval: Duration,
+    threshold: u32,
+    check: F,
+) where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
@@ -88,19 +112,22 @@ where
         interval
     };
     metrics::health_check(&name, true);
-    tokio::spawn(async move {
+    tasks.spawn(format!("health check {name}"), move |mut stop| async move {
         let mut counter = Counter {
             threshold,
             failures: 0,
         };
         let mut ticker = tokio::time::interval(interval);
         loop {
-            ticker.tick().await;
-            let result =
-                match tokio::time::timeout(interval.max(Duration::from_secs(1)), check()).await {
-                    Ok(r) => r,
-                    Err(_) => Err("timed out".to_string()),
-                };
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = ticker.tick() => {}
+            }
+            let run = tokio::time::timeout(interval.max(Duration::from_secs(1)), check());
+            let result = tokio::select! {
+                _ = stop.requested() => return,
+                result = run => result.unwrap_or_else(|_| Err("timed out".to_string())),
+            };
             health.set(&name, counter.record(result));
         }
     });
@@ -144,25 +171,17 @@ async fn http_check(
     result
 }
 
-/// Starts the configured checks in the background.
-pub fn start(config: &HealthConfig, driver: Arc<dyn StorageDriver>, health: &Health) {
+/// Starts the configured checks as background tasks.
+pub fn start(config: &HealthConfig, storage: StorageProbe, health: &Health, tasks: &Tasks) {
     let sd = &config.storagedriver;
     if sd.enabled {
-        let name = format!("storagedriver_{}", driver.name());
-        spawn_check(health, name, sd.interval, sd.threshold, move || {
-            let driver = driver.clone();
-            async move {
-                match driver.stat("/").await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        });
+        let (name, run) = (storage.name, storage.run);
+        spawn_check(tasks, health, name, sd.interval, sd.threshold, run);
     }
     for f in &config.file {
         let path = f.file.clone();
         spawn_check(
+            tasks,
             health,
             path.display().to_string(),
             f.interval,
@@ -192,6 +211,7 @@ pub fn start(config: &HealthConfig, driver: Arc<dyn StorageDriver>, health: &Hea
             };
             let (client, check) = (client.clone(), check.clone());
             spawn_check(
+                tasks,
                 health,
                 check.uri.clone(),
                 check.interval,
@@ -210,16 +230,24 @@ pub fn start(config: &HealthConfig, driver: Arc<dyn StorageDriver>, health: &Hea
         } else {
             t.timeout
         };
-        spawn_check(health, addr.clone(), t.interval, t.threshold, move || {
-            let addr = addr.clone();
-            async move {
-                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("connection timeout".to_string()),
+        spawn_check(
+            tasks,
+            health,
+            addr.clone(),
+            t.interval,
+            t.threshold,
+            move || {
+                let addr = addr.clone();
+                async move {
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("connection timeout".to_string()),
+                    }
                 }
-            }
-        });
+            },
+        );
     }
 }
 

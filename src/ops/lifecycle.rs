@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::ops::health::Health;
 use crate::ops::metrics;
+use crate::ops::tasks::Tasks;
 
 /// How often the watchdog beats.
 pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,14 +104,17 @@ impl Lifecycle {
         self.inner.last_beat_ms.store(now, Ordering::SeqCst);
     }
 
-    /// Starts the watchdog on the current (request) runtime.
-    pub fn start_watchdog(&self) {
+    /// Starts the watchdog as a task on the current (request) runtime.
+    pub fn start_watchdog(&self, tasks: &Tasks) {
         let lifecycle = self.clone();
         lifecycle.beat();
-        tokio::spawn(async move {
+        tasks.spawn("watchdog", move |mut stop| async move {
             let mut ticker = tokio::time::interval(BEAT_INTERVAL);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = stop.requested() => return,
+                    _ = ticker.tick() => {}
+                }
                 lifecycle.beat();
                 lifecycle.publish();
             }

@@ -6,4 +6,5 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod tasks;
 pub mod telemetry;

@@ -1,11 +1,12 @@
 //! Blobs as seen through a repository: a `_layers` link plus shared data.
 
 use crate::cache::Descriptor;
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::{layout, ByteStream, StorageError};
+use crate::storage::{ByteStream, StorageError};
 
 /// Size and identity of a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 use std::cmp::Ordering;
 
 use crate::registry::error::Result;
+use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// One page of a sorted listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! What registry operations can refuse; mapped to HTTP only in `api::error`.
 
-use crate::registry::digest::{Digest, DigestError};
+use crate::digest::{Digest, DigestError};
 use crate::registry::UploadProgress;
 use crate::storage::StorageError;
 

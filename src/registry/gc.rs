@@ -7,12 +7,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
-use crate::registry::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::manifest;
+use crate::registry::layout;
+use crate::registry::manifest_format;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// `garbage-collect` flags.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +130,7 @@ impl Registry {
                 Ok(m) => m.body,
                 Err(_) => continue,
             };
-            if let Ok(m) = manifest::parse_stored(&body) {
+            if let Ok(m) = manifest_format::parse_stored(&body) {
                 parsed.push((d.clone(), m));
             }
         }

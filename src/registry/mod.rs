@@ -1,20 +1,50 @@
 //! The registry domain: blobs, uploads, manifests, tags, referrers. No HTTP here.
+//!
+//! `Registry`'s entry points, by file:
+//! - `mod.rs`: [`Registry::new`] over a driver, [`Registry::with_cache`] adds a blob-descriptor
+//!   cache, [`Registry::driver`] and [`Registry::options`] tell what it runs on.
+//! - `blobs.rs`: [`Registry::stat_blob`] finds a blob linked in a repository,
+//!   [`Registry::read_blob`] streams a range of it, [`Registry::blob_redirect`] names a URL to
+//!   fetch it from, [`Registry::delete_blob`] unlinks it, [`Registry::mount_blob`] links a blob
+//!   another repository has.
+//! - `mount.rs`: [`Registry::mount_anonymous`] mounts a blob from any repository the caller may pull.
+//! - `upload_sessions.rs`: [`Registry::start_upload`] opens a session, [`Registry::upload_status`]
+//!   tells where it stands, [`Registry::append_upload`] adds a chunk,
+//!   [`Registry::complete_upload`] verifies and publishes the blob, [`Registry::cancel_upload`]
+//!   drops the session, [`Registry::put_blob`] stores a blob in one request.
+//! - `manifest_store.rs`: [`Registry::put_manifest`] stores and tags a manifest,
+//!   [`Registry::resolve_manifest`] turns a tag or digest into a digest,
+//!   [`Registry::get_manifest`] fetches one, [`Registry::delete_manifest`] deletes by digest or
+//!   tag, [`Registry::list_tags`] lists a repository's tags.
+//! - `catalog.rs`: [`Registry::repositories`] lists every repository, [`Registry::catalog`] and
+//!   [`Registry::tags`] page through repositories and tags.
+//! - `referrers.rs`: [`Registry::referrers`] lists the manifests whose subject is a digest.
+//! - `purge.rs`: [`Registry::purge_uploads`] deletes stale upload sessions.
+//! - `gc.rs`: [`Registry::garbage_collect`] marks and sweeps unreferenced blobs and manifests.
+//!
+//! Beside them: `manifest_format.rs` (media types, parsing and checks of a manifest body),
+//! `upload_token.rs` (the signed `_state` token of a session), `hash_state.rs` (resumable
+//! hashers), `reference.rs` (names and tags), `layout.rs` (paths in distribution's storage
+//! tree), `error.rs` (what operations refuse).
 
-pub mod digest;
+/// Digests live in the leaf `crate::digest` (the cache uses them too); re-exported for
+/// callers that reach them through the registry.
+pub use crate::digest;
 pub mod error;
 pub mod gc;
-pub mod hashstate;
-pub mod manifest;
+pub mod hash_state;
+pub mod layout;
+pub mod manifest_format;
 pub mod purge;
 pub mod reference;
-pub mod upload_state;
+pub mod upload_token;
 
 mod blobs;
 mod catalog;
-mod manifests;
+mod manifest_store;
 mod mount;
 mod referrers;
-mod uploads;
+mod upload_sessions;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,14 +54,14 @@ use futures_util::Stream;
 
 pub use blobs::BlobInfo;
 pub use catalog::Page;
-pub use manifests::{tags_of, ManifestReference, StoredManifest};
+pub use manifest_store::{tags_of, ManifestReference, StoredManifest};
 pub use mount::{MountSearch, MAX_SUGGESTED, SEARCH_BUDGET};
 pub use referrers::Referrer;
-pub use uploads::{UploadProgress, UploadRequest};
+pub use upload_sessions::{UploadProgress, UploadRequest};
 
 use crate::cache::BlobDescriptorCache;
+use crate::digest::Digest;
 use crate::storage::StorageDriver;
-use digest::Digest;
 use error::{RegistryError, Result};
 
 /// A request body as the registry consumes it: a stream of byte chunks.

@@ -12,12 +12,12 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use crate::digest::Digest;
 use crate::registry::blobs::BlobInfo;
-use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// Storage requests (link reads and directory listings) one search may make.
 pub const SEARCH_BUDGET: usize = 64;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::registry::error::Result;
+use crate::registry::layout;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// What one purge pass found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -63,10 +63,11 @@ mod tests {
 
     use bytes::Bytes;
 
+    use crate::registry::layout;
     use crate::registry::reference::RepositoryName;
     use crate::registry::{Registry, RegistryOptions};
     use crate::storage::drivers::inmemory::InMemoryDriver;
-    use crate::storage::{layout, StorageDriver};
+    use crate::storage::StorageDriver;
 
     #[tokio::test]
     async fn purges_only_old_sessions() {
@@ -74,7 +75,7 @@ mod tests {
         let reg = Registry::new(driver.clone(), RegistryOptions::default(), b"k".to_vec());
         let repo = RepositoryName::parse("a/b").unwrap();
         let fresh = reg
-            .start_upload(&repo, crate::registry::digest::Algorithm::Sha256)
+            .start_upload(&repo, crate::digest::Algorithm::Sha256)
             .await
             .unwrap();
         driver

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::manifest;
+use crate::registry::layout;
+use crate::registry::manifest_format;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::layout;
 
 /// One entry of a referrers answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,7 @@ impl Registry {
             Err(RegistryError::ManifestUnknown(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Ok(parsed) = manifest::parse_stored(&stored.body) else {
+        let Ok(parsed) = manifest_format::parse_stored(&stored.body) else {
             return Ok(None);
         };
         let summary = Arc::new(Summary {

@@ -2,7 +2,6 @@
 
 pub mod drivers;
 pub mod instrumented;
-pub mod layout;
 
 use std::pin::Pin;
 use std::time::SystemTime;

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
-use crate::registry::digest::Algorithm;
-use crate::registry::hashstate::HashState;
+use crate::digest::Algorithm;
+use crate::registry::hash_state::HashState;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 const MAC_LEN: usize = 32;

@@ -4,7 +4,7 @@
 //! bytes distribution stores in `hashstates/<algorithm>/<offset>`, so uploads can move between
 //! wharf and registry:2 nodes without rehashing.
 
-use crate::registry::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest};
 
 /// A marshalled state that is not Go's format for the algorithm.
 #[derive(Debug, thiserror::Error)]

@@ -12,14 +12,15 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::digest::{Algorithm, Digest};
 use crate::registry::blobs::BlobInfo;
-use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::hashstate::HashState;
+use crate::registry::hash_state::HashState;
+use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
-use crate::registry::upload_state::UploadState;
+use crate::registry::upload_token::UploadState;
 use crate::registry::{BodyStream, Registry};
-use crate::storage::{layout, FileWriter, StorageError};
+use crate::storage::{FileWriter, StorageError};
 
 /// Where an upload session stands after a request.
 #[derive(Debug, Clone)]

@@ -3,12 +3,12 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::manifest::{self, Manifest, MAX_MANIFEST_SIZE};
+use crate::registry::layout;
+use crate::registry::manifest_format::{self, Manifest, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
 use crate::registry::{IndexChildren, Registry};
-use crate::storage::layout;
 
 /// A manifest reference from a URL: a tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +81,8 @@ fn url_rule(manifest_type: &str, media_type: &str) -> UrlRule {
         ),
     ];
     match manifest_type {
-        manifest::DOCKER_MANIFEST if media_type == DOCKER_FOREIGN => UrlRule::Foreign,
-        manifest::OCI_MANIFEST => OCI_LAYERS
+        manifest_format::DOCKER_MANIFEST if media_type == DOCKER_FOREIGN => UrlRule::Foreign,
+        manifest_format::OCI_MANIFEST => OCI_LAYERS
             .iter()
             .find(|(t, _)| *t == media_type)
             .map_or(UrlRule::Ignored, |&(_, distributable)| UrlRule::Checked {
@@ -155,7 +155,7 @@ impl Registry {
                 )));
             }
         }
-        let parsed = manifest::parse(content_type, &body)
+        let parsed = manifest_format::parse(content_type, &body)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         if !self.options.validation_disabled {
             self.check_references(repo, &parsed).await?;
@@ -289,7 +289,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let media_type = manifest::detect_media_type(&body).ok_or_else(|| {
+        let media_type = manifest_format::detect_media_type(&body).ok_or_else(|| {
             RegistryError::ManifestUnknown(format!("{digest}: unrecognised content"))
         })?;
         Ok(StoredManifest {
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn url_rules_follow_the_manifest_type() {
-        use crate::registry::manifest::{DOCKER_MANIFEST, OCI_MANIFEST};
+        use crate::registry::manifest_format::{DOCKER_MANIFEST, OCI_MANIFEST};
         let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
         let nondist = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
         let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
