@@ -88,13 +88,14 @@ fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
     assert!(actual == expected, "{what}: content differs");
 }
 
-/// Small chunks, alternating nodes, a cancelled write, cuts inside the tail and inside the
-/// parts, then a server-side move: the file is always exactly what was acknowledged.
+/// Small chunks, alternating nodes, a cancelled write, cuts inside the last part and inside
+/// the parts, a read of the file in progress, then a server-side move: the file is always
+/// what was acknowledged, plus at most whole parts of what a failed writer was sent next.
 fn appends_resume_on_another_node(chunk: u64) {
     let (bucket, a, b) = two_nodes(chunk);
     let server = s3::shared();
     let path = "/docker/registry/v2/repositories/r/_uploads/u1/data";
-    let blob = data(15 * MIB + 123);
+    let blob = data(32 * MIB + 123);
     let mut expected: Vec<u8> = Vec::new();
     runtime().block_on(async {
         // 3 MiB chunks alternate between the two nodes.
@@ -108,18 +109,32 @@ fn appends_resume_on_another_node(chunk: u64) {
                 "size after chunk {i}"
             );
         }
-        // A cancelled chunk leaves the file as it was.
-        let mut w = a.writer(path, expected.len() as u64).await.unwrap();
-        w.write(Bytes::from(vec![0u8; 6 * MIB])).await.unwrap();
-        w.cancel().await.unwrap();
-        assert_eq!(b.stat(path).await.unwrap().size, expected.len() as u64);
-        // A writer dropped mid-way (client gone) changes nothing either.
-        let mut w = b.writer(path, expected.len() as u64).await.unwrap();
-        w.write(Bytes::from(vec![1u8; 6 * MIB])).await.unwrap();
-        drop(w);
-        assert_eq!(a.stat(path).await.unwrap().size, expected.len() as u64);
+        // A cancelled chunk, or a writer dropped mid-way (client gone), leaves the file as it
+        // was, or with whole parts of the bytes sent through it appended (as distribution's
+        // writer leaves them): never other bytes.
+        for cancel in [true, false] {
+            let (writer_node, other) = if cancel { (&a, &b) } else { (&b, &a) };
+            let at = expected.len();
+            let mut w = writer_node.writer(path, at as u64).await.unwrap();
+            w.write(Bytes::copy_from_slice(&blob[at..at + 6 * MIB]))
+                .await
+                .unwrap();
+            if cancel {
+                w.cancel().await.unwrap();
+            } else {
+                drop(w);
+            }
+            let size = other.stat(path).await.unwrap().size as usize;
+            assert!(
+                size == at || (size - at).is_multiple_of(chunk as usize) && size <= at + 6 * MIB,
+                "{size} bytes after a failed write at {at}"
+            );
+            expected.extend_from_slice(&blob[at..size]);
+        }
+        // The file in progress reads back (made whole at its key), and stays open for appends.
+        assert_same(&read(&b, path).await, &expected, "file in progress");
 
-        // A stale offset, inside the tail or inside the parts, or past the end, is refused:
+        // A stale offset, inside the last part or inside the others, or past the end, is refused:
         // stored bytes are never rewritten.
         for stale in [expected.len() - MIB, 4 * MIB + 7, 0, expected.len() + 1] {
             match b.writer(path, stale as u64).await {
@@ -197,12 +212,12 @@ fn racing_writers_never_publish_mixed_bytes() {
     let path = "/docker/registry/v2/repositories/r/_uploads/race/data";
     let blob = data(12 * MIB + 5);
     runtime().block_on(async {
-        // 6 MiB: part 1 and a 1 MiB tail, so the writers below share the multipart upload.
-        append(&a, path, 0, &blob[..6 * MIB]).await;
-        let at = 6 * MIB;
+        // One whole part: the writers below append to the same multipart upload.
+        append(&a, path, 0, &blob[..5 * MIB]).await;
+        let at = 5 * MIB;
         let mut first = a.writer(path, at as u64).await.unwrap();
         let mut second = b.writer(path, at as u64).await.unwrap();
-        // Both cross the part size: both upload part 2 of the same multipart upload.
+        // Both cross the part size: both upload parts 2 and 3 of the same multipart upload.
         first
             .write(Bytes::copy_from_slice(&blob[at..]))
             .await
@@ -215,8 +230,8 @@ fn racing_writers_never_publish_mixed_bytes() {
         assert!(matches!(second.commit().await, Err(StorageError::Busy(_))));
         assert_eq!(b.stat(path).await.unwrap().size, blob.len() as u64);
         let target = "/docker/registry/v2/blobs/sha256/ra/race/data";
-        // The loser's part 2 replaced the winner's (the writes above ran one after the
-        // other): publishing is refused, and nothing appears at the target.
+        // The loser's parts replaced the winner's (the writes above ran one after the other):
+        // publishing is refused, and nothing appears at the target.
         match a.move_to(path, target).await {
             Err(StorageError::Changed(_)) => {}
             Ok(()) => panic!("a file holding the loser's part was published"),
@@ -230,7 +245,7 @@ fn appends_resume_on_another_node_5mib_parts() {
     appends_resume_on_another_node(5 * MIB as u64);
 }
 
-/// With parts larger than the 5 MiB minimum, a kept tail of 5 MiB or more becomes a part by
+/// With parts larger than the 5 MiB minimum, a short file of 5 MiB or more becomes a part by
 /// a server-side copy instead of being read back.
 #[test]
 fn appends_resume_on_another_node_7mib_parts() {
@@ -348,7 +363,7 @@ fn purging_aborts_stale_multipart_uploads() {
     let (bucket, a, _) = two_nodes(5 * MIB as u64);
     let server = s3::shared();
     runtime().block_on(async {
-        // An upload session with one part and a tail, then abandoned.
+        // An upload session holding a whole part and a short one, then abandoned.
         let path = "/docker/registry/v2/repositories/r/_uploads/old/data";
         append(&a, path, 0, &data(6 * MIB)).await;
         assert_eq!(server.open_uploads(&bucket).len(), 1);

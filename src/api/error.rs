@@ -286,9 +286,18 @@ fn storage_error(e: StorageError) -> ApiError {
     tracing::error!(error = %e, "storage failure");
     match &e {
         StorageError::InvalidPath(_) => ApiError::new(ErrorCode::NameInvalid, "invalid path"),
+        StorageError::Unavailable { .. } => {
+            ApiError::new(ErrorCode::Unavailable, "storage backend unavailable")
+        }
         StorageError::Io { source, .. } if is_unreachable(source.kind()) => {
             ApiError::new(ErrorCode::Unavailable, "storage backend unavailable")
         }
+        // An upload whose stored parts were replaced by a concurrent writer: the client
+        // starts the blob again.
+        StorageError::Changed(_) => ApiError::new(ErrorCode::BlobUploadUnknown, json!({})),
+        // A request that lost a race with another on the same upload, past the point where
+        // it could be told where the upload stands.
+        StorageError::Busy(_) => ApiError::new(ErrorCode::BlobUploadInvalid, json!({})),
         _ => ApiError::new(ErrorCode::Unknown, "storage backend error"),
     }
 }

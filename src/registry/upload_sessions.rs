@@ -91,6 +91,9 @@ impl Registry {
                 Bytes::from(started),
             )
             .await?;
+        self.driver
+            .prepare_append(&layout::upload_data(repo.as_str(), &uuid))
+            .await?;
         let mut state = UploadState {
             name: repo.to_string(),
             uuid: uuid.clone(),

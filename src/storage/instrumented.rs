@@ -168,6 +168,11 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
+        self.timed("Writer", path, self.inner.prepare_append(path))
+            .await
+    }
+
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
         let inner = self
             .timed("Writer", path, self.inner.atomic_writer(path))

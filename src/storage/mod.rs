@@ -49,6 +49,17 @@ pub enum StorageError {
         /// File size.
         size: u64,
     },
+    /// The backend did not answer, or kept refusing for load (throttling, 503), through
+    /// every retry the driver allows: the request may succeed later.
+    #[error("{op} {path}: storage backend unavailable: {reason}")]
+    Unavailable {
+        /// The operation that failed.
+        op: &'static str,
+        /// The path involved.
+        path: String,
+        /// What the backend (or the connection to it) said last.
+        reason: String,
+    },
     /// Disk or backend failure.
     #[error("{op} {path}: {source}")]
     Io {
@@ -161,11 +172,20 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Opens `path` for appending at `offset`, which must be exactly the stored size
     /// ([`StorageError::OffsetMismatch`] otherwise; offset 0 creates the file). Stored bytes
     /// are never rewritten: an append only adds after them, and a writer that is cancelled or
-    /// dropped leaves the file as it found it. Writers of one path exclude each other: while
+    /// dropped leaves the file as it found it, except on backends that store an append in
+    /// parts as it arrives (S3, as distribution does), where whole parts it already stored
+    /// stay appended, in order: the first bytes written through it, never other ones. Writers of one path exclude each other: while
     /// one is open another fails to open or to commit ([`StorageError::Busy`] or
     /// [`StorageError::OffsetMismatch`]), so what a committed writer reports as the file's
     /// first `size()` bytes is what is stored.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+    /// Creates `path` as an empty file open for appends, before any bytes arrive, where the
+    /// backend's other writers expect one (S3: distribution's open multipart upload, which a
+    /// registry:2 node looks for when it continues an upload). Default: nothing, the first
+    /// [`Self::writer`] at offset 0 creates the file.
+    async fn prepare_append(&self, _path: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Opens a new file whose content appears at `path` only on commit, all
     /// at once; cancel (or a crash) leaves nothing visible there. Used when
     /// the final location is known before the bytes arrive.

@@ -20,6 +20,9 @@ pub enum Chaos {
     Cut,
     /// Accept connections but never answer (a hung server).
     Blackhole,
+    /// HTTP upstreams only: answer this percentage of requests (every n-th of each hundred,
+    /// spread evenly) with S3's `503 SlowDown`, and forward the others.
+    Throttle(u8),
 }
 
 struct ProxyShared {
@@ -135,6 +138,17 @@ fn accept_loop(listener: TcpListener, upstream: String, shared: Arc<ProxyShared>
                 shared.conns.lock().unwrap().push(client);
                 continue;
             }
+            Chaos::Throttle(_) => {
+                shared
+                    .conns
+                    .lock()
+                    .unwrap()
+                    .push(client.try_clone().expect("clone"));
+                let (s, up) = (shared.clone(), upstream.clone());
+                let handler = thread::spawn(move || throttle(client, up, s));
+                shared.threads.lock().unwrap().push(handler);
+                continue;
+            }
             Chaos::Pass | Chaos::Delay(_) => {}
         }
         let Ok(server) = TcpStream::connect_timeout(
@@ -182,7 +196,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
         };
         let mode = *shared.mode.lock().unwrap();
         match mode {
-            Chaos::Pass => {}
+            Chaos::Pass | Chaos::Throttle(_) => {}
             Chaos::Delay(d) => thread::sleep(d),
             // A hung server: what was sent is swallowed.
             Chaos::Blackhole => continue,
@@ -194,4 +208,103 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Requests answered or forwarded by every throttling connection, for spreading refusals.
+static THROTTLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+
+/// Serves one client connection request by request: each is refused with `503 SlowDown` or
+/// forwarded alone on a new upstream connection (asked to close after its answer, so that the
+/// answer ends where the upstream connection does).
+fn throttle(mut client: TcpStream, upstream: String, shared: Arc<ProxyShared>) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut pending: Vec<u8> = Vec::new();
+    // Bounded: a connection carries at most this many requests.
+    for _ in 0..100_000 {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Some((head, body)) = read_request(&mut client, &mut pending) else {
+            break;
+        };
+        let percent = match *shared.mode.lock().unwrap() {
+            Chaos::Throttle(p) => u64::from(p),
+            Chaos::Cut | Chaos::Blackhole => break,
+            Chaos::Pass | Chaos::Delay(_) => 0,
+        };
+        let n = THROTTLE_COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Every request whose slot in the hundred falls under the percentage.
+        let refused = (n * 37 % 100) < percent;
+        let answer = if refused {
+            format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{SLOW_DOWN}",
+                SLOW_DOWN.len()
+            )
+            .into_bytes()
+        } else {
+            match forward(&upstream, &head, &body) {
+                Some(answer) => answer,
+                None => break,
+            }
+        };
+        if client.write_all(&answer).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Reads one request (head and `Content-Length` body) from `client`; `None` at the end of the
+/// connection. A `100-continue` expectation is answered here and dropped from the head.
+fn read_request(client: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = client.read(&mut buf).ok().filter(|&n| n > 0)?;
+        pending.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..head_end]).to_string();
+    pending.drain(..head_end);
+    let mut length = 0usize;
+    let mut kept = Vec::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("expect:") {
+            client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+            continue;
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        kept.push(line.to_string());
+    }
+    kept.push("Connection: close".to_string());
+    while pending.len() < length {
+        let n = client.read(&mut buf).ok().filter(|&n| n > 0)?;
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let body: Vec<u8> = pending.drain(..length).collect();
+    Some((format!("{}\r\n\r\n", kept.join("\r\n")), body))
+}
+
+/// Sends one request upstream on its own connection and returns the whole answer.
+fn forward(upstream: &str, head: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut server = TcpStream::connect_timeout(
+        &upstream.parse().expect("upstream address"),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    let _ = server.set_read_timeout(Some(Duration::from_secs(60)));
+    server.write_all(head.as_bytes()).ok()?;
+    server.write_all(body).ok()?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer).ok()?;
+    (!answer.is_empty()).then_some(answer)
 }

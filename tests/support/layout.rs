@@ -68,12 +68,20 @@ impl OciLayout {
 
     /// A single-platform image with `layer_count` gzip'd tar layers; blobs and manifest stored.
     pub fn image(&self, arch: &str, layer_count: usize) -> Manifest {
+        let sizes: Vec<usize> = (0..layer_count).map(|i| 4096 + 1024 * i).collect();
+        self.image_with_layers(arch, &sizes)
+    }
+
+    /// A single-platform image with one gzip'd tar layer per size, each holding that many
+    /// random bytes (so the layer is a little larger); blobs and manifest stored.
+    pub fn image_with_layers(&self, arch: &str, sizes: &[usize]) -> Manifest {
+        let layer_count = sizes.len();
         let seed = unique_seed();
         let mut prng = Prng::new(seed);
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
-        for i in 0..layer_count {
-            let content = prng.bytes(4096 + 1024 * i);
+        for (i, &size) in sizes.iter().enumerate() {
+            let content = prng.bytes(size);
             let tar = tar_with_file(&format!("layer{i}/data.bin"), &content);
             diff_ids.push(sha256_digest(&tar));
             let gz = gzip(&tar);

@@ -86,25 +86,64 @@ where
     if not_found {
         return StorageError::NotFound(path.to_string());
     }
-    // Only conditional writes fail these ways: someone else changed the object first.
+    // Conditional writes fail these ways when someone else changed the object first, and a
+    // completion when a part it names was replaced: another writer got there first.
     let lost_race = matches!(
         err.code(),
-        Some("PreconditionFailed" | "ConditionalRequestConflict")
+        Some(
+            "PreconditionFailed"
+                | "ConditionalRequestConflict"
+                | "InvalidPart"
+                | "InvalidPartOrder"
+                | "EntityTooSmall"
+        )
     ) || matches!(&err, SdkError::ServiceError(e) if e.raw().status().as_u16() == 412);
     if lost_race {
         return StorageError::Busy(path.to_string());
     }
-    let kind = match &err {
-        SdkError::TimeoutError(_) => std::io::ErrorKind::TimedOut,
-        SdkError::DispatchFailure(f) if f.is_timeout() => std::io::ErrorKind::TimedOut,
-        SdkError::DispatchFailure(_) => std::io::ErrorKind::ConnectionAborted,
-        _ => std::io::ErrorKind::Other,
-    };
+    if is_unavailable(&err) {
+        return StorageError::Unavailable {
+            op,
+            path: path.to_string(),
+            reason: DisplayErrorContext(&err).to_string(),
+        };
+    }
     StorageError::Io {
         op,
         path: path.to_string(),
-        source: std::io::Error::new(kind, DisplayErrorContext(&err).to_string()),
+        source: std::io::Error::other(DisplayErrorContext(&err).to_string()),
     }
+}
+
+/// Whether a failed call (already retried by the SDK) says the store is unreachable or
+/// refusing for load, rather than refusing the request itself.
+fn is_unavailable<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    let throttled = matches!(
+        err.code(),
+        Some(
+            "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "ServiceUnavailable"
+                | "InternalError"
+                | "RequestTimeTooSkewed"
+        )
+    );
+    let status = match err {
+        SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
+        SdkError::ResponseError(e) => Some(e.raw().status().as_u16()),
+        _ => None,
+    };
+    throttled
+        || status.is_some_and(|s| s == 429 || s >= 500)
+        || matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        )
 }
 
 /// An I/O error of operation `op` on `path`.
@@ -385,28 +424,63 @@ impl Inner {
         Ok(parts)
     }
 
-    /// Publishes a multipart upload as the object at `key`.
+    /// Publishes a multipart upload as the object at `key`; returns the object's entity tag.
+    /// S3 checks every part's entity tag: a part replaced since is [`StorageError::Busy`].
     pub(super) async fn complete(
         &self,
         key: &str,
         path: &str,
         upload: &str,
         parts: Vec<CompletedPart>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let done = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
-        self.call("CompleteMultipartUpload", path, || {
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload)
-                .multipart_upload(done.clone())
-                .send()
-        })
-        .await?;
-        Ok(())
+        let out = self
+            .call("CompleteMultipartUpload", path, || {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload)
+                    .multipart_upload(done.clone())
+                    .send()
+            })
+            .await?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// The multipart upload distribution's writer continues on `key`: the first open on
+    /// exactly that key in `ListMultipartUploads` order (oldest first).
+    pub(super) async fn first_upload(
+        &self,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        // Keys sort before the longer keys they prefix, so the first page nearly always
+        // answers; the bound only guards against a store that never stops paginating.
+        for _ in 0..1000 {
+            let page = self
+                .list_uploads(key, path, key_marker.clone(), id_marker.clone())
+                .await?;
+            for upload in page.uploads() {
+                match upload.key() {
+                    Some(k) if k == key => return Ok(upload.upload_id().map(str::to_string)),
+                    Some(k) if k > key => return Ok(None),
+                    _ => {}
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Drops a multipart upload and its parts; an upload already gone is fine.
@@ -510,7 +584,7 @@ impl Inner {
         };
         let copied = self.copy_parts(&copy, 1, &ranges).await;
         let result = match copied {
-            Ok(parts) => self.complete(to, path, &upload, parts).await,
+            Ok(parts) => self.complete(to, path, &upload, parts).await.map(|_| ()),
             Err(e) => Err(e),
         };
         if result.is_err() {

@@ -3,35 +3,36 @@
 //! Keys are distribution's: `<rootdirectory>/docker/registry/v2/...` without the leading `/`,
 //! so a bucket written by registry:2 is served as is, and the reverse.
 //!
-//! A PATCH on S3, in order:
-//! 1. [`StorageDriver::writer`] opens an append at the upload's offset: one `HeadObject` of the
-//!    upload's `data` key gives its `tail::Layout` (an open multipart upload holding whole
-//!    parts, plus a tail object holding the bytes after them); any other size than the offset
-//!    is `OffsetMismatch`.
-//! 2. Each write buffers the body and uploads every full part (`UploadPart`).
-//! 3. The commit replaces the tail object with one `PutObject`, conditional on the entity tag
-//!    the writer started from: the only step that changes the file, so of two writers racing
-//!    at one offset only the first to commit succeeds.
+//! Uploads in progress are kept as distribution keeps them, so registry:2 and Wharf nodes over
+//! one bucket continue each other's uploads. A POST opens a multipart upload on the upload's
+//! `data` key ([`StorageDriver::prepare_append`]). A PATCH, in order:
+//! 1. [`StorageDriver::writer`] finds the file: the first open multipart upload on the key
+//!    (`ListMultipartUploads`), its parts (`ListParts`) and Wharf's parts record beside it;
+//!    any other size than the offset is `OffsetMismatch`.
+//! 2. Each write buffers the body and uploads every full part (`UploadPart`); after a short
+//!    last part, the upload is first completed and a new one opened from the object.
+//! 3. The commit uploads the rest as the last part and replaces the parts record, conditional
+//!    on the record the writer opened with: of two writers racing at one offset only the
+//!    first to commit succeeds.
 //!
-//! The closing PUT commits the same way, then makes the file whole in place (the tail becomes
-//! the last part, the upload is completed) and copies it to the blob's key: final blobs are
-//! placed by server-side operations only (`CompleteMultipartUpload`, `CopyObject`,
-//! `UploadPartCopy`).
+//! The closing PUT completes the upload with exactly the parts the writer knows and copies the
+//! object to the blob's key: final blobs are placed by server-side operations only
+//! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`).
 //!
 //! Every call has a timeout, bounded retries with backoff on throttling, 5xx and connection
 //! failures (the SDK's standard retry mode), a metric and a `tracing` event with its latency
 //! and outcome.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `tail` (the layout of an appended file), `purge` (stale multipart uploads),
+//! `appended` (the layout of an appended file), `purge` (stale multipart uploads),
 //! `settings` (configuration to client: the only one that reads `config`), `client` (every
 //! S3 call), `http` (the HTTP client under the SDK).
 
+mod appended;
 mod client;
 mod http;
 mod purge;
 mod settings;
-mod tail;
 mod writer;
 
 use std::sync::Arc;
@@ -43,7 +44,6 @@ use bytes::{Bytes, BytesMut};
 
 use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
 use client::{io_error, Inner, PutCondition};
-use tail::Layout;
 use writer::S3Writer;
 
 pub use client::MIN_PART;
@@ -88,11 +88,12 @@ fn into_stream(path: &str, body: SdkStream) -> ByteStream {
             match body.next().await {
                 None => None,
                 Some(Ok(bytes)) => Some((Ok(bytes), (body, path, false))),
+                // The object was there: a body that stops is the connection failing.
                 Some(Err(e)) => {
-                    let err = StorageError::Io {
+                    let err = StorageError::Unavailable {
                         op: "read",
                         path: path.clone(),
-                        source: std::io::Error::other(DisplayErrorContext(&e).to_string()),
+                        reason: DisplayErrorContext(&e).to_string(),
                     };
                     Some((Err(err), (body, path, true)))
                 }
@@ -108,7 +109,7 @@ impl StorageDriver for S3Driver {
     }
 
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
-        let out = tail::get(&self.s3, path, None).await?;
+        let out = appended::get(&self.s3, path, None).await?;
         let size = out.content_length().unwrap_or(0).max(0) as usize;
         let mut body = out.body;
         let mut buf = BytesMut::with_capacity(size);
@@ -168,24 +169,31 @@ impl StorageDriver for S3Driver {
             }
         }
         let range = (offset > 0 || len.is_some()).then_some((offset, len));
-        let out = tail::get(&self.s3, path, range).await?;
-        Ok(into_stream(path, out.body))
+        let out = appended::get(&self.s3, path, range).await?;
+        use futures_util::StreamExt as _;
+        let mut stream = into_stream(path, out.body);
+        // The first bytes arrive before the caller answers its client: storage failing at
+        // once is an error the client is told about, never a success with an empty body. A
+        // failure later ends the stream with an error, which aborts the response.
+        match stream.next().await {
+            None => Ok(Box::pin(futures_util::stream::empty())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => Ok(Box::pin(
+                futures_util::stream::iter([Ok(first)]).chain(stream),
+            )),
+        }
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
         let s3 = &self.s3;
         let key = s3.key(path)?;
         if !key.is_empty() && !key.ends_with('/') {
-            match Layout::head(s3, &key, path).await {
-                Ok((layout, modified)) => {
-                    return Ok(FileInfo {
-                        size: layout.size(),
-                        is_dir: false,
-                        modified,
-                    })
-                }
-                Err(StorageError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            if let Some((size, modified)) = appended::stat(s3, &key, path).await? {
+                return Ok(FileInfo {
+                    size,
+                    is_dir: false,
+                    modified,
+                });
             }
         }
         // A "directory" is any key under the prefix.
@@ -230,7 +238,7 @@ impl StorageDriver for S3Driver {
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         let s3 = &self.s3;
         let (source, target) = (s3.key(from)?, s3.key(to)?);
-        tail::move_file(s3, &source, &target, from).await
+        appended::move_file(s3, &source, &target, from).await
     }
 
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
@@ -264,6 +272,10 @@ impl StorageDriver for S3Driver {
         Ok(Box::new(
             S3Writer::append(self.s3.clone(), path, offset).await?,
         ))
+    }
+
+    async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
+        S3Writer::prepare(&self.s3, path).await
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {

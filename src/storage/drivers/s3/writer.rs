@@ -1,58 +1,58 @@
-//! Writers: appends that survive across requests and nodes, and atomic whole-object writes.
+//! Writers: appends that survive across requests, nodes and binaries, and atomic whole-object
+//! writes.
 //!
-//! An append stores the file in the [`tail`](super::tail) layout. Committing a writer uploads
-//! its full parts, then replaces the tail object in one conditional `PutObject`: that is the
-//! only step that changes what the file is, so a writer that fails or is cancelled leaves the
-//! file as it was (parts it uploaded past the recorded count are ignored, overwritten by the
-//! next writer, or dropped when the upload completes).
+//! An append keeps the file in distribution's [layout](super::appended): parts of one open
+//! multipart upload. Full parts are uploaded as the body arrives; the commit uploads the rest
+//! as the (possibly short) last part, then replaces the parts record, conditional on the record
+//! the writer opened with: of two writers opened at one offset only the first to commit is
+//! acknowledged, and a part the loser replaced is caught before the file is published.
 //!
-//! Resuming needs only `HeadObject`. The kept part of the tail joins the next part: it is read
-//! back when under the 5 MiB part minimum (so at most 5 MiB per request), and copied
-//! server-side (`UploadPartCopy`) when larger. Chunks smaller than the minimum therefore
-//! cost no re-copy of what came before, unlike distribution's complete-and-copy.
+//! Appending after a short last part is distribution's way too: the upload is completed onto
+//! the file's key and a new one opened from that object, its bytes copied server-side when
+//! they make a whole part, else read back (under 5 MiB) and sent again with the new bytes.
 
 use std::sync::Arc;
 
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 
-use super::client::{copy_ranges, Inner, PartCopy, PutCondition, MIN_PART};
-use super::tail::{self, chain_part, Layout};
+use super::appended::{self, parts_digest, Appended, Part, Record};
+use super::client::{Inner, PutCondition, MIN_PART};
 use crate::storage::{FileWriter, StorageError};
 
 /// What commit publishes.
 enum Kind {
-    /// `writer(path, offset)`: the file is the recorded parts plus the tail object.
+    /// `writer(path, offset)`: the file is the parts of an open upload.
     Append {
-        /// This writer opened the multipart upload (abort it if the writer gives up).
-        created_upload: bool,
+        /// The file as the writer opened it.
+        opened: Appended,
+        /// The parts may be followed by more as they are (checked, or made so).
+        ready: bool,
+        /// An upload this writer opened that nothing acknowledged refers to yet: aborted if
+        /// the writer gives up.
+        created: Option<String>,
     },
-    /// `atomic_writer(path)`: nothing at the key until commit completes the upload.
+    /// `atomic_writer(path)`: nothing at the key until commit. Files larger than a part are
+    /// uploaded under a staging key, completed there and copied: an open upload on a file's
+    /// own key is an appended file, which readers would complete.
     Atomic {
-        /// Parts uploaded so far, for completion.
-        completed: Vec<CompletedPart>,
+        /// Where the parts go.
+        staging: String,
     },
 }
 
-/// An open writer, buffering at most one part.
+/// An open writer, buffering at most one part (plus, right after a restart, the bytes of a
+/// short file read back).
 pub(super) struct S3Writer {
     s3: Arc<Inner>,
     path: String,
     key: String,
     kind: Kind,
     upload: Option<String>,
-    /// Parts 1..=parts hold the start of the file.
-    parts: i32,
-    /// Bytes in those parts.
-    parts_size: u64,
+    /// Parts 1..=n hold the start of the file.
+    parts: Vec<Part>,
     /// Bytes after the parts, not yet stored.
     buf: BytesMut,
-    /// [`chain_part`] over the parts' entity tags, when known.
-    parts_digest: Option<String>,
-    /// For appends, the entity tag of the tail object the writer started from (`None`: no
-    /// file yet). The tail is replaced only if it is still that one, so of two writers opened
-    /// at the same point only the first to commit succeeds.
-    base: Option<String>,
     /// Committed or cancelled: nothing to clean up on drop.
     finished: bool,
 }
@@ -61,19 +61,18 @@ impl S3Writer {
     /// A writer whose content appears at `path` only on commit.
     pub(super) fn atomic(s3: Arc<Inner>, path: &str) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
+        let staging = match key.rsplit_once('/') {
+            Some((dir, name)) => format!("{dir}/_staging_{name}_{}", uuid::Uuid::new_v4()),
+            None => format!("_staging_{key}_{}", uuid::Uuid::new_v4()),
+        };
         Ok(S3Writer {
             s3,
             path: path.to_string(),
             key,
-            kind: Kind::Atomic {
-                completed: Vec::new(),
-            },
+            kind: Kind::Atomic { staging },
             upload: None,
-            parts: 0,
-            parts_size: 0,
+            parts: Vec::new(),
             buf: BytesMut::new(),
-            parts_digest: None,
-            base: None,
             finished: false,
         })
     }
@@ -85,142 +84,153 @@ impl S3Writer {
         offset: u64,
     ) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
-        let mut w = S3Writer {
-            s3: s3.clone(),
-            path: path.to_string(),
-            key: key.clone(),
-            kind: Kind::Append {
-                created_upload: false,
-            },
-            upload: None,
-            parts: 0,
-            parts_size: 0,
-            buf: BytesMut::new(),
-            parts_digest: Some(String::new()),
-            base: None,
-            finished: false,
-        };
-        if offset == 0 {
-            // A new file: the commit checks that nothing was written meanwhile (an older
-            // upload left at this key by a crash is orphaned and purged later).
-            return Ok(w);
-        }
-        let (layout, _) = Layout::head(&s3, &key, path).await?;
-        if layout.size() != offset {
+        let opened = Appended::load(&s3, &key, path).await?;
+        opened.check(path)?;
+        if opened.size() != offset {
             return Err(StorageError::OffsetMismatch {
                 path: path.to_string(),
                 expected: offset,
-                actual: layout.size(),
+                actual: opened.size(),
             });
         }
-        w.base = layout.etag.clone();
-        w.upload = layout.upload.clone();
-        w.parts = layout.parts;
-        w.parts_size = layout.parts_size;
-        w.parts_digest = if layout.parts == 0 {
-            Some(String::new())
-        } else {
-            layout.parts_digest.clone()
-        };
-        let keep = offset - layout.parts_size;
-        if keep == 0 {
-            return Ok(w);
-        }
-        if keep < MIN_PART {
-            let out = s3
-                .get_object(&key, path, Some((0, Some(keep))), layout.etag.as_deref())
-                .await?;
-            let mut body = out.body;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| StorageError::Io {
-                    op: "read",
-                    path: path.to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                w.buf.extend_from_slice(&chunk);
+        Ok(S3Writer {
+            s3,
+            path: path.to_string(),
+            key,
+            upload: opened.upload.clone(),
+            parts: opened.parts.clone(),
+            kind: Kind::Append {
+                opened,
+                ready: false,
+                created: None,
+            },
+            buf: BytesMut::new(),
+            finished: false,
+        })
+    }
+
+    /// Opens an empty file for appends: an upload with no parts.
+    pub(super) async fn prepare(s3: &Inner, path: &str) -> Result<(), StorageError> {
+        let key = s3.key(path)?;
+        s3.create_upload(&key, path).await?;
+        Ok(())
+    }
+
+    /// Makes sure parts can be added after `self.parts`: an upload exists, and its last part
+    /// is not short (else distribution's restart from the completed object).
+    async fn make_ready(&mut self) -> Result<(), StorageError> {
+        let s3 = self.s3.clone();
+        let (key, path) = (self.key.clone(), self.path.clone());
+        match &mut self.kind {
+            Kind::Atomic { staging } => {
+                if self.upload.is_none() {
+                    self.upload = Some(s3.create_upload(staging, &path).await?);
+                }
+                Ok(())
             }
-            if w.buf.len() as u64 != keep {
-                return Err(StorageError::OffsetMismatch {
-                    path: path.to_string(),
-                    expected: offset,
-                    actual: layout.parts_size + w.buf.len() as u64,
+            Kind::Append { ready: true, .. } => Ok(()),
+            Kind::Append {
+                opened,
+                ready,
+                created,
+            } => {
+                // A reader may have made the file whole since it was opened (completing its
+                // upload and opening another with the same bytes), as may registry:2's
+                // writer: go on from the file as it is now, if it still holds what it held.
+                if s3.first_upload(&key, &path).await? != self.upload {
+                    let now = Appended::load(&s3, &key, &path).await?;
+                    now.check(&path)?;
+                    if now.size() != opened.size() {
+                        return Err(StorageError::Busy(path));
+                    }
+                    self.upload = now.upload.clone();
+                    self.parts = now.parts.clone();
+                    *opened = now;
+                }
+                let short_last = self.parts.last().is_some_and(|p| p.size < MIN_PART);
+                let object = opened.object.clone().filter(|(size, _)| *size > 0);
+                match (&self.upload, short_last, object) {
+                    (Some(_), false, _) => {}
+                    (None, _, None) => {
+                        let upload = s3.create_upload(&key, &path).await?;
+                        *created = Some(upload.clone());
+                        self.upload = Some(upload);
+                    }
+                    (upload, _, object) => {
+                        // The file becomes the object at the key, and a new upload starts
+                        // from it.
+                        let (size, etag) = match (upload, object) {
+                            (Some(_), _) => {
+                                opened
+                                    .complete_in_place(&s3, &key, &path, &self.parts)
+                                    .await?
+                            }
+                            (None, Some(object)) => object,
+                            (None, None) => unreachable!("matched above"),
+                        };
+                        let (upload, parts) =
+                            Appended::reopen(&s3, &key, &path, size, &etag).await?;
+                        if size < MIN_PART {
+                            // Part 1 is a copy of the short file, so that it stays whole if
+                            // this writer stops; its bytes are read back and sent again as
+                            // the start of the new part 1.
+                            let mut start = appended::read_small(&s3, &key, &path, &etag).await?;
+                            start.extend_from_slice(&self.buf);
+                            self.buf = start;
+                            self.parts.clear();
+                        } else {
+                            self.parts = parts;
+                        }
+                        self.upload = Some(upload);
+                    }
+                }
+                *ready = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Uploads the next part; [`Self::make_ready`] was called.
+    async fn push_part(&mut self, body: Bytes) -> Result<(), StorageError> {
+        let upload = self.upload.clone().expect("an upload is ready");
+        let number = self.parts.len() as i32 + 1;
+        let size = body.len() as u64;
+        let etag = match self
+            .s3
+            .upload_part(self.upload_key(), &self.path, &upload, number, body)
+            .await
+        {
+            Ok(etag) => etag,
+            // Another writer completed the upload meanwhile (appending after a short part, or
+            // a reader): this one lost the race. Stores answer that with 404 or even 500.
+            Err(e) if matches!(self.kind, Kind::Append { .. }) => {
+                let current = self.s3.first_upload(&self.key, &self.path).await;
+                return Err(match current {
+                    Ok(current) if current.as_deref() != Some(upload.as_str()) => {
+                        StorageError::Busy(self.path.clone())
+                    }
+                    _ => e,
                 });
             }
-        } else {
-            let upload = w.ensure_upload().await?;
-            let ranges = copy_ranges(keep, s3.copy_chunk);
-            let copy = PartCopy {
-                source: key.clone(),
-                source_etag: layout.etag.clone(),
-                key: key.clone(),
-                path: path.to_string(),
-                upload,
-            };
-            let copied = s3.copy_parts(&copy, w.parts + 1, &ranges).await;
-            let copied = match copied {
-                Ok(parts) => parts,
-                Err(e) => {
-                    w.give_up().await;
-                    return Err(e);
-                }
-            };
-            for part in &copied {
-                w.chain(part.e_tag().unwrap_or_default());
-            }
-            w.parts += ranges.len() as i32;
-            w.parts_size += keep;
-        }
-        Ok(w)
-    }
-
-    async fn ensure_upload(&mut self) -> Result<String, StorageError> {
-        if let Some(id) = &self.upload {
-            return Ok(id.clone());
-        }
-        let id = self.s3.create_upload(&self.key, &self.path).await?;
-        if let Kind::Append { created_upload } = &mut self.kind {
-            *created_upload = true;
-        }
-        self.upload = Some(id.clone());
-        Ok(id)
-    }
-
-    /// Records the next part's entity tag in the parts digest.
-    fn chain(&mut self, etag: &str) {
-        if let Some(d) = &mut self.parts_digest {
-            *d = chain_part(d, etag);
-        }
-    }
-
-    /// Uploads `data` as the next part.
-    async fn push_part(&mut self, data: Bytes) -> Result<(), StorageError> {
-        let upload = self.ensure_upload().await?;
-        let number = self.parts + 1;
-        let len = data.len() as u64;
-        let etag = self
-            .s3
-            .upload_part(&self.key, &self.path, &upload, number, data)
-            .await?;
-        self.chain(&etag);
-        if let Kind::Atomic { completed } = &mut self.kind {
-            completed.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .build(),
-            );
-        }
-        self.parts = number;
-        self.parts_size += len;
+            Err(e) => return Err(e),
+        };
+        self.parts.push(Part { number, etag, size });
         Ok(())
+    }
+
+    /// The key of this writer's multipart upload.
+    fn upload_key(&self) -> &str {
+        match &self.kind {
+            Kind::Append { .. } => &self.key,
+            Kind::Atomic { staging } => staging,
+        }
     }
 
     /// The multipart upload this writer opened, if any, and which nothing refers to yet.
     fn own_upload(&self) -> Option<String> {
         match &self.kind {
-            Kind::Append { created_upload } if *created_upload => self.upload.clone(),
+            Kind::Append { created, .. } => created.clone(),
             Kind::Atomic { .. } => self.upload.clone(),
-            _ => None,
         }
     }
 
@@ -228,8 +238,66 @@ impl S3Writer {
         self.finished = true;
         self.buf.clear();
         if let Some(upload) = self.own_upload() {
-            if let Err(e) = self.s3.abort(&self.key, &upload).await {
+            if let Err(e) = self.s3.abort(self.upload_key(), &upload).await {
                 tracing::warn!(error = %e, key = self.key, "could not abort a multipart upload; upload purging will");
+            }
+        }
+    }
+
+    /// Uploads what is buffered as the last part.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        if !self.buf.is_empty() {
+            self.make_ready().await?;
+            let rest = self.buf.split().freeze();
+            self.push_part(rest).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_append(&mut self) -> Result<(), StorageError> {
+        self.flush().await?;
+        if self.upload.is_none() {
+            // Nothing stored yet: an empty upload, which registry:2 nodes find and continue.
+            self.upload = Some(self.s3.create_upload(&self.key, &self.path).await?);
+        }
+        let Kind::Append { opened, .. } = &self.kind else {
+            unreachable!("an append")
+        };
+        let record = Record {
+            upload: self.upload.clone().unwrap_or_default(),
+            parts: self.parts.len(),
+            digest: parts_digest(&self.parts),
+            whole: None,
+        };
+        opened
+            .write_record(&self.s3, &self.key, &self.path, &record)
+            .await
+    }
+
+    async fn commit_atomic(&mut self) -> Result<(), StorageError> {
+        match self.upload.clone() {
+            None => {
+                let body = self.buf.split().freeze();
+                self.s3
+                    .put(&self.key, &self.path, body, None, PutCondition::Always)
+                    .await
+            }
+            Some(upload) => {
+                self.flush().await?;
+                let staging = self.upload_key().to_string();
+                let parts: Vec<CompletedPart> = self.parts.iter().map(Part::completed).collect();
+                self.s3
+                    .complete(&staging, &self.path, &upload, parts)
+                    .await?;
+                let size = self.size();
+                let copied = self
+                    .s3
+                    .copy_object(&staging, &self.key, &self.path, size)
+                    .await;
+                if let Err(e) = self.s3.delete_object(&staging, &self.path).await {
+                    tracing::warn!(error = %e, key = staging, "could not delete a staged upload");
+                }
+                copied
             }
         }
     }
@@ -242,7 +310,7 @@ impl Drop for S3Writer {
             return;
         }
         if let (Some(upload), Ok(rt)) = (self.own_upload(), tokio::runtime::Handle::try_current()) {
-            let (s3, key) = (self.s3.clone(), self.key.clone());
+            let (s3, key) = (self.s3.clone(), self.upload_key().to_string());
             rt.spawn(async move {
                 if let Err(e) = s3.abort(&key, &upload).await {
                     tracing::warn!(error = %e, key, "could not abort a multipart upload; upload purging will");
@@ -256,8 +324,10 @@ impl Drop for S3Writer {
 impl FileWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
         self.buf.extend_from_slice(&data);
-        let part = self.s3.part_size as usize;
+        let part = self.s3.part_size.max(MIN_PART) as usize;
         while self.buf.len() >= part {
+            // First: a restart may put the bytes of a short file in front of the buffer.
+            self.make_ready().await?;
             let chunk = self.buf.split_to(part).freeze();
             self.push_part(chunk).await?;
         }
@@ -265,61 +335,26 @@ impl FileWriter for S3Writer {
     }
 
     fn size(&self) -> u64 {
-        self.parts_size + self.buf.len() as u64
+        self.parts.iter().map(|p| p.size).sum::<u64>() + self.buf.len() as u64
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
-        let tail = self.buf.split().freeze();
-        let result = match &self.kind {
-            Kind::Append { .. } => {
-                let layout = Layout {
-                    upload: self.upload.clone(),
-                    parts: self.parts,
-                    parts_size: self.parts_size,
-                    parts_digest: self.parts_digest.clone(),
-                    ..Layout::default()
-                };
-                let condition = match &self.base {
-                    Some(etag) => PutCondition::Matches(etag),
-                    None => PutCondition::Absent,
-                };
-                self.s3
-                    .put(&self.key, &self.path, tail, layout.metadata(), condition)
-                    .await
-            }
-            Kind::Atomic { .. } if self.upload.is_none() => {
-                self.s3
-                    .put(&self.key, &self.path, tail, None, PutCondition::Always)
-                    .await
-            }
-            Kind::Atomic { .. } => {
-                let pushed = if tail.is_empty() {
-                    Ok(())
-                } else {
-                    self.push_part(tail).await
-                };
-                match (pushed, &mut self.kind, &self.upload) {
-                    (Ok(()), Kind::Atomic { completed }, Some(upload)) => {
-                        let parts = std::mem::take(completed);
-                        self.s3.complete(&self.key, &self.path, upload, parts).await
-                    }
-                    (Err(e), _, _) => Err(e),
-                    _ => unreachable!("atomic writer with an upload"),
-                }
-            }
+        let result = match self.kind {
+            Kind::Append { .. } => self.commit_append().await,
+            Kind::Atomic { .. } => self.commit_atomic().await,
         };
         match result {
             Ok(()) => {
                 self.finished = true;
                 Ok(())
             }
-            // A failed publish of an atomic write leaves nothing behind. A failed tail write
-            // may still have landed (the answer was lost), naming the upload: it stays, and
-            // is aborted by upload purging if nothing uses it.
+            // A failed publish of an atomic write leaves nothing behind.
             Err(e) if matches!(self.kind, Kind::Atomic { .. }) => {
                 self.give_up().await;
                 Err(e)
             }
+            // Parts an append uploaded stay: they are the client's next bytes, which the file
+            // (as registry:2 counts it too) now holds.
             Err(e) => {
                 self.finished = true;
                 Err(e)
@@ -327,18 +362,40 @@ impl FileWriter for S3Writer {
         }
     }
 
-    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
-        if matches!(self.kind, Kind::Atomic { .. }) {
+    async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let Kind::Append { .. } = self.kind else {
             return Err(StorageError::InvalidPath(to.to_string()));
+        };
+        let target = self.s3.key(to)?;
+        self.finished = true;
+        self.flush().await?;
+        let Kind::Append { opened, .. } = &self.kind else {
+            unreachable!("an append")
+        };
+        let mut file = opened.clone();
+        file.upload = self.upload.clone();
+        if file.upload.is_none() && file.object.is_none() {
+            // Nothing was ever stored: an empty file.
+            self.s3
+                .put(
+                    &self.key,
+                    &self.path,
+                    Bytes::new(),
+                    None,
+                    PutCondition::Always,
+                )
+                .await?;
+            file.object = Some((0, String::new()));
         }
-        let s3 = self.s3.clone();
-        let (key, path) = (self.key.clone(), self.path.clone());
-        let target = s3.key(to)?;
-        self.commit().await?;
-        // The file as committed, made whole in place and copied server-side. Unlike the
-        // filesystem's locked rename, a writer opened after this commit could still append
-        // before the copy; the registry's upload URLs make that a client racing itself.
-        tail::move_file(&s3, &key, &target, &path).await
+        // Completed with exactly the parts this writer knows (S3 refuses a completion naming
+        // a part that was replaced since), copied, and the upload's objects removed.
+        let (size, _) = file
+            .complete_in_place(&self.s3, &self.key, &self.path, &self.parts)
+            .await?;
+        self.s3
+            .copy_object(&self.key, &target, &self.path, size)
+            .await?;
+        appended::remove(&self.s3, &self.key, &self.path).await
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
