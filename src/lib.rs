@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod ops;
 pub mod registry;
 pub mod storage;
@@ -386,12 +387,14 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if tls.is_some() {
         urls.default_scheme = "https";
     }
+    let notifier = notify::Notifier::from_config(&config, registry.driver().clone());
     let app = Arc::new(App {
         registry,
         urls,
         auth,
         issuer,
         health,
+        notifier,
     });
     start_upload_purging(&config, app.clone(), object_storage);
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)

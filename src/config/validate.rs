@@ -118,6 +118,9 @@ impl Config {
             set_if_zero(&mut endpoint.timeout, Duration::from_secs(1));
             set_if_zero(&mut endpoint.threshold, 10);
             set_if_zero(&mut endpoint.backoff, Duration::from_secs(1));
+            let default = super::model::BacklogConfig::default();
+            set_if_zero(&mut endpoint.backlog.maxevents, default.maxevents);
+            set_if_zero(&mut endpoint.backlog.maxbytes, default.maxbytes);
         }
     }
 
@@ -437,19 +440,6 @@ impl Config {
                 };
                 out.push(format!("{key}: TLS to Redis is not supported yet"));
             }
-        }
-        let endpoints: Vec<&str> = self
-            .notifications
-            .endpoints
-            .iter()
-            .filter(|e| !e.disabled)
-            .map(|e| e.name.as_str())
-            .collect();
-        if !endpoints.is_empty() {
-            out.push(format!(
-                "notifications.endpoints: webhook notifications are not supported yet (endpoints: {})",
-                endpoints.join(", ")
-            ));
         }
         if self.proxy.as_ref().is_some_and(|p| p.remoteurl.is_some()) {
             out.push("proxy.remoteurl: pull-through cache mode is not supported yet".into());

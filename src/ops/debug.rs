@@ -146,6 +146,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "version": env!("CARGO_PKG_VERSION"),
                     "draining": state.lifecycle.is_draining(),
                     "health": state.health.failures(),
+                    "notifications": crate::notify::status::snapshot(),
                 },
             });
             respond(
