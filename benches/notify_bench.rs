@@ -6,7 +6,6 @@
 //! cargo bench --bench notify_bench
 //! ```
 
-#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -75,8 +74,13 @@ fn main() {
     push(&with, "bench/rate", &layer);
     const BACKLOG: usize = 2000;
     for i in 0..BACKLOG {
-        put_manifest(&with, "bench/rate", &format!("r{i}"), &manifest(&config, &layer, i))
-            .assert_status(201);
+        put_manifest(
+            &with,
+            "bench/rate",
+            &format!("r{i}"),
+            &manifest(&config, &layer, i),
+        )
+        .assert_status(201);
     }
     let before = receiver.accepted_events("/bench").len();
     receiver.restart();

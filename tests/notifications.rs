@@ -16,7 +16,8 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 
 /// A `notifications` section; each endpoint is `(name, url, extra YAML lines)`.
 fn notifications(endpoints: &[(&str, String, &str)]) -> String {
-    let mut text = String::from("notifications:\n  events:\n    includereferences: true\n  endpoints:\n");
+    let mut text =
+        String::from("notifications:\n  events:\n    includereferences: true\n  endpoints:\n");
     for (name, url, extra) in endpoints {
         text.push_str(&format!(
             "    - name: {name}\n      url: {url}\n      headers:\n        X-Test: [{name}]\n      timeout: 500ms\n      threshold: 3\n      backoff: 500ms\n"
@@ -37,7 +38,10 @@ fn wharf(section: &str) -> Registry {
 
 /// A small image whose bytes do not depend on the run, so two registries give equal digests.
 fn fixed_image() -> (Blob, Blob, Manifest) {
-    let config = Blob::new(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec());
+    let config = Blob::new(
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec(),
+    );
     let layer = Blob::new(b"wharf notification layer".to_vec());
     let manifest = image_manifest(
         OCI_MANIFEST,
@@ -140,7 +144,11 @@ fn events_match_registry_2_field_by_field() {
         .iter()
         .map(|e| comparable(e, ours.endpoint().host()))
         .collect();
-    assert_eq!(mine.len(), theirs.len(), "wharf: {mine:#?}\nregistry:2: {theirs:#?}");
+    assert_eq!(
+        mine.len(),
+        theirs.len(),
+        "wharf: {mine:#?}\nregistry:2: {theirs:#?}"
+    );
     for (i, (m, t)) in mine.iter().zip(&theirs).enumerate() {
         assert_eq!(m, t, "event {i} differs");
     }
@@ -151,7 +159,10 @@ fn events_match_registry_2_field_by_field() {
         assert!(text(e, "timestamp").ends_with('Z'), "{e}");
         assert!(text(e, "request.addr").starts_with("127.0.0.1:"), "{e}");
         assert_eq!(text(e, "request.host"), ours.endpoint().host());
-        assert!(text(e, "source.addr").ends_with(&format!(":{}", ours.port())), "{e}");
+        assert!(
+            text(e, "source.addr").ends_with(&format!(":{}", ours.port())),
+            "{e}"
+        );
         assert_eq!(text(e, "source.instanceID").len(), 36, "{e}");
         assert_eq!(field(e, "actor"), &serde_json::json!({}));
     }
@@ -175,8 +186,12 @@ fn events_match_registry_2_field_by_field() {
         .find(|d| d.path == "/reference")
         .unwrap();
     // Byte layout too: Go's MarshalIndent with three spaces.
-    assert!(reference_post.body.starts_with("{\n   \"events\": [\n      {\n         \"id\""));
-    assert!(posts[0].body.starts_with("{\n   \"events\": [\n      {\n         \"id\""));
+    assert!(reference_post
+        .body
+        .starts_with("{\n   \"events\": [\n      {\n         \"id\""));
+    assert!(posts[0]
+        .body
+        .starts_with("{\n   \"events\": [\n      {\n         \"id\""));
 }
 
 #[test]
@@ -208,7 +223,10 @@ fn two_endpoints_in_order_with_their_own_ignore_rules() {
     // Recorded order: the two blob pushes, the manifests t0..t19, the pull.
     assert_eq!(text(&all[0], "target.digest"), config.digest);
     assert_eq!(text(&all[1], "target.digest"), layer.digest);
-    let tags: Vec<String> = all[2..2 + N].iter().map(|e| text(e, "target.tag")).collect();
+    let tags: Vec<String> = all[2..2 + N]
+        .iter()
+        .map(|e| text(e, "target.tag"))
+        .collect();
     let expected: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
     assert_eq!(tags, expected);
     assert_eq!(text(&all[2 + N], "action"), "pull");
@@ -222,7 +240,10 @@ fn two_endpoints_in_order_with_their_own_ignore_rules() {
     }
     // Counted per endpoint and action; states in /debug/vars.
     let scrape = reg.scrape_until(|s| {
-        s.sum("wharf_notifications_delivered_total", &[("endpoint", "manifests")]) >= N as f64
+        s.sum(
+            "wharf_notifications_delivered_total",
+            &[("endpoint", "manifests")],
+        ) >= N as f64
     });
     assert_eq!(
         scrape.sum(
@@ -239,7 +260,10 @@ fn two_endpoints_in_order_with_their_own_ignore_rules() {
         0.0
     );
     assert_eq!(
-        scrape.sum("registry_notifications_pending", &[("endpoint", "manifests")]),
+        scrape.sum(
+            "registry_notifications_pending",
+            &[("endpoint", "manifests")]
+        ),
         0.0
     );
     let (status, vars) = reg.debug_get("/debug/vars");
@@ -277,17 +301,22 @@ fn failures_are_retried_with_backoff_then_delivered() {
     let events = receiver.wait_events("/flaky", 1, DELIVERY_WAIT);
     assert_eq!(events.len(), 1);
     let all = receiver.deliveries();
-    let ids: Vec<String> = all
-        .iter()
-        .map(|d| text(&d.events()[0], "id"))
-        .collect();
+    let ids: Vec<String> = all.iter().map(|d| text(&d.events()[0], "id")).collect();
     // Every attempt carried the same event.
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     assert!(all.iter().filter(|d| d.answered == 500).count() >= 5);
     let scrape = reg.scrape_until(|s| {
-        s.sum("wharf_notifications_delivered_total", &[("endpoint", "flaky")]) >= 1.0
+        s.sum(
+            "wharf_notifications_delivered_total",
+            &[("endpoint", "flaky")],
+        ) >= 1.0
     });
-    assert!(scrape.sum("registry_notifications_errors_total", &[("endpoint", "flaky")]) >= 6.0);
+    assert!(
+        scrape.sum(
+            "registry_notifications_errors_total",
+            &[("endpoint", "flaky")]
+        ) >= 6.0
+    );
     assert!(
         scrape.sum(
             "registry_notifications_status_total",
@@ -312,10 +341,20 @@ fn receiver_down_then_back_loses_nothing() {
     receiver.stop();
     const N: usize = 10;
     for i in 0..N {
-        push_manifest(&reg, "down/app", &format!("t{i}"), &numbered_manifest(&config, &layer, i));
+        push_manifest(
+            &reg,
+            "down/app",
+            &format!("t{i}"),
+            &numbered_manifest(&config, &layer, i),
+        );
     }
     // Refused connections are failures: the endpoint backs off while the receiver is away.
-    reg.scrape_until(|s| s.sum("registry_notifications_errors_total", &[("endpoint", "down")]) >= 4.0);
+    reg.scrape_until(|s| {
+        s.sum(
+            "registry_notifications_errors_total",
+            &[("endpoint", "down")],
+        ) >= 4.0
+    });
     std::thread::sleep(Duration::from_secs(3));
     receiver.restart();
     let events = receiver.wait_events("/down", N, DELIVERY_WAIT);
@@ -338,13 +377,24 @@ fn backlog_past_its_limit_drops_the_oldest_and_counts_them() {
     receiver.stop();
     const N: usize = 12;
     for i in 0..N {
-        push_manifest(&reg, "small/app", &format!("t{i}"), &numbered_manifest(&config, &layer, i));
+        push_manifest(
+            &reg,
+            "small/app",
+            &format!("t{i}"),
+            &numbered_manifest(&config, &layer, i),
+        );
     }
     let scrape = reg.scrape_until(|s| {
-        s.sum("wharf_notifications_dropped_total", &[("endpoint", "small")]) >= (N - 5) as f64
+        s.sum(
+            "wharf_notifications_dropped_total",
+            &[("endpoint", "small")],
+        ) >= (N - 5) as f64
     });
     assert_eq!(
-        scrape.sum("wharf_notifications_dropped_total", &[("endpoint", "small")]),
+        scrape.sum(
+            "wharf_notifications_dropped_total",
+            &[("endpoint", "small")]
+        ),
         (N - 5) as f64
     );
     receiver.restart();
@@ -395,7 +445,10 @@ fn a_node_killed_right_after_answering_still_gets_its_event_delivered() {
     let resp = put_manifest(&lb, "cluster/app", "killed", &m);
     resp.assert_status(201);
     let node = resp.node().to_string();
-    let victim = nodes.iter_mut().find(|n| n.name() == node).expect("answering node");
+    let victim = nodes
+        .iter_mut()
+        .find(|n| n.name() == node)
+        .expect("answering node");
     victim.kill();
     receiver.restart();
     let events = receiver.wait_events("/hook", 1, DELIVERY_WAIT);
@@ -404,8 +457,13 @@ fn a_node_killed_right_after_answering_still_gets_its_event_delivered() {
     // Steady state: every later event exactly once.
     const N: usize = 15;
     for i in 1..=N {
-        put_manifest(&lb, "cluster/app", &format!("t{i}"), &numbered_manifest(&config, &layer, i))
-            .assert_status(201);
+        put_manifest(
+            &lb,
+            "cluster/app",
+            &format!("t{i}"),
+            &numbered_manifest(&config, &layer, i),
+        )
+        .assert_status(201);
     }
     let events = receiver.wait_events("/hook", 1 + N, DELIVERY_WAIT);
     std::thread::sleep(Duration::from_secs(2));

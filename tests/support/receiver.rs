@@ -229,9 +229,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 return;
             }
             _ => {
-                let reply = format!(
-                    "HTTP/1.1 {answered} X\r\nContent-Length: 2\r\n\r\nok"
-                );
+                let reply = format!("HTTP/1.1 {answered} X\r\nContent-Length: 2\r\n\r\nok");
                 let reply = if answered == 204 {
                     "HTTP/1.1 204 No Content\r\n\r\n".to_string()
                 } else {
