@@ -495,3 +495,44 @@ fn a_node_killed_right_after_answering_still_gets_its_event_delivered() {
     assert_eq!(tags, expected, "delivered in recorded order");
     drop(haproxy);
 }
+
+#[test]
+fn a_disabled_endpoint_sends_nothing() {
+    let receiver = Receiver::start();
+    let reg = wharf(&notifications(&[
+        ("on", receiver.url("/on"), ""),
+        ("off", receiver.url("/off"), "disabled: true"),
+    ]));
+    let (config, layer, manifest) = fixed_image();
+    push(&reg, "disabled/app", &config);
+    push(&reg, "disabled/app", &layer);
+    push_manifest(&reg, "disabled/app", "v1", &manifest);
+    // The enabled endpoint's events arrive in order, so once the last is in nothing is pending.
+    let on = receiver.wait_events("/on", 3, DELIVERY_WAIT);
+    assert_eq!(text(&on[2], "target.tag"), "v1");
+    assert!(receiver.deliveries().iter().all(|d| d.path == "/on"));
+    let (_, vars) = reg.debug_get("/debug/vars");
+    let vars: Value = serde_json::from_str(&vars).unwrap();
+    assert!(vars["registry"]["notifications"]["endpoints"]["off"].is_null());
+}
+
+#[test]
+fn a_failed_record_is_counted_and_the_request_still_answered() {
+    let receiver = Receiver::start();
+    let reg = wharf(&notifications(&[("hook", receiver.url("/hook"), "")]));
+    // A file where the queue's folder should be: every record write fails.
+    std::fs::write(reg.root().join("wharf"), b"not a folder").unwrap();
+    let (config, layer, manifest) = fixed_image();
+    push(&reg, "unrecorded/app", &config);
+    push(&reg, "unrecorded/app", &layer);
+    push_manifest(&reg, "unrecorded/app", "v1", &manifest);
+    get_manifest(&reg, "unrecorded/app", "v1", OCI_MANIFEST).assert_status(200);
+    let scrape = reg.scrape_until(|s| {
+        s.sum("wharf_notifications_record_failures_total", &[("endpoint", "hook")]) >= 4.0
+    });
+    assert_eq!(
+        scrape.sum("wharf_notifications_record_failures_total", &[("endpoint", "hook")]),
+        4.0
+    );
+    assert!(reg.log().contains("could not be recorded"));
+}
