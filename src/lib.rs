@@ -355,6 +355,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .as_ref()
         .map(auth::issuer::TokenIssuer::new)
         .transpose()?;
+    if let Some(issuer) = &issuer {
+        issuer.watch_docker_auth_file();
+    }
     let own_certificates = issuer
         .as_ref()
         .map(|i| i.certificates()[..1].to_vec())

@@ -42,6 +42,7 @@ tokenissuer:
   users:
     alice: '{alice}'
     admin: {{password: '{admin}'}}
+    '': {{}}
   acl:
     - match: {{account: admin}}
       actions: ['*']

@@ -281,13 +281,20 @@ async fn token_endpoint(
     issuer: &crate::auth::issuer::TokenIssuer,
     req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
+    let peer = req
+        .parts
+        .extensions
+        .get::<crate::auth::PeerAddr>()
+        .map(|p| p.0);
+    let headers = req.parts.headers.clone();
+    let caller = crate::auth::issuer::Caller {
+        peer,
+        headers: &headers,
+    };
     let answer = match req.parts.method {
         Method::GET => {
             issuer
-                .get(
-                    req.parts.uri.query().unwrap_or(""),
-                    req.header(http::header::AUTHORIZATION),
-                )
+                .get(req.parts.uri.query().unwrap_or(""), caller)
                 .await
         }
         Method::POST => {
@@ -300,7 +307,7 @@ async fn token_endpoint(
                 }
                 None => Default::default(),
             };
-            issuer.post(&form).await
+            issuer.post(&form, caller).await
         }
         _ => return Err(ApiError::method_not_allowed("GET, POST")),
     };

@@ -6,26 +6,28 @@
 //! - `POST <path>` with an OAuth2 form: `grant_type=password` (`username`, `password`,
 //!   `access_type=offline` for a refresh token) or `grant_type=refresh_token`.
 //!
-//! Granted access is the intersection of the requested scopes and the ACL. Tokens carry the
+//! Users and ACL are docker_auth's (`users`, `acl`), inline or from a docker_auth configuration
+//! file that is reloaded when it changes; see [`super::acl`] for how rules decide. Tokens carry the
 //! signing certificate as `x5c` and its libtrust key ID as `kid`, so this node, other Wharf
 //! nodes and distribution (2.x and 3.x) trust them through `auth.token.rootcertbundle`.
 //! Refresh tokens are JWTs signed with the same key for the audience `<service>:refresh` (no
 //! registry accepts them as access tokens); they stop working when the user's hash changes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
-use super::acl::Acl;
+use super::acl::AuthRequest;
 use super::credentials::{parse_authorization, Credentials};
 use super::keys::{read_certificates, KeyError, PublicKey};
+use super::policy::{Policy, PolicyCell, PolicyError};
 use super::scope::{format_scope, parse_scopes, ResourceActions};
 use super::token::LEEWAY_SECONDS;
 use crate::config::TokenIssuerConfig;
@@ -60,9 +62,23 @@ pub enum IssuerSetupError {
         /// Certificate file.
         certificate: String,
     },
-    /// A user whose password is not a bcrypt hash.
-    #[error("tokenissuer.users.{0}: the password must be a bcrypt hash (htpasswd -B)")]
-    NotBcrypt(String),
+    /// Users or ACL refused.
+    #[error("{origin}{source}")]
+    Policy {
+        /// `tokenissuer.` or the docker_auth file.
+        origin: String,
+        /// What is wrong.
+        source: PolicyError,
+    },
+}
+
+/// Who asks for a token: the connection's peer and the request's headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The connection's peer address (none on a Unix socket).
+    pub peer: Option<IpAddr>,
+    /// Request headers (`Authorization`, the real-IP header).
+    pub headers: &'a HeaderMap,
 }
 
 /// An answer of the token endpoint.
@@ -116,10 +132,11 @@ pub struct TokenIssuer {
     certificates: Vec<CertificateDer<'static>>,
     lifetime: Duration,
     refresh_lifetime: Duration,
-    users: HashMap<String, String>,
+    policy: PolicyCell,
+    dockerauthconfig: Option<std::path::PathBuf>,
+    realipheader: Option<http::HeaderName>,
+    realippos: i64,
     dummy_hash: String,
-    acl: Acl,
-    verified: Mutex<HashSet<(String, [u8; 32])>>,
 }
 
 fn now() -> i64 {
@@ -182,18 +199,13 @@ impl TokenIssuer {
                 certificate: cert_path.display().to_string(),
             });
         }
-        let mut users = HashMap::new();
-        for (name, user) in &config.users {
-            if !user.password.starts_with("$2") {
-                return Err(IssuerSetupError::NotBcrypt(name.clone()));
-            }
-            users.insert(name.clone(), user.password.clone());
-        }
-        let cost = users
-            .values()
-            .find_map(|h| h.split('$').nth(2)?.parse().ok())
-            .filter(|c| (4..=31).contains(c))
-            .unwrap_or(bcrypt::DEFAULT_COST);
+        let origin = match &config.dockerauthconfig {
+            Some(p) => format!("tokenissuer.dockerauthconfig: {}: ", p.display()),
+            None => "tokenissuer.".to_string(),
+        };
+        let policy = Policy::new(&config.users, &config.acl)
+            .map_err(|source| IssuerSetupError::Policy { origin, source })?;
+        let cost = policy.cost().unwrap_or(bcrypt::DEFAULT_COST);
         Ok(Self {
             path: config.path.clone(),
             issuer: config.issuer.clone(),
@@ -205,11 +217,19 @@ impl TokenIssuer {
             certificates,
             lifetime: config.expiration,
             refresh_lifetime: config.refreshexpiration,
-            users,
+            policy: PolicyCell::new(policy),
+            dockerauthconfig: config.dockerauthconfig.clone(),
+            realipheader: http::HeaderName::try_from(&config.realipheader).ok(),
+            realippos: config.realippos,
             dummy_hash: bcrypt::hash("wharf-dummy", cost).unwrap_or_default(),
-            acl: Acl::new(config.acl.clone()),
-            verified: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Starts reloading the docker_auth file, when users and ACL come from one.
+    pub fn watch_docker_auth_file(&self) {
+        if let Some(path) = &self.dockerauthconfig {
+            super::policy::watch(path.clone(), self.policy.clone());
+        }
     }
 
     /// The endpoint path.
@@ -222,40 +242,95 @@ impl TokenIssuer {
         &self.certificates
     }
 
-    /// True when `password` is `user`'s; unknown users cost as much as known ones.
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        let key = (
-            user.to_string(),
-            sha2::Sha256::digest(password.as_bytes()).into(),
-        );
-        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified().contains(&key) {
-            return true;
-        }
-        let (hash, known) = match self.users.get(user) {
-            Some(h) => (h.clone(), true),
-            None => (self.dummy_hash.clone(), false),
+    /// The labels of `account` when `password` is its password (docker_auth's static users:
+    /// a user without a password takes any); unknown users cost as much as known ones.
+    async fn authenticate(
+        &self,
+        policy: &Policy,
+        account: &str,
+        password: &str,
+    ) -> Option<BTreeMap<String, Vec<String>>> {
+        let (hash, user) = match policy.user(account) {
+            Some(user) => match &user.password {
+                None => return Some(user.labels.clone()),
+                Some(hash) => (hash.clone(), Some(user)),
+            },
+            None => (self.dummy_hash.clone(), None),
         };
-        let password = password.to_string();
+        if user.is_some() && policy.was_verified(account, password) {
+            return user.map(|u| u.labels.clone());
+        }
+        let attempt = password.to_string();
         let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            tokio::task::spawn_blocking(move || bcrypt::verify(attempt, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false);
-        if ok && known {
-            let mut v = verified();
-            if v.len() > 10_000 {
-                v.clear();
-            }
-            v.insert(key);
+        let user = user.filter(|_| ok)?;
+        policy.remember_verified(account, password);
+        Some(user.labels.clone())
+    }
+
+    /// The client address rules see: the peer, or the configured header's entry.
+    fn client_ip(&self, caller: &Caller<'_>) -> Result<Option<IpAddr>, IssuerResponse> {
+        let Some(header) = &self.realipheader else {
+            return Ok(caller.peer);
+        };
+        let bad = |detail: &str| {
+            IssuerResponse::registry_error(
+                StatusCode::BAD_REQUEST,
+                "DENIED",
+                "requested access to the resource is denied",
+                detail,
+            )
+        };
+        let value = caller
+            .headers
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let entries: Vec<&str> = value.split(',').collect();
+        let pos = if self.realippos < 0 {
+            (entries.len() as i64 + self.realippos).max(0)
+        } else {
+            self.realippos
+        };
+        let entry = usize::try_from(pos)
+            .ok()
+            .and_then(|p| entries.get(p))
+            .map_or("", |e| e.trim());
+        if entry.is_empty() {
+            return Err(bad("client address not provided"));
         }
-        ok && known
+        parse_remote_addr(entry)
+            .map(Some)
+            .ok_or_else(|| bad("unable to parse the client address"))
     }
 
     /// The requested scopes cut down to what the ACL allows `account`.
-    pub fn grant(&self, account: &str, requested: &[ResourceActions]) -> Vec<ResourceActions> {
+    pub fn grant(
+        &self,
+        policy: &Policy,
+        account: &str,
+        labels: &BTreeMap<String, Vec<String>>,
+        ip: Option<IpAddr>,
+        requested: &[ResourceActions],
+    ) -> Vec<ResourceActions> {
         let mut granted: Vec<ResourceActions> = Vec::new();
         for r in requested {
-            let actions = self.acl.allowed(account, r);
+            let mut asked = r.actions.clone();
+            asked.sort();
+            let actions = policy
+                .acl
+                .authorize(&AuthRequest {
+                    account,
+                    kind: &r.kind,
+                    name: &r.name,
+                    service: &self.service,
+                    ip,
+                    actions: &asked,
+                    labels,
+                })
+                .unwrap_or_default();
             if actions.is_empty() {
                 continue;
             }
@@ -269,6 +344,7 @@ impl TokenIssuer {
                             g.actions.push(a);
                         }
                     }
+                    g.actions.sort();
                 }
                 None => granted.push(ResourceActions {
                     actions,
@@ -321,9 +397,9 @@ impl TokenIssuer {
         Some((self.sign(&claims)?, issued))
     }
 
-    fn refresh_token(&self, account: &str) -> Option<String> {
+    fn refresh_token(&self, policy: &Policy, account: &str) -> Option<String> {
         let issued = now();
-        let hash = self.users.get(account)?;
+        let hash = policy.user(account)?.password.as_deref().unwrap_or("");
         self.sign(&json!({
             "iss": self.issuer,
             "sub": account,
@@ -336,7 +412,7 @@ impl TokenIssuer {
     }
 
     /// The account a refresh token stands for, if it is still good.
-    fn check_refresh(&self, token: &str) -> Option<String> {
+    fn check_refresh(&self, policy: &Policy, token: &str) -> Option<String> {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = LEEWAY_SECONDS as u64;
         validation.set_audience(&[self.refresh_audience()]);
@@ -344,18 +420,21 @@ impl TokenIssuer {
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &self.verifying, &validation).ok()?;
         let account = data.claims.get("sub")?.as_str()?.to_string();
-        let hash = self.users.get(&account)?;
+        let hash = policy.user(&account)?.password.as_deref().unwrap_or("");
         (data.claims.get("pwd")?.as_str()? == password_fingerprint(hash)).then_some(account)
     }
 
     /// The success body shared by both forms.
     fn token_body(
         &self,
+        policy: &Policy,
         account: &str,
+        labels: &BTreeMap<String, Vec<String>>,
+        ip: Option<IpAddr>,
         requested: &[ResourceActions],
         refresh: bool,
     ) -> Option<Value> {
-        let granted = self.grant(account, requested);
+        let granted = self.grant(policy, account, labels, ip, requested);
         let (token, issued) = self.access_token(account, &granted)?;
         let mut body = json!({
             "token": token,
@@ -365,7 +444,7 @@ impl TokenIssuer {
             "scope": granted.iter().map(format_scope).collect::<Vec<_>>().join(" "),
         });
         if refresh {
-            body["refresh_token"] = Value::from(self.refresh_token(account)?);
+            body["refresh_token"] = Value::from(self.refresh_token(policy, account)?);
         }
         Some(body)
     }
@@ -379,8 +458,10 @@ impl TokenIssuer {
         )
     }
 
-    /// `GET ?service=&scope=&account=&offline_token=` with optional Basic credentials.
-    pub async fn get(&self, query: &str, authorization: Option<&str>) -> IssuerResponse {
+    /// `GET ?service=&scope=&account=&offline_token=` with optional Basic credentials, as
+    /// docker_auth answers it: the account is `account=` or the Basic user (they must agree),
+    /// and must be one of `users` (`""` when anonymous) with that password.
+    pub async fn get(&self, query: &str, caller: Caller<'_>) -> IssuerResponse {
         let mut scopes = Vec::new();
         let (mut service, mut account_param, mut offline) = (None, None, false);
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -410,39 +491,51 @@ impl TokenIssuer {
                 Err(e) => return bad(&e.to_string()),
             }
         }
-        let account = match authorization.map(parse_authorization) {
-            None => String::new(),
-            Some(Some(Credentials::Basic { user, password }))
-                if self.authenticate(&user, &password).await =>
-            {
-                user
-            }
-            Some(_) => {
-                let mut r = IssuerResponse::registry_error(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "authentication required",
-                    "invalid username or password",
-                );
-                r.challenge = Some(format!("Basic realm={:?}", self.issuer));
-                return r;
-            }
+        let ip = match self.client_ip(&caller) {
+            Ok(ip) => ip,
+            Err(r) => return r,
         };
-        if account_param
-            .as_deref()
-            .is_some_and(|a| !a.is_empty() && a != account)
-        {
-            return bad("account does not match the credentials");
+        let authorization = caller
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (user, password) = match authorization.map(parse_authorization) {
+            None => (None, String::new()),
+            Some(Some(Credentials::Basic { user, password })) => (Some(user), password),
+            Some(_) => return self.refused(),
+        };
+        let account_param = account_param.filter(|a| !a.is_empty());
+        if let (Some(u), Some(a)) = (&user, &account_param) {
+            if u != a {
+                return bad("account does not match the credentials");
+            }
         }
+        let account = account_param.or(user).unwrap_or_default();
+        let policy = self.policy.current();
+        let Some(labels) = self.authenticate(&policy, &account, &password).await else {
+            return self.refused();
+        };
         let refresh = offline && !account.is_empty();
-        match self.token_body(&account, &requested, refresh) {
+        match self.token_body(&policy, &account, &labels, ip, &requested, refresh) {
             Some(body) => IssuerResponse::ok(body),
             None => Self::internal_error(),
         }
     }
 
+    /// 401 with a Basic challenge: unknown user, wrong password, or anonymous not admitted.
+    fn refused(&self) -> IssuerResponse {
+        let mut r = IssuerResponse::registry_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+            "invalid username or password",
+        );
+        r.challenge = Some(format!("Basic realm={:?}", self.issuer));
+        r
+    }
+
     /// The OAuth2 form: `grant_type=password` or `grant_type=refresh_token`.
-    pub async fn post(&self, form: &[u8]) -> IssuerResponse {
+    pub async fn post(&self, form: &[u8], caller: Caller<'_>) -> IssuerResponse {
         let fields: HashMap<String, String> = form_urlencoded::parse(form).into_owned().collect();
         let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
         let invalid = |error: &str, description: &str| {
@@ -455,16 +548,31 @@ impl TokenIssuer {
             Ok(r) => r,
             Err(e) => return invalid("invalid_scope", &e.to_string()),
         };
-        let (account, refresh) = match field("grant_type") {
+        let ip = match self.client_ip(&caller) {
+            Ok(ip) => ip,
+            Err(r) => return r,
+        };
+        let policy = self.policy.current();
+        let (account, labels, refresh) = match field("grant_type") {
             "password" => {
                 let user = field("username");
-                if user.is_empty() || !self.authenticate(user, field("password")).await {
+                let labels = match user.is_empty() {
+                    true => None,
+                    false => self.authenticate(&policy, user, field("password")).await,
+                };
+                let Some(labels) = labels else {
                     return invalid("invalid_grant", "invalid username or password");
-                }
-                (user.to_string(), field("access_type") == "offline")
+                };
+                (user.to_string(), labels, field("access_type") == "offline")
             }
-            "refresh_token" => match self.check_refresh(field("refresh_token")) {
-                Some(account) => (account, true),
+            "refresh_token" => match self.check_refresh(&policy, field("refresh_token")) {
+                Some(account) => {
+                    let labels = policy
+                        .user(&account)
+                        .map(|u| u.labels.clone())
+                        .unwrap_or_default();
+                    (account, labels, true)
+                }
                 None => return invalid("invalid_grant", "invalid or expired refresh token"),
             },
             "" => return invalid("invalid_request", "grant_type is required"),
@@ -475,9 +583,26 @@ impl TokenIssuer {
                 )
             }
         };
-        match self.token_body(&account, &requested, refresh) {
+        match self.token_body(&policy, &account, &labels, ip, &requested, refresh) {
             Some(body) => IssuerResponse::ok(body),
             None => Self::internal_error(),
         }
     }
+}
+
+/// docker_auth's `parseRemoteAddr`: `host:port`, `[v6]:port` or a bare address.
+fn parse_remote_addr(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return port
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| host.parse().ok())?;
+    }
+    let (host, port) = text.split_once(':')?;
+    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.contains(':'))
+        .then(|| host.parse().ok())?
 }

@@ -5,12 +5,18 @@ pub mod credentials;
 pub mod htpasswd;
 pub mod issuer;
 pub mod keys;
+pub mod pattern;
+pub mod policy;
 pub mod scope;
 pub mod token;
 
 use std::fmt;
 
 use http::HeaderMap;
+
+/// The connection's peer address, kept with a request for rules that match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);
 
 /// One action on one resource, as in a token scope (`repository:foo:pull`).
 #[derive(Debug, Clone, PartialEq, Eq)]

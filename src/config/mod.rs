@@ -7,6 +7,7 @@
 //! as warnings, and finally checks values. [`Config::unsupported`] lists what is configured but
 //! cannot be served by this release.
 
+mod docker_auth;
 mod duration;
 mod error;
 mod lenient;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
 pub use error::ConfigError;
 pub use model::*;
@@ -87,6 +89,7 @@ pub fn load_text(
     let applied = overlay::apply(&mut root, env, &mut warnings)?;
     normalize::normalize(&mut root, &mut warnings)?;
     let mut config = decode(root, &applied, &mut warnings)?;
+    config.apply_docker_auth_file()?;
     config.apply_defaults();
     config.validate()?;
     warnings.extend(config.notices());

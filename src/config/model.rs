@@ -1170,12 +1170,22 @@ pub struct TokenIssuerConfig {
     /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
     #[serde(deserialize_with = "lenient::duration")]
     pub refreshexpiration: Duration,
-    /// User name to bcrypt hash.
+    /// docker_auth's `users`: name to bcrypt hash and labels; `""` admits anonymous requests.
     #[serde(deserialize_with = "lenient::or_default")]
-    pub users: BTreeMap<String, IssuerUser>,
-    /// Ordered rules; the first that matches decides.
+    pub users: BTreeMap<String, Option<IssuerUser>>,
+    /// docker_auth's `acl`: ordered rules; the first that matches decides.
     #[serde(deserialize_with = "lenient::or_default")]
     pub acl: Vec<AclRule>,
+    /// A docker_auth `auth_config.yml` whose `users` and `acl` are used (and reloaded when the
+    /// file changes) instead of inline ones.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub dockerauthconfig: Option<PathBuf>,
+    /// Header holding the client address (docker_auth's `server.real_ip_header`) for `ip` rules.
+    #[serde(deserialize_with = "lenient::string")]
+    pub realipheader: String,
+    /// Which address of that header, from the end when negative (`server.real_ip_pos`).
+    #[serde(deserialize_with = "lenient::int")]
+    pub realippos: i64,
 }
 
 impl Default for TokenIssuerConfig {
@@ -1186,27 +1196,36 @@ impl Default for TokenIssuerConfig {
             service: String::new(),
             key: None,
             certificate: None,
-            expiration: secs(300),
+            // Zero until defaults: a docker_auth file's token.expiration may fill it first.
+            expiration: Duration::ZERO,
             refreshexpiration: secs(7 * 24 * 3600),
             users: BTreeMap::new(),
             acl: Vec::new(),
+            dockerauthconfig: None,
+            realipheader: String::new(),
+            realippos: 0,
         }
     }
 }
 
-/// A user of the token issuer: a bcrypt hash, or `{password: <hash>}` as docker_auth writes it.
+/// A user of the token issuer, as docker_auth's `users` writes it (`{password, labels}`), or a
+/// bare bcrypt hash. Without a password any password is accepted, as in docker_auth.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IssuerUser {
     /// bcrypt hash (`$2y$...`).
-    pub password: String,
+    pub password: Option<String>,
+    /// Labels for `${labels:<name>}` and `labels` matches.
+    pub labels: BTreeMap<String, Vec<String>>,
 }
 
 impl<'de> Deserialize<'de> for IssuerUser {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         struct Full {
-            #[serde(default, deserialize_with = "lenient::string")]
-            password: String,
+            #[serde(default, deserialize_with = "lenient::opt_string")]
+            password: Option<String>,
+            #[serde(default, deserialize_with = "label_values")]
+            labels: BTreeMap<String, Vec<String>>,
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -1214,29 +1233,61 @@ impl<'de> Deserialize<'de> for IssuerUser {
             Hash(String),
             Full(Full),
         }
-        Ok(match Option::<Form>::deserialize(d)? {
-            None => IssuerUser::default(),
-            Some(Form::Hash(password)) => IssuerUser { password },
-            Some(Form::Full(f)) => IssuerUser {
+        Ok(match Form::deserialize(d)? {
+            Form::Hash(password) => IssuerUser {
+                password: Some(password),
+                labels: BTreeMap::new(),
+            },
+            Form::Full(f) => IssuerUser {
                 password: f.password,
+                labels: f.labels,
             },
         })
     }
 }
 
-/// One ACL rule of the token issuer.
+/// Label name to values; one value may be written without the list.
+fn label_values<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let raw = Option::<BTreeMap<String, Value>>::deserialize(d)?.unwrap_or_default();
+    raw.into_iter()
+        .map(|(k, v)| {
+            let values = match v {
+                Value::Null => Vec::new(),
+                Value::Sequence(items) => items
+                    .into_iter()
+                    .map(lenient::string)
+                    .collect::<Result<_, _>>()
+                    .map_err(de::Error::custom)?,
+                other => vec![lenient::string(other).map_err(de::Error::custom)?],
+            };
+            Ok((k, values))
+        })
+        .collect()
+}
+
+/// One rule of docker_auth's `acl`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct AclRule {
-    /// What the rule applies to; an empty match applies to everyone.
-    #[serde(rename = "match", deserialize_with = "lenient::or_default")]
-    pub matches: AclMatch,
-    /// Actions allowed (`pull`, `push`, `delete`, `*`); empty denies.
-    #[serde(deserialize_with = "lenient::string_list")]
-    pub actions: Vec<String>,
+    /// What the rule applies to (`{}` applies to every request); required.
+    #[serde(rename = "match")]
+    pub matches: Option<AclMatch>,
+    /// Actions allowed: `["*"]` is every requested action, `[]` denies; required.
+    #[serde(deserialize_with = "opt_string_list")]
+    pub actions: Option<Vec<String>>,
     /// Free text.
     #[serde(deserialize_with = "lenient::string")]
     pub comment: String,
+}
+
+/// A list that may be absent (null means absent).
+fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => lenient::string_list(v).map(Some).map_err(de::Error::custom),
+    }
 }
 
 /// An optional string where `""` is a value (null means absent).
@@ -1247,7 +1298,7 @@ fn present_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     }
 }
 
-/// Glob patterns of an ACL rule; an absent field matches anything.
+/// docker_auth's match conditions; an absent field matches anything, `""` only the empty value.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct AclMatch {
@@ -1255,11 +1306,20 @@ pub struct AclMatch {
     #[serde(deserialize_with = "present_string")]
     pub account: Option<String>,
     /// Resource type (`repository`, `registry`).
-    #[serde(rename = "type", deserialize_with = "lenient::opt_string")]
+    #[serde(rename = "type", deserialize_with = "present_string")]
     pub kind: Option<String>,
-    /// Resource name; `${account}` is replaced by the account.
-    #[serde(deserialize_with = "lenient::opt_string")]
+    /// Resource name.
+    #[serde(deserialize_with = "present_string")]
     pub name: Option<String>,
+    /// The service tokens are asked for.
+    #[serde(deserialize_with = "present_string")]
+    pub service: Option<String>,
+    /// Client address or CIDR network.
+    #[serde(deserialize_with = "present_string")]
+    pub ip: Option<String>,
+    /// Label name to a pattern one of the user's values must match.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub labels: BTreeMap<String, String>,
 }
 
 // ---------------------------------------------------------------- http

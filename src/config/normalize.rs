@@ -17,7 +17,23 @@ pub(crate) fn normalize(root: &mut Mapping, warnings: &mut Vec<String>) -> Resul
     rename_deprecated(root, warnings);
     reshape_sections(root, warnings);
     check_storage(root)?;
+    check_tokenissuer(root)?;
     check_auth(root)
+}
+
+/// docker_auth back-ends written inline under `tokenissuer` are refused by name.
+fn check_tokenissuer(root: &Mapping) -> Result<(), ConfigError> {
+    let Some(t) = root.get("tokenissuer").and_then(Value::as_mapping) else {
+        return Ok(());
+    };
+    match t
+        .keys()
+        .filter_map(Value::as_str)
+        .find_map(|k| super::docker_auth::refusal("tokenissuer.", k))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// A scalar as the text Go's YAML decoder would have given a string field.

@@ -312,14 +312,11 @@ impl Config {
                     format!("{:?} must start with /", t.path),
                 ));
             }
-            for (i, rule) in t.acl.iter().enumerate() {
-                for action in &rule.actions {
-                    one_of(
-                        &format!("tokenissuer.acl.{i}.actions"),
-                        action,
-                        &["pull", "push", "delete", "*"],
-                    )?;
-                }
+            if !t.realipheader.is_empty() && http::HeaderName::try_from(&t.realipheader).is_err() {
+                return Err(ConfigError::invalid(
+                    "tokenissuer.realipheader",
+                    format!("{:?} is not a header name", t.realipheader),
+                ));
             }
         }
         let limits = &self.http.limits;

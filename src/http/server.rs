@@ -239,6 +239,10 @@ async fn handle(
             req.headers_mut().insert(http::header::HOST, host);
         }
     }
+    if let Ok(addr) = remote.parse::<SocketAddr>() {
+        req.extensions_mut()
+            .insert(crate::auth::PeerAddr(addr.ip().to_canonical()));
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
