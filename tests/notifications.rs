@@ -454,7 +454,9 @@ fn a_node_killed_right_after_answering_still_gets_its_event_delivered() {
     let events = receiver.wait_events("/hook", 1, DELIVERY_WAIT);
     assert_eq!(text(&events[0], "target.tag"), "killed");
     assert_eq!(text(&events[0], "target.digest"), m.digest);
-    // Steady state: every later event exactly once.
+    // Steady state: every later event exactly once, even with deliveries slow enough that other
+    // nodes look at the queue while one is in flight.
+    receiver.set_mode(Mode::Slow(Duration::from_millis(150)));
     const N: usize = 15;
     for i in 1..=N {
         put_manifest(
@@ -528,10 +530,16 @@ fn a_failed_record_is_counted_and_the_request_still_answered() {
     push_manifest(&reg, "unrecorded/app", "v1", &manifest);
     get_manifest(&reg, "unrecorded/app", "v1", OCI_MANIFEST).assert_status(200);
     let scrape = reg.scrape_until(|s| {
-        s.sum("wharf_notifications_record_failures_total", &[("endpoint", "hook")]) >= 4.0
+        s.sum(
+            "wharf_notifications_record_failures_total",
+            &[("endpoint", "hook")],
+        ) >= 4.0
     });
     assert_eq!(
-        scrape.sum("wharf_notifications_record_failures_total", &[("endpoint", "hook")]),
+        scrape.sum(
+            "wharf_notifications_record_failures_total",
+            &[("endpoint", "hook")]
+        ),
         4.0
     );
     assert!(reg.log().contains("could not be recorded"));

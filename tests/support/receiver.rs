@@ -21,6 +21,8 @@ pub enum Mode {
     Status(u16),
     /// Reads the request, then answers nothing for this long and closes.
     Hang(Duration),
+    /// Accepts (204) after this long: a slow receiver.
+    Slow(Duration),
 }
 
 /// One POST as received.
@@ -212,7 +214,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
         let mode = *shared.mode.lock().unwrap();
         let answered = match mode {
-            Mode::Accept => 204,
+            Mode::Accept | Mode::Slow(_) => 204,
             Mode::Status(s) => s,
             Mode::Hang(_) => 0,
         };
@@ -229,6 +231,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 return;
             }
             _ => {
+                if let Mode::Slow(d) = mode {
+                    thread::sleep(d);
+                }
                 let reply = format!("HTTP/1.1 {answered} X\r\nContent-Length: 2\r\n\r\nok");
                 let reply = if answered == 204 {
                     "HTTP/1.1 204 No Content\r\n\r\n".to_string()
