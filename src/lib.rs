@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod coord;
 pub mod http;
 pub mod notify;
 pub mod ops;
@@ -279,19 +280,44 @@ fn authenticator(
     })
 }
 
-/// Purges stale upload sessions in the background, as every distribution
-/// instance does: after a random delay (so replicas spread out), then every
-/// `interval`. On S3 the pass also aborts multipart uploads older than `age`.
-fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S3Driver>) {
+impl AsRef<Registry> for App {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// Purges stale upload sessions in the background: after a random delay (so replicas spread
+/// out), then every `interval`, on whichever node takes the `purge` lease (distribution runs
+/// it on every replica). On S3 the pass also aborts multipart uploads older than `age`.
+fn start_upload_purging(
+    config: &Config,
+    app: Arc<App>,
+    object_storage: Option<S3Driver>,
+    leases: Arc<dyn coord::LeaseBackend>,
+) {
     let p = config.storage.maintenance.uploadpurging.clone();
     if !p.enabled {
         return;
     }
     let interval = p.interval.max(Duration::from_secs(60));
     let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
+    let lease = coord::Lease::new(leases, "purge", Duration::from_secs(300));
     tokio::spawn(async move {
         tokio::time::sleep(jitter).await;
         loop {
+            let held = match lease.try_acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    tracing::debug!("upload purge: another node holds the purge lease");
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upload purge: cannot take the purge lease");
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+            };
             match app.registry.purge_uploads(p.age, p.dryrun).await {
                 Ok(r) => tracing::info!(
                     examined = r.examined,
@@ -311,6 +337,7 @@ fn start_upload_purging(config: &Config, app: Arc<App>, object_storage: Option<S
                     Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
                 }
             }
+            held.release().await;
             tokio::time::sleep(interval).await;
         }
     });
@@ -323,6 +350,18 @@ pub async fn garbage_collect(
 ) -> Result<registry::gc::GcReport, Box<dyn std::error::Error>> {
     let registry = build_registry(config, Vec::new())?;
     Ok(registry.garbage_collect(options).await?)
+}
+
+/// Runs one online garbage-collection pass against a live cluster, under the cluster's `gc`
+/// lease (`garbage-collect --online`).
+pub async fn garbage_collect_online(
+    config: &Config,
+    options: &registry::gc_online::OnlineOptions,
+) -> Result<registry::gc_online::OnlineReport, Box<dyn std::error::Error>> {
+    let registry = build_registry(config, Vec::new())?;
+    let leases = coord::collector::lease_backend(config, registry.driver().clone())?;
+    let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
+    Ok(coord::collector::run_pass(&registry, &lease, options).await?)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -399,7 +438,20 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         health,
         notifier,
     });
-    start_upload_purging(&config, app.clone(), object_storage);
+    let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
+        .map_err(|e| StartError::Unsupported(vec![e]))?;
+    start_upload_purging(&config, app.clone(), object_storage, leases.clone());
+    if config.gc.enabled {
+        ops::gc_metrics::init();
+        let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
+        tracing::info!(
+            backend = lease.backend_kind(),
+            interval = ?config.gc.interval,
+            graceperiod = ?config.gc.graceperiod,
+            "online garbage collection enabled"
+        );
+        coord::collector::spawn(app.clone(), lease, config.gc.clone());
+    }
     let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
         .await
         .map_err(|source| StartError::Bind {

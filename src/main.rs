@@ -32,6 +32,10 @@ enum Command {
         /// Print less.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Run one pass against a live cluster, under the cluster's lease, with the `gc`
+        /// section's grace period (the flags above override its `dryrun` and `deleteuntagged`).
+        #[arg(long)]
+        online: bool,
         /// Path to config.yml.
         config: Option<PathBuf>,
     },
@@ -88,12 +92,29 @@ fn main() -> ExitCode {
             dry_run,
             delete_untagged,
             quiet,
+            online,
             config,
         } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if online {
+                let mut options = wharf::coord::collector::options(&config.gc);
+                options.dry_run |= dry_run;
+                options.delete_untagged |= delete_untagged;
+                let run = wharf::garbage_collect_online(&config, &options);
+                return match runtime(&config).block_on(run) {
+                    Ok(report) => {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("wharf: garbage-collect --online: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+            }
             let options = wharf::registry::gc::GcOptions {
                 dry_run,
                 delete_untagged,

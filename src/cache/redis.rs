@@ -49,7 +49,7 @@ pub struct RedisCache {
 /// logged (an operator should then flush the cache).
 const MAX_PENDING: usize = 100_000;
 
-fn redis_url(cfg: &RedisConfig) -> Result<String, String> {
+pub(crate) fn redis_url(cfg: &RedisConfig) -> Result<String, String> {
     let addr =
         cfg.addresses().into_iter().next().ok_or_else(|| {
             "redis: no address configured (redis.addr or redis.addrs)".to_string()

@@ -79,6 +79,9 @@ pub struct Config {
     /// Wharf's built-in token issuer (not in distribution).
     #[serde(default)]
     pub tokenissuer: Option<TokenIssuerConfig>,
+    /// Wharf's online garbage collection (not in distribution).
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub gc: GcConfig,
 }
 
 /// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
@@ -2205,4 +2208,43 @@ pub struct RepositoryPolicy {
     /// Allowed repository classes (config media types); empty allows all.
     #[serde(deserialize_with = "lenient::string_list")]
     pub classes: Vec<String>,
+}
+
+// ---------------------------------------------------------------- gc
+
+/// `gc` section (Wharf): online garbage collection, one node of the cluster at a time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Run passes in the background of `serve`.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Time between the starts of two passes (cluster-wide, not per node).
+    #[serde(deserialize_with = "lenient::duration")]
+    pub interval: Duration,
+    /// Nothing written more recently than this is deleted.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub graceperiod: Duration,
+    /// Also delete manifests that no tag reaches.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub deleteuntagged: bool,
+    /// Only log what would be deleted.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub dryrun: bool,
+    /// Time to live of the collector's lease: how long a crashed collector blocks others.
+    #[serde(deserialize_with = "lenient::duration")]
+    pub leasettl: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: false,
+            interval: secs(3600),
+            graceperiod: secs(3600),
+            deleteuntagged: false,
+            dryrun: false,
+            leasettl: secs(60),
+        }
+    }
 }

@@ -148,6 +148,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "health": state.health.failures(),
                     "notifications": crate::notify::status::snapshot(),
                 },
+                "cluster": crate::coord::status::snapshot(),
             });
             respond(
                 StatusCode::OK,

@@ -2,6 +2,7 @@
 //! server and the node's lifecycle.
 
 pub mod debug;
+pub mod gc_metrics;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;

@@ -5,7 +5,7 @@ use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::{layout, ByteStream, StorageError};
+use crate::storage::{layout, ByteStream, FileWriter, StorageDriver, StorageError};
 
 /// Size and identity of a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,9 +160,86 @@ impl Registry {
         Ok(Some(info))
     }
 
-    /// Makes a blob part of `repo`.
+    /// Makes a blob part of `repo`, then checks (against storage) that its data is still
+    /// there: a garbage-collection pass may have removed it since the caller looked, and a
+    /// link to nothing must not be acknowledged (see `gc_guard`).
     pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let pass = self.gc_pass_state().await?;
+        self.link_blob_settled(repo, digest, pass, None).await
+    }
+
+    /// [`Self::link_blob`] for an upload: `pass` was read before the caller found the data
+    /// already stored, and `spare` holds the uploaded bytes it did not publish. Should a
+    /// collection have removed the data meanwhile, the spare copy is published instead of
+    /// failing the upload.
+    pub(crate) async fn link_blob_settled(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        pass: crate::registry::gc_guard::PassState,
+        mut spare: Option<SpareCopy>,
+    ) -> Result<()> {
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
-        self.write_link(&link, digest).await
+        let data = layout::blob_data(digest.algorithm(), digest.hex());
+        self.write_link(&link, digest).await?;
+        let reference = [crate::registry::gc_guard::Reference {
+            digest: digest.clone(),
+            paths: vec![data.clone()],
+        }];
+        let mut pass = pass;
+        // Bounded: a restored copy is younger than any grace period, so a second round
+        // only waits out a sweeper that was already deciding.
+        for _ in 0..3 {
+            if self.settle_references(pass, &reference).await?.is_empty() {
+                if let Some(spare) = spare.take() {
+                    spare.discard().await;
+                }
+                return Ok(());
+            }
+            let Some(copy) = spare.take() else { break };
+            tracing::info!(blob = %digest, "blob collected during its upload; storing the uploaded copy");
+            pass = self.gc_pass_state().await?;
+            copy.publish(self.driver.as_ref(), &data).await?;
+            self.write_link(&link, digest).await?;
+        }
+        if let Some(spare) = spare {
+            spare.discard().await;
+        }
+        let _ = self.driver.delete(link.trim_end_matches("/link")).await;
+        self.uncache_link(repo, digest).await;
+        Err(RegistryError::BlobUnknown(digest.clone()))
+    }
+}
+
+/// Uploaded bytes of a blob that was already stored, kept unpublished until the upload's link
+/// is settled with any garbage-collection pass.
+pub(crate) enum SpareCopy {
+    /// An atomic writer to a spare path outside the blob's directory: published by committing
+    /// it and moving the file into place.
+    Atomic(Box<dyn FileWriter>, String),
+    /// An upload session's data: published by `commit_to` the blob's path.
+    Session(Box<dyn FileWriter>),
+}
+
+impl SpareCopy {
+    async fn publish(self, driver: &dyn StorageDriver, data: &str) -> Result<()> {
+        match self {
+            SpareCopy::Atomic(w, spare) => {
+                w.commit().await?;
+                driver.move_to(&spare, data).await?;
+            }
+            SpareCopy::Session(w) => w.commit_to(data).await?,
+        }
+        Ok(())
+    }
+
+    /// Drops the copy; the stored data stands.
+    pub(crate) async fn discard(self) {
+        let w = match self {
+            SpareCopy::Atomic(w, _) | SpareCopy::Session(w) => w,
+        };
+        if let Err(e) = w.cancel().await {
+            tracing::debug!(error = %e, "could not drop a spare upload copy");
+        }
     }
 }

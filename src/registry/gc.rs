@@ -213,7 +213,7 @@ impl Registry {
     }
 
     /// Every blob in `blobs/<algorithm>/<prefix>/`.
-    async fn all_blobs(&self) -> Result<Vec<Digest>> {
+    pub(crate) async fn all_blobs(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for algorithm in Algorithm::ALL {
             let root = format!("{}/{}", layout::blobs_dir(), algorithm.name());

@@ -157,19 +157,107 @@ impl Registry {
         }
         let parsed = manifest::parse(content_type, &body)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        // Read before anything referenced is looked at: see `gc_guard`.
+        let pass = self.gc_pass_state().await?;
         if !self.options.validation_disabled {
             self.check_references(repo, &parsed).await?;
         }
-        let blob = layout::blob_data(digest.algorithm(), digest.hex());
-        if self.stat_blob_data(&digest).await? != Some(body.len() as u64) {
-            self.driver.put_content(&blob, body.clone()).await?;
-        }
-        let revision = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
-        self.write_link(&revision, &digest).await?;
+        self.store_revision(repo, &digest, &body, &parsed, pass)
+            .await?;
         for tag in tags_of(reference, extra_tags) {
             self.tag_manifest(repo, tag, &digest).await?;
         }
         Ok((digest, parsed))
+    }
+
+    /// Writes the manifest's content and revision link, then settles its references with any
+    /// garbage-collection pass that overlapped since `pass` was read: content or a revision
+    /// link the sweeper removed is written again (the bytes are here); a referenced blob or
+    /// child it removed makes the push fail, revision link removed, as if it had never been
+    /// there. Checked against storage, never a cache, so a node's stale cache cannot let a
+    /// manifest reference a collected blob.
+    async fn store_revision(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        body: &Bytes,
+        parsed: &Manifest,
+        pass: crate::registry::gc_guard::PassState,
+    ) -> Result<()> {
+        use crate::registry::gc_guard::Reference;
+        let blob = layout::blob_data(digest.algorithm(), digest.hex());
+        let revision = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
+        let mut refs = vec![Reference {
+            digest: digest.clone(),
+            paths: vec![blob.clone(), revision.clone()],
+        }];
+        if !self.options.validation_disabled {
+            refs.extend(self.required_references(repo, parsed));
+        }
+        let mut pass = pass;
+        // Bounded: each round only repeats when a sweeper removed this very manifest.
+        for _ in 0..3 {
+            if self.stat_blob_data(digest).await? != Some(body.len() as u64) {
+                self.put_small(&blob, body.clone()).await?;
+            }
+            self.write_link(&revision, digest).await?;
+            let missing = self.settle_references(pass, &refs).await?;
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if let Some(gone) = missing.iter().find(|d| *d != digest) {
+                let _ = self.driver.delete(revision.trim_end_matches("/link")).await;
+                return Err(RegistryError::ManifestBlobUnknown(gone.clone()));
+            }
+            pass = self.gc_pass_state().await?;
+        }
+        Err(RegistryError::Unavailable(format!(
+            "{digest} was collected while it was pushed; retry"
+        )))
+    }
+
+    /// What a manifest needs stored to be served: the blobs `check_references` required, and
+    /// the index children it required, each by its files.
+    fn required_references(
+        &self,
+        repo: &RepositoryName,
+        m: &Manifest,
+    ) -> Vec<crate::registry::gc_guard::Reference> {
+        use crate::registry::gc_guard::Reference;
+        let mut refs = Vec::new();
+        for d in m.config.iter().chain(&m.layers) {
+            let required = match url_rule(&m.media_type, &d.media_type) {
+                UrlRule::Ignored => true,
+                UrlRule::Foreign => false,
+                UrlRule::Checked { distributable } => distributable || d.urls.is_empty(),
+            };
+            if required {
+                refs.push(Reference {
+                    digest: d.digest.clone(),
+                    paths: vec![layout::blob_data(d.digest.algorithm(), d.digest.hex())],
+                });
+            }
+        }
+        for child in &m.manifests {
+            let required = match &self.options.index_children {
+                IndexChildren::All => true,
+                IndexChildren::None => false,
+                IndexChildren::Platforms(list) => {
+                    child.platform.as_ref().is_some_and(|p| list.contains(p))
+                }
+            };
+            if required {
+                let (alg, hex) = (child.digest.algorithm(), child.digest.hex());
+                refs.push(Reference {
+                    digest: child.digest.clone(),
+                    paths: vec![
+                        layout::blob_data(alg, hex),
+                        layout::revision_link(repo.as_str(), alg, hex),
+                    ],
+                });
+            }
+        }
+        refs
     }
 
     /// Points `tag` at `digest`, recording it in the tag's history first.

@@ -3,6 +3,8 @@
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod gc_guard;
+pub mod gc_online;
 pub mod hashstate;
 pub mod manifest;
 pub mod purge;
@@ -163,10 +165,19 @@ impl Registry {
     }
 
     async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
-        self.driver
-            .put_content(path, Bytes::from(digest.to_string()))
-            .await?;
-        Ok(())
+        self.put_small(path, Bytes::from(digest.to_string())).await
+    }
+
+    /// Writes a small file, again if a concurrent delete of its directory (garbage collection
+    /// removing a link) took the directory away mid-write; bounded.
+    async fn put_small(&self, path: &str, content: Bytes) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.driver.put_content(path, content.clone()).await {
+                Err(e) if e.is_not_found() && attempt < 3 => attempt += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// The digests named by the entries of `dir(algorithm)` (`.../<algorithm>/<hex>`), for

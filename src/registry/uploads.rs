@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::registry::blobs::BlobInfo;
+use crate::registry::blobs::{BlobInfo, SpareCopy};
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::hashstate::HashState;
@@ -279,6 +279,8 @@ impl Registry {
         let state = self.resume(repo, uuid, token).await?;
         let digest: Digest = digest.parse()?;
         let expected = last_chunk.expected_len()?;
+        // Read before the blob's data is looked at: see `gc_guard`.
+        let pass = self.gc_pass_state().await?;
         if state.offset == 0 && expected != Some(0) {
             // The whole blob comes with the PUT, and the session must hold nothing yet: a
             // body meant to start at 0 on a session that moved on is out of order.
@@ -286,8 +288,8 @@ impl Registry {
                 return Err(self.out_of_order(state).await);
             }
             // Written straight to its place, verified from the body itself.
-            let blob = match self.store_verified(&digest, last_chunk).await {
-                Ok(blob) => blob,
+            let (blob, spare) = match self.store_verified(&digest, last_chunk).await {
+                Ok(stored) => stored,
                 Err(e) => {
                     self.discard_upload(repo, uuid).await;
                     return Err(e);
@@ -296,7 +298,7 @@ impl Registry {
             // Independent: each waits for its own fsync, so they overlap.
             let ((), linked) = tokio::join!(
                 self.discard_upload(repo, uuid),
-                self.link_blob(repo, &digest)
+                self.link_blob_settled(repo, &digest, pass, spare)
             );
             linked?;
             return Ok(blob);
@@ -332,9 +334,11 @@ impl Registry {
                 "digest {digest} does not match the uploaded content ({actual})"
             )));
         }
+        let mut spare = None;
         let published = if self.stat_blob_data(&digest).await?.is_some() {
-            // Content-addressed: the stored copy is the same bytes.
-            cancel(writer).await;
+            // Content-addressed: the stored copy is the same bytes. The session's stay until
+            // the link is settled with any collection (which may remove the stored copy).
+            spare = Some(SpareCopy::Session(writer));
             Ok(())
         } else {
             writer
@@ -351,10 +355,18 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         }
-        let (linked, ()) = tokio::join!(
-            self.link_blob(repo, &digest),
-            self.discard_upload(repo, uuid)
-        );
+        let linked = if spare.is_some() {
+            // The spare copy lives in the session: link first, then discard the session.
+            let linked = self.link_blob_settled(repo, &digest, pass, spare).await;
+            self.discard_upload(repo, uuid).await;
+            linked
+        } else {
+            let (linked, ()) = tokio::join!(
+                self.link_blob_settled(repo, &digest, pass, None),
+                self.discard_upload(repo, uuid)
+            );
+            linked
+        };
         linked?;
         Ok(BlobInfo {
             digest,
@@ -474,27 +486,31 @@ impl Registry {
     ) -> Result<BlobInfo> {
         self.check_writable()?;
         let digest: Digest = digest.parse()?;
-        let blob = self.store_verified(&digest, body).await?;
-        self.link_blob(repo, &digest).await?;
+        let pass = self.gc_pass_state().await?;
+        let (blob, spare) = self.store_verified(&digest, body).await?;
+        self.link_blob_settled(repo, &digest, pass, spare).await?;
         Ok(blob)
     }
 
-    /// Streams a whole blob into `blobs/` under `digest`, verifying it first.
-    async fn store_verified(&self, digest: &Digest, mut body: UploadRequest) -> Result<BlobInfo> {
+    /// Streams a whole blob into `blobs/` under `digest`, verifying it first. When the blob is
+    /// already stored, the verified bytes come back unpublished, as a spare copy in case a
+    /// collection removes the stored one before the upload's link is settled.
+    async fn store_verified(
+        &self,
+        digest: &Digest,
+        mut body: UploadRequest,
+    ) -> Result<(BlobInfo, Option<SpareCopy>)> {
         let expected = body.expected_len()?;
         let mut hasher = HashState::new(digest.kind());
-        // Content-addressed: if the blob is already stored, only the hash matters.
         let exists = self.stat_blob_data(digest).await?.is_some();
-        let mut writer = if exists {
-            None
+        // A spare copy is kept outside the blob's directory, which a collection may remove.
+        let target = if exists {
+            crate::registry::gc_guard::spare_path()
         } else {
-            Some(
-                self.driver
-                    .atomic_writer(&layout::blob_data(digest.algorithm(), digest.hex()))
-                    .await?,
-            )
+            layout::blob_data(digest.algorithm(), digest.hex())
         };
-        let pumped = pump(&mut body, expected, &mut hasher, writer.as_mut()).await;
+        let mut writer = self.driver.atomic_writer(&target).await?;
+        let pumped = pump(&mut body, expected, &mut hasher, Some(&mut writer)).await;
         let verified = pumped.and_then(|()| {
             let actual = hasher.digest();
             if &actual == digest {
@@ -505,20 +521,24 @@ impl Registry {
                 )))
             }
         });
-        match (verified, writer) {
-            (Ok(()), Some(w)) => w.commit().await?,
-            (Ok(()), None) => {}
-            (Err(e), w) => {
-                if let Some(w) = w {
-                    cancel(w).await;
-                }
+        let spare = match verified {
+            Ok(()) if exists => Some(SpareCopy::Atomic(writer, target)),
+            Ok(()) => {
+                writer.commit().await?;
+                None
+            }
+            Err(e) => {
+                cancel(writer).await;
                 return Err(e);
             }
-        }
-        Ok(BlobInfo {
-            digest: digest.clone(),
-            size: hasher.len(),
-        })
+        };
+        Ok((
+            BlobInfo {
+                digest: digest.clone(),
+                size: hasher.len(),
+            },
+            spare,
+        ))
     }
 
     /// Drops a session (DELETE).

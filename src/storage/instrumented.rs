@@ -91,6 +91,19 @@ impl StorageDriver for InstrumentedDriver {
         .await
     }
 
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        self.timed(
+            "PutContentIfAbsent",
+            path,
+            self.inner.put_content_if_absent(path, content),
+        )
+        .await
+    }
+
     async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {
         let first = paths.first().map(String::as_str).unwrap_or("/");
         self.timed("Sync", first, self.inner.sync(paths)).await

@@ -118,6 +118,11 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn sync(&self, _paths: &[String]) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Creates a file only if nothing is stored at `path`, atomically: of writers racing
+    /// for one path exactly one gets `true`, the others `false` and the winner's
+    /// content stays. Durable when it returns. The primitive of cluster leases.
+    async fn put_content_if_absent(&self, path: &str, content: Bytes)
+        -> Result<bool, StorageError>;
     /// Streams `len` bytes (to the end when `None`) from `offset`.
     async fn reader(
         &self,

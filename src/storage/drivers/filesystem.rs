@@ -304,6 +304,30 @@ fn replace_file(path: &Path, content: &[u8], durable: bool) -> std::io::Result<(
     result
 }
 
+/// Publishes `content` at `path` unless something is there: written and fsynced under a
+/// temporary name, then hard-linked into place (`link` fails when the name exists, also on
+/// NFS), so the file appears whole or not at all and only one racing creator wins.
+fn create_file_if_absent(path: &Path, content: &[u8]) -> std::io::Result<bool> {
+    let dir = path.parent().expect("driver paths have a parent");
+    let new_dirs = create_dirs(dir)?;
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        sync_dirs(&new_dirs)?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        sync_dir(dir)?;
+        Ok(true)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
 /// Removes a file or a directory tree; with `durable`, the removal is fsynced.
 fn remove(path: &Path, durable: bool) -> std::io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
@@ -356,6 +380,19 @@ impl StorageDriver for FilesystemDriver {
 
     async fn put_content_lazy(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
         self.put(path, content, false).await
+    }
+
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            create_file_if_absent(&full, &content).map_err(|e| StorageError::io("put", &p, e))
+        })
+        .await
     }
 
     async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {

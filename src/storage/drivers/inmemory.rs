@@ -75,6 +75,24 @@ impl StorageDriver for InMemoryDriver {
         Ok(())
     }
 
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        let path = check(path)?;
+        let mut files = self.lock();
+        if files.contains_key(&path) {
+            return Ok(false);
+        }
+        let entry = Entry {
+            data: Arc::new(content.to_vec()),
+            modified: SystemTime::now(),
+        };
+        files.insert(path, entry);
+        Ok(true)
+    }
+
     async fn reader(
         &self,
         path: &str,

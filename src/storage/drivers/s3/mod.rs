@@ -127,6 +127,23 @@ impl StorageDriver for S3Driver {
             .await
     }
 
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        let key = self.s3.key(path)?;
+        match self
+            .s3
+            .put(&key, path, content, None, PutCondition::Absent)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StorageError::Busy(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn reader(
         &self,
         path: &str,

@@ -1,0 +1,11 @@
+//! Cluster coordination: who does cluster-wide work (garbage collection, upload purging), and
+//! what every node must know about it. Built on leases that expire, held in Redis when one is
+//! configured, else in the shared storage, so a cluster needs nothing more than its storage.
+
+pub mod collector;
+pub mod lease;
+pub mod redis_lease;
+pub mod status;
+pub mod storage_lease;
+
+pub use lease::{HeldLease, Lease, LeaseBackend, LeaseError, LeaseRecord};

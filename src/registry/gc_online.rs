@@ -1,0 +1,514 @@
+//! Online garbage collection: mark and sweep while the registry serves, on one node of the
+//! cluster at a time (the caller holds a lease; [`PassFence`] says whether it still does).
+//! The sweeper's half of the protocol in the README's GC section; writers' half is `gc_guard`.
+//!
+//! A pass: write the pass marker (running, next generation); mark every blob referenced by a
+//! kept manifest of every repository (all revisions, or with `deleteuntagged` the tagged ones,
+//! grown by children of kept indexes and referrers of kept subjects); then for each unmarked
+//! blob: skip it if its data or any of its links is younger than the grace period; else write
+//! an intent, read `touched` (a writer referenced it during this pass: keep), re-check ages,
+//! clear it from the blob-descriptor cache, delete its links and data, remove the intent.
+//! Untagged manifests go through the same intent and re-check (plus their tags re-read) before
+//! their revision link is deleted. Finally the marker says the pass is over.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::registry::digest::Digest;
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::gc_guard::{
+    intent_path, pass_path, touched_dir, touched_path, Intent, PassState,
+};
+use crate::registry::manifest::{self, Manifest};
+use crate::registry::reference::RepositoryName;
+use crate::registry::Registry;
+use crate::storage::layout;
+
+/// Storage requests a pass keeps in flight.
+const CONCURRENCY: usize = 16;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `gc` settings of one pass.
+#[derive(Debug, Clone)]
+pub struct OnlineOptions {
+    /// Nothing younger than this is deleted.
+    pub grace: Duration,
+    /// Also delete manifests no tag reaches (and that nothing kept reaches).
+    pub delete_untagged: bool,
+    /// Report, delete nothing.
+    pub dry_run: bool,
+}
+
+/// Whether the pass may still act: the caller's hold on the cluster-wide lease.
+pub trait PassFence: Send + Sync {
+    /// False once another node may have taken over; the pass then stops.
+    fn is_held(&self) -> bool;
+    /// Wall-clock time (ms since the Unix epoch) until which the hold is guaranteed to others.
+    fn expires_ms(&self) -> u64;
+}
+
+/// What a pass did (or, dry, would do).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct OnlineReport {
+    /// The pass's generation.
+    pub generation: u64,
+    /// Repositories walked.
+    pub repositories: usize,
+    /// Blobs referenced by kept manifests.
+    pub marked: usize,
+    /// Blobs deleted.
+    pub blobs_deleted: usize,
+    /// Bytes of blob data deleted.
+    pub bytes_deleted: u64,
+    /// Untagged manifests deleted (revision links).
+    pub manifests_deleted: usize,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub kept_young: usize,
+    /// Candidates kept because a writer referenced them during the pass.
+    pub kept_touched: usize,
+    /// True for a dry run.
+    pub dry_run: bool,
+}
+
+/// What became of one candidate.
+enum Outcome {
+    Deleted(u64),
+    Young,
+    Touched,
+    Gone,
+}
+
+/// One repository's contribution to the mark.
+#[derive(Default)]
+struct RepoMark {
+    marked: HashSet<Digest>,
+    layer_links: Vec<Digest>,
+    manifests_deleted: usize,
+}
+
+impl Registry {
+    /// Runs one online pass. Stops with an error, marker left running (the next pass starts a
+    /// new generation), when the fence is lost.
+    pub async fn collect_online(
+        &self,
+        opts: &OnlineOptions,
+        fence: &dyn PassFence,
+    ) -> Result<OnlineReport> {
+        let previous = self.gc_pass_state().await?;
+        let pass = PassState {
+            generation: previous.generation + 1,
+            running: true,
+            started_ms: now_ms(),
+        };
+        self.write_pass(&pass).await?;
+        let mut report = OnlineReport {
+            generation: pass.generation,
+            dry_run: opts.dry_run,
+            ..OnlineReport::default()
+        };
+        let repos: Vec<RepositoryName> = self
+            .stored_repositories()
+            .await?
+            .iter()
+            .filter_map(|n| RepositoryName::from_storage(n))
+            .collect();
+        report.repositories = repos.len();
+        // Futures collected before streaming them: a stream over a borrowing closure is not
+        // `Send` for every lifetime, which spawned passes need.
+        let marks: Vec<_> = repos
+            .iter()
+            .map(|repo| self.mark_online(repo, opts, pass.generation, fence))
+            .collect();
+        let marks = futures_util::stream::iter(marks)
+            .buffered(CONCURRENCY / 4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut marked: HashSet<Digest> = HashSet::new();
+        let mut holders: HashMap<Digest, Vec<String>> = HashMap::new();
+        for (repo, m) in repos.iter().zip(marks) {
+            let m = m?;
+            marked.extend(m.marked);
+            report.manifests_deleted += m.manifests_deleted;
+            for d in m.layer_links {
+                holders.entry(d).or_default().push(repo.to_string());
+            }
+        }
+        report.marked = marked.len();
+        let candidates: Vec<Digest> = self
+            .all_blobs()
+            .await?
+            .into_iter()
+            .filter(|d| !marked.contains(d))
+            .collect();
+        let no_holders = Vec::new();
+        let sweeps: Vec<_> = candidates
+            .iter()
+            .map(|d| {
+                let repos = holders.get(d).unwrap_or(&no_holders);
+                self.sweep_candidate(d, repos, &pass, opts, fence)
+            })
+            .collect();
+        let outcomes = futures_util::stream::iter(sweeps)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Deleted(size) => {
+                    report.blobs_deleted += 1;
+                    report.bytes_deleted += size;
+                }
+                Outcome::Young => report.kept_young += 1,
+                Outcome::Touched => report.kept_touched += 1,
+                Outcome::Gone => {}
+            }
+        }
+        self.write_pass(&PassState {
+            running: false,
+            ..pass
+        })
+        .await?;
+        if let Err(e) = self.driver.delete(&touched_dir()).await {
+            if !e.is_not_found() {
+                tracing::warn!(error = %e, "could not clear the collector's touched marks");
+            }
+        }
+        Ok(report)
+    }
+
+    async fn write_pass(&self, pass: &PassState) -> Result<()> {
+        let body = serde_json::to_vec(pass).expect("pass state serializes");
+        self.driver
+            .put_content(&pass_path(), Bytes::from(body))
+            .await?;
+        Ok(())
+    }
+
+    /// Marks what `repo` keeps, deleting its collectable untagged manifests on the way.
+    async fn mark_online(
+        &self,
+        repo: &RepositoryName,
+        opts: &OnlineOptions,
+        generation: u64,
+        fence: &dyn PassFence,
+    ) -> Result<RepoMark> {
+        let name = repo.as_str();
+        let revisions: BTreeSet<Digest> = self
+            .digests_in(|alg| layout::revisions_dir(name, alg))
+            .await?
+            .into_iter()
+            .collect();
+        let reads: Vec<_> = revisions.iter().map(|d| self.read_revision(d)).collect();
+        let parsed: HashMap<Digest, Option<Manifest>> = futures_util::stream::iter(reads)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let mut mark = RepoMark::default();
+        let mut kept: HashSet<Digest> = if opts.delete_untagged {
+            self.tagged(repo).await?
+        } else {
+            revisions.iter().cloned().collect()
+        };
+        // Unparseable revisions are kept: what is not understood is not deleted.
+        kept.extend(
+            parsed
+                .iter()
+                .filter(|(_, m)| m.is_none())
+                .map(|(d, _)| d.clone()),
+        );
+        grow_kept(&mut kept, &parsed);
+        if opts.delete_untagged {
+            // Young revisions first, so nothing they reach is deleted before they are seen.
+            loop {
+                let before = kept.len();
+                let unkept: Vec<&Digest> =
+                    revisions.iter().filter(|d| !kept.contains(*d)).collect();
+                for d in unkept {
+                    if self.revision_is_young(repo, d, opts.grace).await? {
+                        kept.insert(d.clone());
+                    }
+                }
+                grow_kept(&mut kept, &parsed);
+                if kept.len() == before {
+                    break;
+                }
+            }
+            // Parents (indexes, referrers) before what they reach.
+            let mut candidates: Vec<&Digest> =
+                revisions.iter().filter(|d| !kept.contains(*d)).collect();
+            candidates.sort_by_key(|d| {
+                parsed
+                    .get(*d)
+                    .and_then(|m| m.as_ref())
+                    .is_none_or(|m| m.manifests.is_empty() && m.subject.is_none())
+            });
+            for d in candidates {
+                if kept.contains(d) {
+                    continue;
+                }
+                let deleted = opts.dry_run
+                    || self
+                        .delete_untagged_revision(repo, d, opts.grace, generation, fence)
+                        .await?;
+                if deleted {
+                    mark.manifests_deleted += 1;
+                    tracing::info!(repository = %repo, manifest = %d, dry_run = opts.dry_run, "untagged manifest collected");
+                } else {
+                    kept.insert(d.clone());
+                    grow_kept(&mut kept, &parsed);
+                }
+            }
+        }
+        for d in &kept {
+            mark.marked.insert(d.clone());
+            if let Some(Some(m)) = parsed.get(d) {
+                mark.marked.extend(
+                    m.config
+                        .iter()
+                        .chain(&m.layers)
+                        .chain(&m.manifests)
+                        .map(|b| b.digest.clone()),
+                );
+            }
+        }
+        let layers = layout::layers_dir(name);
+        mark.layer_links = self.digests_in(|alg| format!("{layers}/{alg}")).await?;
+        Ok(mark)
+    }
+
+    /// A revision's parsed content; `None` when it cannot be parsed or is gone (then it
+    /// references nothing).
+    async fn read_revision(&self, d: &Digest) -> Result<(Digest, Option<Manifest>)> {
+        match self.read_manifest(d).await {
+            Ok(m) => Ok((d.clone(), manifest::parse_stored(&m.body).ok())),
+            Err(RegistryError::ManifestUnknown(_)) => Ok((d.clone(), None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The digests `repo`'s tags point at now.
+    async fn tagged(&self, repo: &RepositoryName) -> Result<HashSet<Digest>> {
+        let mut tagged = HashSet::new();
+        for tag in self.list_or_empty(&layout::tags_dir(repo.as_str())).await? {
+            if let Some(d) = self
+                .read_link(&layout::tag_current_link(repo.as_str(), &tag))
+                .await?
+            {
+                tagged.insert(d);
+            }
+        }
+        Ok(tagged)
+    }
+
+    async fn revision_is_young(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        grace: Duration,
+    ) -> Result<bool> {
+        let link = layout::revision_link(repo.as_str(), d.algorithm(), d.hex());
+        self.is_young(&link, grace).await
+    }
+
+    /// True when `path` was written within `grace` (or its age is unknown); false when absent.
+    async fn is_young(&self, path: &str, grace: Duration) -> Result<bool> {
+        match self.driver.stat(path).await {
+            Ok(info) => Ok(info
+                .modified
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_none_or(|age| age < grace)),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an untagged revision link unless a writer reached it during this pass.
+    async fn delete_untagged_revision(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        grace: Duration,
+        generation: u64,
+        fence: &dyn PassFence,
+    ) -> Result<bool> {
+        let intent = self.write_intent(d, fence).await?;
+        let decided = async {
+            if self.touched_in(d, generation).await?
+                || self.revision_is_young(repo, d, grace).await?
+                || self.tagged(repo).await?.contains(d)
+            {
+                return Ok(false);
+            }
+            check_fence(fence, &intent)?;
+            let link = layout::revision_link(repo.as_str(), d.algorithm(), d.hex());
+            match self.driver.delete(link.trim_end_matches("/link")).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await;
+        self.remove_intent(d).await;
+        decided
+    }
+
+    /// Deletes one unmarked blob unless it is young or a writer reached it during this pass.
+    async fn sweep_candidate(
+        &self,
+        d: &Digest,
+        holders: &[String],
+        pass: &PassState,
+        opts: &OnlineOptions,
+        fence: &dyn PassFence,
+    ) -> Result<Outcome> {
+        let data = layout::blob_data(d.algorithm(), d.hex());
+        let size = match self.driver.stat(&data).await {
+            Ok(info) => info.size,
+            Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
+            Err(e) => return Err(e.into()),
+        };
+        if self.is_young(&data, opts.grace).await? {
+            return Ok(Outcome::Young);
+        }
+        if opts.dry_run {
+            return Ok(if self.links_young(d, holders, opts.grace).await? {
+                Outcome::Young
+            } else {
+                tracing::info!(blob = %d, dry_run = true, "blob eligible for deletion");
+                Outcome::Deleted(size)
+            });
+        }
+        let intent = self.write_intent(d, fence).await?;
+        let decided = async {
+            if self.touched_in(d, pass.generation).await? {
+                return Ok(Outcome::Touched);
+            }
+            if self.is_young(&data, opts.grace).await?
+                || self.links_young(d, holders, opts.grace).await?
+            {
+                return Ok(Outcome::Young);
+            }
+            check_fence(fence, &intent)?;
+            // A cache that still listed the blob would let a manifest reference data that is
+            // gone: clear it first, or stop.
+            if let Some(cache) = &self.cache {
+                cache.clear(d, holders).await.map_err(|e| {
+                    RegistryError::Unavailable(format!(
+                        "cannot clear {d} from the blob-descriptor cache ({e}); pass stopped"
+                    ))
+                })?;
+            }
+            for repo in holders {
+                let link = layout::layer_link(repo, d.algorithm(), d.hex());
+                if let Err(e) = self.driver.delete(link.trim_end_matches("/link")).await {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+            check_fence(fence, &intent)?;
+            match self
+                .driver
+                .delete(&layout::blob_dir(d.algorithm(), d.hex()))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
+                Err(e) => return Err(e.into()),
+            }
+            tracing::debug!(blob = %d, size, "blob collected");
+            Ok(Outcome::Deleted(size))
+        }
+        .await;
+        self.remove_intent(d).await;
+        decided
+    }
+
+    /// True when a link to `d` in any of `holders` is younger than `grace`.
+    async fn links_young(&self, d: &Digest, holders: &[String], grace: Duration) -> Result<bool> {
+        for repo in holders {
+            if self
+                .is_young(&layout::layer_link(repo, d.algorithm(), d.hex()), grace)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn write_intent(&self, d: &Digest, fence: &dyn PassFence) -> Result<Intent> {
+        if !fence.is_held() {
+            return Err(lost());
+        }
+        let intent = Intent {
+            expires_ms: fence.expires_ms(),
+        };
+        let body = serde_json::to_vec(&intent).expect("intent serializes");
+        self.driver
+            .put_content(&intent_path(d), Bytes::from(body))
+            .await?;
+        Ok(intent)
+    }
+
+    /// Best effort: an intent left behind expires with the lease it was written under.
+    async fn remove_intent(&self, d: &Digest) {
+        if let Err(e) = self.driver.delete(&intent_path(d)).await {
+            if !e.is_not_found() {
+                tracing::warn!(digest = %d, error = %e, "could not remove a collector intent; it expires");
+            }
+        }
+    }
+
+    async fn touched_in(&self, d: &Digest, generation: u64) -> Result<bool> {
+        match self.driver.get_content(&touched_path(d)).await {
+            Ok(body) => Ok(String::from_utf8_lossy(&body).trim() == generation.to_string()),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Stops the pass unless the lease is still held and the intent still binds writers for a
+/// while (writers ignore intents past their expiry).
+fn check_fence(fence: &dyn PassFence, intent: &Intent) -> Result<()> {
+    if fence.is_held() && now_ms() + 1000 < intent.expires_ms {
+        Ok(())
+    } else {
+        Err(lost())
+    }
+}
+
+fn lost() -> RegistryError {
+    RegistryError::Unavailable("garbage collection lease lost; pass stopped".into())
+}
+
+/// Grows `kept` to a fixpoint: children of kept indexes, referrers of kept subjects.
+fn grow_kept(kept: &mut HashSet<Digest>, parsed: &HashMap<Digest, Option<Manifest>>) {
+    loop {
+        let before = kept.len();
+        for (d, m) in parsed {
+            let Some(m) = m else { continue };
+            if kept.contains(d) {
+                kept.extend(m.manifests.iter().map(|c| c.digest.clone()));
+            } else if m.subject.as_ref().is_some_and(|s| kept.contains(&s.digest)) {
+                kept.insert(d.clone());
+            }
+        }
+        if kept.len() == before {
+            break;
+        }
+    }
+}

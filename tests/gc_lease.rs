@@ -1,0 +1,234 @@
+//! The cluster lease, through the library, against each place it can live: two "nodes" (two
+//! backend instances over one storage folder, one in-memory store, one moto bucket, one real
+//! redis-server) contend for it. One holder at a time; a holder that keeps renewing keeps it
+//! past its time to live; a holder that dies without releasing is taken over once its lease
+//! expires; a release frees it at once; of many simultaneous contenders exactly one wins.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::s3::{self, ACCESS_KEY, REGION, SECRET_KEY};
+use wharf::coord::redis_lease::RedisLeases;
+use wharf::coord::storage_lease::StorageLeases;
+use wharf::coord::{Lease, LeaseBackend};
+use wharf::storage::drivers::filesystem::FilesystemDriver;
+use wharf::storage::drivers::inmemory::InMemoryDriver;
+use wharf::storage::drivers::s3::{S3Driver, S3Settings};
+use wharf::storage::StorageDriver;
+
+const TTL: Duration = Duration::from_secs(3);
+
+/// Bound on waiting for a takeover: the time to live, plus generous slack for a loaded machine.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(30);
+
+async fn contend(
+    a: Arc<dyn LeaseBackend>,
+    b: Arc<dyn LeaseBackend>,
+    others: Vec<Arc<dyn LeaseBackend>>,
+) {
+    let name = format!("test-{}", rand_suffix());
+    let node_a = Lease::new(a.clone(), &name, TTL);
+    let node_b = Lease::new(b.clone(), &name, TTL);
+
+    let held = node_a
+        .try_acquire()
+        .await
+        .expect("acquire")
+        .expect("a free lease is taken");
+    assert!(held.is_held());
+    assert!(
+        node_b.try_acquire().await.expect("acquire").is_none(),
+        "a second holder"
+    );
+    let seen = node_b
+        .holder()
+        .await
+        .expect("holder")
+        .expect("a holder is visible");
+    assert!(!seen.holder.is_empty());
+
+    // Renewals keep it past its time to live.
+    tokio::time::sleep(TTL + TTL / 2).await;
+    assert!(held.is_held(), "the holder lost a lease it kept renewing");
+    assert!(
+        node_b.try_acquire().await.expect("acquire").is_none(),
+        "taken over while renewed"
+    );
+
+    // The holder dies without releasing: the other node takes over after expiry.
+    drop(held);
+    let started = Instant::now();
+    let taken = loop {
+        if let Some(h) = node_b.try_acquire().await.expect("acquire") {
+            break h;
+        }
+        assert!(
+            started.elapsed() < TAKEOVER_LIMIT,
+            "no takeover after expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(taken.is_held());
+    assert!(node_a.try_acquire().await.expect("acquire").is_none());
+
+    // A release frees it at once.
+    taken.release().await;
+    let again = node_a
+        .try_acquire()
+        .await
+        .expect("acquire")
+        .expect("a released lease is free");
+    again.release().await;
+
+    // Many contenders at once: exactly one wins.
+    let race_name = format!("race-{}", rand_suffix());
+    let mut backends = vec![a, b];
+    backends.extend(others);
+    let race_name = race_name.as_str();
+    let attempts: Vec<_> = backends
+        .iter()
+        .flat_map(|backend| (0..4).map(move |_| Lease::new(backend.clone(), race_name, TTL)))
+        .map(|lease| tokio::spawn(async move { lease.try_acquire().await.expect("acquire") }))
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        if let Some(h) = attempt.await.expect("join") {
+            winners.push(h);
+        }
+    }
+    assert_eq!(winners.len(), 1, "contenders that all won the same lease");
+    for w in winners {
+        w.release().await;
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    t ^ std::process::id()
+}
+
+fn storage(driver: Arc<dyn StorageDriver>) -> Arc<dyn LeaseBackend> {
+    Arc::new(StorageLeases::new(driver))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_on_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = || storage(Arc::new(FilesystemDriver::new(dir.path())));
+    contend(node(), node(), vec![node()]).await;
+    // Nothing but numbered records is left behind, and old epochs are pruned.
+    let leases = dir.path().join("wharf/leases");
+    for entry in std::fs::read_dir(&leases).unwrap() {
+        let records: Vec<_> = std::fs::read_dir(entry.unwrap().path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(records.len() <= 3, "epochs not pruned: {records:?}");
+        assert!(
+            records
+                .iter()
+                .all(|r| r.len() == 20 && r.parse::<u64>().is_ok()),
+            "{records:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_in_memory() {
+    let shared: Arc<dyn StorageDriver> = Arc::new(InMemoryDriver::new());
+    contend(
+        storage(shared.clone()),
+        storage(shared.clone()),
+        vec![storage(shared)],
+    )
+    .await;
+}
+
+fn s3_settings(bucket: &str) -> S3Settings {
+    S3Settings {
+        driver_name: "s3",
+        bucket: bucket.to_string(),
+        region: REGION.to_string(),
+        endpoint: Some(s3::shared().endpoint()),
+        redirect_endpoint: None,
+        force_path_style: true,
+        credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into(), None)),
+        root: "wharf-root".into(),
+        chunk_size: 5 << 20,
+        copy_chunk_size: 5 << 20,
+        copy_max_concurrency: 4,
+        copy_threshold: 6 << 20,
+        encrypt: false,
+        key_id: None,
+        storage_class: "STANDARD".into(),
+        object_acl: Some("private".into()),
+        skip_verify: false,
+        user_agent: Some("wharf tests".into()),
+        dual_stack: false,
+        accelerate: false,
+        fips: false,
+        log_calls: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_on_s3() {
+    let bucket = tokio::task::spawn_blocking(|| s3::shared().create_bucket())
+        .await
+        .unwrap();
+    let node = || {
+        storage(Arc::new(
+            S3Driver::new(&s3_settings(&bucket)).expect("driver"),
+        ))
+    };
+    contend(node(), node(), vec![node()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_in_redis() {
+    let server = tokio::task::spawn_blocking(support::RedisServer::start)
+        .await
+        .unwrap();
+    let cfg = wharf::config::RedisConfig {
+        addr: Some(server.addr()),
+        ..Default::default()
+    };
+    let node =
+        || -> Arc<dyn LeaseBackend> { Arc::new(RedisLeases::new(&cfg).expect("redis leases")) };
+    contend(node(), node(), vec![node()]).await;
+    // The key carries Redis's own expiry.
+    let keys = server.keys("wharf::lease::*");
+    assert!(
+        keys.iter().all(|k| k.starts_with("wharf::lease::")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_create_on_every_local_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let drivers: Vec<Arc<dyn StorageDriver>> = vec![
+        Arc::new(FilesystemDriver::new(dir.path())),
+        Arc::new(InMemoryDriver::new()),
+    ];
+    for d in drivers {
+        assert!(d.put_content_if_absent("/x/y", "one".into()).await.unwrap());
+        assert!(!d.put_content_if_absent("/x/y", "two".into()).await.unwrap());
+        assert_eq!(&d.get_content("/x/y").await.unwrap()[..], b"one");
+        assert_eq!(
+            d.list("/x").await.unwrap(),
+            vec!["y".to_string()],
+            "{}",
+            d.name()
+        );
+    }
+}
