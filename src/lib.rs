@@ -436,10 +436,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         auth,
         issuer,
         health,
-        notifier,
+        notifier: notifier.clone(),
     });
     let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
         .map_err(|e| StartError::Unsupported(vec![e]))?;
+    if let Some(notifier) = notifier {
+        notify::delivery::start(notifier, leases.clone());
+    }
     start_upload_purging(&config, app.clone(), object_storage, leases.clone());
     if config.gc.enabled {
         ops::gc_metrics::init();

@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(remote_addr(&h, "10.0.0.9:4000".into()), "10.0.0.9:4000");
         h.insert("x-real-ip", "192.0.2.7".parse().unwrap());
         assert_eq!(remote_addr(&h, "p".into()), "192.0.2.7");
-        h.insert("x-forwarded-for", " 198.51.100.1 , 10.0.0.1".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            " 198.51.100.1 , 10.0.0.1".parse().unwrap(),
+        );
         assert_eq!(remote_addr(&h, "p".into()), "198.51.100.1");
         h.insert("x-forwarded-for", "not-an-ip".parse().unwrap());
         assert_eq!(remote_addr(&h, "p".into()), "192.0.2.7");

@@ -6,7 +6,7 @@
 //! delivers them in recorded order and deletes each once the receiver accepted it
 //! ([`delivery`]). Nothing here knows about HTTP requests: the API layer builds the events.
 
-// pub mod delivery;
+pub mod delivery;
 pub mod event;
 pub mod metrics;
 pub mod queue;
