@@ -523,7 +523,8 @@ fn a_failed_record_is_counted_and_the_request_still_answered() {
     let receiver = Receiver::start();
     let reg = wharf(&notifications(&[("hook", receiver.url("/hook"), "")]));
     // A file where the queue's folder should be: every record write fails.
-    std::fs::write(reg.root().join("wharf"), b"not a folder").unwrap();
+    std::fs::create_dir_all(reg.root().join("wharf")).unwrap();
+    std::fs::write(reg.root().join("wharf/notifications"), b"not a folder").unwrap();
     let (config, layer, manifest) = fixed_image();
     push(&reg, "unrecorded/app", &config);
     push(&reg, "unrecorded/app", &layer);
