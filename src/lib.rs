@@ -11,6 +11,7 @@ pub mod config;
 pub mod coord;
 pub mod digest;
 pub mod http;
+pub mod notify;
 pub mod ops;
 pub mod registry;
 pub mod storage;
@@ -498,12 +499,14 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if tls.is_some() {
         urls.default_scheme = "https";
     }
+    let notifier = notify::Notifier::from_config(&config, registry.driver().clone());
     let app = Arc::new(App {
         registry,
         urls,
         auth,
         issuer,
         health,
+        notifier: notifier.clone(),
     });
     {
         let (driver, switch) = (
@@ -519,6 +522,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
         .map_err(|e| StartError::Unsupported(vec![e]))?;
+    if let Some(notifier) = notifier {
+        notify::delivery::start(notifier, leases.clone(), &tasks);
+    }
     start_upload_purging(&config, app.clone(), object_storage, leases.clone(), &tasks);
     if config.gc.enabled {
         ops::gc_metrics::init();

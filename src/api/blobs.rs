@@ -4,9 +4,11 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 
 use crate::api::body::{empty, stream, Body};
 use crate::api::error::ApiError;
+use crate::api::events::Emitter;
 use crate::api::headers::{parse_range, ByteRange};
 use crate::api::{header_value, App, Req};
 use crate::digest::Digest;
+use crate::notify::event::Action;
 use crate::registry::reference::RepositoryName;
 
 /// GET or HEAD a blob.
@@ -20,6 +22,13 @@ pub async fn get(
         .parse()
         .map_err(crate::registry::error::RegistryError::from)?;
     let blob = app.registry.stat_blob(name, &digest).await?;
+    // registry:2 records a pull for every GET it serves (redirects, ranges and 304s too); a
+    // HEAD is an existence check and records nothing.
+    if req.parts.method == Method::GET {
+        let mut events = Emitter::new(app, req);
+        events.blob(Action::Pull, name, &blob.digest, blob.size, None);
+        events.record().await;
+    }
     let digest_header = header_value(&digest.to_string());
     let etag = format!("\"{digest}\"");
     let mut resp = Response::new(empty());
@@ -91,6 +100,7 @@ pub async fn get(
 /// DELETE a blob's link (202).
 pub async fn delete(
     app: &App,
+    req: &Req,
     name: &RepositoryName,
     digest: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -98,6 +108,9 @@ pub async fn delete(
         .parse()
         .map_err(crate::registry::error::RegistryError::from)?;
     app.registry.delete_blob(name, &digest).await?;
+    let mut events = Emitter::new(app, req);
+    events.deleted(name, &digest);
+    events.record().await;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp.headers_mut()

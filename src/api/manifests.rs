@@ -5,8 +5,10 @@ use http_body_util::BodyExt;
 
 use crate::api::body::{empty, full, Body};
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::events::Emitter;
 use crate::api::headers::accepted_types;
 use crate::api::{header_value, App, Req};
+use crate::notify::event::Action;
 use crate::registry::error::RegistryError;
 use crate::registry::manifest_format::{self, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
@@ -38,6 +40,27 @@ pub async fn get(
         RegistryError::ManifestUnknown(format!("{name}:{shown}: not a valid tag or digest"))
     })?;
     let mut m = app.registry.get_manifest(name, &reference).await?;
+    let tag = match &reference {
+        ManifestReference::Tag(t) => Some(t.as_str().to_string()),
+        ManifestReference::Digest(_) => None,
+    };
+    // registry:2 answers a matching If-None-Match before reading the manifest: no event.
+    let not_modified = req.header(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim() == format!("\"{}\"", m.digest) || t.trim() == m.digest.to_string())
+    });
+    // A HEAD is an existence check, not a pull: it records no event.
+    let mut events = Emitter::new(app, req);
+    if req.parts.method == Method::GET && !not_modified {
+        events.manifest(
+            Action::Pull,
+            name,
+            &m.media_type,
+            &m.digest,
+            &m.body,
+            tag.as_deref(),
+        );
+    }
     let accepted = accepted_types(
         req.parts
             .headers
@@ -60,7 +83,11 @@ pub async fn get(
             .any(|a| a == manifest_format::DOCKER_MANIFEST)
     {
         m = amd64_child(app, name, &m).await?;
+        if req.parts.method == Method::GET {
+            events.manifest(Action::Pull, name, &m.media_type, &m.digest, &m.body, None);
+        }
     }
+    events.record().await;
     if (m.media_type == manifest_format::OCI_MANIFEST || m.media_type == manifest_format::OCI_INDEX)
         && !accepts(&m.media_type)
     {
@@ -153,8 +180,26 @@ pub async fn put(
         .to_bytes();
     let (digest, parsed) = app
         .registry
-        .put_manifest(name, &reference, &extra_tags, &content_type, body)
+        .put_manifest(name, &reference, &extra_tags, &content_type, body.clone())
         .await?;
+    let mut events = Emitter::new(app, req);
+    let media_type =
+        crate::registry::manifest_format::detect_media_type(&body).unwrap_or(content_type);
+    let tags = tags_of(&reference, &extra_tags);
+    if tags.is_empty() {
+        events.manifest(Action::Push, name, &media_type, &digest, &body, None);
+    }
+    for tag in &tags {
+        events.manifest(
+            Action::Push,
+            name,
+            &media_type,
+            &digest,
+            &body,
+            Some(tag.as_str()),
+        );
+    }
+    events.record().await;
     let location = app.urls.url(
         &req.parts.headers,
         &format!("/v2/{name}/manifests/{digest}"),
@@ -195,11 +240,20 @@ fn tags_to_push(req: &Req) -> Result<Vec<Tag>, ApiError> {
 /// DELETE by digest (manifest and its tags) or by tag (the tag only); 202.
 pub async fn delete(
     app: &App,
+    req: &Req,
     name: &RepositoryName,
     reference: &str,
 ) -> Result<Response<Body>, ApiError> {
     let reference = ManifestReference::parse(reference)?;
-    app.registry.delete_manifest(name, &reference).await?;
+    let untagged = app.registry.delete_manifest(name, &reference).await?;
+    let mut events = Emitter::new(app, req);
+    if let ManifestReference::Digest(digest) = &reference {
+        events.deleted(name, digest);
+    }
+    for tag in &untagged {
+        events.tag_deleted(name, tag);
+    }
+    events.record().await;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp.headers_mut()

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod route;
 pub mod urls;
@@ -35,6 +36,8 @@ pub struct App {
     pub issuer: Option<crate::auth::issuer::TokenIssuer>,
     /// Health checks; while one fails every request gets 503.
     pub health: Health,
+    /// Webhook notifications, when an endpoint is enabled.
+    pub notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
 }
 
 /// What the access log and metrics want to know about a handled request.
@@ -245,12 +248,12 @@ async fn route(
         Route::Manifest(name, reference) => match method {
             Method::GET | Method::HEAD => manifests::get(app, req, &name, &reference).await,
             Method::PUT => manifests::put(app, req, &name, &reference).await,
-            Method::DELETE => manifests::delete(app, &name, &reference).await,
+            Method::DELETE => manifests::delete(app, req, &name, &reference).await,
             _ => Err(ApiError::method_not_allowed("GET, HEAD, PUT, DELETE")),
         },
         Route::Blob(name, digest) => match method {
             Method::GET | Method::HEAD => blobs::get(app, req, &name, &digest).await,
-            Method::DELETE => blobs::delete(app, &name, &digest).await,
+            Method::DELETE => blobs::delete(app, req, &name, &digest).await,
             _ => Err(ApiError::method_not_allowed("GET, HEAD, DELETE")),
         },
         Route::Uploads(name) => match method {

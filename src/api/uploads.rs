@@ -4,10 +4,12 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::api::body::{empty, Body};
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::events::Emitter;
 use crate::api::headers::parse_content_range;
 use crate::api::{header_value, may_pull, mount_source, App, Req};
 use crate::auth::{Access, Grant};
 use crate::digest::{Algorithm, Digest};
+use crate::notify::event::Action;
 use crate::registry::error::RegistryError;
 use crate::registry::reference::RepositoryName;
 use crate::registry::{BlobInfo, MountSearch, UploadProgress, UploadRequest, MAX_SUGGESTED};
@@ -132,13 +134,23 @@ pub async fn start(
 ) -> Result<Response<Body>, ApiError> {
     if let Some(wanted) = req.query("mount") {
         let digest = wanted.parse().map_err(RegistryError::from)?;
-        if let Some(blob) = mount(app, req, name, &digest).await? {
+        if let Some((blob, from)) = mount(app, req, name, &digest).await? {
+            let mut events = Emitter::new(app, req);
+            events.blob(
+                Action::Mount,
+                name,
+                &blob.digest,
+                blob.size,
+                from.as_deref(),
+            );
+            events.record().await;
             return Ok(created_response(app, &req.parts.headers, name, &blob));
         }
     }
     if let Some(digest) = req.query("digest") {
         let chunk = take_chunk(req)?;
         let blob = app.registry.put_blob(name, &digest, chunk).await?;
+        pushed(app, req, name, &blob).await;
         return Ok(created_response(app, &req.parts.headers, name, &blob));
     }
     let algorithm = match req.query("digest-algorithm") {
@@ -160,20 +172,31 @@ pub async fn start(
     ))
 }
 
-/// Links a blob the caller may pull into `name`; `None` to upload instead.
-/// Without pull on the source, mounting would leak its blobs: the caller
-/// uploads the bytes instead, as when the blob is not there.
+/// Records the push event of a finished upload.
+async fn pushed(app: &App, req: &Req, name: &RepositoryName, blob: &BlobInfo) {
+    let mut events = Emitter::new(app, req);
+    events.blob(Action::Push, name, &blob.digest, blob.size, None);
+    events.record().await;
+}
+
+/// Links a blob the caller may pull into `name`, with the source when the request named
+/// one; `None` to upload instead. Without pull on the source, mounting would leak its
+/// blobs: the caller uploads the bytes instead, as when the blob is not there.
 async fn mount(
     app: &App,
     req: &Req,
     name: &RepositoryName,
     digest: &Digest,
-) -> Result<Option<BlobInfo>, ApiError> {
+) -> Result<Option<(BlobInfo, Option<String>)>, ApiError> {
     if let Some(from) = mount_source(req)? {
         if !may_pull(req, from.as_str()) {
             return Ok(None);
         }
-        return Ok(app.registry.mount_blob(name, &from, digest).await?);
+        return Ok(app
+            .registry
+            .mount_blob(name, &from, digest)
+            .await?
+            .map(|blob| (blob, Some(from.to_string()))));
     }
     let grant = req.parts.extensions.get::<Grant>().cloned();
     let pullable = grant
@@ -188,7 +211,11 @@ async fn mount(
         pullable: pullable.as_deref(),
         may_pull: &may_pull,
     };
-    Ok(app.registry.mount_anonymous(name, digest, &search).await?)
+    Ok(app
+        .registry
+        .mount_anonymous(name, digest, &search)
+        .await?
+        .map(|blob| (blob, None)))
 }
 
 /// GET/HEAD: where the session stands (204).
@@ -255,6 +282,7 @@ pub async fn put(
         .complete_upload(name, uuid, token.as_deref(), &digest, chunk)
         .await
         .map_err(|e| upload_error(app, &req.parts.headers, name, e))?;
+    pushed(app, req, name, &blob).await;
     Ok(created_response(app, &req.parts.headers, name, &blob))
 }
 

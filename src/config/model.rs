@@ -1912,6 +1912,30 @@ pub struct EndpointConfig {
     /// Media types and actions not sent.
     #[serde(deserialize_with = "lenient::or_default")]
     pub ignore: IgnoreConfig,
+    /// Wharf's bound on undelivered events (not in registry:2, whose queue is unbounded).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub backlog: BacklogConfig,
+}
+
+/// `backlog` of a notification endpoint: past either limit the oldest events are dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct BacklogConfig {
+    /// Most undelivered events kept.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub maxevents: usize,
+    /// Most bytes of undelivered events kept.
+    #[serde(deserialize_with = "lenient::size")]
+    pub maxbytes: u64,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        BacklogConfig {
+            maxevents: 100_000,
+            maxbytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for EndpointConfig {
@@ -1926,6 +1950,7 @@ impl Default for EndpointConfig {
             backoff: secs(1),
             ignoredmediatypes: Vec::new(),
             ignore: IgnoreConfig::default(),
+            backlog: BacklogConfig::default(),
         }
     }
 }

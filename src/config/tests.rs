@@ -1750,7 +1750,7 @@ fn redis_tls_and_sentinel_in_every_shape() {
 }
 
 #[test]
-fn notifications_start_when_nothing_is_sent() {
+fn notifications_endpoints_start_with_their_settings() {
     let endpoint = "{name: hook, url: 'https://hooks.example/e', timeout: 500ms, threshold: 5, backoff: 2s, ignoredmediatypes: [a/b], ignore: {mediatypes: [c/d], actions: [pull]}, headers: {Authorization: [Bearer t]}}";
     // No endpoints, or only disabled ones: nothing to deliver, so nothing refused.
     for section in [
@@ -1788,19 +1788,22 @@ fn notifications_start_when_nothing_is_sent() {
         (&["c/d".to_string()][..], &["pull".to_string()][..])
     );
     assert_eq!(e.headers, headers(&[("Authorization", &["Bearer t"])]));
-    let refusal = loaded.config.unsupported();
-    assert_eq!(refusal.len(), 1);
-    assert!(
-        refusal[0].starts_with("notifications.endpoints:"),
-        "{refusal:?}"
+    // An enabled endpoint starts too; the backlog bound has Wharf's defaults.
+    assert_eq!(loaded.config.unsupported(), Vec::<String>::new());
+    assert_eq!(
+        (e.backlog.maxevents, e.backlog.maxbytes),
+        (100_000, 256 << 20)
     );
-    // Disabled through the environment, it starts.
     let c = load_ok(
         &text,
-        &[("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_DISABLED", "true")],
+        &[
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_DISABLED", "true"),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_BACKLOG_MAXEVENTS", "7"),
+        ],
     )
     .config;
     assert!(c.notifications.endpoints[0].disabled);
+    assert_eq!(c.notifications.endpoints[0].backlog.maxevents, 7);
     assert_eq!(c.unsupported(), Vec::<String>::new());
 }
 

@@ -118,6 +118,9 @@ impl Config {
             set_if_zero(&mut endpoint.timeout, Duration::from_secs(1));
             set_if_zero(&mut endpoint.threshold, 10);
             set_if_zero(&mut endpoint.backoff, Duration::from_secs(1));
+            let default = super::model::BacklogConfig::default();
+            set_if_zero(&mut endpoint.backlog.maxevents, default.maxevents);
+            set_if_zero(&mut endpoint.backlog.maxbytes, default.maxbytes);
         }
     }
 
@@ -431,19 +434,6 @@ impl Config {
                 "storage.{name}: the {name} storage driver is not supported yet",
                 name = other.name()
             )),
-        }
-        let endpoints: Vec<&str> = self
-            .notifications
-            .endpoints
-            .iter()
-            .filter(|e| !e.disabled)
-            .map(|e| e.name.as_str())
-            .collect();
-        if !endpoints.is_empty() {
-            out.push(format!(
-                "notifications.endpoints: webhook notifications are not supported yet (endpoints: {})",
-                endpoints.join(", ")
-            ));
         }
         if self.proxy.as_ref().is_some_and(|p| p.remoteurl.is_some()) {
             out.push("proxy.remoteurl: pull-through cache mode is not supported yet".into());

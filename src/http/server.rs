@@ -314,6 +314,10 @@ async fn handle(
         (e.into_response(), api::RequestInfo::default())
     } else {
         let timeout = limits.body_idle_timeout;
+        req.extensions_mut().insert(api::events::ClientInfo {
+            remote: remote.to_string(),
+            request_id: request_id.clone(),
+        });
         api::handle(
             app,
             req.map(|b| {

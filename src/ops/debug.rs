@@ -139,6 +139,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "version": env!("CARGO_PKG_VERSION"),
                     "draining": state.lifecycle.is_draining(),
                     "health": state.health.failures(),
+                    "notifications": crate::ops::notification_status::snapshot(),
                 },
                 "cluster": crate::ops::cluster_status::snapshot(),
             });

@@ -8,5 +8,6 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod notification_status;
 pub mod tasks;
 pub mod telemetry;

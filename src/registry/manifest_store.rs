@@ -387,12 +387,13 @@ impl Registry {
         })
     }
 
-    /// Deletes by digest (the revision and every tag on it) or by tag (the tag only).
+    /// Deletes by digest (the revision and every tag on it) or by tag (the tag only); returns
+    /// the tags removed.
     pub async fn delete_manifest(
         &self,
         repo: &RepositoryName,
         reference: &ManifestReference,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         self.check_delete()?;
         match reference {
             ManifestReference::Tag(tag) => {
@@ -401,7 +402,7 @@ impl Registry {
                     .delete(&layout::tag_dir(repo.as_str(), tag.as_str()))
                     .await
                 {
-                    Ok(()) => Ok(()),
+                    Ok(()) => Ok(vec![tag.as_str().to_string()]),
                     Err(e) if e.is_not_found() => {
                         Err(RegistryError::ManifestUnknown(format!("{repo}:{tag}")))
                     }
@@ -425,6 +426,7 @@ impl Registry {
                     .buffer_unordered(self.options.tag_concurrency.max(1))
                     .collect::<Vec<_>>()
                     .await;
+                let mut untagged = Vec::new();
                 for (tag, current) in lookups {
                     if current?.as_ref() == Some(digest) {
                         match self
@@ -432,7 +434,7 @@ impl Registry {
                             .delete(&layout::tag_dir(repo.as_str(), &tag))
                             .await
                         {
-                            Ok(()) => {}
+                            Ok(()) => untagged.push(tag),
                             Err(e) if e.is_not_found() => {}
                             Err(e) => return Err(e.into()),
                         }
@@ -440,7 +442,7 @@ impl Registry {
                 }
                 let link = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
                 match self.driver.delete(link.trim_end_matches("/link")).await {
-                    Ok(()) => Ok(()),
+                    Ok(()) => Ok(untagged),
                     Err(e) if e.is_not_found() => {
                         Err(RegistryError::ManifestUnknown(digest.to_string()))
                     }

@@ -50,6 +50,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod process;
 pub mod raw;
+pub mod receiver;
 pub mod redis;
 pub mod registry;
 pub mod s3;
