@@ -4,3 +4,4 @@ pub mod azure;
 pub mod filesystem;
 pub mod inmemory;
 pub mod s3;
+mod tls_client;

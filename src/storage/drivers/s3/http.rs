@@ -1,7 +1,6 @@
 //! The HTTP client under the S3 SDK: hyper 1 with rustls (ring), HTTP/1.1, pooled, with a
 //! connect timeout and a time-to-first-byte timeout, and `skipverify` when configured.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -16,9 +15,6 @@ use aws_smithy_types::retry::ErrorKind;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 type Connector = hyper_rustls::HttpsConnector<TcpConnector>;
 
@@ -30,31 +26,7 @@ pub(crate) fn client(
     connect_timeout: Duration,
     skip_verify: bool,
 ) -> std::io::Result<SharedHttpClient> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?;
-    let tls = if skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        use hyper_rustls::ConfigBuilderExt;
-        match builder.clone().with_native_roots() {
-            Ok(b) => b.with_no_client_auth(),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "no system CA certificates: HTTPS to object storage will fail \
-                     (install ca-certificates, or set SSL_CERT_FILE)"
-                );
-                builder
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }
-        }
-    };
+    let tls = crate::storage::drivers::tls_client::client_config(skip_verify, "object storage")?;
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -204,53 +176,4 @@ fn find_source<'a, E: std::error::Error + 'static>(
         next = e.source();
     }
     None
-}
-
-/// `skipverify: true`: any certificate is accepted, signatures are still checked.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
