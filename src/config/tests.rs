@@ -1403,18 +1403,18 @@ health:
         keys,
         [
             "storage.gcs",
-            "notifications.endpoints",
             "proxy.remoteurl",
             "middleware.storage",
             "health.http.0.uri",
         ],
         "{messages:#?}"
     );
-    let endpoints = messages
+    assert!(loaded
+        .config
+        .notifications
+        .endpoints
         .iter()
-        .find(|m| m.starts_with("notifications.endpoints"))
-        .unwrap();
-    assert!(endpoints.contains("(endpoints: on)"), "{endpoints}");
+        .any(|e| e.name == "on" && !e.disabled));
 
     for driver in [
         "gcs: {bucket: b}",
