@@ -381,7 +381,10 @@ fn stress(s3: bool, with_redis: bool) {
             .failures
             .drain(..)
             .partition(|f| f.contains("PUT manifest") && f.contains("MANIFEST_BLOB_UNKNOWN"));
-        println!("S3: {} manifest PUTs refused with MANIFEST_BLOB_UNKNOWN", refused.len());
+        println!(
+            "S3: {} manifest PUTs refused with MANIFEST_BLOB_UNKNOWN",
+            refused.len()
+        );
         ledger.failures = other;
     }
     assert!(
