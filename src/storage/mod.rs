@@ -272,6 +272,35 @@ pub trait FileWriter: Send {
     async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
 }
 
+/// What an object store is asked for a read of `len` bytes (to the end when `None`) from
+/// `offset`: `Ok(None)` when nothing is to be read (an empty range, or one starting at the
+/// end, which object stores cannot be asked for), else the HTTP range to request, if any.
+/// Reads from an offset stat the object first, so a read past the end is `InvalidOffset`.
+pub async fn object_range<D: StorageDriver + ?Sized>(
+    driver: &D,
+    path: &str,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<Option<Option<(u64, Option<u64>)>>, StorageError> {
+    if len == Some(0) || offset > 0 {
+        let info = driver.stat(path).await?;
+        if info.is_dir {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        if offset > info.size {
+            return Err(StorageError::InvalidOffset {
+                path: path.to_string(),
+                offset,
+                size: info.size,
+            });
+        }
+        if offset == info.size || len == Some(0) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((offset > 0 || len.is_some()).then_some((offset, len))))
+}
+
 /// Splits a driver path into its components, refusing anything that could
 /// escape the root.
 pub fn path_components(path: &str) -> Result<Vec<&str>, StorageError> {

@@ -104,24 +104,9 @@ impl StorageDriver for AzureDriver {
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
         let name = self.client.name(path)?;
-        if len == Some(0) || offset > 0 {
-            // An empty range cannot be asked for, and one starting at the end is refused.
-            let info = self.stat(path).await?;
-            if info.is_dir {
-                return Err(StorageError::NotFound(path.to_string()));
-            }
-            if offset > info.size {
-                return Err(StorageError::InvalidOffset {
-                    path: path.to_string(),
-                    offset,
-                    size: info.size,
-                });
-            }
-            if offset == info.size || len == Some(0) {
-                return Ok(Box::pin(futures_util::stream::empty()));
-            }
-        }
-        let range = (offset > 0 || len.is_some()).then_some((offset, len));
+        let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
         self.client.get(&name, path, range).await
     }
 

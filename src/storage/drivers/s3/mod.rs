@@ -151,24 +151,9 @@ impl StorageDriver for S3Driver {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
-        if len == Some(0) || offset > 0 {
-            // An empty range cannot be asked for, and S3 refuses ranges starting at the end.
-            let info = self.stat(path).await?;
-            if info.is_dir {
-                return Err(StorageError::NotFound(path.to_string()));
-            }
-            if offset > info.size {
-                return Err(StorageError::InvalidOffset {
-                    path: path.to_string(),
-                    offset,
-                    size: info.size,
-                });
-            }
-            if offset == info.size || len == Some(0) {
-                return Ok(Box::pin(futures_util::stream::empty()));
-            }
-        }
-        let range = (offset > 0 || len.is_some()).then_some((offset, len));
+        let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
         let out = appended::get(&self.s3, path, range).await?;
         use futures_util::StreamExt as _;
         let mut stream = into_stream(path, out.body);
