@@ -91,6 +91,9 @@ fn from_completion(etag: Option<&str>) -> bool {
     etag.is_some_and(|e| e.trim_matches('"').contains('-'))
 }
 
+/// Reads of a file racing writers that complete its upload, before giving up as busy.
+const RELOADS: usize = 4;
+
 /// A completion or abort that finds its upload gone lost to another writer.
 fn gone_is_busy(e: StorageError, path: &str) -> StorageError {
     if e.is_not_found() {
@@ -163,7 +166,25 @@ pub(super) struct Appended {
 impl Appended {
     /// Where the file at `key` stands: its open upload and parts, the object at the key and
     /// the record beside it.
+    ///
+    /// An upload listed and then completed or aborted by a racing writer before its parts were
+    /// read is read again; a file that keeps changing under the reads is
+    /// [`StorageError::Busy`]: another request is writing it right now.
     pub async fn load(s3: &Inner, key: &str, path: &str) -> Result<Appended, StorageError> {
+        for _ in 0..RELOADS {
+            if let Some(file) = Self::load_once(s3, key, path).await? {
+                return Ok(file);
+            }
+        }
+        Err(StorageError::Busy(path.to_string()))
+    }
+
+    /// One read of the file; `None` if its upload went away between the listing and `ListParts`.
+    async fn load_once(
+        s3: &Inner,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<Appended>, StorageError> {
         let record_key = record_key(key);
         let (upload, object, record) = tokio::join!(
             s3.first_upload(key, path),
@@ -196,15 +217,19 @@ impl Appended {
             Err(e) => return Err(e),
         };
         let parts = match &upload {
-            Some(upload) => list_parts(s3, key, path, upload).await?,
+            Some(upload) => match list_parts(s3, key, path, upload).await {
+                Ok(parts) => parts,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            },
             None => Vec::new(),
         };
-        Ok(Appended {
+        Ok(Some(Appended {
             upload,
             parts,
             object,
             record,
-        })
+        }))
     }
 
     /// Logical size of the file.
@@ -400,14 +425,21 @@ pub(super) async fn stat(
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e),
     };
-    match s3.first_upload(key, path).await? {
-        Some(upload) => {
-            let parts = list_parts(s3, key, path, &upload).await?;
-            let modified = head.and_then(|(_, m)| m);
-            Ok(Some((parts.iter().map(|p| p.size).sum(), modified)))
+    for _ in 0..RELOADS {
+        let Some(upload) = s3.first_upload(key, path).await? else {
+            return Ok(head);
+        };
+        match list_parts(s3, key, path, &upload).await {
+            Ok(parts) => {
+                let modified = head.and_then(|(_, m)| m);
+                return Ok(Some((parts.iter().map(|p| p.size).sum(), modified)));
+            }
+            // Completed by a racing writer between the listing and `ListParts`.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
         }
-        None => Ok(head),
     }
+    Err(StorageError::Busy(path.to_string()))
 }
 
 /// Reads a file: the whole object at its key, or a range of it. A file held by an open upload
