@@ -30,6 +30,21 @@ use crate::registry::Registry;
 /// Storage requests a pass keeps in flight.
 const CONCURRENCY: usize = 16;
 
+/// The latest time a file stamped `modified` may have been written: object stores (S3's
+/// `Last-Modified`) give whole seconds, cut down from the write's real time, so a stamp with
+/// no fraction stands for any moment of that second. Ages measured from it never make a file
+/// look older than it is, which the grace period relies on.
+fn written_by(modified: SystemTime) -> SystemTime {
+    let whole_second = modified
+        .duration_since(UNIX_EPOCH)
+        .is_ok_and(|d| d.subsec_nanos() == 0);
+    if whole_second {
+        modified + Duration::from_secs(1)
+    } else {
+        modified
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -327,6 +342,7 @@ impl Registry {
         match self.driver.stat(path).await {
             Ok(info) => Ok(info
                 .modified
+                .map(written_by)
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .is_none_or(|age| age < grace)),
             Err(e) if e.is_not_found() => Ok(false),
@@ -510,5 +526,18 @@ fn grow_kept(kept: &mut HashSet<Digest>, parsed: &HashMap<Digest, Option<Manifes
         if kept.len() == before {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_second_stamps_count_from_the_end_of_their_second() {
+        let second = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(written_by(second), second + Duration::from_secs(1));
+        let precise = second + Duration::from_millis(250);
+        assert_eq!(written_by(precise), precise);
     }
 }
