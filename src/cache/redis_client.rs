@@ -63,6 +63,8 @@ pub struct RedisSettings {
     pub dial: Duration,
     /// Reply timeout of one command or pipeline.
     pub read: Duration,
+    /// Name given to each data connection (`CLIENT SETNAME`), so `CLIENT LIST` tells nodes apart.
+    client_name: Option<String>,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -120,6 +122,7 @@ impl RedisSettings {
             tls: tls_certificates(cfg)?,
             dial,
             read,
+            client_name: non_empty(&cfg.clientname),
         })
     }
 }
@@ -418,6 +421,40 @@ async fn check_cluster(conn: &mut ClusterConnection, limit: Duration) -> Result<
     .map(drop)
 }
 
+/// `CLIENT SETNAME` on a new connection (every master of a Cluster). A name the server refuses
+/// (Redis forbids spaces) is logged and the connection used unnamed: the name is for operators,
+/// the cache works without it.
+async fn name_connection(
+    conn: &mut Connection,
+    name: &str,
+    limit: Duration,
+) -> Result<(), RedisError> {
+    let mut setname = redis::cmd("CLIENT");
+    setname.arg("SETNAME").arg(name);
+    let named = match conn {
+        Connection::Server(c) => bounded(limit, setname.query_async::<Value>(c)).await.map(drop),
+        Connection::Cluster(c) => bounded(
+            limit,
+            c.route_command(
+                setname,
+                RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                )),
+            ),
+        )
+        .await
+        .map(drop),
+    };
+    match named {
+        Err(e) if !breaks_connection(&e) => {
+            tracing::warn!(error = %e, name, "redis.clientname refused by Redis; connection left unnamed");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// A usable connection.
 #[derive(Clone)]
 pub enum Connection {
@@ -544,8 +581,16 @@ impl Prober {
         }
     }
 
-    /// Connects to what the settings describe.
+    /// Connects to what the settings describe, and names the connection.
     async fn connect(&mut self) -> Result<Connection, RedisError> {
+        let mut conn = self.connect_unnamed().await?;
+        if let Some(name) = &self.settings.client_name {
+            name_connection(&mut conn, name, self.settings.read).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn connect_unnamed(&mut self) -> Result<Connection, RedisError> {
         let settings = &self.settings;
         if let Some(sentinels) = &mut self.sentinels {
             let (conn, addr) = settings.connect_master(sentinels).await?;
