@@ -34,6 +34,8 @@ pub struct GcReport {
     pub blobs_deleted: Vec<Digest>,
     /// Untagged manifests deleted, as `repo@digest`.
     pub manifests_deleted: Vec<String>,
+    /// Repository links (`_layers`) to swept blobs deleted.
+    pub links_deleted: usize,
     /// True for a dry run.
     pub dry_run: bool,
 }
@@ -47,10 +49,11 @@ impl fmt::Display for GcReport {
         };
         write!(
             f,
-            "{} blobs marked, {verb} {} blobs and {} manifests",
+            "{} blobs marked, {verb} {} blobs and {} manifests ({} repository links to them)",
             self.marked,
             self.blobs_deleted.len(),
-            self.manifests_deleted.len()
+            self.manifests_deleted.len(),
+            self.links_deleted
         )
     }
 }
@@ -77,10 +80,16 @@ impl Registry {
         }
         // Links are judged against the global mark set: a blob kept by any
         // repository keeps its links everywhere.
+        let mut link_dirs = Vec::new();
         for repo in &repos {
-            self.sweep_layer_links(repo, &marked, opts).await?;
+            link_dirs.extend(self.unmarked_layer_links(repo, &marked).await?);
         }
+        if !opts.dry_run {
+            self.driver.delete_many(&link_dirs).await?;
+        }
+        report.links_deleted = link_dirs.len();
         report.marked = marked.len();
+        let mut blob_dirs = Vec::new();
         for digest in self.all_blobs().await? {
             if marked.contains(&digest) {
                 continue;
@@ -99,15 +108,12 @@ impl Registry {
                         ))
                     })?;
                 }
-                let dir = layout::blob_dir(digest.algorithm(), digest.hex());
-                if let Err(e) = self.driver.delete(&dir).await {
-                    if !e.is_not_found() {
-                        return Err(e.into());
-                    }
-                }
+                blob_dirs.push(layout::blob_dir(digest.algorithm(), digest.hex()));
             }
             report.blobs_deleted.push(digest);
         }
+        // In bulk: on object stores, batched deletes after one listing per folder.
+        self.driver.delete_many(&blob_dirs).await?;
         Ok(report)
     }
 
@@ -190,35 +196,40 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes `_layers` links to blobs that are about to be swept.
-    async fn sweep_layer_links(
+    /// The `_layers` link folders of `repo` naming blobs that are about to be swept.
+    async fn unmarked_layer_links(
         &self,
         repo: &RepositoryName,
         marked: &HashSet<Digest>,
-        opts: &GcOptions,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let layers = layout::layers_dir(repo.as_str());
-        for d in self.digests_in(|alg| format!("{layers}/{alg}")).await? {
-            if marked.contains(&d) || opts.dry_run {
-                continue;
-            }
-            let link_dir = format!("{layers}/{}/{}", d.algorithm(), d.hex());
-            if let Err(e) = self.driver.delete(&link_dir).await {
-                if !e.is_not_found() {
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
+        Ok(self
+            .digests_in(|alg| format!("{layers}/{alg}"))
+            .await?
+            .into_iter()
+            .filter(|d| !marked.contains(d))
+            .map(|d| format!("{layers}/{}/{}", d.algorithm(), d.hex()))
+            .collect())
     }
 
     /// Every blob in `blobs/<algorithm>/<prefix>/`.
     pub(crate) async fn all_blobs(&self) -> Result<Vec<Digest>> {
+        use futures_util::StreamExt as _;
         let mut out = Vec::new();
         for algorithm in Algorithm::ALL {
             let root = format!("{}/{}", layout::blobs_dir(), algorithm.name());
-            for prefix in self.list_or_empty(&root).await? {
-                for hex in self.list_or_empty(&format!("{root}/{prefix}")).await? {
+            // The prefix folders are listed several at once: on an object store each is a
+            // round trip.
+            let folders: Vec<String> = self
+                .list_or_empty(&root)
+                .await?
+                .into_iter()
+                .map(|prefix| format!("{root}/{prefix}"))
+                .collect();
+            let listings: Vec<_> = folders.iter().map(|f| self.list_or_empty(f)).collect();
+            let mut listings = futures_util::stream::iter(listings).buffered(16);
+            while let Some(names) = listings.next().await {
+                for hex in names? {
                     if let Ok(d) = format!("{}:{hex}", algorithm.name()).parse::<Digest>() {
                         out.push(d);
                     }

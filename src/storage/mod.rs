@@ -169,6 +169,21 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
         self.delete(path).await
     }
+    /// Deletes every file or directory tree in `paths`; missing ones are skipped. For bulk
+    /// clean-up (offline garbage collection). Default: [`Self::delete`] on each, several at once.
+    async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
+        use futures_util::StreamExt as _;
+        let deletes: Vec<_> = paths.iter().map(|p| self.delete(p)).collect();
+        let mut results = futures_util::stream::iter(deletes).buffer_unordered(16);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
     /// Opens `path` for appending at `offset`, which must be exactly the stored size
     /// ([`StorageError::OffsetMismatch`] otherwise; offset 0 creates the file). Stored bytes
     /// are never rewritten: an append only adds after them, and a writer that is cancelled or

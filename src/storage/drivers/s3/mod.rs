@@ -24,11 +24,13 @@
 //! and outcome.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `appended` (the layout of an appended file), `purge` (stale multipart uploads),
+//! `appended` (the layout of an appended file), `purge` (stale multipart uploads), `bulk`
+//! (deleting many trees at once),
 //! `settings` (configuration to client: the only one that reads `config`), `client` (every
 //! S3 call), `http` (the HTTP client under the SDK).
 
 mod appended;
+mod bulk;
 mod client;
 mod http;
 mod purge;
@@ -251,6 +253,10 @@ impl StorageDriver for S3Driver {
             s3.abort(k, id).await?;
         }
         Ok(())
+    }
+
+    async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
+        bulk::delete_trees(&self.s3, paths).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
