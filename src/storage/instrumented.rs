@@ -156,6 +156,12 @@ impl StorageDriver for InstrumentedDriver {
             .await
     }
 
+    async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
+        let first = paths.first().map_or("", String::as_str);
+        self.timed("DeleteMany", first, self.inner.delete_many(paths))
+            .await
+    }
+
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         let inner = self
             .timed("Writer", path, self.inner.writer(path, offset))
