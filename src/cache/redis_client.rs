@@ -432,7 +432,9 @@ async fn name_connection(
     let mut setname = redis::cmd("CLIENT");
     setname.arg("SETNAME").arg(name);
     let named = match conn {
-        Connection::Server(c) => bounded(limit, setname.query_async::<Value>(c)).await.map(drop),
+        Connection::Server(c) => bounded(limit, setname.query_async::<Value>(c))
+            .await
+            .map(drop),
         Connection::Cluster(c) => bounded(
             limit,
             c.route_command(

@@ -33,13 +33,13 @@ fn in_some_tree(key: &str, roots: &HashSet<&str>) -> bool {
 
 /// Deletes every file or tree in `paths` (missing ones are skipped).
 pub(super) async fn delete_trees(s3: &Inner, paths: &[String]) -> Result<(), StorageError> {
-    let keys: Vec<String> = paths
-        .iter()
-        .map(|p| s3.key(p))
-        .collect::<Result<_, _>>()?;
+    let keys: Vec<String> = paths.iter().map(|p| s3.key(p)).collect::<Result<_, _>>()?;
     let mut folders: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
     for key in &keys {
-        folders.entry(folder_of(key)).or_default().insert(key.as_str());
+        folders
+            .entry(folder_of(key))
+            .or_default()
+            .insert(key.as_str());
     }
     let listings: Vec<_> = folders
         .iter()
