@@ -371,7 +371,7 @@ fn stress(s3: bool, with_redis: bool) {
         w.join().expect("client thread");
     }
     let (generation, _) = cluster.pass();
-    let mut ledger = ledger.lock().unwrap();
+    let ledger = ledger.lock().unwrap();
     assert!(
         ledger.failures.is_empty(),
         "{} requests failed under collection:\n{}\n{}",
