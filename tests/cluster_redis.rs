@@ -336,3 +336,54 @@ fn the_cache_is_used_again_within_a_second_of_redis_coming_back() {
         );
     }
 }
+
+/// `redis.clientname` names the node's connection (`CLIENT SETNAME`), so an operator's
+/// `CLIENT LIST` tells the nodes apart; a name Redis refuses leaves the cache working.
+#[test]
+fn connections_carry_the_configured_client_name() {
+    let redis = RedisServer::start();
+    let named = Registry::builder(Driver::Inmemory)
+        .redis_section(&format!(
+            "  addr: {}\n  clientname: wharf-node-a\n",
+            redis.addr()
+        ))
+        .start();
+    let refused = Registry::builder(Driver::Inmemory)
+        .redis_section(&format!(
+            "  addr: {}\n  clientname: \"has a space\"\n",
+            redis.addr()
+        ))
+        .start();
+    let listed = || {
+        redis
+            .command(&["CLIENT", "LIST"])
+            .map(|r| r.text())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || listed()
+            .contains("name=wharf-node-a ")),
+        "CLIENT LIST: {}",
+        listed()
+    );
+    // The node whose name was refused still uses the cache: a pushed blob's descriptor reaches
+    // Redis.
+    let data = b"named or not".to_vec();
+    refused.push_monolithic("named/app", &data).unwrap();
+    let digest = sha256_digest(&data);
+    // A HEAD fills the cache on a miss.
+    assert_eq!(
+        send(refused.head(&format!("/v2/named/app/blobs/{digest}"))).status,
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !redis
+            .keys(&format!("*{digest}*"))
+            .is_empty()),
+        "no key of {digest} in Redis ({:?}); log:\n{}",
+        redis.keys("*"),
+        refused.log()
+    );
+    assert!(refused.log().contains("redis.clientname refused"));
+    drop(named);
+}
