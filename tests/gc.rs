@@ -167,3 +167,74 @@ fn names_registry2_accepted_keep_their_blobs() {
         assert!(blob_data_exists(&reg, digest), "{digest} kept");
     }
 }
+
+/// On S3 the sweep deletes in bulk: the keys of every swept blob and link go in
+/// `DeleteObjects` batches after one listing per folder, with no request per blob
+/// (`DeleteObject`, `ListMultipartUploads`); what is kept stays whole.
+#[test]
+fn sweeps_s3_in_batches() {
+    const ORPHANS: usize = 40;
+    let server = support::s3::S3Server::start();
+    let target = S3Target {
+        endpoint: server.endpoint(),
+        bucket: server.create_bucket(),
+    };
+    let mut reg = Registry::builder(Driver::S3)
+        .s3_target(&target)
+        .delete_enabled(true)
+        .start();
+    let image = push_image(&reg, REPO, "v1", Kind::OciManifest);
+    let orphans: Vec<String> = (0..ORPHANS)
+        .map(|i| push_blob(&reg, REPO, format!("orphan {i}").as_bytes()))
+        .collect();
+    reg.kill();
+
+    let before = server.request_lines().len();
+    let out = gc(&reg, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains(&format!(
+            "deleted {ORPHANS} blobs and 0 manifests ({ORPHANS} repository links"
+        )),
+        "{stdout}"
+    );
+    let requests: Vec<String> = server.request_lines().into_iter().skip(before).collect();
+    let count = |method: &str, has: &str| {
+        requests
+            .iter()
+            .filter(|l| l.contains(&format!("\"{method} ")) && l.contains(has))
+            .count()
+    };
+    eprintln!(
+        "garbage-collect on S3: {} requests for {ORPHANS} blobs ({} DeleteObjects, {} listings)",
+        requests.len(),
+        count("POST", "?delete"),
+        count("GET", "list-type")
+    );
+    let writes: Vec<&String> = requests
+        .iter()
+        .filter(|l| !l.contains("\"GET ") && !l.contains("\"HEAD "))
+        .collect();
+    assert_eq!(
+        count("POST", "?delete"),
+        2,
+        "one batch of links, one of blobs: {writes:?}"
+    );
+    assert_eq!(count("DELETE", ""), 0, "no object deleted one by one");
+    assert_eq!(count("GET", "?uploads"), 0, "no per-blob upload listing");
+    let keys = server.keys(&target.bucket, "");
+    for orphan in &orphans {
+        let hex = digest_hex(orphan);
+        assert!(
+            !keys.iter().any(|k| k.contains(hex)),
+            "{orphan} left keys behind"
+        );
+    }
+
+    let reg = Registry::builder(Driver::S3).s3_target(&target).start();
+    assert_eq!(blob_status(&reg, &orphans[0]), 404);
+    assert_eq!(manifest_status(&reg, "v1"), 200);
+    for layer in image.json()["layers"].as_array().unwrap() {
+        assert_eq!(blob_status(&reg, layer["digest"].as_str().unwrap()), 200);
+    }
+}
