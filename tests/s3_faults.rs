@@ -269,14 +269,15 @@ impl Read for SlowReader {
 /// How one phase of [`outages_under_load_answer_503_and_lose_nothing`] went.
 struct Phase {
     name: &'static str,
-    ops: u64,
-    failed: usize,
+    ops: Tally,
 }
 
-/// Push and pull load while storage is cut, slow, then throttling 30 % of requests with
-/// `503 SlowDown`: operations fail only with 503 `UNAVAILABLE` (never 500), every image
-/// acknowledged at any time reads back whole afterwards, and no pull is served a body that
-/// does not hash to its digest (the load checks every digest it pulls).
+/// Push and pull load while storage is cut, slow (every 64 KiB relayed 5 ms late, well within
+/// the client's timeouts, so operations complete slowly), then throttling 30 % of requests with
+/// `503 SlowDown`: operations fail only with 503 `UNAVAILABLE` (never 500), pushes and pulls
+/// both go on through latency and throttling, every image acknowledged at any time reads back
+/// whole afterwards, and no pull is served a body that does not hash to its digest (the load
+/// checks every digest it pulls).
 #[test]
 fn outages_under_load_answer_503_and_lose_nothing() {
     let s = setup();
@@ -295,9 +296,9 @@ fn outages_under_load_answer_503_and_lose_nothing() {
         ("storage up", Chaos::Pass, 6),
         ("connections cut", Chaos::Cut, 6),
         (
-            "latency 150 ms",
-            Chaos::Delay(Duration::from_millis(150)),
-            8,
+            "latency 5 ms/64 KiB",
+            Chaos::Delay(Duration::from_millis(5)),
+            6,
         ),
         ("30 % SlowDown", Chaos::Throttle(30), 8),
         ("storage back", Chaos::Pass, 6),
@@ -305,24 +306,24 @@ fn outages_under_load_answer_503_and_lose_nothing() {
     let mut seen = Vec::new();
     for (name, mode, ops) in phases {
         s.proxy.set(mode);
-        let (ops_before, failed_before) = (load.ops(), load.failures());
-        // At least `ops` operations, or 20 s of trying while storage is away.
-        load.wait_ops(ops, Duration::from_secs(20));
+        let before = load.tally();
+        // At least `ops` operations with pushes and pulls among them, or 30 s of trying.
+        wait_until(Duration::from_secs(30), || {
+            let now = load.tally() - before;
+            let (pushes, pulls) = (now.push_ok + now.push_failed, now.pull_ok + now.pull_failed);
+            pushes > 0 && pulls > 0 && pushes + pulls >= ops
+        });
         seen.push(Phase {
             name,
-            ops: load.ops() - ops_before,
-            failed: load.failures() - failed_before,
+            ops: load.tally() - before,
         });
     }
     s.proxy.set(Chaos::Pass);
     let report = load.stop();
     for p in &seen {
         eprintln!(
-            "phase {:<16} operations {:>3}, failed {:>3}, succeeded {:>3}",
-            p.name,
-            p.ops,
-            p.failed,
-            p.ops as usize - p.failed.min(p.ops as usize)
+            "phase {:<20} pushes failed {:>3} succeeded {:>3} | pulls failed {:>3} succeeded {:>3}",
+            p.name, p.ops.push_failed, p.ops.push_ok, p.ops.pull_failed, p.ops.pull_ok
         );
     }
     eprintln!(
@@ -332,10 +333,32 @@ fn outages_under_load_answer_503_and_lose_nothing() {
         report.failures.len(),
         report.pushed.len()
     );
-    // Storage up and back: nothing fails.
-    assert_eq!(seen[0].failed, 0, "{:?}", report.failures);
-    assert_eq!(seen[4].failed, 0, "{:?}", report.failures);
-    assert!(seen[4].ops > 0, "the load goes on once storage is back");
+    // Storage up and back: nothing fails. (Operations started while storage was cut may still
+    // end, failed, in the slow phase after it, so that phase only has to get work through.)
+    for p in [&seen[0], &seen[4]] {
+        assert_eq!(
+            (p.ops.push_failed, p.ops.pull_failed),
+            (0, 0),
+            "{}: {:?}",
+            p.name,
+            report.failures
+        );
+    }
+    // Up, slow and back: pushes and pulls both complete.
+    for p in [&seen[0], &seen[2], &seen[4]] {
+        assert!(
+            p.ops.push_ok > 0 && p.ops.pull_ok > 0,
+            "{}: pushes and pulls go on: {:?}",
+            p.name,
+            p.ops
+        );
+    }
+    // Throttled: the SDK's retries absorb most refusals; pulls and pushes still get through.
+    assert!(
+        seen[3].ops.push_ok + seen[3].ops.pull_ok > 0,
+        "nothing got through 30 % SlowDown: {:?}",
+        seen[3].ops
+    );
     // While it is away, clients are told to come back later: 503, never 500.
     let statuses: Vec<String> = s
         .reg

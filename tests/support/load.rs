@@ -80,6 +80,27 @@ impl Default for LoadOptions {
     }
 }
 
+/// Operations of a load by kind (a retried push counts each attempt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub push_ok: u64,
+    pub push_failed: u64,
+    pub pull_ok: u64,
+    pub pull_failed: u64,
+}
+
+impl std::ops::Sub for Tally {
+    type Output = Tally;
+    fn sub(self, before: Tally) -> Tally {
+        Tally {
+            push_ok: self.push_ok - before.push_ok,
+            push_failed: self.push_failed - before.push_failed,
+            pull_ok: self.pull_ok - before.pull_ok,
+            pull_failed: self.pull_failed - before.pull_failed,
+        }
+    }
+}
+
 /// Pushers and pullers working through one endpoint until stopped.
 pub struct Load {
     fleet: Arc<Fleet>,
@@ -153,6 +174,20 @@ impl Load {
     /// Failures so far.
     pub fn failures(&self) -> usize {
         self.report().failures.len()
+    }
+
+    /// Operations so far by kind, succeeded and failed.
+    pub fn tally(&self) -> Tally {
+        let r = self.report();
+        let failed = |kind: &str| r.failures.iter().filter(|f| f.starts_with(kind)).count() as u64;
+        let (push_failed, pull_failed) =
+            (failed("push ") + failed("slow upload "), failed("pull "));
+        Tally {
+            push_ok: r.pushes.saturating_sub(push_failed),
+            push_failed,
+            pull_ok: r.pulls.saturating_sub(pull_failed),
+            pull_failed,
+        }
     }
 
     /// Waits (bounded) until `n` more operations have completed.
