@@ -434,6 +434,18 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The checks `serve` makes before it touches storage, files or the network: features this
+/// release lacks, response headers, validation patterns (`config check`).
+pub fn check(config: &Config) -> Result<(), StartError> {
+    let unsupported = config.unsupported();
+    if !unsupported.is_empty() {
+        return Err(StartError::Unsupported(unsupported));
+    }
+    response_headers(config)?;
+    registry_options(config)?;
+    Ok(())
+}
+
 /// Runs the registry until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let unsupported = config.unsupported();

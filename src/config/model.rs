@@ -82,6 +82,9 @@ pub struct Config {
     /// Wharf's online garbage collection (not in distribution).
     #[serde(default, deserialize_with = "lenient::or_default")]
     pub gc: GcConfig,
+    /// When a running node re-reads this file (Wharf's own, `reload.rs`).
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub reload: super::ReloadConfig,
 }
 
 /// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
