@@ -136,6 +136,10 @@ fn config_command(action: ConfigAction) -> ExitCode {
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCode> {
+    load_all(path).map(|loaded| loaded.config)
+}
+
+fn load_all(path: Option<&std::path::Path>) -> Result<wharf::config::Loaded, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     match wharf::config::load(path, &env) {
         Ok(loaded) => {
@@ -143,7 +147,7 @@ fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCod
             for w in &loaded.warnings {
                 tracing::warn!("configuration: {w}");
             }
-            Ok(loaded.config)
+            Ok(loaded)
         }
         Err(e) => {
             eprintln!("wharf: configuration error: {e}");
@@ -169,11 +173,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
+            let loaded = match load_all(config.as_deref()) {
+                Ok(l) => l,
                 Err(code) => return code,
             };
-            match runtime(&config).block_on(wharf::serve(config)) {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            // Reloads read the file serve started with, REGISTRY_CONFIGURATION_PATH included.
+            let path = config.or_else(|| {
+                std::env::var_os(wharf::config::CONFIGURATION_PATH_VAR)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            });
+            let source = wharf::generation::ReloadSource { path, env };
+            match runtime(&loaded.config).block_on(wharf::serve(loaded, source)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
