@@ -95,7 +95,11 @@ fn sighup_changes_log_level_fields_headers_and_read_only_on_the_next_request() {
     assert_eq!(reloads(&reg, "success"), 1.0);
 
     // And back: writable again.
-    edit(&reg, "      enabled: true\n", "      enabled: false\n");
+    edit(
+        &reg,
+        "readonly:\n      enabled: true\n",
+        "readonly:\n      enabled: false\n",
+    );
     reg.hangup();
     let latency = poll_v2(&reg, |_| {
         try_send(reg.post("/v2/reload/app/blobs/uploads/")).is_ok_and(|r| r.status == 202)
