@@ -139,20 +139,26 @@ fn serving_storage_driver(
 
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
-    registry_on(storage_driver(config)?, config, secret)
+    registry_on(storage_driver(config)?, config, secret, None)
 }
 
-/// The registry over `driver` and the configured blob-descriptor cache.
+/// The registry over `driver` and the configured blob-descriptor cache; an in-memory cache
+/// answers only while `validity` (when given) allows.
 fn registry_on(
     driver: Arc<dyn StorageDriver>,
     config: &Config,
     secret: Vec<u8>,
+    validity: Option<Arc<cache::validity::CacheValidity>>,
 ) -> Result<Registry, StartError> {
     let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => {
-            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            let mut cache =
+                cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            if let Some(validity) = validity {
+                cache = cache.with_validity(validity);
+            }
             registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
                 "inmemory",
                 Arc::new(cache),
@@ -463,7 +469,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .unwrap_or_default();
     let auth = authenticator(&config, &own_certificates)?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
-    let registry = registry_on(driver, &config, upload_secret(&config))?;
+    // A serving node's in-memory cache follows the cluster's collections (see `cache_watch`).
+    let cache_validity = Arc::new(cache::validity::CacheValidity::new(
+        registry::gc_guard::CACHE_VIEW_MAX_AGE,
+    ));
+    let registry = registry_on(
+        driver,
+        &config,
+        upload_secret(&config),
+        Some(cache_validity.clone()),
+    )?;
     let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
     let probe = storage_probe(registry.driver().clone());
@@ -517,6 +532,18 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             tokio::select! {
                 _ = stop.requested() => {}
                 _ = coord::maintenance::watch(driver, switch) => {}
+            }
+        });
+    }
+    if matches!(
+        config.storage.cache.blobdescriptor,
+        Some(BlobDescriptorCache::Inmemory)
+    ) {
+        let app = app.clone();
+        tasks.spawn("cache validity watch", move |mut stop| async move {
+            tokio::select! {
+                _ = stop.requested() => {}
+                _ = coord::cache_watch::watch(app, cache_validity) => {}
             }
         });
     }

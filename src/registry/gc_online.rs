@@ -9,10 +9,11 @@
 //! an intent, read `touched` (a writer referenced it during this pass: keep), re-check ages,
 //! clear it from the blob-descriptor cache, delete its links and data, remove the intent.
 //! Untagged manifests go through the same intent and re-check (plus their tags re-read) before
-//! their revision link is deleted. Finally the marker says the pass is over.
+//! their revision link is deleted. Finally the marker says the pass is over. No blob is deleted
+//! before nodes' in-memory caches have seen the marker (`coord::cache_watch`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,7 +21,7 @@ use futures_util::StreamExt;
 use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::gc_guard::{
-    intent_path, pass_path, touched_dir, touched_path, Intent, PassState,
+    intent_path, pass_path, touched_dir, touched_path, Intent, PassState, CACHE_VIEW_MAX_AGE,
 };
 use crate::registry::layout;
 use crate::registry::manifest_format::{self, Manifest};
@@ -29,6 +30,9 @@ use crate::registry::Registry;
 
 /// Storage requests a pass keeps in flight.
 const CONCURRENCY: usize = 16;
+
+/// Added to [`CACHE_VIEW_MAX_AGE`] for nodes' clocks that run at slightly different rates.
+const CACHE_VIEW_MARGIN: Duration = Duration::from_millis(500);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -111,6 +115,7 @@ impl Registry {
             started_ms: now_ms(),
         };
         self.write_pass(&pass).await?;
+        let announced = Instant::now();
         let mut report = OnlineReport {
             generation: pass.generation,
             dry_run: opts.dry_run,
@@ -150,6 +155,12 @@ impl Registry {
             .into_iter()
             .filter(|d| !marked.contains(d))
             .collect();
+        if !opts.dry_run && !candidates.is_empty() {
+            // Nodes' in-memory caches stop answering once they read the marker: wait until
+            // every node still answering from one has read it (see `coord::cache_watch`).
+            let settled = announced + CACHE_VIEW_MAX_AGE + CACHE_VIEW_MARGIN;
+            tokio::time::sleep_until(settled.into()).await;
+        }
         let no_holders = Vec::new();
         let sweeps: Vec<_> = candidates
             .iter()
