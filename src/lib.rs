@@ -550,7 +550,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
         .map_err(|e| StartError::Unsupported(vec![e]))?;
     if let Some(notifier) = notifier {
-        notify::delivery::start(notifier, leases.clone(), &tasks);
+        // Beside the queue, in the storage, whatever Redis does: delivery needs nothing the
+        // events themselves do not (see the README's notifications section).
+        let beside_queue: Arc<dyn coord::LeaseBackend> = Arc::new(
+            coord::storage_lease::StorageLeases::new(app.registry.driver().clone()),
+        );
+        notify::delivery::start(notifier, beside_queue, &tasks);
     }
     start_upload_purging(&config, app.clone(), object_storage, leases.clone(), &tasks);
     if config.gc.enabled {
