@@ -165,7 +165,11 @@ fn blobs_on_disk(root: &Path) -> usize {
     let dir = root.join("docker/registry/v2/blobs/sha256");
     let mut n = 0;
     for prefix in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for b in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+        for b in std::fs::read_dir(prefix.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if b.path().join("data").exists() {
                 n += 1;
             }
@@ -191,7 +195,11 @@ fn operation(line: &str) -> Option<String> {
     if path.trim_matches('/').is_empty() {
         return None;
     }
-    let has = |k: &str| query.split('&').any(|p| p == k || p.starts_with(&format!("{k}=")));
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.starts_with(&format!("{k}=")))
+    };
     let bucket_only = !path.trim_matches('/').contains('/');
     Some(
         match (method, bucket_only) {
@@ -338,7 +346,10 @@ fn percentile(values: &mut [f64], p: usize) -> f64 {
 }
 
 /// (p50, p99, count) of pushes without a pass, then during one; and the pass's wall time.
-fn push_latency(files: &[(String, Vec<u8>)], work: &Path) -> ((f64, f64, usize), (f64, f64, usize), Duration) {
+fn push_latency(
+    files: &[(String, Vec<u8>)],
+    work: &Path,
+) -> ((f64, f64, usize), (f64, f64, usize), Duration) {
     let root = work.join("fs-serving");
     write_tree(&root, files);
     std::thread::sleep(Duration::from_millis(1100));
@@ -363,8 +374,16 @@ fn push_latency(files: &[(String, Vec<u8>)], work: &Path) -> ((f64, f64, usize),
     });
     let wall = *pass_wall.lock().unwrap();
     (
-        (percentile(&mut quiet, 50), percentile(&mut quiet, 99), quiet.len()),
-        (percentile(&mut during, 50), percentile(&mut during, 99), during.len()),
+        (
+            percentile(&mut quiet, 50),
+            percentile(&mut quiet, 99),
+            quiet.len(),
+        ),
+        (
+            percentile(&mut during, 50),
+            percentile(&mut during, 99),
+            during.len(),
+        ),
         wall,
     )
 }

@@ -567,11 +567,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             graceperiod = ?config.gc.graceperiod,
             "online garbage collection enabled"
         );
-        let (app, gc) = (app.clone(), config.gc.clone());
+        let (app, opts) = (app.clone(), coord::collector::options(&config));
+        let interval = config.gc.interval;
         tasks.spawn("garbage collection", move |mut stop| async move {
             tokio::select! {
                 _ = stop.requested() => {}
-                _ = coord::collector::run(app, lease, gc) => {}
+                _ = coord::collector::run(app, lease, opts, interval) => {}
             }
         });
     }

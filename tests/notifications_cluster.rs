@@ -100,8 +100,7 @@ fn three_nodes_with_redis_keep_delivering_without_it(s3: bool) {
     redis.stop();
     for i in 0..N {
         let tag = format!("down{i}");
-        put_manifest(&lb, "hooks/app", &tag, &numbered(&config, &layer, N + i))
-            .assert_status(201);
+        put_manifest(&lb, "hooks/app", &tag, &numbered(&config, &layer, N + i)).assert_status(201);
         tags.push(tag);
     }
     assert_once_in_order(&receiver, &tags);

@@ -224,7 +224,10 @@ mod tests {
         validity.observe(std::time::Instant::now(), 3, false);
         assert!(c.stat(&d).await.unwrap().is_none(), "a collection runs");
         validity.observe(std::time::Instant::now(), 4, true);
-        assert!(c.stat(&d).await.unwrap().is_none(), "emptied on a new epoch");
+        assert!(
+            c.stat(&d).await.unwrap().is_none(),
+            "emptied on a new epoch"
+        );
         // Hints survive: they are checked against storage before use.
         assert_eq!(c.repositories_holding(&d, 1).await.unwrap(), ["r"]);
     }

@@ -9,8 +9,9 @@
 //! an intent, read `touched` (a writer referenced it during this pass: keep), re-check ages,
 //! clear it from the blob-descriptor cache, delete its links and data, remove the intent.
 //! Untagged manifests go through the same intent and re-check (plus their tags re-read) before
-//! their revision link is deleted. Finally the marker says the pass is over. No blob is deleted
-//! before nodes' in-memory caches have seen the marker (`coord::cache_watch`).
+//! their revision link is deleted. Finally the marker says the pass is over. With in-memory
+//! caches configured, no blob is deleted before every node has seen the marker
+//! (`coord::cache_watch`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,6 +52,9 @@ pub struct OnlineOptions {
     pub delete_untagged: bool,
     /// Report, delete nothing.
     pub dry_run: bool,
+    /// Nodes keep in-memory blob-descriptor caches: delete nothing until they have all seen the
+    /// pass start (see `coord::cache_watch`).
+    pub wait_for_memory_caches: bool,
 }
 
 /// Whether the pass may still act: the caller's hold on the cluster-wide lease.
@@ -155,7 +159,7 @@ impl Registry {
             .into_iter()
             .filter(|d| !marked.contains(d))
             .collect();
-        if !opts.dry_run && !candidates.is_empty() {
+        if opts.wait_for_memory_caches && !opts.dry_run && !candidates.is_empty() {
             // Nodes' in-memory caches stop answering once they read the marker: wait until
             // every node still answering from one has read it (see `coord::cache_watch`).
             let settled = announced + CACHE_VIEW_MAX_AGE + CACHE_VIEW_MARGIN;
