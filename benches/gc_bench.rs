@@ -19,7 +19,7 @@
 //! reads, not by bytes).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;
