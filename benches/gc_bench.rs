@@ -433,10 +433,15 @@ fn main() -> ExitCode {
     );
     let fs = filesystem_runs(&files, work.path());
     table(&mut report, "Filesystem", &fs, total);
+    // Printed as it goes: the S3 part is long.
+    println!("{report}");
+    let printed = report.len();
     if !options.skip_s3 {
         let s3 = s3_runs(&files, work.path());
         table(&mut report, "S3 (moto_server on loopback)", &s3, total);
+        println!("{}", &report[printed..]);
     }
+    let printed = report.len();
     let (quiet, during, wall) = push_latency(&files, work.path());
     let _ = writeln!(
         report,
@@ -445,7 +450,7 @@ fn main() -> ExitCode {
          | no pass | {} | {:.1} | {:.1} |\n| during `garbage-collect --online` ({:.1} s) | {} | {:.1} | {:.1} |",
         quiet.2, quiet.0, quiet.1, wall.as_secs_f64(), during.2, during.0, during.1
     );
-    println!("{report}");
+    println!("{}", &report[printed..]);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     let _ = std::fs::create_dir_all(&dir);
     let stamp = std::time::SystemTime::now()
