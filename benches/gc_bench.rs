@@ -425,7 +425,7 @@ fn main() -> ExitCode {
         report,
         "## Garbage collection: {} repositories, {total} blobs ({} unreferenced), {} objects\n\n\
          Each collector on its own copy of the same data, one after the other in one run; \
-         `wharf --online` includes its wait for nodes' in-memory caches (2 s) before deleting. \
+         no cache is configured, so `wharf --online` does not wait for nodes' in-memory caches. \
          A correct pass leaves {expected_left} blobs.",
         options.repos,
         options.repos * ORPHANS,
