@@ -140,20 +140,26 @@ fn serving_storage_driver(
 
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
-    registry_on(storage_driver(config)?, config, secret)
+    registry_on(storage_driver(config)?, config, secret, None)
 }
 
-/// The registry over `driver` and the configured blob-descriptor cache.
-fn registry_on(
+/// The registry over `driver` and the configured blob-descriptor cache; an in-memory cache
+/// answers only while `validity` (when given) allows.
+pub(crate) fn registry_on(
     driver: Arc<dyn StorageDriver>,
     config: &Config,
     secret: Vec<u8>,
+    validity: Option<Arc<cache::validity::CacheValidity>>,
 ) -> Result<Registry, StartError> {
     let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => {
-            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            let mut cache =
+                cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            if let Some(validity) = validity {
+                cache = cache.with_validity(validity);
+            }
             registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
                 "inmemory",
                 Arc::new(cache),
@@ -462,11 +468,11 @@ fn start_online_gc(
         graceperiod = ?config.gc.graceperiod,
         "online garbage collection enabled"
     );
-    let gc = config.gc.clone();
+    let (opts, interval) = (coord::collector::options(config), config.gc.interval);
     tasks.spawn("garbage collection", move |mut stop| async move {
         tokio::select! {
             _ = stop.requested() => {}
-            _ = coord::collector::run(app, lease, gc) => {}
+            _ = coord::collector::run(app, lease, opts, interval) => {}
         }
     });
 }
