@@ -7,6 +7,7 @@
 //! as warnings, and finally checks values. [`Config::unsupported`] lists what is configured but
 //! cannot be served by this release.
 
+mod console;
 mod docker_auth;
 mod duration;
 mod error;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+pub use console::{CorsConfig, UiConfig};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
 pub use error::ConfigError;
