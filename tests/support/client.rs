@@ -51,10 +51,19 @@ impl Endpoint {
     pub fn with_basic_auth(base: &str, user: &str, password: &str) -> Endpoint {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self::with_authorization(base, &format!("Basic {token}"))
+    }
+
+    /// A client of `base` that sends a bearer token with every request.
+    pub fn with_bearer(base: &str, token: &str) -> Endpoint {
+        Self::with_authorization(base, &format!("Bearer {token}"))
+    }
+
+    fn with_authorization(base: &str, value: &str) -> Endpoint {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+            reqwest::header::HeaderValue::from_str(value).unwrap(),
         );
         Endpoint {
             base: base.trim_end_matches('/').to_string(),
