@@ -51,8 +51,16 @@ fn main() {
     println!("console repository list, {REPOSITORIES} repositories, {ROUNDS} requests each (ms):");
     for (what, path, want) in [
         ("first page", "/ui/".to_string(), 50),
-        ("page after team25/", "/ui/?last=team25%2Fservice-09975".to_string(), 50),
-        ("search \"service-0999\"", "/ui/?q=service-0999".to_string(), 10),
+        (
+            "page after team25/",
+            "/ui/?last=team25%2Fservice-09975".to_string(),
+            50,
+        ),
+        (
+            "search \"service-0999\"",
+            "/ui/?q=service-0999".to_string(),
+            10,
+        ),
         ("/v2/_catalog?n=50", "/v2/_catalog?n=50".to_string(), 0),
     ] {
         let (median, p95) = time(&reg, &path, count(want));

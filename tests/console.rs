@@ -165,7 +165,7 @@ fn htpasswd_users_browse_page_and_delete_in_a_browser() {
         .section(&console_lines(10))
         .ready(Ready::V2Answers)
         .start();
-    let alice = Endpoint::with_basic_auth(&reg.url(), "alice", "alice-pw");
+    let alice = Endpoint::with_basic_auth(reg.url(), "alice", "alice-pw");
     let (_, image) = push_showcase(&alice, "team/app");
     for i in 0..24 {
         push_blob(&alice, &format!("bulk/r{i:02}"), b"{}");
@@ -272,7 +272,7 @@ tokenissuer:
         .as_str()
         .unwrap()
         .to_string();
-    let admin = Endpoint::with_bearer(&reg.url(), &token);
+    let admin = Endpoint::with_bearer(reg.url(), &token);
     let (_, image) = push_showcase(&admin, "team/app");
     push_image(&admin, "public/base", "latest", Kind::OciManifest);
     push_image(&admin, "secret/db", "latest", Kind::OciManifest);

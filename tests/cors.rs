@@ -32,7 +32,7 @@ fn preflights_are_answered_without_credentials_for_allowed_origins_only() {
         .section(&htpasswd(dir.path()))
         .ready(Ready::V2Answers)
         .start();
-    let alice = Endpoint::with_basic_auth(&reg.url(), "alice", "alice-pw");
+    let alice = Endpoint::with_basic_auth(reg.url(), "alice", "alice-pw");
     push_image(&alice, "cors/app", "v1", Kind::OciManifest);
 
     let preflight = |origin: &str, path: &str| {
@@ -305,7 +305,7 @@ fn a_front_end_on_another_origin_lists_and_deletes_with_credentials_in_a_browser
         .section(&htpasswd(dir.path()))
         .ready(Ready::V2Answers)
         .start();
-    let alice = Endpoint::with_basic_auth(&reg.url(), "alice", "alice-pw");
+    let alice = Endpoint::with_basic_auth(reg.url(), "alice", "alice-pw");
     let image = push_image(&alice, "cors/app", "v1", Kind::OciManifest);
     push_manifest(&alice, "cors/app", "v2", &image);
 
@@ -321,7 +321,7 @@ fn a_front_end_on_another_origin_lists_and_deletes_with_credentials_in_a_browser
     };
 
     // From an origin that is not allowed, the browser blocks every call.
-    let elsewhere = PageServer::start(front_end(&reg.url()));
+    let elsewhere = PageServer::start(front_end(reg.url()));
     b.goto(&elsewhere.url());
     let out = result(&b);
     assert!(
@@ -344,7 +344,7 @@ fn a_front_end_on_another_origin_lists_and_deletes_with_credentials_in_a_browser
         .unwrap()
         .parse::<u16>()
         .unwrap();
-    let front = PageServer::start_on(port, front_end(&reg.url()));
+    let front = PageServer::start_on(port, front_end(reg.url()));
     b.goto(&front.url());
     let out = result(&b);
     assert_eq!(out["catalog"], serde_json::json!(["cors/app"]), "{out}");

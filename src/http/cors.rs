@@ -171,7 +171,7 @@ mod tests {
         h
     }
 
-    fn get<'a>(h: &'a [(HeaderName, HeaderValue)], name: HeaderName) -> Option<&'a str> {
+    fn get(h: &[(HeaderName, HeaderValue)], name: HeaderName) -> Option<&str> {
         h.iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.to_str().unwrap())

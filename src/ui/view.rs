@@ -187,11 +187,7 @@ async fn read_config(
     }
     let mut stream = registry.read_blob(&blob, 0, blob.size).await?;
     let mut out = Vec::with_capacity(blob.size as usize);
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| RegistryError::Storage(e.into()))?
-    {
+    while let Some(chunk) = stream.try_next().await.map_err(RegistryError::Storage)? {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
