@@ -16,6 +16,7 @@ pub mod notify;
 pub mod ops;
 pub mod registry;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -581,6 +582,8 @@ pub async fn serve(
         limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
         tls,
+        cors: http::cors::Cors::from_config(&config.http.cors),
+        console: ui::Console::from_config(&config).map(Arc::new),
     };
     let shutdown = async move {
         shutdown_signal().await;

@@ -8,6 +8,7 @@
 //! cannot be served by this release.
 
 mod change;
+mod console;
 mod docker_auth;
 mod duration;
 mod effective;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 pub use change::{diff, Applies, Change};
+pub use console::{CorsConfig, UiConfig};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
 pub use effective::masked;

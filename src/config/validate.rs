@@ -51,6 +51,7 @@ impl Config {
         let interval = Duration::from_secs(10);
         set_if_zero(&mut self.http.addr, ":5000".into());
         set_if_zero(&mut self.http.net, "tcp".into());
+        self.ui.apply_defaults();
         set_if_zero(&mut self.http.debug.prometheus.path, "/metrics".into());
         if let Some(tls) = &mut self.http.tls {
             set_if_zero(&mut tls.clientauth, "require-and-verify-client-cert".into());
@@ -158,6 +159,8 @@ impl Config {
         };
 
         one_of("http.net", &self.http.net, &["tcp", "unix"])?;
+        self.http.cors.validate()?;
+        self.ui.validate()?;
         if let Some(tls) = &self.http.tls {
             one_of("http.tls.minimumtls", &tls.minimumtls, TLS_VERSIONS)?;
             one_of("http.tls.clientauth", &tls.clientauth, TLS_CLIENT_AUTH)?;

@@ -55,7 +55,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use blobs::BlobInfo;
-pub use catalog::Page;
+pub use catalog::{path_order, Page};
 pub use manifest_store::{tags_of, ManifestReference, StoredManifest};
 pub use mount::{MountSearch, MAX_SUGGESTED, SEARCH_BUDGET};
 pub use referrers::Referrer;
