@@ -100,6 +100,7 @@ impl Registry {
                     })?;
                 }
                 let dir = layout::blob_dir(digest.algorithm(), digest.hex());
+                self.manifests.remove(&digest);
                 if let Err(e) = self.driver.delete(&dir).await {
                     if !e.is_not_found() {
                         return Err(e.into());
