@@ -163,7 +163,12 @@ fn a_power_cut_while_small_blobs_are_pushed_loses_nothing_acknowledged() {
         must_survive.len(),
         &lost[..lost.len().min(5)]
     );
-    let problems = storage_problems(&reg.v2_root());
+    // A push cut before its rename leaves a blob folder holding only its temporary file, as
+    // distribution's would: not readable, not wrong. Every `data` there must hash right.
+    let problems: Vec<String> = storage_problems(&reg.v2_root())
+        .into_iter()
+        .filter(|p| !p.ends_with("/data: No such file or directory (os error 2)"))
+        .collect();
     assert!(
         problems.is_empty(),
         "storage after the power cut: {problems:?}"
