@@ -643,7 +643,12 @@ fn a_node_serving_manifests_from_memory_sees_deletes_and_retags_made_elsewhere()
         .start();
     let first = push_image(&a, REPO, "moving", Kind::OciManifest);
     let kept = push_image(&a, REPO, "kept", Kind::OciManifest);
-    for reference in [first.digest.as_str(), "moving", kept.digest.as_str(), "kept"] {
+    for reference in [
+        first.digest.as_str(),
+        "moving",
+        kept.digest.as_str(),
+        "kept",
+    ] {
         let served = if reference.contains(&first.digest) || reference == "moving" {
             &first
         } else {
