@@ -450,6 +450,7 @@ impl Registry {
                 }
             }
             check_fence(fence, &intent)?;
+            self.manifests.remove(d);
             match self
                 .driver
                 .delete(&layout::blob_dir(d.algorithm(), d.hex()))

@@ -363,8 +363,14 @@ impl Registry {
         repo: &RepositoryName,
         reference: &ManifestReference,
     ) -> Result<StoredManifest> {
+        // The link was just read: the repository holds this digest, whose bytes never change.
         let digest = self.resolve_manifest(repo, reference).await?;
-        self.read_manifest(&digest).await
+        if let Some(cached) = self.manifests.get(&digest) {
+            return Ok(cached);
+        }
+        let stored = self.read_manifest(&digest).await?;
+        self.manifests.insert(&stored);
+        Ok(stored)
     }
 
     /// Reads a manifest's content by digest.

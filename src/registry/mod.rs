@@ -43,6 +43,7 @@ pub mod upload_token;
 
 mod blobs;
 mod catalog;
+mod manifest_cache;
 mod manifest_store;
 mod mount;
 mod referrers;
@@ -122,6 +123,9 @@ impl Default for RegistryOptions {
     }
 }
 
+/// Memory for manifest bodies kept by digest.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
 /// The registry: all operations on repositories, over one storage driver.
 pub struct Registry {
     driver: Arc<dyn StorageDriver>,
@@ -131,6 +135,8 @@ pub struct Registry {
     /// Parsed manifest summaries by digest; manifests are immutable, so
     /// entries never go stale, only away.
     summaries: referrers::SummaryCache,
+    /// Manifest bodies by digest, served once the repository's link was read.
+    manifests: manifest_cache::ManifestCache,
     /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
     cache: Option<Arc<dyn BlobDescriptorCache>>,
     /// Read-only mode switched at run time, cluster-wide (`wharf maintenance readonly`).
@@ -145,6 +151,7 @@ impl Registry {
             options,
             secret,
             summaries: referrers::SummaryCache::new(10_000),
+            manifests: manifest_cache::ManifestCache::new(MANIFEST_CACHE_BYTES),
             cache: None,
             read_only_switch: Arc::default(),
         }
