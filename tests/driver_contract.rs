@@ -409,6 +409,40 @@ fn exclusive_creation_has_one_winner_across_nodes(store: &Store) {
     });
 }
 
+/// Concurrent atomic writers of one path with the same content (clients pushing the same blob
+/// at once, monolithically) all succeed, and the file is whole: the content is identical, so
+/// whichever lands last is right.
+fn concurrent_atomic_writers_of_one_path_all_succeed(store: &Store) {
+    let (a, b) = (store.a.as_ref(), store.b.as_ref());
+    runtime().block_on(async {
+        for (round, len) in [MIB + 3, 9 * MIB + 7].into_iter().enumerate() {
+            let path = format!("/docker/registry/v2/blobs/sha256/cc/cc{round}/data");
+            let blob = data(len);
+            let mut writers = Vec::new();
+            for i in 0..4 {
+                let node = if i % 2 == 0 { a } else { b };
+                writers.push(node.atomic_writer(&path).await.expect("atomic writer"));
+            }
+            // Interleaved: every writer has stored part of its bytes before any commits.
+            let pieces: Vec<&[u8]> = blob.chunks(MIB / 2 + 17).collect();
+            for piece in &pieces {
+                for w in writers.iter_mut() {
+                    w.write(Bytes::copy_from_slice(piece)).await.expect("write");
+                }
+            }
+            let commits = writers.into_iter().map(|w| w.commit());
+            for (i, result) in futures_util::future::join_all(commits)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                result.unwrap_or_else(|e| panic!("round {round}: writer {i}: {e}"));
+            }
+            assert_same(&read(a, &path).await, &blob, "after concurrent writers");
+        }
+    });
+}
+
 /// Where [`redirect_urls_serve_the_object`] stores its object.
 const REDIRECTED: &str = "/docker/registry/v2/blobs/sha256/55/55ee/data";
 
@@ -438,6 +472,10 @@ macro_rules! contract {
         #[test]
         fn atomic_writes_appear_on_commit_only() {
             super::atomic_writes_appear_on_commit_only(&$store());
+        }
+        #[test]
+        fn concurrent_atomic_writers_of_one_path_all_succeed() {
+            super::concurrent_atomic_writers_of_one_path_all_succeed(&$store());
         }
         #[test]
         fn listing_stat_and_deletes_are_paginated() {
