@@ -11,6 +11,7 @@ mod docker_auth;
 mod duration;
 mod error;
 mod lenient;
+mod mirror;
 mod model;
 mod normalize;
 mod overlay;
@@ -28,6 +29,7 @@ use serde_yaml::{Mapping, Value};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
 pub use error::ConfigError;
+pub use mirror::UpstreamConfig;
 pub use model::*;
 pub use overlay::CONFIGURATION_PATH_VAR;
 
