@@ -11,6 +11,7 @@ pub mod config;
 pub mod coord;
 pub mod digest;
 pub mod http;
+pub mod mirror;
 pub mod notify;
 pub mod ops;
 pub mod registry;
@@ -351,6 +352,44 @@ fn start_upload_purging(
     });
 }
 
+/// Removes expired pull-through content every minute, on whichever node takes the
+/// `mirror-expiry` lease (registry:2 keeps its expiry schedule in one process's memory).
+fn start_cache_expiry(
+    app: Arc<App>,
+    mirror: Arc<mirror::Mirror>,
+    leases: Arc<dyn coord::LeaseBackend>,
+    tasks: &ops::tasks::Tasks,
+) {
+    let lease = coord::Lease::new(leases, "mirror-expiry", Duration::from_secs(60));
+    tasks.spawn("cache expiry", move |mut stop| async move {
+        let mut wait = Duration::from_secs(5 + rand::random::<u64>() % 10);
+        loop {
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = Duration::from_secs(60);
+            let held = match lease.try_acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache expiry: cannot take its lease");
+                    continue;
+                }
+            };
+            let still_held = || held.is_held();
+            tokio::select! {
+                _ = stop.requested() => {
+                    held.release().await;
+                    return;
+                }
+                _ = mirror.sweep_expired(&app.registry, &still_held) => {}
+            }
+            held.release().await;
+        }
+    });
+}
+
 /// One upload-purging pass over the registry and, on S3, its multipart uploads.
 async fn purge_pass(app: &App, object_storage: Option<&S3Driver>, p: &config::UploadPurgingConfig) {
     tracing::info!(dry_run = p.dryrun, "upload purge started");
@@ -500,14 +539,24 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         urls.default_scheme = "https";
     }
     let notifier = notify::Notifier::from_config(&config, registry.driver().clone());
+    let leases = coord::collector::lease_backend(&config, registry.driver().clone())
+        .map_err(|e| StartError::Unsupported(vec![e]))?;
+    let mirror = config.proxy.as_ref().and_then(|proxy| {
+        mirror::Mirror::from_config(proxy, Some(leases.clone()), registry.driver().clone())
+            .map(Arc::new)
+    });
     let app = Arc::new(App {
-        registry,
+        registry: Arc::new(registry),
         urls,
         auth,
         issuer,
         health,
         notifier: notifier.clone(),
+        mirror: mirror.clone(),
     });
+    if let Some(mirror) = mirror {
+        start_cache_expiry(app.clone(), mirror, leases.clone(), &tasks);
+    }
     {
         let (driver, switch) = (
             app.registry.driver().clone(),
@@ -520,8 +569,6 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             }
         });
     }
-    let leases = coord::collector::lease_backend(&config, app.registry.driver().clone())
-        .map_err(|e| StartError::Unsupported(vec![e]))?;
     if let Some(notifier) = notifier {
         notify::delivery::start(notifier, leases.clone(), &tasks);
     }
