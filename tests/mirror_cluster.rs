@@ -61,7 +61,9 @@ fn twenty_clients_on_three_nodes_fetch_each_blob_once() {
                     api.get("/v2/hub/app/manifests/v1")
                         .header("Accept", OCI_MANIFEST),
                 )?;
-                if m.status != 200 || m.header("docker-content-digest") != Some(&manifest_digest) {
+                if m.status != 200
+                    || m.header("docker-content-digest") != Some(manifest_digest.as_str())
+                {
                     return Err(format!("client {i}: manifest {}", m.describe()));
                 }
                 // Clients walk the layers in different orders, as parallel pulls do.
@@ -70,7 +72,8 @@ fn twenty_clients_on_three_nodes_fetch_each_blob_once() {
                 for k in order {
                     let (digest, len) = &expected[k];
                     let b = try_send(api.get(&format!("/v2/hub/app/blobs/{digest}")))?;
-                    if b.status != 200 || b.body.len() != *len || &sha256_digest(&b.body) != digest {
+                    if b.status != 200 || b.body.len() != *len || &sha256_digest(&b.body) != digest
+                    {
                         return Err(format!(
                             "client {i}: blob {digest}: status {} len {}",
                             b.status,
@@ -96,7 +99,11 @@ fn twenty_clients_on_three_nodes_fetch_each_blob_once() {
             .count()
     };
     for (digest, _) in expected.iter() {
-        assert_eq!(gets(&format!("/v2/hub/app/blobs/{digest}")), 1, "upstream GETs of {digest}");
+        assert_eq!(
+            gets(&format!("/v2/hub/app/blobs/{digest}")),
+            1,
+            "upstream GETs of {digest}"
+        );
     }
     let manifest_gets = gets("/v2/hub/app/manifests/v1");
     assert_eq!(manifest_gets, 1, "upstream GETs of the tag");

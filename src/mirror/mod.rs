@@ -539,6 +539,20 @@ impl Mirror {
                         return Err(e);
                     }
                 }
+                // Stored for another repository: linked here once the upstream confirms
+                // this repository has it, without downloading it again.
+                match self.link_if_upstream_has(registry, t, digest).await {
+                    Ok(Some(info)) => {
+                        release(held).await;
+                        METRICS.hits.with_label_values(&[label, "blob"]).inc();
+                        return Ok(BlobAnswer::Cached(info));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        release(held).await;
+                        return Err(e);
+                    }
+                }
                 METRICS.misses.with_label_values(&[label, "blob"]).inc();
                 return self.fetch_blob(registry.clone(), t, digest, held).await;
             }
@@ -558,8 +572,7 @@ impl Mirror {
         }
     }
 
-    /// The blob from storage: linked in the repository, or stored for another one and
-    /// linked now.
+    /// The blob from storage, if the repository has it.
     async fn cached_blob(
         &self,
         registry: &Registry,
@@ -567,9 +580,30 @@ impl Mirror {
         digest: &Digest,
     ) -> Result<Option<BlobInfo>, MirrorError> {
         match registry.stat_blob(&t.local, digest).await {
-            Ok(info) => return Ok(Some(info)),
-            Err(RegistryError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e.into()),
+            Ok(info) => Ok(Some(info)),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links a blob already stored (for another repository) into this one when the upstream
+    /// answers a HEAD for it in this repository: the upstream, not the cache, says who may
+    /// read what. `None` when it is not stored or the upstream does not have it here.
+    async fn link_if_upstream_has(
+        &self,
+        registry: &Registry,
+        t: &Target,
+        digest: &Digest,
+    ) -> Result<Option<BlobInfo>, MirrorError> {
+        if registry.stat_blob_data(digest).await?.is_none() {
+            return Ok(None);
+        }
+        let answer = self
+            .upstream(t)
+            .get(Method::HEAD, &t.remote, &format!("blobs/{digest}"), None)
+            .await?;
+        if answer.status() != StatusCode::OK {
+            return Ok(None);
         }
         Ok(registry.link_stored_blob(&t.local, digest).await?)
     }
