@@ -27,12 +27,15 @@ fn blob_digests(manifest: &Manifest) -> Vec<String> {
     out
 }
 
-/// Upstream access-log lines of GETs whose path ends with `tail`.
+/// Upstream access-log lines of GETs whose path ends with `tail`, answered 200 (a 401
+/// challenge answered before credentials are sent is not a fetch).
 fn upstream_gets(upstream: &Registry, tail: &str) -> usize {
     upstream
         .access_lines()
         .iter()
-        .filter(|l| l.contains("method=GET") && l.contains(&format!("{tail} ")))
+        .filter(|l| {
+            l.contains("method=GET") && l.contains(&format!("{tail} ")) && l.contains("status=200")
+        })
         .count()
 }
 
@@ -121,7 +124,7 @@ fn skopeo_pulls_through_an_htpasswd_upstream_and_the_cache_survives_its_outage()
 
     let storage = tempfile::tempdir().unwrap();
     let mirror = mirror_of(
-        &upstream.endpoint().url().to_string(),
+        upstream.endpoint().url(),
         "  tagrecheck: 1h\n",
         Some(storage.path()),
     );
@@ -199,7 +202,7 @@ fn skopeo_pulls_through_an_htpasswd_upstream_and_the_cache_survives_its_outage()
 
     // A node that checks tags on every pull serves the cached tag, marked stale.
     let eager = mirror_of(
-        &upstream.endpoint().url().to_string(),
+        upstream.endpoint().url(),
         "  tagrecheck: 0s\n",
         Some(storage.path()),
     );
@@ -306,12 +309,15 @@ fn token_upstream_is_selected_by_prefix_or_namespace() {
     assert!(token_requests >= 1, "{:?}", upstream.access_lines());
 }
 
+/// A user and password a token server was given.
+type UserPass = (String, String);
+
 /// An upstream whose challenges name a realm on another host:port (a token server that
 /// records who asked).
 #[test]
 fn a_foreign_token_realm_gets_no_credentials_unless_listed() {
     let work = tempfile::tempdir().unwrap();
-    let seen: Arc<Mutex<Vec<Option<(String, String)>>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Option<UserPass>>>> = Arc::default();
     let record = seen.clone();
     let tokens = TokenServer::start(move |req| {
         record.lock().unwrap().push(req.user.clone());
@@ -327,7 +333,7 @@ fn a_foreign_token_realm_gets_no_credentials_unless_listed() {
         ))
         .ready(Ready::V2Answers)
         .start();
-    let unlisted = mirror_of(&upstream.endpoint().url().to_string(), "", None);
+    let unlisted = mirror_of(upstream.endpoint().url(), "", None);
     let answer = send(unlisted.get("/v2/team/app/manifests/v1"));
     assert!(
         (400..500).contains(&answer.status) || answer.status == 503,
@@ -344,7 +350,7 @@ fn a_foreign_token_realm_gets_no_credentials_unless_listed() {
     }
     seen.lock().unwrap().clear();
     let listed = mirror_of(
-        &upstream.endpoint().url().to_string(),
+        upstream.endpoint().url(),
         &format!("  tokenrealms: ['{}']\n", tokens.realm()),
         None,
     );
