@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod coord;
 pub mod digest;
+pub mod generation;
 pub mod http;
 pub mod mirror;
 pub mod notify;
@@ -254,6 +255,7 @@ fn response_headers(config: &Config) -> Result<Vec<(HeaderName, HeaderValue)>, S
 fn authenticator(
     config: &Config,
     trusted_extra: &[rustls::pki_types::CertificateDer<'static>],
+    https: bool,
 ) -> Result<Option<auth::Authenticator>, StartError> {
     Ok(match &config.auth {
         None => None,
@@ -282,11 +284,7 @@ fn authenticator(
                 jwks: jwks.as_deref(),
                 autoredirect: autoredirect.then_some(autoredirectpath.as_str()),
                 signingalgorithms,
-                scheme: if config.http.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
+                scheme: if https { "https" } else { "http" },
             };
             Some(auth::Authenticator::Token(auth::token::TokenVerifier::new(
                 &settings,
@@ -473,14 +471,54 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the registry until SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> Result<(), StartError> {
+/// The checks `serve` makes before it touches storage, files or the network: features this
+/// release lacks, response headers, validation patterns (`config check`).
+pub fn check(config: &Config) -> Result<(), StartError> {
     let unsupported = config.unsupported();
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
+    response_headers(config)?;
+    registry_options(config)?;
+    Ok(())
+}
+
+/// Starts online garbage collection when `gc.enabled`, under the cluster's `gc` lease.
+fn start_online_gc(
+    config: &Config,
+    app: Arc<App>,
+    leases: Arc<dyn coord::LeaseBackend>,
+    tasks: &ops::tasks::Tasks,
+) {
+    if !config.gc.enabled {
+        return;
+    }
+    ops::gc_metrics::init();
+    let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
+    tracing::info!(
+        backend = lease.backend_kind(),
+        interval = ?config.gc.interval,
+        graceperiod = ?config.gc.graceperiod,
+        "online garbage collection enabled"
+    );
+    let gc = config.gc.clone();
+    tasks.spawn("garbage collection", move |mut stop| async move {
+        tokio::select! {
+            _ = stop.requested() => {}
+            _ = coord::collector::run(app, lease, gc) => {}
+        }
+    });
+}
+
+/// Runs the registry until SIGTERM/SIGINT; SIGHUP (and, with `reload.watch`, a change of the
+/// file) reloads the configuration from `source`.
+pub async fn serve(
+    loaded: config::Loaded,
+    source: generation::ReloadSource,
+) -> Result<(), StartError> {
+    let config = loaded.config.clone();
+    check(&config)?;
     ops::metrics::init();
-    let headers = response_headers(&config)?;
     let tls = config
         .http
         .tls
@@ -488,27 +526,39 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .filter(|t| t.certificate.is_some() || t.letsencrypt.is_some())
         .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
         .transpose()?;
-    let issuer = config
-        .tokenissuer
-        .as_ref()
-        .map(auth::issuer::TokenIssuer::new)
-        .transpose()?;
-    if let Some(issuer) = &issuer {
-        issuer.watch_docker_auth_file();
-    }
-    let own_certificates = issuer
-        .as_ref()
-        .map(|i| i.certificates()[..1].to_vec())
-        .unwrap_or_default();
-    let auth = authenticator(&config, &own_certificates)?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
-    let registry = registry_on(driver, &config, upload_secret(&config))?;
     let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
-    let probe = storage_probe(registry.driver().clone());
-    ops::health::start(&config.health, probe, &health, &tasks);
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());
     lifecycle.start_watchdog(&tasks);
+    let mut urls = UrlBuilder::new(
+        config.http.host.clone(),
+        config.http.relativeurls,
+        &config.http.prefix,
+    );
+    if tls.is_some() {
+        urls.default_scheme = "https";
+    }
+    let fixed = generation::Fixed {
+        driver: driver.clone(),
+        object_storage,
+        secret: upload_secret(&config),
+        urls,
+        health: health.clone(),
+        read_only_switch: Arc::default(),
+        https: tls.is_some(),
+    };
+    let first = generation::Generation::build(&config, &fixed)?;
+    {
+        let switch = fixed.read_only_switch.clone();
+        let driver = driver.clone();
+        tasks.spawn("read-only flag watch", move |mut stop| async move {
+            tokio::select! {
+                _ = stop.requested() => {}
+                _ = coord::maintenance::watch(driver, switch) => {}
+            }
+        });
+    }
     if let Some(addr) = &config.http.debug.addr {
         let prometheus = &config.http.debug.prometheus;
         let state = ops::debug::DebugState {
@@ -520,7 +570,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             addr: addr.clone(),
             source,
         };
-        let listener = http::server::bind_tcp_std(addr).map_err(debug_bind_error)?;
+        let listener =
+            http::server::bind_tcp_std(addr, config.http.reuseport).map_err(debug_bind_error)?;
         let bound = listener.local_addr().map_err(debug_bind_error)?;
         let stopped =
             ops::debug::spawn(listener, state, tasks.signal()).map_err(debug_bind_error)?;
@@ -530,72 +581,22 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         });
         tracing::info!(addr = %bound, "debug server listening");
     }
-    let mut urls = UrlBuilder::new(
-        config.http.host.clone(),
-        config.http.relativeurls,
-        &config.http.prefix,
-    );
-    if tls.is_some() {
-        urls.default_scheme = "https";
-    }
-    let notifier = notify::Notifier::from_config(&config, registry.driver().clone());
-    let leases = coord::collector::lease_backend(&config, registry.driver().clone())
-        .map_err(|e| StartError::Unsupported(vec![e]))?;
-    let mirror = config.proxy.as_ref().and_then(|proxy| {
-        mirror::Mirror::from_config(proxy, Some(leases.clone()), registry.driver().clone())
-            .map(Arc::new)
-    });
-    let app = Arc::new(App {
-        registry: Arc::new(registry),
-        urls,
-        auth,
-        issuer,
-        health,
-        notifier: notifier.clone(),
-        mirror: mirror.clone(),
-    });
-    if let Some(mirror) = mirror {
-        start_cache_expiry(app.clone(), mirror, leases.clone(), &tasks);
-    }
+    let listener =
+        http::server::Listener::bind(&config.http.net, &config.http.addr, config.http.reuseport)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http.addr.clone(),
+                source,
+            })?;
+    let hangup = generation::Reloader::hangup_signal()
+        .map_err(|e| StartError::Invalid(format!("cannot handle SIGHUP: {e}")))?;
+    let reloader = generation::Reloader::start(source, fixed, &loaded, first);
     {
-        let (driver, switch) = (
-            app.registry.driver().clone(),
-            app.registry.read_only_switch(),
-        );
-        tasks.spawn("read-only flag watch", move |mut stop| async move {
-            tokio::select! {
-                _ = stop.requested() => {}
-                _ = coord::maintenance::watch(driver, switch) => {}
-            }
+        let reloader = reloader.clone();
+        tasks.spawn("configuration reload", move |stop| {
+            reloader.run(hangup, stop)
         });
     }
-    if let Some(notifier) = notifier {
-        notify::delivery::start(notifier, leases.clone(), &tasks);
-    }
-    start_upload_purging(&config, app.clone(), object_storage, leases.clone(), &tasks);
-    if config.gc.enabled {
-        ops::gc_metrics::init();
-        let lease = coord::Lease::new(leases, coord::collector::GC_LEASE, config.gc.leasettl);
-        tracing::info!(
-            backend = lease.backend_kind(),
-            interval = ?config.gc.interval,
-            graceperiod = ?config.gc.graceperiod,
-            "online garbage collection enabled"
-        );
-        let (app, gc) = (app.clone(), config.gc.clone());
-        tasks.spawn("garbage collection", move |mut stop| async move {
-            tokio::select! {
-                _ = stop.requested() => {}
-                _ = coord::collector::run(app, lease, gc) => {}
-            }
-        });
-    }
-    let listener = http::server::Listener::bind(&config.http.net, &config.http.addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.http.addr.clone(),
-            source,
-        })?;
     tracing::info!(
         addr = %listener.local_addr(),
         storage = config.storage.driver.name(),
@@ -608,8 +609,6 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // for in-flight requests. 0 keeps distribution's meaning: stop at once.
     let drain_grace = config.http.draintimeout / 3;
     let settings = http::server::ServerSettings {
-        headers,
-        access_log: !config.log.accesslog.disabled,
         drain_grace,
         drain_timeout: config.http.draintimeout - drain_grace,
         limits: http::limits::Limits::from(&config.http.limits),
@@ -620,8 +619,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         shutdown_signal().await;
         lifecycle.set_draining();
     };
-    http::server::serve(app, listener, settings, shutdown).await;
+    http::server::serve(reloader.sites(), listener, settings, shutdown).await;
     // Requests have drained; now every background task is told to stop.
+    reloader.shutdown().await;
     tasks.shutdown(TASK_STOP_DEADLINE).await;
     let _ = tokio::task::spawn_blocking(ops::telemetry::shutdown).await;
     Ok(())

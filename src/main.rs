@@ -39,10 +39,33 @@ enum Command {
         /// Path to config.yml.
         config: Option<PathBuf>,
     },
+    /// Check a configuration before applying it.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Switch cluster-wide maintenance modes without a restart.
     Maintenance {
         #[command(subcommand)]
         mode: MaintenanceMode,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Parse and validate as `serve` would (REGISTRY_* overlay included), print the effective
+    /// configuration with secrets masked; exit status 1 when it is refused.
+    Check {
+        /// Path to config.yml.
+        config: PathBuf,
+    },
+    /// List the keys that differ between two configurations, and whether a reload applies
+    /// each change or it needs a restart.
+    Diff {
+        /// The configuration running now.
+        old: PathBuf,
+        /// The configuration to apply.
+        new: PathBuf,
     },
 }
 
@@ -59,7 +82,64 @@ enum MaintenanceMode {
     },
 }
 
+/// Loads and checks `path` as `serve` would, without touching storage or the network.
+fn check(path: &std::path::Path) -> Result<wharf::config::Loaded, String> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let loaded = wharf::config::load(Some(path), &env).map_err(|e| e.to_string())?;
+    wharf::check(&loaded.config).map_err(|e| e.to_string())?;
+    Ok(loaded)
+}
+
+fn config_command(action: ConfigAction) -> ExitCode {
+    match action {
+        ConfigAction::Check { config } => match check(&config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("wharf: warning: {w}");
+                }
+                let shown = wharf::config::masked(&loaded.effective);
+                print!("{}", serde_yaml::to_string(&shown).unwrap_or_default());
+                eprintln!("wharf: {}: configuration OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wharf: configuration error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        ConfigAction::Diff { old, new } => {
+            let (old_loaded, new_loaded) = match (check(&old), check(&new)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) => {
+                    eprintln!("wharf: {}: configuration error: {e}", old.display());
+                    return ExitCode::from(1);
+                }
+                (_, Err(e)) => {
+                    eprintln!("wharf: {}: configuration error: {e}", new.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let changes = wharf::config::diff(&old_loaded.effective, &new_loaded.effective);
+            if changes.is_empty() {
+                eprintln!("wharf: no changes");
+            }
+            for change in changes {
+                let when = match change.applies {
+                    wharf::config::Applies::Live => "live",
+                    wharf::config::Applies::NeedsRestart => "needs-restart",
+                };
+                println!("{when:<14}{}", change.key);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCode> {
+    load_all(path).map(|loaded| loaded.config)
+}
+
+fn load_all(path: Option<&std::path::Path>) -> Result<wharf::config::Loaded, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     match wharf::config::load(path, &env) {
         Ok(loaded) => {
@@ -67,7 +147,7 @@ fn load(path: Option<&std::path::Path>) -> Result<wharf::config::Config, ExitCod
             for w in &loaded.warnings {
                 tracing::warn!("configuration: {w}");
             }
-            Ok(loaded.config)
+            Ok(loaded)
         }
         Err(e) => {
             eprintln!("wharf: configuration error: {e}");
@@ -93,11 +173,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
+            let loaded = match load_all(config.as_deref()) {
+                Ok(l) => l,
                 Err(code) => return code,
             };
-            match runtime(&config).block_on(wharf::serve(config)) {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            // Reloads read the file serve started with, REGISTRY_CONFIGURATION_PATH included.
+            let path = config.or_else(|| {
+                std::env::var_os(wharf::config::CONFIGURATION_PATH_VAR)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            });
+            let source = wharf::generation::ReloadSource { path, env };
+            match runtime(&loaded.config).block_on(wharf::serve(loaded, source)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -106,6 +194,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config { action } => config_command(action),
         Command::Maintenance {
             mode: MaintenanceMode::Readonly { state, config },
         } => {

@@ -226,10 +226,9 @@ impl TokenIssuer {
     }
 
     /// Starts reloading the docker_auth file, when users and ACL come from one.
-    pub fn watch_docker_auth_file(&self) {
-        if let Some(path) = &self.dockerauthconfig {
-            super::policy::watch(path.clone(), self.policy.clone());
-        }
+    pub fn watch_docker_auth_file(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let path = self.dockerauthconfig.as_ref()?;
+        Some(super::policy::watch(path.clone(), self.policy.clone()))
     }
 
     /// The endpoint path.

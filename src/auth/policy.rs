@@ -139,7 +139,7 @@ pub fn load_file(path: &std::path::Path) -> Result<Policy, PolicyError> {
 
 /// Watches `path` every [`RELOAD_INTERVAL`] and puts each version that loads into `cell`. The
 /// content is compared, not only the modification time, so quick successive edits are seen.
-pub fn watch(path: PathBuf, cell: PolicyCell) {
+pub fn watch(path: PathBuf, cell: PolicyCell) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = std::fs::read(&path).ok().map(sha2::Sha256::digest);
         let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
@@ -180,5 +180,5 @@ pub fn watch(path: PathBuf, cell: PolicyCell) {
                 Err(e) => tracing::error!(error = %e, "docker_auth reload task failed"),
             }
         }
-    });
+    })
 }

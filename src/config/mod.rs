@@ -7,14 +7,17 @@
 //! as warnings, and finally checks values. [`Config::unsupported`] lists what is configured but
 //! cannot be served by this release.
 
+mod change;
 mod docker_auth;
 mod duration;
+mod effective;
 mod error;
 mod lenient;
 mod mirror;
 mod model;
 mod normalize;
 mod overlay;
+mod reload;
 mod validate;
 mod yaml;
 
@@ -26,12 +29,15 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+pub use change::{diff, Applies, Change};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
+pub use effective::masked;
 pub use error::ConfigError;
 pub use mirror::UpstreamConfig;
 pub use model::*;
 pub use overlay::CONFIGURATION_PATH_VAR;
+pub use reload::ReloadConfig;
 
 use overlay::Applied;
 
@@ -47,6 +53,9 @@ pub struct Loaded {
     /// Unknown keys (dotted, e.g. `http.adr`), unknown `REGISTRY_*` variables (by name),
     /// deprecated keys and ignored sections.
     pub warnings: Vec<String>,
+    /// The tree the configuration was decoded from (file plus environment overlay), for
+    /// `config check` and for telling what a reload changes.
+    pub effective: Value,
 }
 
 /// Loads config: path (or REGISTRY_CONFIGURATION_PATH, or the embedded default when both are absent), then the REGISTRY_* overlay from `env`, then validation.
@@ -90,12 +99,17 @@ pub fn load_text(
     overlay::wrap_scheme_names(&mut root);
     let applied = overlay::apply(&mut root, env, &mut warnings)?;
     normalize::normalize(&mut root, &mut warnings)?;
+    let effective = Value::Mapping(root.clone());
     let mut config = decode(root, &applied, &mut warnings)?;
     config.apply_docker_auth_file()?;
     config.apply_defaults();
     config.validate()?;
     warnings.extend(config.notices());
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        warnings,
+        effective,
+    })
 }
 
 /// Decodes the tree into [`Config`]; keys serde does not know become warnings.

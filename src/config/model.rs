@@ -82,6 +82,9 @@ pub struct Config {
     /// Wharf's online garbage collection (not in distribution).
     #[serde(default, deserialize_with = "lenient::or_default")]
     pub gc: GcConfig,
+    /// When a running node re-reads this file (Wharf's own, `reload.rs`).
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub reload: super::ReloadConfig,
 }
 
 /// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
@@ -1352,6 +1355,10 @@ pub struct HttpConfig {
     /// Time to let connections drain on shutdown.
     #[serde(deserialize_with = "lenient::duration")]
     pub draintimeout: Duration,
+    /// Let a second process of the same user bind the same addresses (SO_REUSEPORT), for
+    /// upgrades without refused connections (Wharf).
+    #[serde(deserialize_with = "lenient::bool")]
+    pub reuseport: bool,
     /// TLS on the main listener.
     pub tls: Option<TlsConfig>,
     /// Headers added to every response.
@@ -1381,6 +1388,7 @@ impl Default for HttpConfig {
             secret: None,
             relativeurls: false,
             draintimeout: Duration::ZERO,
+            reuseport: false,
             tls: None,
             headers: Headers::new(),
             debug: DebugConfig::default(),

@@ -22,13 +22,24 @@ use crate::api::{self, App};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
 use crate::ops;
 
-/// Server behaviour from `http.*`.
-#[derive(Clone)]
-pub struct ServerSettings {
+/// What a request is served with under one configuration: the application and what the
+/// server adds to its answers. A reload replaces it whole; a request reads it once, when it
+/// starts, so requests in flight finish under the configuration they started with.
+pub struct Site {
+    /// The API's state.
+    pub app: Arc<App>,
     /// `http.headers` plus the API version header, added to every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `log.accesslog.disabled` inverted.
     pub access_log: bool,
+}
+
+/// The site new requests are served with.
+pub type Sites = Arc<arc_swap::ArcSwap<Site>>;
+
+/// Server behaviour from `http.*` that holds for the life of the process.
+#[derive(Clone)]
+pub struct ServerSettings {
     /// After the shutdown signal, how long to go on accepting connections
     /// (answering with `Connection: close`) while load balancers notice that
     /// readiness turned false.
@@ -53,15 +64,24 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `addr` as distribution would: `:5000` means every interface.
-    pub async fn bind(net: &str, addr: &str) -> std::io::Result<Self> {
+    /// Binds `addr` as distribution would: `:5000` means every interface. With `reuse_port`
+    /// another process of the same user may bind the same address while this one listens
+    /// (the kernel spreads new connections over both), which is how a new binary takes over.
+    pub async fn bind(net: &str, addr: &str, reuse_port: bool) -> std::io::Result<Self> {
         if net == "unix" {
             let _ = std::fs::remove_file(addr);
             return Ok(Self::Unix(tokio::net::UnixListener::bind(addr)?));
         }
         let mut last = None;
         for candidate in tcp_addresses(addr) {
-            match tokio::net::TcpListener::bind(candidate).await {
+            let bound = if reuse_port {
+                bind_reusable(&candidate)
+                    .await
+                    .and_then(tokio::net::TcpListener::from_std)
+            } else {
+                tokio::net::TcpListener::bind(candidate).await
+            };
+            match bound {
                 Ok(l) => return Ok(Self::Tcp(l)),
                 Err(e) => last = Some(e),
             }
@@ -91,12 +111,49 @@ fn tcp_addresses(addr: &str) -> Vec<String> {
     }
 }
 
+/// A non-blocking listener on `addr` with SO_REUSEPORT set (and SO_REUSEADDR, as Go and
+/// tokio set it). Linux only lets sockets of the same effective user share a port.
+async fn bind_reusable(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        match reusable_socket(resolved) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
+}
+
+fn reusable_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `[::]` takes IPv4 as well, as tokio's default socket does on Linux.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Binds `addr` (read as [`Listener::bind`] reads it) outside any runtime, for a server
 /// that runs on a runtime of its own (the debug server).
-pub fn bind_tcp_std(addr: &str) -> std::io::Result<std::net::TcpListener> {
+pub fn bind_tcp_std(addr: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let mut last = None;
     for candidate in tcp_addresses(addr) {
-        match std::net::TcpListener::bind(candidate) {
+        let bound = if reuse_port {
+            std::net::ToSocketAddrs::to_socket_addrs(&candidate).and_then(|mut all| {
+                all.next()
+                    .ok_or_else(|| std::io::Error::other("no address to listen on"))
+                    .and_then(reusable_socket)
+            })
+        } else {
+            std::net::TcpListener::bind(candidate)
+        };
+        match bound {
             Ok(l) => {
                 l.set_nonblocking(true)?;
                 return Ok(l);
@@ -113,7 +170,7 @@ pub fn bind_tcp_std(addr: &str) -> std::io::Result<std::net::TcpListener> {
 /// every response asking the client to close its connection; then the
 /// listener is closed and in-flight requests get `drain_timeout` to finish.
 pub async fn serve(
-    app: Arc<App>,
+    sites: Sites,
     listener: Listener,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -149,6 +206,12 @@ pub async fn serve(
     };
     tokio::pin!(stop_accepting);
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.limits.max_connections));
+    let connections_ctx = Connections {
+        builder,
+        sites,
+        settings: settings.clone(),
+        draining: draining.clone(),
+    };
     loop {
         // At the cap, new connections wait in the listen backlog until one closes.
         let permit = tokio::select! {
@@ -171,52 +234,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let tls = settings.tls.clone();
-        let timeout = settings.limits.header_read_timeout;
-        let app = app.clone();
-        let settings = settings.clone();
-        let draining = draining.clone();
-        let peer = remote.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let (app, settings, remote) = (app.clone(), settings.clone(), peer.clone());
-            let draining = draining.clone();
-            async move { Ok::<_, Infallible>(handle(&app, &settings, &draining, req, &remote).await) }
-        });
-        let Some(tls) = tls else {
-            let conn = builder
-                .serve_connection(TokioIo::new(io), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection closed with an error");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        // The handshake runs in the connection's task, bounded like the request head.
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(timeout, tls.accept(io)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(remote = %remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-            drop(permit);
-        });
+        connections_ctx.spawn(graceful.watcher(), io, remote, Some(permit));
     }
-    drop(listener);
+    // Connections the kernel queued on this socket before it closes would be reset with it:
+    // take them first (with SO_REUSEPORT another process is accepting the rest by now).
+    let queued = flush_accept_queue(listener);
+    for (io, remote) in queued {
+        connections_ctx.spawn(graceful.watcher(), io, remote, None);
+    }
     tracing::info!(timeout = ?settings.drain_timeout, "stopped accepting; draining connections");
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
@@ -226,6 +251,101 @@ pub async fn serve(
     } else {
         tracing::info!("all connections drained");
     }
+}
+
+/// What every connection is served with.
+struct Connections {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    sites: Sites,
+    settings: Arc<ServerSettings>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Connections {
+    /// Serves one accepted connection in a task of its own (TLS handshake first, when
+    /// configured, bounded like the request head); `permit` holds its place under
+    /// `http.limits.maxconnections` until it closes.
+    fn spawn(
+        &self,
+        watcher: hyper_util::server::graceful::Watcher,
+        io: Box<dyn Io>,
+        remote: String,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let (sites, settings, draining) = (
+            self.sites.clone(),
+            self.settings.clone(),
+            self.draining.clone(),
+        );
+        let builder = self.builder.clone();
+        let peer = remote.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let site = sites.load_full();
+            let (settings, remote) = (settings.clone(), peer.clone());
+            let draining = draining.clone();
+            async move { Ok::<_, Infallible>(handle(&site, &settings, &draining, req, &remote).await) }
+        });
+        let tls = self.settings.tls.clone();
+        let timeout = self.settings.limits.header_read_timeout;
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await
+                }
+                Some(tls) => {
+                    let stream = match tokio::time::timeout(timeout, tls.accept(io)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(remote = %remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Closes `listener`, returning the connections already waiting in its accept queue.
+fn flush_accept_queue(listener: Listener) -> Vec<(Box<dyn Io>, String)> {
+    let mut queued: Vec<(Box<dyn Io>, String)> = Vec::new();
+    let Listener::Tcp(listener) = listener else {
+        return queued;
+    };
+    let Ok(listener) = listener.into_std() else {
+        return queued;
+    };
+    if listener.set_nonblocking(true).is_err() {
+        return queued;
+    }
+    // Bounded: a queue holds at most the backlog.
+    for _ in 0..4096 {
+        let Ok((stream, addr)) = listener.accept() else {
+            break;
+        };
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            let _ = stream.set_nodelay(true);
+            queued.push((Box::new(stream), addr.to_string()));
+        }
+    }
+    drop(listener);
+    queued
 }
 
 /// Any stream a connection can run on.
@@ -248,7 +368,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
 
 /// One request: the API, then the common headers and the access log line.
 async fn handle(
-    app: &App,
+    site: &Site,
     settings: &ServerSettings,
     draining: &AtomicBool,
     mut req: Request<Incoming>,
@@ -268,6 +388,7 @@ async fn handle(
         req.extensions_mut()
             .insert(crate::auth::PeerAddr(addr.ip().to_canonical()));
     }
+    let app = &site.app;
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
@@ -334,7 +455,7 @@ async fn handle(
     let mut resp =
         resp.map(|body| ops::metrics::MeteredBody::new(body, timer, status).boxed_unsync());
     let h = resp.headers_mut();
-    for (name, value) in &settings.headers {
+    for (name, value) in &site.headers {
         h.append(name.clone(), value.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -349,7 +470,7 @@ async fn handle(
     if http1 && (refused_body || draining.load(Ordering::SeqCst)) {
         h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if settings.access_log {
+    if site.access_log {
         let length = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)

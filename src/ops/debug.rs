@@ -140,6 +140,7 @@ pub fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<B
                     "draining": state.lifecycle.is_draining(),
                     "health": state.health.failures(),
                     "notifications": crate::ops::notification_status::snapshot(),
+                    "reload": crate::ops::reload_status::snapshot(),
                 },
                 "cluster": crate::ops::cluster_status::snapshot(),
             });

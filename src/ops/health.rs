@@ -53,6 +53,14 @@ impl Health {
             .clone()
     }
 
+    /// Forgets every check's outcome (its checks were replaced by a configuration reload).
+    pub fn clear(&self) {
+        self.failing
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Records the outcome of one run of the check `name`.
     pub(crate) fn set(&self, name: &str, error: Option<String>) {
         metrics::health_check(name, error.is_none());

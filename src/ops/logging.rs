@@ -4,21 +4,58 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{LazyLock, RwLock};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::{LogConfig, LogFormatter, LogLevel};
 
+/// `log.level`, `log.formatter` and `log.fields` as they are now: [`apply`] changes them while
+/// the process runs (a configuration reload).
+static LEVEL: AtomicU8 = AtomicU8::new(2);
+static JSON: AtomicBool = AtomicBool::new(false);
+static FIELDS: LazyLock<RwLock<Map<String, Value>>> = LazyLock::new(RwLock::default);
+
 /// Writes events to stderr in the configured format.
-pub struct LogLayer {
-    json: bool,
-    fields: Map<String, Value>,
+pub struct LogLayer;
+
+/// Passes events at or above the current `log.level` (library crates: warn and up); decided
+/// per event, never cached per call site, so a level change applies at once.
+struct LevelNow;
+
+impl LevelNow {
+    fn max(target: &str) -> LevelFilter {
+        let level = level_filter_of(LEVEL.load(Ordering::Relaxed));
+        let ours = target == "access" || target == "wharf" || target.starts_with("wharf::");
+        if ours {
+            level
+        } else {
+            LevelFilter::WARN.min(level)
+        }
+    }
+}
+
+impl<S> Filter<S> for LevelNow {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        // Log lines come from events only; spans are for the trace exporter.
+        meta.is_event() && *meta.level() <= Self::max(meta.target())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.is_event() {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
 }
 
 struct Fields(Map<String, Value>);
@@ -106,12 +143,12 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             Some(other) => other.to_string(),
             None => String::new(),
         };
-        for (k, v) in &self.fields {
+        for (k, v) in FIELDS.read().unwrap_or_else(|e| e.into_inner()).iter() {
             fields.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let line = render(
-            self.json,
+            JSON.load(Ordering::Relaxed),
             &time,
             level_name(event.metadata().level()),
             &msg,
@@ -122,40 +159,50 @@ impl<S: Subscriber> Layer<S> for LogLayer {
     }
 }
 
-fn level_filter(level: LogLevel) -> LevelFilter {
+fn level_index(level: LogLevel) -> u8 {
     match level {
-        LogLevel::Error => LevelFilter::ERROR,
-        LogLevel::Warn => LevelFilter::WARN,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Trace => LevelFilter::TRACE,
+        LogLevel::Error => 0,
+        LogLevel::Warn => 1,
+        LogLevel::Info => 2,
+        LogLevel::Debug => 3,
+        LogLevel::Trace => 4,
     }
 }
 
-/// Installs the global logger (library crates below us log at warn and up)
-/// and, when the `OTEL_*` environment asks for it, the trace exporter.
-pub fn init(config: &LogConfig) {
+fn level_filter_of(index: u8) -> LevelFilter {
+    match index {
+        0 => LevelFilter::ERROR,
+        1 => LevelFilter::WARN,
+        2 => LevelFilter::INFO,
+        3 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// Sets the level, format and static fields of every line from now on.
+pub fn apply(config: &LogConfig) {
     let fields: Map<String, Value> = config
         .fields
         .iter()
         .map(|(k, v)| (k.clone(), yaml_to_json(v)))
         .collect();
-    let layer = LogLayer {
-        json: matches!(
+    *FIELDS.write().unwrap_or_else(|e| e.into_inner()) = fields;
+    JSON.store(
+        matches!(
             config.formatter,
             LogFormatter::Json | LogFormatter::Logstash
         ),
-        fields,
-    };
-    let level = level_filter(config.level);
-    let filter = Targets::new()
-        .with_default(LevelFilter::WARN.min(level))
-        .with_target("wharf", level)
-        .with_target("access", level);
-    // Log lines come from events only; spans are for the trace exporter.
-    let events = tracing_subscriber::filter::filter_fn(|meta| meta.is_event());
+        Ordering::Relaxed,
+    );
+    LEVEL.store(level_index(config.level), Ordering::Relaxed);
+}
+
+/// Installs the global logger (library crates below us log at warn and up)
+/// and, when the `OTEL_*` environment asks for it, the trace exporter.
+pub fn init(config: &LogConfig) {
+    apply(config);
     let _ = tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(events)))
+        .with(LogLayer.with_filter(LevelNow))
         .with(crate::ops::telemetry::layer())
         .try_init();
 }

@@ -9,5 +9,6 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod notification_status;
+pub mod reload_status;
 pub mod tasks;
 pub mod telemetry;

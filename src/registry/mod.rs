@@ -159,6 +159,13 @@ impl Registry {
         self.read_only_switch.clone()
     }
 
+    /// Shares `switch` as the run-time read-only switch (a registry rebuilt on a
+    /// configuration reload keeps the node's).
+    pub fn with_read_only_switch(mut self, switch: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.read_only_switch = switch;
+        self
+    }
+
     /// Uses `cache` for blob descriptors.
     pub fn with_cache(mut self, cache: Arc<dyn BlobDescriptorCache>) -> Self {
         self.cache = Some(cache);

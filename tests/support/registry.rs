@@ -617,6 +617,11 @@ impl Registry {
         self.process.as_mut().expect("running").signal("TERM");
     }
 
+    /// SIGHUP: the server reloads its configuration file.
+    pub fn hangup(&mut self) {
+        self.process.as_mut().expect("running").signal("HUP");
+    }
+
     /// SIGKILL, at once, and reap (also done on drop).
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
