@@ -103,13 +103,18 @@ impl Generation {
         let leases = coord::collector::lease_backend(config, fixed.driver.clone())
             .map_err(|e| StartError::Unsupported(vec![e]))?;
         let notifier = notify::Notifier::from_config(config, fixed.driver.clone());
+        let mirror = config.proxy.as_ref().and_then(|proxy| {
+            crate::mirror::Mirror::from_config(proxy, Some(leases.clone()), fixed.driver.clone())
+                .map(Arc::new)
+        });
         let app = Arc::new(App {
-            registry,
+            registry: Arc::new(registry),
             urls: fixed.urls.clone(),
             auth,
             issuer,
             health: fixed.health.clone(),
             notifier,
+            mirror,
         });
         Ok(Self {
             site: Arc::new(Site {
@@ -158,6 +163,9 @@ impl Generation {
             &tasks,
         );
         crate::start_online_gc(config, app.clone(), self.leases.clone(), &tasks);
+        if let Some(mirror) = &app.mirror {
+            crate::start_cache_expiry(app.clone(), mirror.clone(), self.leases.clone(), &tasks);
+        }
         let policy_watch = app
             .issuer
             .as_ref()

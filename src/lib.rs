@@ -12,6 +12,7 @@ pub mod coord;
 pub mod digest;
 pub mod generation;
 pub mod http;
+pub mod mirror;
 pub mod notify;
 pub mod ops;
 pub mod registry;
@@ -350,6 +351,44 @@ fn start_upload_purging(
                     return;
                 }
                 _ = purge_pass(&app, object_storage.as_ref(), &p) => {}
+            }
+            held.release().await;
+        }
+    });
+}
+
+/// Removes expired pull-through content every minute, on whichever node takes the
+/// `mirror-expiry` lease (registry:2 keeps its expiry schedule in one process's memory).
+fn start_cache_expiry(
+    app: Arc<App>,
+    mirror: Arc<mirror::Mirror>,
+    leases: Arc<dyn coord::LeaseBackend>,
+    tasks: &ops::tasks::Tasks,
+) {
+    let lease = coord::Lease::new(leases, "mirror-expiry", Duration::from_secs(60));
+    tasks.spawn("cache expiry", move |mut stop| async move {
+        let mut wait = Duration::from_secs(5 + rand::random::<u64>() % 10);
+        loop {
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = Duration::from_secs(60);
+            let held = match lease.try_acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache expiry: cannot take its lease");
+                    continue;
+                }
+            };
+            let still_held = || held.is_held();
+            tokio::select! {
+                _ = stop.requested() => {
+                    held.release().await;
+                    return;
+                }
+                _ = mirror.sweep_expired(&app.registry, &still_held) => {}
             }
             held.release().await;
         }

@@ -2005,6 +2005,15 @@ pub struct ProxyConfig {
     /// Time allowed to write a fetched object to storage (v3).
     #[serde(deserialize_with = "lenient::opt_duration")]
     pub cachewritetimeout: Option<Duration>,
+    /// Wharf: how often a cached tag is checked upstream.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub tagrecheck: Option<Duration>,
+    /// Wharf: token realms on other hosts that may receive the credentials.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub tokenrealms: Vec<String>,
+    /// Wharf: more upstreams, selected by repository prefix or `?ns=`.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub upstreams: Vec<super::mirror::UpstreamConfig>,
 }
 
 /// `proxy.exec` section (v3).

@@ -370,6 +370,9 @@ impl Config {
         if let Some(exec) = self.proxy.as_ref().and_then(|p| p.exec.as_ref()) {
             require("proxy.exec.command", &exec.command)?;
         }
+        if let Some(proxy) = &self.proxy {
+            super::mirror::validate(proxy)?;
+        }
         Ok(())
     }
 
@@ -438,8 +441,12 @@ impl Config {
                 name = other.name()
             )),
         }
-        if self.proxy.as_ref().is_some_and(|p| p.remoteurl.is_some()) {
-            out.push("proxy.remoteurl: pull-through cache mode is not supported yet".into());
+        if self
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.exec.is_some() && p.remoteurl.is_some())
+        {
+            out.push("proxy.exec: credential helpers are not supported yet; give proxy.username and proxy.password".into());
         }
         for (chain, entries) in self.middleware.chains() {
             let names: Vec<&str> = entries

@@ -19,6 +19,8 @@
 //! - `catalog.rs`: [`Registry::repositories`] lists every repository, [`Registry::catalog`] and
 //!   [`Registry::tags`] page through repositories and tags.
 //! - `referrers.rs`: [`Registry::referrers`] lists the manifests whose subject is a digest.
+//! - `pull_through.rs`: [`Registry::cache_manifest`] and [`Registry::store_fetched_blob`] store what a
+//!   pull-through cache fetched, verified; `expire_cached_*` remove it when its time is up.
 //! - `purge.rs`: [`Registry::purge_uploads`] deletes stale upload sessions.
 //! - `gc.rs`: [`Registry::garbage_collect`] marks and sweeps unreferenced blobs and manifests.
 //!
@@ -46,6 +48,7 @@ mod catalog;
 mod manifest_cache;
 mod manifest_store;
 mod mount;
+mod pull_through;
 mod referrers;
 mod upload_sessions;
 
