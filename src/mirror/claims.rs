@@ -11,6 +11,15 @@ use crate::coord::{HeldLease, Lease, LeaseBackend};
 /// How long a claim lasts without renewal; its holder renews it while fetching.
 const CLAIM_TTL: Duration = Duration::from_secs(30);
 
+/// Every claim's name starts with this.
+pub const CLAIM_PREFIX: &str = "mirror-";
+
+/// Claims that ended this long ago are deleted by the expiry sweep.
+const CLAIM_IDLE: Duration = Duration::from_secs(600);
+
+/// Most claims deleted per sweep.
+const CLAIM_FORGET_BATCH: usize = 1000;
+
 /// The outcome of claiming a fetch.
 pub enum Claim {
     /// This request fetches; the lease (if the backend answered) is released when done.
@@ -45,6 +54,26 @@ impl Claims {
             Err(e) => {
                 tracing::warn!(claim = name, error = %e, "cannot claim a fetch; fetching without coordination");
                 Claim::Mine(None)
+            }
+        }
+    }
+}
+
+impl Claims {
+    /// Deletes a bounded number of claims that ended long ago (in the shared storage each
+    /// fetched object leaves one behind).
+    pub async fn forget_idle(&self) -> usize {
+        let Some(backend) = &self.backend else {
+            return 0;
+        };
+        match backend
+            .forget_idle(CLAIM_PREFIX, CLAIM_IDLE, CLAIM_FORGET_BATCH)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete ended fetch claims");
+                0
             }
         }
     }

@@ -748,7 +748,11 @@ impl Mirror {
         registry: &Registry,
         still_held: &(dyn Fn() -> bool + Sync),
     ) -> usize {
-        self.state.sweep(registry, still_held).await
+        let removed = self.state.sweep(registry, still_held).await;
+        if still_held() {
+            self.claims.forget_idle().await;
+        }
+        removed
     }
 }
 
