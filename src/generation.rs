@@ -121,6 +121,8 @@ impl Generation {
                 app,
                 headers,
                 access_log: !config.log.accesslog.disabled,
+                cors: crate::http::cors::Cors::from_config(&config.http.cors),
+                console: crate::ui::Console::from_config(config, &fixed.secret).map(Arc::new),
             }),
             config: config.clone(),
             leases,

@@ -621,8 +621,6 @@ pub async fn serve(
         limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
         tls,
-        cors: http::cors::Cors::from_config(&config.http.cors),
-        console: ui::Console::from_config(&config).map(Arc::new),
     };
     let shutdown = async move {
         shutdown_signal().await;

@@ -273,3 +273,50 @@ fn broken_files_leave_the_node_serving_unchanged() {
     );
     assert_eq!(reloads(&reg, "success"), 1.0);
 }
+
+#[test]
+fn a_reload_changes_cors_origins_and_turns_the_console_on() {
+    let (first, second) = ("http://127.0.0.1:1", "http://127.0.0.1:2");
+    let mut reg = Registry::builder(Driver::Filesystem)
+        .http_line(&format!(
+            "  cors:\n    allowedorigins: [{first:?}]\n    maxage: 60\n"
+        ))
+        .section("ui:\n  enabled: false\n")
+        .debug_server(true)
+        .start();
+    push_blob(&reg, "reload/console", b"listed by the console");
+    let preflight = |reg: &Registry, origin: &str| {
+        send(
+            reg.request(reqwest::Method::OPTIONS, "/v2/_catalog")
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "GET"),
+        )
+    };
+    assert_eq!(preflight(&reg, first).status, 204);
+    assert_eq!(preflight(&reg, second).status, 403);
+    assert_eq!(send(reg.get("/ui/")).status, 404);
+
+    edit(&reg, &format!("[{first:?}]"), &format!("[{second:?}]"));
+    edit(&reg, "enabled: false", "enabled: true");
+    reg.hangup();
+    let started = Instant::now();
+    while preflight(&reg, second).status != 204 {
+        assert!(started.elapsed() < RELOAD_LIMIT, "the reload did not show");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        preflight(&reg, first).status,
+        403,
+        "the old origin is refused"
+    );
+    let console = send(reg.get("/ui/"));
+    assert_eq!(console.status, 200, "{}", console.describe());
+    assert!(
+        console.text().contains("reload/console"),
+        "{}",
+        console.describe()
+    );
+    assert!(reload_vars(&reg)["restart_pending"]
+        .as_array()
+        .is_none_or(|keys| keys.is_empty()));
+}

@@ -47,6 +47,9 @@ const LIVE: &[&str] = &[
     "catalog",
     "tags",
     "reload",
+    "proxy",
+    "http.cors",
+    "ui",
 ];
 
 /// Whether a change of `key` applies live; everything not listed needs a restart (listen

@@ -33,6 +33,10 @@ pub struct Site {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `log.accesslog.disabled` inverted.
     pub access_log: bool,
+    /// `http.cors`, when it allows an origin.
+    pub cors: Option<crate::http::cors::Cors>,
+    /// The web console, when `ui.enabled`.
+    pub console: Option<Arc<crate::ui::Console>>,
 }
 
 /// The site new requests are served with.
@@ -54,10 +58,6 @@ pub struct ServerSettings {
     pub http2: bool,
     /// `http.tls`, when set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// `http.cors`, when it allows an origin.
-    pub cors: Option<crate::http::cors::Cors>,
-    /// The web console, when `ui.enabled`.
-    pub console: Option<Arc<crate::ui::Console>>,
 }
 
 /// A bound listener: TCP or a Unix socket (`http.net: unix`).
@@ -426,7 +426,7 @@ async fn handle(
     let (span, trace_id) =
         ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
     let limits = &settings.limits;
-    let cors = settings
+    let cors = site
         .cors
         .as_ref()
         .map_or(Decision::Pass, |c| c.decide(req.method(), req.headers()));
@@ -461,7 +461,7 @@ async fn handle(
                 .map_err(std::io::Error::other)
                 .boxed()
         });
-        match settings.console.as_ref().filter(|c| c.serves(&path)) {
+        match site.console.as_ref().filter(|c| c.serves(&path)) {
             Some(console) => (
                 console.handle(app, req).instrument(span.clone()).await,
                 api::RequestInfo {

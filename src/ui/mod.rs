@@ -94,19 +94,15 @@ struct Visit<'a> {
 }
 
 impl Console {
-    /// The console `config.ui` asks for, if enabled. The cookie key derives from `http.secret`
-    /// (so every node accepts every node's logins), else from a per-process random secret.
-    pub fn from_config(config: &Config) -> Option<Self> {
+    /// The console `config.ui` asks for, if enabled. The cookie key derives from `secret` (the
+    /// node's `http.secret`, so every node accepts every node's logins, and a reload keeps them).
+    pub fn from_config(config: &Config, secret: &[u8]) -> Option<Self> {
         if !config.ui.enabled {
             return None;
         }
-        let secret = match config.http.secret.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => s.as_bytes().to_vec(),
-            None => rand::random::<[u8; 32]>().to_vec(),
-        };
         let mut key = sha2::Sha256::new();
         key.update(b"wharf console login\0");
-        key.update(&secret);
+        key.update(secret);
         Some(Self {
             base: config.ui.path.clone(),
             key: key.finalize().to_vec(),
