@@ -232,3 +232,52 @@ async fn exclusive_create_on_every_local_driver() {
         );
     }
 }
+
+/// Short-lived per-object leases (fetch claims) that ended long ago are deleted from the
+/// storage; a held one and one that ended recently stay, and a deleted one can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_leases_are_forgotten_in_the_storage() {
+    let driver: Arc<dyn StorageDriver> = Arc::new(InMemoryDriver::new());
+    let backend = storage(driver.clone());
+    let held_one = Lease::new(backend.clone(), "claim-held", TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    let ended = Lease::new(backend.clone(), "claim-ended", TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    ended.release().await;
+    let other = Lease::new(backend.clone(), "other-ended", TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    other.release().await;
+
+    // Ended a minute ago at the earliest: nothing is old enough yet.
+    let n = backend
+        .forget_idle("claim-", Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let n = backend
+        .forget_idle("claim-", Duration::from_millis(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the ended claim goes");
+    let left = driver.list("/wharf/leases").await.unwrap();
+    assert!(left.iter().any(|n| n == "claim-held"), "{left:?}");
+    assert!(left.iter().any(|n| n == "other-ended"), "{left:?}");
+    assert!(!left.iter().any(|n| n == "claim-ended"), "{left:?}");
+    assert!(held_one.is_held());
+    // A forgotten lease is free to take again.
+    let again = Lease::new(backend.clone(), "claim-ended", TTL)
+        .try_acquire()
+        .await
+        .unwrap();
+    assert!(again.is_some());
+}
