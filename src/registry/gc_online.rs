@@ -444,7 +444,7 @@ impl Registry {
                 Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
                 Err(e) => return Err(e.into()),
             }
-            tracing::debug!(blob = %d, size, "blob collected");
+            tracing::info!(blob = %d, size, holders = ?holders, generation = pass.generation, "blob collected");
             Ok(Outcome::Deleted(size))
         }
         .await;
