@@ -77,6 +77,7 @@ ALL_CASES=(
     "catalog-4|--workload catalog --repos $REPOS --streams 4 --duration $DUR"
     "tags-4|--workload tags --tags $TAGS --streams 4 --duration $DUR"
     "slow-uploads-200|--workload slow-uploads --streams 200 --trickle 1KiB --interval 100ms --duration $SLOW_DUR"
+    "slow-patches-200|--workload slow-uploads --streams 200 --trickle 16KiB --interval 50ms --duration 1600ms"
 )
 CASES=()
 for entry in "${ALL_CASES[@]}"; do

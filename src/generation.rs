@@ -63,6 +63,8 @@ pub(crate) struct Generation {
     pub site: Arc<Site>,
     config: Config,
     leases: Arc<dyn coord::LeaseBackend>,
+    /// Whether this generation's in-memory blob-descriptor cache may answer.
+    cache_validity: Arc<crate::cache::validity::CacheValidity>,
 }
 
 /// A current generation's running parts, stopped when it is replaced.
@@ -87,18 +89,32 @@ impl Generation {
             .map(|i| i.certificates()[..1].to_vec())
             .unwrap_or_default();
         let auth = crate::authenticator(config, &own_certificates, fixed.https)?;
-        let registry = crate::registry_on(fixed.driver.clone(), config, fixed.secret.clone())?
-            .with_read_only_switch(fixed.read_only_switch.clone());
+        // The in-memory cache follows the cluster's collections (see `coord::cache_watch`).
+        let cache_validity = Arc::new(crate::cache::validity::CacheValidity::new(
+            crate::registry::gc_guard::CACHE_VIEW_MAX_AGE,
+        ));
+        let registry = crate::registry_on(
+            fixed.driver.clone(),
+            config,
+            fixed.secret.clone(),
+            Some(cache_validity.clone()),
+        )?
+        .with_read_only_switch(fixed.read_only_switch.clone());
         let leases = coord::collector::lease_backend(config, fixed.driver.clone())
             .map_err(|e| StartError::Unsupported(vec![e]))?;
         let notifier = notify::Notifier::from_config(config, fixed.driver.clone());
+        let mirror = config.proxy.as_ref().and_then(|proxy| {
+            crate::mirror::Mirror::from_config(proxy, Some(leases.clone()), fixed.driver.clone())
+                .map(Arc::new)
+        });
         let app = Arc::new(App {
-            registry,
+            registry: Arc::new(registry),
             urls: fixed.urls.clone(),
             auth,
             issuer,
             health: fixed.health.clone(),
             notifier,
+            mirror,
         });
         Ok(Self {
             site: Arc::new(Site {
@@ -108,6 +124,7 @@ impl Generation {
             }),
             config: config.clone(),
             leases,
+            cache_validity,
         })
     }
 
@@ -118,8 +135,25 @@ impl Generation {
         let app = self.site.app.clone();
         let probe = crate::storage_probe(fixed.driver.clone());
         ops::health::start(&config.health, probe, &fixed.health, &tasks);
+        if matches!(
+            config.storage.cache.blobdescriptor,
+            Some(config::BlobDescriptorCache::Inmemory)
+        ) {
+            let (app, validity) = (app.clone(), self.cache_validity.clone());
+            tasks.spawn("cache validity watch", move |mut stop| async move {
+                tokio::select! {
+                    _ = stop.requested() => {}
+                    _ = coord::cache_watch::watch(app, validity) => {}
+                }
+            });
+        }
         if let Some(notifier) = &app.notifier {
-            notify::delivery::start(notifier.clone(), self.leases.clone(), &tasks);
+            // Beside the queue, in the storage, whatever Redis does: delivery needs nothing the
+            // events themselves do not (see the README's notifications section).
+            let beside_queue: Arc<dyn coord::LeaseBackend> = Arc::new(
+                coord::storage_lease::StorageLeases::new(fixed.driver.clone()),
+            );
+            notify::delivery::start(notifier.clone(), beside_queue, &tasks);
         }
         crate::start_upload_purging(
             config,
@@ -129,6 +163,9 @@ impl Generation {
             &tasks,
         );
         crate::start_online_gc(config, app.clone(), self.leases.clone(), &tasks);
+        if let Some(mirror) = &app.mirror {
+            crate::start_cache_expiry(app.clone(), mirror.clone(), self.leases.clone(), &tasks);
+        }
         let policy_watch = app
             .issuer
             .as_ref()

@@ -12,10 +12,12 @@ pub mod coord;
 pub mod digest;
 pub mod generation;
 pub mod http;
+pub mod mirror;
 pub mod notify;
 pub mod ops;
 pub mod registry;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,20 +142,26 @@ fn serving_storage_driver(
 
 /// The registry over the configured storage and blob-descriptor cache.
 pub fn build_registry(config: &Config, secret: Vec<u8>) -> Result<Registry, StartError> {
-    registry_on(storage_driver(config)?, config, secret)
+    registry_on(storage_driver(config)?, config, secret, None)
 }
 
-/// The registry over `driver` and the configured blob-descriptor cache.
-fn registry_on(
+/// The registry over `driver` and the configured blob-descriptor cache; an in-memory cache
+/// answers only while `validity` (when given) allows.
+pub(crate) fn registry_on(
     driver: Arc<dyn StorageDriver>,
     config: &Config,
     secret: Vec<u8>,
+    validity: Option<Arc<cache::validity::CacheValidity>>,
 ) -> Result<Registry, StartError> {
     let registry = Registry::new(driver, registry_options(config)?, secret);
     Ok(match config.storage.cache.blobdescriptor {
         None => registry,
         Some(BlobDescriptorCache::Inmemory) => {
-            let cache = cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            let mut cache =
+                cache::memory::MemoryCache::new(config.storage.cache.blobdescriptorsize);
+            if let Some(validity) = validity {
+                cache = cache.with_validity(validity);
+            }
             registry.with_cache(Arc::new(cache::instrumented::InstrumentedCache::new(
                 "inmemory",
                 Arc::new(cache),
@@ -349,6 +357,44 @@ fn start_upload_purging(
     });
 }
 
+/// Removes expired pull-through content every minute, on whichever node takes the
+/// `mirror-expiry` lease (registry:2 keeps its expiry schedule in one process's memory).
+fn start_cache_expiry(
+    app: Arc<App>,
+    mirror: Arc<mirror::Mirror>,
+    leases: Arc<dyn coord::LeaseBackend>,
+    tasks: &ops::tasks::Tasks,
+) {
+    let lease = coord::Lease::new(leases, "mirror-expiry", Duration::from_secs(60));
+    tasks.spawn("cache expiry", move |mut stop| async move {
+        let mut wait = Duration::from_secs(5 + rand::random::<u64>() % 10);
+        loop {
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = Duration::from_secs(60);
+            let held = match lease.try_acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache expiry: cannot take its lease");
+                    continue;
+                }
+            };
+            let still_held = || held.is_held();
+            tokio::select! {
+                _ = stop.requested() => {
+                    held.release().await;
+                    return;
+                }
+                _ = mirror.sweep_expired(&app.registry, &still_held) => {}
+            }
+            held.release().await;
+        }
+    });
+}
+
 /// One upload-purging pass over the registry and, on S3, its multipart uploads.
 async fn purge_pass(app: &App, object_storage: Option<&S3Driver>, p: &config::UploadPurgingConfig) {
     tracing::info!(dry_run = p.dryrun, "upload purge started");
@@ -462,11 +508,11 @@ fn start_online_gc(
         graceperiod = ?config.gc.graceperiod,
         "online garbage collection enabled"
     );
-    let gc = config.gc.clone();
+    let (opts, interval) = (coord::collector::options(config), config.gc.interval);
     tasks.spawn("garbage collection", move |mut stop| async move {
         tokio::select! {
             _ = stop.requested() => {}
-            _ = coord::collector::run(app, lease, gc) => {}
+            _ = coord::collector::run(app, lease, opts, interval) => {}
         }
     });
 }
@@ -575,6 +621,8 @@ pub async fn serve(
         limits: http::limits::Limits::from(&config.http.limits),
         http2: !config.http.http2.disabled,
         tls,
+        cors: http::cors::Cors::from_config(&config.http.cors),
+        console: ui::Console::from_config(&config).map(Arc::new),
     };
     let shutdown = async move {
         shutdown_signal().await;

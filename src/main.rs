@@ -226,7 +226,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             if online {
-                let mut options = wharf::coord::collector::options(&config.gc);
+                let mut options = wharf::coord::collector::options(&config);
                 options.dry_run |= dry_run;
                 options.delete_untagged |= delete_untagged;
                 let run = wharf::garbage_collect_online(&config, &options);

@@ -426,7 +426,14 @@ fn stress(s3: bool, with_redis: bool) {
         "the collector ran {generation} passes during the load\n{}",
         cluster.logs()
     );
-    assert!(ledger.deleted > 0 && ledger.reused > 0 && ledger.referrers > 0);
+    assert!(
+        ledger.deleted > 0 && ledger.reused > 0 && ledger.referrers > 0,
+        "too little load: {} pushed, {} deleted, {} reused, {} referrers in {generation} passes",
+        ledger.pushed,
+        ledger.deleted,
+        ledger.reused,
+        ledger.referrers
+    );
 
     // Once nothing is younger than the grace period, two more passes (the first may have
     // started before the load ended).

@@ -628,3 +628,46 @@ for_kinds_and_drivers!(
 for_kinds_and_drivers!([OciManifest, OciIndex, OciArtifact] oci_content_negotiation);
 
 for_each_driver!(invalid_reference_reads, multi_tag_push, layer_urls);
+
+/// Two nodes over one folder: a manifest one node has served (and keeps in memory) is gone
+/// from it as soon as the other deletes it, by digest or by tag, and a tag moved on the other
+/// node is served with its new manifest.
+#[test]
+fn a_node_serving_manifests_from_memory_sees_deletes_and_retags_made_elsewhere() {
+    let folder = tempfile::tempdir().unwrap();
+    let a = Registry::builder(Driver::Filesystem)
+        .storage_dir(folder.path())
+        .start();
+    let b = Registry::builder(Driver::Filesystem)
+        .storage_dir(folder.path())
+        .start();
+    let first = push_image(&a, REPO, "moving", Kind::OciManifest);
+    let kept = push_image(&a, REPO, "kept", Kind::OciManifest);
+    for reference in [
+        first.digest.as_str(),
+        "moving",
+        kept.digest.as_str(),
+        "kept",
+    ] {
+        let served = if reference.contains(&first.digest) || reference == "moving" {
+            &first
+        } else {
+            &kept
+        };
+        // Twice: the second answer comes from memory.
+        assert_served(&a, reference, served, &served.media_type);
+        assert_served(&a, reference, served, &served.media_type);
+    }
+    // Moved elsewhere: the tag's current link is read on every request.
+    push_manifest(&b, REPO, "moving", &kept);
+    assert_served(&a, "moving", &kept, &kept.media_type);
+    // Deleted elsewhere by digest: the revision link is gone, whatever memory holds.
+    send(b.delete(&manifest_path(&first.digest))).assert_status(202);
+    assert_manifest_gone(&a, &first.digest);
+    send(b.delete(&manifest_path("kept"))).assert_status(202);
+    assert_manifest_gone(&a, "kept");
+    assert_served(&a, &kept.digest, &kept, &kept.media_type);
+    send(b.delete(&manifest_path(&kept.digest))).assert_status(202);
+    assert_manifest_gone(&a, &kept.digest);
+    assert_manifest_gone(&a, "moving");
+}

@@ -327,6 +327,9 @@ fn failures_are_retried_with_backoff_then_delivered() {
     assert!(log.contains("backing off"), "{log}");
 }
 
+/// How long the receiver is away in `receiver_down_then_back_loses_nothing`.
+const OUTAGE: Duration = Duration::from_secs(30);
+
 #[test]
 fn receiver_down_then_back_loses_nothing() {
     let mut receiver = Receiver::start();
@@ -339,6 +342,7 @@ fn receiver_down_then_back_loses_nothing() {
     push(&reg, "down/app", &config);
     push(&reg, "down/app", &layer);
     receiver.stop();
+    let stopped = std::time::Instant::now();
     const N: usize = 10;
     for i in 0..N {
         push_manifest(
@@ -355,7 +359,8 @@ fn receiver_down_then_back_loses_nothing() {
             &[("endpoint", "down")],
         ) >= 4.0
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Away for 30 s in all, many backoffs long.
+    std::thread::sleep(OUTAGE.saturating_sub(stopped.elapsed()));
     receiver.restart();
     let events = receiver.wait_events("/down", N, DELIVERY_WAIT);
     let tags: Vec<String> = events.iter().map(|e| text(e, "target.tag")).collect();

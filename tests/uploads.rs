@@ -83,6 +83,36 @@ fn single_post_upload(driver: Driver) {
     assert_blob(&reg, REPO, &blob);
 }
 
+/// Clients pushing the same blob at once, monolithically, to one repository and another: each
+/// is told it is stored (the content is identical), and it reads back whole.
+fn concurrent_monolithic_puts_of_one_blob(driver: Driver) {
+    let reg = Registry::start(driver);
+    for len in [5000, 6 * 1024 * 1024 + 3] {
+        let blob = Blob::random(len);
+        let answers: Vec<Resp> = std::thread::scope(|s| {
+            let pushes: Vec<_> = (0..6)
+                .map(|i| {
+                    let (reg, blob) = (&reg, &blob);
+                    let repo = if i % 2 == 0 { REPO } else { "team/other" };
+                    s.spawn(move || {
+                        send(
+                            reg.post(&format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest))
+                                .header("content-type", "application/octet-stream")
+                                .body(blob.data.clone()),
+                        )
+                    })
+                })
+                .collect();
+            pushes.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        for resp in &answers {
+            resp.assert_status(201);
+        }
+        assert_blob(&reg, REPO, &blob);
+        assert_blob(&reg, "team/other", &blob);
+    }
+}
+
 fn post_then_put(driver: Driver) {
     let reg = Registry::start(driver);
     let blob = Blob::random(5000);
@@ -511,6 +541,7 @@ for_each_driver!(
     sha512_blobs,
     post_starts_a_session,
     single_post_upload,
+    concurrent_monolithic_puts_of_one_blob,
     post_then_put,
     chunked,
     status,

@@ -8,6 +8,7 @@ use crate::api::events::Emitter;
 use crate::api::headers::{parse_range, ByteRange};
 use crate::api::{header_value, App, Req};
 use crate::digest::Digest;
+use crate::mirror::BlobAnswer;
 use crate::notify::event::Action;
 use crate::registry::reference::RepositoryName;
 
@@ -21,7 +22,46 @@ pub async fn get(
     let digest: Digest = digest
         .parse()
         .map_err(crate::registry::error::RegistryError::from)?;
-    let blob = app.registry.stat_blob(name, &digest).await?;
+    let mut namespace = None;
+    let target = app
+        .mirror
+        .as_ref()
+        .and_then(|m| Some((m, m.target(name, req.query("ns").as_deref())?)));
+    let mut local = name.clone();
+    let blob = match target {
+        None => app.registry.stat_blob(name, &digest).await?,
+        Some((mirror, target)) => {
+            let head = req.parts.method == Method::HEAD;
+            let answer = mirror.blob(&app.registry, &target, &digest, head).await?;
+            namespace = target.namespace.clone();
+            match answer {
+                BlobAnswer::Cached(info) => {
+                    local = target.local;
+                    info
+                }
+                BlobAnswer::Streaming { size, body } => {
+                    let mut events = Emitter::new(app, req);
+                    events.blob(
+                        Action::Pull,
+                        &target.local,
+                        &digest,
+                        size.unwrap_or(0),
+                        None,
+                    );
+                    events.record().await;
+                    let mut resp = Response::new(stream(body));
+                    fetched_headers(resp.headers_mut(), &digest, size, namespace.as_deref());
+                    return Ok(resp);
+                }
+                BlobAnswer::Upstream { size } => {
+                    let mut resp = Response::new(empty());
+                    fetched_headers(resp.headers_mut(), &digest, size, namespace.as_deref());
+                    return Ok(resp);
+                }
+            }
+        }
+    };
+    let name = &local;
     // registry:2 records a pull for every GET it serves (redirects, ranges and 304s too); a
     // HEAD is an existence check and records nothing.
     if req.parts.method == Method::GET {
@@ -33,6 +73,9 @@ pub async fn get(
     let etag = format!("\"{digest}\"");
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
+    if let Some(ns) = &namespace {
+        h.insert("oci-namespace", header_value(ns));
+    }
     h.insert("docker-content-digest", digest_header.clone());
     h.insert(header::ETAG, header_value(&etag));
     h.insert(
@@ -118,4 +161,25 @@ pub async fn delete(
     resp.headers_mut()
         .insert("docker-content-digest", header_value(&digest.to_string()));
     Ok(resp)
+}
+
+/// Headers of a blob answered from its upstream (streamed while fetched, or a HEAD).
+fn fetched_headers(
+    h: &mut http::HeaderMap,
+    digest: &Digest,
+    size: Option<u64>,
+    namespace: Option<&str>,
+) {
+    h.insert("docker-content-digest", header_value(&digest.to_string()));
+    h.insert(header::ETAG, header_value(&format!("\"{digest}\"")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(size) = size {
+        h.insert(header::CONTENT_LENGTH, header_value(&size.to_string()));
+    }
+    if let Some(ns) = namespace {
+        h.insert("oci-namespace", header_value(ns));
+    }
 }

@@ -280,6 +280,29 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<crate::mirror::MirrorError> for ApiError {
+    fn from(e: crate::mirror::MirrorError) -> Self {
+        use crate::mirror::upstream::UpstreamError;
+        use crate::mirror::MirrorError;
+        let text = e.to_string();
+        match e {
+            MirrorError::Registry(e) => e.into(),
+            // Upstream trouble is the upstream's, never a 500: retry when it said.
+            MirrorError::Upstream(UpstreamError::Unavailable { retry_after, .. }) => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Self::new(ErrorCode::Unavailable, text)
+                    .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
+            }
+            MirrorError::Upstream(UpstreamError::Denied { .. }) => {
+                Self::new(ErrorCode::Denied, text)
+            }
+            MirrorError::Mismatch { .. } | MirrorError::WaitTimedOut(_) => {
+                Self::new(ErrorCode::Unavailable, text)
+            }
+        }
+    }
+}
+
 /// Backend failures are logged in full and answered without internal paths;
 /// a backend that cannot be reached is 503 (retry later), not 500.
 fn storage_error(e: StorageError) -> ApiError {

@@ -39,7 +39,18 @@ pub async fn get(
         let shown: String = reference.chars().take(160).collect();
         RegistryError::ManifestUnknown(format!("{name}:{shown}: not a valid tag or digest"))
     })?;
-    let mut m = app.registry.get_manifest(name, &reference).await?;
+    let target = app
+        .mirror
+        .as_ref()
+        .and_then(|m| m.target(name, req.query("ns").as_deref()));
+    let (mut m, stale) = match (&app.mirror, &target) {
+        (Some(mirror), Some(target)) => {
+            let answer = mirror.manifest(&app.registry, target, &reference).await?;
+            (answer.manifest, answer.stale)
+        }
+        _ => (app.registry.get_manifest(name, &reference).await?, false),
+    };
+    let name = target.as_ref().map_or(name, |t| &t.local);
     let tag = match &reference {
         ManifestReference::Tag(t) => Some(t.as_str().to_string()),
         ManifestReference::Digest(_) => None,
@@ -82,7 +93,7 @@ pub async fn get(
             .iter()
             .any(|a| a == manifest_format::DOCKER_MANIFEST)
     {
-        m = amd64_child(app, name, &m).await?;
+        m = amd64_child(app, target.as_ref(), name, &m).await?;
         if req.parts.method == Method::GET {
             events.manifest(Action::Pull, name, &m.media_type, &m.digest, &m.body, None);
         }
@@ -102,6 +113,16 @@ pub async fn get(
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
     h.insert("docker-content-digest", header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&etag));
+    if let Some(ns) = target.as_ref().and_then(|t| t.namespace.as_deref()) {
+        h.insert("oci-namespace", header_value(ns));
+    }
+    if stale {
+        // RFC 7234's "response is stale": the upstream could not confirm the tag.
+        h.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 wharf \"Response is stale\""),
+        );
+    }
     if req
         .header(header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
@@ -123,6 +144,7 @@ pub async fn get(
 
 async fn amd64_child(
     app: &App,
+    target: Option<&crate::mirror::Target>,
     name: &RepositoryName,
     list: &StoredManifest,
 ) -> Result<StoredManifest, ApiError> {
@@ -139,10 +161,14 @@ async fn amd64_child(
         .ok_or_else(|| {
             RegistryError::ManifestUnknown("no linux/amd64 image in the manifest list".into())
         })?;
-    Ok(app
-        .registry
-        .get_manifest(name, &ManifestReference::Digest(child.digest.clone()))
-        .await?)
+    let reference = ManifestReference::Digest(child.digest.clone());
+    if let (Some(mirror), Some(target)) = (&app.mirror, target) {
+        return Ok(mirror
+            .manifest(&app.registry, target, &reference)
+            .await?
+            .manifest);
+    }
+    Ok(app.registry.get_manifest(name, &reference).await?)
 }
 
 /// PUT a manifest by tag or digest (201).

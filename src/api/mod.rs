@@ -27,7 +27,7 @@ use urls::UrlBuilder;
 /// Everything a request handler needs.
 pub struct App {
     /// The registry.
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
     /// Builds `Location` and `Link` URLs.
     pub urls: UrlBuilder,
     /// Access control, when configured.
@@ -38,6 +38,8 @@ pub struct App {
     pub health: Health,
     /// Webhook notifications, when an endpoint is enabled.
     pub notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
+    /// The pull-through cache, in proxy mode.
+    pub mirror: Option<std::sync::Arc<crate::mirror::Mirror>>,
 }
 
 /// What the access log and metrics want to know about a handled request.
@@ -231,6 +233,16 @@ async fn route(
         }
     }
     let method = req.parts.method.clone();
+    // A cache takes no writes (registry:2's proxy mode).
+    if app.mirror.is_some()
+        && route.repository().is_some()
+        && !matches!(method, Method::GET | Method::HEAD)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "this registry is a pull-through cache: pushes and deletes go to the upstream",
+        ));
+    }
     match route {
         Route::Root => Ok(root_response()),
         Route::Base => match method {

@@ -5,10 +5,17 @@
 //! process-local cache would not hear about. The repositories a blob was
 //! last seen in are kept too, as hints for anonymous mounts (checked against
 //! storage before use).
+//!
+//! Given a [`CacheValidity`], sizes are answered only while it allows and the map is emptied
+//! whenever its epoch changes, so that a blob another node's collector deletes is never
+//! answered from here (see `validity`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use crate::cache::validity::CacheValidity;
 use crate::cache::{BlobDescriptorCache, CacheError, Descriptor};
 use crate::digest::Digest;
 
@@ -16,6 +23,7 @@ use crate::digest::Digest;
 pub struct MemoryCache {
     inner: Mutex<Inner>,
     capacity: usize,
+    validity: Option<Arc<CacheValidity>>,
 }
 
 struct Inner {
@@ -23,6 +31,8 @@ struct Inner {
     order: VecDeque<Digest>,
     /// Repositories the blob was last seen in, newest last.
     holders: HashMap<Digest, Vec<String>>,
+    /// The validity epoch the map's entries were made in.
+    epoch: u64,
 }
 
 /// Repositories remembered per blob.
@@ -36,20 +46,53 @@ impl MemoryCache {
                 map: HashMap::new(),
                 order: VecDeque::new(),
                 holders: HashMap::new(),
+                epoch: 0,
             }),
             capacity,
+            validity: None,
         }
+    }
+
+    /// Answers sizes only while `validity` allows.
+    pub fn with_validity(mut self, validity: Arc<CacheValidity>) -> Self {
+        self.validity = Some(validity);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The map locked, or `None` when it must not be used now; emptied first when the epoch
+    /// changed since its entries were made.
+    fn usable_map(&self) -> (std::sync::MutexGuard<'_, Inner>, bool) {
+        let mut inner = self.lock();
+        let Some(validity) = &self.validity else {
+            return (inner, true);
+        };
+        match validity.current() {
+            Some(epoch) => {
+                if inner.epoch != epoch {
+                    inner.map.clear();
+                    inner.order.clear();
+                    inner.epoch = epoch;
+                }
+                (inner, true)
+            }
+            None => (inner, false),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for MemoryCache {
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
-        Ok(self.lock().map.get(digest).cloned())
+        let (inner, usable) = self.usable_map();
+        Ok(if usable {
+            inner.map.get(digest).cloned()
+        } else {
+            None
+        })
     }
 
     async fn stat_in_repo(
@@ -66,8 +109,8 @@ impl BlobDescriptorCache for MemoryCache {
         digest: &Digest,
         desc: &Descriptor,
     ) -> Result<(), CacheError> {
-        let mut inner = self.lock();
-        if inner.map.insert(digest.clone(), desc.clone()).is_none() {
+        let (mut inner, usable) = self.usable_map();
+        if usable && inner.map.insert(digest.clone(), desc.clone()).is_none() {
             inner.order.push_back(digest.clone());
             while self.capacity > 0 && inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
@@ -162,5 +205,30 @@ mod tests {
         assert!(c.repositories_holding(&d(0), 10).await.unwrap().is_empty());
         c.clear(&d(2), &[]).await.unwrap();
         assert!(c.repositories_holding(&d(2), 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn follows_its_validity() {
+        let validity = Arc::new(CacheValidity::new(std::time::Duration::from_secs(60)));
+        let c = MemoryCache::new(0).with_validity(validity.clone());
+        let d = Digest::of(b"x");
+        let desc = Descriptor {
+            size: 1,
+            media_type: "x".into(),
+        };
+        c.set(Some("r"), &d, &desc).await.unwrap();
+        assert!(c.stat(&d).await.unwrap().is_none(), "no reading yet");
+        validity.observe(std::time::Instant::now(), 2, true);
+        c.set(Some("r"), &d, &desc).await.unwrap();
+        assert_eq!(c.stat(&d).await.unwrap(), Some(desc.clone()));
+        validity.observe(std::time::Instant::now(), 3, false);
+        assert!(c.stat(&d).await.unwrap().is_none(), "a collection runs");
+        validity.observe(std::time::Instant::now(), 4, true);
+        assert!(
+            c.stat(&d).await.unwrap().is_none(),
+            "emptied on a new epoch"
+        );
+        // Hints survive: they are checked against storage before use.
+        assert_eq!(c.repositories_holding(&d, 1).await.unwrap(), ["r"]);
     }
 }

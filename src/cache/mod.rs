@@ -6,6 +6,7 @@ pub mod instrumented;
 pub mod memory;
 pub mod redis;
 pub mod redis_client;
+pub mod validity;
 
 use crate::digest::Digest;
 

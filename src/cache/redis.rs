@@ -12,7 +12,6 @@
 //! [`crate::cache::redis_client`]), every call has a deadline, and while Redis
 //! does not answer the cache is skipped without sending anything.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -58,7 +57,7 @@ impl RedisCache {
         let replayed = pending.len();
         let mut all = clear_commands(&pending);
         all.extend(cmds);
-        match conn.run(&all, self.deadline).await {
+        match conn.run(all, self.deadline).await {
             Ok(mut replies) => {
                 if replayed > 0 {
                     tracing::info!(count = replayed, "replayed cache removals");
@@ -139,11 +138,20 @@ fn holders_key(d: &Digest) -> String {
     format!("wharf::blobs::{d}::repositories")
 }
 
-fn descriptor(fields: &std::collections::HashMap<String, String>) -> Option<Descriptor> {
-    Some(Descriptor {
-        size: fields.get("size")?.parse().ok()?,
-        media_type: fields.get("mediatype").cloned().unwrap_or_default(),
-    })
+/// Reads the two fields a descriptor needs (`HMGET`: two values, no field names to parse).
+fn descriptor_query(digest: &Digest) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(blob_key(digest)).arg("size").arg("mediatype");
+    cmd
+}
+
+/// The reply to [`descriptor_query`]; an entry without a readable size is no entry.
+fn descriptor(reply: Option<Value>) -> Result<Option<Descriptor>, CacheError> {
+    let (size, media_type): (Option<String>, Option<String>) = parse(reply)?;
+    Ok(size.and_then(|s| s.parse().ok()).map(|size| Descriptor {
+        size,
+        media_type: media_type.unwrap_or_default(),
+    }))
 }
 
 #[async_trait::async_trait]
@@ -153,11 +161,8 @@ impl BlobDescriptorCache for RedisCache {
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
-        let replies = self
-            .run(vec![redis::cmd("HGETALL").arg(blob_key(digest)).clone()])
-            .await?;
-        let fields: HashMap<String, String> = parse(replies.into_iter().next())?;
-        Ok(descriptor(&fields))
+        let replies = self.run(vec![descriptor_query(digest)]).await?;
+        descriptor(replies.into_iter().next())
     }
 
     async fn stat_in_repo(
@@ -171,13 +176,13 @@ impl BlobDescriptorCache for RedisCache {
                     .arg(repo_set_key(repo))
                     .arg(digest.to_string())
                     .clone(),
-                redis::cmd("HGETALL").arg(blob_key(digest)).clone(),
+                descriptor_query(digest),
             ])
             .await?
             .into_iter();
         let is_member: bool = parse(replies.next())?;
-        let fields: HashMap<String, String> = parse(replies.next())?;
-        Ok(if is_member { descriptor(&fields) } else { None })
+        let found = descriptor(replies.next())?;
+        Ok(found.filter(|_| is_member))
     }
 
     async fn set(
@@ -267,5 +272,25 @@ mod tests {
             format!("repository::a/b::blobs::{d}")
         );
         assert_eq!(clear_commands(&[("a/b".into(), d)]).len(), 3);
+    }
+
+    #[test]
+    fn reads_a_descriptor_from_its_two_fields() {
+        let reply = |size: Value, media: Value| Some(Value::Array(vec![size, media]));
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let found = descriptor(reply(text("12"), text("application/octet-stream"))).unwrap();
+        assert_eq!(
+            found.map(|d| (d.size, d.media_type)),
+            Some((12, "application/octet-stream".into()))
+        );
+        assert_eq!(
+            descriptor(reply(text("7"), Value::Nil))
+                .unwrap()
+                .map(|d| d.size),
+            Some(7)
+        );
+        // No entry, or one another writer left without a size.
+        assert!(descriptor(reply(Value::Nil, Value::Nil)).unwrap().is_none());
+        assert!(descriptor(reply(text("x"), Value::Nil)).unwrap().is_none());
     }
 }

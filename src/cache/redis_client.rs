@@ -469,17 +469,17 @@ pub enum Connection {
 impl Connection {
     /// Runs `cmds`: one pipeline on a server; on a Cluster each command on its own (their keys
     /// hash to different slots), concurrently. Replies come in order.
-    pub async fn run(&mut self, cmds: &[Cmd], limit: Duration) -> Result<Vec<Value>, RedisError> {
+    pub async fn run(&mut self, cmds: Vec<Cmd>, limit: Duration) -> Result<Vec<Value>, RedisError> {
         match self {
             Connection::Server(conn) => {
-                let mut pipe = redis::pipe();
+                let mut pipe = redis::Pipeline::with_capacity(cmds.len());
                 for cmd in cmds {
-                    pipe.add_command(cmd.clone());
+                    pipe.add_command(cmd);
                 }
                 bounded(limit, pipe.query_async(conn)).await
             }
             Connection::Cluster(conn) => {
-                let calls = cmds.iter().map(|cmd| {
+                let calls = cmds.into_iter().map(|cmd| {
                     let mut conn = conn.clone();
                     async move { cmd.query_async::<Value>(&mut conn).await }
                 });

@@ -8,11 +8,13 @@
 //! cannot be served by this release.
 
 mod change;
+mod console;
 mod docker_auth;
 mod duration;
 mod effective;
 mod error;
 mod lenient;
+mod mirror;
 mod model;
 mod normalize;
 mod overlay;
@@ -29,10 +31,12 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 pub use change::{diff, Applies, Change};
+pub use console::{CorsConfig, UiConfig};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;
 pub use effective::masked;
 pub use error::ConfigError;
+pub use mirror::UpstreamConfig;
 pub use model::*;
 pub use overlay::CONFIGURATION_PATH_VAR;
 pub use reload::ReloadConfig;

@@ -85,6 +85,9 @@ pub struct Config {
     /// When a running node re-reads this file (Wharf's own, `reload.rs`).
     #[serde(default, deserialize_with = "lenient::or_default")]
     pub reload: super::ReloadConfig,
+    /// Wharf's web console (not in distribution).
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub ui: super::UiConfig,
 }
 
 /// Reads a keyword (case-insensitively) from a fixed list; "" and null give `None`.
@@ -1376,6 +1379,9 @@ pub struct HttpConfig {
     /// Limits against abuse (Wharf).
     #[serde(deserialize_with = "lenient::or_default")]
     pub limits: LimitsConfig,
+    /// CORS for browser front-ends on other origins (Wharf).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub cors: super::CorsConfig,
 }
 
 impl Default for HttpConfig {
@@ -1395,6 +1401,7 @@ impl Default for HttpConfig {
             http2: Http2Config::default(),
             h2c: H2cConfig::default(),
             limits: LimitsConfig::default(),
+            cors: super::CorsConfig::default(),
         }
     }
 }
@@ -1998,6 +2005,15 @@ pub struct ProxyConfig {
     /// Time allowed to write a fetched object to storage (v3).
     #[serde(deserialize_with = "lenient::opt_duration")]
     pub cachewritetimeout: Option<Duration>,
+    /// Wharf: how often a cached tag is checked upstream.
+    #[serde(deserialize_with = "lenient::opt_duration")]
+    pub tagrecheck: Option<Duration>,
+    /// Wharf: token realms on other hosts that may receive the credentials.
+    #[serde(deserialize_with = "lenient::string_list")]
+    pub tokenrealms: Vec<String>,
+    /// Wharf: more upstreams, selected by repository prefix or `?ns=`.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub upstreams: Vec<super::mirror::UpstreamConfig>,
 }
 
 /// `proxy.exec` section (v3).

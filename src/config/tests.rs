@@ -1401,12 +1401,7 @@ health:
         .collect();
     assert_eq!(
         keys,
-        [
-            "storage.gcs",
-            "proxy.remoteurl",
-            "middleware.storage",
-            "health.http.0.uri",
-        ],
+        ["storage.gcs", "middleware.storage", "health.http.0.uri",],
         "{messages:#?}"
     );
     assert!(loaded
@@ -1808,7 +1803,7 @@ fn notifications_endpoints_start_with_their_settings() {
 }
 
 #[test]
-fn proxy_is_parsed_and_named_when_refused() {
+fn proxy_is_parsed_and_served() {
     let text = format!(
         "{MINIMAL}proxy: {{remoteurl: 'https://registry-1.docker.io', username: u, password: p, ttl: 72h}}\n"
     );
@@ -1829,10 +1824,7 @@ fn proxy_is_parsed_and_named_when_refused() {
     assert_eq!(proxy.password.as_deref(), Some("from-env"));
     assert_eq!(proxy.ttl, Some(secs(72 * 3600)));
     assert_eq!(proxy.cachewritetimeout, Some(secs(120)));
-    assert_eq!(
-        loaded.config.unsupported(),
-        ["proxy.remoteurl: pull-through cache mode is not supported yet"]
-    );
+    assert_eq!(loaded.config.unsupported(), Vec::<String>::new());
     // Credentials without an upstream are not proxy mode.
     let c = load_ok(&format!("{MINIMAL}proxy: {{username: u}}\n"), &[]).config;
     assert_eq!(c.unsupported(), Vec::<String>::new());
@@ -2050,4 +2042,31 @@ fn unverifiable_signing_algorithms_are_accepted_with_a_warning() {
         loaded.warnings,
         ["auth.token.signingalgorithms: HS256, ES512 admit no token: tokens are verified with public keys of the other listed algorithms"]
     );
+}
+
+#[test]
+fn proxy_upstreams_take_their_keys_and_are_checked() {
+    let text = format!(
+        "{MINIMAL}proxy:\n  tagrecheck: 30s\n  upstreams:\n    - {{prefix: 'docker.io/*', remoteurl: 'https://registry-1.docker.io', username: u, password: p, ttl: 24h, tokenrealms: ['https://auth.docker.io/token']}}\n    - {{prefix: ghcr.io, remoteurl: 'https://ghcr.io', ttl: 0}}\n"
+    );
+    let loaded = load_ok(&text, &[]);
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let proxy = loaded.config.proxy.clone().unwrap();
+    assert_eq!(proxy.tagrecheck, Some(secs(30)));
+    assert_eq!(proxy.upstreams.len(), 2);
+    assert_eq!(proxy.upstreams[0].bare_prefix(), "docker.io");
+    assert_eq!(proxy.upstreams[0].ttl, Some(secs(24 * 3600)));
+    assert_eq!(
+        proxy.upstreams[0].tokenrealms,
+        ["https://auth.docker.io/token"]
+    );
+    assert_eq!(proxy.upstreams[1].ttl, Some(secs(0)));
+    for bad in [
+        "proxy: {remoteurl: 'registry-1.docker.io'}",
+        "proxy: {upstreams: [{prefix: a, remoteurl: 'ftp://x'}]}",
+        "proxy: {upstreams: [{prefix: '', remoteurl: 'https://x'}]}",
+        "proxy: {upstreams: [{prefix: a, remoteurl: 'https://x'}, {prefix: 'a/*', remoteurl: 'https://y'}]}",
+    ] {
+        assert!(load_with(&format!("{MINIMAL}{bad}\n"), &[]).is_err(), "{bad}");
+    }
 }

@@ -51,6 +51,7 @@ impl Config {
         let interval = Duration::from_secs(10);
         set_if_zero(&mut self.http.addr, ":5000".into());
         set_if_zero(&mut self.http.net, "tcp".into());
+        self.ui.apply_defaults();
         set_if_zero(&mut self.http.debug.prometheus.path, "/metrics".into());
         if let Some(tls) = &mut self.http.tls {
             set_if_zero(&mut tls.clientauth, "require-and-verify-client-cert".into());
@@ -158,6 +159,8 @@ impl Config {
         };
 
         one_of("http.net", &self.http.net, &["tcp", "unix"])?;
+        self.http.cors.validate()?;
+        self.ui.validate()?;
         if let Some(tls) = &self.http.tls {
             one_of("http.tls.minimumtls", &tls.minimumtls, TLS_VERSIONS)?;
             one_of("http.tls.clientauth", &tls.clientauth, TLS_CLIENT_AUTH)?;
@@ -367,6 +370,9 @@ impl Config {
         if let Some(exec) = self.proxy.as_ref().and_then(|p| p.exec.as_ref()) {
             require("proxy.exec.command", &exec.command)?;
         }
+        if let Some(proxy) = &self.proxy {
+            super::mirror::validate(proxy)?;
+        }
         Ok(())
     }
 
@@ -435,8 +441,12 @@ impl Config {
                 name = other.name()
             )),
         }
-        if self.proxy.as_ref().is_some_and(|p| p.remoteurl.is_some()) {
-            out.push("proxy.remoteurl: pull-through cache mode is not supported yet".into());
+        if self
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.exec.is_some() && p.remoteurl.is_some())
+        {
+            out.push("proxy.exec: credential helpers are not supported yet; give proxy.username and proxy.password".into());
         }
         for (chain, entries) in self.middleware.chains() {
             let names: Vec<&str> = entries

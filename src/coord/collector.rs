@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, GcConfig};
+use crate::config::Config;
 use crate::coord::lease::{now_ms, HeldLease, Lease, LeaseBackend};
 use crate::coord::redis_lease::RedisLeases;
 use crate::coord::storage_lease::StorageLeases;
@@ -37,12 +37,19 @@ pub fn lease_backend(
     })
 }
 
-/// Pass options from the `gc` section.
-pub fn options(gc: &GcConfig) -> OnlineOptions {
+/// Pass options from the `gc` section; with an in-memory blob-descriptor cache (the nodes of a
+/// cluster share their cache setting), passes wait for nodes' caches before deleting.
+pub fn options(config: &Config) -> OnlineOptions {
+    let gc = &config.gc;
+    let in_memory = matches!(
+        config.storage.cache.blobdescriptor,
+        Some(crate::config::BlobDescriptorCache::Inmemory)
+    );
     OnlineOptions {
         grace: gc.graceperiod,
         delete_untagged: gc.deleteuntagged,
         dry_run: gc.dryrun,
+        wait_for_memory_caches: in_memory,
     }
 }
 
@@ -136,12 +143,11 @@ async fn run_held(
 /// marker's start is older than `interval`) and, if so, tries to take the lease; the node that
 /// gets it re-reads the marker (another may just have finished) and collects. Dropped mid-pass
 /// (at shutdown), it leaves what a killed collector leaves, which the next pass finishes.
-pub async fn run<R>(owner: Arc<R>, lease: Lease, gc: GcConfig)
+pub async fn run<R>(owner: Arc<R>, lease: Lease, opts: OnlineOptions, interval: Duration)
 where
     R: AsRef<Registry> + Send + Sync + 'static,
 {
-    let opts = options(&gc);
-    let interval = gc.interval.max(Duration::from_secs(1));
+    let interval = interval.max(Duration::from_secs(1));
     let tick = (interval / 10).clamp(Duration::from_millis(500), Duration::from_secs(30));
     {
         let registry: &Registry = (*owner).as_ref();

@@ -74,6 +74,17 @@ pub trait LeaseBackend: Send + Sync + 'static {
     async fn holder(&self, name: &str) -> Result<Option<LeaseRecord>, LeaseError>;
     /// Which backend, for logs and `/debug/vars`.
     fn kind(&self) -> &'static str;
+    /// Deletes up to `limit` leases named `prefix*` whose last holding ended more than `idle`
+    /// ago, for backends that keep such records (Redis expires its keys by itself). Used for
+    /// short-lived per-object leases, which would otherwise pile up.
+    async fn forget_idle(
+        &self,
+        _prefix: &str,
+        _idle: Duration,
+        _limit: usize,
+    ) -> Result<usize, LeaseError> {
+        Ok(0)
+    }
 }
 
 /// A named lease that this process may try to take.

@@ -2,6 +2,7 @@
 //! what every node must know about it. Built on leases that expire, held in Redis when one is
 //! configured, else in the shared storage, so a cluster needs nothing more than its storage.
 
+pub mod cache_watch;
 pub mod collector;
 pub mod lease;
 pub mod maintenance;

@@ -62,7 +62,7 @@ impl RedisLeases {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        match conn.run(std::slice::from_ref(&cmd), self.deadline).await {
+        match conn.run(vec![cmd], self.deadline).await {
             Ok(mut replies) => Ok(replies.pop().unwrap_or(Value::Nil)),
             Err(e) => {
                 self.client.failed(generation, &e);

@@ -8,6 +8,7 @@
 //! without any conditional delete. Epochs two behind the current one are deleted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -183,5 +184,41 @@ impl LeaseBackend for StorageLeases {
 
     fn kind(&self) -> &'static str {
         "storage"
+    }
+
+    async fn forget_idle(
+        &self,
+        prefix: &str,
+        idle: Duration,
+        limit: usize,
+    ) -> Result<usize, LeaseError> {
+        let names = match self.driver.list(LEASES_ROOT).await {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let idle_before = now_ms().saturating_sub(idle.as_millis() as u64);
+        let mut forgotten = 0;
+        for name in names.iter().filter(|n| n.starts_with(prefix)).take(limit) {
+            // A holder renews long before its record expires, so a record that ended `idle`
+            // ago has no holder; a node taking it while it is deleted costs one extra claim.
+            let ended_long_ago = match self.current(name).await? {
+                // A release writes no end time: the record's own write time is when it ended.
+                Some((epoch, record)) if record.expires_ms == 0 => self
+                    .driver
+                    .stat(&Self::epoch_path(name, epoch))
+                    .await
+                    .ok()
+                    .and_then(|info| info.modified)
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|m| (m.as_millis() as u64) < idle_before),
+                Some((_, record)) => record.expires_ms < idle_before,
+                None => true,
+            };
+            if ended_long_ago && self.driver.delete(&Self::dir(name)).await.is_ok() {
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 }

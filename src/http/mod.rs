@@ -1,5 +1,6 @@
 //! The HTTP server: listeners, connections, per-request headers and access log.
 
+pub mod cors;
 pub mod limits;
 pub mod server;
 pub mod tls;

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::api::body::Body;
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::{self, App};
+use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
 use crate::ops;
 
@@ -53,6 +54,10 @@ pub struct ServerSettings {
     pub http2: bool,
     /// `http.tls`, when set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `http.cors`, when it allows an origin.
+    pub cors: Option<crate::http::cors::Cors>,
+    /// The web console, when `ui.enabled`.
+    pub console: Option<Arc<crate::ui::Console>>,
 }
 
 /// A bound listener: TCP or a Unix socket (`http.net: unix`).
@@ -421,8 +426,20 @@ async fn handle(
     let (span, trace_id) =
         ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
     let limits = &settings.limits;
-    let (resp, info) = if head_size(req.method(), req.uri(), req.headers())
-        > limits.max_header_bytes
+    let cors = settings
+        .cors
+        .as_ref()
+        .map_or(Decision::Pass, |c| c.decide(req.method(), req.headers()));
+    let (resp, info) = if let Decision::Preflight(_) | Decision::Refused = cors {
+        // Preflights carry no credentials: answered here, before authentication and handlers.
+        (
+            preflight_response(&cors),
+            api::RequestInfo {
+                handler: "preflight",
+                ..Default::default()
+            },
+        )
+    } else if head_size(req.method(), req.uri(), req.headers()) > limits.max_header_bytes
         || req.headers().len() > limits.max_headers
     {
         let e = ApiError::new(
@@ -439,16 +456,21 @@ async fn handle(
             remote: remote.to_string(),
             request_id: request_id.clone(),
         });
-        api::handle(
-            app,
-            req.map(|b| {
-                IdleTimeout::new(b, timeout)
-                    .map_err(std::io::Error::other)
-                    .boxed()
-            }),
-        )
-        .instrument(span.clone())
-        .await
+        let req = req.map(|b| {
+            IdleTimeout::new(b, timeout)
+                .map_err(std::io::Error::other)
+                .boxed()
+        });
+        match settings.console.as_ref().filter(|c| c.serves(&path)) {
+            Some(console) => (
+                console.handle(app, req).instrument(span.clone()).await,
+                api::RequestInfo {
+                    handler: "console",
+                    ..Default::default()
+                },
+            ),
+            None => api::handle(app, req).instrument(span.clone()).await,
+        }
     };
     let status = resp.status().as_u16();
     ops::telemetry::record_response(&span, info.repository.as_deref(), status);
@@ -460,6 +482,10 @@ async fn handle(
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
+    }
+    match &cors {
+        Decision::Preflight(extra) | Decision::Actual(extra) => cors::apply(h, extra),
+        Decision::Pass | Decision::Refused => cors::forbid_wildcard_credentials(h),
     }
     // Shutting down: the client's next request should open a new connection,
     // which the load balancer sends to a node that stays. A refused request
@@ -495,4 +521,21 @@ async fn handle(
         );
     }
     resp
+}
+
+/// The answer to a preflight: 204 for an allowed origin (its headers are added with the
+/// others), 403 with registry error JSON for any other.
+fn preflight_response(decision: &Decision) -> Response<Body> {
+    match decision {
+        Decision::Refused => ApiError::new(
+            ErrorCode::Denied,
+            "origin not allowed by http.cors.allowedorigins",
+        )
+        .into_response(),
+        _ => {
+            let mut resp = Response::new(crate::api::body::empty());
+            *resp.status_mut() = http::StatusCode::NO_CONTENT;
+            resp
+        }
+    }
 }

@@ -108,6 +108,7 @@ impl Registry {
                         ))
                     })?;
                 }
+                self.manifests.remove(&digest);
                 blob_dirs.push(layout::blob_dir(digest.algorithm(), digest.hex()));
             }
             report.blobs_deleted.push(digest);

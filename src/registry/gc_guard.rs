@@ -29,6 +29,13 @@ use crate::registry::Registry;
 /// Root of the collector's shared state.
 pub const GC_ROOT: &str = "/wharf/gc";
 
+/// How often a serving node with an in-memory blob-descriptor cache reads the pass marker.
+pub const CACHE_VIEW_REFRESH: Duration = Duration::from_millis(500);
+
+/// How old a node's reading of the pass marker may be for its in-memory cache to answer; a
+/// pass deletes no blob until this long (and a margin) after announcing itself.
+pub const CACHE_VIEW_MAX_AGE: Duration = Duration::from_millis(1500);
+
 /// Longest a writer waits for a sweeper's intent on one digest to be resolved.
 const INTENT_WAIT: Duration = Duration::from_secs(120);
 

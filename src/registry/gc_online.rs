@@ -9,10 +9,12 @@
 //! an intent, read `touched` (a writer referenced it during this pass: keep), re-check ages,
 //! clear it from the blob-descriptor cache, delete its links and data, remove the intent.
 //! Untagged manifests go through the same intent and re-check (plus their tags re-read) before
-//! their revision link is deleted. Finally the marker says the pass is over.
+//! their revision link is deleted. Finally the marker says the pass is over. With in-memory
+//! caches configured, no blob is deleted before every node has seen the marker
+//! (`coord::cache_watch`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,7 +22,7 @@ use futures_util::StreamExt;
 use crate::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::gc_guard::{
-    intent_path, pass_path, touched_dir, touched_path, Intent, PassState,
+    intent_path, pass_path, touched_dir, touched_path, Intent, PassState, CACHE_VIEW_MAX_AGE,
 };
 use crate::registry::layout;
 use crate::registry::manifest_format::{self, Manifest};
@@ -45,6 +47,9 @@ fn written_by(modified: SystemTime) -> SystemTime {
     }
 }
 
+/// Added to [`CACHE_VIEW_MAX_AGE`] for nodes' clocks that run at slightly different rates.
+const CACHE_VIEW_MARGIN: Duration = Duration::from_millis(500);
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -62,6 +67,9 @@ pub struct OnlineOptions {
     pub delete_untagged: bool,
     /// Report, delete nothing.
     pub dry_run: bool,
+    /// Nodes keep in-memory blob-descriptor caches: delete nothing until they have all seen the
+    /// pass start (see `coord::cache_watch`).
+    pub wait_for_memory_caches: bool,
 }
 
 /// Whether the pass may still act: the caller's hold on the cluster-wide lease.
@@ -126,6 +134,7 @@ impl Registry {
             started_ms: now_ms(),
         };
         self.write_pass(&pass).await?;
+        let announced = Instant::now();
         let mut report = OnlineReport {
             generation: pass.generation,
             dry_run: opts.dry_run,
@@ -165,6 +174,12 @@ impl Registry {
             .into_iter()
             .filter(|d| !marked.contains(d))
             .collect();
+        if opts.wait_for_memory_caches && !opts.dry_run && !candidates.is_empty() {
+            // Nodes' in-memory caches stop answering once they read the marker: wait until
+            // every node still answering from one has read it (see `coord::cache_watch`).
+            let settled = announced + CACHE_VIEW_MAX_AGE + CACHE_VIEW_MARGIN;
+            tokio::time::sleep_until(settled.into()).await;
+        }
         let no_holders = Vec::new();
         let sweeps: Vec<_> = candidates
             .iter()
@@ -435,6 +450,7 @@ impl Registry {
                 }
             }
             check_fence(fence, &intent)?;
+            self.manifests.remove(d);
             match self
                 .driver
                 .delete(&layout::blob_dir(d.algorithm(), d.hex()))

@@ -32,6 +32,15 @@ impl ManifestReference {
     }
 }
 
+impl std::fmt::Display for ManifestReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tag(t) => f.write_str(t.as_str()),
+            Self::Digest(d) => write!(f, "{d}"),
+        }
+    }
+}
+
 /// The tags a push points at its manifest: the reference's, then the extra
 /// ones, each once, in order.
 pub fn tags_of<'a>(reference: &'a ManifestReference, extra_tags: &'a [Tag]) -> Vec<&'a Tag> {
@@ -261,7 +270,12 @@ impl Registry {
     }
 
     /// Points `tag` at `digest`, recording it in the tag's history first.
-    async fn tag_manifest(&self, repo: &RepositoryName, tag: &Tag, digest: &Digest) -> Result<()> {
+    pub(super) async fn tag_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<()> {
         let index = layout::tag_index_link(
             repo.as_str(),
             tag.as_str(),
@@ -363,8 +377,14 @@ impl Registry {
         repo: &RepositoryName,
         reference: &ManifestReference,
     ) -> Result<StoredManifest> {
+        // The link was just read: the repository holds this digest, whose bytes never change.
         let digest = self.resolve_manifest(repo, reference).await?;
-        self.read_manifest(&digest).await
+        if let Some(cached) = self.manifests.get(&digest) {
+            return Ok(cached);
+        }
+        let stored = self.read_manifest(&digest).await?;
+        self.manifests.insert(&stored);
+        Ok(stored)
     }
 
     /// Reads a manifest's content by digest.

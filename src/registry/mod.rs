@@ -19,6 +19,8 @@
 //! - `catalog.rs`: [`Registry::repositories`] lists every repository, [`Registry::catalog`] and
 //!   [`Registry::tags`] page through repositories and tags.
 //! - `referrers.rs`: [`Registry::referrers`] lists the manifests whose subject is a digest.
+//! - `pull_through.rs`: [`Registry::cache_manifest`] and [`Registry::store_fetched_blob`] store what a
+//!   pull-through cache fetched, verified; `expire_cached_*` remove it when its time is up.
 //! - `purge.rs`: [`Registry::purge_uploads`] deletes stale upload sessions.
 //! - `gc.rs`: [`Registry::garbage_collect`] marks and sweeps unreferenced blobs and manifests.
 //!
@@ -43,8 +45,10 @@ pub mod upload_token;
 
 mod blobs;
 mod catalog;
+mod manifest_cache;
 mod manifest_store;
 mod mount;
+mod pull_through;
 mod referrers;
 mod upload_sessions;
 
@@ -55,7 +59,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use blobs::BlobInfo;
-pub use catalog::Page;
+pub use catalog::{path_order, Page};
 pub use manifest_store::{tags_of, ManifestReference, StoredManifest};
 pub use mount::{MountSearch, MAX_SUGGESTED, SEARCH_BUDGET};
 pub use referrers::Referrer;
@@ -122,6 +126,9 @@ impl Default for RegistryOptions {
     }
 }
 
+/// Memory for manifest bodies kept by digest.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
 /// The registry: all operations on repositories, over one storage driver.
 pub struct Registry {
     driver: Arc<dyn StorageDriver>,
@@ -131,6 +138,8 @@ pub struct Registry {
     /// Parsed manifest summaries by digest; manifests are immutable, so
     /// entries never go stale, only away.
     summaries: referrers::SummaryCache,
+    /// Manifest bodies by digest, served once the repository's link was read.
+    manifests: manifest_cache::ManifestCache,
     /// Blob-descriptor cache (`storage.cache.blobdescriptor`), if any.
     cache: Option<Arc<dyn BlobDescriptorCache>>,
     /// Read-only mode switched at run time, cluster-wide (`wharf maintenance readonly`).
@@ -145,6 +154,7 @@ impl Registry {
             options,
             secret,
             summaries: referrers::SummaryCache::new(10_000),
+            manifests: manifest_cache::ManifestCache::new(MANIFEST_CACHE_BYTES),
             cache: None,
             read_only_switch: Arc::default(),
         }

@@ -499,7 +499,7 @@ impl Registry {
     /// Streams a whole blob into `blobs/` under `digest`, verifying it first. When the blob is
     /// already stored, the verified bytes come back unpublished, as a spare copy in case a
     /// collection removes the stored one before the upload's link is settled.
-    async fn store_verified(
+    pub(super) async fn store_verified(
         &self,
         digest: &Digest,
         mut body: UploadRequest,

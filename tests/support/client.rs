@@ -47,6 +47,37 @@ impl Endpoint {
         }
     }
 
+    /// A client of `base` that sends HTTP Basic credentials with every request.
+    pub fn with_basic_auth(base: &str, user: &str, password: &str) -> Endpoint {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self::with_authorization(base, &format!("Basic {token}"))
+    }
+
+    /// A client of `base` that sends a bearer token with every request.
+    pub fn with_bearer(base: &str, token: &str) -> Endpoint {
+        Self::with_authorization(base, &format!("Bearer {token}"))
+    }
+
+    fn with_authorization(base: &str, value: &str) -> Endpoint {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(value).unwrap(),
+        );
+        Endpoint {
+            base: base.trim_end_matches('/').to_string(),
+            client: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(600))
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(5))
+                .default_headers(headers)
+                .build()
+                .expect("http client"),
+        }
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.base

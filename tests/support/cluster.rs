@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     /// Store in this container of the shared Azurite instead, blob reads redirected to it or
     /// not.
     pub azure: Option<(AzureTarget, bool)>,
+    /// A configuration section every node gets (e.g. `proxy`).
+    pub section: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -52,6 +54,7 @@ impl Default for ClusterOptions {
             redis_timeout: Duration::from_millis(100),
             s3: None,
             azure: None,
+            section: None,
         }
     }
 }
@@ -92,6 +95,10 @@ impl Cluster {
                     (None, None) => {
                         Registry::builder(Driver::Filesystem).storage_dir(storage.path())
                     }
+                };
+                let node = match &options.section {
+                    Some(section) => node.section(section),
+                    None => node,
                 };
                 node.node(&format!("node{}", i + 1))
                     .secret(options.secrets[i].unwrap_or(SECRET))

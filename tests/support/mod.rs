@@ -29,8 +29,9 @@
 //! - `cluster`: three nodes, Redis and haproxy.
 //! - `load`: continuous push/pull load and latency figures.
 //! - `auth`: keys, certificates, JWTs and a token server.
+//! - `browser`: headless Chromium over WebDriver (chromedriver), screenshots.
 //!
-//! `use support::*;` brings everything but `auth`, `azure` (but `AzureTarget`), `metrics` and
+//! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `metrics` and
 //! `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
@@ -39,6 +40,7 @@
 
 pub mod auth;
 pub mod azure;
+pub mod browser;
 pub mod chaos;
 pub mod client;
 pub mod cluster;

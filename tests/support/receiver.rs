@@ -1,7 +1,7 @@
 //! A webhook receiver for notification tests: a small HTTP/1.1 server on a 127.0.0.1 port,
 //! on threads of the test process. It records every POST it reads, and can accept (204),
 //! answer another status, hang past the sender's timeout, stop (connections refused) and
-//! start again on the same port.
+//! start again on the same port. [`Receiver::start_tls`] serves https with a given certificate.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -62,6 +62,8 @@ struct Shared {
     stop: AtomicBool,
     /// Open connections, shut down by `stop` so a pooled connection cannot outlive it.
     conns: Mutex<Vec<TcpStream>>,
+    /// Set for https.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The receiver; stopped when dropped.
@@ -74,6 +76,26 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on a free port, accepting.
     pub fn start() -> Receiver {
+        Self::start_with(None)
+    }
+
+    /// Starts on a free port, serving https with `cert_der` (a leaf for 127.0.0.1) and its
+    /// PKCS#8 `key_der`.
+    pub fn start_tls(cert_der: Vec<u8>, key_der: Vec<u8>) -> Receiver {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(cert_der)],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key_der).into(),
+            )
+            .expect("receiver certificate");
+        Self::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let port = listener.local_addr().expect("receiver addr").port();
         let shared = Arc::new(Shared {
@@ -81,6 +103,7 @@ impl Receiver {
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
+            tls,
         });
         let mut r = Receiver {
             port,
@@ -104,7 +127,19 @@ impl Receiver {
                         shared.conns.lock().unwrap().push(c);
                     }
                     let shared = shared.clone();
-                    thread::spawn(move || serve(stream, &shared));
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let Ok(socket) = stream.try_clone() else {
+                        continue;
+                    };
+                    thread::spawn(move || match shared.tls.clone() {
+                        None => serve(stream, &socket, &shared),
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            serve(rustls::StreamOwned::new(conn, stream), &socket, &shared);
+                        }
+                    });
                 }
             }
         }));
@@ -112,7 +147,12 @@ impl Receiver {
 
     /// The URL of `path` on this receiver.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// Its port.
@@ -176,12 +216,8 @@ impl Drop for Receiver {
 }
 
 /// Serves one connection: requests until the peer closes, the receiver stops, or a hang.
-fn serve(stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
+/// `socket` is the connection under `stream`, to close it.
+fn serve(stream: impl Read + Write, socket: &TcpStream, shared: &Shared) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -224,10 +260,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
             body: String::from_utf8_lossy(&body).into_owned(),
             answered,
         });
+        let writer = reader.get_mut();
         match mode {
             Mode::Hang(d) => {
                 thread::sleep(d);
-                let _ = writer.shutdown(Shutdown::Both);
+                let _ = socket.shutdown(Shutdown::Both);
                 return;
             }
             _ => {
@@ -245,8 +282,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 }
             }
         }
+        let _ = writer.flush();
         if shared.stop.load(Ordering::SeqCst) {
-            let _ = writer.shutdown(Shutdown::Both);
+            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
     }

@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
@@ -15,6 +16,7 @@ use rustix::io::Errno;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
@@ -37,30 +39,59 @@ const WRITE_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(50
 /// Driver over a directory.
 pub struct FilesystemDriver {
     root: PathBuf,
+    /// Renames and directory fsyncs of durable writes, shared between concurrent writers.
+    commits: Arc<GroupCommit>,
 }
 
 impl FilesystemDriver {
     /// A driver rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            commits: Arc::default(),
+        }
     }
 
     /// `put_content`, durable or not.
     async fn put(&self, path: &str, content: Bytes, durable: bool) -> Result<(), StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
-        blocking(move || {
-            replace_file(&full, &content, durable).map_err(|e| StorageError::io("put", &p, e))
+        if !durable {
+            return blocking(move || {
+                replace_file(&full, &content).map_err(|e| StorageError::io("put", &p, e))
+            })
+            .await;
+        }
+        let io = |e| StorageError::io("put", path, e);
+        let target = full.clone();
+        let (tmp, publication) = blocking(move || {
+            write_synced_temp(&target, &content).map_err(|e| StorageError::io("put", &p, e))
         })
-        .await
+        .await?;
+        if let Err(e) = self.commits.publish(publication).await {
+            let _ = blocking(move || Ok(fs::remove_file(tmp))).await;
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     /// `delete`, durable or not.
     async fn remove(&self, path: &str, durable: bool) -> Result<(), StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
-        blocking(move || remove(&full, durable).map_err(|e| StorageError::io("delete", &p, e)))
-            .await
+        let parent = full.parent().map(Path::to_path_buf);
+        blocking(move || remove(&full).map_err(|e| StorageError::io("delete", &p, e))).await?;
+        match parent {
+            Some(parent) if durable => self
+                .commits
+                .publish(Publication {
+                    renames: Vec::new(),
+                    syncs: vec![parent],
+                })
+                .await
+                .map_err(|e| StorageError::io("delete", path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// The entries of a directory, each made into a `T` by `entry(name, is_dir)`.
@@ -279,29 +310,39 @@ impl DirWalk<'_> {
     }
 }
 
-/// Replaces `path` with `content` through a temporary sibling and a rename;
-/// with `durable`, the file and every directory entry involved are fsynced.
-fn replace_file(path: &Path, content: &[u8], durable: bool) -> std::io::Result<()> {
+/// Replaces `path` with `content` through a temporary sibling and a rename, without fsync.
+fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("driver paths have a parent");
-    let new_dirs = create_dirs(dir)?;
+    create_dirs(dir)?;
     let tmp = temp_sibling(path);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(content)?;
-        if durable {
-            f.sync_all()?;
-            sync_dirs(&new_dirs)?;
-        }
-        fs::rename(&tmp, path)?;
-        if durable {
-            sync_dir(dir)?;
-        }
-        Ok(())
+        File::create(&tmp)?.write_all(content)?;
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `content` to a temporary sibling of `path` and fsyncs it; returns the temporary
+/// file and the publication that renames it into place durably.
+fn write_synced_temp(path: &Path, content: &[u8]) -> std::io::Result<(PathBuf, Publication)> {
+    let dir = path.parent().expect("driver paths have a parent");
+    let mut syncs = create_dirs(dir)?;
+    let tmp = temp_sibling(path);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    syncs.push(dir.to_path_buf());
+    let renames = vec![(tmp.clone(), path.to_path_buf())];
+    Ok((tmp, Publication { renames, syncs }))
 }
 
 /// Publishes `content` at `path` unless something is there: written and fsynced under a
@@ -328,8 +369,8 @@ fn create_file_if_absent(path: &Path, content: &[u8]) -> std::io::Result<bool> {
     result
 }
 
-/// Removes a file or a directory tree; with `durable`, the removal is fsynced.
-fn remove(path: &Path, durable: bool) -> std::io::Result<()> {
+/// Removes a file or a directory tree (the caller fsyncs the parent when it must be durable).
+fn remove(path: &Path) -> std::io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.is_dir() {
         // Rename first so readers never see a half-deleted tree.
@@ -339,10 +380,7 @@ fn remove(path: &Path, durable: bool) -> std::io::Result<()> {
     } else {
         fs::remove_file(path)?;
     }
-    match path.parent() {
-        Some(parent) if durable => sync_dir(parent),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -362,14 +400,19 @@ impl StorageDriver for FilesystemDriver {
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
+        // One path lookup: the open; the size and kind come from the descriptor.
         blocking(move || {
-            let meta = fs::metadata(&full).map_err(|e| StorageError::io("stat", &p, e))?;
+            let mut file = File::open(&full).map_err(|e| StorageError::io("read", &p, e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| StorageError::io("stat", &p, e))?;
             if meta.is_dir() {
                 return Err(StorageError::NotFound(p));
             }
-            fs::read(&full)
-                .map(Bytes::from)
-                .map_err(|e| StorageError::io("read", &p, e))
+            let mut body = Vec::with_capacity(meta.len() as usize);
+            file.read_to_end(&mut body)
+                .map_err(|e| StorageError::io("read", &p, e))?;
+            Ok(Bytes::from(body))
         })
         .await
     }
@@ -396,18 +439,17 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn sync(&self, paths: &[String]) -> Result<(), StorageError> {
-        let full = paths
+        let syncs = paths
             .iter()
-            .map(|p| Ok((self.full(p)?, p.clone())))
+            .map(|p| self.full(p))
             .collect::<Result<Vec<_>, StorageError>>()?;
-        blocking(move || {
-            full.iter().try_for_each(|(path, p)| {
-                File::open(path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StorageError::io("sync", p, e))
+        self.commits
+            .publish(Publication {
+                renames: Vec::new(),
+                syncs,
             })
-        })
-        .await
+            .await
+            .map_err(|e| StorageError::io("sync", &paths.join(" "), e))
     }
 
     async fn reader(
@@ -520,16 +562,22 @@ impl StorageDriver for FilesystemDriver {
         let src = self.full(from)?;
         let dst = self.full(to)?;
         let p = from.to_string();
-        blocking(move || {
+        let publication = blocking(move || {
             let io = |e| StorageError::io("move", &p, e);
             fs::metadata(&src).map_err(io)?;
             let dir = dst.parent().expect("driver paths have a parent");
-            let new_dirs = create_dirs(dir).map_err(io)?;
-            fs::rename(&src, &dst).map_err(io)?;
-            sync_dir(dir).map_err(io)?;
-            sync_dirs(&new_dirs).map_err(io)
+            let mut syncs = create_dirs(dir).map_err(io)?;
+            syncs.push(dir.to_path_buf());
+            Ok(Publication {
+                renames: vec![(src, dst)],
+                syncs,
+            })
         })
-        .await
+        .await?;
+        self.commits
+            .publish(publication)
+            .await
+            .map_err(|e| StorageError::io("move", from, e))
     }
 
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
@@ -584,6 +632,7 @@ impl StorageDriver for FilesystemDriver {
             root: self.root.clone(),
             flushed: offset,
             writeback_from: offset,
+            commits: Arc::clone(&self.commits),
         }))
     }
 
@@ -608,6 +657,7 @@ impl StorageDriver for FilesystemDriver {
             root: self.root.clone(),
             flushed: 0,
             writeback_from: 0,
+            commits: Arc::clone(&self.commits),
         }))
     }
 }
@@ -636,6 +686,16 @@ enum Target {
     },
 }
 
+impl Target {
+    /// An atomic writer's temporary file.
+    fn temp(&self) -> Option<&Path> {
+        match self {
+            Target::Atomic { tmp, .. } => Some(tmp),
+            Target::Append(_) => None,
+        }
+    }
+}
+
 /// Appends with at most one blocking write in flight, so hashing and reading
 /// the next body chunk overlap with the disk write.
 struct FsWriter {
@@ -661,6 +721,8 @@ struct FsWriter {
     flushed: u64,
     /// File offset from which writeback has not been started yet.
     writeback_from: u64,
+    /// The driver's group commit, which publishes the file.
+    commits: Arc<GroupCommit>,
 }
 
 impl FsWriter {
@@ -688,57 +750,69 @@ impl FsWriter {
     }
 
     /// Writes the last batch and fsyncs; then publishes an atomic writer's file, or moves
-    /// an appended file to `move_to` while it is still locked.
+    /// an appended file to `move_to` while it is still locked (the open file is held until
+    /// the publication is durable).
     async fn finish(mut self: Box<Self>, move_to: Option<PathBuf>) -> Result<(), StorageError> {
         self.wait_pending().await?;
-        // The last batch is written by the same blocking call that commits.
+        // The last batch is written by the same blocking call that fsyncs.
         let data = self.batch.split().freeze();
         let file = self.take_file();
         let p = self.path.clone();
-        let start = self.start;
         let publish = match &self.target {
             Target::Atomic { tmp, target } => Some((tmp.clone(), target.clone())),
             Target::Append(full) => move_to.map(|to| (full.clone(), to)),
         };
         let atomic = matches!(self.target, Target::Atomic { .. });
-        let mut new_dirs = std::mem::take(&mut self.new_dirs);
-        blocking(move || {
-            let io = |e| StorageError::io("commit", &p, e);
+        let mut syncs = std::mem::take(&mut self.new_dirs);
+        let renames: Vec<_> = publish.iter().cloned().collect();
+        let (file, written) = blocking(move || {
             let mut file = match file {
                 Ok(file) => file,
                 Err(tmp) => {
-                    let (file, created) = create_temp(&tmp).map_err(io)?;
-                    new_dirs.extend(created);
+                    let (file, created) =
+                        create_temp(&tmp).map_err(|e| StorageError::io("commit", &p, e))?;
+                    syncs.extend(created);
                     file
                 }
             };
-            let result = (|| {
+            let written = (|| {
                 file.write_all(&data)?;
                 file.sync_all()?;
-                if let Some((from, to)) = &publish {
+                if let Some((_, to)) = &publish {
                     let dir = to.parent().expect("driver paths have a parent");
                     if !atomic {
-                        new_dirs.extend(create_dirs(dir)?);
+                        syncs.extend(create_dirs(dir)?);
                     }
-                    fs::rename(from, to)?;
-                    sync_dir(dir)?;
+                    syncs.push(dir.to_path_buf());
                 }
-                sync_dirs(&new_dirs)
+                Ok(syncs)
             })();
-            if result.is_err() {
-                match &publish {
-                    Some((tmp, _)) if atomic => {
-                        let _ = fs::remove_file(tmp);
-                    }
-                    // Nothing of a failed append is left for the next writer to trip on.
-                    _ => {
-                        let _ = file.set_len(start);
-                    }
+            Ok((file, written))
+        })
+        .await?;
+        let result = match written {
+            Ok(syncs) => self.commits.publish(Publication { renames, syncs }).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = result else {
+            return Ok(());
+        };
+        let (tmp, start) = (self.target.temp().map(Path::to_path_buf), self.start);
+        // Nothing of a failed commit is left: no temporary file, no bytes appended for the
+        // next writer to trip on.
+        let _ = blocking(move || {
+            match tmp {
+                Some(tmp) => {
+                    let _ = fs::remove_file(tmp);
+                }
+                None => {
+                    let _ = file.set_len(start);
                 }
             }
-            result.map_err(io)
+            Ok(())
         })
-        .await
+        .await;
+        Err(StorageError::io("commit", &self.path, e))
     }
 
     async fn flush_batch(&mut self) -> Result<(), StorageError> {

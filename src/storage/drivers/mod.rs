@@ -2,6 +2,7 @@
 
 pub mod azure;
 pub mod filesystem;
+mod group_commit;
 pub mod inmemory;
 pub mod s3;
 mod tls_client;

@@ -168,7 +168,26 @@ impl FileWriter for AzureWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
-        self.publish().await.map(|_| ())
+        if !matches!(self.kind, Kind::Atomic) {
+            return self.publish().await.map(|_| ());
+        }
+        if self.staged.is_empty() {
+            // One block at most: one `Put Blob`, which stages nothing another writer's
+            // commit could discard.
+            let content = self.buf.split().freeze();
+            return self
+                .client
+                .put_blob(&self.name, &self.path, content, Condition::Always)
+                .await;
+        }
+        match self.publish().await {
+            // Another replacement of the name (a writer of the same blob, a put or a delete)
+            // committed while this one was staging, and the service discarded the blocks
+            // staged here. That write came after this one began, so this replacement is
+            // ordered just before it and already overwritten: nothing is lost.
+            Err(StorageError::Busy(_)) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
