@@ -203,7 +203,7 @@ fn push_image_of(
 ) -> Result<Pushed, Failure> {
     let config = image_config("amd64", seed, layers.len());
     push_blob_always(ep, repo, &config)?;
-    let mut uploaded = Vec::new();
+    let mut uploaded = vec![(config.digest.clone(), Instant::now())];
     for l in layers {
         push_blob_always(ep, repo, l)?;
         uploaded.push((l.digest.clone(), Instant::now()));
@@ -400,7 +400,7 @@ fn stress(s3: bool, with_redis: bool) {
             println!("REFUSED: {r}");
             for log in &logs {
                 for line in log.lines() {
-                    if line.contains("blob collected") && r.contains(line_blob(line)) {
+                    if line.contains("blob=") && r.contains(line_blob(line)) {
                         println!("   COLLECTED: {line}");
                     }
                 }
