@@ -203,12 +203,22 @@ fn push_image_of(
 ) -> Result<Pushed, Failure> {
     let config = image_config("amd64", seed, layers.len());
     push_blob_always(ep, repo, &config)?;
+    let mut uploaded = vec![(config.digest.clone(), Instant::now())];
     for l in layers {
         push_blob_always(ep, repo, l)?;
+        uploaded.push((l.digest.clone(), Instant::now()));
     }
     let refs: Vec<(&str, &Blob)> = layers.iter().map(|l| (OCI_LAYER, l)).collect();
     let manifest = image_manifest(OCI_MANIFEST, (OCI_CONFIG, &config), &refs, None);
-    ep.push_manifest(repo, tag, &manifest)?;
+    let sent = Instant::now();
+    ep.push_manifest(repo, tag, &manifest).map_err(|mut f| {
+        let ages: Vec<String> = uploaded
+            .iter()
+            .map(|(d, at)| format!("{d} uploaded {} ms before", (sent - *at).as_millis()))
+            .collect();
+        f.error = format!("{}; repo {repo}; {}", f.error, ages.join(", "));
+        f
+    })?;
     let mut blobs = vec![(config.digest.clone(), config.size())];
     blobs.extend(layers.iter().map(|l| (l.digest.clone(), l.size())));
     Ok(Pushed {
@@ -385,6 +395,17 @@ fn stress(s3: bool, with_redis: bool) {
             "S3: {} manifest PUTs refused with MANIFEST_BLOB_UNKNOWN",
             refused.len()
         );
+        let logs: Vec<String> = cluster.nodes.iter().map(|n| n.log()).collect();
+        for r in &refused {
+            println!("REFUSED: {r}");
+            for log in &logs {
+                for line in log.lines() {
+                    if line.contains("blob=") && r.contains(line_blob(line)) {
+                        println!("   COLLECTED: {line}");
+                    }
+                }
+            }
+        }
         ledger.failures = other;
     }
     assert!(
@@ -683,4 +704,11 @@ fn read_only_switched_cluster_wide_without_restart() {
         }
     }
     push_manifest(&nodes[1].endpoint(), "ro/app", "v2", &image);
+}
+
+fn line_blob(line: &str) -> &str {
+    line.split("blob=")
+        .nth(1)
+        .and_then(|r| r.split([' ', ',', '"']).next())
+        .unwrap_or("no-blob-in-line")
 }

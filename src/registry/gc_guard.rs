@@ -140,15 +140,20 @@ impl Registry {
         if overlapped {
             self.touch_and_wait(r, generation).await?;
         }
+        let mut missing = None;
         for path in &r.paths {
             match self.driver.stat(path).await {
                 Ok(info) if !info.is_dir => {}
-                Ok(_) => return Ok(Some(r.digest.clone())),
-                Err(e) if e.is_not_found() => return Ok(Some(r.digest.clone())),
+                Ok(_) => missing = Some(r.digest.clone()),
+                Err(e) if e.is_not_found() => missing = Some(r.digest.clone()),
                 Err(e) => return Err(e.into()),
             }
+            if missing.is_some() {
+                break;
+            }
         }
-        Ok(None)
+        tracing::debug!(blob = %r.digest, overlapped, generation, missing = missing.is_some(), "reference settled");
+        Ok(missing)
     }
 
     /// Marks `r` as referenced in pass `generation`, then waits while a sweeper's intent on it

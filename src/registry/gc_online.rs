@@ -460,7 +460,7 @@ impl Registry {
                 Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
                 Err(e) => return Err(e.into()),
             }
-            tracing::debug!(blob = %d, size, "blob collected");
+            tracing::info!(blob = %d, size, holders = ?holders, generation = pass.generation, "blob collected");
             Ok(Outcome::Deleted(size))
         }
         .await;
@@ -506,7 +506,13 @@ impl Registry {
 
     async fn touched_in(&self, d: &Digest, generation: u64) -> Result<bool> {
         match self.driver.get_content(&touched_path(d)).await {
-            Ok(body) => Ok(String::from_utf8_lossy(&body).trim() == generation.to_string()),
+            Ok(body) => {
+                let found = String::from_utf8_lossy(&body).trim().to_string();
+                if found != generation.to_string() {
+                    tracing::debug!(blob = %d, found, generation, "touched in another pass");
+                }
+                Ok(found == generation.to_string())
+            }
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
