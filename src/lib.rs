@@ -17,6 +17,7 @@ pub mod notify;
 pub mod ops;
 pub mod registry;
 pub mod storage;
+pub(crate) mod tls_client;
 pub mod ui;
 
 use std::sync::Arc;

@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::mirror::challenge::{self, Challenge};
 use crate::mirror::metrics::METRICS;
@@ -424,33 +423,7 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
 
 /// An HTTP(S) client trusting the system's roots.
 fn client() -> HttpsClient {
-    use hyper_rustls::ConfigBuilderExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
-    let tls = match builder.clone().with_native_roots() {
-        Ok(b) => b.with_no_client_auth(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no system CA certificates: https upstreams will fail");
-            builder
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    let mut tcp = HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(https)
+    crate::tls_client::https_client("upstream registries", Some(Duration::from_secs(10)))
 }
 
 /// An error with its causes, for logs.

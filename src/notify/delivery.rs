@@ -14,7 +14,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::coord::{HeldLease, Lease, LeaseBackend};
 use crate::notify::event::{envelope_body, Event, EVENTS_MEDIA_TYPE};
@@ -54,32 +53,7 @@ pub enum DeliveryError {
 
 /// An HTTP(S) client trusting the system's roots.
 fn client() -> HttpsClient {
-    use hyper_rustls::ConfigBuilderExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
-    let tls = match builder.clone().with_native_roots() {
-        Ok(b) => b.with_no_client_auth(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no system CA certificates: https notification endpoints will fail");
-            builder
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    let mut tcp = HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(https)
+    crate::tls_client::https_client("notification endpoints", None)
 }
 
 /// The configured headers; ones HTTP does not allow are skipped with a warning.

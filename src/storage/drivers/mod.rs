@@ -5,4 +5,3 @@ pub mod filesystem;
 mod group_commit;
 pub mod inmemory;
 pub mod s3;
-mod tls_client;

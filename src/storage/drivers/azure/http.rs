@@ -17,8 +17,7 @@ const POOL_IDLE: Duration = Duration::from_secs(15);
 
 /// Builds the client; `skip_verify` accepts any server certificate.
 pub(super) fn client(connect_timeout: Duration, skip_verify: bool) -> std::io::Result<HttpClient> {
-    let tls =
-        crate::storage::drivers::tls_client::client_config(skip_verify, "Azure Blob storage")?;
+    let tls = crate::tls_client::client_config(skip_verify, "Azure Blob storage")?;
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);

@@ -26,7 +26,7 @@ pub(crate) fn client(
     connect_timeout: Duration,
     skip_verify: bool,
 ) -> std::io::Result<SharedHttpClient> {
-    let tls = crate::storage::drivers::tls_client::client_config(skip_verify, "object storage")?;
+    let tls = crate::tls_client::client_config(skip_verify, "object storage")?;
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);

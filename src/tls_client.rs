@@ -1,7 +1,13 @@
-//! TLS for the object-storage drivers' HTTP clients: the system's roots, or with
-//! `skipverify` any certificate (signatures still checked).
+//! TLS for the HTTP clients Wharf uses to reach other services (object storage, upstream
+//! registries, notification endpoints): the system's roots, or with `skipverify` any
+//! certificate (signatures still checked).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -37,6 +43,32 @@ pub(crate) fn client_config(
                 .with_no_client_auth()
         }
     })
+}
+
+/// A pooled HTTP/1 client for `http://` and `https://` URLs of `service`, trusting the
+/// system's roots (or `SSL_CERT_FILE`).
+pub(crate) fn https_client<B>(
+    service: &str,
+    connect_timeout: Option<Duration>,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let tls = client_config(false, service).expect("ring supports the default protocol versions");
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
 }
 
 /// `skipverify: true`: any certificate is accepted, signatures are still checked.
