@@ -45,6 +45,18 @@ pub(crate) fn client_config(
     })
 }
 
+/// How a client built by [`client`] connects.
+pub(crate) struct ClientOptions<'a> {
+    /// Named in the log when HTTPS cannot work.
+    pub service: &'a str,
+    /// Accept any server certificate (`skipverify`).
+    pub skip_verify: bool,
+    /// Bound on establishing a TCP connection.
+    pub connect_timeout: Option<Duration>,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle: Duration,
+}
+
 /// A pooled HTTP/1 client for `http://` and `https://` URLs of `service`, trusting the
 /// system's roots (or `SSL_CERT_FILE`).
 pub(crate) fn https_client<B>(
@@ -55,20 +67,37 @@ where
     B: hyper::body::Body + Send,
     B::Data: Send,
 {
-    let tls = client_config(false, service).expect("ring supports the default protocol versions");
+    client(&ClientOptions {
+        service,
+        skip_verify: false,
+        connect_timeout,
+        pool_idle: Duration::from_secs(30),
+    })
+    .expect("ring supports the default protocol versions")
+}
+
+/// A pooled HTTP/1 client as `options` say.
+pub(crate) fn client<B>(
+    options: &ClientOptions<'_>,
+) -> std::io::Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, B>>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let tls = client_config(options.skip_verify, options.service)?;
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    tcp.set_connect_timeout(connect_timeout);
+    tcp.set_connect_timeout(options.connect_timeout);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(https)
+        .pool_idle_timeout(options.pool_idle)
+        .build(https))
 }
 
 /// `skipverify: true`: any certificate is accepted, signatures are still checked.

@@ -14,7 +14,6 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::ErrorKind;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 type Connector = hyper_rustls::HttpsConnector<TcpConnector>;
 
@@ -26,20 +25,12 @@ pub(crate) fn client(
     connect_timeout: Duration,
     skip_verify: bool,
 ) -> std::io::Result<SharedHttpClient> {
-    let tls = crate::tls_client::client_config(skip_verify, "object storage")?;
-    let mut tcp = TcpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .build(https);
+    let client = crate::tls_client::client(&crate::tls_client::ClientOptions {
+        service: "object storage",
+        skip_verify,
+        connect_timeout: Some(connect_timeout),
+        pool_idle: POOL_IDLE,
+    })?;
     Ok(SharedHttpClient::new(Hyper { client }))
 }
 
