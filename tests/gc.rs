@@ -238,3 +238,61 @@ fn sweeps_s3_in_batches() {
         assert_eq!(blob_status(&reg, layer["digest"].as_str().unwrap()), 200);
     }
 }
+
+/// Sets a stored file's modification time `age` into the past.
+fn backdate(path: &std::path::Path, age: std::time::Duration) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("set modification time");
+}
+
+/// An online pass walks repositories that hold blob links but no manifest (an upload waiting
+/// for its manifest; on an object store, also a repository whose manifests were all deleted):
+/// a fresh link there keeps an old blob for the grace period, and an old one goes with it.
+#[test]
+fn online_pass_keeps_blobs_freshly_linked_in_repositories_without_manifests() {
+    let reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .section("gc:\n  enabled: false\n  graceperiod: 1h\n")
+        .start();
+    let long_ago = std::time::Duration::from_secs(2 * 3600);
+    let blob_file = |digest: &str| {
+        let hex = digest_hex(digest);
+        reg.v2_root()
+            .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+    };
+    let link_file = |repo: &str, digest: &str| {
+        reg.v2_root().join(format!(
+            "repositories/{repo}/_layers/sha256/{}/link",
+            digest_hex(digest)
+        ))
+    };
+    // Old data, linked moments ago (an upload of bytes the storage already had).
+    let waiting = push_blob(&reg, "gc/waiting", b"a layer pushed again");
+    backdate(&blob_file(&waiting), long_ago);
+    // Old data, old link: nothing protects it.
+    let stale = push_blob(&reg, "gc/stale", b"a layer nobody came back for");
+    backdate(&blob_file(&stale), long_ago);
+    backdate(&link_file("gc/stale", &stale), long_ago);
+
+    let out = gc(&reg, &["--online"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    assert!(
+        blob_file(&waiting).exists(),
+        "a freshly linked blob was collected"
+    );
+    assert_eq!(
+        send(reg.head(&format!("/v2/gc/waiting/blobs/{waiting}"))).status,
+        200
+    );
+    assert!(!blob_file(&stale).exists(), "the stale blob stayed");
+    assert!(
+        !link_file("gc/stale", &stale).exists(),
+        "the stale blob's link stayed behind"
+    );
+}

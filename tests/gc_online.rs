@@ -1,5 +1,5 @@
 //! Online garbage collection on a live cluster: three nodes behind haproxy over one storage
-//! folder or one S3 bucket, collecting every second with a two-second grace period, while
+//! folder or one S3 bucket, collecting every second with a short grace period, while
 //! clients push images that reuse the layers of images deleted moments before, delete tags and
 //! manifests, push referrers and pull what they pushed. At the end every acknowledged and
 //! undeleted manifest pulls completely with verified digests, no request failed, and once the
@@ -23,8 +23,20 @@ const LOAD_TIME: Duration = Duration::from_secs(10);
 /// and referred at least once, up to this bound.
 const LOAD_TIME_MAX: Duration = Duration::from_secs(60);
 const WORKERS: usize = 3;
-const GC_SECTION: &str =
-    "gc:\n  enabled: true\n  interval: 1s\n  graceperiod: 2s\n  leasettl: 3s\n";
+/// The grace period: on a folder, two seconds; on moto, whose requests are many times slower
+/// on a loaded machine, long enough that a client's blob uploads are never older than it when
+/// their manifest arrives (the grace period is what protects an upload waiting for its
+/// manifest, so a shorter one would legitimately collect them).
+fn grace(s3: bool) -> Duration {
+    Duration::from_secs(if s3 { 8 } else { 2 })
+}
+
+fn gc_section(grace: Duration) -> String {
+    format!(
+        "gc:\n  enabled: true\n  interval: 1s\n  graceperiod: {}s\n  leasettl: 3s\n",
+        grace.as_secs()
+    )
+}
 
 /// Three nodes and haproxy, without Redis (leases in the storage) or with it (blob-descriptor
 /// cache and leases in Redis).
@@ -78,7 +90,7 @@ impl GcCluster {
         }
         b.node(&format!("node{}", i + 1))
             .delete_enabled(true)
-            .section(GC_SECTION)
+            .section(&gc_section(grace(s3.is_some())))
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -388,44 +400,12 @@ fn stress(s3: bool, with_redis: bool) {
         w.join().expect("client thread");
     }
     let (generation, _) = cluster.pass();
-    let mut ledger = ledger.lock().unwrap();
-    if s3 {
-        // Open defect on S3: a manifest PUT that races a pass can still be refused with
-        // MANIFEST_BLOB_UNKNOWN when the pass collects a blob the push re-uploaded. The
-        // refusal is a clean 4xx and nothing dangling is acknowledged (checked below); it is
-        // counted and printed here, and every other failure still fails the test.
-        let (refused, other): (Vec<String>, Vec<String>) = ledger
-            .failures
-            .drain(..)
-            .partition(|f| f.contains("PUT manifest") && f.contains("MANIFEST_BLOB_UNKNOWN"));
-        println!(
-            "S3: {} manifest PUTs refused with MANIFEST_BLOB_UNKNOWN",
-            refused.len()
-        );
-        let logs: Vec<String> = cluster.nodes.iter().map(|n| n.log()).collect();
-        for r in &refused {
-            println!("REFUSED: {r}");
-            for log in &logs {
-                for line in log.lines() {
-                    if line.contains("blob=") && r.contains(line_blob(line)) {
-                        println!("   COLLECTED: {line}");
-                    }
-                }
-            }
-        }
-        ledger.failures = other;
-    }
+    let ledger = ledger.lock().unwrap();
     assert!(
         ledger.failures.is_empty(),
         "{} requests failed under collection:\n{}\n{}",
         ledger.failures.len(),
-        ledger
-            .failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n"),
+        explain_failures(&cluster, &ledger.failures),
         cluster.logs()
     );
     assert!(
@@ -444,7 +424,7 @@ fn stress(s3: bool, with_redis: bool) {
 
     // Once nothing is younger than the grace period, two more passes (the first may have
     // started before the load ended).
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(grace(s3) + Duration::from_secs(1));
     cluster.wait_passes(2);
 
     let mut referenced: BTreeSet<String> = BTreeSet::new();
@@ -514,8 +494,13 @@ fn stress(s3: bool, with_redis: bool) {
         runs >= generation as f64,
         "{runs} passes counted, {generation} run"
     );
+    let collected: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.log().matches("blob collected").count())
+        .sum();
     eprintln!(
-        "gc stress ({}): {} images pushed, {} referrers, {} deleted, {} layers reused, {} passes, {} blobs stored",
+        "gc stress ({}): {} images pushed, {} referrers, {} deleted, {} layers reused, {} passes, {collected} blobs collected, {} blobs stored",
         if s3 { "s3" } else { "filesystem" },
         ledger.pushed,
         ledger.referrers,
@@ -711,6 +696,23 @@ fn read_only_switched_cluster_wide_without_restart() {
         }
     }
     push_manifest(&nodes[1].endpoint(), "ro/app", "v2", &image);
+}
+
+/// The first failures, each followed by the nodes' log lines about the blobs it names.
+fn explain_failures(cluster: &GcCluster, failures: &[String]) -> String {
+    let logs: Vec<String> = cluster.nodes.iter().map(|n| n.log()).collect();
+    let mut out = String::new();
+    for f in failures.iter().take(10) {
+        out.push_str(&format!("FAILED: {f}\n"));
+        for log in &logs {
+            for line in log.lines() {
+                if line.contains("blob=") && f.contains(line_blob(line)) {
+                    out.push_str(&format!("   {line}\n"));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn line_blob(line: &str) -> &str {
