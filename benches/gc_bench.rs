@@ -175,7 +175,8 @@ fn upload_tree(s3: &S3Server, bucket: &str, files: &[&(String, Vec<u8>)]) {
     let endpoint = s3.endpoint();
     in_parallel(files.len(), "put", |c, i| {
         let (key, data) = files[i];
-        c.put(format!("{endpoint}/{bucket}/{key}")).body(data.clone())
+        c.put(format!("{endpoint}/{bucket}/{key}"))
+            .body(data.clone())
     });
 }
 
@@ -430,7 +431,11 @@ fn push_latency(
     (summary(&mut quiet), summary(&mut during), wall)
 }
 
-fn latency_table(report: &mut String, title: &str, (quiet, during, wall): (Latency, Latency, Duration)) {
+fn latency_table(
+    report: &mut String,
+    title: &str,
+    (quiet, during, wall): (Latency, Latency, Duration),
+) {
     let _ = writeln!(
         report,
         "\n### Push latency into a serving node ({title}), blob + manifest PUT\n\n\

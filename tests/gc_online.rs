@@ -480,11 +480,33 @@ fn stress(s3: bool, with_redis: bool) {
     let missing: Vec<&String> = referenced.difference(&stored).collect();
     assert!(missing.is_empty(), "referenced blobs missing: {missing:?}");
 
-    // Every node counted its passes and shows who holds the lease.
+    // Every node counted its passes and what they deleted, and shows who holds the lease.
+    let collected: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.log().matches("blob collected").count())
+        .sum();
     let mut runs = 0.0;
+    let mut deleted = 0.0;
+    let mut last_success: f64 = 0.0;
     for n in &cluster.nodes {
         let scrape = n.scrape();
         runs += scrape.sum("wharf_gc_runs_total", &[("result", "success")]);
+        deleted += scrape.sum("wharf_gc_blobs_deleted_total", &[]);
+        last_success = last_success.max(scrape.sum("wharf_gc_last_success_timestamp_seconds", &[]));
+        for family in [
+            "wharf_gc_blobs_deleted_total",
+            "wharf_gc_bytes_deleted_total",
+            "wharf_gc_manifests_deleted_total",
+            "wharf_gc_duration_seconds",
+            "wharf_gc_last_success_timestamp_seconds",
+        ] {
+            assert!(
+                scrape.types.contains_key(family),
+                "{} exposes no {family}",
+                n.name()
+            );
+        }
         let (status, vars) = n.debug_get("/debug/vars");
         assert_eq!(status, 200);
         let vars: Value = serde_json::from_str(&vars).unwrap();
@@ -494,11 +516,12 @@ fn stress(s3: bool, with_redis: bool) {
         runs >= generation as f64,
         "{runs} passes counted, {generation} run"
     );
-    let collected: usize = cluster
-        .nodes
-        .iter()
-        .map(|n| n.log().matches("blob collected").count())
-        .sum();
+    assert!(
+        // A pass that lost its lease counts nothing, though it may have deleted some.
+        deleted > 0.0 && deleted <= collected as f64,
+        "{deleted} blobs counted as deleted, {collected} logged"
+    );
+    assert!(last_success > 0.0, "no last success time");
     eprintln!(
         "gc stress ({}): {} images pushed, {} referrers, {} deleted, {} layers reused, {} passes, {collected} blobs collected, {} blobs stored",
         if s3 { "s3" } else { "filesystem" },
