@@ -518,14 +518,8 @@ impl Registry {
     }
 
     async fn touched_in(&self, d: &Digest, generation: u64) -> Result<bool> {
-        match self.driver.get_content(&touched_path(d)).await {
-            Ok(body) => {
-                let found = String::from_utf8_lossy(&body).trim().to_string();
-                if found != generation.to_string() {
-                    tracing::debug!(blob = %d, found, generation, "touched in another pass");
-                }
-                Ok(found == generation.to_string())
-            }
+        match self.driver.stat(&touched_path(d, generation)).await {
+            Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
