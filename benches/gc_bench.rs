@@ -481,8 +481,9 @@ fn main() -> ExitCode {
     let _ = writeln!(
         report,
         "## Garbage collection: {} repositories, {total} blobs ({} unreferenced), {} objects\n\n\
-         Each collector on its own copy of the same data, one after the other in one run; \
-         no cache is configured, so `wharf --online` does not wait for nodes' in-memory caches. \
+         Each collector on the same data, one after the other in one run (a copy of the folder \
+         each; one bucket on S3, restored to the same objects before each); no cache is \
+         configured, so `wharf --online` does not wait for nodes' in-memory caches. \
          A correct pass leaves {expected_left} blobs.",
         options.repos,
         options.repos * ORPHANS,
