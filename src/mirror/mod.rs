@@ -5,13 +5,15 @@
 //! - `select.rs`: which upstream serves a repository, under which names.
 //! - `upstream.rs`: requests to an upstream with its credentials; `challenge.rs` decides where
 //!   they may go.
-//! - `claims.rs`: one fetch per object across the cluster.
+//! - `claims.rs`: one fetch per object across the cluster; `follow.rs`: the other requests
+//!   for a blob read it as the fetch writes it.
 //! - `cache_state.rs`: when tags were last checked upstream, and when cached content expires.
 //! - `metrics.rs`: hits, misses, coalesced waits, stale serves, upstream traffic.
 
 pub mod cache_state;
 pub mod challenge;
 pub mod claims;
+pub mod follow;
 pub mod metrics;
 pub mod select;
 pub mod upstream;
@@ -45,6 +47,8 @@ pub const DEFAULT_TAG_RECHECK: Duration = Duration::from_secs(30);
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 /// How often a waiting request looks for the fetched object.
 const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How often a waiting request looks for the announcement of a fetch it can follow.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
 /// Longest pause between two chunks of an upstream body.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a fetch waits on a client that does not read; the fetch then goes on without it.
@@ -128,6 +132,7 @@ pub struct Mirror {
     entries: Vec<Entry>,
     claims: Claims,
     state: CacheState,
+    driver: Arc<dyn StorageDriver>,
 }
 
 impl Mirror {
@@ -177,10 +182,14 @@ impl Mirror {
         if entries.is_empty() {
             return None;
         }
+        if !driver.reads_growing_files() {
+            tracing::info!(driver = driver.name(), "this storage cannot read a blob while it is written: requests for a blob fetched elsewhere wait until it is stored");
+        }
         Some(Self {
             entries,
             claims: Claims::new(leases),
-            state: CacheState::new(driver),
+            state: CacheState::new(driver.clone()),
+            driver,
         })
     }
 
@@ -560,6 +569,15 @@ impl Mirror {
                 METRICS.coalesced.with_label_values(&[label, "blob"]).inc();
                 counted_wait = true;
             }
+            if self.driver.reads_growing_files() {
+                if let Some(answer) = self
+                    .follow_fetch(registry, t, digest, &claim_name, deadline)
+                    .await?
+                {
+                    return Ok(answer);
+                }
+                continue;
+            }
             for _ in 0..4 {
                 if Instant::now() >= deadline {
                     return Err(MirrorError::WaitTimedOut(digest.to_string()));
@@ -570,6 +588,45 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// Waits for the fetch holding `claim` to announce itself, then streams the blob from
+    /// what it writes; `None` when the claim ended first (the caller claims again).
+    async fn follow_fetch(
+        &self,
+        registry: &Arc<Registry>,
+        t: &Target,
+        digest: &Digest,
+        claim: &str,
+        deadline: Instant,
+    ) -> Result<Option<BlobAnswer>, MirrorError> {
+        // Bounded by the deadline; the count only guards the loop.
+        for _ in 0..100_000u32 {
+            if Instant::now() >= deadline {
+                return Err(MirrorError::WaitTimedOut(digest.to_string()));
+            }
+            if let Some(info) = self.cached_blob(registry, t, digest).await? {
+                return Ok(Some(BlobAnswer::Cached(info)));
+            }
+            let Some(token) = self.claims.holder_token(claim).await else {
+                return Ok(None);
+            };
+            if let Some(size) = follow::announced(self.driver.as_ref(), &token, digest).await {
+                tracing::debug!(blob = %digest, fetch = %token, "following a fetch under way");
+                let body = follow::follow(follow::Fetch {
+                    driver: self.driver.clone(),
+                    registry: registry.clone(),
+                    claims: self.claims.clone(),
+                    claim: claim.to_string(),
+                    token,
+                    digest: digest.clone(),
+                    size,
+                });
+                return Ok(Some(BlobAnswer::Streaming { size, body }));
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+        Ok(None)
     }
 
     /// The blob from storage, if the repository has it.
@@ -648,6 +705,18 @@ impl Mirror {
         }
         upstream.recovered();
         let size = content_length(answer.headers());
+        // Announced where other requests can follow the bytes as they are written.
+        let mut visible = None;
+        if let Some(held) = held.as_ref().filter(|_| self.driver.reads_growing_files()) {
+            let token = held.token();
+            match follow::announce(self.driver.as_ref(), &token, digest, size).await {
+                Ok(()) => visible = Some(token),
+                Err(e) => {
+                    tracing::warn!(blob = %digest, error = %e, "cannot announce a fetch; others wait for it to be stored")
+                }
+            }
+        }
+        let driver = self.driver.clone();
         let (client_tx, client_rx) = mpsc::channel::<Result<Bytes, StorageError>>(8);
         let (store_tx, store_rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let (local, digest, ttl) = (t.local.clone(), digest.clone(), entry.ttl);
@@ -700,7 +769,14 @@ impl Mirror {
             let incoming = futures_util::stream::unfold(store_rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             });
-            let store = registry.store_fetched_blob(&local, &digest, size, Box::pin(incoming));
+            let partial = visible.as_deref().map(follow::data_path);
+            let store = registry.store_fetched_blob(
+                &local,
+                &digest,
+                size,
+                Box::pin(incoming),
+                partial.as_deref(),
+            );
             let (last, stored) = tokio::join!(pump, store);
             match stored {
                 Ok(_) => {
@@ -730,6 +806,9 @@ impl Mirror {
                         .await;
                 }
             }
+            if let Some(token) = &visible {
+                follow::forget(driver.as_ref(), token).await;
+            }
             release(held).await;
         });
         let body = futures_util::stream::unfold(client_rx, |mut rx| async move {
@@ -751,6 +830,9 @@ impl Mirror {
         let removed = self.state.sweep(registry, still_held).await;
         if still_held() {
             self.claims.forget_idle().await;
+        }
+        if still_held() {
+            follow::forget_abandoned(self.driver.as_ref(), claims::CLAIM_IDLE).await;
         }
         removed
     }
