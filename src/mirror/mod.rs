@@ -41,6 +41,12 @@ use upstream::{Upstream, UpstreamError, UpstreamSettings};
 
 /// registry:2's default time to live of cached content.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most pages of an upstream's tag list read.
+const MAX_TAG_PAGES: usize = 100;
+/// Largest page of an upstream's tag list read.
+const MAX_TAG_PAGE: usize = 4 << 20;
+/// How often expired content is looked for, unless a time to live is shorter.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often a cached tag is checked upstream unless configured.
 pub const DEFAULT_TAG_RECHECK: Duration = Duration::from_secs(30);
 /// How long a request waits for a fetch under way elsewhere.
@@ -133,6 +139,8 @@ pub struct Mirror {
     claims: Claims,
     state: CacheState,
     driver: Arc<dyn StorageDriver>,
+    /// `proxy.cachewritetimeout`: longest a fetched blob may take to be stored.
+    cache_write_timeout: Option<Duration>,
 }
 
 impl Mirror {
@@ -190,6 +198,7 @@ impl Mirror {
             claims: Claims::new(leases),
             state: CacheState::new(driver.clone()),
             driver,
+            cache_write_timeout: proxy.cachewritetimeout.filter(|d| !d.is_zero()),
         })
     }
 
@@ -717,6 +726,7 @@ impl Mirror {
             }
         }
         let driver = self.driver.clone();
+        let write_limit = self.cache_write_timeout;
         let (client_tx, client_rx) = mpsc::channel::<Result<Bytes, StorageError>>(8);
         let (store_tx, store_rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let (local, digest, ttl) = (t.local.clone(), digest.clone(), entry.ttl);
@@ -777,7 +787,21 @@ impl Mirror {
                 Box::pin(incoming),
                 partial.as_deref(),
             );
-            let (last, stored) = tokio::join!(pump, store);
+            let both = async { tokio::join!(pump, store) };
+            // registry:2 (3.x) bounds the cache write by `cachewritetimeout`; dropping the
+            // store on expiry cancels its writer, so nothing is stored.
+            let (last, stored) = match write_limit {
+                None => both.await,
+                Some(limit) => match tokio::time::timeout(limit, both).await {
+                    Ok(done) => done,
+                    Err(_) => (
+                        None,
+                        Err(RegistryError::Unavailable(format!(
+                            "storing the fetched blob took longer than proxy.cachewritetimeout ({limit:?})"
+                        ))),
+                    ),
+                },
+            };
             match stored {
                 Ok(_) => {
                     if let Some(last) = last {
@@ -820,6 +844,81 @@ impl Mirror {
         })
     }
 
+    /// A repository's tags as registry:2's proxy lists them: the upstream's (every page of
+    /// them) when it answers, else the cached ones.
+    pub async fn tags(&self, registry: &Registry, t: &Target) -> Result<Vec<String>, MirrorError> {
+        let upstream = self.upstream(t);
+        match self.upstream_tags(upstream, t).await {
+            Ok(tags) => return Ok(tags),
+            Err(why) => {
+                tracing::warn!(upstream = %upstream.name(), repository = %t.local, %why, "cannot list tags upstream; listing the cached ones")
+            }
+        }
+        Ok(registry.list_tags(&t.local).await?)
+    }
+
+    /// Every page of the upstream's tag list; `Err` says why there is none.
+    async fn upstream_tags(&self, upstream: &Upstream, t: &Target) -> Result<Vec<String>, String> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut tail = "tags/list".to_string();
+        for _ in 0..MAX_TAG_PAGES {
+            let answer = upstream
+                .get(Method::GET, &t.remote, &tail, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if answer.status() != StatusCode::OK {
+                return Err(format!("tags/list answered {}", answer.status()));
+            }
+            upstream.recovered();
+            let next = answer
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_page_query);
+            let body = tokio::time::timeout(
+                upstream::HEAD_TIMEOUT,
+                http_body_util::Limited::new(answer.into_body(), MAX_TAG_PAGE).collect(),
+            )
+            .await
+            .map_err(|_| "tags/list body timed out".to_string())?
+            .map_err(|e| format!("tags/list body: {e}"))?
+            .to_bytes();
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| format!("tags/list body: {e}"))?;
+            tags.extend(
+                page.tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|tag| crate::registry::reference::Tag::parse(tag).is_some()),
+            );
+            match next {
+                Some(query) => tail = format!("tags/list?{query}"),
+                None => {
+                    tags.sort_unstable();
+                    tags.dedup();
+                    return Ok(tags);
+                }
+            }
+        }
+        Err(format!("more than {MAX_TAG_PAGES} pages of tags"))
+    }
+
+    /// How often expired content is looked for: every minute, or twice per time to live when
+    /// one is shorter than two minutes (at most once a second).
+    pub fn sweep_interval(&self) -> Duration {
+        self.entries
+            .iter()
+            .filter_map(|e| e.ttl)
+            .map(|ttl| ttl / 2)
+            .min()
+            .unwrap_or(SWEEP_EVERY)
+            .clamp(Duration::from_secs(1), SWEEP_EVERY)
+    }
+
     /// Removes expired content, a bounded number of records per call, while `held` says the
     /// sweep's lease is still this node's.
     pub async fn sweep_expired(
@@ -843,6 +942,19 @@ fn credentials(user: &Option<String>, pass: &Option<String>) -> Option<(String, 
         (Some(u), p) if !u.is_empty() => Some((u.to_string(), p.unwrap_or("").to_string())),
         _ => None,
     }
+}
+
+/// The query of a `Link: <...?last=x&n=y>; rel="next"` header.
+fn next_page_query(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let (_, query) = target.split_once('?')?;
+        Some(query.to_string())
+    })
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
