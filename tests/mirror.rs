@@ -856,6 +856,11 @@ fn expired_content_is_removed_by_one_node_and_fetched_again() {
             })
             .sum()
     };
+    // Logged once each (the log is written a little after the removal).
+    let logged = wait_until(Duration::from_secs(15), || {
+        expired_lines(&layer.digest) > 0 && expired_lines(&manifest.digest) > 0
+    });
+    assert!(logged, "{}", nodes[0].log() + &nodes[1].log());
     assert_eq!(expired_lines(&layer.digest), 1);
     assert_eq!(expired_lines(&manifest.digest), 1);
     assert!(
@@ -882,10 +887,20 @@ fn expired_content_is_removed_by_one_node_and_fetched_again() {
     blob.assert_status(200);
     assert_eq!(sha256_digest(&blob.body), layer.digest);
     assert_eq!(upstream_gets(&upstream, "/v2/team/ttl/manifests/v1"), 2);
+    // The blob's data outlives its link until garbage collection: the upstream is asked again
+    // whether the repository has it (HEAD), and it is linked again without a second download.
+    let blob_path = format!("/v2/team/ttl/blobs/{} ", layer.digest);
+    let heads = upstream
+        .access_lines()
+        .iter()
+        .filter(|l| l.contains("method=HEAD") && l.contains(&blob_path) && l.contains("status=200"))
+        .count();
+    assert_eq!(heads, 1, "upstream asked again for the expired blob");
     assert_eq!(
         upstream_gets(&upstream, &format!("/v2/team/ttl/blobs/{}", layer.digest)),
-        2
+        1
     );
+    assert!(link.exists(), "linked again");
 }
 
 #[test]
