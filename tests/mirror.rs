@@ -939,3 +939,52 @@ fn tags_are_listed_upstream_and_from_the_cache_when_it_is_down() {
         serde_json::json!(["a"])
     );
 }
+
+#[test]
+fn a_blob_not_stored_within_cachewritetimeout_is_given_up() {
+    let upstream = Registry::builder(Driver::Filesystem)
+        .log_section("log:\n  level: info\n  formatter: text\n  fields:\n    service: upstream\n")
+        .start();
+    let blob = Blob::random(4 << 20);
+    push(&upstream, "team/slow", &blob);
+    // The upstream's answer stops after 1 MiB: the fetch cannot finish while it is held.
+    let proxy = ChaosProxy::start(upstream.addr().to_string());
+    proxy.set(Chaos::Hold(1 << 20));
+    let storage = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(
+        &proxy.endpoint(),
+        "  cachewritetimeout: 1s\n",
+        Some(storage.path()),
+    );
+    let path = format!("/v2/team/slow/blobs/{}", blob.digest);
+    match try_send(mirror.get(&path)) {
+        Ok(resp) => assert!(
+            resp.status != 200 || resp.body.len() < blob.data.len(),
+            "served whole: {}",
+            resp.describe()
+        ),
+        Err(_cut) => {}
+    }
+    assert!(proxy.holding() > 0, "the upstream's answer was let go");
+    let hex = blob.digest.trim_start_matches("sha256:");
+    let data = storage.path().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    assert!(!data.exists(), "stored although given up");
+    // The claim was freed: the next request fetches again and gets the blob.
+    proxy.set(Chaos::Pass);
+    let again = send(mirror.get(&path));
+    again.assert_status(200);
+    assert_eq!(sha256_digest(&again.body), blob.digest);
+    assert!(data.exists());
+    let asked = upstream
+        .access_lines()
+        .iter()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("/blobs/{} ", blob.digest)))
+        .count();
+    assert_eq!(
+        asked, 2,
+        "fetched twice (the first answer cut by the mirror)"
+    );
+}
