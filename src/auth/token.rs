@@ -265,7 +265,7 @@ impl TokenVerifier {
     }
 
     /// The realm for a challenge: the configured one, or with `autoredirect` this host's path.
-    fn realm(&self, headers: &HeaderMap) -> String {
+    pub fn realm(&self, headers: &HeaderMap) -> String {
         let Some(path) = &self.autoredirect else {
             return self.realm.clone();
         };
@@ -292,6 +292,11 @@ impl TokenVerifier {
             Some(h) => format!("{scheme}://{h}{path}"),
             None => self.realm.clone(),
         }
+    }
+
+    /// `auth.token.service`: the audience tokens must name.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// `Bearer realm=…,service=…[,scope=…][,error=…]`.
