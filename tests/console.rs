@@ -31,14 +31,20 @@ fn unlabelled(b: &Browser) -> Vec<String> {
 /// Tabs from the top of the page to the first link whose address ends with `href_end`, then
 /// follows it with Enter: the page works from the keyboard alone.
 fn follow_by_keyboard(b: &Browser, href_end: &str) {
-    b.execute("document.activeElement && document.activeElement.blur(); window.focus();", json!([]));
+    b.execute(
+        "document.activeElement && document.activeElement.blur(); window.focus();",
+        json!([]),
+    );
     for _ in 0..MAX_TABS {
         b.press(TAB);
         let href = b.attribute(&b.active(), "href").unwrap_or_default();
         if href.ends_with(href_end) {
             let before = b.url();
             b.press(ENTER);
-            assert!(wait_until(WAIT_LIMIT, || b.url() != before), "Enter did not follow {href}");
+            assert!(
+                wait_until(WAIT_LIMIT, || b.url() != before),
+                "Enter did not follow {href}"
+            );
             return;
         }
     }
@@ -169,7 +175,10 @@ fn browse_and_delete(b: &Browser, ui: &str, repo: &str, image: &Manifest, prefix
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
         json!([]),
     );
-    assert!(wide[0].as_u64() <= wide[1].as_u64(), "wider than the phone: {wide}");
+    assert!(
+        wide[0].as_u64() <= wide[1].as_u64(),
+        "wider than the phone: {wide}"
+    );
     b.resize(1280, 900);
 
     // Delete the tag v2: a confirmation page first.
@@ -255,7 +264,8 @@ fn htpasswd_users_browse_page_and_delete_in_a_browser() {
     b.type_into(&b.find("#q"), &format!("r2{ENTER}"));
     assert!(wait_until(WAIT_LIMIT, || b.url().contains("q=r2")));
     assert!(
-        b.text(&b.find("#count")).starts_with("4 repositories matching"),
+        b.text(&b.find("#count"))
+            .starts_with("4 repositories matching"),
         "{}",
         b.source()
     );
@@ -380,8 +390,7 @@ tokenissuer:
 /// A second `wharf` serving only as a token server (`tokenissuer`, no `auth`): the external
 /// realm of the registry under test, which has no issuer of its own.
 fn external_realm(dir: &std::path::Path) -> Registry {
-    let identity =
-        support::auth::self_signed(support::auth::ec_key(), &["external-token-server"]);
+    let identity = support::auth::self_signed(support::auth::ec_key(), &["external-token-server"]);
     identity.write(dir, "realm");
     let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
     Registry::builder(Driver::Inmemory)
@@ -524,7 +533,10 @@ fn a_realm_that_is_down_or_redirects_gives_a_sign_in_error_and_keeps_the_credent
     let bundle = dir.path().join("realm.crt");
 
     // Nothing listens on the realm's port.
-    let closed = format!("http://127.0.0.1:{}/auth/token", support::process::free_port());
+    let closed = format!(
+        "http://127.0.0.1:{}/auth/token",
+        support::process::free_port()
+    );
     let reg = token_registry(&closed, &bundle);
     let resp = post_login(&reg, "alice", "alice-pw");
     resp.assert_status(403);
@@ -535,7 +547,10 @@ fn a_realm_that_is_down_or_redirects_gives_a_sign_in_error_and_keeps_the_credent
             && page.contains(&closed),
         "{page}"
     );
-    assert!(page.contains("id=\"password\""), "the form is shown again: {page}");
+    assert!(
+        page.contains("id=\"password\""),
+        "the form is shown again: {page}"
+    );
     // Browsing anonymously asks the realm too, with the same answer.
     let resp = send(reg.get("/ui/"));
     resp.assert_status(403);
@@ -544,10 +559,8 @@ fn a_realm_that_is_down_or_redirects_gives_a_sign_in_error_and_keeps_the_credent
 
     // A realm that redirects: the credentials went to it, and to nowhere else.
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (realm, heads) = redirecting_realm(format!(
-        "http://{}/steal",
-        elsewhere.local_addr().unwrap()
-    ));
+    let (realm, heads) =
+        redirecting_realm(format!("http://{}/steal", elsewhere.local_addr().unwrap()));
     let reg = token_registry(&realm, &bundle);
     let resp = post_login(&reg, "alice", "alice-pw");
     resp.assert_status(403);

@@ -293,8 +293,16 @@ pub trait StorageDriver: Send + Sync + 'static {
             }
             let mut children: Vec<String> = entries
                 .into_iter()
-                .filter(|(c, is_dir)| *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip)))
-                .map(|(c, _)| if prefix.is_empty() { c } else { format!("{prefix}/{c}") })
+                .filter(|(c, is_dir)| {
+                    *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip))
+                })
+                .map(|(c, _)| {
+                    if prefix.is_empty() {
+                        c
+                    } else {
+                        format!("{prefix}/{c}")
+                    }
+                })
                 .filter(|c| after.is_none_or(|a| may_hold_after(c, a)))
                 .collect();
             children.sort_unstable_by(|a, b| component_order(b, a));

@@ -125,6 +125,18 @@ pub async fn check_login(app: &App, viewer: &Viewer) -> Result<(), AccessError> 
     permitted(app, viewer, &[]).await.map(|_| ())
 }
 
+/// The query of a token request, as docker sends it: `service`, `account`, then each `scope`.
+fn token_query(service: &str, account: Option<&str>, scopes: &[Access]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("service", service);
+    if let Some(account) = account {
+        query.append_pair("account", account);
+    }
+    query
+        .extend_pairs(scopes.iter().map(|a| ("scope", a.to_string())))
+        .finish()
+}
+
 /// Asks the realm for a token with `scopes`, then has the registry's verifier read it.
 async fn token_grant(
     app: &App,
@@ -135,14 +147,7 @@ async fn token_grant(
     let Authenticator::Token(verifier) = auth else {
         return Err(AccessError::Issuer("auth.token is not configured".into()));
     };
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("service", verifier.service());
-    if let Some(login) = &viewer.login {
-        query.append_pair("account", &login.user);
-    }
-    let query = query
-        .extend_pairs(scopes.iter().map(|a| ("scope", a.to_string())))
-        .finish();
+    let query = token_query(verifier.service(), viewer.user(), scopes);
     let headers = basic_headers(viewer.login.as_ref());
     let token = match (&viewer.realm, &app.issuer) {
         (TokenRealm::BuiltIn, Some(issuer)) => {
@@ -173,7 +178,11 @@ async fn token_grant(
                 Err(why) => return Err(AccessError::Issuer(why)),
             }
         }
-        _ => return Err(AccessError::Issuer("no token realm for this request".into())),
+        _ => {
+            return Err(AccessError::Issuer(
+                "no token realm for this request".into(),
+            ))
+        }
     };
     let mut bearer = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -330,7 +330,7 @@ impl Console {
         let text = format!("The sign-in service failed: {why}");
         Answer::html(
             StatusCode::FORBIDDEN,
-            html::login(&self.frame(v), Some(&text), then),
+            html::login(&self.frame(v), Some(text.as_str()), then),
         )
     }
 
@@ -437,7 +437,14 @@ impl Console {
         let total = matching.as_ref().filter(|_| !scoped).map(Vec::len);
         Ok(Answer::html(
             StatusCode::OK,
-            html::repositories(&self.frame(v), query, &shown, next.as_deref(), total, scoped),
+            html::repositories(
+                &self.frame(v),
+                query,
+                &shown,
+                next.as_deref(),
+                total,
+                scoped,
+            ),
         ))
     }
 

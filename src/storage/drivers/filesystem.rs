@@ -996,7 +996,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(all.len(), 7);
-        let cursors = ["", "a", "a/b", "a/a", "a-c", "a.a", "a.b/c", "a.b/c/z", "b", "zz"];
+        let cursors = [
+            "", "a", "a/b", "a/a", "a-c", "a.a", "a.b/c", "a.b/c/z", "b", "zz",
+        ];
         for after in cursors {
             for limit in 0..=all.len() + 1 {
                 let after = (!after.is_empty()).then_some(after);
