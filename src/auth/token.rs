@@ -265,7 +265,7 @@ impl TokenVerifier {
     }
 
     /// The realm for a challenge: the configured one, or with `autoredirect` this host's path.
-    pub fn realm(&self, headers: &HeaderMap) -> String {
+    fn realm(&self, headers: &HeaderMap) -> String {
         let Some(path) = &self.autoredirect else {
             return self.realm.clone();
         };
@@ -292,6 +292,16 @@ impl TokenVerifier {
             Some(h) => format!("{scheme}://{h}{path}"),
             None => self.realm.clone(),
         }
+    }
+
+    /// `auth.token.realm` as configured.
+    pub fn configured_realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Whether challenges name this host's `autoredirectpath` instead of the realm.
+    pub fn autoredirects(&self) -> bool {
+        self.autoredirect.is_some()
     }
 
     /// `auth.token.service`: the audience tokens must name.

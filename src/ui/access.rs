@@ -36,19 +36,25 @@ pub enum TokenRealm {
 }
 
 impl TokenRealm {
-    /// The realm for a request with `headers`: the built-in issuer when the realm names its path
-    /// on the host the request came to, else the realm's URL.
+    /// The realm for a request with `headers`: the built-in issuer when the configured realm
+    /// names its path on the host the request came to (or challenges auto-redirect to this
+    /// host), else the configured realm's URL. Never a URL taken from the request's headers:
+    /// the user's credentials go to the configured realm only.
     pub fn of(app: &App, headers: &HeaderMap) -> TokenRealm {
         let Some(Authenticator::Token(verifier)) = &app.auth else {
             return TokenRealm::None;
         };
-        let url = verifier.realm(headers);
+        let url = verifier.configured_realm();
         let host = headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok());
         match &app.issuer {
-            Some(issuer) if names_local_path(&url, host, issuer.path()) => TokenRealm::BuiltIn,
-            _ => TokenRealm::Remote(url),
+            Some(issuer)
+                if verifier.autoredirects() || names_local_path(url, host, issuer.path()) =>
+            {
+                TokenRealm::BuiltIn
+            }
+            _ => TokenRealm::Remote(url.to_string()),
         }
     }
 }
