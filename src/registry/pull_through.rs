@@ -65,14 +65,14 @@ impl Registry {
         size: Option<u64>,
         body: BodyStream,
     ) -> Result<BlobInfo> {
-        let pass = self.gc_pass_state().await?;
+        let pass = self.gc_pass_before().await?;
         let request = UploadRequest {
             range: None,
             content_length: size,
             body,
         };
         let (blob, spare) = self.store_verified(digest, request).await?;
-        self.link_blob_settled(repo, digest, pass, spare).await?;
+        self.link_blob_settled(repo, digest, pass, spare, true).await?;
         Ok(blob)
     }
 

@@ -123,6 +123,10 @@ impl StorageDriver for InstrumentedDriver {
         self.timed("Stat", path, self.inner.stat(path)).await
     }
 
+    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+        self.timed("Stat", path, self.inner.size_of(path)).await
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
         self.timed("List", path, self.inner.list(path)).await
     }
@@ -165,6 +169,23 @@ impl StorageDriver for InstrumentedDriver {
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         let inner = self
             .timed("Writer", path, self.inner.writer(path, offset))
+            .await?;
+        Ok(Box::new(InstrumentedWriter {
+            inner,
+            driver: self.inner.name(),
+            path: path.to_string(),
+            written: 0,
+        }))
+    }
+
+    async fn writer_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
+        let inner = self
+            .timed("Writer", path, self.inner.writer_noted(path, offset, note))
             .await?;
         Ok(Box::new(InstrumentedWriter {
             inner,
@@ -233,6 +254,18 @@ impl FileWriter for InstrumentedWriter {
         timed(driver, "Commit", &path, inner.commit()).await?;
         metrics::bytes_pushed(written);
         Ok(())
+    }
+
+    async fn commit_noted(self: Box<Self>) -> Result<Option<String>, StorageError> {
+        let Self {
+            inner,
+            driver,
+            path,
+            written,
+        } = *self;
+        let note = timed(driver, "Commit", &path, inner.commit_noted()).await?;
+        metrics::bytes_pushed(written);
+        Ok(note)
     }
 
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {

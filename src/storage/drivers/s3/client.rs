@@ -286,13 +286,27 @@ impl Inner {
         metadata: Option<HashMap<String, String>>,
         condition: PutCondition<'_>,
     ) -> Result<(), StorageError> {
+        self.put_tagged(key, path, body, metadata, condition)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::put`], returning the new object's entity tag when the store gives it.
+    pub(super) async fn put_tagged(
+        &self,
+        key: &str,
+        path: &str,
+        body: Bytes,
+        metadata: Option<HashMap<String, String>>,
+        condition: PutCondition<'_>,
+    ) -> Result<Option<String>, StorageError> {
         let w = &self.write;
         let (if_match, if_none_match) = match condition {
             PutCondition::Always => (None, None),
             PutCondition::Absent => (None, Some("*".to_string())),
             PutCondition::Matches(etag) => (Some(etag.to_string()), None),
         };
-        self.call("PutObject", path, || {
+        let out = self.call("PutObject", path, || {
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -310,7 +324,7 @@ impl Inner {
                 .send()
         })
         .await?;
-        Ok(())
+        Ok(out.e_tag().map(str::to_string))
     }
 
     /// Opens a multipart upload on `key`.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 
-use super::appended::{self, parts_digest, Appended, Part, Record};
+use super::appended::{self, parts_digest, Appended, Note, Part, Record};
 use super::client::{Inner, PutCondition, MIN_PART};
 use crate::storage::{FileWriter, StorageError};
 
@@ -77,14 +77,23 @@ impl S3Writer {
         })
     }
 
-    /// A writer appending at `offset` to what is stored at `path`.
+    /// A writer appending at `offset` to what is stored at `path`, opened from the last
+    /// writer's note when it still holds.
     pub(super) async fn append(
         s3: Arc<Inner>,
         path: &str,
         offset: u64,
+        note: Option<&str>,
     ) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
-        let opened = Appended::load(&s3, &key, path).await?;
+        let noted = match note.and_then(Note::decode) {
+            Some(note) => Appended::from_note(&s3, &key, path, note).await?,
+            None => None,
+        };
+        let opened = match noted {
+            Some(file) => file,
+            None => Appended::load(&s3, &key, path, false).await?,
+        };
         opened.check(path)?;
         if opened.size() != offset {
             return Err(StorageError::OffsetMismatch {
@@ -138,7 +147,7 @@ impl S3Writer {
                 // upload and opening another with the same bytes), as may registry:2's
                 // writer: go on from the file as it is now, if it still holds what it held.
                 if s3.first_upload(&key, &path).await? != self.upload {
-                    let now = Appended::load(&s3, &key, &path).await?;
+                    let now = Appended::load(&s3, &key, &path, false).await?;
                     now.check(&path)?;
                     if now.size() != opened.size() {
                         return Err(StorageError::Busy(path));
@@ -254,7 +263,8 @@ impl S3Writer {
         Ok(())
     }
 
-    async fn commit_append(&mut self) -> Result<(), StorageError> {
+    /// Stores the rest and replaces the record; returns the note for the next writer.
+    async fn commit_append(&mut self) -> Result<Option<String>, StorageError> {
         self.flush().await?;
         if self.upload.is_none() {
             // Nothing stored yet: an empty upload, which registry:2 nodes find and continue.
@@ -269,9 +279,10 @@ impl S3Writer {
             digest: parts_digest(&self.parts),
             whole: None,
         };
-        opened
+        let etag = opened
             .write_record(&self.s3, &self.key, &self.path, &record)
-            .await
+            .await?;
+        Ok(etag.map(|etag| Note { record, etag }.encode()))
     }
 
     async fn commit_atomic(&mut self) -> Result<(), StorageError> {
@@ -338,15 +349,19 @@ impl FileWriter for S3Writer {
         self.parts.iter().map(|p| p.size).sum::<u64>() + self.buf.len() as u64
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+    async fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.commit_noted().await.map(|_| ())
+    }
+
+    async fn commit_noted(mut self: Box<Self>) -> Result<Option<String>, StorageError> {
         let result = match self.kind {
             Kind::Append { .. } => self.commit_append().await,
-            Kind::Atomic { .. } => self.commit_atomic().await,
+            Kind::Atomic { .. } => self.commit_atomic().await.map(|()| None),
         };
         match result {
-            Ok(()) => {
+            Ok(note) => {
                 self.finished = true;
-                Ok(())
+                Ok(note)
             }
             // A failed publish of an atomic write leaves nothing behind.
             Err(e) if matches!(self.kind, Kind::Atomic { .. }) => {
