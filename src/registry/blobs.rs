@@ -160,7 +160,8 @@ impl Registry {
     /// link to nothing must not be acknowledged (see `gc_guard`).
     pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let pass = self.gc_pass_state().await?;
-        self.link_blob_settled(repo, digest, pass, None, false).await
+        self.link_blob_settled(repo, digest, pass, None, false)
+            .await
     }
 
     /// [`Self::link_blob`] for an upload: `pass` was read before the caller found the data

@@ -72,7 +72,8 @@ impl Registry {
             body,
         };
         let (blob, spare) = self.store_verified(digest, request).await?;
-        self.link_blob_settled(repo, digest, pass, spare, true).await?;
+        self.link_blob_settled(repo, digest, pass, spare, true)
+            .await?;
         Ok(blob)
     }
 

@@ -91,8 +91,9 @@ impl Registry {
                 Bytes::from(started),
             )
             .await?;
-        self.driver
-            .prepare_append(&layout::upload_data(repo.as_str(), &uuid))
+        let note = self
+            .driver
+            .prepare_append_noted(&layout::upload_data(repo.as_str(), &uuid))
             .await?;
         let mut state = UploadState {
             name: repo.to_string(),
@@ -105,6 +106,7 @@ impl Registry {
             note: None,
         };
         state.set_hasher(&HashState::new(algorithm));
+        state.note = note;
         Ok(self.progress(&state))
     }
 
@@ -387,7 +389,9 @@ impl Registry {
         }
         let linked = if spare.is_some() {
             // The spare copy lives in the session: link first, then discard the session.
-            let linked = self.link_blob_settled(repo, &digest, pass, spare, true).await;
+            let linked = self
+                .link_blob_settled(repo, &digest, pass, spare, true)
+                .await;
             self.discard_upload(repo, uuid).await;
             linked
         } else {
@@ -522,7 +526,8 @@ impl Registry {
         let digest: Digest = digest.parse()?;
         let pass = self.gc_pass_before().await?;
         let (blob, spare) = self.store_verified(&digest, body).await?;
-        self.link_blob_settled(repo, &digest, pass, spare, true).await?;
+        self.link_blob_settled(repo, &digest, pass, spare, true)
+            .await?;
         Ok(blob)
     }
 

@@ -195,6 +195,11 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        self.timed("Writer", path, self.inner.prepare_append_noted(path))
+            .await
+    }
+
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
         self.timed("Writer", path, self.inner.prepare_append(path))
             .await

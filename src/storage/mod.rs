@@ -224,6 +224,11 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn prepare_append(&self, _path: &str) -> Result<(), StorageError> {
         Ok(())
     }
+    /// [`Self::prepare_append`], returning a note for the first
+    /// [`Self::writer_noted`] of the file when the backend keeps one. Default: none.
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        self.prepare_append(path).await.map(|()| None)
+    }
     /// Opens a new file whose content appears at `path` only on commit, all
     /// at once; cancel (or a crash) leaves nothing visible there. Used when
     /// the final location is known before the bytes arrive.

@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::client::{copy_ranges, io_error, Inner, PartCopy, PutCondition, MIN_PART};
+use super::spool::PartBody;
 use crate::storage::StorageError;
 
 /// One part of an open multipart upload.
@@ -73,9 +74,9 @@ pub(super) struct Note {
     /// The record as written.
     #[serde(rename = "r")]
     pub record: Record,
-    /// Its entity tag.
-    #[serde(rename = "e")]
-    pub etag: String,
+    /// Its entity tag; `None`: no record was written yet (the upload was just opened).
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl Note {
@@ -300,7 +301,7 @@ impl Appended {
             upload: Some(upload),
             parts,
             object: None,
-            record: Some((note.record, note.etag)),
+            record: note.etag.map(|etag| (note.record, etag)),
         }))
     }
 
@@ -363,7 +364,8 @@ impl Appended {
             Some((_, etag)) => PutCondition::Matches(etag),
             None => PutCondition::Absent,
         };
-        s3.put_tagged(&record_key(key), path, Bytes::from(body), None, condition)
+        let body = PartBody::Memory(Bytes::from(body));
+        s3.put_tagged(&record_key(key), path, &body, None, condition)
             .await
     }
 
@@ -387,7 +389,7 @@ impl Appended {
         if completed.is_empty() {
             // A completion needs a part; an empty one makes an empty file.
             let etag = s3
-                .upload_part(key, path, upload, 1, Bytes::new())
+                .upload_part(key, path, upload, 1, &PartBody::Memory(Bytes::new()))
                 .await
                 .map_err(|e| gone_is_busy(e, path))?;
             completed.push(CompletedPart::builder().part_number(1).e_tag(etag).build());

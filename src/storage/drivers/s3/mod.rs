@@ -30,7 +30,7 @@
 //! `appended` (the layout of an appended file), `purge` (stale multipart uploads), `bulk`
 //! (deleting many trees at once),
 //! `settings` (configuration to client: the only one that reads `config`), `client` (every
-//! S3 call), `http` (the HTTP client under the SDK).
+//! S3 call), `spool` (bytes waiting to become a part), `http` (the HTTP client under the SDK).
 
 mod appended;
 mod bulk;
@@ -38,6 +38,7 @@ mod client;
 mod http;
 mod purge;
 mod settings;
+mod spool;
 mod writer;
 
 use std::sync::Arc;
@@ -298,7 +299,11 @@ impl StorageDriver for S3Driver {
     }
 
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
-        S3Writer::prepare(&self.s3, path).await
+        S3Writer::prepare(&self.s3, path).await.map(|_| ())
+    }
+
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        S3Writer::prepare(&self.s3, path).await.map(Some)
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
