@@ -5,7 +5,12 @@
 //! ```sh
 //! cargo bench --bench s3_compare -- --run                      # 3 rounds, 3 layers of 4 MiB
 //! cargo bench --bench s3_compare -- --run --rounds 5 --layer-mib 8
+//! cargo bench --bench s3_compare -- --run --requests           # also list Wharf's push requests
+//! cargo bench --bench s3_compare -- --storm 32 --storm-mib 100  # Wharf's RSS under a push storm
 //! ```
+//! The storm: that many concurrent chunked uploads (POST, one streamed PATCH, PUT) of that many
+//! MiB each to Wharf on moto, with the default `chunksize`; the server's resident set is
+//! sampled every 50 ms and its peak growth over the idle server reported.
 //! Without `--run` it prints this usage and exits (so `cargo test --all-targets` starts nothing).
 //! Results: stdout and `target/bench-results/s3-compare-<unix time>.md`.
 
@@ -23,13 +28,150 @@ use support::s3::S3Server;
 use support::*;
 
 struct Options {
+    /// Concurrent uploads of the push storm; 0: the comparison instead.
+    storm: usize,
+    storm_mib: usize,
     rounds: usize,
     layer_mib: usize,
+    /// Print every S3 request of Wharf's first push (method and target).
+    requests: bool,
+}
+
+/// `VmRSS` of a process, in bytes (0 once it is gone).
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A shared buffer read as a request body, so that every client streams the same bytes
+/// without a copy each.
+struct SharedBody {
+    data: std::sync::Arc<Vec<u8>>,
+    at: usize,
+}
+
+impl std::io::Read for SharedBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.data[self.at..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Runs the push storm; returns the report.
+fn storm(uploads: usize, mib: usize) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s3 = S3Server::start();
+    let target = S3Target {
+        endpoint: s3.endpoint(),
+        bucket: s3.create_bucket(),
+    };
+    let reg = Registry::builder(Driver::S3)
+        .s3_target(&target)
+        .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+        .start();
+    let pid = reg.pid();
+    let base = format!("http://{}", reg.addr());
+    let data = Arc::new(Prng::new(0x5707).bytes(mib << 20));
+    let digest = sha256_digest(&data);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1800))
+        .build()
+        .expect("client");
+    // Settled after start-up: the growth counts only what the uploads cost.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = vm_rss(pid);
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            // Bounded by the uploads' own timeout.
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                peak = peak.max(vm_rss(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let workers: Vec<_> = (0..uploads)
+        .map(|i| {
+            let (client, base, data, digest) =
+                (client.clone(), base.clone(), data.clone(), digest.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let repo = format!("storm/r{i}");
+                let post = client
+                    .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                    .send()
+                    .map_err(|e| e.to_string())?;
+                let location = post
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .map(location_path)
+                    .ok_or_else(|| format!("POST: {}", post.status()))?;
+                let body = reqwest::blocking::Body::new(SharedBody { data, at: 0 });
+                let patch = client
+                    .patch(format!("{base}{location}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(body)
+                    .send()
+                    .map_err(|e| e.to_string())?;
+                let location = patch
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .map(location_path)
+                    .ok_or_else(|| format!("PATCH: {}", patch.status()))?;
+                let put = client
+                    .put(format!("{base}{}", with_digest(&location, &digest)))
+                    .header("content-length", "0")
+                    .send()
+                    .map_err(|e| e.to_string())?;
+                if put.status().as_u16() != 201 {
+                    return Err(format!("PUT: {}", put.status()));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let failed: Vec<String> = workers
+        .into_iter()
+        .filter_map(|w| w.join().expect("worker").err())
+        .collect();
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    let mib_of = |b: u64| b as f64 / (1u64 << 20) as f64;
+    format!(
+        "# Push storm: {uploads} concurrent uploads of {mib} MiB to Wharf on moto\n\n         default chunksize, one streamed PATCH each; {:.1} s; {} failed{}\n\n         | idle RSS | peak RSS | growth | per upload |\n|---|---|---|---|\n         | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
+        elapsed.as_secs_f64(),
+        failed.len(),
+        failed
+            .first()
+            .map(|f| format!(" (first: {f})"))
+            .unwrap_or_default(),
+        mib_of(idle),
+        mib_of(peak),
+        mib_of(peak.saturating_sub(idle)),
+        mib_of(peak.saturating_sub(idle)) / uploads as f64,
+    )
 }
 
 fn parse() -> Option<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--run") {
+    if !args.iter().any(|a| a == "--run" || a == "--storm") {
         return None;
     }
     let value = |name: &str, default: usize| {
@@ -40,8 +182,11 @@ fn parse() -> Option<Options> {
             .unwrap_or(default)
     };
     Some(Options {
+        storm: value("--storm", 0),
+        storm_mib: value("--storm-mib", 100).max(1),
         rounds: value("--rounds", 3).max(1),
         layer_mib: value("--layer-mib", 4).max(1),
+        requests: args.iter().any(|a| a == "--requests"),
     })
 }
 
@@ -111,14 +256,20 @@ fn timed(copy: impl FnOnce()) -> Duration {
     started.elapsed()
 }
 
-fn run_server(server: Server, s3: &S3Server, layout: &Path, rounds: usize, work: &Path) -> Measure {
+fn run_server(
+    server: Server,
+    s3: &S3Server,
+    layout: &Path,
+    options: &Options,
+    work: &Path,
+) -> Measure {
     let mut m = Measure {
         push: Vec::new(),
         pull: Vec::new(),
         push_requests: (0, BTreeMap::new()),
         pull_requests: (0, BTreeMap::new()),
     };
-    for round in 0..rounds {
+    for round in 0..options.rounds {
         // A fresh bucket each round: every push writes every blob.
         let target = S3Target {
             endpoint: s3.endpoint(),
@@ -135,6 +286,14 @@ fn run_server(server: Server, s3: &S3Server, layout: &Path, rounds: usize, work:
             copy_in(&reg, layout, "image", "bench/image:v1", false)
         }));
         let pushed = count(s3, before);
+        if round == 0 && options.requests && server == Server::Wharf {
+            println!("S3 requests of Wharf's push:");
+            for line in s3.request_lines().iter().skip(before) {
+                if let Some(request) = line.split('"').nth(1) {
+                    println!("  {request}");
+                }
+            }
+        }
         let out = work.join(format!("{server:?}-{round}"));
         let before = s3.request_lines().len();
         m.pull.push(timed(|| {
@@ -160,10 +319,16 @@ fn main() -> ExitCode {
         println!(
             "s3_compare: push/pull through wharf and docker-registry 2.8.2 on one moto S3 server,\n\
              and the S3 requests of one `skopeo copy` of a 3-layer image.\n\
-             usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M]"
+             usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M] [--requests]\n\
+                    cargo bench --bench s3_compare -- --storm N [--storm-mib M]"
         );
         return ExitCode::SUCCESS;
     };
+    if options.storm > 0 {
+        let report = storm(options.storm, options.storm_mib);
+        println!("{report}");
+        return ExitCode::SUCCESS;
+    }
     let work = tempfile::tempdir().expect("temp dir");
     let mut layout = OciLayout::create(&work.path().join("layout"));
     let mut prng = Prng::new(0x5eed);
@@ -202,7 +367,7 @@ fn main() -> ExitCode {
     let s3 = S3Server::start();
     let mut results = Vec::new();
     for server in [Server::Wharf, Server::DockerRegistry] {
-        let m = run_server(server, &s3, &layout.dir, options.rounds, work.path());
+        let m = run_server(server, &s3, &layout.dir, &options, work.path());
         results.push((server, m));
     }
 

@@ -30,11 +30,7 @@ pub async fn set_read_only(driver: &dyn StorageDriver, on: bool) -> Result<(), S
 
 /// Whether the flag is set now.
 pub async fn read_only(driver: &dyn StorageDriver) -> Result<bool, StorageError> {
-    match driver.stat(READONLY_PATH).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e),
-    }
+    Ok(driver.size_of(READONLY_PATH).await?.is_some())
 }
 
 /// Keeps `switch` equal to the flag, reading it every [`REFRESH`]; when storage cannot be

@@ -20,16 +20,10 @@ pub struct BlobInfo {
 impl Registry {
     /// Size of a blob's shared data, if it exists.
     pub(crate) async fn stat_blob_data(&self, digest: &Digest) -> Result<Option<u64>> {
-        match self
+        Ok(self
             .driver
-            .stat(&layout::blob_data(digest.algorithm(), digest.hex()))
-            .await
-        {
-            Ok(info) if !info.is_dir => Ok(Some(info.size)),
-            Ok(_) => Ok(None),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+            .size_of(&layout::blob_data(digest.algorithm(), digest.hex()))
+            .await?)
     }
 
     /// A blob linked in `repo`: the cache when it knows, else the link file
@@ -166,26 +160,29 @@ impl Registry {
     /// link to nothing must not be acknowledged (see `gc_guard`).
     pub(crate) async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let pass = self.gc_pass_state().await?;
-        self.link_blob_settled(repo, digest, pass, None).await
+        self.link_blob_settled(repo, digest, pass, None, false)
+            .await
     }
 
     /// [`Self::link_blob`] for an upload: `pass` was read before the caller found the data
     /// already stored, and `spare` holds the uploaded bytes it did not publish. Should a
     /// collection have removed the data meanwhile, the spare copy is published instead of
-    /// failing the upload.
+    /// failing the upload. `verified`: the caller found or wrote the data after reading `pass`.
     pub(crate) async fn link_blob_settled(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         pass: crate::registry::gc_guard::PassState,
         mut spare: Option<SpareCopy>,
+        verified: bool,
     ) -> Result<()> {
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
         let data = layout::blob_data(digest.algorithm(), digest.hex());
         self.write_link(&link, digest).await?;
-        let reference = [crate::registry::gc_guard::Reference {
+        let mut reference = [crate::registry::gc_guard::Reference {
             digest: digest.clone(),
             paths: vec![data.clone()],
+            verified,
         }];
         let mut pass = pass;
         // Bounded: a restored copy is younger than any grace period, so a second round
@@ -201,6 +198,7 @@ impl Registry {
             tracing::info!(blob = %digest, "blob collected during its upload; storing the uploaded copy");
             pass = self.gc_pass_state().await?;
             copy.publish(self.driver.as_ref(), &data).await?;
+            reference[0].verified = true;
             self.write_link(&link, digest).await?;
         }
         if let Some(spare) = spare {

@@ -94,11 +94,39 @@ pub struct Reference {
     pub digest: Digest,
     /// Its files (blob data, a revision link).
     pub paths: Vec<String>,
+    /// The writer found (or wrote) these files in storage after its first reading of the pass
+    /// marker: with no pass overlapping, nothing can have removed them since.
+    pub verified: bool,
 }
+
+/// A node's last reading of the pass marker. Any reading taken before a writer looks at what
+/// it will reference serves as that writer's first reading: an older one only widens the
+/// window in which a pass counts as overlapping.
+#[derive(Default)]
+pub struct PassReading(tokio::sync::Mutex<Option<PassState>>);
 
 impl Registry {
     /// The pass marker as stored now (no pass ever: generation 0).
     pub async fn gc_pass_state(&self) -> Result<PassState> {
+        let state = self.read_pass().await?;
+        *self.pass_seen.0.lock().await = Some(state);
+        Ok(state)
+    }
+
+    /// A writer's first reading of the pass marker: this node's last reading when it has one
+    /// (taken before the caller looks at anything, which is all the protocol asks of it), else
+    /// one read now, shared by the requests waiting for it.
+    pub async fn gc_pass_before(&self) -> Result<PassState> {
+        let mut seen = self.pass_seen.0.lock().await;
+        if let Some(state) = *seen {
+            return Ok(state);
+        }
+        let state = self.read_pass().await?;
+        *seen = Some(state);
+        Ok(state)
+    }
+
+    async fn read_pass(&self) -> Result<PassState> {
         match self.driver.get_content(&pass_path()).await {
             Ok(body) => Ok(serde_json::from_slice(&body).unwrap_or_default()),
             Err(e) if e.is_not_found() => Ok(PassState::default()),
@@ -107,7 +135,9 @@ impl Registry {
     }
 
     /// The writer's check after its writes: the references whose files are missing. With no
-    /// pass overlapping `before`..now, only existence is checked; otherwise each reference is
+    /// pass overlapping `before`..now, only the existence of unverified references is checked
+    /// (what else removes files is a client's delete, which then comes after this write);
+    /// otherwise each reference is
     /// first marked as touched and waits out the sweeper's intent on it.
     pub(crate) async fn settle_references(
         &self,
@@ -144,14 +174,13 @@ impl Registry {
     ) -> Result<Option<Digest>> {
         if overlapped {
             self.touch_and_wait(r, generation).await?;
+        } else if r.verified {
+            return Ok(None);
         }
         let mut missing = None;
         for path in &r.paths {
-            match self.driver.stat(path).await {
-                Ok(info) if !info.is_dir => {}
-                Ok(_) => missing = Some(r.digest.clone()),
-                Err(e) if e.is_not_found() => missing = Some(r.digest.clone()),
-                Err(e) => return Err(e.into()),
+            if self.driver.size_of(path).await?.is_none() {
+                missing = Some(r.digest.clone());
             }
             if missing.is_some() {
                 break;

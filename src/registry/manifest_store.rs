@@ -167,7 +167,7 @@ impl Registry {
         let parsed = manifest_format::parse(content_type, &body)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         // Read before anything referenced is looked at: see `gc_guard`.
-        let pass = self.gc_pass_state().await?;
+        let pass = self.gc_pass_before().await?;
         if !self.options.validation_disabled {
             self.check_references(repo, &parsed).await?;
         }
@@ -196,9 +196,11 @@ impl Registry {
         use crate::registry::gc_guard::Reference;
         let blob = layout::blob_data(digest.algorithm(), digest.hex());
         let revision = layout::revision_link(repo.as_str(), digest.algorithm(), digest.hex());
+        // Its own files are written below, after `pass` was read.
         let mut refs = vec![Reference {
             digest: digest.clone(),
             paths: vec![blob.clone(), revision.clone()],
+            verified: true,
         }];
         if !self.options.validation_disabled {
             refs.extend(self.required_references(repo, parsed));
@@ -219,6 +221,10 @@ impl Registry {
                 return Err(RegistryError::ManifestBlobUnknown(gone.clone()));
             }
             pass = self.gc_pass_state().await?;
+            // Checked before this reading: checked again after the next writes.
+            for r in refs.iter_mut().skip(1) {
+                r.verified = false;
+            }
         }
         Err(RegistryError::Unavailable(format!(
             "{digest} was collected while it was pushed; retry"
@@ -244,6 +250,9 @@ impl Registry {
                 refs.push(Reference {
                     digest: d.digest.clone(),
                     paths: vec![layout::blob_data(d.digest.algorithm(), d.digest.hex())],
+                    // `check_references` found the data in storage after the first reading,
+                    // unless a cache answered for it.
+                    verified: self.cache.is_none(),
                 });
             }
         }
@@ -263,6 +272,7 @@ impl Registry {
                         layout::blob_data(alg, hex),
                         layout::revision_link(repo.as_str(), alg, hex),
                     ],
+                    verified: false,
                 });
             }
         }

@@ -144,6 +144,8 @@ pub struct Registry {
     cache: Option<Arc<dyn BlobDescriptorCache>>,
     /// Read-only mode switched at run time, cluster-wide (`wharf maintenance readonly`).
     read_only_switch: Arc<std::sync::atomic::AtomicBool>,
+    /// The last reading of the collector's pass marker (see `gc_guard`).
+    pass_seen: gc_guard::PassReading,
 }
 
 impl Registry {
@@ -157,6 +159,7 @@ impl Registry {
             manifests: manifest_cache::ManifestCache::new(MANIFEST_CACHE_BYTES),
             cache: None,
             read_only_switch: Arc::default(),
+            pass_seen: gc_guard::PassReading::default(),
         }
     }
 

@@ -71,7 +71,7 @@ impl Registry {
         body: BodyStream,
         visible_at: Option<&str>,
     ) -> Result<BlobInfo> {
-        let pass = self.gc_pass_state().await?;
+        let pass = self.gc_pass_before().await?;
         let request = UploadRequest {
             range: None,
             content_length: size,
@@ -81,7 +81,10 @@ impl Registry {
             None => self.store_verified(digest, request).await?,
             Some(path) => self.store_verified_at(path, digest, request).await?,
         };
-        self.link_blob_settled(repo, digest, pass, spare).await?;
+        // Stored at the blob's own path (and so found or written after `pass`) only without
+        // `visible_at`.
+        self.link_blob_settled(repo, digest, pass, spare, visible_at.is_none())
+            .await?;
         Ok(blob)
     }
 

@@ -91,8 +91,9 @@ impl Registry {
                 Bytes::from(started),
             )
             .await?;
-        self.driver
-            .prepare_append(&layout::upload_data(repo.as_str(), &uuid))
+        let note = self
+            .driver
+            .prepare_append_noted(&layout::upload_data(repo.as_str(), &uuid))
             .await?;
         let mut state = UploadState {
             name: repo.to_string(),
@@ -102,8 +103,10 @@ impl Registry {
             algorithm: (algorithm != Algorithm::Sha256).then(|| algorithm.name().to_string()),
             sha256_state: None,
             sha512_state: None,
+            note: None,
         };
         state.set_hasher(&HashState::new(algorithm));
+        state.note = note;
         Ok(self.progress(&state))
     }
 
@@ -122,6 +125,20 @@ impl Registry {
         uuid: &str,
         token: Option<&str>,
     ) -> Result<UploadState> {
+        let state = self.resume_token(repo, uuid, token)?;
+        self.check_session_exists(repo.as_str(), uuid).await?;
+        Ok(state)
+    }
+
+    /// Checks a session token against the URL it came with. For a token past offset 0 the
+    /// writer opening the session's data at that offset is what shows the session exists;
+    /// `out_of_order` looks for it when the data is not there.
+    fn resume_token(
+        &self,
+        repo: &RepositoryName,
+        uuid: &str,
+        token: Option<&str>,
+    ) -> Result<UploadState> {
         check_uuid(uuid)?;
         let token =
             token.ok_or_else(|| RegistryError::BlobUploadInvalid("missing upload state".into()))?;
@@ -135,19 +152,17 @@ impl Registry {
         state
             .algorithm()
             .map_err(|e| RegistryError::BlobUploadInvalid(e.to_string()))?;
-        self.check_session_exists(repo, uuid).await?;
         Ok(state)
     }
 
-    async fn check_session_exists(&self, repo: &RepositoryName, uuid: &str) -> Result<()> {
+    async fn check_session_exists(&self, repo: &str, uuid: &str) -> Result<()> {
         match self
             .driver
-            .stat(&layout::upload_started_at(repo.as_str(), uuid))
-            .await
+            .size_of(&layout::upload_started_at(repo, uuid))
+            .await?
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown),
-            Err(e) => Err(e.into()),
+            Some(_) => Ok(()),
+            None => Err(RegistryError::BlobUploadUnknown),
         }
     }
 
@@ -182,6 +197,10 @@ impl Registry {
     /// The answer to a request whose idea of the session is not what storage holds: 416
     /// with the stored range and a token describing it.
     async fn out_of_order(&self, state: UploadState) -> RegistryError {
+        // A cancelled session is unknown, whatever its token says.
+        if let Err(e) = self.check_session_exists(&state.name, &state.uuid).await {
+            return e;
+        }
         let size = match self.stored_size(&state).await {
             Ok(size) => size,
             Err(e) => return e,
@@ -205,7 +224,7 @@ impl Registry {
         let state = match self.resume(repo, uuid, token).await {
             Ok(state) => state,
             Err(RegistryError::BlobUploadInvalid(_)) => {
-                self.check_session_exists(repo, uuid).await?;
+                self.check_session_exists(repo.as_str(), uuid).await?;
                 let started = self
                     .driver
                     .get_content(&layout::upload_started_at(repo.as_str(), uuid))
@@ -218,6 +237,7 @@ impl Registry {
                     algorithm: None,
                     sha256_state: None,
                     sha512_state: None,
+                    note: None,
                 }
             }
             Err(e) => return Err(e),
@@ -235,7 +255,10 @@ impl Registry {
         mut chunk: UploadRequest,
     ) -> Result<UploadProgress> {
         self.check_writable()?;
-        let mut state = self.resume(repo, uuid, token).await?;
+        let mut state = self.resume_token(repo, uuid, token)?;
+        if state.offset == 0 {
+            self.check_session_exists(repo.as_str(), uuid).await?;
+        }
         let expected = chunk.expected_len()?;
         let algorithm = state.algorithm().unwrap_or(Algorithm::Sha256);
         let (mut writer, mut hasher) =
@@ -247,11 +270,11 @@ impl Registry {
             cancel(writer).await;
             return Err(e);
         }
-        match writer.commit().await {
-            Ok(()) => {}
+        let note = match writer.commit_noted().await {
+            Ok(note) => note,
             Err(StorageError::Busy(_)) => return Err(self.out_of_order(state).await),
             Err(e) => return Err(e.into()),
-        }
+        };
         if state.offset == 0 {
             // The session now holds acknowledged data: make it durable with it.
             match self
@@ -267,6 +290,7 @@ impl Registry {
         }
         self.save_hashstate(&state, &hasher).await;
         state.set_hasher(&hasher);
+        state.note = note;
         Ok(self.progress(&state))
     }
 
@@ -280,11 +304,14 @@ impl Registry {
         mut last_chunk: UploadRequest,
     ) -> Result<BlobInfo> {
         self.check_writable()?;
-        let state = self.resume(repo, uuid, token).await?;
+        let state = self.resume_token(repo, uuid, token)?;
+        if state.offset == 0 {
+            self.check_session_exists(repo.as_str(), uuid).await?;
+        }
         let digest: Digest = digest.parse()?;
         let expected = last_chunk.expected_len()?;
         // Read before the blob's data is looked at: see `gc_guard`.
-        let pass = self.gc_pass_state().await?;
+        let pass = self.gc_pass_before().await?;
         if state.offset == 0 && expected != Some(0) {
             // The whole blob comes with the PUT, and the session must hold nothing yet: a
             // body meant to start at 0 on a session that moved on is out of order.
@@ -302,7 +329,7 @@ impl Registry {
             // Independent: each waits for its own fsync, so they overlap.
             let ((), linked) = tokio::join!(
                 self.discard_upload(repo, uuid),
-                self.link_blob_settled(repo, &digest, pass, spare)
+                self.link_blob_settled(repo, &digest, pass, spare, true)
             );
             linked?;
             return Ok(blob);
@@ -314,6 +341,7 @@ impl Registry {
             Ok(opened) => Some(opened),
             // A stale token with nothing more to add: finish what is stored, rehashed.
             Err(stale) if expected == Some(0) => {
+                self.check_session_exists(repo.as_str(), uuid).await?;
                 let size = self.stored_size(&stale).await?;
                 let mut moved = stale.clone();
                 moved.at_offset(size);
@@ -361,12 +389,14 @@ impl Registry {
         }
         let linked = if spare.is_some() {
             // The spare copy lives in the session: link first, then discard the session.
-            let linked = self.link_blob_settled(repo, &digest, pass, spare).await;
+            let linked = self
+                .link_blob_settled(repo, &digest, pass, spare, true)
+                .await;
             self.discard_upload(repo, uuid).await;
             linked
         } else {
             let (linked, ()) = tokio::join!(
-                self.link_blob_settled(repo, &digest, pass, None),
+                self.link_blob_settled(repo, &digest, pass, None, true),
                 self.discard_upload(repo, uuid)
             );
             linked
@@ -391,7 +421,11 @@ impl Registry {
             return Ok(Err(state.clone()));
         }
         let path = layout::upload_data(&state.name, &state.uuid);
-        let writer = match self.driver.writer(&path, state.offset).await {
+        let writer = match self
+            .driver
+            .writer_noted(&path, state.offset, state.note.as_deref())
+            .await
+        {
             Ok(w) => w,
             Err(StorageError::OffsetMismatch { .. } | StorageError::Busy(_)) => {
                 return Ok(Err(state.clone()))
@@ -490,9 +524,10 @@ impl Registry {
     ) -> Result<BlobInfo> {
         self.check_writable()?;
         let digest: Digest = digest.parse()?;
-        let pass = self.gc_pass_state().await?;
+        let pass = self.gc_pass_before().await?;
         let (blob, spare) = self.store_verified(&digest, body).await?;
-        self.link_blob_settled(repo, &digest, pass, spare).await?;
+        self.link_blob_settled(repo, &digest, pass, spare, true)
+            .await?;
         Ok(blob)
     }
 

@@ -48,6 +48,10 @@ pub struct UploadState {
         skip_serializing_if = "Option::is_none"
     )]
     pub sha512_state: Option<String>,
+    /// The storage driver's note on the session's data at `offset`
+    /// ([`crate::storage::FileWriter::commit_noted`]), when it keeps one.
+    #[serde(rename = "WharfNote", default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why a `_state` token was refused.
@@ -126,6 +130,7 @@ impl UploadState {
         self.offset = offset;
         self.sha256_state = None;
         self.sha512_state = None;
+        self.note = None;
     }
 }
 
@@ -142,6 +147,7 @@ mod tests {
             algorithm: None,
             sha256_state: None,
             sha512_state: None,
+            note: None,
         }
     }
 

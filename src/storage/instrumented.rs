@@ -127,6 +127,10 @@ impl StorageDriver for InstrumentedDriver {
         self.timed("Stat", path, self.inner.stat(path)).await
     }
 
+    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+        self.timed("Stat", path, self.inner.size_of(path)).await
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
         self.timed("List", path, self.inner.list(path)).await
     }
@@ -192,6 +196,28 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn writer_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
+        let inner = self
+            .timed("Writer", path, self.inner.writer_noted(path, offset, note))
+            .await?;
+        Ok(Box::new(InstrumentedWriter {
+            inner,
+            driver: self.inner.name(),
+            path: path.to_string(),
+            written: 0,
+        }))
+    }
+
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        self.timed("Writer", path, self.inner.prepare_append_noted(path))
+            .await
+    }
+
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
         self.timed("Writer", path, self.inner.prepare_append(path))
             .await
@@ -251,6 +277,18 @@ impl FileWriter for InstrumentedWriter {
         timed(driver, "Commit", &path, inner.commit()).await?;
         metrics::bytes_pushed(written);
         Ok(())
+    }
+
+    async fn commit_noted(self: Box<Self>) -> Result<Option<String>, StorageError> {
+        let Self {
+            inner,
+            driver,
+            path,
+            written,
+        } = *self;
+        let note = timed(driver, "Commit", &path, inner.commit_noted()).await?;
+        metrics::bytes_pushed(written);
+        Ok(note)
     }
 
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {

@@ -142,6 +142,17 @@ pub trait StorageDriver: Send + Sync + 'static {
     ) -> Result<ByteStream, StorageError>;
     /// Size and kind of a path.
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError>;
+    /// Size of the file at `path`, `None` when there is none; for files written whole (blob
+    /// data, links, markers), never for one still open for appends, which backends that store
+    /// appends apart (S3) may not see. Directories count as none. Default: [`Self::stat`].
+    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+        match self.stat(path).await {
+            Ok(info) if !info.is_dir => Ok(Some(info.size)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Names of the direct children of a directory.
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError>;
     /// Direct children with whether each is a directory; drivers that learn
@@ -194,12 +205,29 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// [`StorageError::OffsetMismatch`]), so what a committed writer reports as the file's
     /// first `size()` bytes is what is stored.
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError>;
+    /// [`Self::writer`], given the note the file's last writer returned
+    /// ([`FileWriter::commit_noted`]): a backend may open the file with fewer reads, checking
+    /// the note against storage and ignoring it when it no longer holds. Default: ignored.
+    async fn writer_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
+        let _ = note;
+        self.writer(path, offset).await
+    }
     /// Creates `path` as an empty file open for appends, before any bytes arrive, where the
     /// backend's other writers expect one (S3: distribution's open multipart upload, which a
     /// registry:2 node looks for when it continues an upload). Default: nothing, the first
     /// [`Self::writer`] at offset 0 creates the file.
     async fn prepare_append(&self, _path: &str) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// [`Self::prepare_append`], returning a note for the first
+    /// [`Self::writer_noted`] of the file when the backend keeps one. Default: none.
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        self.prepare_append(path).await.map(|()| None)
     }
     /// Whether a file being appended through [`Self::writer`] can be read, up to its current
     /// size, while it is written (a filesystem); false where appended bytes become readable
@@ -350,6 +378,11 @@ pub trait FileWriter: Send {
     }
     /// Flushes everything to stable storage.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+    /// [`Self::commit`], returning a note for the next [`StorageDriver::writer_noted`] of the
+    /// file when the backend keeps one. Default: none.
+    async fn commit_noted(self: Box<Self>) -> Result<Option<String>, StorageError> {
+        self.commit().await.map(|()| None)
+    }
     /// Commits, then atomically moves the whole file to `to` (replacing it) before any other
     /// writer of the same path can append to it: `to` holds exactly the bytes this writer
     /// saw. Only for writers opened with [`StorageDriver::writer`].

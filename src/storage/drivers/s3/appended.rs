@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::client::{copy_ranges, io_error, Inner, PartCopy, PutCondition, MIN_PART};
+use super::spool::PartBody;
 use crate::storage::StorageError;
 
 /// One part of an open multipart upload.
@@ -62,6 +63,32 @@ pub(super) struct Record {
     /// completed them onto it), so that the next reader reads it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole: Option<String>,
+}
+
+/// What a writer's commit tells the next writer of the file (the note of
+/// [`crate::storage::FileWriter::commit_noted`]): the record it wrote and that record's entity
+/// tag. The next writer lists the parts of the recorded upload and checks them against it,
+/// instead of finding the upload and reading the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Note {
+    /// The record as written.
+    #[serde(rename = "r")]
+    pub record: Record,
+    /// Its entity tag; `None`: no record was written yet (the upload was just opened).
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl Note {
+    /// The note as text, for the caller to keep.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a note serializes")
+    }
+
+    /// A note read back; `None` if it is not one.
+    pub fn decode(text: &str) -> Option<Note> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// The key of the record of the file at `key`: in the same folder, under a name that no
@@ -165,14 +192,21 @@ pub(super) struct Appended {
 
 impl Appended {
     /// Where the file at `key` stands: its open upload and parts, the object at the key and
-    /// the record beside it.
+    /// the record beside it. The object is looked at only when no upload is open, unless
+    /// `object` asks for it (a reader checking whether it is the whole file): while an upload
+    /// is open the object is at most an outdated copy, which writers never read.
     ///
     /// An upload listed and then completed or aborted by a racing writer before its parts were
     /// read is read again; a file that keeps changing under the reads is
     /// [`StorageError::Busy`]: another request is writing it right now.
-    pub async fn load(s3: &Inner, key: &str, path: &str) -> Result<Appended, StorageError> {
+    pub async fn load(
+        s3: &Inner,
+        key: &str,
+        path: &str,
+        object: bool,
+    ) -> Result<Appended, StorageError> {
         for _ in 0..RELOADS {
-            if let Some(file) = Self::load_once(s3, key, path).await? {
+            if let Some(file) = Self::load_once(s3, key, path, object).await? {
                 return Ok(file);
             }
         }
@@ -184,19 +218,34 @@ impl Appended {
         s3: &Inner,
         key: &str,
         path: &str,
+        with_object: bool,
     ) -> Result<Option<Appended>, StorageError> {
         let record_key = record_key(key);
+        let head = || async {
+            if with_object {
+                Some(s3.head_object(key, path).await)
+            } else {
+                None
+            }
+        };
         let (upload, object, record) = tokio::join!(
             s3.first_upload(key, path),
-            s3.head_object(key, path),
+            head(),
             s3.get_object(&record_key, path, None, None),
         );
         let upload = upload?;
         let object = match object {
-            Ok(out) => Some((
-                out.content_length().unwrap_or(0).max(0) as u64,
-                out.e_tag().unwrap_or_default().to_string(),
-            )),
+            Some(object) => Some(object),
+            None if upload.is_none() => Some(s3.head_object(key, path).await),
+            None => None,
+        };
+        let object = match object.transpose() {
+            Ok(out) => out.map(|out| {
+                (
+                    out.content_length().unwrap_or(0).max(0) as u64,
+                    out.e_tag().unwrap_or_default().to_string(),
+                )
+            }),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
@@ -229,6 +278,30 @@ impl Appended {
             parts,
             object,
             record,
+        }))
+    }
+
+    /// The file as `note` describes it, if its upload is still open: the upload a writer
+    /// acknowledged stays the first open on the key until it is completed (a later one sorts
+    /// after it), and its parts are checked against the noted record as a loaded record's
+    /// would be. `None`: the upload was completed or aborted since; load the file instead.
+    pub async fn from_note(
+        s3: &Inner,
+        key: &str,
+        path: &str,
+        note: Note,
+    ) -> Result<Option<Appended>, StorageError> {
+        let upload = note.record.upload.clone();
+        let parts = match list_parts(s3, key, path, &upload).await {
+            Ok(parts) => parts,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Appended {
+            upload: Some(upload),
+            parts,
+            object: None,
+            record: note.etag.map(|etag| (note.record, etag)),
         }))
     }
 
@@ -277,20 +350,22 @@ impl Appended {
     }
 
     /// Replaces the record, if it is still the one this file was loaded with
-    /// ([`StorageError::Busy`] if not).
+    /// ([`StorageError::Busy`] if not); returns the new record's entity tag, when the store
+    /// gives it.
     pub async fn write_record(
         &self,
         s3: &Inner,
         key: &str,
         path: &str,
         record: &Record,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let body = serde_json::to_vec(record).expect("a record serializes");
         let condition = match &self.record {
             Some((_, etag)) => PutCondition::Matches(etag),
             None => PutCondition::Absent,
         };
-        s3.put(&record_key(key), path, Bytes::from(body), None, condition)
+        let body = PartBody::Memory(Bytes::from(body));
+        s3.put_tagged(&record_key(key), path, &body, None, condition)
             .await
     }
 
@@ -314,7 +389,7 @@ impl Appended {
         if completed.is_empty() {
             // A completion needs a part; an empty one makes an empty file.
             let etag = s3
-                .upload_part(key, path, upload, 1, Bytes::new())
+                .upload_part(key, path, upload, 1, &PartBody::Memory(Bytes::new()))
                 .await
                 .map_err(|e| gone_is_busy(e, path))?;
             completed.push(CompletedPart::builder().part_number(1).e_tag(etag).build());
@@ -398,9 +473,25 @@ impl Appended {
         };
         // Losing to a writer's commit only costs the next reader another completion.
         match self.write_record(s3, key, path, &record).await {
-            Ok(()) | Err(StorageError::Busy(_)) => Ok(()),
+            Ok(_) | Err(StorageError::Busy(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The size of the plain object at `key` (`Some(None)`: there is none) when one `HeadObject`
+/// settles it; `None` when the object is a completion's, which may be an outdated copy of a
+/// file open for appends ([`stat`] then).
+pub(super) async fn stat_whole(
+    s3: &Inner,
+    key: &str,
+    path: &str,
+) -> Result<Option<Option<u64>>, StorageError> {
+    match s3.head_object(key, path).await {
+        Ok(out) if from_completion(out.e_tag()) => Ok(None),
+        Ok(out) => Ok(Some(Some(out.content_length().unwrap_or(0).max(0) as u64))),
+        Err(e) if e.is_not_found() => Ok(Some(None)),
+        Err(e) => Err(e),
     }
 }
 
@@ -443,20 +534,22 @@ pub(super) async fn stat(
 }
 
 /// Reads a file: the whole object at its key, or a range of it. A file held by an open upload
-/// is first made whole at the key (and stays open for appends).
+/// is first made whole at the key (and stays open for appends); with `open` false, a key with
+/// no object is no file, whatever uploads are open on it.
 pub(super) async fn get(
     s3: &Inner,
     path: &str,
     range: Option<(u64, Option<u64>)>,
+    open: bool,
 ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StorageError> {
     let key = s3.key(path)?;
     let first = s3.get_object(&key, path, range, None).await;
     match &first {
         Ok(out) if !from_completion(out.e_tag()) => return first,
-        Err(e) if !e.is_not_found() => return first,
+        Err(e) if !e.is_not_found() || !open => return first,
         _ => {}
     }
-    let file = Appended::load(s3, &key, path).await?;
+    let file = Appended::load(s3, &key, path, true).await?;
     if file.upload.is_none() {
         return first;
     }
@@ -480,7 +573,7 @@ pub(super) async fn move_file(
     target: &str,
     path: &str,
 ) -> Result<(), StorageError> {
-    let file = Appended::load(s3, source, path).await?;
+    let file = Appended::load(s3, source, path, false).await?;
     if !file.exists() {
         return Err(StorageError::NotFound(path.to_string()));
     }

@@ -13,7 +13,6 @@ use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective, ObjectCannedAcl,
     ObjectIdentifier, ServerSideEncryption, StorageClass,
@@ -23,6 +22,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::spool::PartBody;
 use crate::storage::{path_components, StorageError};
 
 /// Smallest part S3 accepts, except for the last one.
@@ -286,31 +286,48 @@ impl Inner {
         metadata: Option<HashMap<String, String>>,
         condition: PutCondition<'_>,
     ) -> Result<(), StorageError> {
+        self.put_tagged(key, path, &PartBody::Memory(body), metadata, condition)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::put`], returning the new object's entity tag when the store gives it.
+    pub(super) async fn put_tagged(
+        &self,
+        key: &str,
+        path: &str,
+        body: &PartBody,
+        metadata: Option<HashMap<String, String>>,
+        condition: PutCondition<'_>,
+    ) -> Result<Option<String>, StorageError> {
+        let len = body.len();
+        let body = body.stream(path).await?;
         let w = &self.write;
         let (if_match, if_none_match) = match condition {
             PutCondition::Always => (None, None),
             PutCondition::Absent => (None, Some("*".to_string())),
             PutCondition::Matches(etag) => (Some(etag.to_string()), None),
         };
-        self.call("PutObject", path, || {
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .set_if_match(if_match.clone())
-                .set_if_none_match(if_none_match.clone())
-                .content_type("application/octet-stream")
-                .content_length(body.len() as i64)
-                .body(SdkStream::from(body.clone()))
-                .set_acl(w.acl.clone())
-                .set_storage_class(w.storage_class.clone())
-                .set_server_side_encryption(w.sse.clone())
-                .set_ssekms_key_id(w.kms_key.clone())
-                .set_metadata(metadata.clone())
-                .send()
-        })
-        .await?;
-        Ok(())
+        let out = self
+            .call("PutObject", path, || {
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_if_match(if_match.clone())
+                    .set_if_none_match(if_none_match.clone())
+                    .content_type("application/octet-stream")
+                    .content_length(len as i64)
+                    .body(body)
+                    .set_acl(w.acl.clone())
+                    .set_storage_class(w.storage_class.clone())
+                    .set_server_side_encryption(w.sse.clone())
+                    .set_ssekms_key_id(w.kms_key.clone())
+                    .set_metadata(metadata.clone())
+                    .send()
+            })
+            .await?;
+        Ok(out.e_tag().map(str::to_string))
     }
 
     /// Opens a multipart upload on `key`.
@@ -346,8 +363,10 @@ impl Inner {
         path: &str,
         upload: &str,
         number: i32,
-        body: Bytes,
+        body: &PartBody,
     ) -> Result<String, StorageError> {
+        let len = body.len();
+        let body = body.stream(path).await?;
         let out = self
             .call("UploadPart", path, || {
                 self.client
@@ -356,8 +375,8 @@ impl Inner {
                     .key(key)
                     .upload_id(upload)
                     .part_number(number)
-                    .content_length(body.len() as i64)
-                    .body(SdkStream::from(body.clone()))
+                    .content_length(len as i64)
+                    .body(body)
                     .send()
             })
             .await?;

@@ -8,12 +8,15 @@
 //! `data` key ([`StorageDriver::prepare_append`]). A PATCH, in order:
 //! 1. [`StorageDriver::writer`] finds the file: the first open multipart upload on the key
 //!    (`ListMultipartUploads`), its parts (`ListParts`) and Wharf's parts record beside it;
-//!    any other size than the offset is `OffsetMismatch`.
+//!    any other size than the offset is `OffsetMismatch`. Given the note of the last commit
+//!    ([`StorageDriver::writer_noted`]: the record it wrote), only the parts of the noted
+//!    upload are listed, while that upload is still open.
 //! 2. Each write buffers the body and uploads every full part (`UploadPart`); after a short
 //!    last part, the upload is first completed and a new one opened from the object.
 //! 3. The commit uploads the rest as the last part and replaces the parts record, conditional
 //!    on the record the writer opened with: of two writers racing at one offset only the
 //!    first to commit succeeds.
+//!    The new record and its entity tag are the commit's note.
 //!
 //! The closing PUT completes the upload with exactly the parts the writer knows and copies the
 //! object to the blob's key: final blobs are placed by server-side operations only
@@ -27,7 +30,7 @@
 //! `appended` (the layout of an appended file), `purge` (stale multipart uploads), `bulk`
 //! (deleting many trees at once),
 //! `settings` (configuration to client: the only one that reads `config`), `client` (every
-//! S3 call), `http` (the HTTP client under the SDK).
+//! S3 call), `spool` (bytes waiting to become a part), `http` (the HTTP client under the SDK).
 
 mod appended;
 mod bulk;
@@ -35,6 +38,7 @@ mod client;
 mod http;
 mod purge;
 mod settings;
+mod spool;
 mod writer;
 
 use std::sync::Arc;
@@ -110,8 +114,10 @@ impl StorageDriver for S3Driver {
         self.s3.name
     }
 
+    // Small files are written whole: a key with no object holds none, whatever uploads are
+    // open on it (files open for appends are read through `reader`).
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
-        let out = appended::get(&self.s3, path, None).await?;
+        let out = appended::get(&self.s3, path, None, false).await?;
         let size = out.content_length().unwrap_or(0).max(0) as usize;
         let mut body = out.body;
         let mut buf = BytesMut::with_capacity(size);
@@ -156,7 +162,7 @@ impl StorageDriver for S3Driver {
         let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
-        let out = appended::get(&self.s3, path, range).await?;
+        let out = appended::get(&self.s3, path, range, true).await?;
         use futures_util::StreamExt as _;
         let mut stream = into_stream(path, out.body);
         // The first bytes arrive before the caller answers its client: storage failing at
@@ -192,6 +198,22 @@ impl StorageDriver for S3Driver {
             })
         } else {
             Err(StorageError::NotFound(path.to_string()))
+        }
+    }
+
+    // One `HeadObject`: a file written whole is a plain object; only an object a completion
+    // left (which may be an outdated copy of a file open for appends) is looked at further.
+    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+        let key = self.s3.key(path)?;
+        if key.is_empty() || key.ends_with('/') {
+            return Ok(None);
+        }
+        match appended::stat_whole(&self.s3, &key, path).await? {
+            Some(size) => Ok(size),
+            None => match appended::stat(&self.s3, &key, path).await? {
+                Some((size, _)) => Ok(Some(size)),
+                None => Ok(None),
+            },
         }
     }
 
@@ -260,13 +282,28 @@ impl StorageDriver for S3Driver {
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
+        self.writer_noted(path, offset, None).await
+    }
+
+    // The note is the record the last writer wrote: its upload's parts are listed and checked
+    // against it, instead of finding the upload and reading the record.
+    async fn writer_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
         Ok(Box::new(
-            S3Writer::append(self.s3.clone(), path, offset).await?,
+            S3Writer::append(self.s3.clone(), path, offset, note).await?,
         ))
     }
 
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
-        S3Writer::prepare(&self.s3, path).await
+        S3Writer::prepare(&self.s3, path).await.map(|_| ())
+    }
+
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        S3Writer::prepare(&self.s3, path).await.map(Some)
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {

@@ -14,10 +14,11 @@
 use std::sync::Arc;
 
 use aws_sdk_s3::types::CompletedPart;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::appended::{self, parts_digest, Appended, Part, Record};
+use super::appended::{self, parts_digest, Appended, Note, Part, Record};
 use super::client::{Inner, PutCondition, MIN_PART};
+use super::spool::{PartBody, Spool};
 use crate::storage::{FileWriter, StorageError};
 
 /// What commit publishes.
@@ -31,6 +32,8 @@ enum Kind {
         /// An upload this writer opened that nothing acknowledged refers to yet: aborted if
         /// the writer gives up.
         created: Option<String>,
+        /// Opened from a note, by listing the upload's parts just now.
+        noted: bool,
     },
     /// `atomic_writer(path)`: nothing at the key until commit. Files larger than a part are
     /// uploaded under a staging key, completed there and copied: an open upload on a file's
@@ -41,8 +44,8 @@ enum Kind {
     },
 }
 
-/// An open writer, buffering at most one part (plus, right after a restart, the bytes of a
-/// short file read back).
+/// An open writer, holding at most one part (plus, right after a restart, the bytes of a
+/// short file read back), in memory only while small (see [`Spool`]).
 pub(super) struct S3Writer {
     s3: Arc<Inner>,
     path: String,
@@ -52,7 +55,7 @@ pub(super) struct S3Writer {
     /// Parts 1..=n hold the start of the file.
     parts: Vec<Part>,
     /// Bytes after the parts, not yet stored.
-    buf: BytesMut,
+    buf: Spool,
     /// Committed or cancelled: nothing to clean up on drop.
     finished: bool,
 }
@@ -72,19 +75,29 @@ impl S3Writer {
             kind: Kind::Atomic { staging },
             upload: None,
             parts: Vec::new(),
-            buf: BytesMut::new(),
+            buf: Spool::default(),
             finished: false,
         })
     }
 
-    /// A writer appending at `offset` to what is stored at `path`.
+    /// A writer appending at `offset` to what is stored at `path`, opened from the last
+    /// writer's note when it still holds.
     pub(super) async fn append(
         s3: Arc<Inner>,
         path: &str,
         offset: u64,
+        note: Option<&str>,
     ) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
-        let opened = Appended::load(&s3, &key, path).await?;
+        let noted = match note.and_then(Note::decode) {
+            Some(note) => Appended::from_note(&s3, &key, path, note).await?,
+            None => None,
+        };
+        let from_note = noted.is_some();
+        let opened = match noted {
+            Some(file) => file,
+            None => Appended::load(&s3, &key, path, false).await?,
+        };
         opened.check(path)?;
         if opened.size() != offset {
             return Err(StorageError::OffsetMismatch {
@@ -103,17 +116,25 @@ impl S3Writer {
                 opened,
                 ready: false,
                 created: None,
+                noted: from_note,
             },
-            buf: BytesMut::new(),
+            buf: Spool::default(),
             finished: false,
         })
     }
 
-    /// Opens an empty file for appends: an upload with no parts.
-    pub(super) async fn prepare(s3: &Inner, path: &str) -> Result<(), StorageError> {
+    /// Opens an empty file for appends: an upload with no parts. Returns the note for its
+    /// first writer (no record yet).
+    pub(super) async fn prepare(s3: &Inner, path: &str) -> Result<String, StorageError> {
         let key = s3.key(path)?;
-        s3.create_upload(&key, path).await?;
-        Ok(())
+        let upload = s3.create_upload(&key, path).await?;
+        let record = Record {
+            upload,
+            parts: 0,
+            digest: parts_digest(&[]),
+            whole: None,
+        };
+        Ok(Note { record, etag: None }.encode())
     }
 
     /// Makes sure parts can be added after `self.parts`: an upload exists, and its last part
@@ -133,12 +154,16 @@ impl S3Writer {
                 opened,
                 ready,
                 created,
+                noted,
             } => {
                 // A reader may have made the file whole since it was opened (completing its
                 // upload and opening another with the same bytes), as may registry:2's
                 // writer: go on from the file as it is now, if it still holds what it held.
-                if s3.first_upload(&key, &path).await? != self.upload {
-                    let now = Appended::load(&s3, &key, &path).await?;
+                // A writer opened from a note listed its upload's parts just now; should the
+                // upload be completed since, its part upload fails and the request is told
+                // to go on from the stored size.
+                if !*noted && s3.first_upload(&key, &path).await? != self.upload {
+                    let now = Appended::load(&s3, &key, &path, false).await?;
                     now.check(&path)?;
                     if now.size() != opened.size() {
                         return Err(StorageError::Busy(path));
@@ -174,9 +199,8 @@ impl S3Writer {
                             // Part 1 is a copy of the short file, so that it stays whole if
                             // this writer stops; its bytes are read back and sent again as
                             // the start of the new part 1.
-                            let mut start = appended::read_small(&s3, &key, &path, &etag).await?;
-                            start.extend_from_slice(&self.buf);
-                            self.buf = start;
+                            let start = appended::read_small(&s3, &key, &path, &etag).await?;
+                            self.buf.prepend(start, &path).await?;
                             self.parts.clear();
                         } else {
                             self.parts = parts;
@@ -191,13 +215,13 @@ impl S3Writer {
     }
 
     /// Uploads the next part; [`Self::make_ready`] was called.
-    async fn push_part(&mut self, body: Bytes) -> Result<(), StorageError> {
+    async fn push_part(&mut self, body: PartBody) -> Result<(), StorageError> {
         let upload = self.upload.clone().expect("an upload is ready");
         let number = self.parts.len() as i32 + 1;
-        let size = body.len() as u64;
+        let size = body.len();
         let etag = match self
             .s3
-            .upload_part(self.upload_key(), &self.path, &upload, number, body)
+            .upload_part(self.upload_key(), &self.path, &upload, number, &body)
             .await
         {
             Ok(etag) => etag,
@@ -248,13 +272,16 @@ impl S3Writer {
     async fn flush(&mut self) -> Result<(), StorageError> {
         if !self.buf.is_empty() {
             self.make_ready().await?;
-            let rest = self.buf.split().freeze();
+            let n = self.buf.len();
+            let rest = self.buf.front(n, &self.path).await?;
             self.push_part(rest).await?;
+            self.buf.consume(n, &self.path).await?;
         }
         Ok(())
     }
 
-    async fn commit_append(&mut self) -> Result<(), StorageError> {
+    /// Stores the rest and replaces the record; returns the note for the next writer.
+    async fn commit_append(&mut self) -> Result<Option<String>, StorageError> {
         self.flush().await?;
         if self.upload.is_none() {
             // Nothing stored yet: an empty upload, which registry:2 nodes find and continue.
@@ -269,18 +296,27 @@ impl S3Writer {
             digest: parts_digest(&self.parts),
             whole: None,
         };
-        opened
+        let etag = opened
             .write_record(&self.s3, &self.key, &self.path, &record)
-            .await
+            .await?;
+        Ok(etag.map(|etag| {
+            Note {
+                record,
+                etag: Some(etag),
+            }
+            .encode()
+        }))
     }
 
     async fn commit_atomic(&mut self) -> Result<(), StorageError> {
         match self.upload.clone() {
             None => {
-                let body = self.buf.split().freeze();
+                let n = self.buf.len();
+                let body = self.buf.front(n, &self.path).await?;
                 self.s3
-                    .put(&self.key, &self.path, body, None, PutCondition::Always)
+                    .put_tagged(&self.key, &self.path, &body, None, PutCondition::Always)
                     .await
+                    .map(|_| ())
             }
             Some(upload) => {
                 self.flush().await?;
@@ -322,31 +358,42 @@ impl Drop for S3Writer {
 
 #[async_trait::async_trait]
 impl FileWriter for S3Writer {
-    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
-        self.buf.extend_from_slice(&data);
-        let part = self.s3.part_size.max(MIN_PART) as usize;
-        while self.buf.len() >= part {
-            // First: a restart may put the bytes of a short file in front of the buffer.
-            self.make_ready().await?;
-            let chunk = self.buf.split_to(part).freeze();
-            self.push_part(chunk).await?;
+    async fn write(&mut self, mut data: Bytes) -> Result<(), StorageError> {
+        let part = self.s3.part_size.max(MIN_PART);
+        // Bounded: each round holds more bytes or stores a part.
+        while !data.is_empty() || self.buf.len() >= part {
+            // At most a part is held: a longer body goes up part by part as it arrives.
+            let room = part.saturating_sub(self.buf.len()).min(data.len() as u64);
+            let now = data.split_to(room as usize);
+            self.buf.push(&now, &self.path).await?;
+            while self.buf.len() >= part {
+                // First: a restart may put the bytes of a short file in front of the buffer.
+                self.make_ready().await?;
+                let chunk = self.buf.front(part, &self.path).await?;
+                self.push_part(chunk).await?;
+                self.buf.consume(part, &self.path).await?;
+            }
         }
         Ok(())
     }
 
     fn size(&self) -> u64 {
-        self.parts.iter().map(|p| p.size).sum::<u64>() + self.buf.len() as u64
+        self.parts.iter().map(|p| p.size).sum::<u64>() + self.buf.len()
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+    async fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.commit_noted().await.map(|_| ())
+    }
+
+    async fn commit_noted(mut self: Box<Self>) -> Result<Option<String>, StorageError> {
         let result = match self.kind {
             Kind::Append { .. } => self.commit_append().await,
-            Kind::Atomic { .. } => self.commit_atomic().await,
+            Kind::Atomic { .. } => self.commit_atomic().await.map(|()| None),
         };
         match result {
-            Ok(()) => {
+            Ok(note) => {
                 self.finished = true;
-                Ok(())
+                Ok(note)
             }
             // A failed publish of an atomic write leaves nothing behind.
             Err(e) if matches!(self.kind, Kind::Atomic { .. }) => {
