@@ -256,6 +256,7 @@ impl Generation {
             .issuer
             .as_ref()
             .and_then(|issuer| issuer.watch_docker_auth_file());
+        reload_status::work_running(running.names());
         running
     }
 
@@ -266,6 +267,14 @@ impl Generation {
         let leases = self.leases.clone();
         match work {
             Work::Health => {
+                let h = &config.health;
+                if !h.storagedriver.enabled
+                    && h.file.is_empty()
+                    && h.http.is_empty()
+                    && h.tcp.is_empty()
+                {
+                    return false;
+                }
                 let probe = crate::storage_probe(fixed.driver.clone());
                 ops::health::start(&config.health, probe, &fixed.health, tasks);
             }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod mirror;
 pub mod notify;
 pub mod ops;
+pub mod referenced_files;
 pub mod registry;
 pub mod storage;
 pub(crate) mod tls_client;

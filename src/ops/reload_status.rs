@@ -25,6 +25,8 @@ pub struct ReloadState {
     /// How often each piece of background work was started: once with the process, again by
     /// each reload that changed what it is built from.
     pub work_started: BTreeMap<&'static str, u64>,
+    /// The background work running now.
+    pub work_running: Vec<&'static str>,
 }
 
 static STATE: LazyLock<Mutex<ReloadState>> = LazyLock::new(Mutex::default);
@@ -68,6 +70,11 @@ pub fn applied(restart_pending: Vec<String>) {
 pub fn work_started(name: &'static str) {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     *s.work_started.entry(name).or_default() += 1;
+}
+
+/// Records the background work running now.
+pub fn work_running(names: Vec<&'static str>) {
+    STATE.lock().unwrap_or_else(|e| e.into_inner()).work_running = names;
 }
 
 /// Records a refused reload.
