@@ -599,13 +599,11 @@ pub async fn serve(
         Some(socket) => http::server::Listener::Tcp(
             tokio::net::TcpListener::from_std(socket).map_err(bind_error)?,
         ),
-        None => http::server::Listener::bind(
-            &config.http.net,
-            &config.http.addr,
-            config.http.reuseport,
-        )
-        .await
-        .map_err(bind_error)?,
+        None => {
+            http::server::Listener::bind(&config.http.net, &config.http.addr, config.http.reuseport)
+                .await
+                .map_err(bind_error)?
+        }
     };
     let hangup = generation::Reloader::hangup_signal()
         .map_err(|e| StartError::Invalid(format!("cannot handle SIGHUP: {e}")))?;

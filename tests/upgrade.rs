@@ -235,7 +235,13 @@ fn a_socket_activated_upgrade_refuses_nothing() {
     .unwrap();
     let (old_debug, new_debug) = (free_port(), free_port());
     let (old_log, new_log) = (dir.path().join("old.stderr"), dir.path().join("new.stderr"));
-    let mut old = spawn_activated("wharf (activated, old)", &manager, &config, old_debug, &old_log);
+    let mut old = spawn_activated(
+        "wharf (activated, old)",
+        &manager,
+        &config,
+        old_debug,
+        &old_log,
+    );
     wait_ready(&mut old, old_debug, &old_log);
     // The config's address is the manager's: a process that bound it itself (without
     // reuseport) would have been refused `address in use` and never got ready.
@@ -251,19 +257,30 @@ fn a_socket_activated_upgrade_refuses_nothing() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let mut new = spawn_activated("wharf (activated, new)", &manager, &config, new_debug, &new_log);
+    let mut new = spawn_activated(
+        "wharf (activated, new)",
+        &manager,
+        &config,
+        new_debug,
+        &new_log,
+    );
     wait_ready(&mut new, new_debug, &new_log);
     std::thread::sleep(Duration::from_millis(500));
     old.signal("TERM");
-    let exited = old.wait_exit(LIMIT).expect("the old process exits after draining");
-    assert!(exited.success(), "old process: {exited}\n{}", read_text(&old_log));
+    let exited = old
+        .wait_exit(LIMIT)
+        .expect("the old process exits after draining");
+    assert!(
+        exited.success(),
+        "old process: {exited}\n{}",
+        read_text(&old_log)
+    );
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
     worker.join().unwrap();
     let (requests, failures) = result.lock().unwrap().take().unwrap();
-    let served = |log: &std::path::Path| {
-        log_lines(&read_text(log), |l| l.contains("msg=\"request\"")).len()
-    };
+    let served =
+        |log: &std::path::Path| log_lines(&read_text(log), |l| l.contains("msg=\"request\"")).len();
     println!(
         "socket-activated upgrade: {requests} requests answered by the client loop, {} failed; access lines: old process {}, new process {}",
         failures.len(),
