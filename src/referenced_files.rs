@@ -42,19 +42,38 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
     Ok(warnings)
 }
 
-/// `serve` creates a missing file and reads it at each login: one it cannot read (or a
-/// folder) would refuse every user, so it is an error here.
+/// `serve` creates a missing file (which fails when its folder does not exist) and reads the
+/// file at each login: one it cannot read refuses every user, so it is an error here. A folder
+/// is what registry:2 (and `serve`) start with, refusing every login: a warning.
 fn htpasswd(path: &Path) -> Result<Option<String>, StartError> {
     let named = |kind: io::ErrorKind, why: String| {
         StartError::Htpasswd(io::Error::new(kind, format!("{}: {why}", path.display())))
     };
     match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(format!(
-            "auth.htpasswd.path: {} does not exist; serve creates it with user docker and a random password",
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let folder = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !folder.is_dir() {
+                return Err(named(
+                    e.kind(),
+                    format!(
+                        "does not exist and cannot be created: {} is not a folder",
+                        folder.display()
+                    ),
+                ));
+            }
+            Ok(Some(format!(
+                "auth.htpasswd.path: {} does not exist; serve creates it with user docker and a random password",
+                path.display()
+            )))
+        }
+        Err(e) => Err(named(e.kind(), e.to_string())),
+        Ok(m) if m.is_dir() => Ok(Some(format!(
+            "auth.htpasswd.path: {} is a folder: every login will be refused",
             path.display()
         ))),
-        Err(e) => Err(named(e.kind(), e.to_string())),
-        Ok(m) if m.is_dir() => Err(named(io::ErrorKind::InvalidInput, "is a directory".into())),
         Ok(_) => {
             let text = std::fs::read_to_string(path).map_err(|e| named(e.kind(), e.to_string()))?;
             let users = auth::htpasswd::parse_file(&text);

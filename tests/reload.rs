@@ -414,6 +414,7 @@ fn reloads_move_redis_gc_health_purging_validation_restarting_only_what_changed(
     assert!(!first.contains_key("garbage collection"), "{first:?}");
     assert!(!first.contains_key("health checks"), "{first:?}");
     let before = push_blob(&reg, "reload/redis", b"cached in the first redis");
+    pull(&reg, "reload/redis", &before);
     assert!(redis_keys_naming(&one, &before) > 0, "{:?}", one.keys("*"));
 
     // The log level alone: nothing restarts.
@@ -431,6 +432,7 @@ fn reloads_move_redis_gc_health_purging_validation_restarting_only_what_changed(
     fs::write(reg.config_path(), moved).unwrap();
     reload(&mut reg, 2.0);
     let after = push_blob(&reg, "reload/redis", b"cached in the second redis");
+    pull(&reg, "reload/redis", &after);
     pull(&reg, "reload/redis", &before);
     assert!(redis_keys_naming(&two, &after) > 0, "{:?}", two.keys("*"));
     assert!(
