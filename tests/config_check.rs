@@ -227,7 +227,8 @@ fn config_diff_names_live_and_restart_changes() {
 
 /// `config check` opens what the configuration names, as `serve` does: a missing or broken
 /// certificate, key, bundle or password file is refused naming its key and file; a missing
-/// htpasswd file (which `serve` creates) is only a warning, and the check creates nothing.
+/// htpasswd file (which `serve` creates) or a folder (registry:2 starts with one) is only a
+/// warning, and the check creates nothing.
 #[test]
 fn config_check_opens_the_files_a_config_names() {
     use support::auth::{ec_key, self_signed};
@@ -265,7 +266,7 @@ fn config_check_opens_the_files_a_config_names() {
         )
     };
     let issuer = |k: &str, c: &str| {
-        format!("tokenissuer:\n  key: {k}\n  certificate: {c}\n  users: {{}}\n  acl: []\n")
+        format!("tokenissuer:\n  issuer: i\n  service: s\n  key: {k}\n  certificate: {c}\n  users: {{}}\n  acl: []\n")
     };
     let htpasswd = |p: &str| format!("auth:\n  htpasswd: {{realm: r, path: {p}}}\n");
 
@@ -284,7 +285,7 @@ fn config_check_opens_the_files_a_config_names() {
     let none = at("none.crt");
     let garbage = at("garbage.pem");
     let docker_auth = format!(
-        "tokenissuer:\n  key: {key}\n  certificate: {cert}\n  dockerauthconfig: {}\n",
+        "tokenissuer:\n  issuer: i\n  service: s\n  key: {key}\n  certificate: {cert}\n  dockerauthconfig: {}\n",
         at("none.yml")
     );
     let bad = [
@@ -331,10 +332,10 @@ fn config_check_opens_the_files_a_config_names() {
             at("none.yml"),
         ),
         (
-            "htpasswd folder",
-            htpasswd(&at("folder")),
+            "htpasswd in no folder",
+            htpasswd(&at("none/htpasswd")),
             "auth.htpasswd.path",
-            at("folder"),
+            at("none/htpasswd"),
         ),
     ];
     for (what, extra, key, file) in &bad {
@@ -359,4 +360,8 @@ fn config_check_opens_the_files_a_config_names() {
         !Path::new(&at("later")).exists(),
         "config check created the file"
     );
+    // A folder: registry:2 starts with it (and refuses every login); a warning.
+    let out = write("folder.yml", &htpasswd(&at("folder")));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("is a folder"), "{}", out.stderr);
 }
