@@ -73,7 +73,17 @@ pub(crate) struct Generation {
 }
 
 /// Keys the registry (its options and blob-descriptor cache) is built from.
-const REGISTRY_KEYS: &[&str] = &["storage", "redis", "validation", "catalog", "tags"];
+const REGISTRY_KEYS: &[&str] = &[
+    "storage.delete",
+    "storage.maintenance.readonly",
+    "storage.redirect",
+    "storage.cache",
+    "storage.tag",
+    "redis",
+    "validation",
+    "catalog",
+    "tags",
+];
 /// Keys the cluster leases are built from.
 const LEASE_KEYS: &[&str] = &["redis"];
 /// Keys the pull-through cache is built from (its claims use the leases).
@@ -119,7 +129,12 @@ impl Work {
     fn affected_by(self, changes: &[Change]) -> bool {
         let keys: &[&[&str]] = match self {
             Work::Health => &[&["health"]],
-            Work::CacheWatch | Work::UploadPurging => &[REGISTRY_KEYS, LEASE_KEYS],
+            Work::CacheWatch => &[REGISTRY_KEYS],
+            Work::UploadPurging => &[
+                REGISTRY_KEYS,
+                LEASE_KEYS,
+                &["storage.maintenance.uploadpurging"],
+            ],
             Work::Notifications => &[NOTIFIER_KEYS],
             Work::Gc => &[REGISTRY_KEYS, LEASE_KEYS, &["gc"]],
             Work::CacheExpiry => &[REGISTRY_KEYS, LEASE_KEYS, MIRROR_KEYS],
