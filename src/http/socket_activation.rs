@@ -5,6 +5,7 @@
 //! queue instead of being refused or reset.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 
 /// `SD_LISTEN_FDS_START`.
@@ -41,8 +42,9 @@ pub fn inherited_listener() -> io::Result<Option<std::net::TcpListener>> {
         }
     }
     // SAFETY: the service manager passed descriptor 3 to this process (LISTEN_PID is ours)
-    // and nothing else in the process owns it.
-    let socket = unsafe { socket2::Socket::from_raw_fd(FIRST_FD) };
+    // and nothing else in the process owns it. Until it is known to be a listening TCP
+    // socket it is not closed: it stays whoever's it is.
+    let socket = ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(FIRST_FD) });
     let not_usable = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -55,14 +57,12 @@ pub fn inherited_listener() -> io::Result<Option<std::net::TcpListener>> {
         .as_socket()
         .is_some();
     if !is_inet || socket.r#type()? != socket2::Type::STREAM {
-        // Not ours to close: leave the descriptor to whoever passed it.
-        std::mem::forget(socket);
         return Err(not_usable("is not a TCP socket"));
     }
     if !socket.is_listener()? {
-        std::mem::forget(socket);
         return Err(not_usable("is not listening"));
     }
+    let socket = ManuallyDrop::into_inner(socket);
     socket.set_nonblocking(true)?;
     Ok(Some(socket.into()))
 }
