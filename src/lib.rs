@@ -15,6 +15,7 @@ pub mod http;
 pub mod mirror;
 pub mod notify;
 pub mod ops;
+pub mod referenced_files;
 pub mod registry;
 pub mod storage;
 pub(crate) mod tls_client;
@@ -592,13 +593,21 @@ pub async fn serve(
         });
         tracing::info!(addr = %bound, "debug server listening");
     }
-    let listener =
-        http::server::Listener::bind(&config.http.net, &config.http.addr, config.http.reuseport)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.http.addr.clone(),
-                source,
-            })?;
+    let bind_error = |source| StartError::Bind {
+        addr: config.http.addr.clone(),
+        source,
+    };
+    // A socket passed by a service manager (LISTEN_FDS) outlives this process: see the README.
+    let listener = match http::socket_activation::inherited_listener().map_err(bind_error)? {
+        Some(socket) => http::server::Listener::Tcp(
+            tokio::net::TcpListener::from_std(socket).map_err(bind_error)?,
+        ),
+        None => {
+            http::server::Listener::bind(&config.http.net, &config.http.addr, config.http.reuseport)
+                .await
+                .map_err(bind_error)?
+        }
+    };
     let hangup = generation::Reloader::hangup_signal()
         .map_err(|e| StartError::Invalid(format!("cannot handle SIGHUP: {e}")))?;
     let reloader = generation::Reloader::start(source, fixed, &loaded, first);

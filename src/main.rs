@@ -82,11 +82,14 @@ enum MaintenanceMode {
     },
 }
 
-/// Loads and checks `path` as `serve` would, without touching storage or the network.
+/// Loads and checks `path` as `serve` would, the files it names opened and parsed, without
+/// touching storage or the network.
 fn check(path: &std::path::Path) -> Result<wharf::config::Loaded, String> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let loaded = wharf::config::load(Some(path), &env).map_err(|e| e.to_string())?;
+    let mut loaded = wharf::config::load(Some(path), &env).map_err(|e| e.to_string())?;
     wharf::check(&loaded.config).map_err(|e| e.to_string())?;
+    let warnings = wharf::referenced_files::check(&loaded.config).map_err(|e| e.to_string())?;
+    loaded.warnings.extend(warnings);
     Ok(loaded)
 }
 

@@ -55,16 +55,19 @@ const LIVE: &[&str] = &[
 /// Whether a change of `key` applies live; everything not listed needs a restart (listen
 /// addresses, `http.secret`, TLS, the storage driver and its root, ...).
 pub fn applies(key: &str) -> Applies {
-    let live = LIVE.iter().any(|prefix| {
-        key.len() >= prefix.len()
-            && key[..prefix.len()].eq_ignore_ascii_case(prefix)
-            && (key.len() == prefix.len() || key.as_bytes()[prefix.len()] == b'.')
-    });
-    if live {
+    if LIVE.iter().any(|prefix| within(key, prefix)) {
         Applies::Live
     } else {
         Applies::NeedsRestart
     }
+}
+
+/// Whether the dotted `key` is `prefix` or lies under it (`gc.interval` is within `gc`, not
+/// within `g`).
+pub fn within(key: &str, prefix: &str) -> bool {
+    key.len() >= prefix.len()
+        && key[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && (key.len() == prefix.len() || key.as_bytes()[prefix.len()] == b'.')
 }
 
 /// Every key whose value differs between the trees `old` and `new`, with when it applies.

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-pub use change::{diff, Applies, Change};
+pub use change::{diff, within, Applies, Change};
 pub use console::{CorsConfig, UiConfig};
 pub use docker_auth::{parse_docker_auth, read_docker_auth, DockerAuthFile};
 pub use duration::parse_go_duration;

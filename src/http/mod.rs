@@ -3,4 +3,5 @@
 pub mod cors;
 pub mod limits;
 pub mod server;
+pub mod socket_activation;
 pub mod tls;

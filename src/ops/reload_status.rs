@@ -1,6 +1,7 @@
 //! Configuration reloads of this process, for `/debug/vars` and the
 //! `wharf_config_reloads_total{result}` counter.
 
+use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{IntCounterVec, Opts};
@@ -21,6 +22,11 @@ pub struct ReloadState {
     pub last_attempt: Option<String>,
     /// Keys changed in the file that only a restart applies.
     pub restart_pending: Vec<String>,
+    /// How often each piece of background work was started: once with the process, again by
+    /// each reload that changed what it is built from.
+    pub work_started: BTreeMap<&'static str, u64>,
+    /// The background work running now.
+    pub work_running: Vec<&'static str>,
 }
 
 static STATE: LazyLock<Mutex<ReloadState>> = LazyLock::new(Mutex::default);
@@ -58,6 +64,17 @@ pub fn applied(restart_pending: Vec<String>) {
     s.last_result = Some("applied");
     s.last_attempt = Some(now());
     s.restart_pending = restart_pending;
+}
+
+/// Records that background work `name` was started.
+pub fn work_started(name: &'static str) {
+    let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    *s.work_started.entry(name).or_default() += 1;
+}
+
+/// Records the background work running now.
+pub fn work_running(names: Vec<&'static str>) {
+    STATE.lock().unwrap_or_else(|e| e.into_inner()).work_running = names;
 }
 
 /// Records a refused reload.
