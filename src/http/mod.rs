@@ -2,5 +2,6 @@
 
 pub mod cors;
 pub mod limits;
+pub mod sendfile;
 pub mod server;
 pub mod tls;
