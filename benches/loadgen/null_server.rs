@@ -1,6 +1,7 @@
 //! The machine's ceiling for the read workloads: an HTTP/1 server on loopback that does no
 //! work. Every GET answers `--size` bytes from one buffer in memory (a `Range` its length),
-//! every HEAD and `GET /v2/` an empty 200. Run the read workloads against it with `--no-seed`:
+//! a blob's HEAD that size with no body,
+//! any other request an empty 200. Run the read workloads against it with `--no-seed`:
 //! whatever a registry adds to those figures is its own cost.
 
 use std::convert::Infallible;
@@ -42,6 +43,13 @@ fn answer(req: &Request<Incoming>, data: &Bytes) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::new()))
             .unwrap_or_default()
     };
+    if req.method() == Method::HEAD && req.uri().path().contains("/blobs/") {
+        // What a seeded blob's HEAD says: the size, no body.
+        return Response::builder()
+            .header(header::CONTENT_LENGTH, data.len())
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
+    }
     if req.method() != Method::GET || req.uri().path() == "/v2/" {
         return empty();
     }
