@@ -153,14 +153,16 @@ fn read_answer(stream: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool
     Answer { status, head, body }
 }
 
+/// A pipelined request: method, path, `Range`, the status and body it must get.
+type Pipelined<'a> = (&'a str, String, Option<&'a str>, u16, Option<&'a [u8]>);
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let reg = Registry::start(Driver::Filesystem);
     let blobs = push_all(&reg);
     let missing = sha256_digest(b"pull-keepalive: never pushed either");
     let (small, large, middle) = (&blobs[1], &blobs[6], &blobs[3]);
-    // (method, path, range, expected status, expected body)
-    let requests: Vec<(&str, String, Option<&str>, u16, Option<&[u8]>)> = vec![
+    let requests: Vec<Pipelined> = vec![
         (
             "GET",
             format!("/v2/{REPO}/blobs/{}", large.digest),
