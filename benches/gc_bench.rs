@@ -1,9 +1,11 @@
 //! Garbage collection at scale: one full pass over 1,000 repositories / 10,000 blobs on the
 //! filesystem and on S3 (moto on loopback), by `wharf garbage-collect --online`, by offline
 //! `wharf garbage-collect` and by distribution 2.8.2's `docker-registry garbage-collect`, each on
-//! its own copy of the same data in the same run; wall time, blobs left and (S3) requests counted
-//! at the server. Then the latency of pushes into a serving node (filesystem) while an online
-//! pass runs over that data, against the same pushes without one.
+//! the same data in the same run (a copy of the folder each; on S3 one bucket, loaded once with
+//! many keep-alive PUTs at a time and brought back to the same objects before each collector);
+//! wall time, blobs left and (S3) requests counted at the server. Then the latency of pushes
+//! into a serving node (on the folder, then on S3) while an online pass runs over that data,
+//! against the same pushes without one.
 //!
 //! ```sh
 //! cargo bench --bench gc_bench -- --run                  # 1000 repositories, 10 blobs each
@@ -131,33 +133,72 @@ fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
     }
 }
 
-/// Puts every file into `bucket`, 16 at a time.
-fn upload_tree(s3: &S3Server, bucket: &str, files: &[(String, Vec<u8>)]) {
+/// Requests to moto at once while loading: its server is threaded, and one client with
+/// keep-alive connections per thread saves a connection per object.
+const LOADERS: usize = 32;
+
+/// Sends `request(i)` for each of `count` items, `LOADERS` at a time, each retried up to five
+/// times.
+fn in_parallel(
+    count: usize,
+    what: &str,
+    request: impl Fn(&reqwest::blocking::Client, usize) -> reqwest::blocking::RequestBuilder + Sync,
+) {
     let next = AtomicUsize::new(0);
-    let client = reqwest::blocking::Client::new();
-    let endpoint = s3.endpoint();
     std::thread::scope(|scope| {
-        for _ in 0..16 {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((key, data)) = files.get(i) else {
-                    return;
-                };
-                let mut ok = false;
-                for _ in 0..5 {
-                    let resp = client
-                        .put(format!("{endpoint}/{bucket}/{key}"))
-                        .body(data.clone())
-                        .send();
-                    if resp.is_ok_and(|r| r.status().is_success()) {
-                        ok = true;
-                        break;
+        for _ in 0..LOADERS {
+            scope.spawn(|| {
+                let client = reqwest::blocking::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("http client");
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
                     }
+                    let ok = (0..5).any(|_| {
+                        request(&client, i)
+                            .header("authorization", s3::FAKE_AUTHORIZATION)
+                            .send()
+                            .is_ok_and(|r| r.status().is_success())
+                    });
+                    assert!(ok, "{what} {i}");
                 }
-                assert!(ok, "put {key}");
             });
         }
     });
+}
+
+/// Puts `files` into `bucket`.
+fn upload_tree(s3: &S3Server, bucket: &str, files: &[&(String, Vec<u8>)]) {
+    let endpoint = s3.endpoint();
+    in_parallel(files.len(), "put", |c, i| {
+        let (key, data) = files[i];
+        c.put(format!("{endpoint}/{bucket}/{key}"))
+            .body(data.clone())
+    });
+}
+
+/// Brings `bucket` back to exactly `files` after a collection: puts what it deleted (blobs
+/// are content-addressed, so what is left is unchanged) and deletes what it added (the
+/// collector's marker, lease records). Far fewer requests than loading a new copy, which on
+/// moto takes minutes for 1,000 repositories. Returns (restored, removed).
+fn restore_tree(s3: &S3Server, bucket: &str, files: &[(String, Vec<u8>)]) -> (usize, usize) {
+    let present: std::collections::HashSet<String> = s3.keys(bucket, "").into_iter().collect();
+    let wanted: std::collections::HashSet<&str> = files.iter().map(|(k, _)| k.as_str()).collect();
+    let missing: Vec<&(String, Vec<u8>)> =
+        files.iter().filter(|(k, _)| !present.contains(k)).collect();
+    let extra: Vec<&String> = present
+        .iter()
+        .filter(|k| !wanted.contains(k.as_str()))
+        .collect();
+    upload_tree(s3, bucket, &missing);
+    let endpoint = s3.endpoint();
+    in_parallel(extra.len(), "delete", |c, i| {
+        c.delete(format!("{endpoint}/{bucket}/{}", extra[i]))
+    });
+    (missing.len(), extra.len())
 }
 
 /// Blob data objects under a folder.
@@ -290,29 +331,38 @@ fn filesystem_runs(files: &[(String, Vec<u8>)], work: &Path) -> Vec<Run> {
     runs
 }
 
-fn s3_runs(files: &[(String, Vec<u8>)], work: &Path) -> Vec<Run> {
-    let s3 = S3Server::start();
+/// The collectors one after the other on one bucket, brought back to the same data before
+/// each; the bucket is left loaded (for the push latency on S3).
+fn s3_runs(s3: &S3Server, bucket: &str, files: &[(String, Vec<u8>)], work: &Path) -> Vec<Run> {
     let mut runs = Vec::new();
+    let loading = Instant::now();
+    upload_tree(s3, bucket, &files.iter().collect::<Vec<_>>());
+    eprintln!(
+        "gc_bench: {} objects into moto in {:.1} s ({LOADERS} at a time)",
+        files.len(),
+        loading.elapsed().as_secs_f64()
+    );
     for who in WHO {
-        let bucket = s3.create_bucket();
-        let uploading = Instant::now();
-        upload_tree(&s3, &bucket, files);
-        eprintln!(
-            "gc_bench: {} objects into moto in {:.1} s",
-            files.len(),
-            uploading.elapsed().as_secs_f64()
-        );
+        if !runs.is_empty() {
+            let restoring = Instant::now();
+            let (put, deleted) = restore_tree(s3, bucket, files);
+            eprintln!(
+                "gc_bench: bucket restored ({put} put, {deleted} deleted) in {:.1} s",
+                restoring.elapsed().as_secs_f64()
+            );
+        }
         std::thread::sleep(Duration::from_millis(1100));
-        let storage = s3::storage_section(&s3.endpoint(), &bucket, &[]);
+        let storage = s3::storage_section(&s3.endpoint(), bucket, &[]);
         let before = s3.request_lines().len();
         let wall = collect(who, &storage, work);
-        let requests = count_requests(&s3, before);
+        let requests = count_requests(s3, before);
         runs.push(Run {
             who,
             wall,
-            blobs_left: blobs_in_bucket(&s3, &bucket),
+            blobs_left: blobs_in_bucket(s3, bucket),
             requests: Some(requests),
         });
+        eprintln!("gc_bench: {who} on moto: {:.1} s", wall.as_secs_f64());
     }
     runs
 }
@@ -345,24 +395,28 @@ fn percentile(values: &mut [f64], p: usize) -> f64 {
     values[(values.len() * p / 100).min(values.len() - 1)]
 }
 
-/// (p50, p99, count) of pushes without a pass, then during one; and the pass's wall time.
+/// (p50, p99, count) of pushes.
+type Latency = (f64, f64, usize);
+
+/// (p50, p99, count) of pushes into a node started from `node` without a pass, then during
+/// one over `storage` (a config section, the node's storage); and the pass's wall time. The
+/// node keeps an in-memory blob-descriptor cache, so the pass waits for nodes' caches as a
+/// cluster's would.
 fn push_latency(
-    files: &[(String, Vec<u8>)],
+    node: RegistryBuilder,
+    storage: &str,
     work: &Path,
-) -> ((f64, f64, usize), (f64, f64, usize), Duration) {
-    let root = work.join("fs-serving");
-    write_tree(&root, files);
-    std::thread::sleep(Duration::from_millis(1100));
-    let reg = Registry::builder(Driver::Filesystem)
-        .storage_dir(&root)
+    quiet_pushes: usize,
+) -> (Latency, Latency, Duration) {
+    let reg = node
         .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
         .env("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR", "inmemory")
         .start();
     let ep = reg.endpoint();
     let never = AtomicBool::new(false);
-    let mut quiet = push_while(&ep, "bench/pusher", &never, 300);
+    let mut quiet = push_while(&ep, "bench/pusher", &never, quiet_pushes);
     let running = Arc::new(AtomicBool::new(true));
-    let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+    let storage = format!("{storage}  cache:\n    blobdescriptor: inmemory\n");
     let pass_wall = Arc::new(Mutex::new(Duration::ZERO));
     let mut during = std::thread::scope(|scope| {
         let (running2, wall2, storage2) = (running.clone(), pass_wall.clone(), storage.clone());
@@ -373,19 +427,22 @@ fn push_latency(
         push_while(&ep, "bench/pusher", &running, 1)
     });
     let wall = *pass_wall.lock().unwrap();
-    (
-        (
-            percentile(&mut quiet, 50),
-            percentile(&mut quiet, 99),
-            quiet.len(),
-        ),
-        (
-            percentile(&mut during, 50),
-            percentile(&mut during, 99),
-            during.len(),
-        ),
-        wall,
-    )
+    let summary = |v: &mut Vec<f64>| (percentile(v, 50), percentile(v, 99), v.len());
+    (summary(&mut quiet), summary(&mut during), wall)
+}
+
+fn latency_table(
+    report: &mut String,
+    title: &str,
+    (quiet, during, wall): (Latency, Latency, Duration),
+) {
+    let _ = writeln!(
+        report,
+        "\n### Push latency into a serving node ({title}), blob + manifest PUT\n\n\
+         | | pushes | p50 ms | p99 ms |\n|---|---|---|---|\n\
+         | no pass | {} | {:.1} | {:.1} |\n| during `garbage-collect --online` ({:.1} s) | {} | {:.1} | {:.1} |",
+        quiet.2, quiet.0, quiet.1, wall.as_secs_f64(), during.2, during.0, during.1
+    );
 }
 
 fn table(report: &mut String, title: &str, runs: &[Run], total: usize) {
@@ -424,8 +481,9 @@ fn main() -> ExitCode {
     let _ = writeln!(
         report,
         "## Garbage collection: {} repositories, {total} blobs ({} unreferenced), {} objects\n\n\
-         Each collector on its own copy of the same data, one after the other in one run; \
-         no cache is configured, so `wharf --online` does not wait for nodes' in-memory caches. \
+         Each collector on the same data, one after the other in one run (a copy of the folder \
+         each; one bucket on S3, restored to the same objects before each); no cache is \
+         configured, so `wharf --online` does not wait for nodes' in-memory caches. \
          A correct pass leaves {expected_left} blobs.",
         options.repos,
         options.repos * ORPHANS,
@@ -435,22 +493,41 @@ fn main() -> ExitCode {
     table(&mut report, "Filesystem", &fs, total);
     // Printed as it goes: the S3 part is long.
     println!("{report}");
-    let printed = report.len();
+    let mut printed = report.len();
+    let root = work.path().join("fs-serving");
+    write_tree(&root, &files);
+    std::thread::sleep(Duration::from_millis(1100));
+    let latency = push_latency(
+        Registry::builder(Driver::Filesystem).storage_dir(&root),
+        &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+        work.path(),
+        300,
+    );
+    latency_table(&mut report, "filesystem", latency);
+    println!("{}", &report[printed..]);
+    printed = report.len();
     if !options.skip_s3 {
-        let s3 = s3_runs(&files, work.path());
-        table(&mut report, "S3 (moto_server on loopback)", &s3, total);
+        let s3 = S3Server::start();
+        let bucket = s3.create_bucket();
+        let runs = s3_runs(&s3, &bucket, &files, work.path());
+        table(&mut report, "S3 (moto_server on loopback)", &runs, total);
+        println!("{}", &report[printed..]);
+        printed = report.len();
+        restore_tree(&s3, &bucket, &files);
+        std::thread::sleep(Duration::from_millis(1100));
+        let target = s3::S3Target {
+            endpoint: s3.endpoint(),
+            bucket: bucket.clone(),
+        };
+        let latency = push_latency(
+            Registry::builder(Driver::S3).s3_target(&target),
+            &s3::storage_section(&s3.endpoint(), &bucket, &[]),
+            work.path(),
+            100,
+        );
+        latency_table(&mut report, "moto S3", latency);
         println!("{}", &report[printed..]);
     }
-    let printed = report.len();
-    let (quiet, during, wall) = push_latency(&files, work.path());
-    let _ = writeln!(
-        report,
-        "\n### Push latency into a serving node (filesystem), blob + manifest PUT\n\n\
-         | | pushes | p50 ms | p99 ms |\n|---|---|---|---|\n\
-         | no pass | {} | {:.1} | {:.1} |\n| during `garbage-collect --online` ({:.1} s) | {} | {:.1} | {:.1} |",
-        quiet.2, quiet.0, quiet.1, wall.as_secs_f64(), during.2, during.0, during.1
-    );
-    println!("{}", &report[printed..]);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     let _ = std::fs::create_dir_all(&dir);
     let stamp = std::time::SystemTime::now()

@@ -238,3 +238,157 @@ fn sweeps_s3_in_batches() {
         assert_eq!(blob_status(&reg, layer["digest"].as_str().unwrap()), 200);
     }
 }
+
+/// Sets a stored file's modification time `age` into the past.
+fn backdate(path: &std::path::Path, age: std::time::Duration) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("set modification time");
+}
+
+/// An online pass walks repositories that hold blob links but no manifest (an upload waiting
+/// for its manifest; on an object store, also a repository whose manifests were all deleted):
+/// a fresh link there keeps an old blob for the grace period, and an old one goes with it.
+#[test]
+fn online_pass_keeps_blobs_freshly_linked_in_repositories_without_manifests() {
+    let reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .section("gc:\n  enabled: false\n  graceperiod: 1h\n")
+        .start();
+    let long_ago = std::time::Duration::from_secs(2 * 3600);
+    let blob_file = |digest: &str| {
+        let hex = digest_hex(digest);
+        reg.v2_root()
+            .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+    };
+    let link_file = |repo: &str, digest: &str| {
+        reg.v2_root().join(format!(
+            "repositories/{repo}/_layers/sha256/{}/link",
+            digest_hex(digest)
+        ))
+    };
+    // Old data, linked moments ago (an upload of bytes the storage already had).
+    let waiting = push_blob(&reg, "gc/waiting", b"a layer pushed again");
+    backdate(&blob_file(&waiting), long_ago);
+    // Old data, old link: nothing protects it.
+    let stale = push_blob(&reg, "gc/stale", b"a layer nobody came back for");
+    backdate(&blob_file(&stale), long_ago);
+    backdate(&link_file("gc/stale", &stale), long_ago);
+
+    let out = gc(&reg, &["--online"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    assert!(
+        blob_file(&waiting).exists(),
+        "a freshly linked blob was collected"
+    );
+    assert_eq!(
+        send(reg.head(&format!("/v2/gc/waiting/blobs/{waiting}"))).status,
+        200
+    );
+    assert!(!blob_file(&stale).exists(), "the stale blob stayed");
+    assert!(
+        !link_file("gc/stale", &stale).exists(),
+        "the stale blob's link stayed behind"
+    );
+}
+
+/// The manifest and every blob it references pull from `ep`, digests verified.
+fn assert_pulls_whole(ep: &Endpoint, repo: &str, image: &Manifest) {
+    let resp = ep
+        .pull_manifest(repo, &image.digest)
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(sha256_digest(&resp.body), image.digest);
+    let json = image.json();
+    let blobs = json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&json["config"]])
+        .map(|d| d["digest"].as_str().unwrap().to_string());
+    for digest in blobs {
+        let (got, _, _) = ep
+            .pull_digest(repo, &digest)
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(got, digest);
+    }
+}
+
+/// Distribution's own collector, `--dry-run` or not, on `reg`'s configuration.
+fn distribution_gc(reg: &Registry, dry_run: bool) -> String {
+    let mut cmd = clean_command(&Server::DockerRegistry.binary());
+    cmd.arg("garbage-collect");
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    cmd.arg(reg.config_path());
+    let out = run_bounded(cmd, std::time::Duration::from_secs(60));
+    out.assert_success("docker-registry garbage-collect");
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+/// A storage collected online by Wharf is served by distribution 2.8.2, whose collector finds
+/// nothing more to delete; one collected by distribution is served by Wharf, whose online pass
+/// finds nothing more to delete either.
+#[test]
+fn storage_collected_by_either_is_served_by_the_other() {
+    let grace = "gc:\n  enabled: false\n  graceperiod: 1s\n";
+    let mut reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .section(grace)
+        .start();
+    let image = push_image(&reg, REPO, "v1", Kind::OciManifest);
+    let orphan = push_blob(&reg, REPO, b"collected by wharf");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = gc(&reg, &["--online"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    reg.kill();
+    let mut old = Registry::builder(Driver::Filesystem)
+        .server(Server::DockerRegistry)
+        .delete_enabled(true)
+        .storage_dir(reg.root())
+        .start();
+    assert_pulls_whole(&old, REPO, &image);
+    assert_eq!(
+        send(old.head(&format!("/v2/{REPO}/blobs/{orphan}"))).status,
+        404
+    );
+    old.kill();
+    let text = distribution_gc(&old, true);
+    assert!(
+        text.contains("0 blobs and 0 manifests eligible for deletion"),
+        "distribution would delete more:\n{}",
+        tail(&text, 20)
+    );
+
+    // The reverse: distribution writes and collects, Wharf serves and collects.
+    let mut old = Registry::builder(Driver::Filesystem)
+        .server(Server::DockerRegistry)
+        .delete_enabled(true)
+        .start();
+    let image = push_image(&old, REPO, "v1", Kind::DockerManifest);
+    let orphan = push_blob(&old, REPO, b"collected by distribution");
+    old.kill();
+    distribution_gc(&old, false);
+    let reg = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .storage_dir(old.root())
+        .section(grace)
+        .start();
+    assert_pulls_whole(&reg, REPO, &image);
+    assert_eq!(
+        send(reg.head(&format!("/v2/{REPO}/blobs/{orphan}"))).status,
+        404
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = gc(&reg, &["--online"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+    assert_eq!(report["manifests_deleted"], 0, "{report}");
+    assert_pulls_whole(&reg, REPO, &image);
+}

@@ -294,6 +294,21 @@ impl TokenVerifier {
         }
     }
 
+    /// `auth.token.realm` as configured.
+    pub fn configured_realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Whether challenges name this host's `autoredirectpath` instead of the realm.
+    pub fn autoredirects(&self) -> bool {
+        self.autoredirect.is_some()
+    }
+
+    /// `auth.token.service`: the audience tokens must name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// `Bearer realm=…,service=…[,scope=…][,error=…]`.
     pub fn challenge(&self, headers: &HeaderMap, access: &[Access], error: Option<&str>) -> String {
         let mut c = format!(

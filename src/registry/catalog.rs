@@ -19,9 +19,7 @@ pub struct Page {
 /// Orders repository paths component by component, as distribution does, so
 /// `a/b` sorts before `a-c`.
 pub fn path_order(a: &str, b: &str) -> Ordering {
-    // Byte order with `/` below every other byte is component order, without splitting.
-    let key = |c: u8| if c == b'/' { 0 } else { c };
-    a.bytes().map(key).cmp(b.bytes().map(key))
+    crate::storage::component_order(a, b)
 }
 
 /// Cuts a sorted listing after `last`, at most `n` entries.
@@ -76,8 +74,51 @@ impl Registry {
     /// an error).
     pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page> {
         let n = n.min(self.options.catalog_max_entries);
-        let all = self.repositories().await?;
-        Ok(paginate(all, last, Some(n), path_order))
+        if n == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
+        // One more than the page tells whether another follows.
+        let mut items = self.repositories_after(last, n + 1).await?;
+        let more = items.len() > n;
+        items.truncate(n);
+        let next = more.then(|| items[n - 1].clone());
+        Ok(Page { items, next })
+    }
+
+    /// Up to `n` repositories after `last`, in listing order, as [`Self::repositories`] lists
+    /// them; the storage walk stops once it has them instead of reading the whole tree.
+    pub async fn repositories_after(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        // Names outside the grammar are dropped: each round asks for what is still missing,
+        // after the last name seen, so the rounds end when the walk runs out.
+        while out.len() < n {
+            let want = n - out.len();
+            let found = self
+                .driver
+                .dirs_holding_after(
+                    &layout::repositories_dir(),
+                    "_manifests",
+                    "_",
+                    cursor.as_deref(),
+                    want,
+                )
+                .await?;
+            let exhausted = found.len() < want;
+            cursor = found.last().cloned();
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|name| RepositoryName::parse(name).is_some()),
+            );
+            if exhausted {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// A page of a repository's tags; `n` is clamped to `tags.maxtags`.

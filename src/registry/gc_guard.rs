@@ -6,8 +6,8 @@
 //!   before it marks anything and after it has swept;
 //! - `intents/<alg>/<hex>`: written by the sweeper before it re-checks a candidate and removed
 //!   when done with it;
-//! - `touched/<alg>/<hex>`: written by a writer that overlapped a pass, holding that pass's
-//!   generation; the sweeper reads it after writing its intent.
+//! - `touched/<generation>/<alg>/<hex>`: written by a writer that overlapped that pass; the
+//!   sweeper reads it after writing its intent.
 //!
 //! A writer reads `pass` before it looks at anything it will reference and again after its own
 //! writes. When a pass overlapped, it writes `touched` for each referenced digest, then reads
@@ -49,9 +49,14 @@ pub fn intent_path(digest: &Digest) -> String {
     format!("{GC_ROOT}/intents/{}/{}", digest.algorithm(), digest.hex())
 }
 
-/// A writer's mark that it references `digest` during a pass.
-pub fn touched_path(digest: &Digest) -> String {
-    format!("{GC_ROOT}/touched/{}/{}", digest.algorithm(), digest.hex())
+/// A writer's mark that it references `digest` during pass `generation`. One path per
+/// pass: a late writer of an earlier pass cannot overwrite the mark a writer of this one left.
+pub fn touched_path(digest: &Digest, generation: u64) -> String {
+    format!(
+        "{GC_ROOT}/touched/{generation}/{}/{}",
+        digest.algorithm(),
+        digest.hex()
+    )
 }
 
 /// A fresh place for an upload's spare copy of a blob (see `SpareCopy`).
@@ -160,7 +165,7 @@ impl Registry {
     /// is live (it ends with the digest kept or deleted; the caller then checks which).
     async fn touch_and_wait(&self, r: &Reference, generation: u64) -> Result<()> {
         self.put_small(
-            &touched_path(&r.digest),
+            &touched_path(&r.digest, generation),
             Bytes::from(generation.to_string()),
         )
         .await?;

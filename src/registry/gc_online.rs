@@ -141,7 +141,7 @@ impl Registry {
             ..OnlineReport::default()
         };
         let repos: Vec<RepositoryName> = self
-            .stored_repositories()
+            .repositories_holding_links()
             .await?
             .iter()
             .filter_map(|n| RepositoryName::from_storage(n))
@@ -214,6 +214,19 @@ impl Registry {
             }
         }
         Ok(report)
+    }
+
+    /// Every repository holding a manifest or a blob link. A repository with blob links and
+    /// no manifest (uploads waiting for theirs; on an object store, also one whose manifests
+    /// were all deleted, since no empty `_manifests` folder stays behind) must be walked too:
+    /// its links are what protect those blobs for the grace period.
+    async fn repositories_holding_links(&self) -> Result<Vec<String>> {
+        let (with_manifests, with_layers) = tokio::join!(
+            self.directories_holding("_manifests"),
+            self.directories_holding("_layers")
+        );
+        let repos: BTreeSet<String> = with_manifests?.into_iter().chain(with_layers?).collect();
+        Ok(repos.into_iter().collect())
     }
 
     async fn write_pass(&self, pass: &PassState) -> Result<()> {
@@ -505,14 +518,8 @@ impl Registry {
     }
 
     async fn touched_in(&self, d: &Digest, generation: u64) -> Result<bool> {
-        match self.driver.get_content(&touched_path(d)).await {
-            Ok(body) => {
-                let found = String::from_utf8_lossy(&body).trim().to_string();
-                if found != generation.to_string() {
-                    tracing::debug!(blob = %d, found, generation, "touched in another pass");
-                }
-                Ok(found == generation.to_string())
-            }
+        match self.driver.stat(&touched_path(d, generation)).await {
+            Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }

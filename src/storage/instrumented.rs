@@ -147,6 +147,20 @@ impl StorageDriver for InstrumentedDriver {
         self.timed("Walk", path, walk).await
     }
 
+    async fn dirs_holding_after(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let walk = self
+            .inner
+            .dirs_holding_after(path, marker, skip, after, limit);
+        self.timed("Walk", path, walk).await
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         self.timed("Move", from, self.inner.move_to(from, to)).await
     }

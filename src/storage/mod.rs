@@ -288,6 +288,71 @@ pub trait StorageDriver: Send + Sync + 'static {
         }
         Ok(found)
     }
+    /// The directories [`Self::dirs_holding`] finds, in [`component_order`], only those after
+    /// `after`, at most `limit`. Depth-first with sorted listings: subtrees sorting wholly
+    /// before `after` are not listed and the walk stops at `limit`, so a page of a long
+    /// listing costs the listings along its way rather than the whole tree.
+    async fn dirs_holding_after(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut found = Vec::new();
+        // Prefixes still to visit, the next one last.
+        let mut stack = vec![String::new()];
+        while found.len() < limit {
+            let Some(prefix) = stack.pop() else { break };
+            let dir = if prefix.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}/{prefix}")
+            };
+            let entries = match self.list_entries(&dir).await {
+                Err(e) if e.is_not_found() => Vec::new(),
+                other => other?,
+            };
+            let after_ok = |p: &str| after.is_none_or(|a| component_order(p, a).is_gt());
+            if !prefix.is_empty() && entries.iter().any(|(c, _)| c == marker) && after_ok(&prefix) {
+                found.push(prefix.clone());
+            }
+            let mut children: Vec<String> = entries
+                .into_iter()
+                .filter(|(c, is_dir)| {
+                    *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip))
+                })
+                .map(|(c, _)| {
+                    if prefix.is_empty() {
+                        c
+                    } else {
+                        format!("{prefix}/{c}")
+                    }
+                })
+                .filter(|c| after.is_none_or(|a| may_hold_after(c, a)))
+                .collect();
+            children.sort_unstable_by(|a, b| component_order(b, a));
+            stack.extend(children);
+        }
+        Ok(found)
+    }
+}
+
+/// Orders `/`-separated paths component by component (byte order with `/` below every other
+/// byte), so a directory's whole subtree sorts before its next sibling: `a`, `a/b`, `a-c`.
+pub fn component_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
+}
+
+/// Whether the subtree at `dir` (itself or below) may hold a path after `after` in
+/// [`component_order`]: not when `dir` sorts before `after` and `after` is not below it.
+fn may_hold_after(dir: &str, after: &str) -> bool {
+    component_order(dir, after).is_ge()
+        || after
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// An open append handle; nothing is guaranteed durable before `commit`.
@@ -364,6 +429,19 @@ pub fn path_components(path: &str) -> Result<Vec<&str>, StorageError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn subtrees_before_the_cursor_are_skipped() {
+        use super::may_hold_after;
+        assert!(!may_hold_after("a", "b"));
+        assert!(may_hold_after("a", "a/x"));
+        assert!(may_hold_after("a", "a"));
+        assert!(may_hold_after("c", "b/z"));
+        // `a-b` sorts after all of `a/…`.
+        assert!(!may_hold_after("a", "a-b"));
+        assert!(may_hold_after("a-b", "a/z"));
+        assert!(!may_hold_after("team0", "team1/x"));
+    }
+
     use super::*;
 
     #[test]

@@ -102,6 +102,7 @@ pub fn repositories(
     names: &[String],
     next: Option<&str>,
     total: Option<usize>,
+    scoped: bool,
 ) -> String {
     let base = escape(frame.base);
     let mut b = format!(
@@ -116,16 +117,21 @@ pub fn repositories(
     } else {
         format!(" matching “{}”", escape(query))
     };
-    // A viewer limited by an ACL is not told how many repositories they cannot see.
-    let _ = match total {
-        Some(total) => write!(
+    // A viewer limited by an ACL is not told how many repositories they cannot see; the plain
+    // list is not counted (that would read every name for one page).
+    let _ = match (total, scoped) {
+        (Some(total), _) => write!(
             b,
             "<p class=\"count\" id=\"count\">{total} repositor{}{matching}</p>",
             if total == 1 { "y" } else { "ies" },
         ),
-        None => write!(
+        (None, true) => write!(
             b,
             "<p class=\"count\" id=\"count\">Repositories you may pull{matching}</p>"
+        ),
+        (None, false) => write!(
+            b,
+            "<p class=\"count\" id=\"count\">Repositories in name order</p>"
         ),
     };
     if names.is_empty() {
@@ -416,13 +422,14 @@ pub fn confirm_delete(frame: &Frame, repo: &str, reference: &str) -> String {
 }
 
 /// The login form, with a message after a failed attempt.
-pub fn login(frame: &Frame, failed: bool, then: &str) -> String {
+pub fn login(frame: &Frame, error: Option<&str>, then: &str) -> String {
     let base = escape(frame.base);
-    let message = if failed {
-        "<p class=\"error\" role=\"alert\" id=\"login-error\">Wrong user name or password.</p>"
-    } else {
-        ""
-    };
+    let message = error.map_or_else(String::new, |e| {
+        format!(
+            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
+            escape(e)
+        )
+    });
     let body = format!(
         "{message}<form method=\"post\" action=\"{base}login\" class=\"login\">\
 <input type=\"hidden\" name=\"then\" value=\"{}\">\

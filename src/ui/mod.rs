@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod html;
+pub mod realm;
 pub mod route;
 pub mod session;
 pub mod view;
@@ -24,7 +25,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::path_order;
 use crate::registry::reference::RepositoryName;
 use crate::registry::ManifestReference;
-use access::{AccessError, Viewer};
+use access::{AccessError, TokenRealm, Viewer};
 use route::{Page, PageError, TagOrder};
 use session::Login;
 
@@ -211,6 +212,7 @@ impl Console {
             viewer: Viewer {
                 login,
                 peer: parts.extensions.get::<PeerAddr>().copied(),
+                realm: TokenRealm::of(app, &parts.headers),
             },
             host,
             read_only: registry.options().read_only
@@ -269,7 +271,7 @@ impl Console {
                 let then = route::query_value(query, "then").unwrap_or_default();
                 return Answer::html(
                     StatusCode::OK,
-                    html::login(&self.frame(&visit), false, &then),
+                    html::login(&self.frame(&visit), None, &then),
                 );
             }
             Page::Login { submit: true } => return self.sign_in(&visit, &form).await,
@@ -299,13 +301,8 @@ impl Console {
                 Answer::redirect(format!("{}login?then={then}", self.base))
             }
             Err(Failure::Access(AccessError::Issuer(why))) => {
-                tracing::warn!(error = %why, "console: token issuer");
-                self.message(
-                    &visit,
-                    StatusCode::BAD_GATEWAY,
-                    "Sign-in service failed",
-                    &why,
-                )
+                tracing::warn!(error = %why, "console: token realm");
+                self.sign_in_failed(&visit, &why, &visit.uri)
             }
             Err(Failure::Hidden) => self.message(
                 &visit,
@@ -327,6 +324,16 @@ impl Console {
         Answer::html(status, html::message(&self.frame(v), title, text))
     }
 
+    /// The login form saying why the sign-in service could not be used. A 403: the console
+    /// works, the viewer cannot be signed in until the realm answers.
+    fn sign_in_failed(&self, v: &Visit, why: &str, then: &str) -> Answer {
+        let text = format!("The sign-in service failed: {why}");
+        Answer::html(
+            StatusCode::FORBIDDEN,
+            html::login(&self.frame(v), Some(text.as_str()), then),
+        )
+    }
+
     async fn sign_in(&self, v: &Visit<'_>, form: &[u8]) -> Answer {
         let field = |k: &str| {
             form_urlencoded::parse(form)
@@ -339,7 +346,12 @@ impl Console {
             password: field("password"),
         };
         let then = field("then");
-        match access::check_login(v.app, &login).await {
+        let viewer = Viewer {
+            login: Some(login.clone()),
+            peer: v.viewer.peer,
+            realm: v.viewer.realm.clone(),
+        };
+        match access::check_login(v.app, &viewer).await {
             Ok(()) if !login.user.is_empty() => {
                 // Only back into the console: `then` must not send the browser elsewhere.
                 let to = if then.starts_with(&self.base) && !then.contains("//") {
@@ -353,11 +365,12 @@ impl Console {
                 a
             }
             Err(AccessError::Issuer(why)) => {
-                self.message(v, StatusCode::BAD_GATEWAY, "Sign-in service failed", &why)
+                tracing::warn!(error = %why, "console: token realm");
+                self.sign_in_failed(v, &why, &then)
             }
             _ => Answer::html(
                 StatusCode::FORBIDDEN,
-                html::login(&self.frame(v), true, &then),
+                html::login(&self.frame(v), Some("Wrong user name or password."), &then),
             ),
         }
     }
@@ -371,23 +384,28 @@ impl Console {
         let scoped = matches!(v.app.auth, Some(Authenticator::Token(_)));
         // Checks the login (or anonymous access) before listing anything.
         access::permitted(v.app, &v.viewer, &[]).await?;
-        let all = v.app.registry.repositories().await?;
         let needle = query.to_lowercase();
-        let matching: Vec<&String> = all
-            .iter()
-            .filter(|n| needle.is_empty() || n.to_lowercase().contains(&needle))
-            .collect();
-        let start = match last {
-            Some(l) => {
-                matching.partition_point(|n| path_order(n, l) != std::cmp::Ordering::Greater)
-            }
-            None => 0,
+        // A search reads every name; the plain list reads a page's worth from a walk that
+        // seeks to `last` and stops.
+        let matching = if needle.is_empty() {
+            None
+        } else {
+            let mut all = v.app.registry.repositories().await?;
+            all.retain(|n| n.to_lowercase().contains(&needle));
+            Some(all)
+        };
+        let names = Names {
+            matching: matching.as_deref(),
+            registry: &v.app.registry,
         };
         let mut shown = Vec::new();
-        // `at`: the index after the last name examined.
-        let mut at = start;
-        while at < matching.len() && shown.len() < self.page_size && at - start < MAX_SCANNED {
-            let chunk = &matching[at..matching.len().min(at + self.page_size)];
+        let mut cursor = last.map(str::to_string);
+        let mut scanned = 0;
+        while shown.len() < self.page_size && scanned < MAX_SCANNED {
+            let chunk = names.after(cursor.as_deref(), self.page_size).await?;
+            if chunk.is_empty() {
+                break;
+            }
             let allowed = if scoped {
                 let wanted: Vec<Access> = chunk
                     .iter()
@@ -397,23 +415,36 @@ impl Console {
             } else {
                 vec![true; chunk.len()]
             };
-            let first = at;
-            for (i, (n, ok)) in chunk.iter().zip(allowed).enumerate() {
-                at = first + i + 1;
+            for (n, ok) in chunk.into_iter().zip(allowed) {
+                scanned += 1;
+                cursor = Some(n.clone());
                 if ok {
-                    shown.push((*n).clone());
+                    shown.push(n);
                     if shown.len() == self.page_size {
                         break;
                     }
                 }
             }
         }
-        let next = (at < matching.len() && at > start).then(|| matching[at - 1].clone());
+        // A next page only when a name follows the last one examined.
+        let mut next = cursor.filter(|c| Some(c.as_str()) != last);
+        if let Some(c) = &next {
+            if names.after(Some(c), 1).await?.is_empty() {
+                next = None;
+            }
+        }
         // Counting what a scoped viewer may not see would tell them it exists.
-        let total = (!scoped).then_some(matching.len());
+        let total = matching.as_ref().filter(|_| !scoped).map(Vec::len);
         Ok(Answer::html(
             StatusCode::OK,
-            html::repositories(&self.frame(v), query, &shown, next.as_deref(), total),
+            html::repositories(
+                &self.frame(v),
+                query,
+                &shown,
+                next.as_deref(),
+                total,
+                scoped,
+            ),
         ))
     }
 
@@ -517,6 +548,28 @@ impl Console {
             self.base,
             html::q(name.as_str())
         )))
+    }
+}
+
+/// Where the repository list's names come from: a search's matches, or the registry's
+/// listing read page by page.
+struct Names<'a> {
+    matching: Option<&'a [String]>,
+    registry: &'a crate::registry::Registry,
+}
+
+impl Names<'_> {
+    /// Up to `n` names after `last`, in listing order.
+    async fn after(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, RegistryError> {
+        match self.matching {
+            Some(m) => {
+                let start = last.map_or(0, |l| {
+                    m.partition_point(|x| path_order(x, l) != std::cmp::Ordering::Greater)
+                });
+                Ok(m[start..].iter().take(n).cloned().collect())
+            }
+            None => self.registry.repositories_after(last, n).await,
+        }
     }
 }
 

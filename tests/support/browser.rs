@@ -226,6 +226,32 @@ impl Browser {
         self.find_all(css).iter().map(|e| self.text(e)).collect()
     }
 
+    /// The element that has the keyboard focus.
+    pub fn active(&self) -> Element {
+        let v = self.command("GET", "element/active", Value::Null);
+        Element(v[ELEMENT].as_str().unwrap().to_string())
+    }
+
+    /// Presses and releases each key of `keys` (`\u{E004}` is Tab, `\u{E007}` Enter) on the
+    /// focused element, as a keyboard would.
+    pub fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|k| {
+                let k = k.to_string();
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
+        self.command(
+            "POST",
+            "actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        );
+    }
+
     /// Runs a script in the page and returns its result.
     pub fn execute(&self, script: &str, args: Value) -> Value {
         self.command(

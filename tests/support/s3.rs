@@ -24,7 +24,7 @@ pub const ACCESS_KEY: &str = "wharf-test";
 pub const SECRET_KEY: &str = "wharf-test-secret";
 
 /// An `Authorization` header moto takes as authenticated (it does not check signatures).
-const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=wharf-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+pub const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=wharf-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
 
 /// A running moto server; dropping it stops the server.
 pub struct S3Server {

@@ -1018,6 +1018,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sorted_walks_seek_and_stop_like_a_page_of_the_whole_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs_driver = FilesystemDriver::new(tmp.path());
+        for file in [
+            "/r/a/_manifests/x",
+            "/r/a/b/_manifests/x",
+            "/r/a/_layers/c/_manifests/x",
+            "/r/d/e/f/_manifests/x",
+            "/r/g/_uploads/u/data",
+            "/r/a-c/_manifests/x",
+            "/r/a.b/c/_manifests/x",
+            "/r/a.b/c/z/_manifests/x",
+            "/r/b0/_manifests/x",
+        ] {
+            fs_driver.put_content(file, Bytes::new()).await.unwrap();
+        }
+        let all = fs_driver
+            .dirs_holding("/r", "_manifests", "_")
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 7);
+        let cursors = [
+            "", "a", "a/b", "a/a", "a-c", "a.a", "a.b/c", "a.b/c/z", "b", "zz",
+        ];
+        for after in cursors {
+            for limit in 0..=all.len() + 1 {
+                let after = (!after.is_empty()).then_some(after);
+                let want: Vec<String> = all
+                    .iter()
+                    .filter(|p| after.is_none_or(|a| crate::storage::component_order(p, a).is_gt()))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                let got = fs_driver
+                    .dirs_holding_after("/r", "_manifests", "_", after, limit)
+                    .await
+                    .unwrap();
+                assert_eq!(got, want, "after {after:?}, limit {limit}");
+            }
+        }
+        assert!(fs_driver
+            .dirs_holding_after("/missing", "_manifests", "_", None, 5)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
     async fn dirs_holding_walks_like_the_generic_listing() {
         let tmp = tempfile::tempdir().unwrap();
         let fs_driver = FilesystemDriver::new(tmp.path());
