@@ -13,6 +13,8 @@
 mod client;
 #[path = "loadgen/content.rs"]
 mod content;
+#[path = "loadgen/null_server.rs"]
+mod null_server;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/stats.rs"]
@@ -90,6 +92,10 @@ struct Cli {
     /// Wait until GET /v2/ answers 200 or 401 (up to --duration), then exit 0, else 1
     #[arg(long, requires = "url")]
     wait_ready: bool,
+    /// Serve as the do-nothing server (the read workloads' ceiling) on 127.0.0.1:PORT: GETs
+    /// answer --size bytes from memory; runs until stopped
+    #[arg(long, value_name = "PORT")]
+    null_server: Option<u16>,
     /// Print a free 127.0.0.1 TCP port and exit
     #[arg(long)]
     free_port: bool,
@@ -227,6 +233,13 @@ fn report(cli: &Cli, records: &str) -> Result<()> {
 fn run(cli: Cli) -> Result<ExitCode> {
     if cli.free_port {
         println!("{}", TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(port) = cli.null_server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(null_server::serve(port, cli.size.unwrap_or(64 << 20)))?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(records) = &cli.report {

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use crate::api::body::{empty, stream, Body};
 use crate::api::error::ApiError;
 use crate::api::events::Emitter;
+use crate::api::file_body::{self, SendfileQueue};
 use crate::api::headers::{parse_range, ByteRange};
 use crate::api::{header_value, App, Req};
 use crate::digest::Digest;
@@ -135,8 +136,17 @@ pub async fn get(
     if req.parts.method == Method::HEAD || len == 0 {
         return Ok(resp);
     }
-    let data = app.registry.read_blob(&blob, start, len).await?;
     let (parts, _) = resp.into_parts();
+    // A plain HTTP/1 connection copies file bytes to its socket in the kernel.
+    if let Some(queue) = req.parts.extensions.get::<SendfileQueue>() {
+        if let Some(region) = app.registry.blob_file(&blob, start, len).await? {
+            return Ok(Response::from_parts(
+                parts,
+                file_body::body(region, queue.clone()),
+            ));
+        }
+    }
+    let data = app.registry.read_blob(&blob, start, len).await?;
     Ok(Response::from_parts(parts, stream(data)))
 }
 

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod file_body;
 pub mod headers;
 pub mod route;
 pub mod urls;

@@ -18,9 +18,11 @@ use tracing::Instrument;
 
 use crate::api::body::Body;
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::file_body::SendfileQueue;
 use crate::api::{self, App};
 use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::http::sendfile::SendfileStream;
 use crate::ops;
 
 /// What a request is served with under one configuration: the application and what the
@@ -273,10 +275,20 @@ impl Connections {
     fn spawn(
         &self,
         watcher: hyper_util::server::graceful::Watcher,
-        io: Box<dyn Io>,
+        io: Accepted,
         remote: String,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
+        let tls = self.settings.tls.clone();
+        // Plain HTTP/1 over TCP sends blob files with sendfile (see `http::sendfile`).
+        let (io, sendfile): (Box<dyn Io>, _) = match (io, &tls) {
+            (Accepted::Tcp(s), None) => {
+                let queue = SendfileQueue::default();
+                (Box::new(SendfileStream::new(s, queue.clone())), Some(queue))
+            }
+            (Accepted::Tcp(s), Some(_)) => (Box::new(s), None),
+            (Accepted::Unix(s), _) => (Box::new(s), None),
+        };
         let (sites, settings, draining) = (
             self.sites.clone(),
             self.settings.clone(),
@@ -288,9 +300,15 @@ impl Connections {
             let site = sites.load_full();
             let (settings, remote) = (settings.clone(), peer.clone());
             let draining = draining.clone();
-            async move { Ok::<_, Infallible>(handle(&site, &settings, &draining, req, &remote).await) }
+            let sendfile = sendfile.clone();
+            async move {
+                let mut req = req;
+                if let Some(queue) = sendfile.filter(|_| req.version() < http::Version::HTTP_2) {
+                    req.extensions_mut().insert(queue);
+                }
+                Ok::<_, Infallible>(handle(&site, &settings, &draining, req, &remote).await)
+            }
         });
-        let tls = self.settings.tls.clone();
         let timeout = self.settings.limits.header_read_timeout;
         tokio::spawn(async move {
             let result = match tls {
@@ -325,8 +343,8 @@ impl Connections {
 }
 
 /// Closes `listener`, returning the connections already waiting in its accept queue.
-fn flush_accept_queue(listener: Listener) -> Vec<(Box<dyn Io>, String)> {
-    let mut queued: Vec<(Box<dyn Io>, String)> = Vec::new();
+fn flush_accept_queue(listener: Listener) -> Vec<(Accepted, String)> {
+    let mut queued: Vec<(Accepted, String)> = Vec::new();
     let Listener::Tcp(listener) = listener else {
         return queued;
     };
@@ -346,7 +364,7 @@ fn flush_accept_queue(listener: Listener) -> Vec<(Box<dyn Io>, String)> {
             .and_then(|()| tokio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
             let _ = stream.set_nodelay(true);
-            queued.push((Box::new(stream), addr.to_string()));
+            queued.push((Accepted::Tcp(stream), addr.to_string()));
         }
     }
     drop(listener);
@@ -357,16 +375,22 @@ fn flush_accept_queue(listener: Listener) -> Vec<(Box<dyn Io>, String)> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-async fn accept(listener: &Listener) -> std::io::Result<(Box<dyn Io>, String)> {
+/// An accepted connection's stream.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, addr): (tokio::net::TcpStream, SocketAddr) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Ok((Box::new(s), addr.to_string()))
+            Ok((Accepted::Tcp(s), addr.to_string()))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok((Box::new(s), "unix".to_string()))
+            Ok((Accepted::Unix(s), "unix".to_string()))
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::registry::error::{RegistryError, Result};
 use crate::registry::layout;
 use crate::registry::reference::RepositoryName;
 use crate::registry::Registry;
-use crate::storage::{ByteStream, FileWriter, StorageDriver, StorageError};
+use crate::storage::{ByteStream, FileRegion, FileWriter, StorageDriver, StorageError};
 
 /// Size and identity of a blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,22 @@ impl Registry {
         let path = layout::blob_data(blob.digest.algorithm(), blob.digest.hex());
         match self.driver.reader(&path, offset, Some(len)).await {
             Ok(s) => Ok(s),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(blob.digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `len` bytes of a blob from `offset` as a region of a local file, when the storage
+    /// keeps blobs in local files.
+    pub async fn blob_file(
+        &self,
+        blob: &BlobInfo,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<FileRegion>> {
+        let path = layout::blob_data(blob.digest.algorithm(), blob.digest.hex());
+        match self.driver.file_region(&path, offset, len).await {
+            Ok(r) => Ok(r),
             Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(blob.digest.clone())),
             Err(e) => Err(e.into()),
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
+use super::{ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError};
 use crate::ops::metrics;
 
 /// Wraps a driver; behaves exactly like it, plus metrics and spans.
@@ -237,6 +237,16 @@ impl StorageDriver for InstrumentedDriver {
 
     async fn redirect_url(&self, path: &str) -> Result<Option<String>, StorageError> {
         self.timed("RedirectURL", path, self.inner.redirect_url(path))
+            .await
+    }
+
+    async fn file_region(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<FileRegion>, StorageError> {
+        self.timed("Reader", path, self.inner.file_region(path, offset, len))
             .await
     }
 }

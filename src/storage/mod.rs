@@ -12,6 +12,17 @@ use futures_util::Stream;
 /// A stream of file contents.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
 
+/// Bytes of a file open on the local machine, which a sender may copy to a socket in the
+/// kernel (`sendfile`) instead of reading them into memory first.
+pub struct FileRegion {
+    /// The open file.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes from `offset`, all within the file when it was opened.
+    pub len: u64,
+}
+
 /// What can go wrong below the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -243,6 +254,16 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// the backend has one; clients are redirected there instead of streaming
     /// through the registry.
     async fn redirect_url(&self, _path: &str) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+    /// `len` bytes of `path` from `offset` as a region of a local file, for backends that
+    /// keep files on a local file system; `None` for the others. Default: `None`.
+    async fn file_region(
+        &self,
+        _path: &str,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<Option<FileRegion>, StorageError> {
         Ok(None)
     }
     /// The directories below `path` (relative, `/`-separated) holding an entry named

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::{
-    path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
+    path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
 };
 
 /// Read size for streamed downloads. A download holds at most three: one
@@ -509,6 +509,43 @@ impl StorageDriver for FilesystemDriver {
             rx,
             |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
         )))
+    }
+
+    async fn file_region(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<FileRegion>, StorageError> {
+        let full = self.full(path)?;
+        let p = path.to_string();
+        blocking(move || {
+            let f = File::open(&full).map_err(|e| StorageError::io("open", &p, e))?;
+            let size = f
+                .metadata()
+                .map_err(|e| StorageError::io("stat", &p, e))?
+                .len();
+            if offset > size {
+                return Err(StorageError::InvalidOffset {
+                    path: p,
+                    offset,
+                    size,
+                });
+            }
+            // The socket takes pages as the kernel reads them: ask for read-ahead early.
+            let _ = rustix::fs::fadvise(
+                &f,
+                offset,
+                std::num::NonZeroU64::new(len),
+                rustix::fs::Advice::Sequential,
+            );
+            Ok(Some(FileRegion {
+                file: Arc::new(f),
+                offset,
+                len: len.min(size - offset),
+            }))
+        })
+        .await
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
