@@ -15,7 +15,7 @@ fn storage_yaml(driver: Driver) -> &'static str {
     match driver {
         Driver::Filesystem => "storage:\n  filesystem:\n    rootdirectory: {root}\n",
         Driver::Inmemory => "storage:\n  inmemory: {}\n",
-        Driver::S3 | Driver::Azure => {
+        Driver::S3 | Driver::Azure | Driver::Gcs => {
             unreachable!("the command-line tests run on local storage")
         }
     }

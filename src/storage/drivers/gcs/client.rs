@@ -203,6 +203,8 @@ fn transport(err: hyper_util::client::legacy::Error) -> Failure {
 pub(super) struct Client {
     http: HttpClient,
     credentials: Credentials,
+    /// No authorization header (an emulator), even with a key that signs URLs.
+    anonymous: bool,
     token: TokenCache,
     endpoint: String,
     bucket: String,
@@ -235,6 +237,7 @@ impl Client {
         Ok(Client {
             http,
             credentials: Credentials::new(s)?,
+            anonymous: s.anonymous,
             token: TokenCache::default(),
             endpoint: s.endpoint.clone(),
             bucket: s.bucket.clone(),
@@ -280,7 +283,7 @@ impl Client {
 
     /// An access token, renewed when due.
     async fn authorization(&self) -> Result<Option<String>, Failure> {
-        if matches!(self.credentials, Credentials::Anonymous) {
+        if self.anonymous || matches!(self.credentials, Credentials::Anonymous) {
             return Ok(None);
         }
         let mut cached = self.token.lock().await;
