@@ -105,7 +105,7 @@ struct Request {
     method: Method,
     /// Path and query after the endpoint.
     target: String,
-    content_type: Option<&'static str>,
+    content_type: Option<String>,
     range: Option<String>,
     body: Bytes,
 }
@@ -123,7 +123,7 @@ impl Request {
     }
 
     fn json(mut self, body: serde_json::Value) -> Self {
-        self.content_type = Some("application/json");
+        self.content_type = Some("application/json".into());
         self.body = Bytes::from(body.to_string());
         self
     }
@@ -345,8 +345,8 @@ impl Client {
         if let Some(token) = self.authorization().await? {
             builder = builder.header("authorization", token);
         }
-        if let Some(ct) = req.content_type {
-            builder = builder.header("content-type", ct);
+        if let Some(ct) = &req.content_type {
+            builder = builder.header("content-type", ct.as_str());
         }
         if let Some(range) = &req.range {
             builder = builder.header("range", range.as_str());
@@ -475,8 +475,13 @@ impl Client {
         Ok(buf.freeze())
     }
 
-    /// A media upload of `content` in one request; with `if_generation`, only if the object's
+    /// An upload of `content` in one request; with `if_generation`, only if the object's
     /// generation is that (0: only if there is none). Returns what was stored.
+    ///
+    /// Conditional uploads are multipart inserts (metadata and bytes in one body, so the
+    /// content is copied once): fake-gcs-server honours `ifGenerationMatch` only there. They
+    /// carry small files (claims, leases, empty files); unconditional ones, parts of a chunk,
+    /// go as media uploads, which send the buffer as is.
     pub(super) async fn upload(
         &self,
         name: &str,
@@ -484,17 +489,30 @@ impl Client {
         content: Bytes,
         if_generation: Option<u64>,
     ) -> Result<Object, StorageError> {
-        let mut target = format!(
-            "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
-            encode(&self.bucket),
-            encode(name)
-        );
-        if let Some(g) = if_generation {
-            target.push_str(&format!("&ifGenerationMatch={g}"));
-        }
-        let mut req = Request::new("UploadObject", Method::POST, target);
-        req.content_type = Some("application/octet-stream");
-        req.body = content;
+        let bucket = encode(&self.bucket);
+        let req = match if_generation {
+            None => {
+                let target = format!(
+                    "/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                    encode(name)
+                );
+                let mut req = Request::new("UploadObject", Method::POST, target);
+                req.content_type = Some("application/octet-stream".into());
+                req.body = content;
+                req
+            }
+            Some(g) => {
+                let target = format!(
+                    "/upload/storage/v1/b/{bucket}/o?uploadType=multipart&ifGenerationMatch={g}"
+                );
+                let mut req = Request::new("UploadObject", Method::POST, target);
+                // A fresh boundary: never a line of the bytes.
+                let boundary = format!("wharf-{}", uuid::Uuid::new_v4().simple());
+                req.content_type = Some(format!("multipart/related; boundary={boundary}"));
+                req.body = multipart_body(&boundary, name, &content);
+                req
+            }
+        };
         self.call_json(req, path).await
     }
 
@@ -660,6 +678,22 @@ impl Client {
         .map(Some)
         .map_err(|e| io_error("SignUrl", path, e))
     }
+}
+
+/// A multipart insert's body: the object's metadata, then its bytes.
+fn multipart_body(boundary: &str, name: &str, content: &[u8]) -> Bytes {
+    let metadata = serde_json::json!({ "name": name, "contentType": "application/octet-stream" });
+    let mut body = BytesMut::with_capacity(content.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n\
+             {metadata}\r\n--{boundary}\r\ncontent-type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body.freeze()
 }
 
 /// An I/O error of operation `op` on `path`.
