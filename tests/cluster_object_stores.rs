@@ -129,7 +129,7 @@ fn skopeo_copies_through_haproxy_with_reads_redirected(driver: Driver) {
         assert_eq!(a.status, 307, "{}", a.text());
         let location = a.header("location").unwrap_or_default();
         assert!(
-            target.is_signed_url(&location),
+            target.is_signed_url(location),
             "a signed URL of {target:?}: {location}"
         );
         nodes.insert(a.node().to_string());
