@@ -1995,14 +1995,11 @@ storage:
         load_ok(azure, &[]).config.unsupported(),
         ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
     );
-    for (driver, name) in [(gcs, "gcs"), (swift, "swift")] {
-        assert_eq!(
-            load_ok(driver, &[]).config.unsupported(),
-            [format!(
-                "storage.{name}: the {name} storage driver is not supported yet"
-            )]
-        );
-    }
+    assert_eq!(load_ok(gcs, &[]).config.unsupported(), Vec::<String>::new());
+    assert_eq!(
+        load_ok(swift, &[]).config.unsupported(),
+        ["storage.swift: the swift storage driver is not supported yet"]
+    );
 }
 
 #[test]
