@@ -31,6 +31,7 @@ use api::App;
 use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDriverConfig};
 use registry::{Registry, RegistryOptions};
 use storage::drivers::azure::{AzureDriver, AzureSettings};
+use storage::drivers::gcs::{GcsDriver, GcsSettings};
 use storage::drivers::s3::{S3Driver, S3Settings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// The Azure Blob client could not be set up.
     #[error(transparent)]
     AzureStorage(#[from] storage::drivers::azure::AzureSetupError),
+    /// The Google Cloud Storage client could not be set up.
+    #[error(transparent)]
+    GcsStorage(#[from] storage::drivers::gcs::GcsSetupError),
     /// A configuration value that cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -128,6 +132,11 @@ fn serving_storage_driver(
                 );
             }
             Arc::new(AzureDriver::new(&AzureSettings::from_config(azure))?)
+        }
+        StorageDriverConfig::Gcs(gcs) => {
+            let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok();
+            let settings = GcsSettings::from_config(gcs, emulator.as_deref());
+            Arc::new(GcsDriver::new(&settings)?)
         }
         other => {
             return Err(StartError::Unsupported(vec![format!(

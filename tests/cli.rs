@@ -15,7 +15,7 @@ fn storage_yaml(driver: Driver) -> &'static str {
     match driver {
         Driver::Filesystem => "storage:\n  filesystem:\n    rootdirectory: {root}\n",
         Driver::Inmemory => "storage:\n  inmemory: {}\n",
-        Driver::S3 | Driver::Azure => {
+        Driver::S3 | Driver::Azure | Driver::Gcs => {
             unreachable!("the command-line tests run on local storage")
         }
     }
@@ -63,21 +63,38 @@ fn unknown_keys_warned(driver: Driver) {
 
 #[test]
 fn drivers_not_served_yet_are_refused_by_key() {
-    for (driver, section) in [
-        ("gcs", "  gcs:\n    bucket: b\n"),
+    let section = "  swift:\n    authurl: http://127.0.0.1:1/v3\n    username: u\n    password: p\n    container: c\n";
+    let builder = Registry::builder(Driver::Inmemory).template(&format!(
+        "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
+    ));
+    let stderr = assert_start_fails(builder, "swift");
+    assert!(
+        stderr.contains("storage.swift:"),
+        "stderr names storage.swift:\n{stderr}"
+    );
+}
+
+/// GCS with a key file that cannot be read, or inline credentials that are not a
+/// service-account key, is refused at start-up, naming the section and the key.
+#[test]
+fn gcs_without_a_usable_key_is_refused_by_key() {
+    for (key, section) in [
         (
-            "swift",
-            "  swift:\n    authurl: http://127.0.0.1:1/v3\n    username: u\n    password: p\n    container: c\n",
+            "storage.gcs: keyfile",
+            "  gcs:\n    bucket: b\n    keyfile: /nonexistent/key.json\n",
+        ),
+        (
+            "storage.gcs: service-account private_key",
+            "  gcs:\n    bucket: b\n    credentials:\n      type: service_account\n      client_email: a@b\n      private_key: not-a-key\n",
         ),
     ] {
-        let builder = Registry::builder(Driver::Inmemory).template(&format!(
-            "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
-        ));
-        let stderr = assert_start_fails(builder, driver);
-        assert!(
-            stderr.contains(&format!("storage.{driver}:")),
-            "stderr names storage.{driver}:\n{stderr}"
-        );
+        let builder = Registry::builder(Driver::Inmemory)
+            .template(&format!(
+                "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
+            ))
+            .env("STORAGE_EMULATOR_HOST", "127.0.0.1:1");
+        let stderr = assert_start_fails(builder, key);
+        assert!(stderr.contains(key), "stderr names {key}:\n{stderr}");
     }
 }
 

@@ -310,8 +310,21 @@ fn localise(cfg: &mut Value, dir: &Path, m: &Materials, stub: u16) -> Listening 
             }
         }
         if let Some(gcs) = child(storage, "gcs") {
+            // A service-account key as Google issues them (PKCS#8 RSA), its token URI the stub.
+            let key = serde_json::json!({
+                "type": "service_account",
+                "client_email": "corpus@corpus.iam.gserviceaccount.com",
+                "private_key": fs::read_to_string(&m.key).unwrap(),
+                "token_uri": format!("{url}/token"),
+            });
             if gcs.contains_key("keyfile") {
-                set(gcs, "keyfile", path_value(&dir.join("gcs-key.json")));
+                let keyfile = dir.join("gcs-key.json");
+                fs::write(&keyfile, key.to_string()).unwrap();
+                set(gcs, "keyfile", path_value(&keyfile));
+            }
+            if let Some(inline) = child(gcs, "credentials") {
+                set(inline, "private_key", key["private_key"].as_str().unwrap());
+                set(inline, "token_uri", format!("{url}/token"));
             }
         }
     }
@@ -514,6 +527,8 @@ fn try_start(binary: &Path, config: &Path, m: &Materials, stub: u16) -> Outcome 
     let mut cmd = clean_command(binary);
     // A config without S3 keys must not send the credential chain to the cloud's metadata address.
     cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    // Google Cloud Storage calls (Wharf's and registry:2's) go to the stub, as to an emulator.
+    cmd.env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{stub}"));
     cmd.arg("serve")
         .arg(&path)
         .current_dir(dir.path())

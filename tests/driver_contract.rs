@@ -745,3 +745,124 @@ mod azure {
         drop(server);
     }
 }
+
+mod gcs {
+    //! Google Cloud Storage on fake-gcs-server: parts composed on commit by any node, append
+    //! claims, distribution's object names, signed URLs, an outage.
+
+    use bytes::Bytes;
+    use wharf::storage::drivers::gcs::GcsDriver;
+    use wharf::storage::{StorageDriver, StorageError};
+
+    use super::support::gcs::{self as server, FakeGcs, GcsTarget};
+    use super::{Publish, Store, MIB};
+
+    /// Two nodes over a fresh bucket (names under `wharf-root`), 5 MiB chunks.
+    fn store_on(target: &GcsTarget) -> Store {
+        Store {
+            a: Box::new(server::driver(target, "wharf-root", 5 * MIB)),
+            b: Box::new(server::driver(target, "wharf-root", 5 * MIB)),
+            kept_parts: None,
+        }
+    }
+
+    fn store() -> Store {
+        store_on(&GcsTarget::fresh())
+    }
+
+    contract!(store);
+
+    /// Moved rather than committed to, the blob lands where distribution names it
+    /// (`<rootdirectory>/docker/...`), and no part or claim is left beside the root.
+    #[test]
+    fn appends_resume_on_another_node_then_move() {
+        let target = GcsTarget::fresh();
+        super::appends_resume_on_another_node(&store_on(&target), 16 * MIB + 123, Publish::Move);
+        super::runtime().block_on(async {
+            let plain = server::driver(&target, "", MIB);
+            let listed = plain
+                .list("/wharf-root/docker/registry/v2/blobs/sha256/ab/abcd")
+                .await
+                .unwrap();
+            assert_eq!(listed, vec!["data".to_string()]);
+            assert_eq!(
+                plain.list("/").await.unwrap(),
+                vec!["wharf-root".to_string()]
+            );
+        });
+    }
+
+    /// More parts than one compose takes (32): they are composed in rounds, in order, and
+    /// the intermediate objects are deleted.
+    #[test]
+    fn many_parts_are_composed_in_rounds() {
+        let target = GcsTarget::fresh();
+        let d = server::driver(&target, "", 256 << 10);
+        let blob = super::data(70 * (256 << 10) + 5);
+        super::runtime().block_on(async {
+            let path = "/docker/up/data";
+            super::append(&d, path, 0, &blob[..40 * (256 << 10)]).await;
+            super::append(&d, path, 40 * (256 << 10), &blob[40 * (256 << 10)..]).await;
+            super::assert_same(&super::read(&d, path).await, &blob, "composed file");
+            let mut w = d.atomic_writer("/docker/atomic").await.unwrap();
+            w.write(Bytes::copy_from_slice(&blob)).await.unwrap();
+            w.commit().await.unwrap();
+            super::assert_same(&super::read(&d, "/docker/atomic").await, &blob, "atomic");
+            d.delete("/docker").await.unwrap();
+            assert!(d.list("/").await.unwrap_err().is_not_found());
+        });
+    }
+
+    /// Signed URLs carry a V4 signature for the object's path-style URL. The emulator does
+    /// not check signatures: this shows the URL's form and that it names the object.
+    #[test]
+    fn signed_urls_serve_the_object() {
+        let url = super::redirect_urls_serve_the_object(&store());
+        assert!(
+            url.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256")
+                && url.contains("X-Goog-Expires=1200")
+                && url.contains("&X-Goog-Signature="),
+            "{url}"
+        );
+        let signature = url.rsplit("X-Goog-Signature=").next().unwrap();
+        assert_eq!(signature.len(), 512, "an RSA-2048 signature in hex: {url}");
+        assert!(
+            url.contains("/wharf-root/docker/registry/v2/blobs/"),
+            "{url}"
+        );
+    }
+
+    /// With the service down, calls fail as "unreachable" (answered 503 by the registry)
+    /// after bounded retries, and work again once it is back.
+    #[test]
+    fn an_outage_is_unreachable_then_recovers() {
+        let server = FakeGcs::start();
+        let port = server.port();
+        let data_dir = server.data_dir();
+        let target = GcsTarget {
+            host: server.host(),
+            bucket: server.create_bucket(),
+        };
+        let d: GcsDriver = server::driver(&target, "", MIB);
+        let rt = super::runtime();
+        rt.block_on(async {
+            d.put_content("/a", Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+        });
+        server.stop();
+        let err = rt.block_on(d.get_content("/a")).unwrap_err();
+        match &err {
+            StorageError::Io { source, .. } => assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{err}"
+            ),
+            other => panic!("expected an I/O error, got {other}"),
+        }
+        let back = FakeGcs::start_on(port, Some(&data_dir));
+        assert_eq!(rt.block_on(d.get_content("/a")).unwrap(), "kept");
+        drop(back);
+        drop(server);
+    }
+}

@@ -355,6 +355,7 @@ fn one_node(driver: Driver) {
             container_blob_problems(node.azure().unwrap()),
             Vec::<String>::new()
         ),
+        Driver::Gcs => assert_eq!(gcs_blob_problems(node.gcs().unwrap()), Vec::<String>::new()),
         Driver::Inmemory => {}
     }
 }

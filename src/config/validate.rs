@@ -428,7 +428,8 @@ impl Config {
             StorageDriverConfig::Filesystem { .. }
             | StorageDriverConfig::Inmemory
             | StorageDriverConfig::S3(_)
-            | StorageDriverConfig::Oss(_) => {}
+            | StorageDriverConfig::Oss(_)
+            | StorageDriverConfig::Gcs(_) => {}
             StorageDriverConfig::Azure(azure) => match azure.credentials.kind.as_str() {
                 "" | "shared_key" => {}
                 other => out.push(format!(

@@ -2,21 +2,18 @@
 //! (npm `azurite`), installed by `.ci/test` under `~/.cache/wharf/azurite`.
 //!
 //! One shared server per test process ([`shared`]), started on first use; each registry gets a
-//! container of its own unless it is told to share one. As with moto, the server runs under a
-//! small shell that kills it (by its PID) when this process's end of a pipe closes. Telemetry
-//! is off: nothing leaves the machine. Tests that stop the server start their own.
+//! container of its own unless it is told to share one. The process is an [`Emulator`]: it
+//! never outlives the tests. Telemetry is off: nothing leaves the machine. Tests that stop the
+//! server start their own.
 
 use std::fs;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use super::emulator::{Emulator, Launch};
 use super::process::free_port;
-use super::wait::WAIT_LIMIT;
 
 /// Azurite's well-known development account and key.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -25,10 +22,7 @@ pub const ACCOUNT_KEY: &str =
 
 /// A running Azurite blob server; dropping it stops the server.
 pub struct Azurite {
-    port: u16,
-    shell: Mutex<Option<(Child, ChildStdin)>>,
-    log: PathBuf,
-    dir: tempfile::TempDir,
+    server: Emulator,
 }
 
 /// Where an `azure` registry keeps its data.
@@ -86,113 +80,56 @@ impl Azurite {
         Azurite::start_on(free_port(), None)
     }
 
-    /// A server on `port` keeping its data in `data` (a fresh folder when `None`; used to
+    /// A server on `port` keeping its data in `data` (its own folder when `None`; used to
     /// bring a stopped server back on the same address with the same data).
-    pub fn start_on(port: u16, data: Option<&std::path::Path>) -> Azurite {
-        let dir = tempfile::Builder::new()
-            .prefix("wharf-azurite-")
-            .tempdir()
-            .expect("temp dir");
-        let location = data.map_or_else(|| dir.path().join("data"), |d| d.to_path_buf());
-        fs::create_dir_all(&location).expect("azurite data dir");
-        let log = dir.path().join("azurite.log");
-        let script = format!(
-            "'{}' --blobHost 127.0.0.1 --blobPort {port} --location '{}' --skipApiVersionCheck \
-             --loose --disableTelemetry --disableProductStyleUrl >>'{}' 2>&1 & az=$!; \
-             read _ignored; kill $az; wait $az",
-            azurite_program(),
-            location.display(),
-            log.display()
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("AZURITE_") || k.starts_with("REGISTRY_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn sh for azurite-blob");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let server = Azurite {
-            port,
-            shell: Mutex::new(Some((child, stdin))),
-            log,
-            dir,
+    pub fn start_on(port: u16, data: Option<&Path>) -> Azurite {
+        let data = data.map(Path::to_path_buf);
+        let command = move |dir: &Path| {
+            let location = data.clone().unwrap_or_else(|| dir.join("data"));
+            fs::create_dir_all(&location).expect("azurite data dir");
+            format!(
+                "'{}' --blobHost 127.0.0.1 --blobPort {port} --location '{}' \
+                 --skipApiVersionCheck --loose --disableTelemetry --disableProductStyleUrl",
+                azurite_program(),
+                location.display()
+            )
         };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        for _ in 0..1200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        Azurite {
+            server: Emulator::start(&Launch {
+                name: "azurite",
+                port,
+                command: &command,
+                scrub_env: &["AZURITE_"],
                 // Any HTTP answer (an anonymous request is refused) means it serves.
-                let probe = reqwest::blocking::Client::new()
-                    .get(format!("{}?comp=list", self.service_url()))
-                    .timeout(Duration::from_secs(5))
-                    .send();
-                if probe.is_ok() {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
+                probe: &format!("/{ACCOUNT}?comp=list"),
+                install_hint: "npm install --prefix ~/.cache/wharf/azurite azurite",
+            }),
         }
-        panic!(
-            "azurite-blob did not start on port {} (install it with: npm install --prefix \
-             ~/.cache/wharf/azurite azurite):\n{}",
-            self.port,
-            self.log_text()
-        );
     }
 
     /// The server's loopback port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `http://127.0.0.1:<port>/devstoreaccount1`.
     pub fn service_url(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        format!("{}/{ACCOUNT}", self.server.origin())
     }
 
     /// Where the server keeps its data (to start it again on the same data).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.server.dir().join("data")
     }
 
     /// What the server printed.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log_text()
     }
 
     /// Stops the server (and waits for it to exit).
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
-            drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

@@ -1,4 +1,4 @@
-//! A registry cluster: three `wharf` nodes sharing one storage folder (or one S3 bucket) and one
+//! A registry cluster: three `wharf` nodes sharing one storage folder (or one bucket or container) and one
 //! `http.secret`, a real `redis-server` as their blob-descriptor cache (optionally behind a
 //! chaos proxy), and a real haproxy running the repository's config in front of them.
 
@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::azure::AzureTarget;
 use super::chaos::ChaosProxy;
 use super::client::Endpoint;
 use super::haproxy::Haproxy;
+use super::object_store::StoreTarget;
 use super::process::{repo_path, tail};
 use super::redis::RedisServer;
 use super::registry::{Driver, Registry, SECRET};
-use super::s3::S3Target;
 use super::session::Trace;
 
 /// Clusters take most of the machine: tests of one file run them one at a time.
@@ -34,12 +33,9 @@ pub struct ClusterOptions {
     pub draintimeout: Duration,
     /// Redis dial/read/write timeouts.
     pub redis_timeout: Duration,
-    /// Store in this bucket of the shared S3 server instead of a shared folder, blob reads
-    /// redirected to it or not.
-    pub s3: Option<(S3Target, bool)>,
-    /// Store in this container of the shared Azurite instead, blob reads redirected to it or
-    /// not.
-    pub azure: Option<(AzureTarget, bool)>,
+    /// Store in this bucket or container of a shared emulator (S3, Azure or GCS) instead of
+    /// a shared folder, blob reads redirected to it or not.
+    pub store: Option<(StoreTarget, bool)>,
     /// A configuration section every node gets (e.g. `proxy`).
     pub section: Option<String>,
 }
@@ -52,8 +48,7 @@ impl Default for ClusterOptions {
             secrets: [None, None, None],
             draintimeout: Duration::from_secs(12),
             redis_timeout: Duration::from_millis(100),
-            s3: None,
-            azure: None,
+            store: None,
             section: None,
         }
     }
@@ -85,16 +80,9 @@ impl Cluster {
             .unwrap_or_else(|| redis.addr());
         let nodes: Vec<Registry> = (0..3)
             .map(|i| {
-                let node = match (&options.s3, &options.azure) {
-                    (Some((target, redirect)), _) => Registry::builder(Driver::S3)
-                        .s3_target(target)
-                        .redirect(*redirect),
-                    (None, Some((target, redirect))) => Registry::builder(Driver::Azure)
-                        .azure_target(target)
-                        .redirect(*redirect),
-                    (None, None) => {
-                        Registry::builder(Driver::Filesystem).storage_dir(storage.path())
-                    }
+                let node = match &options.store {
+                    Some((target, redirect)) => target.builder().redirect(*redirect),
+                    None => Registry::builder(Driver::Filesystem).storage_dir(storage.path()),
                 };
                 let node = match &options.section {
                     Some(section) => node.section(section),

@@ -17,10 +17,13 @@
 //! - `raw`: raw HTTP/1.1 over TCP, for what a library would normalize.
 //! - `session`: uploads, manifests and tags as a client does them.
 //! - `s3`: moto's S3 server (one per test process) and buckets.
+//! - `emulator`: a storage emulator process (moto, Azurite, fake-gcs-server), stopped by PID.
 //! - `azure`: Azurite's blob server (one per test process) and containers.
+//! - `gcs`: fake-gcs-server (one per test process), buckets and a service-account key.
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
+//! - `object_store`: a bucket or container of any of the emulators, for suites run on each.
 //! - `layout`: OCI image layouts for skopeo.
 //! - `skopeo`: skopeo copies and inspections.
 //! - `redis`: `redis-server` and a RESP client.
@@ -31,7 +34,7 @@
 //! - `auth`: keys, certificates, JWTs and a token server.
 //! - `browser`: headless Chromium over WebDriver (chromedriver), screenshots.
 //!
-//! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `metrics` and
+//! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `gcs` (but `GcsTarget`), `metrics` and
 //! `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
@@ -44,12 +47,15 @@ pub mod browser;
 pub mod chaos;
 pub mod client;
 pub mod cluster;
+pub mod emulator;
 pub mod fixtures;
+pub mod gcs;
 pub mod haproxy;
 pub mod layout;
 pub mod load;
 pub mod manifest;
 pub mod metrics;
+pub mod object_store;
 pub mod process;
 pub mod raw;
 pub mod receiver;
@@ -64,9 +70,9 @@ pub mod wait;
 // Each test binary uses a part of this prelude.
 #[allow(unused_imports)]
 pub use self::{
-    azure::AzureTarget, chaos::*, client::*, cluster::*, fixtures::*, haproxy::*, layout::*,
-    load::*, manifest::*, process::*, raw::*, redis::*, registry::*, s3::S3Target, session::*,
-    skopeo::*, storage::*, wait::*,
+    azure::AzureTarget, chaos::*, client::*, cluster::*, fixtures::*, gcs::GcsTarget, haproxy::*,
+    layout::*, load::*, manifest::*, object_store::StoreTarget, process::*, raw::*, redis::*,
+    registry::*, s3::S3Target, session::*, skopeo::*, storage::*, wait::*,
 };
 
 /// `for_each_driver!(a, b)` turns `fn a(driver: Driver)` into the tests `a::filesystem`,

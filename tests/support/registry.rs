@@ -18,6 +18,7 @@ use reqwest::blocking::Client;
 
 use super::azure::{self, AzureTarget};
 use super::client::{http_client, Endpoint, Resp};
+use super::gcs::{self, GcsTarget};
 use super::metrics::Scrape;
 use super::process::{clean_command, free_port, log_file, log_lines, read_text, Process, Server};
 use super::raw::{raw_request, RawEnd};
@@ -39,6 +40,9 @@ pub enum Driver {
     /// The Azure driver against the shared Azurite of this test process, a container per
     /// registry, redirects off (tests of redirects turn them on).
     Azure,
+    /// The GCS driver against the shared fake-gcs-server of this test process, a bucket per
+    /// registry, redirects off (tests of redirects turn them on).
+    Gcs,
 }
 
 /// When a started registry counts as ready.
@@ -72,6 +76,7 @@ pub struct RegistryBuilder {
     s3: Option<S3Target>,
     s3_lines: Vec<String>,
     azure: Option<AzureTarget>,
+    gcs: Option<GcsTarget>,
     redirect: bool,
     name: Option<String>,
     secret: String,
@@ -90,6 +95,12 @@ impl RegistryBuilder {
     /// For `Driver::Azure`: use this service and container (several registries may share one).
     pub fn azure_target(mut self, target: &AzureTarget) -> Self {
         self.azure = Some(target.clone());
+        self
+    }
+
+    /// For `Driver::Gcs`: use this server and bucket (several registries may share one).
+    pub fn gcs_target(mut self, target: &GcsTarget) -> Self {
+        self.gcs = Some(target.clone());
         self
     }
 
@@ -262,6 +273,11 @@ impl RegistryBuilder {
                 text.push_str(&azure::storage_section(target, &[]));
                 text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
             }
+            Driver::Gcs => {
+                let target = self.gcs.as_ref().expect("a bucket is chosen at spawn");
+                text.push_str(&gcs::storage_section(target, &[]));
+                text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
+            }
         }
         text.push_str(&format!(
             "  delete:\n    enabled: {}\n",
@@ -346,6 +362,11 @@ impl RegistryBuilder {
             with_container.azure = Some(AzureTarget::fresh());
             return with_container.spawn();
         }
+        if self.driver == Driver::Gcs && self.gcs.is_none() {
+            let mut with_bucket = self.clone();
+            with_bucket.gcs = Some(GcsTarget::fresh());
+            return with_bucket.spawn();
+        }
         let prefix = match &self.name {
             Some(name) => format!("wharf-{name}-"),
             None => "wharf-test-".to_string(),
@@ -373,9 +394,16 @@ impl RegistryBuilder {
                 .collect(),
             None => vec!["serve".to_string(), config_arg.clone()],
         };
+        // Google's client libraries (and so registry:2) reach an emulator this way.
+        let emulator = self
+            .gcs
+            .as_ref()
+            .filter(|_| self.driver == Driver::Gcs)
+            .map(|t| ("STORAGE_EMULATOR_HOST".to_string(), t.host.clone()));
         let env = self
             .env
             .iter()
+            .chain(emulator.iter())
             .map(|(key, value)| {
                 let value = value
                     .replace("{addr}", &addr.to_string())
@@ -404,6 +432,7 @@ impl RegistryBuilder {
             endpoint: Endpoint::new(&format!("http://{addr}")),
             s3: self.s3.clone().filter(|_| self.driver == Driver::S3),
             azure: self.azure.clone().filter(|_| self.driver == Driver::Azure),
+            gcs: self.gcs.clone().filter(|_| self.driver == Driver::Gcs),
         };
         registry.process = Some(registry.launch.spawn(
             registry.label(),
@@ -448,6 +477,7 @@ pub struct Registry {
     endpoint: Endpoint,
     s3: Option<S3Target>,
     azure: Option<AzureTarget>,
+    gcs: Option<GcsTarget>,
 }
 
 impl Deref for Registry {
@@ -477,6 +507,7 @@ impl Registry {
             s3: None,
             s3_lines: Vec::new(),
             azure: None,
+            gcs: None,
             redirect: false,
             name: None,
             secret: SECRET.to_string(),
@@ -499,6 +530,11 @@ impl Registry {
     /// The service and container of an `azure` registry.
     pub fn azure(&self) -> Option<&AzureTarget> {
         self.azure.as_ref()
+    }
+
+    /// The server and bucket of a `gcs` registry.
+    pub fn gcs(&self) -> Option<&GcsTarget> {
+        self.gcs.as_ref()
     }
 
     /// A client of this registry (to hand to another thread).

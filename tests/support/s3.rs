@@ -1,22 +1,17 @@
 //! A real S3 server on loopback for the `s3` driver variant: `moto_server` (PyPI `moto[server]`).
 //!
 //! One shared server per test process ([`shared`]), started on first use; each registry gets a
-//! bucket of its own unless it is told to share one. The server runs under a small shell that
-//! kills it when this process's end of a pipe closes, so it never outlives the tests, even on a
-//! panic or a kill. Tests that stop the server start their own ([`S3Server::start`]).
+//! bucket of its own unless it is told to share one. The process is an [`Emulator`]: it never
+//! outlives the tests. Tests that stop the server start their own ([`S3Server::start`]).
 
-use std::fs;
 use std::io::Write;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::emulator::{Emulator, Launch};
 use super::process::{free_port, log_lines};
-use super::wait::WAIT_LIMIT;
 
 /// Region and credentials every test config uses (moto accepts any).
 pub const REGION: &str = "us-east-1";
@@ -28,10 +23,7 @@ pub const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=wharf-test/202
 
 /// A running moto server; dropping it stops the server.
 pub struct S3Server {
-    port: u16,
-    shell: Mutex<Option<(Child, ChildStdin)>>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    server: Emulator,
 }
 
 /// Where an `s3` registry keeps its data.
@@ -73,78 +65,32 @@ impl S3Server {
 
     /// A server on `port` (used to bring a stopped server back on the same address).
     pub fn start_on(port: u16) -> S3Server {
-        let dir = tempfile::Builder::new()
-            .prefix("wharf-moto-")
-            .tempdir()
-            .expect("temp dir");
-        let log = dir.path().join("moto.log");
-        // The shell starts moto, then waits for its stdin to close (this process went away, or
-        // `stop`) and kills it.
-        let script = format!(
-            "{} -H 127.0.0.1 -p {port} >>'{}' 2>&1 & moto=$!; read _ignored; kill $moto; wait $moto",
-            moto_program(),
-            log.display()
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("AWS_") || k.starts_with("REGISTRY_") || k.starts_with("MOTO_") {
-                cmd.env_remove(&key);
-            }
+        let command = |_: &std::path::Path| format!("{} -H 127.0.0.1 -p {port}", moto_program());
+        S3Server {
+            server: Emulator::start(&Launch {
+                name: "moto",
+                port,
+                command: &command,
+                scrub_env: &["AWS_", "MOTO_"],
+                probe: "/",
+                install_hint: "pip install 'moto[server]'",
+            }),
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn sh for moto_server");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let server = S3Server {
-            port,
-            shell: Mutex::new(Some((child, stdin))),
-            log,
-            _dir: dir,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        for _ in 0..1200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let probe = reqwest::blocking::Client::new()
-                    .get(format!("{}/", self.endpoint()))
-                    .timeout(Duration::from_secs(5))
-                    .send();
-                if probe.is_ok() {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "moto_server did not start on port {} (install it with: pip install 'moto[server]'):\n{}",
-            self.port,
-            self.log_text()
-        );
     }
 
     /// The server's loopback port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.origin()
     }
 
     /// The server's request log (one line per request).
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log_text()
     }
 
     /// Request lines logged so far (`"METHOD /path?query HTTP/1.1" status`).
@@ -154,18 +100,7 @@ impl S3Server {
 
     /// Stops the server (and waits for it to exit).
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
-            drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.stop();
     }
 
     /// A new empty bucket.
@@ -238,12 +173,6 @@ impl S3Server {
             .send()
             .expect("put object");
         assert!(resp.status().is_success(), "put {key}: {resp:?}");
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::azure::{self, AzureTarget};
 use super::fixtures::{hex, sha256_digest};
+use super::gcs::{self, GcsTarget};
 use super::s3::{self, S3Target};
 
 /// Visits every entry under `root`, folders before what they hold; `visit(path, is_dir)` says
@@ -157,8 +158,38 @@ pub fn container_problems(target: &AzureTarget) -> Vec<String> {
 }
 
 fn container_check(target: &AzureTarget, uploads_too: bool) -> Vec<String> {
-    use wharf::storage::StorageDriver;
-    let driver = azure::driver(target, Some(""));
+    driver_check(&azure::driver(target, Some("")), uploads_too)
+}
+
+/// Objects in a bucket of the shared fake-gcs-server whose bytes do not hash to their name,
+/// and entries under `blobs/` that are not a blob's `data`.
+pub fn gcs_blob_problems(target: &GcsTarget) -> Vec<String> {
+    driver_check(&gcs::driver(target, "", 1 << 20), false)
+}
+
+/// [`gcs_blob_problems`], upload data left under `repositories/`, and part objects or append
+/// claims left in the driver's scratch area (for runs where every upload finishes).
+pub fn gcs_problems(target: &GcsTarget) -> Vec<String> {
+    let mut problems = driver_check(&gcs::driver(target, "", 1 << 20), true);
+    // The scratch area is outside every driver path: read it through a driver rooted there.
+    let scratch = gcs::driver(target, ".wharf-scratch", 1 << 20);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use wharf::storage::StorageDriver;
+        for dir in ["parts", "claims"] {
+            if let Ok(left) = scratch.list(&format!("/{dir}")).await {
+                problems.push(format!("scratch {dir} left: {left:?}"));
+            }
+        }
+    });
+    problems
+}
+
+/// The checks of [`container_problems`] through any driver rooted at the registry's root.
+fn driver_check(driver: &dyn wharf::storage::StorageDriver, uploads_too: bool) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,6 +2,7 @@
 
 pub mod azure;
 pub mod filesystem;
+pub mod gcs;
 mod group_commit;
 pub mod inmemory;
 pub mod s3;

@@ -1,8 +1,10 @@
-//! Three nodes over one Azure Blob container (Azurite on loopback), one Redis and haproxy in
-//! round-robin: chunked uploads whose requests land on different nodes continue the same block
-//! list from the signed state alone; skopeo copies images in and out with blob reads
-//! redirected to SAS URLs of the container; the container holds only whole, verified blobs
-//! afterwards. Then one node through an outage of the service: 503, and back.
+//! Three nodes over one bucket or container, one Redis and haproxy in round-robin, on each
+//! object store (`s3::` on moto, `azure::` on Azurite, `gcs::` on fake-gcs-server): chunked
+//! uploads whose requests land on different nodes continue the same upload from storage and
+//! the signed state alone; skopeo copies images in and out with blob reads redirected to
+//! signed URLs of the store; the store holds only whole, verified blobs afterwards. Where the
+//! emulator can be restarted on its data (Azurite, fake-gcs-server), one node through an
+//! outage of the service: 503, and back.
 
 mod support;
 
@@ -12,18 +14,17 @@ use support::*;
 
 const MIB: usize = 1 << 20;
 
-#[test]
-fn chunked_uploads_hop_between_nodes_over_one_container() {
+/// Chunked uploads of sizes around the 5 MiB part or chunk size (Azure: the 4 MiB block),
+/// with chunks both smaller and larger than a part, each request sent to the next node.
+fn chunked_uploads_hop_between_nodes(driver: Driver, seed: u64) {
     let _one = exclusive();
-    let target = AzureTarget::fresh();
+    let target = StoreTarget::fresh(driver);
     let cluster = Cluster::start(ClusterOptions {
-        azure: Some((target.clone(), false)),
+        store: Some((target.clone(), false)),
         ..ClusterOptions::default()
     });
     let api = cluster.endpoint();
-    let seed = 0xa2_c1a5;
     let mut prng = Prng::new(seed);
-    // Sizes around the 4 MiB block, with chunks both smaller and larger than a block.
     let sizes: [(usize, usize); 6] = [
         (1024, 3),
         (3 * MIB + 5, 6),
@@ -34,7 +35,7 @@ fn chunked_uploads_hop_between_nodes_over_one_container() {
     ];
     let mut seen: BTreeSet<(&str, String)> = BTreeSet::new();
     for (i, (size, chunks)) in sizes.into_iter().enumerate() {
-        let repo = format!("azhops/blob{i}");
+        let repo = format!("hops/blob{i}");
         let data = prng.bytes(size);
         let digest = sha256_digest(&data);
         let cuts = random_cuts(&mut prng, size, chunks);
@@ -79,15 +80,16 @@ fn chunked_uploads_hop_between_nodes_over_one_container() {
         !cluster.redis.keys("blobs::sha256:*").is_empty(),
         "no blob descriptors in Redis"
     );
-    assert_eq!(container_problems(&target), Vec::<String>::new());
+    assert_eq!(target.problems(), Vec::<String>::new());
 }
 
-#[test]
-fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_container() {
+/// skopeo copies an image and a multi-arch index in and out through haproxy; blob reads are
+/// 307s to signed URLs of the store, from every node.
+fn skopeo_copies_through_haproxy_with_reads_redirected(driver: Driver) {
     let _one = exclusive();
-    let target = AzureTarget::fresh();
+    let target = StoreTarget::fresh(driver);
     let cluster = Cluster::start(ClusterOptions {
-        azure: Some((target.clone(), true)),
+        store: Some((target.clone(), true)),
         ..ClusterOptions::default()
     });
     let work = tempfile::tempdir().unwrap();
@@ -98,10 +100,7 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_container() {
     layout.tag("multi", &index);
     let api = cluster.endpoint();
 
-    for (tag, repo, all) in [
-        ("image", "azsk/image", false),
-        ("multi", "azsk/multi", true),
-    ] {
+    for (tag, repo, all) in [("image", "sk/image", false), ("multi", "sk/multi", true)] {
         copy_in(&api, &layout.dir, tag, &format!("{repo}:v1"), all);
         let expected = layout.digest_of(tag).unwrap();
         let out = work.path().join(format!("out-{tag}"));
@@ -120,40 +119,81 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_container() {
         assert!(layers >= 3, "{layers} blobs came back for {repo}");
     }
 
-    // Blob reads through haproxy are 307s to the container, from every node.
     let config_digest = {
         let v: serde_json::Value = serde_json::from_slice(&image.body).unwrap();
         v["config"]["digest"].as_str().unwrap().to_string()
     };
     let mut nodes = BTreeSet::new();
     for _ in 0..3 {
-        let a = send(api.get(&format!("/v2/azsk/image/blobs/{config_digest}")));
+        let a = send(api.get(&format!("/v2/sk/image/blobs/{config_digest}")));
         assert_eq!(a.status, 307, "{}", a.text());
         let location = a.header("location").unwrap_or_default();
         assert!(
-            location.starts_with(&target.service_url) && location.contains("&sig="),
-            "a SAS URL of the container: {location}"
+            target.is_signed_url(location),
+            "a signed URL of {target:?}: {location}"
         );
         nodes.insert(a.node().to_string());
     }
     assert_eq!(nodes.len(), 3, "every node redirects: {nodes:?}");
-    assert_eq!(container_problems(&target), Vec::<String>::new());
+    assert_eq!(target.problems(), Vec::<String>::new());
+}
+
+/// An emulator of the test's own, to stop and bring back on the same port and data.
+enum OwnServer {
+    Azure(support::azure::Azurite),
+    Gcs(support::gcs::FakeGcs),
+}
+
+impl OwnServer {
+    fn start(driver: Driver) -> (OwnServer, StoreTarget) {
+        match driver {
+            Driver::Azure => {
+                let server = support::azure::Azurite::start();
+                let target = AzureTarget {
+                    service_url: server.service_url(),
+                    container: support::azure::fresh_container(),
+                };
+                (OwnServer::Azure(server), StoreTarget::Azure(target))
+            }
+            Driver::Gcs => {
+                let server = support::gcs::FakeGcs::start();
+                let target = GcsTarget {
+                    host: server.host(),
+                    bucket: server.create_bucket(),
+                };
+                (OwnServer::Gcs(server), StoreTarget::Gcs(target))
+            }
+            other => panic!("no restartable emulator for {other:?}"),
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            OwnServer::Azure(s) => s.stop(),
+            OwnServer::Gcs(s) => s.stop(),
+        }
+    }
+
+    /// A new server on the stopped one's port and data.
+    fn restart(&self) -> OwnServer {
+        match self {
+            OwnServer::Azure(s) => OwnServer::Azure(support::azure::Azurite::start_on(
+                s.port(),
+                Some(&s.data_dir()),
+            )),
+            OwnServer::Gcs(s) => OwnServer::Gcs(support::gcs::FakeGcs::start_on(
+                s.port(),
+                Some(&s.data_dir()),
+            )),
+        }
+    }
 }
 
 /// The service goes away under a node: reads and writes answer 503 UNAVAILABLE (never a 500,
 /// never a lost blob), and everything works again once it is back on the same data.
-#[test]
-fn an_outage_answers_503_then_recovers() {
-    let server = support::azure::Azurite::start();
-    let port = server.port();
-    let data_dir = server.data_dir();
-    let target = AzureTarget {
-        service_url: server.service_url(),
-        container: support::azure::fresh_container(),
-    };
-    let reg = Registry::builder(Driver::Azure)
-        .azure_target(&target)
-        .start();
+fn an_outage_answers_503_then_recovers(driver: Driver) {
+    let (server, target) = OwnServer::start(driver);
+    let reg = target.builder().start();
     let blob = Blob::random(64 << 10);
     push(&reg, "outage/app", &blob);
     let path = format!("/v2/outage/app/blobs/{}", blob.digest);
@@ -171,13 +211,43 @@ fn an_outage_answers_503_then_recovers() {
     let post = send(reg.post("/v2/outage/app/blobs/uploads/"));
     assert_eq!(post.status, 503, "{}", post.text());
 
-    let back = support::azure::Azurite::start_on(port, Some(&data_dir));
+    let back = server.restart();
     let get = send(reg.get(&path));
     get.assert_status(200);
     assert_eq!(sha256_digest(&get.body), blob.digest);
     push(&reg, "outage/app", &Blob::random(1000));
-    assert_eq!(container_problems(&target), Vec::<String>::new());
+    assert_eq!(target.problems(), Vec::<String>::new());
     drop(reg);
     drop(back);
     drop(server);
 }
+
+/// The suite's tests for one store, as `<store>::<test>`.
+macro_rules! cluster_suite {
+    ($store:ident, $driver:ident, seed: $seed:expr $(, $extra:ident)* $(,)?) => {
+        mod $store {
+            use super::support::Driver;
+
+            #[test]
+            fn chunked_uploads_hop_between_nodes() {
+                super::chunked_uploads_hop_between_nodes(Driver::$driver, $seed);
+            }
+
+            #[test]
+            fn skopeo_copies_through_haproxy_with_reads_redirected() {
+                super::skopeo_copies_through_haproxy_with_reads_redirected(Driver::$driver);
+            }
+
+            $(
+                #[test]
+                fn $extra() {
+                    super::$extra(Driver::$driver);
+                }
+            )*
+        }
+    };
+}
+
+cluster_suite!(s3, S3, seed: 0x53_c1a5);
+cluster_suite!(azure, Azure, seed: 0xa2_c1a5, an_outage_answers_503_then_recovers);
+cluster_suite!(gcs, Gcs, seed: 0x6c_c1a5, an_outage_answers_503_then_recovers);

@@ -1,0 +1,771 @@
+//! Every JSON API call the driver makes, each through [`Client::call`]: one place that
+//! authorizes requests, bounds them in time, retries throttling, 5xx and connection failures
+//! with backoff, records each call's latency and outcome (metric and log), and turns failures
+//! into [`StorageError`]s.
+//!
+//! Nothing here knows how a file is laid out over parts: these are the service's operations
+//! on object names.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use ::http::{Method, StatusCode};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rand::Rng;
+use serde::Deserialize;
+
+use super::auth::{self, CachedToken, Credentials, TokenAnswer, TokenCache};
+use super::settings::{GcsSettings, GcsSetupError};
+use super::sign::{encode, UrlToSign};
+use crate::storage::{path_components, ByteStream, StorageError};
+
+/// The pooled client every call goes through.
+type HttpClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// TCP and TLS connection set-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From sending a request (its body included: one chunk) to the response head.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the next piece of a response body.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest delay between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Error and JSON answers are read up to this size.
+const MAX_JSON_BODY: usize = 16 << 20;
+/// Names per listing page (the service allows up to 1000).
+const LIST_PAGE: u32 = 1000;
+/// Pages of one listing, at most.
+const MAX_PAGES: usize = 1_000_000;
+/// A server-side rewrite is continued at most this many times.
+const MAX_REWRITE_STEPS: usize = 10_000;
+/// Redirect URLs stay valid this long (as distribution).
+const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(15);
+
+/// What the service says of an object.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Object {
+    pub name: String,
+    /// Decimal string, as the JSON API sends it.
+    #[serde(default)]
+    size: String,
+    #[serde(default)]
+    generation: String,
+    #[serde(default)]
+    updated: Option<String>,
+}
+
+impl Object {
+    /// Content length.
+    pub(super) fn size(&self) -> u64 {
+        self.size.parse().unwrap_or(0)
+    }
+
+    /// The object's generation: changes on every write of the name.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.parse().unwrap_or(0)
+    }
+
+    /// Last modification.
+    pub(super) fn modified(&self) -> Option<SystemTime> {
+        let t = chrono::DateTime::parse_from_rfc3339(self.updated.as_deref()?).ok()?;
+        Some(SystemTime::from(t))
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    #[serde(default)]
+    items: Vec<Object>,
+    #[serde(default)]
+    prefixes: Vec<String>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// A rewrite step's answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rewrite {
+    done: bool,
+    #[serde(default)]
+    rewrite_token: Option<String>,
+}
+
+/// One request, before authorization.
+struct Request {
+    op: &'static str,
+    method: Method,
+    /// Path and query after the endpoint.
+    target: String,
+    content_type: Option<String>,
+    range: Option<String>,
+    body: Bytes,
+}
+
+impl Request {
+    fn new(op: &'static str, method: Method, target: String) -> Self {
+        Request {
+            op,
+            method,
+            target,
+            content_type: None,
+            range: None,
+            body: Bytes::new(),
+        }
+    }
+
+    fn json(mut self, body: serde_json::Value) -> Self {
+        self.content_type = Some("application/json".into());
+        self.body = Bytes::from(body.to_string());
+        self
+    }
+}
+
+/// Why a call failed, before it becomes a [`StorageError`].
+#[derive(Debug)]
+enum Failure {
+    /// The service answered with an error status.
+    Status { status: StatusCode, message: String },
+    /// No answer: connection refused or cut, or a timeout; or no token.
+    Transport {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+}
+
+impl Failure {
+    /// Worth another attempt: throttling, server errors, no answer.
+    fn transient(&self) -> bool {
+        match self {
+            Failure::Status { status, .. } => {
+                matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            Failure::Transport { .. } => true,
+        }
+    }
+
+    /// The one mapping from the service's failures to the driver's errors.
+    fn into_storage_error(self, op: &'static str, path: &str) -> StorageError {
+        match self {
+            Failure::Status { status, .. } if status == StatusCode::NOT_FOUND => {
+                StorageError::NotFound(path.to_string())
+            }
+            // Only conditional calls fail so: another writer got there first.
+            Failure::Status { status, .. } if status == StatusCode::PRECONDITION_FAILED => {
+                StorageError::Busy(path.to_string())
+            }
+            Failure::Status { status, message } => {
+                if matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504) {
+                    StorageError::Unavailable {
+                        op,
+                        path: path.to_string(),
+                        reason: format!("HTTP {status}: {message}"),
+                    }
+                } else {
+                    io_error(op, path, format!("HTTP {status}: {message}"))
+                }
+            }
+            Failure::Transport { kind, message } => StorageError::Io {
+                op,
+                path: path.to_string(),
+                source: std::io::Error::new(kind, message),
+            },
+        }
+    }
+}
+
+/// A hyper failure as a [`Failure`]: what kind of "no answer" it was.
+fn transport(err: hyper_util::client::legacy::Error) -> Failure {
+    let kind = if err.is_connect() {
+        std::io::ErrorKind::ConnectionRefused
+    } else {
+        std::io::ErrorKind::ConnectionAborted
+    };
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    Failure::Transport { kind, message }
+}
+
+/// One bucket's client, shared by the driver and its open writers.
+pub(super) struct Client {
+    http: HttpClient,
+    credentials: Credentials,
+    /// No authorization header (an emulator), even with a key that signs URLs.
+    anonymous: bool,
+    token: TokenCache,
+    endpoint: String,
+    bucket: String,
+    /// See [`GcsSettings::name_prefix`].
+    prefix: String,
+    max_attempts: u32,
+    retry_delay: Duration,
+}
+
+impl Client {
+    /// Builds the client; nothing is sent until the first call.
+    pub(super) fn new(s: &GcsSettings) -> Result<Self, GcsSetupError> {
+        let uri: ::http::Uri = s
+            .endpoint
+            .parse()
+            .map_err(|e| GcsSetupError(format!("endpoint {:?}: {e}", s.endpoint)))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(GcsSetupError(format!(
+                "endpoint {:?} needs http(s) and a host",
+                s.endpoint
+            )));
+        }
+        let http = crate::tls_client::client(&crate::tls_client::ClientOptions {
+            service: "Google Cloud Storage",
+            skip_verify: false,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            pool_idle: POOL_IDLE,
+        })
+        .map_err(|e| GcsSetupError(format!("TLS set-up: {e}")))?;
+        Ok(Client {
+            http,
+            credentials: Credentials::new(s)?,
+            anonymous: s.anonymous,
+            token: TokenCache::default(),
+            endpoint: s.endpoint.clone(),
+            bucket: s.bucket.clone(),
+            prefix: s.name_prefix.clone(),
+            max_attempts: s.max_attempts.max(1),
+            retry_delay: s.retry_delay,
+        })
+    }
+
+    /// The object name of a driver path (distribution's `pathToKey`).
+    pub(super) fn name(&self, path: &str) -> Result<String, StorageError> {
+        path_components(path)?;
+        Ok(format!("{}{}", self.prefix, &path[1..]))
+    }
+
+    /// The name prefix of everything under a driver path.
+    pub(super) fn dir_prefix(&self, path: &str) -> Result<String, StorageError> {
+        let name = self.name(path)?;
+        Ok(if name.is_empty() || name.ends_with('/') {
+            name
+        } else {
+            format!("{name}/")
+        })
+    }
+
+    /// Where the driver keeps its own objects (parts of open writes, append claims), beside
+    /// the root directory and never inside a driver path.
+    pub(super) fn scratch_prefix(&self) -> String {
+        match self.prefix.strip_suffix('/') {
+            Some(root) => format!("{root}.wharf-scratch/"),
+            None => ".wharf-scratch/".to_string(),
+        }
+    }
+
+    /// The scratch directory's name as a child of `/` (hidden from listings there).
+    pub(super) fn scratch_entry(&self) -> Option<&'static str> {
+        self.prefix.is_empty().then_some(".wharf-scratch")
+    }
+
+    fn object_target(&self, name: &str) -> String {
+        format!("/storage/v1/b/{}/o/{}", encode(&self.bucket), encode(name))
+    }
+
+    /// An access token, renewed when due.
+    async fn authorization(&self) -> Result<Option<String>, Failure> {
+        if self.anonymous || matches!(self.credentials, Credentials::Anonymous) {
+            return Ok(None);
+        }
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            if SystemTime::now() < t.renew_at {
+                return Ok(Some(format!("Bearer {}", t.value)));
+            }
+        }
+        let answer = self.fetch_token().await?;
+        let value = format!("Bearer {}", answer.access_token);
+        *cached = Some(CachedToken {
+            value: answer.access_token,
+            renew_at: auth::renew_at(answer.expires_in),
+        });
+        Ok(Some(value))
+    }
+
+    /// Asks the key's token URI (or the metadata server) for a token.
+    async fn fetch_token(&self) -> Result<TokenAnswer, Failure> {
+        let no_token = |message: String| Failure::Transport {
+            kind: std::io::ErrorKind::PermissionDenied,
+            message,
+        };
+        let request = if let Some(assertion) = self.credentials.assertion() {
+            let (uri, jwt) = assertion.map_err(|e| no_token(format!("signing the JWT: {e}")))?;
+            let form = form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+                .append_pair("assertion", &jwt)
+                .finish();
+            ::http::Request::post(uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(form)))
+        } else {
+            let uri = self.credentials.metadata_url().unwrap_or_default();
+            ::http::Request::get(uri)
+                .header("metadata-flavor", "Google")
+                .body(Full::new(Bytes::new()))
+        }
+        .map_err(|e| no_token(e.to_string()))?;
+        let response =
+            match tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request)).await {
+                Err(_) => return Err(no_token("token endpoint: no answer".into())),
+                Ok(Err(e)) => return Err(transport(e)),
+                Ok(Ok(r)) => r,
+            };
+        if !response.status().is_success() {
+            return Err(error_answer(response).await);
+        }
+        let body = read_limited(response.into_body()).await?;
+        serde_json::from_slice(&body).map_err(|e| no_token(format!("token answer: {e}")))
+    }
+
+    /// Sends one attempt; the response head is bounded in time.
+    async fn send_once(&self, req: &Request) -> Result<::http::Response<Incoming>, Failure> {
+        let uri = format!("{}{}", self.endpoint, req.target);
+        let mut builder = ::http::Request::builder()
+            .method(req.method.clone())
+            .uri(&uri);
+        if let Some(token) = self.authorization().await? {
+            builder = builder.header("authorization", token);
+        }
+        if let Some(ct) = &req.content_type {
+            builder = builder.header("content-type", ct.as_str());
+        }
+        if let Some(range) = &req.range {
+            builder = builder.header("range", range.as_str());
+        }
+        if req.method == Method::POST || req.method == Method::PUT {
+            builder = builder.header("content-length", req.body.len());
+        }
+        let request =
+            builder
+                .body(Full::new(req.body.clone()))
+                .map_err(|e| Failure::Transport {
+                    kind: std::io::ErrorKind::InvalidInput,
+                    message: format!("{uri}: {e}"),
+                })?;
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request)).await {
+            Err(_) => Err(Failure::Transport {
+                kind: std::io::ErrorKind::TimedOut,
+                message: format!("no answer within {RESPONSE_TIMEOUT:?}"),
+            }),
+            Ok(Err(e)) => Err(transport(e)),
+            Ok(Ok(response)) if response.status().is_success() => Ok(response),
+            Ok(Ok(response)) => Err(error_answer(response).await),
+        }
+    }
+
+    /// Sends with bounded retries and exponential backoff on transient failures.
+    async fn send_retrying(&self, req: &Request) -> Result<::http::Response<Incoming>, Failure> {
+        let mut attempt = 1;
+        loop {
+            match self.send_once(req).await {
+                Err(f) if f.transient() && attempt < self.max_attempts => {
+                    let base = self.retry_delay.saturating_mul(1 << (attempt - 1).min(16));
+                    let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 4);
+                    let delay = (base + Duration::from_millis(jitter)).min(MAX_BACKOFF);
+                    tracing::debug!(
+                        target: "wharf::storage::gcs",
+                        op = req.op, attempt, failure = ?f, "retrying storage call"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs one call: retries, metric, log, error mapping.
+    async fn call(
+        &self,
+        req: Request,
+        path: &str,
+    ) -> Result<::http::Response<Incoming>, StorageError> {
+        let op = req.op;
+        let started = Instant::now();
+        let result = self.send_retrying(&req).await;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Failure::Status { status, .. }) if status.is_client_error() => "refused",
+            Err(_) => "error",
+        };
+        crate::ops::metrics::external_call("gcs", op, elapsed, outcome != "error");
+        match &result {
+            Err(f) if outcome == "error" => tracing::warn!(
+                target: "wharf::storage::gcs",
+                op, path, elapsed_ms, outcome, failure = ?f, "storage call failed"
+            ),
+            _ => tracing::debug!(
+                target: "wharf::storage::gcs",
+                op, path, elapsed_ms, outcome, "storage call"
+            ),
+        }
+        result.map_err(|f| f.into_storage_error(op, path))
+    }
+
+    /// A call whose answer is a JSON document.
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: Request,
+        path: &str,
+    ) -> Result<T, StorageError> {
+        let op = req.op;
+        let response = self.call(req, path).await?;
+        let body = read_limited(response.into_body())
+            .await
+            .map_err(|f| f.into_storage_error(op, path))?;
+        serde_json::from_slice(&body).map_err(|e| io_error(op, path, e))
+    }
+
+    /// `objects.get` (metadata).
+    pub(super) async fn metadata(&self, name: &str, path: &str) -> Result<Object, StorageError> {
+        let req = Request::new("GetObject", Method::GET, self.object_target(name));
+        self.call_json(req, path).await
+    }
+
+    /// The object's bytes, `len` (to the end when `None`) from `offset` when a range is given.
+    pub(super) async fn get(
+        &self,
+        name: &str,
+        path: &str,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<ByteStream, StorageError> {
+        let mut req = Request::new(
+            "ReadObject",
+            Method::GET,
+            format!("{}?alt=media", self.object_target(name)),
+        );
+        if let Some((offset, len)) = range {
+            req.range = Some(match len {
+                Some(len) => format!("bytes={offset}-{}", offset + len - 1),
+                None => format!("bytes={offset}-"),
+            });
+        }
+        let response = self.call(req, path).await?;
+        Ok(body_stream(path, response.into_body()))
+    }
+
+    /// A whole (small) object in memory.
+    pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
+        let mut stream = self.get(name, path, None).await?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// An upload of `content` in one request; with `if_generation`, only if the object's
+    /// generation is that (0: only if there is none). Returns what was stored.
+    ///
+    /// Conditional uploads are multipart inserts (metadata and bytes in one body, so the
+    /// content is copied once): fake-gcs-server honours `ifGenerationMatch` only there. They
+    /// carry small files (claims, leases, empty files); unconditional ones, parts of a chunk,
+    /// go as media uploads, which send the buffer as is.
+    pub(super) async fn upload(
+        &self,
+        name: &str,
+        path: &str,
+        content: Bytes,
+        if_generation: Option<u64>,
+    ) -> Result<Object, StorageError> {
+        let bucket = encode(&self.bucket);
+        let req = match if_generation {
+            None => {
+                let target = format!(
+                    "/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                    encode(name)
+                );
+                let mut req = Request::new("UploadObject", Method::POST, target);
+                req.content_type = Some("application/octet-stream".into());
+                req.body = content;
+                req
+            }
+            Some(g) => {
+                let target = format!(
+                    "/upload/storage/v1/b/{bucket}/o?uploadType=multipart&ifGenerationMatch={g}"
+                );
+                let mut req = Request::new("UploadObject", Method::POST, target);
+                // A fresh boundary: never a line of the bytes.
+                let boundary = format!("wharf-{}", uuid::Uuid::new_v4().simple());
+                req.content_type = Some(format!("multipart/related; boundary={boundary}"));
+                req.body = multipart_body(&boundary, name, &content);
+                req
+            }
+        };
+        self.call_json(req, path).await
+    }
+
+    /// `objects.compose`: `target` becomes the sources' bytes in order (at most 32 sources);
+    /// with `if_generation`, only if its generation is that (0: only if there is none).
+    pub(super) async fn compose(
+        &self,
+        sources: &[String],
+        target: &str,
+        path: &str,
+        if_generation: Option<u64>,
+    ) -> Result<Object, StorageError> {
+        let mut url = format!("{}/compose", self.object_target(target));
+        if let Some(g) = if_generation {
+            url.push_str(&format!("?ifGenerationMatch={g}"));
+        }
+        let sources: Vec<serde_json::Value> = sources
+            .iter()
+            .map(|n| serde_json::json!({ "name": n }))
+            .collect();
+        let req = Request::new("ComposeObject", Method::POST, url).json(serde_json::json!({
+            "sourceObjects": sources,
+            "destination": { "contentType": "application/octet-stream" },
+        }));
+        self.call_json(req, path).await
+    }
+
+    /// `objects.rewrite` within the bucket, continued until done; with `source_generation`,
+    /// only if the source still has that generation.
+    pub(super) async fn rewrite(
+        &self,
+        source: &str,
+        target: &str,
+        path: &str,
+        source_generation: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let base = format!(
+            "{}/rewriteTo/b/{}/o/{}",
+            self.object_target(source),
+            encode(&self.bucket),
+            encode(target)
+        );
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_REWRITE_STEPS {
+            let mut query = Vec::new();
+            if let Some(g) = source_generation {
+                query.push(format!("ifSourceGenerationMatch={g}"));
+            }
+            if let Some(t) = &token {
+                query.push(format!("rewriteToken={}", encode(t)));
+            }
+            let url = if query.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}?{}", query.join("&"))
+            };
+            let req = Request::new("RewriteObject", Method::POST, url).json(serde_json::json!({}));
+            let step: Rewrite = self.call_json(req, path).await?;
+            if step.done {
+                return Ok(());
+            }
+            token = step.rewrite_token;
+            if token.is_none() {
+                return Err(io_error(
+                    "RewriteObject",
+                    path,
+                    "rewrite not done, no token",
+                ));
+            }
+        }
+        Err(io_error("RewriteObject", path, "rewrite did not finish"))
+    }
+
+    /// `objects.delete`; with `if_generation`, only that generation.
+    pub(super) async fn delete(
+        &self,
+        name: &str,
+        path: &str,
+        if_generation: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let mut target = self.object_target(name);
+        if let Some(g) = if_generation {
+            target.push_str(&format!("?ifGenerationMatch={g}"));
+        }
+        let req = Request::new("DeleteObject", Method::DELETE, target);
+        self.call(req, path).await.map(|_| ())
+    }
+
+    /// Every object under `prefix` (and, with a delimiter, the prefixes one level down),
+    /// following pages.
+    pub(super) async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        path: &str,
+    ) -> Result<(Vec<Object>, Vec<String>), StorageError> {
+        let mut objects = Vec::new();
+        let mut prefixes = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .list_page(prefix, delimiter, token.as_deref(), LIST_PAGE, path)
+                .await?;
+            objects.extend(page.items);
+            prefixes.extend(page.prefixes);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok((objects, prefixes));
+            }
+        }
+        Err(io_error("ListObjects", path, "too many pages"))
+    }
+
+    /// True when any object's name starts with `prefix`.
+    pub(super) async fn any_under(&self, prefix: &str, path: &str) -> Result<bool, StorageError> {
+        let page = self.list_page(prefix, false, None, 1, path).await?;
+        Ok(!page.items.is_empty())
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        token: Option<&str>,
+        max: u32,
+        path: &str,
+    ) -> Result<Page, StorageError> {
+        let mut target = format!(
+            "/storage/v1/b/{}/o?maxResults={max}&prefix={}",
+            encode(&self.bucket),
+            encode(prefix)
+        );
+        if delimiter {
+            target.push_str("&delimiter=%2F");
+        }
+        if let Some(t) = token {
+            target.push_str(&format!("&pageToken={}", encode(t)));
+        }
+        let req = Request::new("ListObjects", Method::GET, target);
+        self.call_json(req, path).await
+    }
+
+    /// A URL that reads the object for the next twenty minutes (V4 signed); `None` without a
+    /// service-account key to sign with.
+    pub(super) fn signed_url(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let Some((email, key)) = self.credentials.url_signer() else {
+            return Ok(None);
+        };
+        let timestamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        UrlToSign {
+            endpoint: &self.endpoint,
+            bucket: &self.bucket,
+            object: name,
+            email,
+            timestamp: &timestamp,
+            expires_secs: REDIRECT_VALIDITY.as_secs(),
+        }
+        .sign(key)
+        .map(Some)
+        .map_err(|e| io_error("SignUrl", path, e))
+    }
+}
+
+/// A multipart insert's body: the object's metadata, then its bytes.
+fn multipart_body(boundary: &str, name: &str, content: &[u8]) -> Bytes {
+    let metadata = serde_json::json!({ "name": name, "contentType": "application/octet-stream" });
+    let mut body = BytesMut::with_capacity(content.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n\
+             {metadata}\r\n--{boundary}\r\ncontent-type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body.freeze()
+}
+
+/// An I/O error of operation `op` on `path`.
+pub(super) fn io_error(op: &'static str, path: &str, message: impl ToString) -> StorageError {
+    StorageError::Io {
+        op,
+        path: path.to_string(),
+        source: std::io::Error::other(message.to_string()),
+    }
+}
+
+/// A (small) answer body, bounded in size and time.
+async fn read_limited(body: Incoming) -> Result<Bytes, Failure> {
+    let limited = http_body_util::Limited::new(body, MAX_JSON_BODY);
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(Failure::Transport {
+            kind: std::io::ErrorKind::ConnectionAborted,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(Failure::Transport {
+            kind: std::io::ErrorKind::TimedOut,
+            message: format!("answer not read within {BODY_IDLE_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// Reads an error answer's message (bounded in size and time).
+async fn error_answer(response: ::http::Response<Incoming>) -> Failure {
+    let status = response.status();
+    let text = match read_limited(response.into_body()).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    Failure::Status {
+        status,
+        message: text.chars().take(300).collect(),
+    }
+}
+
+/// A response body as a driver stream; a read error or a stall ends it with an error.
+fn body_stream(path: &str, body: Incoming) -> ByteStream {
+    let path = path.to_string();
+    let frames = BodyStream::new(body);
+    Box::pin(futures_util::stream::unfold(
+        Some((frames, path)),
+        |state| async move {
+            let (mut frames, path) = state?;
+            loop {
+                let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, frames.next()).await;
+                let failure = match next {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => continue,
+                        Ok(data) => return Some((Ok(data), Some((frames, path)))),
+                        Err(_) => continue,
+                    },
+                    Ok(Some(Err(e))) => {
+                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+                    }
+                    Err(_) => std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {BODY_IDLE_TIMEOUT:?}"),
+                    ),
+                };
+                let err = StorageError::Io {
+                    op: "read",
+                    path,
+                    source: failure,
+                };
+                return Some((Err(err), None));
+            }
+        },
+    ))
+}
