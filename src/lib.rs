@@ -31,6 +31,7 @@ use config::{AuthConfig, BlobDescriptorCache, Config, IndexPlatforms, StorageDri
 use registry::{Registry, RegistryOptions};
 use storage::drivers::azure::{AzureDriver, AzureSettings};
 use storage::drivers::s3::{S3Driver, S3Settings};
+use storage::drivers::swift::{SwiftDriver, SwiftSettings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
 
@@ -62,6 +63,9 @@ pub enum StartError {
     /// The Azure Blob client could not be set up.
     #[error(transparent)]
     AzureStorage(#[from] storage::drivers::azure::AzureSetupError),
+    /// The Swift client could not be set up.
+    #[error(transparent)]
+    SwiftStorage(#[from] storage::drivers::swift::SwiftSetupError),
     /// A configuration value that cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -127,6 +131,9 @@ fn serving_storage_driver(
                 );
             }
             Arc::new(AzureDriver::new(&AzureSettings::from_config(azure))?)
+        }
+        StorageDriverConfig::Swift(swift) => {
+            Arc::new(SwiftDriver::new(&SwiftSettings::from_config(swift))?)
         }
         other => {
             return Err(StartError::Unsupported(vec![format!(

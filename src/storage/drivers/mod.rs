@@ -5,3 +5,4 @@ pub mod filesystem;
 mod group_commit;
 pub mod inmemory;
 pub mod s3;
+pub mod swift;
