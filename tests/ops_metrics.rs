@@ -198,6 +198,7 @@ fn push_and_pull(driver: Driver) {
         Driver::Inmemory => "inmemory",
         Driver::S3 => "s3aws",
         Driver::Azure => "azure",
+        Driver::Swift => "swift",
     };
     for action in [
         "GetContent",

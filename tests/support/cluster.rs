@@ -16,6 +16,7 @@ use super::redis::RedisServer;
 use super::registry::{Driver, Registry, SECRET};
 use super::s3::S3Target;
 use super::session::Trace;
+use super::swift::SwiftTarget;
 
 /// Clusters take most of the machine: tests of one file run them one at a time.
 pub fn exclusive() -> MutexGuard<'static, ()> {
@@ -40,6 +41,8 @@ pub struct ClusterOptions {
     /// Store in this container of the shared Azurite instead, blob reads redirected to it or
     /// not.
     pub azure: Option<(AzureTarget, bool)>,
+    /// Store in this container of the shared Swift instead, blob reads redirected to it or not.
+    pub swift: Option<(SwiftTarget, bool)>,
     /// A configuration section every node gets (e.g. `proxy`).
     pub section: Option<String>,
 }
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             redis_timeout: Duration::from_millis(100),
             s3: None,
             azure: None,
+            swift: None,
             section: None,
         }
     }
@@ -92,9 +96,12 @@ impl Cluster {
                     (None, Some((target, redirect))) => Registry::builder(Driver::Azure)
                         .azure_target(target)
                         .redirect(*redirect),
-                    (None, None) => {
-                        Registry::builder(Driver::Filesystem).storage_dir(storage.path())
-                    }
+                    (None, None) => match &options.swift {
+                        Some((target, redirect)) => Registry::builder(Driver::Swift)
+                            .swift_target(target)
+                            .redirect(*redirect),
+                        None => Registry::builder(Driver::Filesystem).storage_dir(storage.path()),
+                    },
                 };
                 let node = match &options.section {
                     Some(section) => node.section(section),

@@ -22,6 +22,7 @@ use super::metrics::Scrape;
 use super::process::{clean_command, free_port, log_file, log_lines, read_text, Process, Server};
 use super::raw::{raw_request, RawEnd};
 use super::s3::{self, S3Target};
+use super::swift::{self, SwiftTarget};
 use super::wait::{retry_until, wait_until, WAIT_LIMIT};
 
 /// The `http.secret` of every registry unless a test gives another (nodes sharing it accept each
@@ -39,6 +40,9 @@ pub enum Driver {
     /// The Azure driver against the shared Azurite of this test process, a container per
     /// registry, redirects off (tests of redirects turn them on).
     Azure,
+    /// The Swift driver against the shared single-node Swift of this test process, a container
+    /// per registry, redirects off (tests of redirects turn them on).
+    Swift,
 }
 
 /// When a started registry counts as ready.
@@ -72,6 +76,7 @@ pub struct RegistryBuilder {
     s3: Option<S3Target>,
     s3_lines: Vec<String>,
     azure: Option<AzureTarget>,
+    swift: Option<SwiftTarget>,
     redirect: bool,
     name: Option<String>,
     secret: String,
@@ -90,6 +95,12 @@ impl RegistryBuilder {
     /// For `Driver::Azure`: use this service and container (several registries may share one).
     pub fn azure_target(mut self, target: &AzureTarget) -> Self {
         self.azure = Some(target.clone());
+        self
+    }
+
+    /// For `Driver::Swift`: use this cluster and container (several registries may share one).
+    pub fn swift_target(mut self, target: &SwiftTarget) -> Self {
+        self.swift = Some(target.clone());
         self
     }
 
@@ -262,6 +273,11 @@ impl RegistryBuilder {
                 text.push_str(&azure::storage_section(target, &[]));
                 text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
             }
+            Driver::Swift => {
+                let target = self.swift.as_ref().expect("a container is chosen at spawn");
+                text.push_str(&swift::storage_section(target, &[]));
+                text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
+            }
         }
         text.push_str(&format!(
             "  delete:\n    enabled: {}\n",
@@ -344,6 +360,11 @@ impl RegistryBuilder {
         if self.driver == Driver::Azure && self.azure.is_none() {
             let mut with_container = self.clone();
             with_container.azure = Some(AzureTarget::fresh());
+            return with_container.spawn();
+        }
+        if self.driver == Driver::Swift && self.swift.is_none() {
+            let mut with_container = self.clone();
+            with_container.swift = Some(SwiftTarget::fresh());
             return with_container.spawn();
         }
         let prefix = match &self.name {
@@ -477,6 +498,7 @@ impl Registry {
             s3: None,
             s3_lines: Vec::new(),
             azure: None,
+            swift: None,
             redirect: false,
             name: None,
             secret: SECRET.to_string(),

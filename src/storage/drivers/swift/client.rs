@@ -220,7 +220,12 @@ pub(super) struct Head {
     pub slo: bool,
     /// The segments digest a writer recorded (`X-Object-Meta-Wharf-Segments`).
     pub recorded: Option<String>,
+    /// The token of the exclusive creation that wrote the object (`X-Object-Meta-Wharf-Claim`).
+    pub claim: Option<String>,
 }
+
+/// The metadata header naming an exclusive creation.
+pub(super) const CLAIM_META: &str = "x-object-meta-wharf-claim";
 
 /// The metadata header holding a writer's segments digest.
 pub(super) const SEGMENTS_META: &str = "x-object-meta-wharf-segments";
@@ -602,12 +607,14 @@ impl Client {
         let h = response.headers();
         let manifest = header(h, "x-object-manifest");
         let recorded = header(h, SEGMENTS_META);
+        let claim = header(h, CLAIM_META);
         Ok(Head {
             size: header(h, "content-length").parse().unwrap_or(0),
             modified: httpdate::parse_http_date(header(h, "last-modified")).ok(),
             manifest: (!manifest.is_empty()).then(|| manifest.to_string()),
             slo: header(h, "x-static-large-object").eq_ignore_ascii_case("true"),
             recorded: (!recorded.is_empty()).then(|| recorded.to_string()),
+            claim: (!claim.is_empty()).then(|| claim.to_string()),
         })
     }
 

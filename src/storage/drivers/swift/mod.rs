@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
-use client::{Client, Listed};
+use client::{Client, Listed, CLAIM_META};
 use names::{object_name, parse_manifest, segment_name, segments_digest};
 use writer::{list_segments, SwiftWriter};
 
@@ -41,6 +41,9 @@ pub use settings::{SwiftSettings, SwiftSetupError};
 
 /// Objects deleted at once when a directory is deleted.
 const DELETE_CONCURRENCY: usize = 16;
+/// How long an exclusive creator waits for racing creators' writes to land before it reads
+/// back which one Swift kept.
+const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Driver over one container.
 #[derive(Clone)]
@@ -150,13 +153,23 @@ impl StorageDriver for SwiftDriver {
         path: &str,
         content: Bytes,
     ) -> Result<bool, StorageError> {
+        // Swift checks `If-None-Match: *` before it stores the object, so creators racing
+        // within one request's time may all pass; the newest write is the one kept. Each
+        // creator tags its write, lets racing writes land, and wins only if its tag is kept.
         let name = self.name(path)?;
-        let condition = [("if-none-match", "*".to_string())];
-        match self.client.put(&name, path, content, &condition).await {
-            Ok(_) => Ok(true),
-            Err(StorageError::Busy(_)) => Ok(false),
-            Err(e) => Err(e),
+        let claim = uuid::Uuid::new_v4().simple().to_string();
+        let headers = [
+            ("if-none-match", "*".to_string()),
+            (CLAIM_META, claim.clone()),
+        ];
+        match self.client.put(&name, path, content, &headers).await {
+            Ok(_) => {}
+            Err(StorageError::Busy(_)) => return Ok(false),
+            Err(e) => return Err(e),
         }
+        tokio::time::sleep(CLAIM_SETTLE).await;
+        let head = self.client.head(&name, path).await?;
+        Ok(head.claim.as_deref() == Some(claim.as_str()))
     }
 
     async fn reader(
