@@ -214,17 +214,15 @@ impl Swift {
     fn wait_ready(&self) {
         let deadline = Instant::now() + WAIT_LIMIT;
         let client = reqwest::blocking::Client::new();
+        let p = self.ports;
         for _ in 0..1200 {
-            if TcpStream::connect(("127.0.0.1", self.ports.proxy)).is_ok() {
-                let probe = client
-                    .get(self.auth_url())
-                    .header("x-auth-user", USER)
-                    .header("x-auth-key", KEY)
-                    .timeout(Duration::from_secs(5))
-                    .send();
-                if probe.is_ok_and(|r| r.status().is_success()) {
-                    return;
-                }
+            // Every server listens (the proxy answers tempauth without the others), and the
+            // account answers through the proxy.
+            let listening = [p.proxy, p.account, p.container, p.object]
+                .iter()
+                .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok());
+            if listening && self.account_answers(&client) {
+                return;
             }
             if Instant::now() > deadline {
                 break;
@@ -237,6 +235,32 @@ impl Swift {
             self.ports.proxy,
             self.log_text()
         );
+    }
+
+    /// A token, then `HEAD` of the account with it succeeds.
+    fn account_answers(&self, client: &reqwest::blocking::Client) -> bool {
+        let auth = client
+            .get(self.auth_url())
+            .header("x-auth-user", USER)
+            .header("x-auth-key", KEY)
+            .timeout(Duration::from_secs(5))
+            .send();
+        let Ok(auth) = auth else { return false };
+        let header = |name: &str| {
+            auth.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (Some(token), Some(storage)) = (header("x-auth-token"), header("x-storage-url")) else {
+            return false;
+        };
+        client
+            .head(storage)
+            .header("x-auth-token", token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
     }
 
     /// `http://127.0.0.1:<port>/auth/v1.0`.
