@@ -155,7 +155,7 @@ fn skopeo_copies_through_haproxy_with_reads_redirected_to_the_container() {
             location.starts_with(&origin) && location.contains("temp_url_sig="),
             "a temp URL of the container: {location}"
         );
-        let body = reqwest::blocking::get(&location).unwrap().bytes().unwrap();
+        let body = reqwest::blocking::get(location).unwrap().bytes().unwrap();
         assert_eq!(sha256_digest(&body), config_digest);
         nodes.insert(a.node().to_string());
     }
