@@ -365,7 +365,8 @@ fn start_upload_purging(
     });
 }
 
-/// Removes expired pull-through content every minute, on whichever node takes the
+/// Removes expired pull-through content every minute (more often for a shorter `ttl`), on
+/// whichever node takes the
 /// `mirror-expiry` lease (registry:2 keeps its expiry schedule in one process's memory).
 fn start_cache_expiry(
     app: Arc<App>,
@@ -375,13 +376,15 @@ fn start_cache_expiry(
 ) {
     let lease = coord::Lease::new(leases, "mirror-expiry", Duration::from_secs(60));
     tasks.spawn("cache expiry", move |mut stop| async move {
-        let mut wait = Duration::from_secs(5 + rand::random::<u64>() % 10);
+        let every = mirror.sweep_interval();
+        // Nodes started together do not all try at once.
+        let mut wait = every / 2 + every.mul_f64(rand::random::<f64>() / 2.0);
         loop {
             tokio::select! {
                 _ = stop.requested() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            wait = Duration::from_secs(60);
+            wait = every;
             let held = match lease.try_acquire().await {
                 Ok(Some(held)) => held,
                 Ok(None) => continue,

@@ -504,3 +504,487 @@ fn a_lying_upstream_poisons_nothing() {
         3.0
     );
 }
+
+/// One request as a [`FakeServer`] read it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    /// Headers, names lower-cased.
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer of a [`FakeServer`]: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+type Handler = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
+
+/// A small HTTP/1.1 server on a loopback port answering with `handler`, one connection at a
+/// time, recording every request. Stops when dropped.
+struct FakeServer {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    fn start(handler: Handler) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, flag) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 10 minutes of polling.
+            for _ in 0..60_000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                        Self::serve(stream, &handler, &log);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers the requests of one connection (bounded).
+    fn serve(stream: std::net::TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        for _ in 0..100 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, path) = (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            );
+            let mut headers = Vec::new();
+            for _ in 0..100 {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((n, v)) = header.split_once(':') {
+                    headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                }
+            }
+            let seen = Seen {
+                method,
+                path,
+                headers,
+            };
+            log.lock().unwrap().push(seen.clone());
+            let (status, headers, body) = handler(&seen);
+            let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+            for (n, v) in headers {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut bytes = head.into_bytes();
+            if seen.method != "HEAD" {
+                bytes.extend_from_slice(&body);
+            }
+            if out.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A manifest's bytes (an empty-layer OCI image) and digest.
+fn small_manifest() -> (Vec<u8>, String) {
+    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#.to_vec();
+    let digest = sha256_digest(&body);
+    (body, digest)
+}
+
+fn header(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+#[test]
+fn an_upstream_429_is_honoured_cached_content_served_and_misses_answer_503() {
+    let (manifest, manifest_digest) = small_manifest();
+    let blob = Blob::random(100_000);
+    let limited = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let (manifest, manifest_digest, blob, limited) = (
+            manifest.clone(),
+            manifest_digest.clone(),
+            blob.clone(),
+            limited.clone(),
+        );
+        Arc::new(move |r: &Seen| {
+            if limited.load(Ordering::Relaxed) {
+                return (
+                    429,
+                    vec![header("Retry-After", "120")],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#.to_vec(),
+                );
+            }
+            if r.path.ends_with("/manifests/v1") || r.path.ends_with(&manifest_digest) {
+                (
+                    200,
+                    vec![
+                        header("Content-Type", OCI_MANIFEST),
+                        header("Docker-Content-Digest", &manifest_digest),
+                    ],
+                    manifest.clone(),
+                )
+            } else if r.path.ends_with(&blob.digest) {
+                (200, vec![], blob.data.clone())
+            } else {
+                (404, vec![], b"{}".to_vec())
+            }
+        })
+    };
+    let fake = FakeServer::start(handler);
+    // Tags re-checked on every pull, so a cached tag would go upstream if it could.
+    let mirror = mirror_of(&fake.url(), "  tagrecheck: 0s\n", None);
+    send(mirror.get("/v2/rl/app/manifests/v1")).assert_status(200);
+    send(mirror.get(&format!("/v2/rl/app/blobs/{}", blob.digest))).assert_status(200);
+
+    limited.store(true, Ordering::Relaxed);
+    // The tag check meets the 429: the cached manifest is served, marked stale.
+    let stale = send(mirror.get("/v2/rl/app/manifests/v1"));
+    stale.assert_status(200);
+    assert_eq!(stale.must_header("docker-content-digest"), manifest_digest);
+    let asked = fake.seen().len();
+
+    // Until Retry-After runs out nothing goes upstream: cached content is served, a miss
+    // answers 503 with Retry-After.
+    for _ in 0..3 {
+        let tag = send(mirror.get("/v2/rl/app/manifests/v1"));
+        tag.assert_status(200);
+        assert_eq!(tag.must_header("docker-content-digest"), manifest_digest);
+        let cached = send(mirror.get(&format!("/v2/rl/app/blobs/{}", blob.digest)));
+        cached.assert_status(200);
+        assert_eq!(sha256_digest(&cached.body), blob.digest);
+        let miss = send(mirror.get(&format!("/v2/rl/app/blobs/{}", Blob::random(10).digest)));
+        assert_error(&miss, 503, "UNAVAILABLE");
+        let wait: u64 = miss.must_header("retry-after").parse().unwrap();
+        assert!((1..=120).contains(&wait), "Retry-After {wait}");
+        let miss = send(mirror.get("/v2/rl/other/manifests/v2"));
+        assert_error(&miss, 503, "UNAVAILABLE");
+        assert!(miss.header("retry-after").is_some(), "{}", miss.describe());
+    }
+    assert_eq!(
+        fake.seen().len(),
+        asked,
+        "requests went upstream during its Retry-After: {:#?}",
+        &fake.seen()[asked..]
+    );
+    assert!(
+        mirror
+            .scrape()
+            .sum("wharf_mirror_upstream_errors_total", &[("status", "429")])
+            >= 1.0
+    );
+}
+
+#[test]
+fn redirects_to_blob_storage_are_followed_without_credentials() {
+    let blob = Blob::random(200_000);
+    let storage_side: Handler = {
+        let blob = blob.clone();
+        Arc::new(move |r: &Seen| {
+            if r.path.starts_with("/bucket/") {
+                (200, vec![], blob.data.clone())
+            } else {
+                (404, vec![], Vec::new())
+            }
+        })
+    };
+    let bucket = FakeServer::start(storage_side);
+    let bucket_url = bucket.url();
+    let registry_side: Handler = {
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-pw")
+        );
+        Arc::new(move |r: &Seen| {
+            if r.header("authorization") != Some(expected.as_str()) {
+                return (
+                    401,
+                    vec![header("WWW-Authenticate", "Basic realm=\"upstream\"")],
+                    b"{}".to_vec(),
+                );
+            }
+            if r.path.contains("/blobs/") {
+                let name = r.path.rsplit('/').next().unwrap_or("");
+                (
+                    307,
+                    vec![header(
+                        "Location",
+                        &format!("{bucket_url}/bucket/{name}?signature=abc"),
+                    )],
+                    Vec::new(),
+                )
+            } else {
+                (404, vec![], b"{}".to_vec())
+            }
+        })
+    };
+    let upstream = FakeServer::start(registry_side);
+    let mirror = mirror_of(&upstream.url(), "", None);
+    let got = send(mirror.get(&format!("/v2/team/app/blobs/{}", blob.digest)));
+    got.assert_status(200);
+    assert_eq!(sha256_digest(&got.body), blob.digest);
+    // The upstream got the credentials; the storage it redirected to did not.
+    assert!(upstream
+        .seen()
+        .iter()
+        .any(|r| r.path.contains("/blobs/") && r.header("authorization").is_some()));
+    let at_bucket = bucket.seen();
+    assert!(!at_bucket.is_empty(), "the redirect was not followed");
+    for r in &at_bucket {
+        assert_eq!(r.header("authorization"), None, "{r:?}");
+        assert!(r.path.contains("signature=abc"), "{r:?}");
+    }
+}
+
+const INFO_LOG: &str = "log:\n  level: info\n  formatter: text\n";
+
+/// An upstream holding `repo:tag` (a config and one layer); the image's manifest and layer.
+fn upstream_with_image(upstream: &Registry, repo: &str, tag: &str) -> (Manifest, Blob) {
+    let config = image_config("amd64", unique_seed(), 1);
+    let layer = Blob::random(150_000);
+    push(upstream, repo, &config);
+    push(upstream, repo, &layer);
+    let manifest = image_manifest(
+        OCI_MANIFEST,
+        (OCI_CONFIG, &config),
+        &[(OCI_LAYER, &layer)],
+        None,
+    );
+    push_manifest(upstream, repo, tag, &manifest);
+    (manifest, layer)
+}
+
+#[test]
+fn expired_content_is_removed_by_one_node_and_fetched_again() {
+    let upstream = Registry::builder(Driver::Filesystem)
+        .log_section("log:\n  level: info\n  formatter: text\n  fields:\n    service: upstream\n")
+        .start();
+    let (manifest, layer) = upstream_with_image(&upstream, "team/ttl", "v1");
+    let storage = tempfile::tempdir().unwrap();
+    // Two nodes over one folder, the sweep's lease in the folder too (no Redis).
+    let nodes: Vec<Registry> = (1..=2)
+        .map(|i| {
+            Registry::builder(Driver::Filesystem)
+                .storage_dir(storage.path())
+                .node(&format!("node{i}"))
+                .log_section(INFO_LOG)
+                .section(&format!(
+                    "proxy:\n  remoteurl: {}\n  ttl: 2s\n  tagrecheck: 1h\n",
+                    upstream.endpoint().url()
+                ))
+                .start()
+        })
+        .collect();
+    let pulled = send(
+        nodes[0]
+            .get("/v2/team/ttl/manifests/v1")
+            .header("Accept", OCI_MANIFEST),
+    );
+    pulled.assert_status(200);
+    assert_eq!(pulled.must_header("docker-content-digest"), manifest.digest);
+    send(nodes[0].get(&format!("/v2/team/ttl/blobs/{}", layer.digest))).assert_status(200);
+    let v2 = storage
+        .path()
+        .join("docker/registry/v2/repositories/team/ttl");
+    let hex = layer.digest.trim_start_matches("sha256:");
+    let link = v2.join(format!("_layers/sha256/{hex}/link"));
+    let tag = v2.join("_manifests/tags/v1");
+    assert!(link.exists() && tag.exists());
+
+    // Expired: the layer's link and the tag go, by the sweep of one node.
+    assert!(
+        wait_until(Duration::from_secs(60), || !link.exists() && !tag.exists()),
+        "expired content stayed"
+    );
+    let expired_lines = |digest: &str| -> usize {
+        nodes
+            .iter()
+            .map(|n| {
+                n.log()
+                    .lines()
+                    .filter(|l| l.contains("cached content expired") && l.contains(digest))
+                    .count()
+            })
+            .sum()
+    };
+    // Logged once each (the log is written a little after the removal).
+    let logged = wait_until(Duration::from_secs(15), || {
+        expired_lines(&layer.digest) > 0 && expired_lines(&manifest.digest) > 0
+    });
+    assert!(logged, "{}", nodes[0].log() + &nodes[1].log());
+    assert_eq!(expired_lines(&layer.digest), 1);
+    assert_eq!(expired_lines(&manifest.digest), 1);
+    assert!(
+        nodes
+            .iter()
+            .map(|n| n.scrape().sum("wharf_mirror_expired_total", &[]))
+            .sum::<f64>()
+            >= 2.0
+    );
+
+    // The next pull fetches them again.
+    assert_eq!(upstream_gets(&upstream, "/v2/team/ttl/manifests/v1"), 1);
+    assert_eq!(
+        upstream_gets(&upstream, &format!("/v2/team/ttl/blobs/{}", layer.digest)),
+        1
+    );
+    let again = send(
+        nodes[1]
+            .get("/v2/team/ttl/manifests/v1")
+            .header("Accept", OCI_MANIFEST),
+    );
+    again.assert_status(200);
+    let blob = send(nodes[1].get(&format!("/v2/team/ttl/blobs/{}", layer.digest)));
+    blob.assert_status(200);
+    assert_eq!(sha256_digest(&blob.body), layer.digest);
+    assert_eq!(upstream_gets(&upstream, "/v2/team/ttl/manifests/v1"), 2);
+    // The blob's data outlives its link until garbage collection: the upstream is asked again
+    // whether the repository has it (HEAD), and it is linked again without a second download.
+    let blob_path = format!("/v2/team/ttl/blobs/{} ", layer.digest);
+    let heads = upstream
+        .access_lines()
+        .iter()
+        .filter(|l| l.contains("method=HEAD") && l.contains(&blob_path) && l.contains("status=200"))
+        .count();
+    assert_eq!(heads, 1, "upstream asked again for the expired blob");
+    assert_eq!(
+        upstream_gets(&upstream, &format!("/v2/team/ttl/blobs/{}", layer.digest)),
+        1
+    );
+    assert!(link.exists(), "linked again");
+}
+
+#[test]
+fn tags_are_listed_upstream_and_from_the_cache_when_it_is_down() {
+    let mut upstream = Registry::start(Driver::Filesystem);
+    let (manifest, _) = upstream_with_image(&upstream, "team/tags", "a");
+    for tag in ["b", "c"] {
+        push_manifest(&upstream, "team/tags", tag, &manifest);
+    }
+    let mirror = mirror_of(upstream.endpoint().url(), "  tagrecheck: 1h\n", None);
+    send(
+        mirror
+            .get("/v2/team/tags/manifests/a")
+            .header("Accept", OCI_MANIFEST),
+    )
+    .assert_status(200);
+    let tags = |path: &str| -> Value {
+        let resp = send(mirror.get(path));
+        resp.assert_status(200);
+        serde_json::from_slice(&resp.body).unwrap()
+    };
+    // As registry:2's proxy: the upstream's list, paginated here.
+    assert_eq!(
+        tags("/v2/team/tags/tags/list")["tags"],
+        serde_json::json!(["a", "b", "c"])
+    );
+    let first = send(mirror.get("/v2/team/tags/tags/list?n=2"));
+    first.assert_status(200);
+    let page: Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(page["tags"], serde_json::json!(["a", "b"]));
+    assert!(first.must_header("link").contains("last=b"));
+    // Upstream down: the tags the cache holds.
+    upstream.kill();
+    assert_eq!(
+        tags("/v2/team/tags/tags/list")["tags"],
+        serde_json::json!(["a"])
+    );
+}
+
+#[test]
+fn a_blob_not_stored_within_cachewritetimeout_is_given_up() {
+    let upstream = Registry::builder(Driver::Filesystem)
+        .log_section("log:\n  level: info\n  formatter: text\n  fields:\n    service: upstream\n")
+        .start();
+    let blob = Blob::random(4 << 20);
+    push(&upstream, "team/slow", &blob);
+    // The upstream's answer stops after 1 MiB: the fetch cannot finish while it is held.
+    let proxy = ChaosProxy::start(upstream.addr().to_string());
+    proxy.set(Chaos::Hold(1 << 20));
+    let storage = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(
+        &proxy.endpoint(),
+        "  cachewritetimeout: 1s\n",
+        Some(storage.path()),
+    );
+    let path = format!("/v2/team/slow/blobs/{}", blob.digest);
+    match try_send(mirror.get(&path)) {
+        Ok(resp) => assert!(
+            resp.status != 200 || resp.body.len() < blob.data.len(),
+            "served whole: {}",
+            resp.describe()
+        ),
+        Err(_cut) => {}
+    }
+    assert!(proxy.holding() > 0, "the upstream's answer was let go");
+    let hex = blob.digest.trim_start_matches("sha256:");
+    let data = storage.path().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    assert!(!data.exists(), "stored although given up");
+    // The claim was freed: the next request fetches again and gets the blob.
+    proxy.set(Chaos::Pass);
+    let again = send(mirror.get(&path));
+    again.assert_status(200);
+    assert_eq!(sha256_digest(&again.body), blob.digest);
+    assert!(data.exists());
+    let asked = upstream
+        .access_lines()
+        .iter()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("/blobs/{} ", blob.digest)))
+        .count();
+    assert_eq!(
+        asked, 2,
+        "fetched twice (the first answer cut by the mirror)"
+    );
+}

@@ -1,11 +1,14 @@
 //! Three pull-through nodes behind haproxy, claims in Redis: 20 clients pulling the same
 //! uncached image at once cause one upstream download per blob; every client gets the
-//! upstream's bytes.
+//! upstream's bytes. Two nodes over one folder, claims in the folder: a request for a blob that
+//! the other node is fetching streams the bytes as they are written, before the upstream is done.
 
 mod support;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use support::*;
 
@@ -125,4 +128,118 @@ fn twenty_clients_on_three_nodes_fetch_each_blob_once() {
         expected.len()
     );
     assert_eq!(upstream_requests, expected.len() + 1, "{lines:#?}");
+}
+
+/// Reads from `body` until `want` bytes came or it ends; the bytes read.
+fn read_some(body: &mut reqwest::blocking::Response, want: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    // Bounded: each read returns something or ends the body (the client has a timeout).
+    while out.len() < want {
+        let n = body.read(&mut buf).expect("read the blob");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+#[test]
+fn a_waiting_request_streams_the_blob_while_it_is_fetched() {
+    let _serial = exclusive();
+    let upstream = Registry::builder(Driver::Filesystem)
+        .log_section("log:\n  level: info\n  formatter: text\n  fields:\n    service: upstream\n")
+        .start();
+    let blob = Blob::random(8 << 20);
+    push(&upstream, "hub/big", &blob);
+    // The upstream's answer stops after 3 MiB until the test lets it go on.
+    let proxy = ChaosProxy::start(upstream.addr().to_string());
+    proxy.set(Chaos::Hold(3 << 20));
+    let storage = tempfile::tempdir().unwrap();
+    let nodes: Vec<Registry> = (1..=2)
+        .map(|i| {
+            Registry::builder(Driver::Filesystem)
+                .storage_dir(storage.path())
+                .node(&format!("node{i}"))
+                .section(&format!("proxy:\n  remoteurl: {}\n", proxy.endpoint()))
+                .start()
+        })
+        .collect();
+    let url = |n: &Registry| format!("{}/v2/hub/big/blobs/{}", n.endpoint().url(), blob.digest);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+
+    // node1 fetches; its client gets the first bytes, then the upstream's transfer is held.
+    let mut fetching = client.get(url(&nodes[0])).send().unwrap();
+    assert_eq!(fetching.status(), 200);
+    let fetched_head = read_some(&mut fetching, 1);
+    assert!(!fetched_head.is_empty());
+    assert!(
+        wait_until(Duration::from_secs(60), || proxy.holding() > 0),
+        "the upstream's transfer never reached the hold"
+    );
+
+    // node2 loses the claim and streams what node1 has written so far.
+    let mut waiting = client.get(url(&nodes[1])).send().unwrap();
+    assert_eq!(waiting.status(), 200);
+    assert_eq!(
+        waiting.content_length(),
+        Some(blob.data.len() as u64),
+        "the size the upstream announced"
+    );
+    let waited_head = read_some(&mut waiting, 1 << 20);
+    assert!(
+        waited_head.len() >= 1 << 20,
+        "only {} bytes before the upstream finished",
+        waited_head.len()
+    );
+    // The events' order: those bytes came while the upstream's answer was still held open.
+    assert!(proxy.holding() > 0, "the upstream's transfer was let go");
+    assert_eq!(proxy.mode(), Chaos::Hold(3 << 20));
+    assert_eq!(&waited_head[..], &blob.data[..waited_head.len()]);
+
+    proxy.set(Chaos::Pass);
+    let readers: Vec<_> = [(fetching, fetched_head), (waiting, waited_head)]
+        .into_iter()
+        .map(|(mut body, mut head)| {
+            thread::spawn(move || {
+                body.read_to_end(&mut head).expect("read the rest");
+                sha256_digest(&head)
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap(), blob.digest);
+    }
+    let gets = upstream
+        .access_lines()
+        .iter()
+        .filter(|l| {
+            l.contains("method=GET") && l.contains(&format!("/v2/hub/big/blobs/{} ", blob.digest))
+        })
+        .count();
+    assert_eq!(gets, 1, "upstream GETs of the blob");
+    // Stored once, and the fetch's own file is gone.
+    for node in &nodes {
+        let again = send(
+            node.endpoint()
+                .get(&format!("/v2/hub/big/blobs/{}", blob.digest)),
+        );
+        assert_eq!(again.status, 200);
+        assert_eq!(sha256_digest(&again.body), blob.digest);
+    }
+    let fetching_dir = storage.path().join("wharf/mirror/fetching");
+    let left = || -> Vec<_> {
+        std::fs::read_dir(&fetching_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || left().is_empty()),
+        "{:?}",
+        left()
+    );
 }

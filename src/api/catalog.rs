@@ -92,10 +92,18 @@ pub async fn catalog(app: &App, req: &Req) -> Result<Response<Body>, ApiError> {
 /// GET `/v2/<name>/tags/list`.
 pub async fn tags(app: &App, req: &Req, name: &RepositoryName) -> Result<Response<Body>, ApiError> {
     let n = page_size(req)?;
-    let page = app
-        .registry
-        .tags(name, req.query("last").as_deref(), n)
-        .await?;
+    let last = req.query("last");
+    let target = app
+        .mirror
+        .as_ref()
+        .and_then(|m| Some((m, m.target(name, req.query("ns").as_deref())?)));
+    let page = match target {
+        None => app.registry.tags(name, last.as_deref(), n).await?,
+        Some((mirror, target)) => {
+            let all = mirror.tags(&app.registry, &target).await?;
+            app.registry.tags_page(all, last.as_deref(), n)
+        }
+    };
     let body = serde_json::to_vec(&Tags {
         name: name.as_str(),
         tags: &page.items,

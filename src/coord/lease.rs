@@ -223,6 +223,16 @@ impl HeldLease {
             .expires_ms
     }
 
+    /// This holding's token, which [`Lease::holder`] shows other nodes while it lasts.
+    pub fn token(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .token
+            .clone()
+    }
+
     /// Stops renewing and frees the lease for others at once.
     pub async fn release(mut self) {
         let _ = self.stop.send(true);

@@ -15,7 +15,7 @@ const CLAIM_TTL: Duration = Duration::from_secs(30);
 pub const CLAIM_PREFIX: &str = "mirror-";
 
 /// Claims that ended this long ago are deleted by the expiry sweep.
-const CLAIM_IDLE: Duration = Duration::from_secs(600);
+pub const CLAIM_IDLE: Duration = Duration::from_secs(600);
 
 /// Most claims deleted per sweep.
 const CLAIM_FORGET_BATCH: usize = 1000;
@@ -60,6 +60,18 @@ impl Claims {
 }
 
 impl Claims {
+    /// The token of the holding of the claim `name`, while someone holds it.
+    pub async fn holder_token(&self, name: &str) -> Option<String> {
+        let backend = self.backend.as_ref()?;
+        match backend.holder(name).await {
+            Ok(record) => record.map(|r| r.token),
+            Err(e) => {
+                tracing::debug!(claim = name, error = %e, "cannot see who holds a fetch claim");
+                None
+            }
+        }
+    }
+
     /// Deletes a bounded number of claims that ended long ago (in the shared storage each
     /// fetched object leaves one behind).
     pub async fn forget_idle(&self) -> usize {

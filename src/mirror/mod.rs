@@ -5,13 +5,15 @@
 //! - `select.rs`: which upstream serves a repository, under which names.
 //! - `upstream.rs`: requests to an upstream with its credentials; `challenge.rs` decides where
 //!   they may go.
-//! - `claims.rs`: one fetch per object across the cluster.
+//! - `claims.rs`: one fetch per object across the cluster; `follow.rs`: the other requests
+//!   for a blob read it as the fetch writes it.
 //! - `cache_state.rs`: when tags were last checked upstream, and when cached content expires.
 //! - `metrics.rs`: hits, misses, coalesced waits, stale serves, upstream traffic.
 
 pub mod cache_state;
 pub mod challenge;
 pub mod claims;
+pub mod follow;
 pub mod metrics;
 pub mod select;
 pub mod upstream;
@@ -39,12 +41,20 @@ use upstream::{Upstream, UpstreamError, UpstreamSettings};
 
 /// registry:2's default time to live of cached content.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most pages of an upstream's tag list read.
+const MAX_TAG_PAGES: usize = 100;
+/// Largest page of an upstream's tag list read.
+const MAX_TAG_PAGE: usize = 4 << 20;
+/// How often expired content is looked for, unless a time to live is shorter.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often a cached tag is checked upstream unless configured.
 pub const DEFAULT_TAG_RECHECK: Duration = Duration::from_secs(30);
 /// How long a request waits for a fetch under way elsewhere.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 /// How often a waiting request looks for the fetched object.
 const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How often a waiting request looks for the announcement of a fetch it can follow.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
 /// Longest pause between two chunks of an upstream body.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a fetch waits on a client that does not read; the fetch then goes on without it.
@@ -128,6 +138,9 @@ pub struct Mirror {
     entries: Vec<Entry>,
     claims: Claims,
     state: CacheState,
+    driver: Arc<dyn StorageDriver>,
+    /// `proxy.cachewritetimeout`: longest a fetched blob may take to be stored.
+    cache_write_timeout: Option<Duration>,
 }
 
 impl Mirror {
@@ -177,10 +190,15 @@ impl Mirror {
         if entries.is_empty() {
             return None;
         }
+        if !driver.reads_growing_files() {
+            tracing::info!(driver = driver.name(), "this storage cannot read a blob while it is written: requests for a blob fetched elsewhere wait until it is stored");
+        }
         Some(Self {
             entries,
             claims: Claims::new(leases),
-            state: CacheState::new(driver),
+            state: CacheState::new(driver.clone()),
+            driver,
+            cache_write_timeout: proxy.cachewritetimeout.filter(|d| !d.is_zero()),
         })
     }
 
@@ -560,6 +578,15 @@ impl Mirror {
                 METRICS.coalesced.with_label_values(&[label, "blob"]).inc();
                 counted_wait = true;
             }
+            if self.driver.reads_growing_files() {
+                if let Some(answer) = self
+                    .follow_fetch(registry, t, digest, &claim_name, deadline)
+                    .await?
+                {
+                    return Ok(answer);
+                }
+                continue;
+            }
             for _ in 0..4 {
                 if Instant::now() >= deadline {
                     return Err(MirrorError::WaitTimedOut(digest.to_string()));
@@ -570,6 +597,45 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// Waits for the fetch holding `claim` to announce itself, then streams the blob from
+    /// what it writes; `None` when the claim ended first (the caller claims again).
+    async fn follow_fetch(
+        &self,
+        registry: &Arc<Registry>,
+        t: &Target,
+        digest: &Digest,
+        claim: &str,
+        deadline: Instant,
+    ) -> Result<Option<BlobAnswer>, MirrorError> {
+        // Bounded by the deadline; the count only guards the loop.
+        for _ in 0..100_000u32 {
+            if Instant::now() >= deadline {
+                return Err(MirrorError::WaitTimedOut(digest.to_string()));
+            }
+            if let Some(info) = self.cached_blob(registry, t, digest).await? {
+                return Ok(Some(BlobAnswer::Cached(info)));
+            }
+            let Some(token) = self.claims.holder_token(claim).await else {
+                return Ok(None);
+            };
+            if let Some(size) = follow::announced(self.driver.as_ref(), &token, digest).await {
+                tracing::debug!(blob = %digest, fetch = %token, "following a fetch under way");
+                let body = follow::follow(follow::Fetch {
+                    driver: self.driver.clone(),
+                    registry: registry.clone(),
+                    claims: self.claims.clone(),
+                    claim: claim.to_string(),
+                    token,
+                    digest: digest.clone(),
+                    size,
+                });
+                return Ok(Some(BlobAnswer::Streaming { size, body }));
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+        Ok(None)
     }
 
     /// The blob from storage, if the repository has it.
@@ -648,6 +714,19 @@ impl Mirror {
         }
         upstream.recovered();
         let size = content_length(answer.headers());
+        // Announced where other requests can follow the bytes as they are written.
+        let mut visible = None;
+        if let Some(held) = held.as_ref().filter(|_| self.driver.reads_growing_files()) {
+            let token = held.token();
+            match follow::announce(self.driver.as_ref(), &token, digest, size).await {
+                Ok(()) => visible = Some(token),
+                Err(e) => {
+                    tracing::warn!(blob = %digest, error = %e, "cannot announce a fetch; others wait for it to be stored")
+                }
+            }
+        }
+        let driver = self.driver.clone();
+        let write_limit = self.cache_write_timeout;
         let (client_tx, client_rx) = mpsc::channel::<Result<Bytes, StorageError>>(8);
         let (store_tx, store_rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let (local, digest, ttl) = (t.local.clone(), digest.clone(), entry.ttl);
@@ -700,8 +779,29 @@ impl Mirror {
             let incoming = futures_util::stream::unfold(store_rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             });
-            let store = registry.store_fetched_blob(&local, &digest, size, Box::pin(incoming));
-            let (last, stored) = tokio::join!(pump, store);
+            let partial = visible.as_deref().map(follow::data_path);
+            let store = registry.store_fetched_blob(
+                &local,
+                &digest,
+                size,
+                Box::pin(incoming),
+                partial.as_deref(),
+            );
+            let both = async { tokio::join!(pump, store) };
+            // registry:2 (3.x) bounds the cache write by `cachewritetimeout`; dropping the
+            // store on expiry cancels its writer, so nothing is stored.
+            let (last, stored) = match write_limit {
+                None => both.await,
+                Some(limit) => match tokio::time::timeout(limit, both).await {
+                    Ok(done) => done,
+                    Err(_) => (
+                        None,
+                        Err(RegistryError::Unavailable(format!(
+                            "storing the fetched blob took longer than proxy.cachewritetimeout ({limit:?})"
+                        ))),
+                    ),
+                },
+            };
             match stored {
                 Ok(_) => {
                     if let Some(last) = last {
@@ -730,6 +830,9 @@ impl Mirror {
                         .await;
                 }
             }
+            if let Some(token) = &visible {
+                follow::forget(driver.as_ref(), token).await;
+            }
             release(held).await;
         });
         let body = futures_util::stream::unfold(client_rx, |mut rx| async move {
@@ -739,6 +842,81 @@ impl Mirror {
             size,
             body: Box::pin(body),
         })
+    }
+
+    /// A repository's tags as registry:2's proxy lists them: the upstream's (every page of
+    /// them) when it answers, else the cached ones.
+    pub async fn tags(&self, registry: &Registry, t: &Target) -> Result<Vec<String>, MirrorError> {
+        let upstream = self.upstream(t);
+        match self.upstream_tags(upstream, t).await {
+            Ok(tags) => return Ok(tags),
+            Err(why) => {
+                tracing::warn!(upstream = %upstream.name(), repository = %t.local, %why, "cannot list tags upstream; listing the cached ones")
+            }
+        }
+        Ok(registry.list_tags(&t.local).await?)
+    }
+
+    /// Every page of the upstream's tag list; `Err` says why there is none.
+    async fn upstream_tags(&self, upstream: &Upstream, t: &Target) -> Result<Vec<String>, String> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut tail = "tags/list".to_string();
+        for _ in 0..MAX_TAG_PAGES {
+            let answer = upstream
+                .get(Method::GET, &t.remote, &tail, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if answer.status() != StatusCode::OK {
+                return Err(format!("tags/list answered {}", answer.status()));
+            }
+            upstream.recovered();
+            let next = answer
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_page_query);
+            let body = tokio::time::timeout(
+                upstream::HEAD_TIMEOUT,
+                http_body_util::Limited::new(answer.into_body(), MAX_TAG_PAGE).collect(),
+            )
+            .await
+            .map_err(|_| "tags/list body timed out".to_string())?
+            .map_err(|e| format!("tags/list body: {e}"))?
+            .to_bytes();
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| format!("tags/list body: {e}"))?;
+            tags.extend(
+                page.tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|tag| crate::registry::reference::Tag::parse(tag).is_some()),
+            );
+            match next {
+                Some(query) => tail = format!("tags/list?{query}"),
+                None => {
+                    tags.sort_unstable();
+                    tags.dedup();
+                    return Ok(tags);
+                }
+            }
+        }
+        Err(format!("more than {MAX_TAG_PAGES} pages of tags"))
+    }
+
+    /// How often expired content is looked for: every minute, or twice per time to live when
+    /// one is shorter than two minutes (at most once a second).
+    pub fn sweep_interval(&self) -> Duration {
+        self.entries
+            .iter()
+            .filter_map(|e| e.ttl)
+            .map(|ttl| ttl / 2)
+            .min()
+            .unwrap_or(SWEEP_EVERY)
+            .clamp(Duration::from_secs(1), SWEEP_EVERY)
     }
 
     /// Removes expired content, a bounded number of records per call, while `held` says the
@@ -752,6 +930,9 @@ impl Mirror {
         if still_held() {
             self.claims.forget_idle().await;
         }
+        if still_held() {
+            follow::forget_abandoned(self.driver.as_ref(), claims::CLAIM_IDLE).await;
+        }
         removed
     }
 }
@@ -761,6 +942,19 @@ fn credentials(user: &Option<String>, pass: &Option<String>) -> Option<(String, 
         (Some(u), p) if !u.is_empty() => Some((u.to_string(), p.unwrap_or("").to_string())),
         _ => None,
     }
+}
+
+/// The query of a `Link: <...?last=x&n=y>; rel="next"` header.
+fn next_page_query(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let (_, query) = target.split_once('?')?;
+        Some(query.to_string())
+    })
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -88,8 +88,13 @@ impl Registry {
         n: Option<usize>,
     ) -> Result<Page> {
         let all = self.list_tags(repo).await?;
+        Ok(self.tags_page(all, last, n))
+    }
+
+    /// A page of the tags `all` (sorted); `n` is clamped to `tags.maxtags`.
+    pub fn tags_page(&self, all: Vec<String>, last: Option<&str>, n: Option<usize>) -> Page {
         let n = n.map(|n| n.min(self.options.max_tags));
-        Ok(paginate(all, last, n, str::cmp))
+        paginate(all, last, n, str::cmp)
     }
 }
 

@@ -5,9 +5,12 @@
 use bytes::Bytes;
 
 use crate::digest::Digest;
+use crate::registry::blobs::SpareCopy;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::hash_state::HashState;
 use crate::registry::manifest_format::{self, MAX_MANIFEST_SIZE};
 use crate::registry::reference::{RepositoryName, Tag};
+use crate::registry::upload_sessions::pump;
 use crate::registry::BlobInfo;
 use crate::registry::UploadRequest;
 use crate::registry::{layout, BodyStream, Registry, StoredManifest};
@@ -57,13 +60,16 @@ impl Registry {
     }
 
     /// Streams a fetched blob into storage and links it in `repo`; stored only when the bytes
-    /// hash to `digest` (and number `size`, when known).
+    /// hash to `digest` (and number `size`, when known). With `visible_at`, the bytes are
+    /// appended to that file as they arrive, so that others can read them while they come,
+    /// and the file is moved into the blob's place once verified; it is left removed or empty.
     pub async fn store_fetched_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         size: Option<u64>,
         body: BodyStream,
+        visible_at: Option<&str>,
     ) -> Result<BlobInfo> {
         let pass = self.gc_pass_state().await?;
         let request = UploadRequest {
@@ -71,9 +77,53 @@ impl Registry {
             content_length: size,
             body,
         };
-        let (blob, spare) = self.store_verified(digest, request).await?;
+        let (blob, spare) = match visible_at {
+            None => self.store_verified(digest, request).await?,
+            Some(path) => self.store_verified_at(path, digest, request).await?,
+        };
         self.link_blob_settled(repo, digest, pass, spare).await?;
         Ok(blob)
+    }
+
+    /// Appends `body` to the new file `path`, verifies it, and moves it into the blob's place
+    /// (or keeps it as the spare copy when the blob is stored already).
+    async fn store_verified_at(
+        &self,
+        path: &str,
+        digest: &Digest,
+        mut body: UploadRequest,
+    ) -> Result<(BlobInfo, Option<SpareCopy>)> {
+        let expected = body.expected_len()?;
+        let mut hasher = HashState::new(digest.kind());
+        let mut writer = self.driver.writer(path, 0).await?;
+        let pumped = pump(&mut body, expected, &mut hasher, Some(&mut writer)).await;
+        let verified = pumped.and_then(|()| {
+            let actual = hasher.digest();
+            if &actual == digest {
+                Ok(())
+            } else {
+                Err(RegistryError::DigestInvalid(format!(
+                    "digest {digest} does not match the fetched content ({actual})"
+                )))
+            }
+        });
+        if let Err(e) = verified {
+            if let Err(c) = writer.cancel().await {
+                tracing::debug!(error = %c, "could not drop a refused fetch");
+            }
+            return Err(e);
+        }
+        let blob = BlobInfo {
+            digest: digest.clone(),
+            size: hasher.len(),
+        };
+        if self.stat_blob_data(digest).await?.is_some() {
+            return Ok((blob, Some(SpareCopy::Session(writer))));
+        }
+        writer
+            .commit_to(&layout::blob_data(digest.algorithm(), digest.hex()))
+            .await?;
+        Ok((blob, None))
     }
 
     /// Links into `repo` a blob whose data is already stored (fetched for another

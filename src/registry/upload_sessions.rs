@@ -589,7 +589,7 @@ async fn cancel(writer: Box<dyn FileWriter>) {
 impl UploadRequest {
     /// The length the client declared, by `Content-Range` or `Content-Length`;
     /// refuses a range that contradicts the length.
-    fn expected_len(&self) -> Result<Option<u64>> {
+    pub(super) fn expected_len(&self) -> Result<Option<u64>> {
         match self.range {
             Some((start, end)) => {
                 if end < start {
@@ -613,7 +613,7 @@ impl UploadRequest {
 
 /// Moves a request body into `writer` (when given) while hashing it, checking
 /// it against the declared length.
-async fn pump(
+pub(super) async fn pump(
     chunk: &mut UploadRequest,
     expected: Option<u64>,
     hasher: &mut HashState,

@@ -72,6 +72,10 @@ impl StorageDriver for InstrumentedDriver {
         self.inner.name()
     }
 
+    fn reads_growing_files(&self) -> bool {
+        self.inner.reads_growing_files()
+    }
+
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
         self.timed("GetContent", path, self.inner.get_content(path))
             .await

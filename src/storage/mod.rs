@@ -201,6 +201,12 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn prepare_append(&self, _path: &str) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Whether a file being appended through [`Self::writer`] can be read, up to its current
+    /// size, while it is written (a filesystem); false where appended bytes become readable
+    /// only once the file is complete (S3's multipart uploads, Azure's staged blocks).
+    fn reads_growing_files(&self) -> bool {
+        false
+    }
     /// Opens a new file whose content appears at `path` only on commit, all
     /// at once; cancel (or a crash) leaves nothing visible there. Used when
     /// the final location is known before the bytes arrive.

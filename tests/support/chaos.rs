@@ -20,6 +20,9 @@ pub enum Chaos {
     Cut,
     /// Accept connections but never answer (a hung server).
     Blackhole,
+    /// Forward the first this-many bytes of each direction of each connection, then hold the
+    /// rest (kept, not lost) until the mode changes: a transfer caught in the middle.
+    Hold(u64),
     /// HTTP upstreams only: answer this percentage of requests (every n-th of each hundred,
     /// spread evenly) with S3's `503 SlowDown`, and forward the others.
     Throttle(u8),
@@ -31,6 +34,8 @@ struct ProxyShared {
     conns: Mutex<Vec<TcpStream>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     accepted: AtomicU64,
+    /// Directions of connections holding bytes back right now ([`Chaos::Hold`]).
+    holding: AtomicU64,
 }
 
 /// A TCP proxy on a free loopback port in front of `upstream`, whose behaviour tests switch.
@@ -52,6 +57,7 @@ impl ChaosProxy {
             conns: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             accepted: AtomicU64::new(0),
+            holding: AtomicU64::new(0),
         });
         let s = shared.clone();
         let acceptor = thread::spawn(move || accept_loop(listener, upstream, s));
@@ -90,6 +96,12 @@ impl ChaosProxy {
         for c in self.shared.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Directions of connections holding bytes back right now ([`Chaos::Hold`]): a transfer
+    /// that is still open and unfinished.
+    pub fn holding(&self) -> u64 {
+        self.shared.holding.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -149,7 +161,7 @@ fn accept_loop(listener: TcpListener, upstream: String, shared: Arc<ProxyShared>
                 shared.threads.lock().unwrap().push(handler);
                 continue;
             }
-            Chaos::Pass | Chaos::Delay(_) => {}
+            Chaos::Pass | Chaos::Delay(_) | Chaos::Hold(_) => {}
         }
         let Ok(server) = TcpStream::connect_timeout(
             &upstream.parse().expect("upstream address"),
@@ -180,6 +192,7 @@ fn accept_loop(listener: TcpListener, upstream: String, shared: Arc<ProxyShared>
 fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = vec![0u8; 64 * 1024];
+    let mut forwarded = 0u64;
     while !shared.stop.load(Ordering::SeqCst) {
         let n = match from.read(&mut buf) {
             Ok(0) => break,
@@ -195,16 +208,37 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
             Err(_) => break,
         };
         let mode = *shared.mode.lock().unwrap();
+        let mut piece = &buf[..n];
         match mode {
             Chaos::Pass | Chaos::Throttle(_) => {}
+            Chaos::Hold(limit) if forwarded + n as u64 > limit => {
+                let first = limit.saturating_sub(forwarded) as usize;
+                if to.write_all(&piece[..first]).is_err() {
+                    break;
+                }
+                forwarded += first as u64;
+                piece = &piece[first..];
+                shared.holding.fetch_add(1, Ordering::SeqCst);
+                // Bounded: held at most 5 minutes, or until the proxy stops.
+                for _ in 0..30_000 {
+                    let held = matches!(*shared.mode.lock().unwrap(), Chaos::Hold(_));
+                    if !held || shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(10));
+                }
+                shared.holding.fetch_sub(1, Ordering::SeqCst);
+            }
+            Chaos::Hold(_) => {}
             Chaos::Delay(d) => thread::sleep(d),
             // A hung server: what was sent is swallowed.
             Chaos::Blackhole => continue,
             Chaos::Cut => break,
         }
-        if to.write_all(&buf[..n]).is_err() {
+        if to.write_all(piece).is_err() {
             break;
         }
+        forwarded += piece.len() as u64;
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
@@ -232,7 +266,7 @@ fn throttle(mut client: TcpStream, upstream: String, shared: Arc<ProxyShared>) {
         let percent = match *shared.mode.lock().unwrap() {
             Chaos::Throttle(p) => u64::from(p),
             Chaos::Cut | Chaos::Blackhole => break,
-            Chaos::Pass | Chaos::Delay(_) => 0,
+            Chaos::Pass | Chaos::Delay(_) | Chaos::Hold(_) => 0,
         };
         let n = THROTTLE_COUNTER.fetch_add(1, Ordering::SeqCst);
         // Every request whose slot in the hundred falls under the percentage.

@@ -397,6 +397,12 @@ impl StorageDriver for FilesystemDriver {
         "filesystem"
     }
 
+    fn reads_growing_files(&self) -> bool {
+        // Appends go straight into the file (a cancel cuts it back), so its first `stat` bytes
+        // are readable while it grows.
+        true
+    }
+
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
         let full = self.full(path)?;
         let p = path.to_string();
