@@ -33,6 +33,7 @@ use registry::{Registry, RegistryOptions};
 use storage::drivers::azure::{AzureDriver, AzureSettings};
 use storage::drivers::gcs::{GcsDriver, GcsSettings};
 use storage::drivers::s3::{S3Driver, S3Settings};
+use storage::drivers::swift::{SwiftDriver, SwiftSettings};
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
 
@@ -67,6 +68,9 @@ pub enum StartError {
     /// The Google Cloud Storage client could not be set up.
     #[error(transparent)]
     GcsStorage(#[from] storage::drivers::gcs::GcsSetupError),
+    /// The Swift client could not be set up.
+    #[error(transparent)]
+    SwiftStorage(#[from] storage::drivers::swift::SwiftSetupError),
     /// A configuration value that cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -138,11 +142,8 @@ fn serving_storage_driver(
             let settings = GcsSettings::from_config(gcs, emulator.as_deref());
             Arc::new(GcsDriver::new(&settings)?)
         }
-        other => {
-            return Err(StartError::Unsupported(vec![format!(
-                "storage.{}: this storage driver is not available in this release",
-                other.name()
-            )]))
+        StorageDriverConfig::Swift(swift) => {
+            Arc::new(SwiftDriver::new(&SwiftSettings::from_config(swift))?)
         }
     };
     Ok((

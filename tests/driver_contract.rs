@@ -866,3 +866,169 @@ mod gcs {
         drop(server);
     }
 }
+
+mod swift {
+    //! OpenStack Swift (tempauth): DLO segments continued by any node, distribution 2.8's
+    //! object names, temp URLs, an outage.
+
+    use bytes::Bytes;
+    use wharf::storage::{StorageDriver, StorageError};
+
+    use super::support::swift::{self as server, Swift, SwiftTarget};
+    use super::{Publish, Store, MIB};
+
+    /// Segments of 5 MiB, as the S3 variant's parts.
+    const CHUNK: usize = 5 * MIB;
+
+    fn store_on(target: &SwiftTarget) -> Store {
+        Store {
+            a: Box::new(server::driver(target, CHUNK)),
+            b: Box::new(server::driver(target, CHUNK)),
+            kept_parts: Some(CHUNK as u64),
+        }
+    }
+
+    fn store() -> Store {
+        store_on(&SwiftTarget::fresh())
+    }
+
+    contract!(store);
+
+    /// Moved rather than committed to; then the container holds only the blob, under
+    /// distribution 2.8's name (`files/...`): the upload's manifest and segments are gone.
+    #[test]
+    fn appends_resume_on_another_node_then_move() {
+        let target = SwiftTarget::fresh();
+        let blob = super::appends_resume_on_another_node(
+            &store_on(&target),
+            16 * MIB + 123,
+            Publish::Move,
+        );
+        let names = object_names(&target);
+        assert_eq!(
+            names,
+            vec![format!("files{}", super::BLOB_PATH)],
+            "only the blob is left"
+        );
+        let plain = plain_get(&target, &names[0]);
+        super::assert_same(&plain, &blob, "object read by plain Swift");
+    }
+
+    /// Every object name in a container, through Swift's own listing.
+    fn object_names(target: &SwiftTarget) -> Vec<String> {
+        let (token, storage) = auth(target);
+        let body = reqwest::blocking::Client::new()
+            .get(format!("{storage}/{}?format=json", target.container))
+            .header("x-auth-token", token)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn plain_get(target: &SwiftTarget, name: &str) -> Vec<u8> {
+        let (token, storage) = auth(target);
+        reqwest::blocking::Client::new()
+            .get(format!("{storage}/{}/{name}", target.container))
+            .header("x-auth-token", token)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// A tempauth token and the storage URL.
+    fn auth(target: &SwiftTarget) -> (String, String) {
+        let resp = reqwest::blocking::Client::new()
+            .get(&target.auth_url)
+            .header("x-auth-user", server::USER)
+            .header("x-auth-key", server::KEY)
+            .send()
+            .unwrap();
+        let h = resp.headers();
+        (
+            h["x-auth-token"].to_str().unwrap().to_string(),
+            h["x-storage-url"].to_str().unwrap().to_string(),
+        )
+    }
+
+    /// A file appended to is what distribution 2.8 writes: a DLO manifest at `files/<path>`
+    /// naming `<container>/segments/<3>/<37>`, with segments numbered `%016d`.
+    #[test]
+    fn appends_are_distribution_2_8_dlos() {
+        let target = SwiftTarget::fresh();
+        let d = server::driver(&target, CHUNK);
+        let path = "/docker/registry/v2/repositories/r/_uploads/u/data";
+        super::runtime().block_on(async {
+            super::append(&d, path, 0, &super::data(CHUNK + 7)).await;
+        });
+        let mut names = object_names(&target);
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], format!("files{path}"));
+        let segment = names[1].split('/').collect::<Vec<_>>();
+        assert_eq!(segment[0], "segments");
+        assert_eq!((segment[1].len(), segment[2].len()), (3, 37));
+        assert_eq!(segment[3], "0000000000000001");
+        assert!(names[2].ends_with("/0000000000000002"));
+        let (token, storage) = auth(&target);
+        let resp = reqwest::blocking::Client::new()
+            .head(format!("{storage}/{}/{}", target.container, names[0]))
+            .header("x-auth-token", token)
+            .send()
+            .unwrap();
+        let manifest = resp.headers()["x-object-manifest"].to_str().unwrap();
+        let prefix = names[1].rsplit_once('/').unwrap().0;
+        assert_eq!(manifest, format!("{}/{prefix}", target.container));
+    }
+
+    #[test]
+    fn temp_urls_serve_the_object() {
+        let url = super::redirect_urls_serve_the_object(&store());
+        assert!(
+            url.contains("temp_url_sig=") && url.contains("temp_url_expires="),
+            "{url}"
+        );
+        // The signature covers the object: another name with it is refused.
+        let other = url.replace("55ee/data", "55ee/other");
+        assert_eq!(reqwest::blocking::get(&other).unwrap().status(), 401);
+    }
+
+    /// With Swift down, calls fail as "unreachable" (answered 503 by the registry) after
+    /// bounded retries, and work again once it is back (with a new token: memcached restarted).
+    #[test]
+    fn an_outage_is_unreachable_then_recovers() {
+        let swift = Swift::start();
+        let target = SwiftTarget {
+            auth_url: swift.auth_url(),
+            container: server::fresh_container(),
+        };
+        let d = server::driver(&target, CHUNK);
+        let rt = super::runtime();
+        rt.block_on(async {
+            d.put_content("/a", Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+        });
+        swift.stop();
+        let err = rt.block_on(d.get_content("/a")).unwrap_err();
+        match &err {
+            StorageError::Io { source, .. } => assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{err}"
+            ),
+            other => panic!("expected an I/O error, got {other}"),
+        }
+        swift.run();
+        assert_eq!(rt.block_on(d.get_content("/a")).unwrap(), "kept");
+    }
+}

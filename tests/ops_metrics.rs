@@ -199,6 +199,7 @@ fn push_and_pull(driver: Driver) {
         Driver::S3 => "s3aws",
         Driver::Azure => "azure",
         Driver::Gcs => "gcs",
+        Driver::Swift => "swift",
     };
     for action in [
         "GetContent",

@@ -1411,15 +1411,25 @@ health:
         .iter()
         .any(|e| e.name == "on" && !e.disabled));
 
-    let swift = "swift: {authurl: 'http://k/v3', username: u, password: p, container: c}";
-    let c = load_ok(&format!("version: 0.1\nstorage: {{{swift}}}\n"), &[]).config;
-    assert_eq!(
-        c.unsupported(),
-        vec!["storage.swift: the swift storage driver is not supported yet".to_string()]
-    );
     // GCS is served.
     let c = load_ok("version: 0.1\nstorage: {gcs: {bucket: b}}\n", &[]).config;
     assert_eq!(c.unsupported(), Vec::<String>::new());
+    // Swift: tempauth (v1) is served, Keystone is refused by the key that chooses it.
+    let swift = |auth: &str| {
+        let text = format!(
+            "version: 0.1\nstorage: {{swift: {{authurl: '{auth}', username: u, password: p, container: c}}}}\n"
+        );
+        load_ok(&text, &[]).config.unsupported()
+    };
+    assert_eq!(swift("http://k/auth/v1.0"), Vec::<String>::new());
+    assert_eq!(
+        swift("http://k/v3"),
+        vec![
+            "storage.swift.authversion: Keystone v3 authentication is not supported yet; \
+              use tempauth (v1) with an authurl ending in /auth/v1.0"
+                .to_string()
+        ]
+    );
     // Azure: Shared Key (distribution 2.8's only way, 3's `shared_key`) is served.
     for azure in ["", ", credentials: {type: shared_key}"] {
         let text = format!(
@@ -1996,9 +2006,12 @@ storage:
         ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
     );
     assert_eq!(load_ok(gcs, &[]).config.unsupported(), Vec::<String>::new());
-    assert_eq!(
-        load_ok(swift, &[]).config.unsupported(),
-        ["storage.swift: the swift storage driver is not supported yet"]
+    // Keystone (`authversion: 3`) is refused naming the key.
+    let unsupported = load_ok(swift, &[]).config.unsupported();
+    assert_eq!(unsupported.len(), 1, "{unsupported:?}");
+    assert!(
+        unsupported[0].starts_with("storage.swift.authversion: Keystone v3"),
+        "{unsupported:?}"
     );
 }
 

@@ -437,10 +437,15 @@ impl Config {
                      use shared_key with accountkey"
                 )),
             },
-            other => out.push(format!(
-                "storage.{name}: the {name} storage driver is not supported yet",
-                name = other.name()
-            )),
+            StorageDriverConfig::Swift(swift) => {
+                let version = crate::storage::drivers::swift::SwiftSettings::auth_version(swift);
+                if version != 1 {
+                    out.push(format!(
+                        "storage.swift.authversion: Keystone v{version} authentication is not \
+                         supported yet; use tempauth (v1) with an authurl ending in /auth/v1.0"
+                    ));
+                }
+            }
         }
         if self
             .proxy

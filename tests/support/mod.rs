@@ -20,6 +20,7 @@
 //! - `emulator`: a storage emulator process (moto, Azurite, fake-gcs-server), stopped by PID.
 //! - `azure`: Azurite's blob server (one per test process) and containers.
 //! - `gcs`: fake-gcs-server (one per test process), buckets and a service-account key.
+//! - `swift`: a single-node OpenStack Swift (one per test process) and containers.
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
@@ -34,8 +35,8 @@
 //! - `auth`: keys, certificates, JWTs and a token server.
 //! - `browser`: headless Chromium over WebDriver (chromedriver), screenshots.
 //!
-//! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `gcs` (but `GcsTarget`), `metrics` and
-//! `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
+//! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `gcs` (but `GcsTarget`), `metrics`,
+//! `swift` and `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
 
@@ -65,6 +66,7 @@ pub mod s3;
 pub mod session;
 pub mod skopeo;
 pub mod storage;
+pub mod swift;
 pub mod wait;
 
 // Each test binary uses a part of this prelude.

@@ -23,6 +23,7 @@ use super::metrics::Scrape;
 use super::process::{clean_command, free_port, log_file, log_lines, read_text, Process, Server};
 use super::raw::{raw_request, RawEnd};
 use super::s3::{self, S3Target};
+use super::swift::{self, SwiftTarget};
 use super::wait::{retry_until, wait_until, WAIT_LIMIT};
 
 /// The `http.secret` of every registry unless a test gives another (nodes sharing it accept each
@@ -43,6 +44,9 @@ pub enum Driver {
     /// The GCS driver against the shared fake-gcs-server of this test process, a bucket per
     /// registry, redirects off (tests of redirects turn them on).
     Gcs,
+    /// The Swift driver against the shared single-node Swift of this test process, a container
+    /// per registry, redirects off (tests of redirects turn them on).
+    Swift,
 }
 
 /// When a started registry counts as ready.
@@ -77,6 +81,7 @@ pub struct RegistryBuilder {
     s3_lines: Vec<String>,
     azure: Option<AzureTarget>,
     gcs: Option<GcsTarget>,
+    swift: Option<SwiftTarget>,
     redirect: bool,
     name: Option<String>,
     secret: String,
@@ -101,6 +106,12 @@ impl RegistryBuilder {
     /// For `Driver::Gcs`: use this server and bucket (several registries may share one).
     pub fn gcs_target(mut self, target: &GcsTarget) -> Self {
         self.gcs = Some(target.clone());
+        self
+    }
+
+    /// For `Driver::Swift`: use this cluster and container (several registries may share one).
+    pub fn swift_target(mut self, target: &SwiftTarget) -> Self {
+        self.swift = Some(target.clone());
         self
     }
 
@@ -276,6 +287,10 @@ impl RegistryBuilder {
             Driver::Gcs => {
                 let target = self.gcs.as_ref().expect("a bucket is chosen at spawn");
                 text.push_str(&gcs::storage_section(target, &[]));
+            }
+            Driver::Swift => {
+                let target = self.swift.as_ref().expect("a container is chosen at spawn");
+                text.push_str(&swift::storage_section(target, &[]));
                 text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
             }
         }
@@ -366,6 +381,11 @@ impl RegistryBuilder {
             let mut with_bucket = self.clone();
             with_bucket.gcs = Some(GcsTarget::fresh());
             return with_bucket.spawn();
+        }
+        if self.driver == Driver::Swift && self.swift.is_none() {
+            let mut with_container = self.clone();
+            with_container.swift = Some(SwiftTarget::fresh());
+            return with_container.spawn();
         }
         let prefix = match &self.name {
             Some(name) => format!("wharf-{name}-"),
@@ -508,6 +528,7 @@ impl Registry {
             s3_lines: Vec::new(),
             azure: None,
             gcs: None,
+            swift: None,
             redirect: false,
             name: None,
             secret: SECRET.to_string(),

@@ -6,3 +6,4 @@ pub mod gcs;
 mod group_commit;
 pub mod inmemory;
 pub mod s3;
+pub mod swift;

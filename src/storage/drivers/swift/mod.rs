@@ -1,0 +1,329 @@
+//! OpenStack Swift, authenticated with tempauth (v1), over one container, laid out as
+//! distribution 2.8's Swift driver lays it out (see `names`): a container written by
+//! registry:2 is served as is, and the reverse.
+//!
+//! A PATCH on Swift, in order:
+//! 1. [`StorageDriver::writer`] reads the upload's manifest and lists its segments: their
+//!    total must be the offset, else `OffsetMismatch`.
+//! 2. Each write buffers the body and uploads every full chunk as the next segment.
+//! 3. The commit checks that the manifest is still the one the writer opened on (`Busy`
+//!    otherwise), uploads the rest and rewrites the manifest with the digest of the segments.
+//!
+//! The closing PUT commits the same way, then copies the upload server-side (`COPY` of the
+//! DLO, a plain object) to the blob's name, checking before and after that the segments are
+//! still those recorded, and deletes the upload's manifest and segments.
+//!
+//! Every call has timeouts, bounded retries with backoff on throttling, 5xx and connection
+//! failures, a metric and a `tracing` event.
+//!
+//! Modules, each importing only those after it: `writer` (appends and atomic writes),
+//! `client` (every Swift call, authentication), `names` (object names, signatures),
+//! `settings` (configuration to settings: the only one that reads `config`).
+
+mod client;
+mod names;
+mod settings;
+mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::storage::{
+    path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
+};
+use client::{Client, Listed, CLAIM_META};
+use names::{object_name, parse_manifest, segment_name, segments_digest};
+use writer::{list_segments, SwiftWriter};
+
+pub use settings::{SwiftSettings, SwiftSetupError};
+
+/// Objects deleted at once when a directory is deleted.
+const DELETE_CONCURRENCY: usize = 16;
+/// How long an exclusive creator waits for racing creators' writes to land before it reads
+/// back which one Swift kept.
+const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Driver over one container.
+#[derive(Clone)]
+pub struct SwiftDriver {
+    client: Arc<Client>,
+}
+
+impl SwiftDriver {
+    /// Builds the client; nothing is sent until the first call (which authenticates, creates
+    /// the container when it is missing and sets up temp URLs).
+    pub fn new(settings: &SwiftSettings) -> Result<Self, SwiftSetupError> {
+        Ok(SwiftDriver {
+            client: Arc::new(Client::new(settings)?),
+        })
+    }
+
+    /// The object name of a driver path.
+    fn name(&self, path: &str) -> Result<String, StorageError> {
+        path_components(path)?;
+        Ok(object_name(self.client.prefix(), path))
+    }
+}
+
+/// `Changed` unless the segments under `segments` are those `recorded` (when given).
+async fn check_record(
+    client: &Client,
+    segments: &str,
+    recorded: Option<&str>,
+    path: &str,
+) -> Result<(), StorageError> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    let listed = list_segments(client, segments, path).await?;
+    if segments_digest(listed.iter().map(|s| s.md5.as_str())) == recorded {
+        Ok(())
+    } else {
+        Err(StorageError::Changed(path.to_string()))
+    }
+}
+
+/// Deletes a DLO's segments (one by one: bulk delete may be off).
+async fn delete_segments(client: &Client, segments: &str, path: &str) -> Result<(), StorageError> {
+    let listed = list_segments(client, segments, path).await?;
+    let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(listed)
+        .map(|s| async move {
+            match client.delete(&segment_name(segments, s.number), path).await {
+                Err(StorageError::NotFound(_)) => Ok(()),
+                other => other,
+            }
+        })
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Publishes the DLO `name` over `segments` at `target` as a plain object (a server-side
+/// copy) if its segments are those `recorded`, then deletes the DLO and its segments.
+async fn publish_large(
+    client: &Client,
+    name: &str,
+    segments: &str,
+    target: &str,
+    path: &str,
+    recorded: Option<&str>,
+) -> Result<(), StorageError> {
+    check_record(client, segments, recorded, path).await?;
+    client.copy(name, target, path).await?;
+    // A segment replaced during the copy may have been read half old, half new.
+    if let Err(e) = check_record(client, segments, recorded, path).await {
+        client.delete(target, path).await.ok();
+        return Err(e);
+    }
+    match client.delete(name, path).await {
+        Ok(()) | Err(StorageError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    if let Err(e) = delete_segments(client, segments, path).await {
+        // The file is published; what is left is garbage, not data.
+        tracing::warn!(
+            target: "wharf::storage::swift",
+            %segments, error = %e, "cannot delete the segments of a published file"
+        );
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl StorageDriver for SwiftDriver {
+    fn name(&self) -> &'static str {
+        "swift"
+    }
+
+    async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
+        let name = self.name(path)?;
+        self.client.get_all(&name, path).await
+    }
+
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+        let name = self.name(path)?;
+        self.client.put(&name, path, content, &[]).await.map(|_| ())
+    }
+
+    async fn put_content_if_absent(
+        &self,
+        path: &str,
+        content: Bytes,
+    ) -> Result<bool, StorageError> {
+        // Swift checks `If-None-Match: *` before it stores the object, so creators racing
+        // within one request's time may all pass; the newest write is the one kept. Each
+        // creator tags its write, lets racing writes land, and wins only if its tag is kept.
+        let name = self.name(path)?;
+        let claim = uuid::Uuid::new_v4().simple().to_string();
+        let headers = [
+            ("if-none-match", "*".to_string()),
+            (CLAIM_META, claim.clone()),
+        ];
+        match self.client.put(&name, path, content, &headers).await {
+            Ok(_) => {}
+            Err(StorageError::Busy(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(CLAIM_SETTLE).await;
+        let head = self.client.head(&name, path).await?;
+        Ok(head.claim.as_deref() == Some(claim.as_str()))
+    }
+
+    async fn reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let name = self.name(path)?;
+        let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        self.client.get(&name, path, range).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let name = self.name(path)?;
+        match self.client.head(&name, path).await {
+            Ok(head) => {
+                return Ok(FileInfo {
+                    size: head.size,
+                    is_dir: false,
+                    modified: head.modified,
+                })
+            }
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // A "directory" is any object under the prefix.
+        let under = self
+            .client
+            .list_page(&format!("{name}/"), None, None, 1, path)
+            .await?;
+        if under.is_empty() {
+            Err(StorageError::NotFound(path.to_string()))
+        } else {
+            Ok(FileInfo {
+                size: 0,
+                is_dir: true,
+                modified: None,
+            })
+        }
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let entries = self.list_entries(path).await?;
+        Ok(entries.into_iter().map(|(name, _)| name).collect())
+    }
+
+    // The delimited listing says which children are directories: no per-child calls.
+    async fn list_entries(&self, path: &str) -> Result<Vec<(String, bool)>, StorageError> {
+        let prefix = format!("{}/", self.name(path)?);
+        let listed = self.client.list(&prefix, Some('/'), path).await?;
+        let mut entries: Vec<(String, bool)> = listed
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Subdir(d) => d
+                    .strip_prefix(prefix.as_str())
+                    .map(|d| (d.trim_end_matches('/').to_string(), true)),
+                Listed::Object { name, .. } => name
+                    .strip_prefix(prefix.as_str())
+                    .map(|n| (n.to_string(), false)),
+            })
+            .filter(|(n, _)| !n.is_empty())
+            .collect();
+        if entries.is_empty() {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        // A name both an object and a prefix is reported once, as a directory.
+        entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Ok(entries)
+    }
+
+    async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (source, target) = (self.name(from)?, self.name(to)?);
+        let head = self.client.head(&source, from).await?;
+        if let Some((_, segments)) = head.manifest.as_deref().and_then(parse_manifest) {
+            return publish_large(
+                &self.client,
+                &source,
+                segments,
+                &target,
+                from,
+                head.recorded.as_deref(),
+            )
+            .await;
+        }
+        self.client.copy(&source, &target, from).await?;
+        match self.client.delete(&source, from).await {
+            Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let name = self.name(path)?;
+        let under = format!("{name}/");
+        // Everything at or under the path: listing by the bare name also returns siblings
+        // that merely start with it (`v1` and `v10`), which are left alone.
+        let listed = self.client.list(&name, None, path).await?;
+        let doomed: Vec<(String, u64)> = listed
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Object { name: n, bytes, .. } if n == name || n.starts_with(&under) => {
+                    Some((n, bytes))
+                }
+                _ => None,
+            })
+            .collect();
+        if doomed.is_empty() {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        let client = &self.client;
+        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(doomed)
+            .map(|(n, bytes)| async move {
+                // A DLO's manifest is an empty object: its segments go with it.
+                if bytes == 0 {
+                    match client.head(&n, path).await {
+                        Ok(head) => {
+                            if let Some((_, segments)) =
+                                head.manifest.as_deref().and_then(parse_manifest)
+                            {
+                                delete_segments(client, segments, path).await?;
+                            }
+                        }
+                        Err(StorageError::NotFound(_)) => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                match client.delete(&n, path).await {
+                    // Deleted meanwhile by someone else: gone either way.
+                    Err(StorageError::NotFound(_)) => Ok(()),
+                    other => other,
+                }
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
+        Ok(Box::new(
+            SwiftWriter::append(self.client.clone(), path, offset).await?,
+        ))
+    }
+
+    async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {
+        Ok(Box::new(SwiftWriter::atomic(self.client.clone(), path)?))
+    }
+
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>, StorageError> {
+        let name = self.name(path)?;
+        self.client.temp_url(&name, path).await
+    }
+}

@@ -1,0 +1,337 @@
+//! A real single-node OpenStack Swift on loopback for the `swift` driver variant: Debian's
+//! `swift-proxy`, `swift-account`, `swift-container` and `swift-object` servers (installed by
+//! `.ci/test`), tempauth with its tokens in a private memcached, rings of one device built with
+//! `swift-ring-builder` in a temporary folder, and that folder as the device (its filesystem
+//! keeps user xattrs; `mount_check` is off).
+//!
+//! One shared cluster per test process ([`shared`]), started on first use; each registry gets
+//! a container of its own unless told to share one. As with moto, the servers run under a small
+//! shell that stops them (by their PIDs) when this process's end of a pipe closes. Tests that
+//! stop Swift start their own.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::process::free_port;
+use super::wait::WAIT_LIMIT;
+
+/// Tempauth's account, user and key (`user_test_tester = testing .admin`).
+pub const USER: &str = "test:tester";
+pub const KEY: &str = "testing";
+
+/// Where a `swift` registry keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwiftTarget {
+    /// `http://127.0.0.1:<port>/auth/v1.0`.
+    pub auth_url: String,
+    pub container: String,
+}
+
+impl SwiftTarget {
+    /// A fresh container on the shared cluster (the driver creates it on first use).
+    pub fn fresh() -> SwiftTarget {
+        SwiftTarget {
+            auth_url: shared().auth_url(),
+            container: fresh_container(),
+        }
+    }
+}
+
+static SHARED: OnceLock<Swift> = OnceLock::new();
+static CONTAINERS: AtomicU64 = AtomicU64::new(1);
+
+/// The cluster shared by the tests of this process.
+pub fn shared() -> &'static Swift {
+    SHARED.get_or_init(Swift::start)
+}
+
+/// A container name no other test of any process uses.
+pub fn fresh_container() -> String {
+    format!(
+        "wharf-{}-{}",
+        std::process::id(),
+        CONTAINERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The loopback ports of one cluster.
+#[derive(Clone, Copy)]
+struct Ports {
+    proxy: u16,
+    account: u16,
+    container: u16,
+    object: u16,
+    memcached: u16,
+}
+
+/// A running single-node Swift; dropping it stops every process.
+pub struct Swift {
+    ports: Ports,
+    shell: Mutex<Option<(Child, ChildStdin)>>,
+    dir: tempfile::TempDir,
+}
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The configuration files and rings of a cluster in `dir`.
+fn configure(dir: &Path, p: Ports) {
+    let etc = dir.join("etc");
+    let device = dir.join("srv/d1");
+    fs::create_dir_all(&etc).expect("etc dir");
+    fs::create_dir_all(&device).expect("device dir");
+    write(
+        &etc.join("swift.conf"),
+        "[swift-hash]\nswift_hash_path_suffix = wharftest\nswift_hash_path_prefix = wharftest\n\
+         [storage-policy:0]\nname = Policy-0\ndefault = yes\n",
+    );
+    let common = format!(
+        "[DEFAULT]\nbind_ip = 127.0.0.1\nworkers = 0\nswift_dir = {}\nlog_level = WARNING\n",
+        etc.display()
+    );
+    for (kind, port) in [
+        ("account", p.account),
+        ("container", p.container),
+        ("object", p.object),
+    ] {
+        write(
+            &etc.join(format!("{kind}-server.conf")),
+            &format!(
+                "{common}bind_port = {port}\ndevices = {}\nmount_check = false\n\
+                 [pipeline:main]\npipeline = {kind}-server\n\
+                 [app:{kind}-server]\nuse = egg:swift#{kind}\n",
+                dir.join("srv").display()
+            ),
+        );
+        let builder = format!("{kind}.builder");
+        let device = format!("r1z1-127.0.0.1:{port}/d1");
+        for args in [
+            vec!["create", "0", "1", "1"],
+            vec!["add", device.as_str(), "1"],
+            vec!["rebalance"],
+        ] {
+            let out = Command::new("swift-ring-builder")
+                .arg(&builder)
+                .args(&args)
+                .current_dir(&etc)
+                .output()
+                .expect("run swift-ring-builder (install swift-proxy: see .ci/test)");
+            // `rebalance` exits 1 with a warning on a one-device ring; the ring is written.
+            assert!(
+                out.status.code().is_some_and(|c| c <= 1),
+                "swift-ring-builder {builder} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    write(
+        &etc.join("proxy-server.conf"),
+        &format!(
+            "{common}bind_port = {}\n\
+             [pipeline:main]\npipeline = catch_errors gatekeeper healthcheck proxy-logging cache \
+             tempurl tempauth copy dlo slo proxy-logging proxy-server\n\
+             [app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n\
+             allow_account_management = true\n\
+             [filter:tempauth]\nuse = egg:swift#tempauth\nuser_test_tester = {KEY} .admin\n\
+             [filter:tempurl]\nuse = egg:swift#tempurl\n\
+             [filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{}\n\
+             [filter:catch_errors]\nuse = egg:swift#catch_errors\n\
+             [filter:gatekeeper]\nuse = egg:swift#gatekeeper\n\
+             [filter:healthcheck]\nuse = egg:swift#healthcheck\n\
+             [filter:proxy-logging]\nuse = egg:swift#proxy_logging\n\
+             [filter:copy]\nuse = egg:swift#copy\n\
+             [filter:dlo]\nuse = egg:swift#dlo\n\
+             [filter:slo]\nuse = egg:swift#slo\n",
+            p.proxy, p.memcached
+        ),
+    );
+}
+
+impl Swift {
+    /// A private cluster on free ports.
+    pub fn start() -> Swift {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-swift-")
+            .tempdir()
+            .expect("temp dir");
+        let ports = Ports {
+            proxy: free_port(),
+            account: free_port(),
+            container: free_port(),
+            object: free_port(),
+            memcached: free_port(),
+        };
+        configure(dir.path(), ports);
+        let swift = Swift {
+            ports,
+            shell: Mutex::new(None),
+            dir,
+        };
+        swift.run();
+        swift
+    }
+
+    /// Starts the processes (again, on the same ports and data, after [`Self::stop`]).
+    pub fn run(&self) {
+        let etc = self.dir.path().join("etc");
+        let log = self.log_path();
+        let mut script = format!(
+            "memcached -l 127.0.0.1 -p {} -U 0 -m 64 -u root >>'{}' 2>&1 & pids=$!; ",
+            self.ports.memcached,
+            log.display()
+        );
+        for kind in ["account", "container", "object", "proxy"] {
+            script.push_str(&format!(
+                "swift-{kind}-server '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
+                etc.join(format!("{kind}-server.conf")).display(),
+                log.display()
+            ));
+        }
+        script.push_str("read _ignored; kill $pids; wait");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn sh for swift");
+        let stdin = child.stdin.take().expect("piped stdin");
+        *self.shell.lock().unwrap() = Some((child, stdin));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        let client = reqwest::blocking::Client::new();
+        let p = self.ports;
+        for _ in 0..1200 {
+            // Every server listens (the proxy answers tempauth without the others), and the
+            // account answers through the proxy.
+            let listening = [p.proxy, p.account, p.container, p.object]
+                .iter()
+                .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok());
+            if listening && self.account_answers(&client) {
+                return;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "swift did not start on port {} (install swift-proxy, swift-account, \
+             swift-container, swift-object and memcached: see .ci/test):\n{}",
+            self.ports.proxy,
+            self.log_text()
+        );
+    }
+
+    /// A token, then `HEAD` of the account with it succeeds.
+    fn account_answers(&self, client: &reqwest::blocking::Client) -> bool {
+        let auth = client
+            .get(self.auth_url())
+            .header("x-auth-user", USER)
+            .header("x-auth-key", KEY)
+            .timeout(Duration::from_secs(5))
+            .send();
+        let Ok(auth) = auth else { return false };
+        let header = |name: &str| {
+            auth.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (Some(token), Some(storage)) = (header("x-auth-token"), header("x-storage-url")) else {
+            return false;
+        };
+        client
+            .head(storage)
+            .header("x-auth-token", token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// `http://127.0.0.1:<port>/auth/v1.0`.
+    pub fn auth_url(&self) -> String {
+        format!("http://127.0.0.1:{}/auth/v1.0", self.ports.proxy)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("swift.log")
+    }
+
+    /// What the servers printed.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops every process (and waits for them to exit); [`Self::run`] brings them back.
+    pub fn stop(&self) {
+        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Swift {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `storage.swift` section for a container (keys indented by four spaces), followed by
+/// `extra` lines.
+pub fn storage_section(target: &SwiftTarget, extra: &[String]) -> String {
+    let mut text = format!(
+        "  swift:\n    authurl: {}\n    username: {USER}\n    password: {KEY}\n    container: {}\n    chunksize: 5242880\n",
+        target.auth_url, target.container
+    );
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// A driver on a container through the library, with segments of `chunk` bytes.
+pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::swift::SwiftDriver {
+    use wharf::storage::drivers::swift::{SwiftDriver, SwiftSettings};
+    let settings = SwiftSettings {
+        auth_url: target.auth_url.clone(),
+        username: USER.to_string(),
+        password: KEY.to_string(),
+        container: target.container.clone(),
+        prefix: String::new(),
+        chunk_size: chunk,
+        secret_key: None,
+        access_key: None,
+        tenant_id: String::new(),
+        temp_url_container_key: false,
+        temp_url_methods: Vec::new(),
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(100),
+        skip_verify: false,
+    };
+    SwiftDriver::new(&settings).expect("swift driver")
+}
