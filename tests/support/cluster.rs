@@ -89,7 +89,9 @@ impl Cluster {
                     (None, Some((target, redirect))) => Registry::builder(Driver::Swift)
                         .swift_target(target)
                         .redirect(*redirect),
-                    (None, None) => Registry::builder(Driver::Filesystem).storage_dir(storage.path()),
+                    (None, None) => {
+                        Registry::builder(Driver::Filesystem).storage_dir(storage.path())
+                    }
                 };
                 let node = match &options.section {
                     Some(section) => node.section(section),
