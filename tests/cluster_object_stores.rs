@@ -1,9 +1,10 @@
 //! Three nodes over one bucket or container, one Redis and haproxy in round-robin, on each
-//! object store (`s3::` on moto, `azure::` on Azurite, `gcs::` on fake-gcs-server): chunked
+//! object store (`s3::` on moto, `azure::` on Azurite, `gcs::` on fake-gcs-server, `swift::` on
+//! a single-node Swift): chunked
 //! uploads whose requests land on different nodes continue the same upload from storage and
 //! the signed state alone; skopeo copies images in and out with blob reads redirected to
 //! signed URLs of the store; the store holds only whole, verified blobs afterwards. Where the
-//! emulator can be restarted on its data (Azurite, fake-gcs-server), one node through an
+//! service can be restarted on its data (Azurite, fake-gcs-server, Swift), one node through an
 //! outage of the service: 503, and back.
 
 mod support;
@@ -138,10 +139,14 @@ fn skopeo_copies_through_haproxy_with_reads_redirected(driver: Driver) {
     assert_eq!(target.problems(), Vec::<String>::new());
 }
 
-/// An emulator of the test's own, to stop and bring back on the same port and data.
+/// A store service of the test's own, to stop and bring back on the same port and data.
 enum OwnServer {
-    Azure(support::azure::Azurite),
-    Gcs(support::gcs::FakeGcs),
+    /// Azurite, and the one brought back on its port and data.
+    Azure(support::azure::Azurite, Option<support::azure::Azurite>),
+    /// fake-gcs-server, and the one brought back on its port and data.
+    Gcs(support::gcs::FakeGcs, Option<support::gcs::FakeGcs>),
+    /// A single-node Swift, restarted in place.
+    Swift(support::swift::Swift),
 }
 
 impl OwnServer {
@@ -153,7 +158,7 @@ impl OwnServer {
                     service_url: server.service_url(),
                     container: support::azure::fresh_container(),
                 };
-                (OwnServer::Azure(server), StoreTarget::Azure(target))
+                (OwnServer::Azure(server, None), StoreTarget::Azure(target))
             }
             Driver::Gcs => {
                 let server = support::gcs::FakeGcs::start();
@@ -161,30 +166,44 @@ impl OwnServer {
                     host: server.host(),
                     bucket: server.create_bucket(),
                 };
-                (OwnServer::Gcs(server), StoreTarget::Gcs(target))
+                (OwnServer::Gcs(server, None), StoreTarget::Gcs(target))
             }
-            other => panic!("no restartable emulator for {other:?}"),
+            Driver::Swift => {
+                let server = support::swift::Swift::start();
+                let target = support::swift::SwiftTarget {
+                    auth_url: server.auth_url(),
+                    container: support::swift::fresh_container(),
+                };
+                (OwnServer::Swift(server), StoreTarget::Swift(target))
+            }
+            other => panic!("no restartable service for {other:?}"),
         }
     }
 
     fn stop(&self) {
         match self {
-            OwnServer::Azure(s) => s.stop(),
-            OwnServer::Gcs(s) => s.stop(),
+            OwnServer::Azure(s, _) => s.stop(),
+            OwnServer::Gcs(s, _) => s.stop(),
+            OwnServer::Swift(s) => s.stop(),
         }
     }
 
-    /// A new server on the stopped one's port and data.
-    fn restart(&self) -> OwnServer {
+    /// The service again, on the stopped one's port and data.
+    fn bring_back(&mut self) {
         match self {
-            OwnServer::Azure(s) => OwnServer::Azure(support::azure::Azurite::start_on(
-                s.port(),
-                Some(&s.data_dir()),
-            )),
-            OwnServer::Gcs(s) => OwnServer::Gcs(support::gcs::FakeGcs::start_on(
-                s.port(),
-                Some(&s.data_dir()),
-            )),
+            OwnServer::Azure(s, back) => {
+                *back = Some(support::azure::Azurite::start_on(
+                    s.port(),
+                    Some(&s.data_dir()),
+                ))
+            }
+            OwnServer::Gcs(s, back) => {
+                *back = Some(support::gcs::FakeGcs::start_on(
+                    s.port(),
+                    Some(&s.data_dir()),
+                ))
+            }
+            OwnServer::Swift(s) => s.run(),
         }
     }
 }
@@ -192,7 +211,7 @@ impl OwnServer {
 /// The service goes away under a node: reads and writes answer 503 UNAVAILABLE (never a 500,
 /// never a lost blob), and everything works again once it is back on the same data.
 fn an_outage_answers_503_then_recovers(driver: Driver) {
-    let (server, target) = OwnServer::start(driver);
+    let (mut server, target) = OwnServer::start(driver);
     let reg = target.builder().start();
     let blob = Blob::random(64 << 10);
     push(&reg, "outage/app", &blob);
@@ -211,14 +230,13 @@ fn an_outage_answers_503_then_recovers(driver: Driver) {
     let post = send(reg.post("/v2/outage/app/blobs/uploads/"));
     assert_eq!(post.status, 503, "{}", post.text());
 
-    let back = server.restart();
+    server.bring_back();
     let get = send(reg.get(&path));
     get.assert_status(200);
     assert_eq!(sha256_digest(&get.body), blob.digest);
     push(&reg, "outage/app", &Blob::random(1000));
     assert_eq!(target.problems(), Vec::<String>::new());
     drop(reg);
-    drop(back);
     drop(server);
 }
 
@@ -251,3 +269,4 @@ macro_rules! cluster_suite {
 cluster_suite!(s3, S3, seed: 0x53_c1a5);
 cluster_suite!(azure, Azure, seed: 0xa2_c1a5, an_outage_answers_503_then_recovers);
 cluster_suite!(gcs, Gcs, seed: 0x6c_c1a5, an_outage_answers_503_then_recovers);
+cluster_suite!(swift, Swift, seed: 0x5f_c1a5, an_outage_answers_503_then_recovers);

@@ -15,7 +15,6 @@ use super::process::{repo_path, tail};
 use super::redis::RedisServer;
 use super::registry::{Driver, Registry, SECRET};
 use super::session::Trace;
-use super::swift::SwiftTarget;
 
 /// Clusters take most of the machine: tests of one file run them one at a time.
 pub fn exclusive() -> MutexGuard<'static, ()> {
@@ -37,8 +36,6 @@ pub struct ClusterOptions {
     /// Store in this bucket or container of a shared emulator (S3, Azure or GCS) instead of
     /// a shared folder, blob reads redirected to it or not.
     pub store: Option<(StoreTarget, bool)>,
-    /// Store in this container of the shared Swift instead, blob reads redirected to it or not.
-    pub swift: Option<(SwiftTarget, bool)>,
     /// A configuration section every node gets (e.g. `proxy`).
     pub section: Option<String>,
 }
@@ -52,7 +49,6 @@ impl Default for ClusterOptions {
             draintimeout: Duration::from_secs(12),
             redis_timeout: Duration::from_millis(100),
             store: None,
-            swift: None,
             section: None,
         }
     }
@@ -84,14 +80,9 @@ impl Cluster {
             .unwrap_or_else(|| redis.addr());
         let nodes: Vec<Registry> = (0..3)
             .map(|i| {
-                let node = match (&options.store, &options.swift) {
-                    (Some((target, redirect)), _) => target.builder().redirect(*redirect),
-                    (None, Some((target, redirect))) => Registry::builder(Driver::Swift)
-                        .swift_target(target)
-                        .redirect(*redirect),
-                    (None, None) => {
-                        Registry::builder(Driver::Filesystem).storage_dir(storage.path())
-                    }
+                let node = match &options.store {
+                    Some((target, redirect)) => target.builder().redirect(*redirect),
+                    None => Registry::builder(Driver::Filesystem).storage_dir(storage.path()),
                 };
                 let node = match &options.section {
                     Some(section) => node.section(section),

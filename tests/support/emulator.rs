@@ -4,6 +4,7 @@
 //! Ready once a probe URL answers anything over HTTP; stopped (and reaped) on drop.
 
 use std::fs;
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -44,12 +45,14 @@ impl Emulator {
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join(format!("{}.log", launch.name));
-        // The shell starts the program, then waits for its stdin to close (this process went
-        // away, or `stop`) and kills it.
+        // The shell starts the program, then waits for its stdin to close and kills it. When
+        // this process went away without `stop` (a shared emulator lives in a static, never
+        // dropped), nothing was written first, and the shell also removes the temp folder.
         let script = format!(
-            "{} >>'{}' 2>&1 & pid=$!; read _ignored; kill $pid; wait $pid",
+            "{} >>'{}' 2>&1 & pid=$!; read stop; kill $pid; wait $pid; [ -n \"$stop\" ] || rm -rf '{}'",
             (launch.command)(dir.path()),
-            log.display()
+            log.display(),
+            dir.path().display()
         );
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script);
@@ -124,7 +127,9 @@ impl Emulator {
 
     /// Stops the emulator (and waits, bounded, for it to exit).
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
+        if let Some((mut child, mut stdin)) = self.shell.lock().unwrap().take() {
+            // Stopped on purpose: the folder stays (a restart may reuse its data).
+            let _ = stdin.write_all(b"stop\n");
             drop(stdin);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {

@@ -1,4 +1,5 @@
-//! One object store of any kind (S3 on moto, Azure Blob on Azurite, GCS on fake-gcs-server)
+//! One object store of any kind (S3 on moto, Azure Blob on Azurite, GCS on fake-gcs-server,
+//! Swift on a single-node Swift)
 //! as tests see it: a fresh bucket or container, registries configured on it, what may be
 //! left in it afterwards, and what a redirect to it looks like. Lets one suite run on each.
 
@@ -6,7 +7,8 @@ use super::azure::AzureTarget;
 use super::gcs::GcsTarget;
 use super::registry::{Driver, RegistryBuilder};
 use super::s3::{self, S3Target};
-use super::storage::{bucket_blob_problems, container_problems, gcs_problems};
+use super::storage::{bucket_blob_problems, container_problems, gcs_problems, swift_problems};
+use super::swift::SwiftTarget;
 
 /// A bucket or container on one of the shared emulators.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,15 +16,17 @@ pub enum StoreTarget {
     S3(S3Target),
     Azure(AzureTarget),
     Gcs(GcsTarget),
+    Swift(SwiftTarget),
 }
 
 impl StoreTarget {
-    /// A fresh bucket or container for `driver` (`S3`, `Azure` or `Gcs`).
+    /// A fresh bucket or container for `driver` (`S3`, `Azure`, `Gcs` or `Swift`).
     pub fn fresh(driver: Driver) -> StoreTarget {
         match driver {
             Driver::S3 => StoreTarget::S3(S3Target::fresh()),
             Driver::Azure => StoreTarget::Azure(AzureTarget::fresh()),
             Driver::Gcs => StoreTarget::Gcs(GcsTarget::fresh()),
+            Driver::Swift => StoreTarget::Swift(SwiftTarget::fresh()),
             other => panic!("{other:?} is not an object store"),
         }
     }
@@ -33,6 +37,7 @@ impl StoreTarget {
             StoreTarget::S3(_) => Driver::S3,
             StoreTarget::Azure(_) => Driver::Azure,
             StoreTarget::Gcs(_) => Driver::Gcs,
+            StoreTarget::Swift(_) => Driver::Swift,
         }
     }
 
@@ -43,6 +48,7 @@ impl StoreTarget {
             StoreTarget::S3(t) => builder.s3_target(t),
             StoreTarget::Azure(t) => builder.azure_target(t),
             StoreTarget::Gcs(t) => builder.gcs_target(t),
+            StoreTarget::Swift(t) => builder.swift_target(t),
         }
     }
 
@@ -66,6 +72,7 @@ impl StoreTarget {
             }
             StoreTarget::Azure(target) => container_problems(target),
             StoreTarget::Gcs(target) => gcs_problems(target),
+            StoreTarget::Swift(target) => swift_problems(target),
         }
     }
 
@@ -81,6 +88,10 @@ impl StoreTarget {
             StoreTarget::Gcs(t) => {
                 location.starts_with(&format!("http://{}/{}/", t.host, t.bucket))
                     && location.contains("&X-Goog-Signature=")
+            }
+            StoreTarget::Swift(t) => {
+                let origin = t.auth_url.split("/auth/").next().unwrap_or_default();
+                location.starts_with(origin) && location.contains("temp_url_sig=")
             }
         }
     }

@@ -13,6 +13,7 @@ use super::azure::{self, AzureTarget};
 use super::fixtures::{hex, sha256_digest};
 use super::gcs::{self, GcsTarget};
 use super::s3::{self, S3Target};
+use super::swift::{self, SwiftTarget};
 
 /// Visits every entry under `root`, folders before what they hold; `visit(path, is_dir)` says
 /// whether to go into a folder.
@@ -186,6 +187,12 @@ pub fn gcs_problems(target: &GcsTarget) -> Vec<String> {
         }
     });
     problems
+}
+
+/// Blobs under `blobs/` whose bytes do not hash to their name, entries there that are not a
+/// blob's `data`, and upload data left under `repositories/` in a Swift container.
+pub fn swift_problems(target: &SwiftTarget) -> Vec<String> {
+    driver_check(&swift::driver(target, 5 << 20), true)
 }
 
 /// The checks of [`container_problems`] through any driver rooted at the registry's root.

@@ -10,6 +10,7 @@
 //! stop Swift start their own.
 
 use std::fs;
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -194,7 +195,12 @@ impl Swift {
                 log.display()
             ));
         }
-        script.push_str("read _ignored; kill $pids; wait");
+        // Without a `stop` line first (this process went away: a shared cluster lives in a
+        // static, never dropped), the shell also removes the temp folder.
+        script.push_str(&format!(
+            "read stop; kill $pids; wait; [ -n \"$stop\" ] || rm -rf '{}'",
+            self.dir.path().display()
+        ));
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script);
         for (key, _) in std::env::vars_os() {
@@ -279,7 +285,9 @@ impl Swift {
 
     /// Stops every process (and waits for them to exit); [`Self::run`] brings them back.
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.shell.lock().unwrap().take() {
+        if let Some((mut child, mut stdin)) = self.shell.lock().unwrap().take() {
+            // Stopped on purpose: the folder stays for `run`.
+            let _ = stdin.write_all(b"stop\n");
             drop(stdin);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
