@@ -224,6 +224,8 @@ pub fn driver(
         chunk_size: chunk,
         max_attempts: 3,
         retry_delay: Duration::from_millis(100),
+        user_agent: None,
+        max_concurrency: 50,
     };
     GcsDriver::new(&settings).expect("gcs driver")
 }

@@ -212,6 +212,10 @@ pub(super) struct Client {
     prefix: String,
     max_attempts: u32,
     retry_delay: Duration,
+    /// See [`GcsSettings::user_agent`].
+    user_agent: Option<String>,
+    /// One permit per call in flight (see [`GcsSettings::max_concurrency`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Client {
@@ -244,6 +248,8 @@ impl Client {
             prefix: s.name_prefix.clone(),
             max_attempts: s.max_attempts.max(1),
             retry_delay: s.retry_delay,
+            user_agent: s.user_agent.clone(),
+            in_flight: tokio::sync::Semaphore::new(s.max_concurrency.max(1)),
         })
     }
 
@@ -345,6 +351,9 @@ impl Client {
         if let Some(token) = self.authorization().await? {
             builder = builder.header("authorization", token);
         }
+        if let Some(agent) = &self.user_agent {
+            builder = builder.header("user-agent", agent.as_str());
+        }
         if let Some(ct) = &req.content_type {
             builder = builder.header("content-type", ct.as_str());
         }
@@ -401,7 +410,11 @@ impl Client {
     ) -> Result<::http::Response<Incoming>, StorageError> {
         let op = req.op;
         let started = Instant::now();
+        // Held until the answer's head (as distribution's regulator holds one per driver
+        // call); a body read afterwards is not counted. The semaphore is never closed.
+        let permit = self.in_flight.acquire().await;
         let result = self.send_retrying(&req).await;
+        drop(permit);
         let elapsed = started.elapsed();
         let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let outcome = match &result {
@@ -768,4 +781,76 @@ fn body_stream(path: &str, body: Incoming) -> ByteStream {
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn settings(endpoint: String, max_concurrency: usize) -> GcsSettings {
+        GcsSettings {
+            bucket: "b".into(),
+            endpoint,
+            anonymous: true,
+            key: None,
+            name_prefix: String::new(),
+            chunk_size: 256 << 10,
+            max_attempts: 1,
+            retry_delay: Duration::from_millis(1),
+            user_agent: Some("fleet-agent/1".into()),
+            max_concurrency,
+        }
+    }
+
+    /// Reads one request head from a fresh connection.
+    async fn request_head(listener: &TcpListener) -> (tokio::net::TcpStream, String) {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
+            if conn.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        (conn, String::from_utf8_lossy(&head).to_ascii_lowercase())
+    }
+
+    const NOT_FOUND: &[u8] =
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+
+    /// `useragent` goes out on every call; with `maxconcurrency` 1 a second call waits for
+    /// the first one's answer before it is sent.
+    #[tokio::test]
+    async fn calls_carry_the_user_agent_and_wait_for_a_free_slot() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let client = std::sync::Arc::new(Client::new(&settings(endpoint, 1)).unwrap());
+        let calls: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let client = client.clone();
+                tokio::spawn(async move { client.metadata(name, "/x").await })
+            })
+            .collect();
+        let (mut first, head) = request_head(&listener).await;
+        assert!(head.contains("user-agent: fleet-agent/1"), "{head}");
+        // While the first call has no answer, the second is not sent: nothing connects.
+        let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(
+            early.is_err(),
+            "a second call went out while the first was in flight"
+        );
+        first.write_all(NOT_FOUND).await.unwrap();
+        drop(first);
+        let (mut second, head) = request_head(&listener).await;
+        assert!(head.contains("user-agent: fleet-agent/1"), "{head}");
+        second.write_all(NOT_FOUND).await.unwrap();
+        drop(second);
+        for call in calls {
+            assert!(call.await.unwrap().unwrap_err().is_not_found());
+        }
+    }
 }

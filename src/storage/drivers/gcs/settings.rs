@@ -31,6 +31,10 @@ pub struct GcsSettings {
     pub max_attempts: u32,
     /// First delay between attempts; doubles on each retry.
     pub retry_delay: Duration,
+    /// `User-Agent` of every call (`useragent`); `None`: the HTTP client's default.
+    pub user_agent: Option<String>,
+    /// Calls in flight to the service at once, retries included (`maxconcurrency`).
+    pub max_concurrency: usize,
 }
 
 /// Where the service-account key comes from.
@@ -78,6 +82,8 @@ impl GcsSettings {
             // distribution retries 5 times (its `retry` helper) with exponential backoff.
             max_attempts: 6,
             retry_delay: Duration::from_millis(100),
+            user_agent: c.useragent.clone().filter(|u| !u.is_empty()),
+            max_concurrency: c.maxconcurrency.max(1),
         }
     }
 }
@@ -105,5 +111,13 @@ mod tests {
         assert!(s.anonymous);
         assert!(matches!(s.key, Some(KeySource::File(_))));
         assert_eq!(s.chunk_size, 16 << 20);
+        assert_eq!((s.user_agent, s.max_concurrency), (None, 50));
+        c.useragent = Some("fleet/1".into());
+        c.maxconcurrency = 0;
+        let s = GcsSettings::from_config(&c, None);
+        assert_eq!(
+            (s.user_agent.as_deref(), s.max_concurrency),
+            (Some("fleet/1"), 1)
+        );
     }
 }
