@@ -287,6 +287,7 @@ impl RegistryBuilder {
             Driver::Gcs => {
                 let target = self.gcs.as_ref().expect("a bucket is chosen at spawn");
                 text.push_str(&gcs::storage_section(target, &[]));
+                text.push_str(&format!("  redirect:\n    disable: {}\n", !self.redirect));
             }
             Driver::Swift => {
                 let target = self.swift.as_ref().expect("a container is chosen at spawn");
