@@ -5,5 +5,6 @@ pub mod filesystem;
 pub mod gcs;
 mod group_commit;
 pub mod inmemory;
+mod rest_io;
 pub mod s3;
 pub mod swift;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ::http::{HeaderMap, Method, StatusCode};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use rand::Rng;
 use tokio::sync::OnceCell;
@@ -20,6 +20,7 @@ use super::http::{self, HttpClient};
 use super::settings::{AzureSettings, AzureSetupError};
 use super::sign::{encode_path, encode_query, SharedKey, SignedRequest, API_VERSION};
 use super::xml::{self, Block, ListedBlob};
+use crate::storage::drivers::rest_io;
 use crate::storage::{path_components, ByteStream, StorageError};
 
 /// TCP and TLS connection set-up.
@@ -197,18 +198,7 @@ impl Failure {
 
 /// A hyper failure as a [`Failure`]: what kind of "no answer" it was.
 fn transport(err: hyper_util::client::legacy::Error) -> Failure {
-    let kind = if err.is_connect() {
-        std::io::ErrorKind::ConnectionRefused
-    } else {
-        std::io::ErrorKind::ConnectionAborted
-    };
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+    let (kind, message) = rest_io::transport_failure(&err);
     Failure::Transport { kind, message }
 }
 
@@ -476,7 +466,11 @@ impl Client {
             req = req.header("x-ms-range", value);
         }
         let response = self.call(req, path).await?;
-        Ok(body_stream(path, response.into_body()))
+        Ok(rest_io::body_stream(
+            path,
+            response.into_body(),
+            BODY_IDLE_TIMEOUT,
+        ))
     }
 
     /// A whole (small) blob in memory.
@@ -708,14 +702,7 @@ impl Client {
     }
 }
 
-/// An I/O error of operation `op` on `path`.
-pub(super) fn io_error(op: &'static str, path: &str, message: impl ToString) -> StorageError {
-    StorageError::Io {
-        op,
-        path: path.to_string(),
-        source: std::io::Error::other(message.to_string()),
-    }
-}
+pub(super) use rest_io::io_error;
 
 /// Reads an error answer's code and message (bounded in size and time).
 async fn error_answer(response: ::http::Response<Incoming>) -> Failure {
@@ -742,48 +729,11 @@ async fn error_answer(response: ::http::Response<Incoming>) -> Failure {
 
 /// A (small) XML answer as text.
 async fn read_text(op: &'static str, path: &str, body: Incoming) -> Result<String, StorageError> {
-    let mut stream = body_stream(path, body);
+    let mut stream = rest_io::body_stream(path, body, BODY_IDLE_TIMEOUT);
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         buf.extend_from_slice(&chunk?);
     }
     let text = String::from_utf8(buf.to_vec()).map_err(|e| io_error(op, path, e))?;
     Ok(text.trim_start_matches('\u{feff}').to_string())
-}
-
-/// A response body as a driver stream; a read error or a stall ends it with an error.
-fn body_stream(path: &str, body: Incoming) -> ByteStream {
-    let path = path.to_string();
-    let frames = BodyStream::new(body);
-    Box::pin(futures_util::stream::unfold(
-        Some((frames, path)),
-        |state| async move {
-            let (mut frames, path) = state?;
-            loop {
-                let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, frames.next()).await;
-                let failure = match next {
-                    Ok(None) => return None,
-                    Ok(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if data.is_empty() => continue,
-                        Ok(data) => return Some((Ok(data), Some((frames, path)))),
-                        // Trailers: nothing to pass on.
-                        Err(_) => continue,
-                    },
-                    Ok(Some(Err(e))) => {
-                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
-                    }
-                    Err(_) => std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no data for {BODY_IDLE_TIMEOUT:?}"),
-                    ),
-                };
-                let err = StorageError::Io {
-                    op: "read",
-                    path,
-                    source: failure,
-                };
-                return Some((Err(err), None));
-            }
-        },
-    ))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ::http::{Method, StatusCode};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rand::Rng;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::auth::{self, CachedToken, Credentials, TokenAnswer, TokenCache};
 use super::settings::{GcsSettings, GcsSetupError};
 use super::sign::{encode, UrlToSign};
+use crate::storage::drivers::rest_io;
 use crate::storage::{path_components, ByteStream, StorageError};
 
 /// The pooled client every call goes through.
@@ -184,18 +185,7 @@ impl Failure {
 
 /// A hyper failure as a [`Failure`]: what kind of "no answer" it was.
 fn transport(err: hyper_util::client::legacy::Error) -> Failure {
-    let kind = if err.is_connect() {
-        std::io::ErrorKind::ConnectionRefused
-    } else {
-        std::io::ErrorKind::ConnectionAborted
-    };
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+    let (kind, message) = rest_io::transport_failure(&err);
     Failure::Transport { kind, message }
 }
 
@@ -475,7 +465,11 @@ impl Client {
             });
         }
         let response = self.call(req, path).await?;
-        Ok(body_stream(path, response.into_body()))
+        Ok(rest_io::body_stream(
+            path,
+            response.into_body(),
+            BODY_IDLE_TIMEOUT,
+        ))
     }
 
     /// A whole (small) object in memory.
@@ -709,14 +703,7 @@ fn multipart_body(boundary: &str, name: &str, content: &[u8]) -> Bytes {
     body.freeze()
 }
 
-/// An I/O error of operation `op` on `path`.
-pub(super) fn io_error(op: &'static str, path: &str, message: impl ToString) -> StorageError {
-    StorageError::Io {
-        op,
-        path: path.to_string(),
-        source: std::io::Error::other(message.to_string()),
-    }
-}
+pub(super) use rest_io::io_error;
 
 /// A (small) answer body, bounded in size and time.
 async fn read_limited(body: Incoming) -> Result<Bytes, Failure> {
@@ -745,42 +732,6 @@ async fn error_answer(response: ::http::Response<Incoming>) -> Failure {
         status,
         message: text.chars().take(300).collect(),
     }
-}
-
-/// A response body as a driver stream; a read error or a stall ends it with an error.
-fn body_stream(path: &str, body: Incoming) -> ByteStream {
-    let path = path.to_string();
-    let frames = BodyStream::new(body);
-    Box::pin(futures_util::stream::unfold(
-        Some((frames, path)),
-        |state| async move {
-            let (mut frames, path) = state?;
-            loop {
-                let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, frames.next()).await;
-                let failure = match next {
-                    Ok(None) => return None,
-                    Ok(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if data.is_empty() => continue,
-                        Ok(data) => return Some((Ok(data), Some((frames, path)))),
-                        Err(_) => continue,
-                    },
-                    Ok(Some(Err(e))) => {
-                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
-                    }
-                    Err(_) => std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no data for {BODY_IDLE_TIMEOUT:?}"),
-                    ),
-                };
-                let err = StorageError::Io {
-                    op: "read",
-                    path,
-                    source: failure,
-                };
-                return Some((Err(err), None));
-            }
-        },
-    ))
 }
 
 #[cfg(test)]

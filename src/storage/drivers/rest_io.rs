@@ -1,0 +1,77 @@
+//! Byte-level pieces the REST object-store clients (Azure, GCS, Swift) share: what a failed
+//! call without an answer was, an answer body as a driver stream bounded by idle time, and the
+//! I/O error a driver call reports.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
+
+use crate::storage::{ByteStream, StorageError};
+
+/// The kind of "no answer" a hyper failure was, and its message with every cause.
+pub(crate) fn transport_failure(
+    err: &hyper_util::client::legacy::Error,
+) -> (std::io::ErrorKind, String) {
+    let kind = if err.is_connect() {
+        std::io::ErrorKind::ConnectionRefused
+    } else {
+        std::io::ErrorKind::ConnectionAborted
+    };
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    (kind, message)
+}
+
+/// An I/O error of `op` on `path`.
+pub(crate) fn io_error(op: &'static str, path: &str, message: impl ToString) -> StorageError {
+    StorageError::Io {
+        op,
+        path: path.to_string(),
+        source: std::io::Error::other(message.to_string()),
+    }
+}
+
+/// A response body as a driver stream; a read error, or no data for `idle`, ends it with an
+/// error.
+pub(crate) fn body_stream(path: &str, body: Incoming, idle: Duration) -> ByteStream {
+    let path = path.to_string();
+    let frames = BodyStream::new(body);
+    Box::pin(futures_util::stream::unfold(
+        Some((frames, path)),
+        move |state| async move {
+            let (mut frames, path) = state?;
+            loop {
+                let next = tokio::time::timeout(idle, frames.next()).await;
+                let failure = match next {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => continue,
+                        Ok(data) => return Some((Ok(data), Some((frames, path)))),
+                        // Trailers: nothing to pass on.
+                        Err(_) => continue,
+                    },
+                    Ok(Some(Err(e))) => {
+                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+                    }
+                    Err(_) => std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {idle:?}"),
+                    ),
+                };
+                let err = StorageError::Io {
+                    op: "read",
+                    path,
+                    source: failure,
+                };
+                return Some((Err(err), None));
+            }
+        },
+    ))
+}
