@@ -61,10 +61,11 @@ fn unknown_keys_warned(driver: Driver) {
     }
 }
 
-/// Swift with Keystone authentication is refused at start-up, naming the key that chooses it.
+/// Swift with an auth version distribution's client does not know is refused at start-up,
+/// naming the key.
 #[test]
-fn swift_with_keystone_is_refused_by_key() {
-    let section = "  swift:\n    authurl: http://127.0.0.1:1/v3\n    username: u\n    password: p\n    container: c\n";
+fn swift_with_an_unknown_auth_version_is_refused_by_key() {
+    let section = "  swift:\n    authurl: http://127.0.0.1:1/v3\n    username: u\n    password: p\n    container: c\n    authversion: 4\n";
     let builder = Registry::builder(Driver::Inmemory).template(&format!(
         "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
     ));

@@ -23,11 +23,6 @@ const REFUSED_AS_WRITTEN: &[(&str, &str)] = &[
         "dist-3.1.1_docs_content_about_configuration_http.yml",
         "http.tls.letsencrypt",
     ),
-    // Its authurl names Keystone v3, which is refused; the corpus test points it at tempauth.
-    (
-        "dist-2.8.2_docs_configuration_swift.yml",
-        "storage.swift.authversion",
-    ),
 ];
 const LIMIT: Duration = Duration::from_secs(20);
 /// Keys that name a file `config check` opens.

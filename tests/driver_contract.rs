@@ -1032,3 +1032,127 @@ mod swift {
         assert_eq!(rt.block_on(d.get_content("/a")).unwrap(), "kept");
     }
 }
+
+mod swift_keystone {
+    //! OpenStack Swift behind Keystone v3 (keystonemiddleware's `authtoken` and Swift's
+    //! `keystoneauth`): the whole contract as a project member of a non-default domain, then
+    //! the other ways in (project by id, trust), and refusals.
+
+    use wharf::storage::{StorageDriver, StorageError};
+
+    use super::support::keystone::{self as server, PASSWORD, TRUSTEE, TRUSTEE_PASSWORD, USER};
+    use super::support::swift::SwiftTarget;
+    use super::{Store, MIB};
+
+    const CHUNK: usize = 5 * MIB;
+
+    fn store() -> Store {
+        let target = server::fresh_target();
+        let driver = || {
+            Box::new(server::driver(
+                &target,
+                USER,
+                PASSWORD,
+                server::v3_settings(),
+                CHUNK,
+            ))
+        };
+        Store {
+            a: driver(),
+            b: driver(),
+            kept_parts: Some(CHUNK as u64),
+        }
+    }
+
+    contract!(store);
+
+    /// Writes through one way in and reads back through another: the same account.
+    fn round_trip(target: &SwiftTarget, d: &dyn StorageDriver) {
+        let rt = super::runtime();
+        rt.block_on(async {
+            d.put_content("/k", bytes::Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+        });
+        let member = server::driver(target, USER, PASSWORD, server::v3_settings(), CHUNK);
+        assert_eq!(rt.block_on(member.get_content("/k")).unwrap(), "kept");
+    }
+
+    /// The project by id (with the user's domain by id), the internal endpoint.
+    #[test]
+    fn project_by_id_and_internal_endpoint() {
+        let target = server::fresh_target();
+        let k = server::shared();
+        let mut settings = server::v3_settings();
+        settings.tenant = String::new();
+        settings.tenant_id = k.project_id().to_string();
+        settings.endpoint_type = "internal".into();
+        round_trip(
+            &target,
+            &server::driver(&target, USER, PASSWORD, settings, CHUNK),
+        );
+    }
+
+    /// A user with no role of its own, scoped by a trust from a member.
+    #[test]
+    fn trust_scoped_token() {
+        let target = server::fresh_target();
+        let mut settings = server::v3_settings();
+        settings.trust_id = server::shared().trust_id().to_string();
+        round_trip(
+            &target,
+            &server::driver(&target, TRUSTEE, TRUSTEE_PASSWORD, settings, CHUNK),
+        );
+    }
+
+    /// The kind of error a refused or impossible authentication gives.
+    fn auth_error(
+        user: &str,
+        password: &str,
+        settings: wharf::storage::drivers::swift::KeystoneSettings,
+    ) -> String {
+        let target = server::fresh_target();
+        let d = server::driver(&target, user, password, settings, CHUNK);
+        match super::runtime().block_on(d.get_content("/k")) {
+            Err(StorageError::Io { source, .. }) => {
+                // Answered 503 by the registry, never "not found".
+                assert_eq!(source.kind(), std::io::ErrorKind::ResourceBusy, "{source}");
+                source.to_string()
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_is_refused() {
+        let err = auth_error(USER, "wrong", server::v3_settings());
+        assert!(err.contains("401") && err.contains("Keystone"), "{err}");
+    }
+
+    /// The trustee alone has no role on the project: Keystone grants a token, Swift refuses it.
+    #[test]
+    fn a_user_without_a_role_is_refused_by_swift() {
+        let err = auth_error(TRUSTEE, TRUSTEE_PASSWORD, server::v3_settings());
+        assert!(err.contains("401") || err.contains("403"), "{err}");
+    }
+
+    #[test]
+    fn a_region_without_swift_is_refused() {
+        let mut settings = server::v3_settings();
+        settings.region = "RegionTwo".into();
+        let err = auth_error(USER, PASSWORD, settings);
+        assert!(
+            err.contains("no object-store endpoint") && err.contains("RegionTwo"),
+            "{err}"
+        );
+    }
+
+    /// Keystone 13 and later have no v2.0 API: `authversion: 2` is refused clearly.
+    #[test]
+    fn v2_against_a_v3_only_keystone_is_refused() {
+        let mut settings = server::v3_settings();
+        settings.version = 2;
+        let err = auth_error(USER, PASSWORD, settings);
+        assert!(err.contains("404"), "{err}");
+    }
+}

@@ -1414,7 +1414,7 @@ health:
     // GCS is served.
     let c = load_ok("version: 0.1\nstorage: {gcs: {bucket: b}}\n", &[]).config;
     assert_eq!(c.unsupported(), Vec::<String>::new());
-    // Swift: tempauth (v1) is served, Keystone is refused by the key that chooses it.
+    // Swift: tempauth (v1) and Keystone (v2, v3) are served.
     let swift = |auth: &str| {
         let text = format!(
             "version: 0.1\nstorage: {{swift: {{authurl: '{auth}', username: u, password: p, container: c}}}}\n"
@@ -1422,14 +1422,8 @@ health:
         load_ok(&text, &[]).config.unsupported()
     };
     assert_eq!(swift("http://k/auth/v1.0"), Vec::<String>::new());
-    assert_eq!(
-        swift("http://k/v3"),
-        vec![
-            "storage.swift.authversion: Keystone v3 authentication is not supported yet; \
-              use tempauth (v1) with an authurl ending in /auth/v1.0"
-                .to_string()
-        ]
-    );
+    assert_eq!(swift("http://k/v3"), Vec::<String>::new());
+    assert_eq!(swift("http://k/v2.0"), Vec::<String>::new());
     // Azure: Shared Key (distribution 2.8's only way, 3's `shared_key`) is served.
     for azure in ["", ", credentials: {type: shared_key}"] {
         let text = format!(
@@ -2006,13 +2000,26 @@ storage:
         ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
     );
     assert_eq!(load_ok(gcs, &[]).config.unsupported(), Vec::<String>::new());
-    // Keystone (`authversion: 3`) is refused naming the key.
-    let unsupported = load_ok(swift, &[]).config.unsupported();
-    assert_eq!(unsupported.len(), 1, "{unsupported:?}");
-    assert!(
-        unsupported[0].starts_with("storage.swift.authversion: Keystone v3"),
-        "{unsupported:?}"
+    // Keystone (`authversion: 3`) is served.
+    assert_eq!(
+        load_ok(swift, &[]).config.unsupported(),
+        Vec::<String>::new()
     );
+    // An auth version ncw/swift does not know, and an endpoint interface Keystone's catalog
+    // has not, are refused naming the key (registry:2 fails to authenticate with them).
+    assert_eq!(
+        load_err(&swift.replace("authversion: 3", "authversion: 4"), &[]),
+        "storage.swift.authversion: 4 is not an auth version: must be 1, 2 or 3"
+    );
+    assert_eq!(
+        load_err(&swift.replace("endpointtype: internal", "endpointtype: private"), &[]),
+        "storage.swift.endpointtype: invalid value \"private\": must be one of public, internal, admin"
+    );
+    // Tempauth ignores the interface, as ncw/swift's v1 does.
+    let v1 = swift
+        .replace("authversion: 3", "authversion: 1")
+        .replace("endpointtype: internal", "endpointtype: private");
+    assert_eq!(load_ok(&v1, &[]).config.unsupported(), Vec::<String>::new());
 }
 
 #[test]

@@ -20,6 +20,8 @@ const MIN_FILESYSTEM_THREADS: usize = 25;
 /// Distribution's floor for `storage.gcs.maxconcurrency`.
 const MIN_GCS_CONCURRENCY: usize = 25;
 const AZURE_CREDENTIALS: &[&str] = &["shared_key", "client_secret", "default_credentials"];
+/// Keystone catalog interfaces `storage.swift.endpointtype` may name.
+const SWIFT_ENDPOINT_TYPES: &[&str] = &["public", "internal", "admin"];
 
 const S3_OBJECT_ACLS: &[&str] = &[
     "private",
@@ -257,6 +259,20 @@ impl Config {
                 require("storage.swift.password", &swift.password)?;
                 require("storage.swift.container", &swift.container)?;
                 at_least("storage.swift.chunksize", swift.chunksize, SWIFT_MIN_CHUNK)?;
+                let version = crate::storage::drivers::swift::SwiftSettings::auth_version(swift);
+                if !(1..=3).contains(&version) {
+                    return Err(ConfigError::invalid(
+                        "storage.swift.authversion",
+                        format!("{version} is not an auth version: must be 1, 2 or 3"),
+                    ));
+                }
+                // Keystone picks the catalog endpoint by interface; tempauth ignores the key.
+                match swift.endpointtype.as_deref() {
+                    Some(t) if version > 1 && !t.is_empty() => {
+                        one_of("storage.swift.endpointtype", t, SWIFT_ENDPOINT_TYPES)?
+                    }
+                    _ => {}
+                }
             }
             StorageDriverConfig::Inmemory => {}
         }
@@ -429,7 +445,8 @@ impl Config {
             | StorageDriverConfig::Inmemory
             | StorageDriverConfig::S3(_)
             | StorageDriverConfig::Oss(_)
-            | StorageDriverConfig::Gcs(_) => {}
+            | StorageDriverConfig::Gcs(_)
+            | StorageDriverConfig::Swift(_) => {}
             StorageDriverConfig::Azure(azure) => match azure.credentials.kind.as_str() {
                 "" | "shared_key" => {}
                 other => out.push(format!(
@@ -437,15 +454,6 @@ impl Config {
                      use shared_key with accountkey"
                 )),
             },
-            StorageDriverConfig::Swift(swift) => {
-                let version = crate::storage::drivers::swift::SwiftSettings::auth_version(swift);
-                if version != 1 {
-                    out.push(format!(
-                        "storage.swift.authversion: Keystone v{version} authentication is not \
-                         supported yet; use tempauth (v1) with an authurl ending in /auth/v1.0"
-                    ));
-                }
-            }
         }
         if self
             .proxy

@@ -21,6 +21,8 @@
 //! - `azure`: Azurite's blob server (one per test process) and containers.
 //! - `gcs`: fake-gcs-server (one per test process), buckets and a service-account key.
 //! - `swift`: a single-node OpenStack Swift (one per test process) and containers.
+//! - `keystone`: OpenStack Keystone and a Keystone-authenticated Swift proxy (one per test
+//!   process, over `swift`'s servers).
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
@@ -36,7 +38,7 @@
 //! - `browser`: headless Chromium over WebDriver (chromedriver), screenshots.
 //!
 //! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `gcs` (but `GcsTarget`), `metrics`,
-//! `swift` and `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
+//! `swift`, `keystone` and `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
 
@@ -52,6 +54,7 @@ pub mod emulator;
 pub mod fixtures;
 pub mod gcs;
 pub mod haproxy;
+pub mod keystone;
 pub mod layout;
 pub mod load;
 pub mod manifest;

@@ -274,6 +274,11 @@ impl Swift {
         format!("http://127.0.0.1:{}/auth/v1.0", self.ports.proxy)
     }
 
+    /// The folder of `swift.conf` and the rings (for another proxy over the same servers).
+    pub fn swift_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("swift.log")
     }
@@ -340,6 +345,7 @@ pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::sw
         max_attempts: 3,
         retry_delay: Duration::from_millis(100),
         skip_verify: false,
+        keystone: None,
     };
     SwiftDriver::new(&settings).expect("swift driver")
 }

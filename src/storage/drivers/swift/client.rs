@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rand::Rng;
 use tokio::sync::{OnceCell, RwLock};
 
+use super::keystone::{self, KeystoneSettings, V2Credentials};
 use super::names::{encode_path, encode_query, hex_string, temp_url_signature};
 use super::settings::{SwiftSettings, SwiftSetupError};
 use crate::storage::drivers::rest_io;
@@ -45,6 +46,12 @@ const LIST_PAGE: usize = 1000;
 const MAX_PAGES: usize = 100_000;
 /// Temp URLs stay valid this long (as distribution).
 const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
+/// Longest wait for a token (every request of an authentication, as distribution bounds it).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// A Keystone token is renewed this long before it expires.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(120);
+/// Keystone's token answers (with their catalogs) are read up to this size.
+const MAX_TOKEN_BODY: usize = 4 << 20;
 /// Small JSON answers (`/info`, listings) are read up to this size.
 const MAX_JSON_BODY: usize = 64 << 20;
 
@@ -173,6 +180,18 @@ struct Session {
     token: String,
     /// `http://host:port/v1/AUTH_account`, no trailing `/`.
     storage_url: String,
+    /// When Keystone said the token expires.
+    expires: Option<SystemTime>,
+}
+
+impl Session {
+    /// Still usable and not the token just refused, nor about to expire.
+    fn usable(&self, stale: Option<&str>) -> bool {
+        let expiring = self
+            .expires
+            .is_some_and(|at| SystemTime::now() + TOKEN_RENEW_MARGIN >= at);
+        Some(self.token.as_str()) != stale && !expiring
+    }
 }
 
 /// What the cluster said at start-up that shapes redirects.
@@ -304,8 +323,92 @@ impl Client {
         }
     }
 
-    /// Tempauth (v1): the user and key for a token and the storage URL.
+    /// A token and storage URL from Keystone or tempauth, as configured.
     async fn authenticate(&self) -> Result<Session, Failure> {
+        let result = match &self.settings.keystone {
+            Some(k) if k.version == 2 => self.authenticate_v2(k).await,
+            Some(k) => self.authenticate_v3(k).await,
+            None => self.authenticate_v1().await,
+        };
+        result.map_err(|f| match f {
+            // A refusal of the identity service is about the credentials or the auth URL (a
+            // Keystone without v2.0 answers 404), never about the object being addressed.
+            Failure::Status { status, message }
+                if status.is_client_error()
+                    && !matches!(status.as_u16(), 401 | 403 | 408 | 429 | 498) =>
+            {
+                Failure::Status {
+                    status: StatusCode::FORBIDDEN,
+                    message: format!("authentication answered {status}: {message}"),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// Keystone v3: a password-authenticated, scoped token and the catalog's object store.
+    async fn authenticate_v3(&self, k: &KeystoneSettings) -> Result<Session, Failure> {
+        let s = &self.settings;
+        let body = keystone::v3_request(&s.username, &s.password, k);
+        let response = self.post_token(k, &body).await?;
+        let subject = header(response.headers(), "x-subject-token").to_string();
+        let answer = read_token_answer(response).await?;
+        keystone::v3_grant(&subject, &answer, k)
+            .map(Session::from)
+            .map_err(bad_token_answer)
+    }
+
+    /// Keystone v2.0: the password or API key form first as ncw/swift guesses it, the other
+    /// when the first is refused.
+    async fn authenticate_v2(&self, k: &KeystoneSettings) -> Result<Session, Failure> {
+        let s = &self.settings;
+        let first = V2Credentials::first_for(&s.password);
+        let mut refused = None;
+        for form in [first, first.other()] {
+            let body = keystone::v2_request(&s.username, &s.password, k, form);
+            match self.post_token(k, &body).await {
+                Ok(response) => {
+                    let answer = read_token_answer(response).await?;
+                    return keystone::v2_grant(&answer, k)
+                        .map(Session::from)
+                        .map_err(bad_token_answer);
+                }
+                Err(Failure::Status { status, message })
+                    if matches!(status.as_u16(), 400 | 401) =>
+                {
+                    refused = Some(Failure::Status { status, message });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(refused.expect("both forms were refused"))
+    }
+
+    /// `POST` of a token request to Keystone.
+    async fn post_token(
+        &self,
+        k: &KeystoneSettings,
+        body: &serde_json::Value,
+    ) -> Result<::http::Response<Incoming>, Failure> {
+        let url = keystone::token_url(&self.settings.auth_url, k.version);
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        let body = Bytes::from(body.to_string());
+        self.send(Method::POST, &url, &headers, body)
+            .await
+            .map_err(|f| match f {
+                Failure::Status { status, message } => Failure::Status {
+                    status,
+                    message: format!("Keystone refused the credentials: {message}"),
+                },
+                other => other,
+            })
+    }
+
+    /// Tempauth (v1): the user and key for a token and the storage URL.
+    async fn authenticate_v1(&self) -> Result<Session, Failure> {
         let headers = vec![
             ("x-auth-user".to_string(), self.settings.username.clone()),
             ("x-auth-key".to_string(), self.settings.password.clone()),
@@ -330,6 +433,7 @@ impl Client {
         Ok(Session {
             token: token.to_string(),
             storage_url: storage_url.to_string(),
+            expires: None,
         })
     }
 
@@ -337,25 +441,47 @@ impl Client {
     /// was just refused).
     async fn session(&self, stale: Option<&str>) -> Result<Session, Failure> {
         if let Some(s) = self.session.read().await.as_ref() {
-            if Some(s.token.as_str()) != stale {
+            if s.usable(stale) {
                 return Ok(s.clone());
             }
         }
         let mut slot = self.session.write().await;
         if let Some(s) = slot.as_ref() {
-            if Some(s.token.as_str()) != stale {
+            if s.usable(stale) {
                 return Ok(s.clone());
             }
         }
         let started = Instant::now();
-        let result = self.authenticate().await;
+        let result = match tokio::time::timeout(AUTH_TIMEOUT, self.authenticate()).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Transport {
+                kind: std::io::ErrorKind::TimedOut,
+                message: format!("no token within {AUTH_TIMEOUT:?}"),
+            }),
+        };
         crate::ops::metrics::external_call(
             "swift",
             "Authenticate",
             started.elapsed(),
             result.is_ok(),
         );
-        let session = result?;
+        let session = match result {
+            Ok(session) => session,
+            Err(f) => {
+                // Renewing early failed: the current token serves until it really expires.
+                if let Some(s) = slot.as_ref() {
+                    let alive = s.expires.is_some_and(|at| SystemTime::now() < at);
+                    if alive && Some(s.token.as_str()) != stale {
+                        tracing::warn!(
+                            target: "wharf::storage::swift",
+                            failure = ?f, "cannot renew the Keystone token yet"
+                        );
+                        return Ok(s.clone());
+                    }
+                }
+                return Err(f);
+            }
+        };
         *slot = Some(session.clone());
         Ok(session)
     }
@@ -821,6 +947,34 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, String> {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no whole answer within {BODY_IDLE_TIMEOUT:?}")),
+    }
+}
+
+impl From<keystone::Grant> for Session {
+    fn from(g: keystone::Grant) -> Self {
+        Session {
+            token: g.token,
+            storage_url: g.storage_url,
+            expires: g.expires,
+        }
+    }
+}
+
+/// A token answer's body (bounded in size and time).
+async fn read_token_answer(response: ::http::Response<Incoming>) -> Result<Bytes, Failure> {
+    read_limited(response.into_body(), MAX_TOKEN_BODY)
+        .await
+        .map_err(|message| Failure::Transport {
+            kind: std::io::ErrorKind::InvalidData,
+            message: format!("Keystone's token answer: {message}"),
+        })
+}
+
+/// A token answer without what the driver needs: the identity service is not usable.
+fn bad_token_answer(message: String) -> Failure {
+    Failure::Status {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("Keystone: {message}"),
     }
 }
 

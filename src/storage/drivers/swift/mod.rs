@@ -1,4 +1,4 @@
-//! OpenStack Swift, authenticated with tempauth (v1), over one container, laid out as
+//! OpenStack Swift, authenticated with tempauth (v1) or Keystone (v2, v3), over one container, laid out as
 //! distribution 2.8's Swift driver lays it out (see `names`): a container written by
 //! registry:2 is served as is, and the reverse.
 //!
@@ -17,10 +17,12 @@
 //! failures, a metric and a `tracing` event.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `client` (every Swift call, authentication), `names` (object names, signatures),
-//! `settings` (configuration to settings: the only one that reads `config`).
+//! `client` (every Swift call, authentication), `keystone` (Keystone token requests and
+//! catalogs), `names` (object names, signatures), `settings` (configuration to settings: the
+//! only one that reads `config`).
 
 mod client;
+mod keystone;
 mod names;
 mod settings;
 mod writer;
@@ -37,6 +39,7 @@ use client::{Client, Listed, CLAIM_META};
 use names::{object_name, parse_manifest, segment_name, segments_digest};
 use writer::{list_segments, SwiftWriter};
 
+pub use keystone::KeystoneSettings;
 pub use settings::{SwiftSettings, SwiftSetupError};
 
 /// Objects deleted at once when a directory is deleted.

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use super::keystone::KeystoneSettings;
 use crate::config::SwiftConfig;
 
 /// The driver's settings.
 #[derive(Debug, Clone)]
 pub struct SwiftSettings {
-    /// Authentication URL (tempauth's `/auth/v1.0`).
+    /// Authentication URL (tempauth's `/auth/v1.0`, or Keystone's `/v3` or `/v2.0`).
     pub auth_url: String,
     /// User (`account:user` for tempauth).
     pub username: String,
@@ -37,6 +38,8 @@ pub struct SwiftSettings {
     pub retry_delay: Duration,
     /// Accept any TLS certificate.
     pub skip_verify: bool,
+    /// Keystone (v2 or v3) authentication; tempauth (v1) when `None`.
+    pub keystone: Option<KeystoneSettings>,
 }
 
 /// Why the driver could not be built.
@@ -63,11 +66,27 @@ impl SwiftSettings {
             max_attempts: 5,
             retry_delay: Duration::from_millis(100),
             skip_verify: c.insecureskipverify,
+            keystone: match Self::auth_version(c) {
+                v @ (2 | 3) => Some(KeystoneSettings {
+                    version: v as u8,
+                    tenant: text(&c.tenant),
+                    tenant_id: text(&c.tenantid),
+                    domain: text(&c.domain),
+                    domain_id: text(&c.domainid),
+                    tenant_domain: text(&c.tenantdomain),
+                    tenant_domain_id: text(&c.tenantdomainid),
+                    trust_id: text(&c.trustid),
+                    region: text(&c.region),
+                    endpoint_type: text(&c.endpointtype),
+                }),
+                _ => None,
+            },
         }
     }
 
     /// The Keystone version a config asks for, as distribution's client guesses it: the
-    /// `authversion` key, else 3 or 2 when the URL names it, else 1.
+    /// `authversion` key, else 3 or 2 when the URL names it, else 1 (where distribution's
+    /// client guesses 1 only for a URL naming `v1`, and refuses the rest).
     pub fn auth_version(c: &SwiftConfig) -> i64 {
         if c.authversion != 0 {
             return c.authversion;
@@ -80,6 +99,11 @@ impl SwiftSettings {
             1
         }
     }
+}
+
+/// An optional key's value; empty when unset.
+fn text(v: &Option<String>) -> String {
+    v.as_deref().unwrap_or("").to_string()
 }
 
 #[cfg(test)]
@@ -99,5 +123,30 @@ mod tests {
         assert_eq!(SwiftSettings::auth_version(&c), 2);
         c.authversion = 1;
         assert_eq!(SwiftSettings::auth_version(&c), 1);
+    }
+
+    #[test]
+    fn keystone_settings_come_from_the_keys() {
+        let mut c = SwiftConfig {
+            authurl: "http://127.0.0.1:5000/v3".into(),
+            tenant: Some("proj".into()),
+            domain: Some("Default".into()),
+            region: Some("RegionOne".into()),
+            endpointtype: Some("internal".into()),
+            ..SwiftConfig::default()
+        };
+        let k = SwiftSettings::from_config(&c).keystone.unwrap();
+        assert_eq!(
+            (k.version, k.tenant.as_str(), k.domain.as_str()),
+            (3, "proj", "Default")
+        );
+        assert_eq!(
+            (k.region.as_str(), k.endpoint_type.as_str()),
+            ("RegionOne", "internal")
+        );
+        c.authversion = 2;
+        assert_eq!(SwiftSettings::from_config(&c).keystone.unwrap().version, 2);
+        c.authversion = 1;
+        assert!(SwiftSettings::from_config(&c).keystone.is_none());
     }
 }
