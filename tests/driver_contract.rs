@@ -1069,13 +1069,12 @@ mod swift_keystone {
     /// Writes through one way in and reads back through another: the same account.
     fn round_trip(target: &SwiftTarget, d: &dyn StorageDriver) {
         let rt = super::runtime();
-        rt.block_on(async {
-            d.put_content("/k", bytes::Bytes::from_static(b"kept"))
-                .await
-                .unwrap();
-        });
+        let logs = || server::shared().log_tail();
+        rt.block_on(d.put_content("/k", bytes::Bytes::from_static(b"kept")))
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
         let member = server::driver(target, USER, PASSWORD, server::v3_settings(), CHUNK);
-        assert_eq!(rt.block_on(member.get_content("/k")).unwrap(), "kept");
+        let read = rt.block_on(member.get_content("/k"));
+        assert_eq!(read.unwrap_or_else(|e| panic!("{e}\n{}", logs())), "kept");
     }
 
     /// The project by id (with the user's domain by id), the internal endpoint.

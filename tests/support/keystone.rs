@@ -107,7 +107,7 @@ fn proxy_conf(swift_dir: &Path, proxy_port: u16, keystone_port: u16) -> String {
          auth_url = http://127.0.0.1:{keystone_port}/v3\nauth_type = password\n\
          project_domain_id = default\nuser_domain_id = default\nproject_name = admin\n\
          username = admin\npassword = {ADMIN_PASSWORD}\ndelay_auth_decision = true\n\
-         include_service_catalog = false\n\
+         include_service_catalog = false\ninterface = public\n\
          [filter:keystoneauth]\nuse = egg:swift#keystoneauth\noperator_roles = admin, member\n\
          [filter:tempurl]\nuse = egg:swift#tempurl\n\
          [filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = {memcache}\n\
@@ -148,6 +148,15 @@ impl Keystone {
             &proxy_conf(&swift_dir, proxy_port, port),
         );
         manage(&conf, &["db_sync"]);
+        // Keystone leaves a reader open after creating an endpoint; in sqlite's default
+        // journal mode that blocks every later write ("database is locked"), in WAL it does not.
+        let mut wal = Command::new("/usr/bin/python3");
+        wal.args([
+            "-c",
+            "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=WAL')",
+        ])
+        .arg(dir.path().join("keystone.db"));
+        run_bounded(wal, MANAGE_LIMIT).assert_success("set keystone.db to WAL");
         for setup in ["fernet_setup", "credential_setup"] {
             manage(
                 &conf,
@@ -250,7 +259,11 @@ impl Keystone {
         let resp = req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
-        assert!(status.is_success(), "{method} {url}: {status}: {text}");
+        assert!(
+            status.is_success(),
+            "{method} {url}: {status}: {text}\n{}",
+            self.errors()
+        );
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
@@ -391,6 +404,26 @@ impl Keystone {
             PASSWORD,
             json!({"project": {"id": self.project_id}}),
         )
+    }
+
+    /// Keystone's log from its first error on (what explains a failed call).
+    fn errors(&self) -> String {
+        let text = self.log_text();
+        let from = text.find(" ERROR ").unwrap_or(0);
+        text[text[..from].rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .take(20_000)
+            .collect()
+    }
+
+    /// The last lines of what Keystone and the proxy printed, without start-up noise.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("is not known to keystonemiddleware"))
+            .collect();
+        kept[kept.len().saturating_sub(80)..].join("\n")
     }
 
     fn log_path(&self) -> PathBuf {
