@@ -996,6 +996,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sessions_are_renewed_before_keystone_expiry_or_when_refused() {
+        let session = |expires: Option<Duration>| Session {
+            token: "t".into(),
+            storage_url: "http://s/v1/AUTH_p".into(),
+            expires: expires.map(|d| SystemTime::now() + d),
+        };
+        assert!(session(None).usable(None));
+        assert!(!session(None).usable(Some("t")));
+        assert!(session(None).usable(Some("older")));
+        assert!(session(Some(Duration::from_secs(3600))).usable(None));
+        assert!(!session(Some(TOKEN_RENEW_MARGIN / 2)).usable(None));
+    }
+
+    #[test]
     fn listings_parse_objects_and_subdirs() {
         let body = br#"[{"subdir": "files/a/"},
             {"bytes": 5, "hash": "5d41402abc4b2a76b9719d911017c592", "name": "files/b",
