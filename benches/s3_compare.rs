@@ -18,12 +18,17 @@
 #[allow(unused_imports)]
 mod support;
 
+#[path = "support/push_pull.rs"]
+#[allow(dead_code)]
+mod push_pull;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use push_pull::{median, timed, value, Calls};
 use support::s3::S3Server;
 use support::*;
 
@@ -174,18 +179,12 @@ fn parse() -> Option<Options> {
     if !args.iter().any(|a| a == "--run" || a == "--storm") {
         return None;
     }
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let (rounds, layer_mib) = push_pull::rounds_and_layer_mib(&args);
     Some(Options {
-        storm: value("--storm", 0),
-        storm_mib: value("--storm-mib", 100).max(1),
-        rounds: value("--rounds", 3).max(1),
-        layer_mib: value("--layer-mib", 4).max(1),
+        storm: value(&args, "--storm", 0),
+        storm_mib: value(&args, "--storm-mib", 100).max(1),
+        rounds,
+        layer_mib,
         requests: args.iter().any(|a| a == "--requests"),
     })
 }
@@ -226,7 +225,7 @@ fn operation(line: &str) -> Option<String> {
 }
 
 /// Requests logged since `from` lines, by operation.
-fn count(server: &S3Server, from: usize) -> (usize, BTreeMap<String, usize>) {
+fn count(server: &S3Server, from: usize) -> (usize, Calls) {
     let lines = server.request_lines();
     let mut by_op = BTreeMap::new();
     let mut total = 0;
@@ -245,15 +244,8 @@ fn count(server: &S3Server, from: usize) -> (usize, BTreeMap<String, usize>) {
 struct Measure {
     push: Vec<Duration>,
     pull: Vec<Duration>,
-    push_requests: (usize, BTreeMap<String, usize>),
-    pull_requests: (usize, BTreeMap<String, usize>),
-}
-
-/// How long `copy` took.
-fn timed(copy: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    copy();
-    started.elapsed()
+    push_requests: (usize, Calls),
+    pull_requests: (usize, Calls),
 }
 
 fn run_server(
@@ -308,12 +300,6 @@ fn run_server(
     m
 }
 
-fn median(values: &[Duration]) -> f64 {
-    let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() -> ExitCode {
     let Some(options) = parse() else {
         println!(
@@ -330,39 +316,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let work = tempfile::tempdir().expect("temp dir");
-    let mut layout = OciLayout::create(&work.path().join("layout"));
-    let mut prng = Prng::new(0x5eed);
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..3 {
-        let content = prng.bytes(options.layer_mib << 20);
-        let tar = layout::tar_with_file(&format!("layer{i}.bin"), &content);
-        let digest = layout.add_blob(&tar);
-        diff_ids.push(digest.clone());
-        layers.push(descriptor(
-            "application/vnd.oci.image.layer.v1.tar",
-            &digest,
-            tar.len() as u64,
-        ));
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let config_digest = layout.add_blob(&config);
-    let manifest = Manifest::from_value(
-        OCI_MANIFEST,
-        &serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, &config_digest, config.len() as u64),
-            "layers": layers,
-        }),
-    );
-    layout.add_blob(&manifest.body);
-    layout.tag("image", &manifest);
+    let layout = push_pull::three_layer_image(&work.path().join("layout"), options.layer_mib);
 
     let s3 = S3Server::start();
     let mut results = Vec::new();
@@ -402,28 +356,17 @@ fn main() -> ExitCode {
         );
     }
     for (server, m) in &results {
-        let _ = writeln!(
-            report,
-            "\n{server:?}: S3 requests of one push, by operation"
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("\n{server:?}: S3 requests of one push, by operation"),
+            &m.push_requests.1,
         );
-        for (op, n) in &m.push_requests.1 {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
-        let _ = writeln!(report, "{server:?}: S3 requests of one pull, by operation");
-        for (op, n) in &m.pull_requests.1 {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("{server:?}: S3 requests of one pull, by operation"),
+            &m.pull_requests.1,
+        );
     }
-    println!("{report}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let file = dir.join(format!("s3-compare-{stamp}.md"));
-    if std::fs::write(&file, &report).is_ok() {
-        println!("written to {}", file.display());
-    }
+    push_pull::save_report("s3-compare", &report);
     ExitCode::SUCCESS
 }
