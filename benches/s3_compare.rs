@@ -211,7 +211,10 @@ fn catalog(repositories: usize) -> String {
         .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
         .start();
     let base = format!("http://{}", reg.addr());
-    let client = reqwest::blocking::Client::new();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1200))
+        .build()
+        .expect("client");
     let mut report = format!(
         "# Catalog on S3: {} repositories (nested), one with 300 tags\n\n\
          | request | entries returned | S3 requests | by operation |\n|---|---|---|---|\n",
@@ -241,11 +244,13 @@ fn catalog(repositories: usize) -> String {
             .map_or(0, |a| a.len());
         let (total, by_op) = count(&s3, before);
         let ops: Vec<String> = by_op.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(
-            report,
+        let row = format!(
             "| `{path}` ({what}) | {entries} | {total} | {} |",
             ops.join(", ")
         );
+        // Shown as it comes: a large page on moto takes a while.
+        eprintln!("{row}");
+        let _ = writeln!(report, "{row}");
     }
     report
 }

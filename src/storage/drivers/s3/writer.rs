@@ -89,15 +89,15 @@ impl S3Writer {
         note: Option<&str>,
     ) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
+        // The upload of a note taken before any writer committed went away: a later writer
+        // completed it (appending after a short part), or it was aborted with the file.
+        let mut fresh_gone = false;
         let noted = match note.and_then(Note::decode) {
             Some(note) => {
                 let fresh = note.is_fresh();
-                match Appended::from_note(&s3, &key, path, note).await? {
-                    // Nothing completes an upload no writer has added to: it was aborted with
-                    // the file's folder (a cancelled or purged upload session).
-                    None if fresh => return Err(StorageError::NotFound(path.to_string())),
-                    noted => noted,
-                }
+                let noted = Appended::from_note(&s3, &key, path, note).await?;
+                fresh_gone = fresh && noted.is_none();
+                noted
             }
             None => None,
         };
@@ -106,6 +106,11 @@ impl S3Writer {
             Some(file) => file,
             None => Appended::load(&s3, &key, path, false).await?,
         };
+        if fresh_gone && !opened.exists() {
+            // Nothing at all where the upload was: the file was deleted (a cancelled or
+            // purged upload session), which a writer must not bring back.
+            return Err(StorageError::NotFound(path.to_string()));
+        }
         opened.check(path)?;
         if opened.size() != offset {
             return Err(StorageError::OffsetMismatch {
