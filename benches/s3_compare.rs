@@ -287,7 +287,8 @@ fn operation(line: &str) -> Option<String> {
     let method = parts.next()?;
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path.trim_matches('/').is_empty() {
+    // Not per push: the read-only flag is polled in the background.
+    if path.trim_matches('/').is_empty() || path.contains("/wharf/maintenance/") {
         return None;
     }
     let has = |k: &str| {

@@ -24,7 +24,8 @@ fn operation(line: &str, bucket: &str) -> Option<&'static str> {
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let in_bucket = path == format!("/{bucket}") || path.starts_with(&format!("/{bucket}/"));
-    if !in_bucket {
+    // The read-only flag is polled in the background, whatever the requests.
+    if !in_bucket || path.contains("/wharf/maintenance/") {
         return None;
     }
     let has = |k: &str| {
