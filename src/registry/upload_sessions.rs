@@ -615,8 +615,8 @@ impl Registry {
         }
     }
 
-    /// Every file of the session `state` describes, when its token knows them all: its data
-    /// was moved out by the writer that finished it, so nothing is left open for appends.
+    /// Every file of the session `state` describes, when its token knows them all; called for
+    /// a session whose writer published its data, so no upload is left open on it.
     fn session_files(&self, state: &UploadState) -> Option<Vec<String>> {
         let offsets = state.hashstates.as_ref()?;
         let algorithm = state.algorithm().ok()?;
