@@ -319,7 +319,10 @@ impl Registry {
                 return Err(self.out_of_order(state).await);
             }
             // Written straight to its place, verified from the body itself.
-            let (blob, spare) = match self.store_verified(&digest, last_chunk).await {
+            let (blob, spare, linked) = match self
+                .store_verified_linked(&digest, last_chunk, Some(repo))
+                .await
+            {
                 Ok(stored) => stored,
                 Err(e) => {
                     self.discard_upload(repo, uuid).await;
@@ -329,7 +332,7 @@ impl Registry {
             // Independent: each waits for its own fsync, so they overlap.
             let ((), linked) = tokio::join!(
                 self.discard_upload(repo, uuid),
-                self.link_blob_settled(repo, &digest, pass, spare, true)
+                self.link_blob_settled_after(repo, &digest, pass, spare, true, linked)
             );
             linked?;
             return Ok(blob);
@@ -525,8 +528,10 @@ impl Registry {
         self.check_writable()?;
         let digest: Digest = digest.parse()?;
         let pass = self.gc_pass_before().await?;
-        let (blob, spare) = self.store_verified(&digest, body).await?;
-        self.link_blob_settled(repo, &digest, pass, spare, true)
+        let (blob, spare, linked) = self
+            .store_verified_linked(&digest, body, Some(repo))
+            .await?;
+        self.link_blob_settled_after(repo, &digest, pass, spare, true, linked)
             .await?;
         Ok(blob)
     }
@@ -537,8 +542,20 @@ impl Registry {
     pub(super) async fn store_verified(
         &self,
         digest: &Digest,
-        mut body: UploadRequest,
+        body: UploadRequest,
     ) -> Result<(BlobInfo, Option<SpareCopy>)> {
+        let (blob, spare, _) = self.store_verified_linked(digest, body, None).await?;
+        Ok((blob, spare))
+    }
+
+    /// [`Self::store_verified`], linking a newly stored blob into `repo` in the same commit
+    /// (one round of flushes for both); says whether the link was written.
+    pub(super) async fn store_verified_linked(
+        &self,
+        digest: &Digest,
+        mut body: UploadRequest,
+        repo: Option<&RepositoryName>,
+    ) -> Result<(BlobInfo, Option<SpareCopy>, bool)> {
         let expected = body.expected_len()?;
         let mut hasher = HashState::new(digest.kind());
         let exists = self.stat_blob_data(digest).await?.is_some();
@@ -560,10 +577,19 @@ impl Registry {
                 )))
             }
         });
+        let mut linked = false;
         let spare = match verified {
             Ok(()) if exists => Some(SpareCopy::Atomic(writer, target)),
             Ok(()) => {
-                writer.commit().await?;
+                match repo {
+                    Some(repo) => {
+                        let link =
+                            layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
+                        let also = vec![(link, Bytes::from(digest.to_string()))];
+                        linked = writer.commit_with(also, self.driver.as_ref()).await?;
+                    }
+                    None => writer.commit().await?,
+                }
                 None
             }
             Err(e) => {
@@ -577,6 +603,7 @@ impl Registry {
                 size: hasher.len(),
             },
             spare,
+            linked,
         ))
     }
 

@@ -35,6 +35,12 @@ const WRITE_BATCH: usize = 1 << 20;
 /// A batch older than this is written whatever its size, so a slow client's
 /// upload does not hold its trickle in memory.
 const WRITE_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(50);
+/// A chunk arriving this long after the previous one comes from a client sending slower
+/// than the disk writes: it and the chunks right behind it (up to [`TRICKLE_BURST`] bytes)
+/// go to the disk as they are, without a copy into a batch that would wait for more.
+const TRICKLE_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+/// Bytes written through after a [`TRICKLE_GAP`]; past them the writer batches again.
+const TRICKLE_BURST: u64 = 256 << 10;
 
 /// Driver over a directory.
 pub struct FilesystemDriver {
@@ -65,7 +71,7 @@ impl FilesystemDriver {
         let io = |e| StorageError::io("put", path, e);
         let target = full.clone();
         let (tmp, publication) = blocking(move || {
-            write_synced_temp(&target, &content).map_err(|e| StorageError::io("put", &p, e))
+            write_unsynced_temp(&target, &content).map_err(|e| StorageError::io("put", &p, e))
         })
         .await?;
         if let Err(e) = self.commits.publish(publication).await {
@@ -85,8 +91,8 @@ impl FilesystemDriver {
             Some(parent) if durable => self
                 .commits
                 .publish(Publication {
-                    renames: Vec::new(),
                     syncs: vec![parent],
+                    ..Publication::default()
                 })
                 .await
                 .map_err(|e| StorageError::io("delete", path, e)),
@@ -191,29 +197,34 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// costs one journal commit instead of one per level.
 fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut changed = Vec::new();
-    if dir.is_dir() {
-        return Ok(changed);
-    }
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    while !cur.exists() {
-        missing.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => break,
-        }
-    }
-    for d in missing.iter().rev() {
-        match fs::create_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-        if let Some(parent) = d.parent() {
-            changed.push(parent.to_path_buf());
-        }
-    }
+    make_dir(dir, &mut changed)?;
     Ok(changed)
+}
+
+/// `mkdir` first (one call when the parent exists, or when `dir` does), its parent only when
+/// that is what is missing; records the parents that gained an entry.
+fn make_dir(dir: &Path, changed: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let created = match fs::create_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let Some(parent) = dir.parent() else {
+                return Err(e);
+            };
+            make_dir(parent, changed)?;
+            fs::create_dir(dir)
+        }
+        other => other,
+    };
+    match created {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                changed.push(parent.to_path_buf());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// fsyncs directories returned by [`create_dirs`].
@@ -325,24 +336,32 @@ fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Writes `content` to a temporary sibling of `path` and fsyncs it; returns the temporary
-/// file and the publication that renames it into place durably.
-fn write_synced_temp(path: &Path, content: &[u8]) -> std::io::Result<(PathBuf, Publication)> {
+/// Writes `content` to a temporary sibling of `path`; returns the temporary file and the
+/// publication that fsyncs it and renames it into place durably.
+fn write_unsynced_temp(path: &Path, content: &[u8]) -> std::io::Result<(PathBuf, Publication)> {
     let dir = path.parent().expect("driver paths have a parent");
     let mut syncs = create_dirs(dir)?;
     let tmp = temp_sibling(path);
     let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(content)?;
-        f.sync_all()
+        Ok(f)
     })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let file = match written {
+        Ok(file) => file,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     syncs.push(dir.to_path_buf());
-    let renames = vec![(tmp.clone(), path.to_path_buf())];
-    Ok((tmp, Publication { renames, syncs }))
+    let publication = Publication {
+        files: vec![Arc::new(file)],
+        renames: vec![(tmp.clone(), path.to_path_buf())],
+        syncs,
+        needs_previous: false,
+    };
+    Ok((tmp, publication))
 }
 
 /// Publishes `content` at `path` unless something is there: written and fsynced under a
@@ -451,8 +470,8 @@ impl StorageDriver for FilesystemDriver {
             .collect::<Result<Vec<_>, StorageError>>()?;
         self.commits
             .publish(Publication {
-                renames: Vec::new(),
                 syncs,
+                ..Publication::default()
             })
             .await
             .map_err(|e| StorageError::io("sync", &paths.join(" "), e))
@@ -614,6 +633,7 @@ impl StorageDriver for FilesystemDriver {
             Ok(Publication {
                 renames: vec![(src, dst)],
                 syncs,
+                ..Publication::default()
             })
         })
         .await?;
@@ -670,6 +690,8 @@ impl StorageDriver for FilesystemDriver {
             size: offset,
             batch: BytesMut::new(),
             batch_started: None,
+            last_chunk: None,
+            since_gap: u64::MAX,
             pending: None,
             target: Target::Append(target),
             root: self.root.clone(),
@@ -691,6 +713,8 @@ impl StorageDriver for FilesystemDriver {
             size: 0,
             batch: BytesMut::new(),
             batch_started: None,
+            last_chunk: None,
+            since_gap: u64::MAX,
             pending: None,
             exclusive: true,
             target: Target::Atomic {
@@ -753,6 +777,10 @@ struct FsWriter {
     batch: BytesMut,
     /// When the first byte of the current batch arrived.
     batch_started: Option<std::time::Instant>,
+    /// When the previous chunk arrived.
+    last_chunk: Option<std::time::Instant>,
+    /// Bytes received since the last [`TRICKLE_GAP`] (`u64::MAX` before any).
+    since_gap: u64,
     pending: Option<PendingWrite>,
     /// Where the bytes go.
     target: Target,
@@ -792,12 +820,18 @@ impl FsWriter {
         }
     }
 
-    /// Writes the last batch and fsyncs; then publishes an atomic writer's file, or moves
-    /// an appended file to `move_to` while it is still locked (the open file is held until
-    /// the publication is durable).
-    async fn finish(mut self: Box<Self>, move_to: Option<PathBuf>) -> Result<(), StorageError> {
+    /// Writes the last batch, then publishes durably: an atomic writer's file, or an appended
+    /// file moved to `move_to` while it is still locked (the open file is held until the
+    /// publication is durable), or just the appended bytes. Each of `also` (small files
+    /// written whole) is published in the same flush, right after the file and only if it
+    /// was; returns whether all of them were.
+    async fn finish(
+        mut self: Box<Self>,
+        move_to: Option<PathBuf>,
+        also: Vec<(PathBuf, Bytes)>,
+    ) -> Result<bool, StorageError> {
         self.wait_pending().await?;
-        // The last batch is written by the same blocking call that fsyncs.
+        // The last batch is written by the same blocking call that prepares the publication.
         let data = self.batch.split().freeze();
         let file = self.take_file();
         let p = self.path.clone();
@@ -808,7 +842,8 @@ impl FsWriter {
         let atomic = matches!(self.target, Target::Atomic { .. });
         let mut syncs = std::mem::take(&mut self.new_dirs);
         let renames: Vec<_> = publish.iter().cloned().collect();
-        let (file, written) = blocking(move || {
+        let wanted = also.len();
+        let (file, written, companions) = blocking(move || {
             let mut file = match file {
                 Ok(file) => file,
                 Err(tmp) => {
@@ -820,7 +855,6 @@ impl FsWriter {
             };
             let written = (|| {
                 file.write_all(&data)?;
-                file.sync_all()?;
                 if let Some((_, to)) = &publish {
                     let dir = to.parent().expect("driver paths have a parent");
                     if !atomic {
@@ -830,15 +864,47 @@ impl FsWriter {
                 }
                 Ok(syncs)
             })();
-            Ok((file, written))
+            // A companion that cannot be written is left to the caller.
+            let companions: Vec<_> = match written {
+                Ok(_) => also
+                    .iter()
+                    .map_while(|(path, content)| write_unsynced_temp(path, content).ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            Ok((Arc::new(file), written, companions))
         })
         .await?;
         let result = match written {
-            Ok(syncs) => self.commits.publish(Publication { renames, syncs }).await,
+            Ok(syncs) => {
+                let complete = companions.len() == wanted;
+                let mut publications = vec![Publication {
+                    files: vec![Arc::clone(&file)],
+                    renames,
+                    syncs,
+                    needs_previous: false,
+                }];
+                let temps: Vec<PathBuf> = companions.iter().map(|(tmp, _)| tmp.clone()).collect();
+                publications.extend(companions.into_iter().map(|(_, publication)| Publication {
+                    needs_previous: true,
+                    ..publication
+                }));
+                let mut results = self.commits.publish_all(publications).await.into_iter();
+                let published = results.next().unwrap_or(Ok(()));
+                let mut all = complete;
+                for (result, tmp) in results.zip(temps) {
+                    if result.is_err() {
+                        all = false;
+                        let _ = blocking(move || Ok(fs::remove_file(tmp))).await;
+                    }
+                }
+                published.map(|()| all)
+            }
             Err(e) => Err(e),
         };
-        let Err(e) = result else {
-            return Ok(());
+        let e = match result {
+            Ok(all) => return Ok(all),
+            Err(e) => e,
         };
         let (tmp, start) = (self.target.temp().map(Path::to_path_buf), self.start);
         // Nothing of a failed commit is left: no temporary file, no bytes appended for the
@@ -865,6 +931,11 @@ impl FsWriter {
         }
         let data = self.batch.split().freeze();
         self.batch_started = None;
+        self.write_out(data)
+    }
+
+    /// Hands `data` to a blocking write; the caller has waited for the previous one.
+    fn write_out(&mut self, data: Bytes) -> Result<(), StorageError> {
         let file = self.take_file();
         let end = self.flushed + data.len() as u64;
         let kick =
@@ -955,6 +1026,22 @@ impl Drop for FsWriter {
 impl FileWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
         self.size += data.len() as u64;
+        let now = std::time::Instant::now();
+        if self
+            .last_chunk
+            .replace(now)
+            .is_some_and(|last| now.duration_since(last) >= TRICKLE_GAP)
+        {
+            self.since_gap = 0;
+        }
+        self.since_gap = self.since_gap.saturating_add(data.len() as u64);
+        if self.since_gap <= TRICKLE_BURST {
+            // A trickle: the previous write is long done, and holding this chunk (or a
+            // copy of it) until more arrive would only keep it in memory.
+            self.flush_batch().await?;
+            self.wait_pending().await?;
+            return self.write_out(data);
+        }
         self.batch.extend_from_slice(&data);
         let started = *self
             .batch_started
@@ -974,7 +1061,19 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        self.finish(None).await
+        self.finish(None, Vec::new()).await.map(drop)
+    }
+
+    async fn commit_with(
+        self: Box<Self>,
+        also: Vec<(String, Bytes)>,
+        _driver: &dyn StorageDriver,
+    ) -> Result<bool, StorageError> {
+        let also = also
+            .into_iter()
+            .map(|(path, content)| Ok((resolve(&self.root, &path)?, content)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        self.finish(None, also).await
     }
 
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
@@ -982,7 +1081,7 @@ impl FileWriter for FsWriter {
             return Err(StorageError::InvalidPath(to.to_string()));
         }
         let to = resolve(&self.root, to)?;
-        self.finish(Some(to)).await
+        self.finish(Some(to), Vec::new()).await.map(drop)
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
