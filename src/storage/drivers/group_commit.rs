@@ -235,4 +235,35 @@ mod tests {
         assert!(group.publish(missing).await.is_err());
         assert!(group.publish(Publication::default()).await.is_ok());
     }
+
+    #[tokio::test]
+    async fn a_publication_that_needs_the_previous_one_waits_for_its_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = Arc::new(GroupCommit::default());
+        let root = dir.path().to_path_buf();
+        let pair = |first: &str, second: &str| {
+            let file = Arc::new(File::create(root.join(format!(".{second}"))).unwrap());
+            vec![
+                Publication {
+                    renames: vec![(root.join(format!(".{first}")), root.join(first))],
+                    syncs: vec![root.clone()],
+                    ..Publication::default()
+                },
+                Publication {
+                    files: vec![file],
+                    renames: vec![(root.join(format!(".{second}")), root.join(second))],
+                    syncs: vec![root.clone()],
+                    needs_previous: true,
+                },
+            ]
+        };
+        fs::write(root.join(".data"), "x").unwrap();
+        let results = group.publish_all(pair("data", "link")).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(root.join("data").exists() && root.join("link").exists());
+        // The first has nothing to rename: the second is not published either.
+        let results = group.publish_all(pair("gone", "dangling")).await;
+        assert!(results[0].is_err() && results[1].is_err(), "{results:?}");
+        assert!(!root.join("dangling").exists());
+    }
 }
