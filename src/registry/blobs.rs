@@ -189,29 +189,12 @@ impl Registry {
         repo: &RepositoryName,
         digest: &Digest,
         pass: crate::registry::gc_guard::PassState,
-        spare: Option<SpareCopy>,
-        verified: bool,
-    ) -> Result<()> {
-        self.link_blob_settled_after(repo, digest, pass, spare, verified, false)
-            .await
-    }
-
-    /// [`Self::link_blob_settled`], where `linked` says the link was already written (with
-    /// the blob's data, by the same commit).
-    pub(crate) async fn link_blob_settled_after(
-        &self,
-        repo: &RepositoryName,
-        digest: &Digest,
-        pass: crate::registry::gc_guard::PassState,
         mut spare: Option<SpareCopy>,
         verified: bool,
-        linked: bool,
     ) -> Result<()> {
         let link = layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
         let data = layout::blob_data(digest.algorithm(), digest.hex());
-        if !linked {
-            self.write_link(&link, digest).await?;
-        }
+        self.write_link(&link, digest).await?;
         let mut reference = [crate::registry::gc_guard::Reference {
             digest: digest.clone(),
             paths: vec![data.clone()],

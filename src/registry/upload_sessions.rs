@@ -319,10 +319,7 @@ impl Registry {
                 return Err(self.out_of_order(state).await);
             }
             // Written straight to its place, verified from the body itself.
-            let (blob, spare, linked) = match self
-                .store_verified_linked(&digest, last_chunk, Some(repo))
-                .await
-            {
+            let (blob, spare) = match self.store_verified(&digest, last_chunk).await {
                 Ok(stored) => stored,
                 Err(e) => {
                     self.discard_upload(repo, uuid).await;
@@ -332,7 +329,7 @@ impl Registry {
             // Independent: each waits for its own fsync, so they overlap.
             let ((), linked) = tokio::join!(
                 self.discard_upload(repo, uuid),
-                self.link_blob_settled_after(repo, &digest, pass, spare, true, linked)
+                self.link_blob_settled(repo, &digest, pass, spare, true)
             );
             linked?;
             return Ok(blob);
@@ -528,10 +525,8 @@ impl Registry {
         self.check_writable()?;
         let digest: Digest = digest.parse()?;
         let pass = self.gc_pass_before().await?;
-        let (blob, spare, linked) = self
-            .store_verified_linked(&digest, body, Some(repo))
-            .await?;
-        self.link_blob_settled_after(repo, &digest, pass, spare, true, linked)
+        let (blob, spare) = self.store_verified(&digest, body).await?;
+        self.link_blob_settled(repo, &digest, pass, spare, true)
             .await?;
         Ok(blob)
     }
@@ -542,20 +537,8 @@ impl Registry {
     pub(super) async fn store_verified(
         &self,
         digest: &Digest,
-        body: UploadRequest,
-    ) -> Result<(BlobInfo, Option<SpareCopy>)> {
-        let (blob, spare, _) = self.store_verified_linked(digest, body, None).await?;
-        Ok((blob, spare))
-    }
-
-    /// [`Self::store_verified`], linking a newly stored blob into `repo` in the same commit
-    /// (one round of flushes for both); says whether the link was written.
-    pub(super) async fn store_verified_linked(
-        &self,
-        digest: &Digest,
         mut body: UploadRequest,
-        repo: Option<&RepositoryName>,
-    ) -> Result<(BlobInfo, Option<SpareCopy>, bool)> {
+    ) -> Result<(BlobInfo, Option<SpareCopy>)> {
         let expected = body.expected_len()?;
         let mut hasher = HashState::new(digest.kind());
         let exists = self.stat_blob_data(digest).await?.is_some();
@@ -577,19 +560,10 @@ impl Registry {
                 )))
             }
         });
-        let mut linked = false;
         let spare = match verified {
             Ok(()) if exists => Some(SpareCopy::Atomic(writer, target)),
             Ok(()) => {
-                match repo {
-                    Some(repo) => {
-                        let link =
-                            layout::layer_link(repo.as_str(), digest.algorithm(), digest.hex());
-                        let also = vec![(link, Bytes::from(digest.to_string()))];
-                        linked = writer.commit_with(also, self.driver.as_ref()).await?;
-                    }
-                    None => writer.commit().await?,
-                }
+                writer.commit().await?;
                 None
             }
             Err(e) => {
@@ -603,7 +577,6 @@ impl Registry {
                 size: hasher.len(),
             },
             spare,
-            linked,
         ))
     }
 

@@ -301,22 +301,6 @@ impl FileWriter for InstrumentedWriter {
         Ok(note)
     }
 
-    async fn commit_with(
-        self: Box<Self>,
-        also: Vec<(String, Bytes)>,
-        driver: &dyn StorageDriver,
-    ) -> Result<bool, StorageError> {
-        let Self {
-            inner,
-            driver: name,
-            path,
-            written,
-        } = *self;
-        let all = timed(name, "Commit", &path, inner.commit_with(also, driver)).await?;
-        metrics::bytes_pushed(written);
-        Ok(all)
-    }
-
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
         let Self {
             inner,

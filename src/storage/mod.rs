@@ -399,24 +399,6 @@ pub trait FileWriter: Send {
     }
     /// Flushes everything to stable storage.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
-    /// [`Self::commit`], then stores each of `also` (small files, path and content) durably
-    /// as [`StorageDriver::put_content`] would, each only once the file is stored; returns
-    /// whether all of them were (those that were not are the caller's to write). Backends
-    /// that can make them durable in one round of flushes with the file do so. Default: the
-    /// commit, then one `put_content` each.
-    async fn commit_with(
-        self: Box<Self>,
-        also: Vec<(String, Bytes)>,
-        driver: &dyn StorageDriver,
-    ) -> Result<bool, StorageError> {
-        self.commit().await?;
-        for (path, content) in also {
-            if driver.put_content(&path, content).await.is_err() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
     /// [`Self::commit`], returning a note for the next [`StorageDriver::writer_noted`] of the
     /// file when the backend keeps one. Default: none.
     async fn commit_noted(self: Box<Self>) -> Result<Option<String>, StorageError> {

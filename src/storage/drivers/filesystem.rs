@@ -71,7 +71,7 @@ impl FilesystemDriver {
         let io = |e| StorageError::io("put", path, e);
         let target = full.clone();
         let (tmp, publication) = blocking(move || {
-            write_unsynced_temp(&target, &content).map_err(|e| StorageError::io("put", &p, e))
+            write_synced_temp(&target, &content).map_err(|e| StorageError::io("put", &p, e))
         })
         .await?;
         if let Err(e) = self.commits.publish(publication).await {
@@ -91,8 +91,8 @@ impl FilesystemDriver {
             Some(parent) if durable => self
                 .commits
                 .publish(Publication {
+                    renames: Vec::new(),
                     syncs: vec![parent],
-                    ..Publication::default()
                 })
                 .await
                 .map_err(|e| StorageError::io("delete", path, e)),
@@ -336,32 +336,24 @@ fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Writes `content` to a temporary sibling of `path`; returns the temporary file and the
-/// publication that fsyncs it and renames it into place durably.
-fn write_unsynced_temp(path: &Path, content: &[u8]) -> std::io::Result<(PathBuf, Publication)> {
+/// Writes `content` to a temporary sibling of `path` and fsyncs it; returns the temporary
+/// file and the publication that renames it into place durably.
+fn write_synced_temp(path: &Path, content: &[u8]) -> std::io::Result<(PathBuf, Publication)> {
     let dir = path.parent().expect("driver paths have a parent");
     let mut syncs = create_dirs(dir)?;
     let tmp = temp_sibling(path);
     let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(content)?;
-        Ok(f)
+        f.sync_all()
     })();
-    let file = match written {
-        Ok(file) => file,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     syncs.push(dir.to_path_buf());
-    let publication = Publication {
-        files: vec![Arc::new(file)],
-        renames: vec![(tmp.clone(), path.to_path_buf())],
-        syncs,
-        needs_previous: false,
-    };
-    Ok((tmp, publication))
+    let renames = vec![(tmp.clone(), path.to_path_buf())];
+    Ok((tmp, Publication { renames, syncs }))
 }
 
 /// Publishes `content` at `path` unless something is there: written and fsynced under a
@@ -470,8 +462,8 @@ impl StorageDriver for FilesystemDriver {
             .collect::<Result<Vec<_>, StorageError>>()?;
         self.commits
             .publish(Publication {
+                renames: Vec::new(),
                 syncs,
-                ..Publication::default()
             })
             .await
             .map_err(|e| StorageError::io("sync", &paths.join(" "), e))
@@ -633,7 +625,6 @@ impl StorageDriver for FilesystemDriver {
             Ok(Publication {
                 renames: vec![(src, dst)],
                 syncs,
-                ..Publication::default()
             })
         })
         .await?;
@@ -820,18 +811,12 @@ impl FsWriter {
         }
     }
 
-    /// Writes the last batch, then publishes durably: an atomic writer's file, or an appended
-    /// file moved to `move_to` while it is still locked (the open file is held until the
-    /// publication is durable), or just the appended bytes. Each of `also` (small files
-    /// written whole) is published in the same flush, right after the file and only if it
-    /// was; returns whether all of them were.
-    async fn finish(
-        mut self: Box<Self>,
-        move_to: Option<PathBuf>,
-        also: Vec<(PathBuf, Bytes)>,
-    ) -> Result<bool, StorageError> {
+    /// Writes the last batch and fsyncs; then publishes an atomic writer's file, or moves
+    /// an appended file to `move_to` while it is still locked (the open file is held until
+    /// the publication is durable).
+    async fn finish(mut self: Box<Self>, move_to: Option<PathBuf>) -> Result<(), StorageError> {
         self.wait_pending().await?;
-        // The last batch is written by the same blocking call that prepares the publication.
+        // The last batch is written by the same blocking call that fsyncs.
         let data = self.batch.split().freeze();
         let file = self.take_file();
         let p = self.path.clone();
@@ -842,8 +827,7 @@ impl FsWriter {
         let atomic = matches!(self.target, Target::Atomic { .. });
         let mut syncs = std::mem::take(&mut self.new_dirs);
         let renames: Vec<_> = publish.iter().cloned().collect();
-        let wanted = also.len();
-        let (file, written, companions) = blocking(move || {
+        let (file, written) = blocking(move || {
             let mut file = match file {
                 Ok(file) => file,
                 Err(tmp) => {
@@ -855,6 +839,7 @@ impl FsWriter {
             };
             let written = (|| {
                 file.write_all(&data)?;
+                file.sync_all()?;
                 if let Some((_, to)) = &publish {
                     let dir = to.parent().expect("driver paths have a parent");
                     if !atomic {
@@ -864,47 +849,15 @@ impl FsWriter {
                 }
                 Ok(syncs)
             })();
-            // A companion that cannot be written is left to the caller.
-            let companions: Vec<_> = match written {
-                Ok(_) => also
-                    .iter()
-                    .map_while(|(path, content)| write_unsynced_temp(path, content).ok())
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            Ok((Arc::new(file), written, companions))
+            Ok((file, written))
         })
         .await?;
         let result = match written {
-            Ok(syncs) => {
-                let complete = companions.len() == wanted;
-                let mut publications = vec![Publication {
-                    files: vec![Arc::clone(&file)],
-                    renames,
-                    syncs,
-                    needs_previous: false,
-                }];
-                let temps: Vec<PathBuf> = companions.iter().map(|(tmp, _)| tmp.clone()).collect();
-                publications.extend(companions.into_iter().map(|(_, publication)| Publication {
-                    needs_previous: true,
-                    ..publication
-                }));
-                let mut results = self.commits.publish_all(publications).await.into_iter();
-                let published = results.next().unwrap_or(Ok(()));
-                let mut all = complete;
-                for (result, tmp) in results.zip(temps) {
-                    if result.is_err() {
-                        all = false;
-                        let _ = blocking(move || Ok(fs::remove_file(tmp))).await;
-                    }
-                }
-                published.map(|()| all)
-            }
+            Ok(syncs) => self.commits.publish(Publication { renames, syncs }).await,
             Err(e) => Err(e),
         };
-        let e = match result {
-            Ok(all) => return Ok(all),
-            Err(e) => e,
+        let Err(e) = result else {
+            return Ok(());
         };
         let (tmp, start) = (self.target.temp().map(Path::to_path_buf), self.start);
         // Nothing of a failed commit is left: no temporary file, no bytes appended for the
@@ -1061,19 +1014,7 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        self.finish(None, Vec::new()).await.map(drop)
-    }
-
-    async fn commit_with(
-        self: Box<Self>,
-        also: Vec<(String, Bytes)>,
-        _driver: &dyn StorageDriver,
-    ) -> Result<bool, StorageError> {
-        let also = also
-            .into_iter()
-            .map(|(path, content)| Ok((resolve(&self.root, &path)?, content)))
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        self.finish(None, also).await
+        self.finish(None).await
     }
 
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
@@ -1081,7 +1022,7 @@ impl FileWriter for FsWriter {
             return Err(StorageError::InvalidPath(to.to_string()));
         }
         let to = resolve(&self.root, to)?;
-        self.finish(Some(to), Vec::new()).await.map(drop)
+        self.finish(Some(to)).await
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
