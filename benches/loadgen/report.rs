@@ -35,6 +35,9 @@ struct Runs {
     /// Bytes the server read (rchar) per byte it served (range only).
     read_per_served: Vec<f64>,
     cpu_s: Vec<f64>,
+    /// Operations per CPU-second of the server (handshake only: the server's cost of a new
+    /// connection, whatever share of its core other work on the machine left it).
+    ops_per_cpu_s: Vec<f64>,
 }
 
 struct Case {
@@ -154,6 +157,11 @@ fn load(records: &str) -> Result<(Vec<Case>, Limits)> {
         if let Some(figure) = num(result, "figure") {
             runs.figures.push(figure);
         }
+        if let (Some(ops), Some(cpu)) = (num(result, "ops"), num(&record, "server_cpu_s")) {
+            if case.workload == "handshake" && cpu > 0.0 {
+                runs.ops_per_cpu_s.push(ops / cpu);
+            }
+        }
         if case.unit.is_empty() {
             case.unit = result["unit"].as_str().unwrap_or_default().to_string();
         }
@@ -268,6 +276,7 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
                         "failed_runs": r.failures,
                         "peak_rss_kib": median(&r.peak_rss_kib),
                         "server_cpu_s": median(&r.cpu_s),
+                        "ops_per_server_cpu_s": median(&r.ops_per_cpu_s),
                         "read_per_served": median(&r.read_per_served),
                         "base_rss_kib": median(&r.base_rss_kib),
                         "during_rss_kib": median(&r.during_rss_kib),
@@ -287,6 +296,7 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
         }));
     }
     tls_section(&cases, &mut md, &mut checks)?;
+    handshake_section(&cases, &mut md)?;
     if let (Some(sha), Some(dd)) = (limit("sha256-per-core"), limit("dd-fdatasync")) {
         writeln!(
             md,
@@ -405,6 +415,37 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
         .collect();
     let json = json!({"title": title, "cases": summary, "memory": memory, "targets": checks, "limits": limits_json});
     Ok((md, json))
+}
+
+/// New connections per CPU-second of the server: on a shared machine the server's core is not
+/// its own, so this is the figure that says what a connection costs.
+fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
+    let rows: Vec<&Case> = cases.iter().filter(|c| c.workload == "handshake").collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n### New connections per server CPU-second (server on one core)\n"
+    )?;
+    writeln!(md, "| workload | wharf | distribution | ratio |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for case in rows {
+        let per_cpu = |server: &str| runs_of(case, server).and_then(|r| median(&r.ops_per_cpu_s));
+        let (w, d) = (per_cpu("wharf"), per_cpu("distribution"));
+        let ratio = match (w, d) {
+            (Some(w), Some(d)) if d > 0.0 => format!("{:.2}×", w / d),
+            _ => "—".into(),
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {ratio} |",
+            case.name,
+            fmt_figure(w),
+            fmt_figure(d)
+        )?;
+    }
+    Ok(())
 }
 
 /// Each `*-tls` case against the same case over plain HTTP, per server.
