@@ -7,7 +7,11 @@
 //! cargo bench --bench s3_compare -- --run --rounds 5 --layer-mib 8
 //! cargo bench --bench s3_compare -- --run --requests           # also list Wharf's push requests
 //! cargo bench --bench s3_compare -- --storm 32 --storm-mib 100  # Wharf's RSS under a push storm
+//! cargo bench --bench s3_compare -- --catalog 2000             # requests per catalog page
 //! ```
+//! The catalog case: that many repositories (nested two and three deep, each with a tag,
+//! written straight into the bucket) plus one repository with 300 tags; the S3 requests of
+//! `_catalog` pages (`n=100`: the first, one from the middle) and of `tags/list` are counted.
 //! The storm: that many concurrent chunked uploads (POST, one streamed PATCH, PUT) of that many
 //! MiB each to Wharf on moto, with the default `chunksize`; the server's resident set is
 //! sampled every 50 ms and its peak growth over the idle server reported.
@@ -30,6 +34,8 @@ use support::*;
 struct Options {
     /// Concurrent uploads of the push storm; 0: the comparison instead.
     storm: usize,
+    /// Repositories of the catalog case; 0: not run.
+    catalog: usize,
     storm_mib: usize,
     rounds: usize,
     layer_mib: usize,
@@ -169,9 +175,92 @@ fn storm(uploads: usize, mib: usize) -> String {
     )
 }
 
+/// Runs the catalog case; returns the report.
+fn catalog(repositories: usize) -> String {
+    let s3 = S3Server::start();
+    let target = S3Target {
+        endpoint: s3.endpoint(),
+        bucket: s3.create_bucket(),
+    };
+    let v2 = "docker/registry/v2/repositories";
+    let link = b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let mut names: Vec<String> = (0..repositories)
+        .map(|i| match i % 3 {
+            0 => format!("org{}/app{i}", i % 7),
+            1 => format!("org{}/team{}/svc{i}", i % 7, i % 5),
+            _ => format!("solo{i}"),
+        })
+        .collect();
+    for name in &names {
+        let key = format!("{v2}/{name}/_manifests/tags/latest/current/link");
+        s3.put_object(&target.bucket, &key, link);
+        // Layer links beside it: a listing of the whole tree would pay for these too.
+        for l in 0..3 {
+            let key = format!("{v2}/{name}/_layers/sha256/{l:064}/link");
+            s3.put_object(&target.bucket, &key, link);
+        }
+    }
+    let tagged = "many/tags";
+    for t in 0..300 {
+        let key = format!("{v2}/{tagged}/_manifests/tags/t{t:03}/current/link");
+        s3.put_object(&target.bucket, &key, link);
+    }
+    names.push(tagged.to_string());
+    let reg = Registry::builder(Driver::S3)
+        .s3_target(&target)
+        .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+        .start();
+    let base = format!("http://{}", reg.addr());
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1200))
+        .build()
+        .expect("client");
+    let mut report = format!(
+        "# Catalog on S3: {} repositories (nested), one with 300 tags\n\n\
+         | request | entries returned | S3 requests | by operation |\n|---|---|---|---|\n",
+        names.len()
+    );
+    names.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+    let middle = names[names.len() / 2].clone();
+    let cases = [
+        ("_catalog?n=100".to_string(), "first page"),
+        (format!("_catalog?n=100&last={middle}"), "middle page"),
+        ("_catalog?n=1000".to_string(), "first 1000"),
+        (format!("{tagged}/tags/list"), "300 tags"),
+        (format!("{tagged}/tags/list?n=50"), "50 tags"),
+    ];
+    for (path, what) in cases {
+        let before = s3.request_lines().len();
+        let resp = client
+            .get(format!("{base}/v2/{path}"))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json::<serde_json::Value>())
+            .expect("catalog answer");
+        let entries = resp
+            .get("repositories")
+            .or_else(|| resp.get("tags"))
+            .and_then(|v| v.as_array())
+            .map_or(0, |a| a.len());
+        let (total, by_op) = count(&s3, before);
+        let ops: Vec<String> = by_op.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let row = format!(
+            "| `{path}` ({what}) | {entries} | {total} | {} |",
+            ops.join(", ")
+        );
+        // Shown as it comes: a large page on moto takes a while.
+        eprintln!("{row}");
+        let _ = writeln!(report, "{row}");
+    }
+    report
+}
+
 fn parse() -> Option<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--run" || a == "--storm") {
+    if !args
+        .iter()
+        .any(|a| a == "--run" || a == "--storm" || a == "--catalog")
+    {
         return None;
     }
     let value = |name: &str, default: usize| {
@@ -183,6 +272,7 @@ fn parse() -> Option<Options> {
     };
     Some(Options {
         storm: value("--storm", 0),
+        catalog: value("--catalog", 0),
         storm_mib: value("--storm-mib", 100).max(1),
         rounds: value("--rounds", 3).max(1),
         layer_mib: value("--layer-mib", 4).max(1),
@@ -197,7 +287,8 @@ fn operation(line: &str) -> Option<String> {
     let method = parts.next()?;
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path.trim_matches('/').is_empty() {
+    // Not per push: the read-only flag is polled in the background.
+    if path.trim_matches('/').is_empty() || path.contains("/wharf/maintenance/") {
         return None;
     }
     let has = |k: &str| {
@@ -320,12 +411,18 @@ fn main() -> ExitCode {
             "s3_compare: push/pull through wharf and docker-registry 2.8.2 on one moto S3 server,\n\
              and the S3 requests of one `skopeo copy` of a 3-layer image.\n\
              usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M] [--requests]\n\
-                    cargo bench --bench s3_compare -- --storm N [--storm-mib M]"
+                    cargo bench --bench s3_compare -- --storm N [--storm-mib M]\n\
+                    cargo bench --bench s3_compare -- --catalog N"
         );
         return ExitCode::SUCCESS;
     };
     if options.storm > 0 {
         let report = storm(options.storm, options.storm_mib);
+        println!("{report}");
+        return ExitCode::SUCCESS;
+    }
+    if options.catalog > 0 {
+        let report = catalog(options.catalog);
         println!("{report}");
         return ExitCode::SUCCESS;
     }
