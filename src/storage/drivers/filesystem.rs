@@ -504,9 +504,16 @@ impl StorageDriver for FilesystemDriver {
             let mut file = file;
             while remaining > 0 {
                 let n = remaining.min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(n);
-                let item = match file.read_exact(&mut buf) {
-                    Ok(()) => Ok(buf.freeze()),
+                // Read into spare capacity: zeroing each chunk first cost a pass over every
+                // byte served (about 5 % of a TLS download's CPU).
+                let mut buf = Vec::with_capacity(n);
+                let item = match (&mut file).take(n as u64).read_to_end(&mut buf) {
+                    Ok(got) if got == n => Ok(Bytes::from(buf)),
+                    Ok(_) => Err(StorageError::io(
+                        "read",
+                        &p,
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )),
                     Err(e) => Err(StorageError::io("read", &p, e)),
                 };
                 let failed = item.is_err();
