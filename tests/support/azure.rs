@@ -153,10 +153,10 @@ pub fn driver(
     target: &AzureTarget,
     root: Option<&str>,
 ) -> wharf::storage::drivers::azure::AzureDriver {
-    use wharf::storage::drivers::azure::{AzureDriver, AzureSettings};
+    use wharf::storage::drivers::azure::{AzureAuth, AzureDriver, AzureSettings};
     let settings = AzureSettings {
         account: ACCOUNT.to_string(),
-        account_key: ACCOUNT_KEY.to_string(),
+        auth: AzureAuth::SharedKey(ACCOUNT_KEY.to_string()),
         container: target.container.clone(),
         service_url: target.service_url.clone(),
         name_prefix: match root {
