@@ -119,7 +119,8 @@ fn azure_without_usable_credentials_is_refused() {
             .template(&format!(
                 "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
             ))
-            .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &closed);
+            .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &closed)
+            .env("PATH", "/nonexistent");
         let stderr = assert_start_fails(builder, key);
         assert!(stderr.contains(key), "stderr names {key}:\n{stderr}");
     }
