@@ -47,6 +47,14 @@ fn round_trip(reg: &Registry) {
     for layer in manifest["layers"].as_array().unwrap() {
         let digest = layer["digest"].as_str().unwrap();
         assert_eq!(out.blob(digest), layout.blob(digest), "{digest}");
+        // Pulls are sent to the store: a user delegation SAS URL (no account key here).
+        let resp = send(reg.get(&format!("/v2/azure/creds/blobs/{digest}")));
+        resp.assert_status(307);
+        let location = resp.header("location").unwrap_or_default().to_string();
+        assert!(
+            location.starts_with("https://127.0.0.1:") && location.contains("skoid="),
+            "{location}"
+        );
     }
 }
 

@@ -754,7 +754,7 @@ mod azure_oauth {
     use bytes::Bytes;
     use wharf::storage::{StorageDriver, StorageError};
 
-    use super::support::azure::{self as server, AzureTarget};
+    use super::support::azure as server;
     use super::support::process::{clean_command, run_bounded};
     use super::{Store, MIB};
 
@@ -816,6 +816,34 @@ mod azure_oauth {
         assert_eq!(fetch(&other).0, "403", "{other}");
     }
 
+    /// Azurite checks bearer tokens: one that is not a token of the right issuer, audience
+    /// and lifetime is refused (so the tests above pass on the driver's real tokens).
+    #[test]
+    fn the_service_refuses_tokens_it_cannot_accept() {
+        let target = server::oauth_target();
+        for token in ["not-a-jwt", EXPIRED_FOREIGN_JWT] {
+            let mut cmd = clean_command(std::path::Path::new("curl"));
+            cmd.args([
+                "-sk",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", "x-ms-version: 2021-08-06"])
+            .arg(format!("{}?comp=list", target.service_url));
+            let out = run_bounded(cmd, std::time::Duration::from_secs(60));
+            // AuthenticationFailed.
+            assert_eq!(out.stdout.trim(), "403", "{token}");
+        }
+    }
+
+    /// `{"aud":"https://storage.azure.com","iss":"https://example.com/","iat":1,"nbf":1,"exp":2}`.
+    const EXPIRED_FOREIGN_JWT: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIiwiaXNzIjoiaHR0cHM6Ly9leGFtcGxlLmNvbS8iLCJpYXQiOjEsIm5iZiI6MSwiZXhwIjoyfQ.";
+
     /// Uploads of several blocks and the server-side copy that publishes them work on tokens.
     #[test]
     fn block_uploads_and_moves_work_on_tokens() {
@@ -826,7 +854,7 @@ mod azure_oauth {
                 b: Box::new(server::oauth_driver(&target, "r")),
                 kept_parts: None,
             },
-            9 * MIB + 7,
+            16 * MIB + 123,
             super::Publish::Move,
         );
     }

@@ -285,7 +285,7 @@ fn jwt(lifetime: Duration) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"entra stand-in"),
+        &jsonwebtoken::EncodingKey::from_secret(b"entra stand-in").expect("an HMAC key"),
     )
     .expect("encode a JWT")
 }
