@@ -237,7 +237,7 @@ enum Auth {
     /// delegation key, cached until it is due.
     Bearer {
         tokens: TokenCredential,
-        delegation: tokio::sync::Mutex<Option<(DelegationKey, Instant)>>,
+        delegation: Box<tokio::sync::Mutex<Option<(DelegationKey, Instant)>>>,
     },
 }
 
@@ -308,7 +308,7 @@ impl Client {
             }
             Some(sources) => Auth::Bearer {
                 tokens: TokenCredential::new(sources),
-                delegation: tokio::sync::Mutex::new(None),
+                delegation: Box::new(tokio::sync::Mutex::new(None)),
             },
         };
         let uri: ::http::Uri = s

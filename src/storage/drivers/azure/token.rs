@@ -30,6 +30,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Answers are read up to this size.
 const MAX_ANSWER: usize = 256 * 1024;
+/// A failed renewal is tried again no sooner than this (the old token still serves).
+const RENEW_RETRY: Duration = Duration::from_secs(15);
 /// Bound on running `az`.
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -218,6 +220,8 @@ struct Shared {
     /// The source that gave the first token: only it is asked from then on (as azidentity).
     chosen: StdMutex<Option<usize>>,
     current: StdMutex<Option<Token>>,
+    /// No background renewal starts before this.
+    next_renewal: StdMutex<Instant>,
     /// Held by whoever is fetching a token.
     fetching: Arc<tokio::sync::Mutex<()>>,
     http: HttpClient,
@@ -243,6 +247,7 @@ impl TokenCredential {
                 sources,
                 chosen: StdMutex::new(None),
                 current: StdMutex::new(None),
+                next_renewal: StdMutex::new(Instant::now()),
                 fetching: Arc::new(tokio::sync::Mutex::new(())),
                 http: crate::tls_client::https_client("Microsoft Entra ID", Some(CONNECT_TIMEOUT)),
             }),
@@ -255,7 +260,7 @@ impl TokenCredential {
         let now = Instant::now();
         let cached = self.shared.current.lock().unwrap().clone();
         if let Some(token) = cached.filter(|t| !t.expired(now)) {
-            if token.due(now) {
+            if token.due(now) && self.renewal_may_start(now) {
                 if let Ok(guard) = self.shared.fetching.clone().try_lock_owned() {
                     let this = self.clone();
                     tokio::spawn(async move {
@@ -278,6 +283,17 @@ impl TokenCredential {
             return Ok(token.value);
         }
         self.fetch().await
+    }
+
+    /// True at most once per [`RENEW_RETRY`]: renewals that fail are not retried on every
+    /// request.
+    fn renewal_may_start(&self, now: Instant) -> bool {
+        let mut next = self.shared.next_renewal.lock().unwrap();
+        if now < *next {
+            return false;
+        }
+        *next = now + RENEW_RETRY;
+        true
     }
 
     /// Asks the chosen source, or the sources in order, and caches the token.
