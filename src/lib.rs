@@ -549,6 +549,9 @@ pub async fn serve(
         .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
         .transpose()?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
+    if let StorageDriverConfig::Azure(azure) = &config.storage.driver {
+        storage::drivers::azure::check_credentials(&AzureSettings::from_config(azure)).await?;
+    }
     let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());

@@ -240,6 +240,16 @@ impl Config {
                         AZURE_CREDENTIALS,
                     )?;
                 }
+                if azure.credentials.kind == "client_secret" {
+                    let c = &azure.credentials;
+                    for (key, value) in [
+                        ("storage.azure.credentials.tenantid", &c.tenantid),
+                        ("storage.azure.credentials.clientid", &c.clientid),
+                        ("storage.azure.credentials.secret", &c.secret),
+                    ] {
+                        require(key, value.as_deref().unwrap_or(""))?;
+                    }
+                }
             }
             StorageDriverConfig::Gcs(gcs) => {
                 require("storage.gcs.bucket", &gcs.bucket)?;
@@ -429,14 +439,8 @@ impl Config {
             | StorageDriverConfig::Inmemory
             | StorageDriverConfig::S3(_)
             | StorageDriverConfig::Oss(_)
+            | StorageDriverConfig::Azure(_)
             | StorageDriverConfig::Gcs(_) => {}
-            StorageDriverConfig::Azure(azure) => match azure.credentials.kind.as_str() {
-                "" | "shared_key" => {}
-                other => out.push(format!(
-                    "storage.azure.credentials.type: {other} is not supported yet; \
-                     use shared_key with accountkey"
-                )),
-            },
             StorageDriverConfig::Swift(swift) => {
                 let version = crate::storage::drivers::swift::SwiftSettings::auth_version(swift);
                 if version != 1 {
