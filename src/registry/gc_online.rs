@@ -39,6 +39,9 @@ const SWEEP_BATCH: usize = 256;
 /// expiry with their own clocks.
 const INTENT_MARGIN_MS: u64 = 1000;
 
+/// Intents with less validity than this left are extended before a delete.
+const INTENT_REFRESH_BELOW_MS: u64 = 10_000;
+
 /// The latest time a file stamped `modified` may have been written: object stores (S3's
 /// `Last-Modified`) give whole seconds, cut down from the write's real time, so a stamp with
 /// no fraction stands for any moment of that second. Ages measured from it never make a file
@@ -586,8 +589,10 @@ impl Registry {
                 })
             })
             .collect();
+        let doomed_digests: Vec<&Digest> = doomed.iter().map(|(d, _)| *d).collect();
         if !links.is_empty() {
-            before_expiry(fence, intent, self.driver.delete_many(&links)).await?;
+            let intent = self.extend_intents(&doomed_digests, intent, fence).await?;
+            before_expiry(fence, &intent, self.driver.delete_many(&links)).await?;
         }
         for (d, _) in &doomed {
             self.manifests.remove(d);
@@ -596,13 +601,51 @@ impl Registry {
             .iter()
             .map(|(d, _)| layout::blob_dir(d.algorithm(), d.hex()))
             .collect();
-        before_expiry(fence, intent, self.driver.delete_many(&data)).await?;
+        let intent = self.extend_intents(&doomed_digests, intent, fence).await?;
+        before_expiry(fence, &intent, self.driver.delete_many(&data)).await?;
         for (d, size) in doomed {
             tracing::info!(blob = %d, size, holders = ?holders_of(d), generation = pass.generation, "blob collected");
             report.blobs_deleted += 1;
             report.bytes_deleted += size;
         }
         Ok(())
+    }
+
+    /// The intents on `digests`, rewritten with the lease's current expiry when less than
+    /// [`INTENT_REFRESH_BELOW_MS`] of `intent` is left (the lease renews; intents keep the
+    /// expiry they were written with): a delete then starts with most of a lease's validity
+    /// before it rather than the last second of it. Writers re-read an intent while they wait
+    /// for it, so they wait for the new expiry.
+    async fn extend_intents(
+        &self,
+        digests: &[&Digest],
+        intent: &Intent,
+        fence: &dyn PassFence,
+    ) -> Result<Intent> {
+        check_fence(fence, intent)?;
+        let expires_ms = fence.expires_ms();
+        if intent.expires_ms.saturating_sub(now_ms()) >= INTENT_REFRESH_BELOW_MS
+            || expires_ms <= intent.expires_ms
+        {
+            return Ok(intent.clone());
+        }
+        let extended = Intent { expires_ms };
+        let body = Bytes::from(serde_json::to_vec(&extended).expect("intent serializes"));
+        let writes: Vec<_> = digests
+            .iter()
+            .map(|d| {
+                let (path, body) = (intent_path(d), body.clone());
+                async move { self.driver.put_content(&path, body).await }
+            })
+            .collect();
+        let writes = futures_util::stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for w in writes {
+            w?;
+        }
+        Ok(extended)
     }
 
     /// A candidate's first check, before any intent: `Deleted` (with its size) when it may go.
