@@ -374,7 +374,7 @@ async fn pass_losing_its_lease_counts_what_it_deleted() {
     let lease = Lease::new(
         storage(Arc::new(FilesystemDriver::new(dir.path()))),
         collector::GC_LEASE,
-        TTL,
+        TTL * 10,
     );
     let report = collector::run_pass(&registry, &lease, &opts).await.unwrap();
     assert_eq!(report.blobs_deleted, 400 - deleted, "{report:?}");
