@@ -961,7 +961,8 @@ mod swift {
     }
 
     /// A file appended to is what distribution 2.8 writes: a DLO manifest at `files/<path>`
-    /// naming `<container>/segments/<3>/<37>`, with segments numbered `%016d`.
+    /// naming `<container>/segments/<3 hex>/<hex>` (the hex of the path, 32 random bytes and
+    /// an empty SHA-1, as its Go code spells it), with segments numbered `%016d`.
     #[test]
     fn appends_are_distribution_2_8_dlos() {
         let target = SwiftTarget::fresh();
@@ -976,7 +977,15 @@ mod swift {
         assert_eq!(names[0], format!("files{path}"));
         let segment = names[1].split('/').collect::<Vec<_>>();
         assert_eq!(segment[0], "segments");
-        assert_eq!((segment[1].len(), segment[2].len()), (3, 37));
+        let hex = format!("{}{}", segment[1], segment[2]);
+        let path_hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(segment[1].len(), 3);
+        assert_eq!(hex.len(), 2 * (path.len() + 32 + 20));
+        assert!(hex.starts_with(&path_hex), "{hex}");
+        assert!(
+            hex.ends_with("da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            "{hex}"
+        );
         assert_eq!(segment[3], "0000000000000001");
         assert!(names[2].ends_with("/0000000000000002"));
         let (token, storage) = auth(&target);

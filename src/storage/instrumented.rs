@@ -182,6 +182,11 @@ impl StorageDriver for InstrumentedDriver {
             .await
     }
 
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        self.timed("Delete", dir, self.inner.delete_known_tree(dir, files))
+            .await
+    }
+
     async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
         let first = paths.first().map_or("", String::as_str);
         self.timed("DeleteMany", first, self.inner.delete_many(paths))
@@ -313,6 +318,18 @@ impl FileWriter for InstrumentedWriter {
             written,
         } = *self;
         timed(driver, "Commit", &path, inner.commit_to(to)).await?;
+        metrics::bytes_pushed(written);
+        Ok(())
+    }
+
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let Self {
+            inner,
+            driver,
+            path,
+            written,
+        } = *self;
+        timed(driver, "Commit", &path, inner.commit_to_leaving_source(to)).await?;
         metrics::bytes_pushed(written);
         Ok(())
     }

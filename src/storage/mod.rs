@@ -191,6 +191,17 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
         self.delete(path).await
     }
+    /// Deletes the tree at `dir` like [`Self::delete_lazy`], given that its files are `files`
+    /// (and what the backend itself keeps beside them): backends without directories delete
+    /// just those, without listing the tree. Missing files are skipped. Default:
+    /// [`Self::delete_lazy`] of `dir`.
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let _ = files;
+        match self.delete_lazy(dir).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
     /// Deletes every file or directory tree in `paths`; missing ones are skipped. For bulk
     /// clean-up (offline garbage collection). Default: [`Self::delete`] on each, several at once.
     async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
@@ -453,6 +464,11 @@ pub trait FileWriter: Send {
     /// writer of the same path can append to it: `to` holds exactly the bytes this writer
     /// saw. Only for writers opened with [`StorageDriver::writer`].
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError>;
+    /// [`Self::commit_to`] for a caller that deletes the file's folder right after: backends
+    /// that move by copying may leave the source to that delete. Default: [`Self::commit_to`].
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        self.commit_to(to).await
+    }
     /// Gives up: bytes written through this handle are dropped.
     async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
 }

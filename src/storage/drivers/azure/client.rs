@@ -459,10 +459,7 @@ impl Client {
     ) -> Result<ByteStream, StorageError> {
         let mut req = Request::new("GetBlob", Method::GET, Some(name));
         if let Some((offset, len)) = range {
-            let value = match len {
-                Some(len) => format!("bytes={offset}-{}", offset + len - 1),
-                None => format!("bytes={offset}-"),
-            };
+            let value = rest_io::range_value(offset, len);
             req = req.header("x-ms-range", value);
         }
         let response = self.call(req, path).await?;
@@ -475,12 +472,7 @@ impl Client {
 
     /// A whole (small) blob in memory.
     pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
-        let mut stream = self.get(name, path, None).await?;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok(buf.freeze())
+        rest_io::collect(self.get(name, path, None).await?).await
     }
 
     /// `Put Blob` of a block blob in one request. An append blob there (distribution 3 writes

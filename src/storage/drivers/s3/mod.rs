@@ -290,6 +290,27 @@ impl StorageDriver for S3Driver {
         Ok(())
     }
 
+    // One `DeleteObjects` of the named files and their parts records: no listing of the tree
+    // and no search for open multipart uploads (the caller knows none is left open).
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let s3 = &self.s3;
+        let prefix = s3.dir_prefix(dir)?;
+        let mut keys = Vec::with_capacity(files.len() * 2);
+        for file in files {
+            let key = s3.key(file)?;
+            // Only the tree's own files: a caller's mistake must not reach elsewhere.
+            if !key.starts_with(prefix.as_str()) {
+                return Err(StorageError::InvalidPath(file.clone()));
+            }
+            keys.push(appended::record_key(&key));
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        s3.delete_objects(&keys, dir).await
+    }
+
     async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
         bulk::delete_trees(&self.s3, paths).await
     }
