@@ -357,7 +357,11 @@ async fn pass_losing_its_lease_counts_what_it_deleted() {
     let deleted = 400 - left();
     assert!(deleted > 0 && deleted < 400, "deleted {deleted} of 400");
     assert_eq!(report.blobs_deleted, deleted, "{report:?}");
-    assert!(err.to_string().contains(&format!("deleted {deleted} blobs")), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("deleted {deleted} blobs")),
+        "{err}"
+    );
     assert_eq!(
         metric("wharf_gc_runs_total{result=\"lost_lease\"}") - lost_before,
         1.0

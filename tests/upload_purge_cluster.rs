@@ -48,7 +48,8 @@ fn purge_in_a_cluster(redis: Option<&RedisServer>) {
     let storage = tempfile::tempdir().unwrap();
     let root = storage.path();
     for i in 0..WRITTEN {
-        let session = uploads_dir(root, "stale/pile").join(format!("00000000-0000-4000-8000-{i:012}"));
+        let session =
+            uploads_dir(root, "stale/pile").join(format!("00000000-0000-4000-8000-{i:012}"));
         fs::create_dir_all(&session).unwrap();
         fs::write(session.join("startedat"), "2020-01-01T00:00:00Z").unwrap();
     }
@@ -94,17 +95,27 @@ fn purge_in_a_cluster(redis: Option<&RedisServer>) {
             .collect::<Vec<_>>()
             .join("\n---\n")
     };
-    assert!(gone, "stale sessions not all purged: {counts:?}\n{}", logs());
+    assert!(
+        gone,
+        "stale sessions not all purged: {counts:?}\n{}",
+        logs()
+    );
     // A few more passes, so a double purge or a purged fresh session would show.
     let passes = |n: &Registry| log_lines(&n.log(), |l| l.contains("upload purge done")).len();
     let before: usize = nodes.iter().map(passes).sum();
     assert!(
-        wait_until(PURGE_LIMIT, || nodes.iter().map(passes).sum::<usize>() >= before + 3),
+        wait_until(PURGE_LIMIT, || nodes.iter().map(passes).sum::<usize>()
+            >= before + 3),
         "purging stopped\n{}",
         logs()
     );
     let counts: Vec<usize> = nodes.iter().map(purged_by).collect();
-    assert_eq!(counts.iter().sum::<usize>(), stale, "each stale session purged once: {counts:?}\n{}", logs());
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        stale,
+        "each stale session purged once: {counts:?}\n{}",
+        logs()
+    );
     let left: Vec<_> = fs::read_dir(uploads_dir(root, "stale/pile"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
