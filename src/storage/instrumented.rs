@@ -141,6 +141,10 @@ impl StorageDriver for InstrumentedDriver {
             .await
     }
 
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        self.timed("Walk", path, self.inner.list_files(path)).await
+    }
+
     async fn dirs_holding(
         &self,
         path: &str,

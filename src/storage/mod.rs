@@ -277,6 +277,51 @@ pub trait StorageDriver: Send + Sync + 'static {
     ) -> Result<Option<FileRegion>, StorageError> {
         Ok(None)
     }
+    /// Every file below `path`, as paths relative to it (`/`-separated), in no particular
+    /// order; a missing `path` holds none. Object stores answer with one flat listing (pages
+    /// of keys) instead of a listing per folder. Default: breadth-first over
+    /// [`Self::list_entries`], up to 16 listings at once.
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        use futures_util::StreamExt;
+        let mut files = Vec::new();
+        let mut level = vec![String::new()];
+        while !level.is_empty() {
+            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
+                let dir = if prefix.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}/{prefix}")
+                };
+                async move {
+                    let entries = match self.list_entries(&dir).await {
+                        Err(e) if e.is_not_found() => Ok(Vec::new()),
+                        other => other,
+                    };
+                    (prefix, entries)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            let mut next = Vec::new();
+            for (prefix, entries) in listings {
+                for (child, is_dir) in entries? {
+                    let child = if prefix.is_empty() {
+                        child
+                    } else {
+                        format!("{prefix}/{child}")
+                    };
+                    if is_dir {
+                        next.push(child);
+                    } else {
+                        files.push(child);
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(files)
+    }
     /// The directories below `path` (relative, `/`-separated) holding an entry named
     /// `marker`; directories named `marker` or starting with `skip` are not descended. A
     /// missing `path` holds none. Default: breadth-first, up to 16 listings at once.

@@ -244,6 +244,19 @@ impl StorageDriver for S3Driver {
         Ok(entries)
     }
 
+    // One listing without a delimiter: a page per thousand keys, whatever the folders.
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let s3 = &self.s3;
+        let prefix = s3.dir_prefix(path)?;
+        let (keys, _) = s3.list_objects(&prefix, path, None).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix.as_str()))
+            .filter(|k| !k.is_empty() && !k.ends_with('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         let s3 = &self.s3;
         let (source, target) = (s3.key(from)?, s3.key(to)?);
