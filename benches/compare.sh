@@ -5,8 +5,14 @@
 # storage in a new temp folder, deletes enabled, no auth, error-level logs, no access log,
 # in-memory blob-descriptor cache) on a free 127.0.0.1 port, seeds, measures with
 # benches/loadgen.rs, reads the server's memory, CPU and read counters from /proc, and stops
-# it. Servers alternate within a workload (wharf, distribution, then distribution, wharf, ...)
-# so drift on this shared machine hits both. The table shows medians over the rounds.
+# it. A round runs every workload once; servers alternate (wharf, distribution, then
+# distribution, wharf, ...) so drift on this shared machine hits both, and cases compared with
+# each other (TLS and plain, cache kinds) are interleaved. Each round also measures the
+# machine's limits: the null server, SHA-256 per core, dd with fdatasync. The table shows
+# medians over the rounds.
+# Case names carry variants: *-tls serves over http.tls (a fresh ECDSA P-256 test CA), *-redis
+# uses blobdescriptor: redis (a fresh redis-server), *-nocache no blob-descriptor cache,
+# handshake* pins the server to CPU 0 and the load generator to CPU 1.
 #
 #   benches/compare.sh [--quick] [--only wharf|distribution] [--rounds N] [--cases a,b,...]
 #
@@ -14,7 +20,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick            small sizes, short runs, 1 round (a smoke run, minutes)
@@ -67,6 +73,7 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds must be a positive n
 ALL_CASES=(
     "push-mono-1|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
     "push-mono-8|--workload push-mono --size $SIZE --streams 8 --duration $DUR"
+    "push-mono-16|--workload push-mono --size $SIZE --streams 16 --duration $DUR"
     "push-chunked-4|--workload push-chunked --size $SIZE --chunk $CHUNK --streams 4 --duration $DUR"
     "pull-1|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
     "pull-16|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
@@ -78,6 +85,17 @@ ALL_CASES=(
     "tags-4|--workload tags --tags $TAGS --streams 4 --duration $DUR"
     "slow-uploads-200|--workload slow-uploads --streams 200 --trickle 1KiB --interval 100ms --duration $SLOW_DUR"
     "slow-patches-200|--workload slow-uploads --streams 200 --trickle 16KiB --interval 50ms --duration 1600ms"
+    "blob-head-64-redis|--workload blob-head --streams 64 --duration $DUR"
+    "blob-head-64-nocache|--workload blob-head --streams 64 --duration $DUR"
+    "push-mono-1-tls|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
+    "push-mono-16-tls|--workload push-mono --size $SIZE --streams 16 --duration $DUR"
+    "pull-1-tls|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
+    "pull-16-tls|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
+    "manifest-get-64-tls|--workload manifest-get --streams 64 --duration $DUR"
+    "blob-head-64-tls|--workload blob-head --streams 64 --duration $DUR"
+    "handshake-1core|--workload handshake --streams 16 --duration $DUR"
+    "handshake-1core-tls|--workload handshake --streams 16 --duration $DUR"
+    "handshake-resume-1core-tls|--workload handshake --tls-resume --streams 16 --duration $DUR"
 )
 CASES=()
 for entry in "${ALL_CASES[@]}"; do
@@ -152,7 +170,42 @@ reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 json_text() { tr -d '"\\' <<<"$1" | tr '\n\t' '  ' | cut -c1-300; }
 or_null() { if [ -n "$1" ]; then echo "$1"; else echo null; fi; }
 
-write_config() { # dir port
+# The test CA and the servers' certificate (127.0.0.1, localhost), made once per run.
+make_tls() {
+    mkdir -p "$WORK/tls"
+    (
+        cd "$WORK/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout ca.key -out ca.pem -subj /CN=wharf-bench-ca \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout server.key -out server.csr -subj /CN=127.0.0.1
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+    ) >"$WORK/tls-openssl.log" 2>&1 || {
+        echo "compare.sh: openssl failed:" >&2
+        cat "$WORK/tls-openssl.log" >&2
+        exit 1
+    }
+}
+
+write_config() { # dir port case [redis-port]
+    local cache="  cache:
+    blobdescriptor: inmemory" tls="" redis=""
+    case "$3" in
+        *-nocache) cache="" ;;
+        *-redis)
+            cache="  cache:
+    blobdescriptor: redis"
+            redis="redis:
+  addr: 127.0.0.1:$4" ;;
+    esac
+    case "$3" in
+        *-tls) tls="  tls:
+    certificate: $WORK/tls/server.pem
+    key: $WORK/tls/server.key" ;;
+    esac
     cat >"$1/config.yml" <<EOF
 version: 0.1
 log:
@@ -164,31 +217,46 @@ storage:
     rootdirectory: $1/data
   delete:
     enabled: true
-  cache:
-    blobdescriptor: inmemory
+$cache
 http:
   addr: 127.0.0.1:$2
   secret: compare-sh-bench-secret
+$tls
+$redis
 EOF
 }
 
 SERVER_PID=""
-start_server() { # server dir
+start_server() { # server dir [command prefix, e.g. taskset -c 0]
     local bin=$WHARF_BIN unset_env=() var
     [ "$1" = distribution ] && bin=$DISTRIBUTION_BIN
     for var in $(compgen -e); do
         case "$var" in REGISTRY_*|AWS_*) unset_env+=(-u "$var") ;; esac
     done
-    env "${unset_env[@]}" "$bin" serve "$2/config.yml" >"$2/server.log" 2>&1 &
+    "${@:3}" env "${unset_env[@]}" "$bin" serve "$2/config.yml" >"$2/server.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
 }
 
-wait_ready() { # url
+REDIS_PID=""
+start_redis() { # dir port
+    redis-server --port "$2" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" \
+        >"$1/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    local _
+    for _ in $(seq 50); do
+        redis-cli -p "$2" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+wait_ready() { # url [tls arguments]
     local _
     for _ in $(seq 60); do
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        "$LOADGEN" --url "$1" --wait-ready --duration 0.25s && return 0
+        "$LOADGEN" --url "$1" "${@:2}" --wait-ready --duration 0.25s && return 0
     done
     return 1
 }
@@ -203,18 +271,33 @@ record() { # server round case failure extra-json result
 
 run_one() { # server round "name|args"
     local server=$1 round=$2 name=${3%%|*} args=${3#*|}
-    local dir port url out err rc base peak hwm rss r0 r1 c0 c1 cpu extra lg
+    local dir port url out err rc base peak hwm rss r0 r1 c0 c1 cpu extra lg redis_port=""
+    local tls_args=() server_pin=() client_pin=()
     dir=$(mktemp -d "$WORK/$name-$server.XXXXXX")
     port=$("$LOADGEN" --free-port)
     url=http://127.0.0.1:$port
-    write_config "$dir" "$port"
-    start_server "$server" "$dir"
+    case "$name" in *-tls) url=https://127.0.0.1:$port tls_args=(--cacert "$WORK/tls/ca.pem") ;; esac
+    case "$name" in handshake*) server_pin=(taskset -c 0) client_pin=(taskset -c 1) ;; esac
+    REDIS_PID=""
+    case "$name" in
+        *-redis)
+            redis_port=$("$LOADGEN" --free-port)
+            if ! start_redis "$dir" "$redis_port"; then
+                record "$server" "$round" "$name" "redis-server did not start" "" null
+                stop_pid "$REDIS_PID"
+                rm -rf "$dir"
+                return
+            fi ;;
+    esac
+    write_config "$dir" "$port" "$name" "$redis_port"
+    start_server "$server" "$dir" "${server_pin[@]}"
     echo "-- $name  round $round  $server (pid $SERVER_PID, port $port)" >&2
-    if ! wait_ready "$url"; then
+    if ! wait_ready "$url" "${tls_args[@]}"; then
         echo "   $server did not become ready; its log ends:" >&2
         tail -5 "$dir/server.log" | sed 's/^/   | /' >&2
         record "$server" "$round" "$name" "server did not become ready" "" null
         stop_pid "$SERVER_PID"
+        [ -z "$REDIS_PID" ] || stop_pid "$REDIS_PID"
         rm -rf "$dir"
         return
     fi
@@ -222,10 +305,11 @@ run_one() { # server round "name|args"
     err=$dir/loadgen.err
     # Seeding first (a no-op for workloads that read nothing), so readings cover the measurement.
     # shellcheck disable=SC2086 # args are words by design
-    if ! timeout 900 "$LOADGEN" --url "$url" $args --seed-only >"$out" 2>"$err"; then
+    if ! timeout 900 "$LOADGEN" --url "$url" "${tls_args[@]}" $args --seed-only >"$out" 2>"$err"; then
         echo "   seeding failed: $(tail -1 "$err")" >&2
         record "$server" "$round" "$name" "seeding failed: $(tail -1 "$err")" "" null
         stop_pid "$SERVER_PID"
+        [ -z "$REDIS_PID" ] || stop_pid "$REDIS_PID"
         rm -rf "$dir"
         return
     fi
@@ -236,7 +320,7 @@ run_one() { # server round "name|args"
     reset_peak "$SERVER_PID"
     peak=$base
     # shellcheck disable=SC2086
-    timeout 900 "$LOADGEN" --url "$url" $args --no-seed >"$out" 2>"$err" &
+    "${client_pin[@]}" timeout 900 "$LOADGEN" --url "$url" "${tls_args[@]}" $args --no-seed >"$out" 2>"$err" &
     lg=$!
     PIDS+=("$lg")
     while kill -0 "$lg" 2>/dev/null; do
@@ -268,12 +352,68 @@ run_one() { # server round "name|args"
         record "$server" "$round" "$name" "" "$extra" "$(head -1 "$out")"
     fi
     stop_pid "$SERVER_PID"
+    [ -z "$REDIS_PID" ] || stop_pid "$REDIS_PID"
     rm -rf "$dir"
+}
+
+# --- the machine's limits, measured in every round ------------------------------------------
+# Appends a "limit" record: a figure the case cannot beat on this machine.
+limit_record() { # round case figure unit
+    [ -n "$3" ] || return 0
+    printf '{"server":"limit","round":%s,"case":"%s","failure":null,"result":{"figure":%s,"unit":"%s"}}\n' \
+        "$1" "$2" "$3" "$4" >>"$RECORDS"
+    echo "   limit $2: $3 $4" >&2
+}
+
+null_server_case() { # round port case loadgen-arguments...
+    local out
+    out=$(timeout 300 "$LOADGEN" --url "http://127.0.0.1:$2" "${@:4}" --no-seed 2>/dev/null | head -1) || true
+    limit_record "$1" "$3" "$(grep -o '"figure":[0-9.e+-]*' <<<"$out" | cut -d: -f2)" \
+        "$(grep -o '"unit":"[^"]*"' <<<"$out" | cut -d'"' -f4)"
+}
+
+measure_limits() { # round
+    local round=$1 port pid entry name args mbps size
+    echo "-- machine limits  round $round" >&2
+    # The null server: hyper answering from memory, no work (see benches/loadgen/null_server.rs).
+    for size in "$SIZE" 1KiB; do
+        port=$("$LOADGEN" --free-port)
+        "$LOADGEN" --null-server "$port" --size "$size" >/dev/null 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        "$LOADGEN" --url "http://127.0.0.1:$port" --wait-ready --duration 5s || true
+        for entry in "${CASES[@]}"; do
+            name=${entry%%|*}
+            args=${entry#*|}
+            case "$name:$size" in
+                pull-1:"$SIZE" | pull-16:"$SIZE" | blob-head-64:"$SIZE" | manifest-get-64:1KiB)
+                    # shellcheck disable=SC2086 # args are words by design
+                    null_server_case "$round" "$port" "$name" $args ;;
+            esac
+        done
+        stop_pid "$pid"
+    done
+    # SHA-256 of 1 MiB buffers on one core (what a push's digest costs).
+    mbps=$(openssl speed -seconds 2 -bytes 1048576 sha256 2>/dev/null |
+        awk '$1 == "sha256" { v = $NF; sub(/k$/, "", v); printf "%.0f", v * 1000 / 1e6 }')
+    limit_record "$round" sha256-per-core "$mbps" MB/s
+    # The disk: 1 GiB written and fdatasync'ed, as a push's fsync makes it durable.
+    mbps=$(LC_ALL=C dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 |
+        awk '/copied/ { for (i = 1; i < NF; i++) if ($i == "copied,") { printf "%.0f", $1 / $(i + 1) / 1e6 } }')
+    rm -f "$WORK/dd.bin"
+    limit_record "$round" dd-fdatasync "$mbps" MB/s
 }
 
 echo "== $MODE run: ${#CASES[@]} workloads x ${ROUNDS} rounds x ${SERVERS[*]} ==" >&2
 for entry in "${CASES[@]}"; do
-    for round in $(seq "$ROUNDS"); do
+    if [[ ${entry%%|*} == *-tls ]]; then
+        make_tls
+        break
+    fi
+done
+for round in $(seq "$ROUNDS"); do
+    measure_limits "$round"
+    for entry in "${CASES[@]}"; do
         order=("${SERVERS[@]}")
         # Alternate who goes first, so slow drift on a shared machine does not favour one.
         if [ ${#SERVERS[@]} = 2 ] && [ $((round % 2)) = 0 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi

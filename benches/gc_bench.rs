@@ -1,8 +1,8 @@
 //! Garbage collection at scale: one full pass over 1,000 repositories / 10,000 blobs on the
 //! filesystem and on S3 (moto on loopback), by `wharf garbage-collect --online`, by offline
 //! `wharf garbage-collect` and by distribution 2.8.2's `docker-registry garbage-collect`, each on
-//! the same data in the same run (a copy of the folder each; on S3 one bucket, loaded once with
-//! many keep-alive PUTs at a time and brought back to the same objects before each collector);
+//! the same data in the same run (a copy of the folder each; on S3 a bucket each, all loaded by
+//! moto itself before it serves, `benches/moto_preload.py`);
 //! wall time, blobs left and (S3) requests counted at the server. Then the latency of pushes
 //! into a serving node (on the folder, then on S3) while an online pass runs over that data,
 //! against the same pushes without one.
@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,74 +131,6 @@ fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, data).unwrap();
     }
-}
-
-/// Requests to moto at once while loading: its server is threaded, and one client with
-/// keep-alive connections per thread saves a connection per object.
-const LOADERS: usize = 32;
-
-/// Sends `request(i)` for each of `count` items, `LOADERS` at a time, each retried up to five
-/// times.
-fn in_parallel(
-    count: usize,
-    what: &str,
-    request: impl Fn(&reqwest::blocking::Client, usize) -> reqwest::blocking::RequestBuilder + Sync,
-) {
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..LOADERS {
-            scope.spawn(|| {
-                let client = reqwest::blocking::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .expect("http client");
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return;
-                    }
-                    let ok = (0..5).any(|_| {
-                        request(&client, i)
-                            .header("authorization", s3::FAKE_AUTHORIZATION)
-                            .send()
-                            .is_ok_and(|r| r.status().is_success())
-                    });
-                    assert!(ok, "{what} {i}");
-                }
-            });
-        }
-    });
-}
-
-/// Puts `files` into `bucket`.
-fn upload_tree(s3: &S3Server, bucket: &str, files: &[&(String, Vec<u8>)]) {
-    let endpoint = s3.endpoint();
-    in_parallel(files.len(), "put", |c, i| {
-        let (key, data) = files[i];
-        c.put(format!("{endpoint}/{bucket}/{key}"))
-            .body(data.clone())
-    });
-}
-
-/// Brings `bucket` back to exactly `files` after a collection: puts what it deleted (blobs
-/// are content-addressed, so what is left is unchanged) and deletes what it added (the
-/// collector's marker, lease records). Far fewer requests than loading a new copy, which on
-/// moto takes minutes for 1,000 repositories. Returns (restored, removed).
-fn restore_tree(s3: &S3Server, bucket: &str, files: &[(String, Vec<u8>)]) -> (usize, usize) {
-    let present: std::collections::HashSet<String> = s3.keys(bucket, "").into_iter().collect();
-    let wanted: std::collections::HashSet<&str> = files.iter().map(|(k, _)| k.as_str()).collect();
-    let missing: Vec<&(String, Vec<u8>)> =
-        files.iter().filter(|(k, _)| !present.contains(k)).collect();
-    let extra: Vec<&String> = present
-        .iter()
-        .filter(|k| !wanted.contains(k.as_str()))
-        .collect();
-    upload_tree(s3, bucket, &missing);
-    let endpoint = s3.endpoint();
-    in_parallel(extra.len(), "delete", |c, i| {
-        c.delete(format!("{endpoint}/{bucket}/{}", extra[i]))
-    });
-    (missing.len(), extra.len())
 }
 
 /// Blob data objects under a folder.
@@ -331,35 +263,48 @@ fn filesystem_runs(files: &[(String, Vec<u8>)], work: &Path) -> Vec<Run> {
     runs
 }
 
-/// The collectors one after the other on one bucket, brought back to the same data before
-/// each; the bucket is left loaded (for the push latency on S3).
-fn s3_runs(s3: &S3Server, bucket: &str, files: &[(String, Vec<u8>)], work: &Path) -> Vec<Run> {
-    let mut runs = Vec::new();
+/// Buckets moto is started with, each holding the whole tree: one per collector, and one
+/// for the push latency.
+fn bucket(i: usize) -> String {
+    format!("wharf-gc-bench-{i}")
+}
+
+/// moto, with `WHO.len() + 1` buckets each holding `files` loaded by moto itself before it
+/// serves (`benches/moto_preload.py`): loading 22,000 objects by PUTs takes minutes.
+fn preloaded_moto(files: &[(String, Vec<u8>)], work: &Path) -> S3Server {
+    let source = work.join("s3-source");
+    write_tree(&source, files);
+    let buckets: Vec<String> = (0..=WHO.len()).map(bucket).collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/moto_preload.py");
+    std::env::set_var("WHARF_TEST_MOTO", format!("python3 {}", script.display()));
+    std::env::set_var(
+        "WHARF_MOTO_PRELOAD",
+        format!("{}={}", source.display(), buckets.join(",")),
+    );
     let loading = Instant::now();
-    upload_tree(s3, bucket, &files.iter().collect::<Vec<_>>());
+    let s3 = S3Server::start();
     eprintln!(
-        "gc_bench: {} objects into moto in {:.1} s ({LOADERS} at a time)",
+        "gc_bench: moto started with {} buckets of {} objects in {:.1} s",
+        buckets.len(),
         files.len(),
         loading.elapsed().as_secs_f64()
     );
-    for who in WHO {
-        if !runs.is_empty() {
-            let restoring = Instant::now();
-            let (put, deleted) = restore_tree(s3, bucket, files);
-            eprintln!(
-                "gc_bench: bucket restored ({put} put, {deleted} deleted) in {:.1} s",
-                restoring.elapsed().as_secs_f64()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1100));
-        let storage = s3::storage_section(&s3.endpoint(), bucket, &[]);
+    s3
+}
+
+/// The collectors one after the other, each on its own bucket holding the same objects.
+fn s3_runs(s3: &S3Server, work: &Path) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for (i, who) in WHO.into_iter().enumerate() {
+        let bucket = bucket(i);
+        let storage = s3::storage_section(&s3.endpoint(), &bucket, &[]);
         let before = s3.request_lines().len();
         let wall = collect(who, &storage, work);
         let requests = count_requests(s3, before);
         runs.push(Run {
             who,
             wall,
-            blobs_left: blobs_in_bucket(s3, bucket),
+            blobs_left: blobs_in_bucket(s3, &bucket),
             requests: Some(requests),
         });
         eprintln!("gc_bench: {who} on moto: {:.1} s", wall.as_secs_f64());
@@ -482,7 +427,7 @@ fn main() -> ExitCode {
         report,
         "## Garbage collection: {} repositories, {total} blobs ({} unreferenced), {} objects\n\n\
          Each collector on the same data, one after the other in one run (a copy of the folder \
-         each; one bucket on S3, restored to the same objects before each); no cache is \
+         each; a bucket each on S3); no cache is \
          configured, so `wharf --online` does not wait for nodes' in-memory caches. \
          A correct pass leaves {expected_left} blobs.",
         options.repos,
@@ -507,21 +452,20 @@ fn main() -> ExitCode {
     println!("{}", &report[printed..]);
     printed = report.len();
     if !options.skip_s3 {
-        let s3 = S3Server::start();
-        let bucket = s3.create_bucket();
-        let runs = s3_runs(&s3, &bucket, &files, work.path());
+        let s3 = preloaded_moto(&files, work.path());
+        // Everything older than the online collector's grace period.
+        std::thread::sleep(Duration::from_millis(1100));
+        let runs = s3_runs(&s3, work.path());
         table(&mut report, "S3 (moto_server on loopback)", &runs, total);
         println!("{}", &report[printed..]);
         printed = report.len();
-        restore_tree(&s3, &bucket, &files);
-        std::thread::sleep(Duration::from_millis(1100));
         let target = s3::S3Target {
             endpoint: s3.endpoint(),
-            bucket: bucket.clone(),
+            bucket: bucket(WHO.len()),
         };
         let latency = push_latency(
             Registry::builder(Driver::S3).s3_target(&target),
-            &s3::storage_section(&s3.endpoint(), &bucket, &[]),
+            &s3::storage_section(&s3.endpoint(), &target.bucket, &[]),
             work.path(),
             100,
         );

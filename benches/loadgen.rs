@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 
-use client::{Conn, OutBody, Result, Target};
+use client::{Conn, OutBody, Result, Target, TlsOptions};
 use workloads::{Phase, Settings, Workload};
 
 #[derive(Parser)]
@@ -40,14 +40,21 @@ use workloads::{Phase, Settings, Workload};
                   Only loopback targets (127.0.0.0/8, localhost, [::1]) are accepted."
 )]
 struct Cli {
-    /// Registry base URL, e.g. http://127.0.0.1:5000
+    /// Registry base URL, e.g. http://127.0.0.1:5000 or https://127.0.0.1:5443
     #[arg(long)]
     url: Option<String>,
+    /// PEM file of the CA to trust for an https:// --url
+    #[arg(long)]
+    cacert: Option<String>,
+    /// With TLS, resume sessions (tickets from earlier connections); by default every new
+    /// connection makes a full handshake
+    #[arg(long)]
+    tls_resume: bool,
     #[arg(long, value_enum)]
     workload: Option<Workload>,
     /// Concurrent streams (connections) [default: per workload: push-mono 1, push-chunked 4,
     /// pull 1, range 8, manifest-get/blob-head 64, small-push 32, catalog/tags 4,
-    /// slow-uploads 200]
+    /// slow-uploads 200, handshake 16]
     #[arg(long)]
     streams: Option<usize>,
     /// Blob size [default: 64MiB; small-push 4KiB]
@@ -217,6 +224,13 @@ async fn wait_ready(target: Arc<Target>, limit: Duration) -> bool {
     false
 }
 
+fn tls_options(cli: &Cli) -> TlsOptions {
+    TlsOptions {
+        ca: cli.cacert.clone(),
+        resume: cli.tls_resume,
+    }
+}
+
 fn report(cli: &Cli, records: &str) -> Result<()> {
     let text = std::fs::read_to_string(records).map_err(|e| format!("{records}: {e}"))?;
     let (markdown, summary) = report::render(&text, &cli.title)?;
@@ -247,7 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let (true, Some(url)) = (cli.wait_ready, &cli.url) {
-        let target = Arc::new(Target::parse(url)?);
+        let target = Arc::new(Target::parse(url, &tls_options(&cli))?);
         let limit = cli.duration.unwrap_or(Duration::from_secs(10));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -265,13 +279,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         println!();
         return Ok(ExitCode::SUCCESS);
     };
-    let target = Arc::new(Target::parse(url)?);
+    let target = Arc::new(Target::parse(url, &tls_options(&cli))?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let settings = settings(&cli, workload)?;
     let mut line = runtime.block_on(workloads::run(target, &settings))?;
     line["url"] = url.as_str().into();
+    if url.starts_with("https://") {
+        line["tls_resume"] = cli.tls_resume.into();
+    }
     println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

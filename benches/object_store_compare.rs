@@ -1,6 +1,7 @@
 //! Push and pull through Wharf on each object store's emulator in one run (S3 on moto, Azure
-//! Blob on Azurite, GCS on fake-gcs-server, all on loopback), and the storage calls each push
-//! and pull makes, counted by Wharf itself (`wharf_external_call_seconds_count{system=...}`).
+//! Blob on Azurite, GCS on fake-gcs-server, Swift on a single-node Swift, all on loopback), and
+//! the storage calls each push and pull makes, counted by Wharf itself
+//! (`wharf_external_call_seconds_count{system=...}`).
 //!
 //! ```sh
 //! cargo bench --bench object_store_compare -- --run                  # 3 rounds, 3 layers of 4 MiB
@@ -15,12 +16,16 @@
 #[allow(unused_imports)]
 mod support;
 
+#[path = "support/push_pull.rs"]
+mod push_pull;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use push_pull::{delta, median, timed, Calls};
 use support::metrics::Scrape;
 use support::*;
 
@@ -34,17 +39,8 @@ fn parse() -> Option<Options> {
     if !args.iter().any(|a| a == "--run") {
         return None;
     }
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    Some(Options {
-        rounds: value("--rounds", 3).max(1),
-        layer_mib: value("--layer-mib", 4).max(1),
-    })
+    let (rounds, layer_mib) = push_pull::rounds_and_layer_mib(&args);
+    Some(Options { rounds, layer_mib })
 }
 
 /// Storage calls by operation, of the driver's system, from a scrape.
@@ -59,31 +55,11 @@ fn calls(scrape: &Scrape, system: &str) -> BTreeMap<String, f64> {
     out
 }
 
-/// `after - before`, operations that did not change left out.
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, usize> {
-    after
-        .iter()
-        .map(|(op, n)| {
-            (
-                op.clone(),
-                (n - before.get(op).unwrap_or(&0.0)).round() as usize,
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
 struct Measure {
     push: Vec<Duration>,
     pull: Vec<Duration>,
-    push_calls: BTreeMap<String, usize>,
-    pull_calls: BTreeMap<String, usize>,
-}
-
-fn timed(copy: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    copy();
-    started.elapsed()
+    push_calls: Calls,
+    pull_calls: Calls,
 }
 
 fn run_store(driver: Driver, system: &str, layout: &Path, rounds: usize, work: &Path) -> Measure {
@@ -120,60 +96,24 @@ fn run_store(driver: Driver, system: &str, layout: &Path, rounds: usize, work: &
     m
 }
 
-fn median(values: &[Duration]) -> f64 {
-    let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() -> ExitCode {
     let Some(options) = parse() else {
         println!(
-            "object_store_compare: push/pull through wharf on moto (S3), Azurite (Azure Blob) and\n\
-             fake-gcs-server (GCS), and the storage calls of one `skopeo copy` of a 3-layer image.\n\
+            "object_store_compare: push/pull through wharf on moto (S3), Azurite (Azure Blob),\n\
+             fake-gcs-server (GCS) and a single-node Swift, and the storage calls of one\n\
+             `skopeo copy` of a 3-layer image.\n\
              usage: cargo bench --bench object_store_compare -- --run [--rounds N] [--layer-mib M]"
         );
         return ExitCode::SUCCESS;
     };
     let work = tempfile::tempdir().expect("temp dir");
-    let mut layout = OciLayout::create(&work.path().join("layout"));
-    let mut prng = Prng::new(0x5eed);
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..3 {
-        let content = prng.bytes(options.layer_mib << 20);
-        let tar = layout::tar_with_file(&format!("layer{i}.bin"), &content);
-        let digest = layout.add_blob(&tar);
-        diff_ids.push(digest.clone());
-        layers.push(descriptor(
-            "application/vnd.oci.image.layer.v1.tar",
-            &digest,
-            tar.len() as u64,
-        ));
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let config_digest = layout.add_blob(&config);
-    let manifest = Manifest::from_value(
-        OCI_MANIFEST,
-        &serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, &config_digest, config.len() as u64),
-            "layers": layers,
-        }),
-    );
-    layout.add_blob(&manifest.body);
-    layout.tag("image", &manifest);
+    let layout = push_pull::three_layer_image(&work.path().join("layout"), options.layer_mib);
 
     let stores = [
         (Driver::S3, "s3", "S3 on moto_server"),
         (Driver::Azure, "azure", "Azure Blob on Azurite"),
         (Driver::Gcs, "gcs", "GCS on fake-gcs-server"),
+        (Driver::Swift, "swift", "Swift (single node, tempauth)"),
     ];
     let mut results = Vec::new();
     for (driver, system, name) in stores {
@@ -208,25 +148,17 @@ fn main() -> ExitCode {
         );
     }
     for (name, m) in &results {
-        let _ = writeln!(report, "\n{name}: calls of one push, by operation");
-        for (op, n) in &m.push_calls {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
-        let _ = writeln!(report, "{name}: calls of one pull, by operation");
-        for (op, n) in &m.pull_calls {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("\n{name}: calls of one push, by operation"),
+            &m.push_calls,
+        );
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("{name}: calls of one pull, by operation"),
+            &m.pull_calls,
+        );
     }
-    println!("{report}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let file = dir.join(format!("object-store-compare-{stamp}.md"));
-    if std::fs::write(&file, &report).is_ok() {
-        println!("written to {}", file.display());
-    }
+    push_pull::save_report("object-store-compare", &report);
     ExitCode::SUCCESS
 }

@@ -7,7 +7,11 @@
 //! cargo bench --bench s3_compare -- --run --rounds 5 --layer-mib 8
 //! cargo bench --bench s3_compare -- --run --requests           # also list Wharf's push requests
 //! cargo bench --bench s3_compare -- --storm 32 --storm-mib 100  # Wharf's RSS under a push storm
+//! cargo bench --bench s3_compare -- --catalog 2000             # requests per catalog page
 //! ```
+//! The catalog case: that many repositories (nested two and three deep, each with a tag,
+//! written straight into the bucket) plus one repository with 300 tags; the S3 requests of
+//! `_catalog` pages (`n=100`: the first, one from the middle) and of `tags/list` are counted.
 //! The storm: that many concurrent chunked uploads (POST, one streamed PATCH, PUT) of that many
 //! MiB each to Wharf on moto, with the default `chunksize`; the server's resident set is
 //! sampled every 50 ms and its peak growth over the idle server reported.
@@ -18,18 +22,25 @@
 #[allow(unused_imports)]
 mod support;
 
+#[path = "support/push_pull.rs"]
+#[allow(dead_code)]
+mod push_pull;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use push_pull::{median, timed, value, Calls};
 use support::s3::S3Server;
 use support::*;
 
 struct Options {
     /// Concurrent uploads of the push storm; 0: the comparison instead.
     storm: usize,
+    /// Repositories of the catalog case; 0: not run.
+    catalog: usize,
     storm_mib: usize,
     rounds: usize,
     layer_mib: usize,
@@ -169,23 +180,101 @@ fn storm(uploads: usize, mib: usize) -> String {
     )
 }
 
+/// Runs the catalog case; returns the report.
+fn catalog(repositories: usize) -> String {
+    let s3 = S3Server::start();
+    let target = S3Target {
+        endpoint: s3.endpoint(),
+        bucket: s3.create_bucket(),
+    };
+    let v2 = "docker/registry/v2/repositories";
+    let link = b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let mut names: Vec<String> = (0..repositories)
+        .map(|i| match i % 3 {
+            0 => format!("org{}/app{i}", i % 7),
+            1 => format!("org{}/team{}/svc{i}", i % 7, i % 5),
+            _ => format!("solo{i}"),
+        })
+        .collect();
+    for name in &names {
+        let key = format!("{v2}/{name}/_manifests/tags/latest/current/link");
+        s3.put_object(&target.bucket, &key, link);
+        // Layer links beside it: a listing of the whole tree would pay for these too.
+        for l in 0..3 {
+            let key = format!("{v2}/{name}/_layers/sha256/{l:064}/link");
+            s3.put_object(&target.bucket, &key, link);
+        }
+    }
+    let tagged = "many/tags";
+    for t in 0..300 {
+        let key = format!("{v2}/{tagged}/_manifests/tags/t{t:03}/current/link");
+        s3.put_object(&target.bucket, &key, link);
+    }
+    names.push(tagged.to_string());
+    let reg = Registry::builder(Driver::S3)
+        .s3_target(&target)
+        .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+        .start();
+    let base = format!("http://{}", reg.addr());
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1200))
+        .build()
+        .expect("client");
+    let mut report = format!(
+        "# Catalog on S3: {} repositories (nested), one with 300 tags\n\n\
+         | request | entries returned | S3 requests | by operation |\n|---|---|---|---|\n",
+        names.len()
+    );
+    names.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+    let middle = names[names.len() / 2].clone();
+    let cases = [
+        ("_catalog?n=100".to_string(), "first page"),
+        (format!("_catalog?n=100&last={middle}"), "middle page"),
+        ("_catalog?n=1000".to_string(), "first 1000"),
+        (format!("{tagged}/tags/list"), "300 tags"),
+        (format!("{tagged}/tags/list?n=50"), "50 tags"),
+    ];
+    for (path, what) in cases {
+        let before = s3.request_lines().len();
+        let resp = client
+            .get(format!("{base}/v2/{path}"))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json::<serde_json::Value>())
+            .expect("catalog answer");
+        let entries = resp
+            .get("repositories")
+            .or_else(|| resp.get("tags"))
+            .and_then(|v| v.as_array())
+            .map_or(0, |a| a.len());
+        let (total, by_op) = count(&s3, before);
+        let ops: Vec<String> = by_op.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let row = format!(
+            "| `{path}` ({what}) | {entries} | {total} | {} |",
+            ops.join(", ")
+        );
+        // Shown as it comes: a large page on moto takes a while.
+        eprintln!("{row}");
+        let _ = writeln!(report, "{row}");
+    }
+    report
+}
+
 fn parse() -> Option<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--run" || a == "--storm") {
+    if !args
+        .iter()
+        .any(|a| a == "--run" || a == "--storm" || a == "--catalog")
+    {
         return None;
     }
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let (rounds, layer_mib) = push_pull::rounds_and_layer_mib(&args);
     Some(Options {
-        storm: value("--storm", 0),
-        storm_mib: value("--storm-mib", 100).max(1),
-        rounds: value("--rounds", 3).max(1),
-        layer_mib: value("--layer-mib", 4).max(1),
+        storm: value(&args, "--storm", 0),
+        catalog: value(&args, "--catalog", 0),
+        storm_mib: value(&args, "--storm-mib", 100).max(1),
+        rounds,
+        layer_mib,
         requests: args.iter().any(|a| a == "--requests"),
     })
 }
@@ -197,7 +286,8 @@ fn operation(line: &str) -> Option<String> {
     let method = parts.next()?;
     let target = parts.next()?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path.trim_matches('/').is_empty() {
+    // Not per push: the read-only flag is polled in the background.
+    if path.trim_matches('/').is_empty() || path.contains("/wharf/maintenance/") {
         return None;
     }
     let has = |k: &str| {
@@ -226,7 +316,7 @@ fn operation(line: &str) -> Option<String> {
 }
 
 /// Requests logged since `from` lines, by operation.
-fn count(server: &S3Server, from: usize) -> (usize, BTreeMap<String, usize>) {
+fn count(server: &S3Server, from: usize) -> (usize, Calls) {
     let lines = server.request_lines();
     let mut by_op = BTreeMap::new();
     let mut total = 0;
@@ -245,15 +335,8 @@ fn count(server: &S3Server, from: usize) -> (usize, BTreeMap<String, usize>) {
 struct Measure {
     push: Vec<Duration>,
     pull: Vec<Duration>,
-    push_requests: (usize, BTreeMap<String, usize>),
-    pull_requests: (usize, BTreeMap<String, usize>),
-}
-
-/// How long `copy` took.
-fn timed(copy: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    copy();
-    started.elapsed()
+    push_requests: (usize, Calls),
+    pull_requests: (usize, Calls),
 }
 
 fn run_server(
@@ -308,19 +391,14 @@ fn run_server(
     m
 }
 
-fn median(values: &[Duration]) -> f64 {
-    let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() -> ExitCode {
     let Some(options) = parse() else {
         println!(
             "s3_compare: push/pull through wharf and docker-registry 2.8.2 on one moto S3 server,\n\
              and the S3 requests of one `skopeo copy` of a 3-layer image.\n\
              usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M] [--requests]\n\
-                    cargo bench --bench s3_compare -- --storm N [--storm-mib M]"
+                    cargo bench --bench s3_compare -- --storm N [--storm-mib M]\n\
+                    cargo bench --bench s3_compare -- --catalog N"
         );
         return ExitCode::SUCCESS;
     };
@@ -329,40 +407,13 @@ fn main() -> ExitCode {
         println!("{report}");
         return ExitCode::SUCCESS;
     }
-    let work = tempfile::tempdir().expect("temp dir");
-    let mut layout = OciLayout::create(&work.path().join("layout"));
-    let mut prng = Prng::new(0x5eed);
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..3 {
-        let content = prng.bytes(options.layer_mib << 20);
-        let tar = layout::tar_with_file(&format!("layer{i}.bin"), &content);
-        let digest = layout.add_blob(&tar);
-        diff_ids.push(digest.clone());
-        layers.push(descriptor(
-            "application/vnd.oci.image.layer.v1.tar",
-            &digest,
-            tar.len() as u64,
-        ));
+    if options.catalog > 0 {
+        let report = catalog(options.catalog);
+        println!("{report}");
+        return ExitCode::SUCCESS;
     }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let config_digest = layout.add_blob(&config);
-    let manifest = Manifest::from_value(
-        OCI_MANIFEST,
-        &serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, &config_digest, config.len() as u64),
-            "layers": layers,
-        }),
-    );
-    layout.add_blob(&manifest.body);
-    layout.tag("image", &manifest);
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = push_pull::three_layer_image(&work.path().join("layout"), options.layer_mib);
 
     let s3 = S3Server::start();
     let mut results = Vec::new();
@@ -402,28 +453,17 @@ fn main() -> ExitCode {
         );
     }
     for (server, m) in &results {
-        let _ = writeln!(
-            report,
-            "\n{server:?}: S3 requests of one push, by operation"
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("\n{server:?}: S3 requests of one push, by operation"),
+            &m.push_requests.1,
         );
-        for (op, n) in &m.push_requests.1 {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
-        let _ = writeln!(report, "{server:?}: S3 requests of one pull, by operation");
-        for (op, n) in &m.pull_requests.1 {
-            let _ = writeln!(report, "- {op}: {n}");
-        }
+        push_pull::write_by_operation(
+            &mut report,
+            &format!("{server:?}: S3 requests of one pull, by operation"),
+            &m.pull_requests.1,
+        );
     }
-    println!("{report}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let file = dir.join(format!("s3-compare-{stamp}.md"));
-    if std::fs::write(&file, &report).is_ok() {
-        println!("written to {}", file.display());
-    }
+    push_pull::save_report("s3-compare", &report);
     ExitCode::SUCCESS
 }

@@ -334,7 +334,8 @@ fn start_upload_purging(
     if !p.enabled {
         return;
     }
-    let interval = p.interval.max(Duration::from_secs(60));
+    // registry:2 takes any interval; the floor only keeps a zero one from spinning.
+    let interval = p.interval.max(Duration::from_secs(1));
     let jitter = Duration::from_secs(rand::random::<u64>() % interval.as_secs().clamp(1, 3600));
     let lease = coord::Lease::new(leases, "purge", Duration::from_secs(300));
     tasks.spawn("upload purging", move |mut stop| async move {
@@ -362,7 +363,7 @@ fn start_upload_purging(
                     held.release().await;
                     return;
                 }
-                _ = purge_pass(&app, object_storage.as_ref(), &p) => {}
+                _ = purge_pass(&app, object_storage.as_ref(), &p, lease.holder_id()) => {}
             }
             held.release().await;
         }
@@ -411,17 +412,35 @@ fn start_cache_expiry(
 }
 
 /// One upload-purging pass over the registry and, on S3, its multipart uploads.
-async fn purge_pass(app: &App, object_storage: Option<&S3Driver>, p: &config::UploadPurgingConfig) {
+async fn purge_pass(
+    app: &App,
+    object_storage: Option<&S3Driver>,
+    p: &config::UploadPurgingConfig,
+    holder: &str,
+) {
     tracing::info!(dry_run = p.dryrun, "upload purge started");
-    match app.registry.purge_uploads(p.age, p.dryrun).await {
-        Ok(r) => tracing::info!(
-            examined = r.examined,
-            purged = r.purged.len(),
-            dry_run = p.dryrun,
-            "upload purge done"
-        ),
-        Err(e) => tracing::warn!(error = %e, "upload purge failed"),
-    }
+    let started_ms = coord::lease::now_ms();
+    let summary = match app.registry.purge_uploads(p.age, p.dryrun).await {
+        Ok(r) => {
+            tracing::info!(
+                examined = r.examined,
+                purged = r.purged.len(),
+                dry_run = p.dryrun,
+                "upload purge done"
+            );
+            serde_json::json!({"examined": r.examined, "purged": r.purged.len()})
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upload purge failed");
+            serde_json::json!({"error": e.to_string()})
+        }
+    };
+    let mut summary = summary;
+    summary["holder"] = holder.into();
+    summary["dry_run"] = p.dryrun.into();
+    summary["started_ms"] = started_ms.into();
+    summary["ended_ms"] = coord::lease::now_ms().into();
+    ops::cluster_status::purge_pass(summary);
     if let Some(s3) = object_storage {
         match s3.purge_multipart_uploads(p.age, p.dryrun).await {
             Ok(n) => tracing::info!(
@@ -549,6 +568,9 @@ pub async fn serve(
         .map(|t| http::tls::acceptor(t, !config.http.http2.disabled))
         .transpose()?;
     let (driver, object_storage) = serving_storage_driver(&config)?;
+    if let StorageDriverConfig::Azure(azure) = &config.storage.driver {
+        storage::drivers::azure::check_credentials(&AzureSettings::from_config(azure)).await?;
+    }
     let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());

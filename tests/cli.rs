@@ -100,13 +100,15 @@ fn gcs_without_a_usable_key_is_refused_by_key() {
     }
 }
 
-/// Azure with other credentials than Shared Key, or with a key that is not base64, is refused
-/// at start-up, naming the key.
+/// Azure with a key that is not base64, or with default credentials where no source of them
+/// is available, is refused at start-up, saying why.
 #[test]
-fn azure_without_a_usable_shared_key_is_refused_by_key() {
+fn azure_without_usable_credentials_is_refused() {
+    // The instance metadata service is looked for on a closed loopback port.
+    let closed = format!("http://127.0.0.1:{}", support::process::free_port());
     for (key, section) in [
         (
-            "storage.azure.credentials.type",
+            "storage.azure: credentials: no credential available; tried",
             "  azure:\n    accountname: a\n    container: c\n    credentials:\n      type: default_credentials\n",
         ),
         (
@@ -114,9 +116,12 @@ fn azure_without_a_usable_shared_key_is_refused_by_key() {
             "  azure:\n    accountname: a\n    accountkey: not*base64\n    container: c\n",
         ),
     ] {
-        let builder = Registry::builder(Driver::Inmemory).template(&format!(
-            "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
-        ));
+        let builder = Registry::builder(Driver::Inmemory)
+            .template(&format!(
+                "version: 0.1\nstorage:\n{section}http:\n  addr: {{addr}}\n"
+            ))
+            .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &closed)
+            .env("PATH", "/nonexistent");
         let stderr = assert_start_fails(builder, key);
         assert!(stderr.contains(key), "stderr names {key}:\n{stderr}");
     }

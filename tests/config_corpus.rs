@@ -529,6 +529,9 @@ fn try_start(binary: &Path, config: &Path, m: &Materials, stub: u16) -> Outcome 
     cmd.env("AWS_EC2_METADATA_DISABLED", "true");
     // Google Cloud Storage calls (Wharf's and registry:2's) go to the stub, as to an emulator.
     cmd.env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{stub}"));
+    // Azure token requests (`credentials.type: client_secret`) go to the stub, whose answer is
+    // no token: the server starts and logs that it has none yet.
+    cmd.env("AZURE_AUTHORITY_HOST", format!("http://127.0.0.1:{stub}"));
     cmd.arg("serve")
         .arg(&path)
         .current_dir(dir.path())

@@ -746,6 +746,153 @@ mod azure {
     }
 }
 
+mod azure_oauth {
+    //! Azure Blob on an HTTPS Azurite that checks Entra ID bearer tokens, the driver
+    //! authorized by a client secret (`credentials.type: client_secret`) whose tokens come
+    //! from the loopback Entra ID stand-in; redirects signed with a user delegation key.
+
+    use bytes::Bytes;
+    use wharf::storage::{StorageDriver, StorageError};
+
+    use super::support::azure as server;
+    use super::support::process::{clean_command, run_bounded};
+    use super::{Store, MIB};
+
+    fn store() -> Store {
+        let target = server::oauth_target();
+        Store {
+            a: Box::new(server::oauth_driver(&target, "wharf-root")),
+            b: Box::new(server::oauth_driver(&target, "wharf-root")),
+            kept_parts: None,
+        }
+    }
+
+    contract!(store);
+
+    /// `curl -k` (Azurite's certificate is self-signed): status and body.
+    fn fetch(url: &str) -> (String, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("body");
+        let mut cmd = clean_command(std::path::Path::new("curl"));
+        cmd.args(["-sk", "--max-time", "30", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", url]);
+        let out = run_bounded(cmd, std::time::Duration::from_secs(60));
+        (
+            out.stdout.trim().to_string(),
+            std::fs::read(&body).unwrap_or_default(),
+        )
+    }
+
+    /// The redirect URL is a user delegation SAS (no account key is configured): it reads
+    /// the blob it names, and only that one.
+    #[test]
+    fn user_delegation_sas_urls_serve_the_blob() {
+        let target = server::oauth_target();
+        let d = server::oauth_driver(&target, "");
+        let path = "/docker/registry/v2/blobs/sha256/55/55ee/data";
+        let (url, again) = super::runtime().block_on(async {
+            d.put_content(path, Bytes::from_static(b"signed bytes"))
+                .await
+                .unwrap();
+            let url = d.redirect_url(path).await.unwrap().expect("a URL");
+            // The delegation key is kept: a second URL needs no second key.
+            let again = d.redirect_url(path).await.unwrap().expect("a URL");
+            (url, again)
+        });
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        for field in [
+            "skoid=", "sktid=", "skt=", "ske=", "sks=b", "skv=", "sp=r", "sig=",
+        ] {
+            assert!(url.contains(field), "{field} in {url}");
+        }
+        assert_eq!(
+            fetch(&url),
+            ("200".to_string(), b"signed bytes".to_vec()),
+            "{url}"
+        );
+        assert_eq!(fetch(&again).0, "200", "{again}");
+        let other = url.replace("55ee/data", "55ee/other");
+        assert_eq!(fetch(&other).0, "403", "{other}");
+    }
+
+    /// Azurite checks bearer tokens: one that is not a token of the right issuer, audience
+    /// and lifetime is refused (so the tests above pass on the driver's real tokens).
+    #[test]
+    fn the_service_refuses_tokens_it_cannot_accept() {
+        let target = server::oauth_target();
+        for token in ["not-a-jwt", EXPIRED_FOREIGN_JWT] {
+            let mut cmd = clean_command(std::path::Path::new("curl"));
+            cmd.args([
+                "-sk",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", "x-ms-version: 2021-08-06"])
+            .arg(format!("{}?comp=list", target.service_url));
+            let out = run_bounded(cmd, std::time::Duration::from_secs(60));
+            // AuthenticationFailed.
+            assert_eq!(out.stdout.trim(), "403", "{token}");
+        }
+    }
+
+    /// `{"aud":"https://storage.azure.com","iss":"https://example.com/","iat":1,"nbf":1,"exp":2}`.
+    const EXPIRED_FOREIGN_JWT: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIiwiaXNzIjoiaHR0cHM6Ly9leGFtcGxlLmNvbS8iLCJpYXQiOjEsIm5iZiI6MSwiZXhwIjoyfQ.";
+
+    /// Uploads of several blocks and the server-side copy that publishes them work on tokens.
+    #[test]
+    fn block_uploads_and_moves_work_on_tokens() {
+        let target = server::oauth_target();
+        super::appends_resume_on_another_node(
+            &Store {
+                a: Box::new(server::oauth_driver(&target, "r")),
+                b: Box::new(server::oauth_driver(&target, "r")),
+                kept_parts: None,
+            },
+            16 * MIB + 123,
+            super::Publish::Move,
+        );
+    }
+
+    /// A secret the identity provider refuses: every call fails as "unavailable" (503 from
+    /// the registry) naming the refusal; nothing panics.
+    #[test]
+    fn a_refused_secret_makes_calls_unavailable() {
+        use wharf::storage::drivers::azure::{AzureAuth, AzureDriver, AzureSettings};
+        server::oauth_shared();
+        let target = server::oauth_target();
+        let d = AzureDriver::new(&AzureSettings {
+            account: server::ACCOUNT.to_string(),
+            auth: AzureAuth::ClientSecret {
+                tenant: super::support::entra::TENANT.to_string(),
+                client_id: super::support::entra::CLIENT_ID.to_string(),
+                secret: "not the secret".to_string(),
+            },
+            container: target.container.clone(),
+            service_url: target.service_url.clone(),
+            name_prefix: String::new(),
+            max_attempts: 3,
+            retry_delay: std::time::Duration::from_millis(10),
+            skip_verify: true,
+        })
+        .unwrap();
+        let err = super::runtime()
+            .block_on(d.put_content("/a", Bytes::from_static(b"x")))
+            .unwrap_err();
+        match &err {
+            StorageError::Unavailable { reason, .. } => {
+                assert!(reason.contains("invalid_client"), "{reason}")
+            }
+            other => panic!("expected unavailable, got {other}"),
+        }
+    }
+}
+
 mod gcs {
     //! Google Cloud Storage on fake-gcs-server: parts composed on commit by any node, append
     //! claims, distribution's object names, signed URLs, an outage.
@@ -961,7 +1108,8 @@ mod swift {
     }
 
     /// A file appended to is what distribution 2.8 writes: a DLO manifest at `files/<path>`
-    /// naming `<container>/segments/<3>/<37>`, with segments numbered `%016d`.
+    /// naming `<container>/segments/<3 hex>/<hex>` (the hex of the path, 32 random bytes and
+    /// an empty SHA-1, as its Go code spells it), with segments numbered `%016d`.
     #[test]
     fn appends_are_distribution_2_8_dlos() {
         let target = SwiftTarget::fresh();
@@ -976,7 +1124,15 @@ mod swift {
         assert_eq!(names[0], format!("files{path}"));
         let segment = names[1].split('/').collect::<Vec<_>>();
         assert_eq!(segment[0], "segments");
-        assert_eq!((segment[1].len(), segment[2].len()), (3, 37));
+        let hex = format!("{}{}", segment[1], segment[2]);
+        let path_hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(segment[1].len(), 3);
+        assert_eq!(hex.len(), 2 * (path.len() + 32 + 20));
+        assert!(hex.starts_with(&path_hex), "{hex}");
+        assert!(
+            hex.ends_with("da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            "{hex}"
+        );
         assert_eq!(segment[3], "0000000000000001");
         assert!(names[2].ends_with("/0000000000000002"));
         let (token, storage) = auth(&target);

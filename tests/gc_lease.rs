@@ -281,3 +281,106 @@ async fn ended_leases_are_forgotten_in_the_storage() {
         .unwrap();
     assert!(again.is_some());
 }
+
+/// The lease as a pass sees it when its holder loses it part-way (what `HeldLease` reports
+/// once a renewal finds another holder): held until the first of `blobs` is gone.
+struct LostOnceDeleting {
+    blobs: Vec<std::path::PathBuf>,
+}
+
+impl wharf::registry::gc_online::PassFence for LostOnceDeleting {
+    fn is_held(&self) -> bool {
+        self.blobs.iter().all(|b| b.exists())
+    }
+
+    fn expires_ms(&self) -> u64 {
+        wharf::registry::gc_online::now_ms() + TTL.as_millis() as u64 * 20
+    }
+}
+
+/// A value of a metric line `name` in the process's metrics, 0 when absent.
+fn metric(name: &str) -> f64 {
+    let text = String::from_utf8(wharf::ops::metrics::render()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// A pass that loses its lease mid-sweep stops, counts as `lost_lease`, and reports (in its
+/// error, the metrics and `/debug/vars`) exactly what it deleted before; the next pass, under
+/// a real lease, finishes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_losing_its_lease_counts_what_it_deleted() {
+    use wharf::coord::collector::{self, PassError};
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = dir.path().join("docker/registry/v2");
+    // More orphans than one sweep batch, each linked in a repository with no manifest.
+    let mut blobs = Vec::new();
+    for i in 0..400u32 {
+        let data = format!("orphan {i}").into_bytes();
+        let digest = support::sha256_digest(&data);
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        let blob = v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        std::fs::create_dir_all(&blob).unwrap();
+        std::fs::write(blob.join("data"), &data).unwrap();
+        let link = v2.join(format!("repositories/lost/r/_layers/sha256/{hex}"));
+        std::fs::create_dir_all(&link).unwrap();
+        std::fs::write(link.join("link"), digest.as_bytes()).unwrap();
+        blobs.push(blob.join("data"));
+    }
+    let left = || blobs.iter().filter(|b| b.exists()).count();
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
+        dir.path().display()
+    );
+    let config = wharf::config::load_text(&yaml, "test", &[]).unwrap().config;
+    let registry = wharf::build_registry(&config, b"secret".to_vec()).unwrap();
+    let opts = wharf::registry::gc_online::OnlineOptions {
+        grace: Duration::ZERO,
+        delete_untagged: false,
+        dry_run: false,
+        wait_for_memory_caches: false,
+    };
+    let lost_before = metric("wharf_gc_runs_total{result=\"lost_lease\"}");
+    let deleted_before = metric("wharf_gc_blobs_deleted_total");
+    // Lost as soon as the first batch's data deletes are done.
+    let fence = LostOnceDeleting {
+        blobs: blobs.clone(),
+    };
+    let err = collector::run_fenced(&registry, &fence, &opts)
+        .await
+        .expect_err("a pass that lost its lease stops");
+    let PassError::Stopped { report, source } = &err else {
+        panic!("unexpected error {err}");
+    };
+    assert!(source.to_string().contains("lease lost"), "{source}");
+    let deleted = 400 - left();
+    assert!(deleted > 0 && deleted < 400, "deleted {deleted} of 400");
+    assert_eq!(report.blobs_deleted, deleted, "{report:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("deleted {deleted} blobs")),
+        "{err}"
+    );
+    assert_eq!(
+        metric("wharf_gc_runs_total{result=\"lost_lease\"}") - lost_before,
+        1.0
+    );
+    assert_eq!(
+        metric("wharf_gc_blobs_deleted_total") - deleted_before,
+        deleted as f64
+    );
+    let status = wharf::ops::cluster_status::snapshot();
+    let last = &status["gc_last_pass"];
+    assert_eq!(last["result"], "lost_lease", "{status}");
+    assert_eq!(last["report"]["blobs_deleted"], deleted, "{status}");
+    // The next pass, under the storage lease, collects the rest.
+    let lease = Lease::new(
+        storage(Arc::new(FilesystemDriver::new(dir.path()))),
+        collector::GC_LEASE,
+        TTL * 10,
+    );
+    let report = collector::run_pass(&registry, &lease, &opts).await.unwrap();
+    assert_eq!(report.blobs_deleted, 400 - deleted, "{report:?}");
+    assert_eq!(left(), 0);
+}

@@ -1,6 +1,7 @@
 //! The HTTP side of the load generator: one HTTP/1.1 connection per load stream (no pool, so a
-//! stream's requests never queue behind another's), the request bodies the workloads send, and
-//! the few Docker Registry V2 exchanges they are built from (start an upload, push a blob, ...).
+//! stream's requests never queue behind another's), over TCP or TLS (rustls, trusting the CA
+//! given with `--cacert`), the request bodies the workloads send, and the few Docker Registry
+//! V2 exchanges they are built from (start an upload, push a blob, ...).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,8 +18,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
+use tokio_rustls::TlsConnector;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -31,14 +35,55 @@ const FRAME: usize = 1 << 20;
 pub struct Target {
     addr: SocketAddr,
     host: HeaderValue,
+    tls: Option<Tls>,
+}
+
+/// The TLS side of a `https://` target.
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+/// How `https://` connections are made.
+pub struct TlsOptions {
+    /// PEM file of the CA that signed the server's certificate.
+    pub ca: Option<String>,
+    /// Offer session tickets from earlier connections (abbreviated handshakes); off, every
+    /// connection makes a full handshake.
+    pub resume: bool,
+}
+
+/// A rustls client trusting only `ca`, speaking HTTP/1.1 (ALPN), ring as the crypto provider
+/// (what the server uses).
+fn tls_connector(options: &TlsOptions) -> Result<TlsConnector> {
+    let path = options
+        .ca
+        .as_deref()
+        .ok_or("an https:// --url needs --cacert (the CA that signed the server's certificate)")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("--cacert {path}: {e}"))? {
+        roots.add(cert.map_err(|e| format!("--cacert {path}: {e}"))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !options.resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 impl Target {
-    /// Parses `http://HOST[:PORT][/]` where HOST is 127.x.y.z, `localhost` or `[::1]`.
-    pub fn parse(url: &str) -> Result<Target> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("--url must start with http:// (no TLS)")?;
+    /// Parses `http[s]://HOST[:PORT][/]` where HOST is 127.x.y.z, `localhost` or `[::1]`.
+    pub fn parse(url: &str, tls: &TlsOptions) -> Result<Target> {
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err("--url must start with http:// or https://".into()),
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
             return Err(
@@ -47,7 +92,7 @@ impl Target {
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, p.parse::<u16>()?),
-            _ => (authority, 80),
+            _ => (authority, if secure { 443 } else { 80 }),
         };
         let ip: IpAddr = match host.trim_start_matches('[').trim_end_matches(']') {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -61,9 +106,17 @@ impl Target {
             )
             .into());
         }
+        let tls = match secure {
+            false => None,
+            true => Some(Tls {
+                connector: tls_connector(tls)?,
+                name: ServerName::IpAddress(ip.into()),
+            }),
+        };
         Ok(Target {
             addr: SocketAddr::new(ip, port),
             host: HeaderValue::from_str(authority)?,
+            tls,
         })
     }
 }
@@ -95,11 +148,13 @@ impl Conn {
         if !usable {
             let tcp = TcpStream::connect(self.target.addr).await?;
             tcp.set_nodelay(true)?;
-            let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(async move {
-                // Errors surface on the request that was in flight; nothing to add here.
-                let _ = connection.await;
-            });
+            let sender = match &self.target.tls {
+                None => handshake(tcp).await?,
+                Some(tls) => {
+                    let stream = tls.connector.connect(tls.name.clone(), tcp).await?;
+                    handshake(stream).await?
+                }
+            };
             self.sender = Some(sender);
         }
         Ok(())
@@ -128,6 +183,20 @@ impl Conn {
         let sender = self.sender.as_mut().ok_or("not connected")?;
         Ok(sender.send_request(request.body(body)?).await?)
     }
+}
+
+/// Starts HTTP/1.1 on `io`; the connection runs in a task of its own until the sender is
+/// dropped.
+async fn handshake<T>(io: T) -> Result<SendRequest<OutBody>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        // Errors surface on the request that was in flight; nothing to add here.
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// A request body: either slices of shared buffers (sent without copying, `Content-Length`

@@ -4,6 +4,8 @@
 //! A record: `{"server": "wharf"|"distribution", "round": 1, "case": "push-mono-1",
 //! "peak_rss_kib": .., "base_rss_kib": .., "during_rss_kib": .., "server_read_bytes": ..,
 //! "server_cpu_s": .., "result": <the loadgen result line> | null, "failure": ".."}`.
+//! Records of server `"limit"` carry the machine's limits measured in the same run (the null
+//! server under a case's load, `sha256-per-core`, `dd-fdatasync`): `{"figure": .., "unit": ..}`.
 //! Every figure is the median over the rounds.
 
 use std::collections::BTreeMap;
@@ -14,6 +16,10 @@ use serde_json::{json, Value};
 use crate::client::Result;
 
 const SERVERS: [&str; 2] = ["wharf", "distribution"];
+/// Suffix of the cases served over `http.tls`; each is compared with the case without it.
+const TLS_SUFFIX: &str = "-tls";
+/// TLS throughput against the same workload over plain HTTP, wharf only.
+const TLS_TARGET: f64 = 0.85;
 
 /// Runs of one case on one server.
 #[derive(Default)]
@@ -29,6 +35,9 @@ struct Runs {
     /// Bytes the server read (rchar) per byte it served (range only).
     read_per_served: Vec<f64>,
     cpu_s: Vec<f64>,
+    /// Operations per CPU-second of the server (handshake only: the server's cost of a new
+    /// connection, whatever share of its core other work on the machine left it).
+    ops_per_cpu_s: Vec<f64>,
 }
 
 struct Case {
@@ -52,9 +61,12 @@ fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-/// The goal for a workload: the wharf/distribution ratio to reach, and whether it is a floor
-/// (throughput) or a ceiling (memory).
-fn target(workload: &str) -> Option<(f64, bool)> {
+/// The goal for a case: the wharf/distribution ratio to reach, and whether it is a floor
+/// (throughput) or a ceiling (memory). Over TLS, pushes and pulls aim at 3x.
+fn target(case: &str, workload: &str) -> Option<(f64, bool)> {
+    if case.ends_with(TLS_SUFFIX) && matches!(workload, "push-mono" | "pull") {
+        return Some((3.0, true));
+    }
     match workload {
         "push-mono" | "push-chunked" => Some((3.0, true)),
         "pull" => Some((1.5, true)),
@@ -68,8 +80,12 @@ fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-fn load(records: &str) -> Result<Vec<Case>> {
+/// The machine's limits by case name: every round's figure and the unit.
+type Limits = BTreeMap<String, (Vec<f64>, String)>;
+
+fn load(records: &str) -> Result<(Vec<Case>, Limits)> {
     let mut cases: Vec<Case> = Vec::new();
+    let mut limits = Limits::new();
     for (n, line) in records
         .lines()
         .enumerate()
@@ -77,6 +93,18 @@ fn load(records: &str) -> Result<Vec<Case>> {
     {
         let record: Value =
             serde_json::from_str(line).map_err(|e| format!("record {}: {e}", n + 1))?;
+        if record["server"] == "limit" {
+            let name = record["case"].as_str().unwrap_or("?").to_string();
+            let entry = limits.entry(name).or_default();
+            if let Some(figure) = num(&record["result"], "figure") {
+                entry.0.push(figure);
+            }
+            entry.1 = record["result"]["unit"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            continue;
+        }
         let Some(server) = SERVERS.iter().find(|s| record["server"] == **s) else {
             return Err(format!("record {}: unknown server {}", n + 1, record["server"]).into());
         };
@@ -129,6 +157,11 @@ fn load(records: &str) -> Result<Vec<Case>> {
         if let Some(figure) = num(result, "figure") {
             runs.figures.push(figure);
         }
+        if let (Some(ops), Some(cpu)) = (num(result, "ops"), num(&record, "server_cpu_s")) {
+            if case.workload == "handshake" && cpu > 0.0 {
+                runs.ops_per_cpu_s.push(ops / cpu);
+            }
+        }
         if case.unit.is_empty() {
             case.unit = result["unit"].as_str().unwrap_or_default().to_string();
         }
@@ -140,7 +173,7 @@ fn load(records: &str) -> Result<Vec<Case>> {
             }
         }
     }
-    Ok(cases)
+    Ok((cases, limits))
 }
 
 fn fmt_figure(x: Option<f64>) -> String {
@@ -162,16 +195,17 @@ fn runs_of<'a>(case: &'a Case, server: &str) -> Option<&'a Runs> {
 
 /// Renders the table; returns (markdown, JSON summary).
 pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
-    let cases = load(records)?;
+    let (cases, limits) = load(records)?;
+    let limit = |name: &str| limits.get(name).and_then(|(v, _)| median(v));
     let mut md = String::new();
     let mut summary = Vec::new();
     let mut checks = Vec::new();
     writeln!(md, "## {title}\n")?;
     writeln!(
         md,
-        "| workload | unit | wharf | distribution | ratio | target | errors (w / d) | peak RSS MiB (w / d) |"
+        "| workload | unit | wharf | distribution | ratio | target | null server | errors (w / d) | peak RSS MiB (w / d) |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---|---|---|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---|---:|---|---|")?;
     for case in &cases {
         let w = runs_of(case, "wharf");
         let d = runs_of(case, "distribution");
@@ -181,7 +215,7 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             (Some(w), Some(d)) if d > 0.0 => Some(w / d),
             _ => None,
         };
-        let goal = target(&case.workload);
+        let goal = target(&case.name, &case.workload);
         let met = match (ratio, goal) {
             (Some(r), Some((t, true))) => Some(r >= t),
             (Some(r), Some((t, false))) => Some(r <= t),
@@ -216,13 +250,14 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
         let rss = |r: Option<&Runs>| fmt_mib(r.and_then(|r| median(&r.peak_rss_kib)));
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
             case.name,
             case.unit,
             fmt_figure(wm),
             fmt_figure(dm),
             ratio.map_or("—".into(), |r| format!("{r:.2}×")),
             target_text,
+            limit(&case.name).map_or("—".into(), |l| fmt_figure(Some(l))),
             errors(w),
             errors(d),
             rss(w),
@@ -241,6 +276,7 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
                         "failed_runs": r.failures,
                         "peak_rss_kib": median(&r.peak_rss_kib),
                         "server_cpu_s": median(&r.cpu_s),
+                        "ops_per_server_cpu_s": median(&r.ops_per_cpu_s),
                         "read_per_served": median(&r.read_per_served),
                         "base_rss_kib": median(&r.base_rss_kib),
                         "during_rss_kib": median(&r.during_rss_kib),
@@ -256,7 +292,17 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             "ratio": ratio,
             "target": goal.map(|(t, floor)| json!({"ratio": t, "floor": floor})),
             "met": met,
+            "null_server": limit(&case.name),
         }));
+    }
+    tls_section(&cases, &mut md, &mut checks)?;
+    handshake_section(&cases, &mut md)?;
+    if let (Some(sha), Some(dd)) = (limit("sha256-per-core"), limit("dd-fdatasync")) {
+        writeln!(
+            md,
+            "\nMachine limits in this run (medians of the rounds): SHA-256 {sha:.0} MB/s per core, \
+             `dd bs=1M count=1024 conv=fdatasync` {dd:.0} MB/s; null server as in the table."
+        )?;
     }
 
     writeln!(md, "\n### Memory and reads\n")?;
@@ -358,6 +404,107 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             json!({"case": "range reads", "ratio": a, "target": 1.0, "floor": false, "met": met}),
         );
     }
-    let json = json!({"title": title, "cases": summary, "memory": memory, "targets": checks});
+    let limits_json: serde_json::Map<String, Value> = limits
+        .iter()
+        .map(|(name, (runs, unit))| {
+            (
+                name.clone(),
+                json!({"median": median(runs), "runs": runs, "unit": unit}),
+            )
+        })
+        .collect();
+    let json = json!({"title": title, "cases": summary, "memory": memory, "targets": checks, "limits": limits_json});
     Ok((md, json))
+}
+
+/// New connections per CPU-second of the server: on a shared machine the server's core is not
+/// its own, so this is the figure that says what a connection costs.
+fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
+    let rows: Vec<&Case> = cases.iter().filter(|c| c.workload == "handshake").collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n### New connections per server CPU-second (server on one core)\n"
+    )?;
+    writeln!(md, "| workload | wharf | distribution | ratio |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for case in rows {
+        let per_cpu = |server: &str| runs_of(case, server).and_then(|r| median(&r.ops_per_cpu_s));
+        let (w, d) = (per_cpu("wharf"), per_cpu("distribution"));
+        let ratio = match (w, d) {
+            (Some(w), Some(d)) if d > 0.0 => format!("{:.2}×", w / d),
+            _ => "—".into(),
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {ratio} |",
+            case.name,
+            fmt_figure(w),
+            fmt_figure(d)
+        )?;
+    }
+    Ok(())
+}
+
+/// Each `*-tls` case against the same case over plain HTTP, per server.
+fn tls_section(cases: &[Case], md: &mut String, checks: &mut Vec<Value>) -> Result<()> {
+    let figure = |name: &str, server: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| runs_of(c, server))
+            .and_then(|r| median(&r.figures))
+    };
+    let pairs: Vec<(&Case, &str)> = cases
+        .iter()
+        .filter_map(|c| Some((c, c.name.strip_suffix(TLS_SUFFIX)?)))
+        .filter(|(_, plain)| cases.iter().any(|c| c.name == *plain))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "\n### TLS against plain HTTP\n")?;
+    writeln!(
+        md,
+        "| workload | unit | wharf plain | wharf TLS | TLS / plain | target | distribution plain | distribution TLS | TLS / plain |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---|---:|---:|---:|")?;
+    let ratio = |tls: Option<f64>, plain: Option<f64>| match (tls, plain) {
+        (Some(t), Some(p)) if p > 0.0 => Some(t / p),
+        _ => None,
+    };
+    for (case, plain) in pairs {
+        let (wp, wt) = (figure(plain, "wharf"), figure(&case.name, "wharf"));
+        let (dp, dt) = (
+            figure(plain, "distribution"),
+            figure(&case.name, "distribution"),
+        );
+        let w = ratio(wt, wp);
+        // Connection set-up has no plain-HTTP equivalent of a handshake to reach.
+        let aimed = case.workload != "handshake";
+        let met = w.filter(|_| aimed).map(|r| r >= TLS_TARGET);
+        if let Some(met) = met {
+            checks.push(json!({"case": format!("{} vs plain", case.name), "ratio": w, "target": TLS_TARGET, "floor": true, "met": met}));
+        }
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            case.name,
+            case.unit,
+            fmt_figure(wp),
+            fmt_figure(wt),
+            w.map_or("—".into(), |r| format!("{:.0} %", r * 100.0)),
+            match met {
+                Some(true) => format!("≥{:.0} % ✓", TLS_TARGET * 100.0),
+                Some(false) => format!("≥{:.0} % ✗", TLS_TARGET * 100.0),
+                None => "—".into(),
+            },
+            fmt_figure(dp),
+            fmt_figure(dt),
+            ratio(dt, dp).map_or("—".into(), |r| format!("{:.0} %", r * 100.0)),
+        )?;
+    }
+    Ok(())
 }

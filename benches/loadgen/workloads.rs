@@ -39,6 +39,8 @@ pub enum Workload {
     Tags,
     /// --streams uploads, each trickling one PATCH body (--trickle every --interval)
     SlowUploads,
+    /// GET /v2/ on a new connection each time (with https://, a new TLS handshake)
+    Handshake,
 }
 
 impl Workload {
@@ -52,6 +54,7 @@ impl Workload {
         match self {
             Workload::PushMono | Workload::Pull => 1,
             Workload::PushChunked | Workload::Catalog | Workload::Tags => 4,
+            Workload::Handshake => 16,
             Workload::Range => 8,
             Workload::SmallPush => 32,
             Workload::ManifestGet | Workload::BlobHead => 64,
@@ -79,6 +82,7 @@ impl Workload {
             Workload::PushMono | Workload::PushChunked | Workload::Pull | Workload::Range => "MB/s",
             Workload::SmallPush => "blobs/s",
             Workload::SlowUploads => "uploads",
+            Workload::Handshake => "conn/s",
             _ => "req/s",
         }
     }
@@ -151,6 +155,7 @@ enum Op {
     Head {
         path: String,
     },
+    NewConnection,
     SlowUpload {
         piece: Bytes,
         pieces: u64,
@@ -223,6 +228,11 @@ impl Op {
                 client::get(conn, path, headers, StatusCode::OK).await
             }
             Op::Head { path } => client::head(conn, path).await.map(|_| 0),
+            Op::NewConnection => {
+                // Dropping the last connection closes it (TLS: close_notify, then FIN).
+                conn.reset();
+                client::get(conn, "/v2/", &[], StatusCode::OK).await
+            }
             Op::SlowUpload {
                 piece,
                 pieces,
@@ -383,7 +393,8 @@ async fn seed_workload(target: &Arc<Target>, s: &Settings) -> Result<u64> {
         Workload::PushMono
         | Workload::PushChunked
         | Workload::SmallPush
-        | Workload::SlowUploads => Ok(0),
+        | Workload::SlowUploads
+        | Workload::Handshake => Ok(0),
     }
 }
 
@@ -499,6 +510,7 @@ fn measured_op(s: &Settings) -> Op {
             path: format!("/v2/{TAGS_REPO}/tags/list"),
             accept: None,
         },
+        Workload::Handshake => Op::NewConnection,
         Workload::SlowUploads => Op::SlowUpload {
             piece: Bytes::from(vec![b'x'; s.trickle as usize]),
             pieces: (s.duration.as_millis() / s.interval.as_millis().max(1)).max(1) as u64,

@@ -1434,12 +1434,23 @@ health:
             Vec::<String>::new()
         );
     }
-    let text = "version: 0.1\nstorage: {azure: {accountname: a, container: c, credentials: {type: client_secret}}}\n";
-    let messages = load_ok(text, &[]).config.unsupported();
-    assert_eq!(messages.len(), 1, "{messages:?}");
-    assert!(
-        messages[0].starts_with("storage.azure.credentials.type: client_secret"),
-        "{messages:?}"
+    for credentials in [
+        "{type: client_secret, tenantid: t, clientid: c, secret: s}",
+        "{type: default_credentials}",
+    ] {
+        let text = format!(
+            "version: 0.1\nstorage: {{azure: {{accountname: a, container: c, credentials: {credentials}}}}}\n"
+        );
+        assert_eq!(
+            load_ok(&text, &[]).config.unsupported(),
+            Vec::<String>::new()
+        );
+    }
+    // A client secret needs all three of its keys, as azidentity does.
+    let text = "version: 0.1\nstorage: {azure: {accountname: a, container: c, credentials: {type: client_secret, tenantid: t}}}\n";
+    assert_eq!(
+        load_err(text, &[]),
+        "storage.azure.credentials.clientid: required, but empty"
     );
     let oss = "oss: {accesskeyid: a, accesskeysecret: s, region: r, bucket: b}";
     let c = load_ok(&format!("version: 0.1\nstorage: {{{oss}}}\n"), &[]).config;
@@ -1997,7 +2008,7 @@ storage:
     );
     assert_eq!(
         load_ok(azure, &[]).config.unsupported(),
-        ["storage.azure.credentials.type: client_secret is not supported yet; use shared_key with accountkey"]
+        Vec::<String>::new()
     );
     assert_eq!(load_ok(gcs, &[]).config.unsupported(), Vec::<String>::new());
     // Keystone (`authversion: 3`) is served.

@@ -242,6 +242,16 @@ impl Config {
                         AZURE_CREDENTIALS,
                     )?;
                 }
+                if azure.credentials.kind == "client_secret" {
+                    let c = &azure.credentials;
+                    for (key, value) in [
+                        ("storage.azure.credentials.tenantid", &c.tenantid),
+                        ("storage.azure.credentials.clientid", &c.clientid),
+                        ("storage.azure.credentials.secret", &c.secret),
+                    ] {
+                        require(key, value.as_deref().unwrap_or(""))?;
+                    }
+                }
             }
             StorageDriverConfig::Gcs(gcs) => {
                 require("storage.gcs.bucket", &gcs.bucket)?;
@@ -445,15 +455,9 @@ impl Config {
             | StorageDriverConfig::Inmemory
             | StorageDriverConfig::S3(_)
             | StorageDriverConfig::Oss(_)
+            | StorageDriverConfig::Azure(_)
             | StorageDriverConfig::Gcs(_)
             | StorageDriverConfig::Swift(_) => {}
-            StorageDriverConfig::Azure(azure) => match azure.credentials.kind.as_str() {
-                "" | "shared_key" => {}
-                other => out.push(format!(
-                    "storage.azure.credentials.type: {other} is not supported yet; \
-                     use shared_key with accountkey"
-                )),
-            },
         }
         if self
             .proxy

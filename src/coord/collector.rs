@@ -62,9 +62,16 @@ pub enum PassError {
     /// The lease backend failed.
     #[error(transparent)]
     Lease(#[from] crate::coord::LeaseError),
-    /// The pass failed (storage, cache, or the lease lost mid-pass).
-    #[error(transparent)]
-    Registry(#[from] crate::registry::error::RegistryError),
+    /// The pass stopped (storage, cache, or the lease lost mid-pass) after doing what its
+    /// report counts.
+    #[error("{source} (before it stopped, the pass deleted {} blobs, {} bytes and {} manifests)",
+        report.blobs_deleted, report.bytes_deleted, report.manifests_deleted)]
+    Stopped {
+        /// What the pass did before it stopped.
+        report: Box<OnlineReport>,
+        /// Why it stopped.
+        source: crate::registry::error::RegistryError,
+    },
 }
 
 /// Takes the lease and runs one pass; the lease is released when it ends.
@@ -82,31 +89,41 @@ pub async fn run_pass(
             .map_or_else(|| "unknown".to_string(), |r| r.holder);
         return Err(PassError::Busy(holder));
     };
-    let result = run_held(registry, &held, opts).await;
+    let result = run_fenced(registry, &held, opts).await;
     held.release().await;
     result
 }
 
-/// One pass under a lease already held, with its metrics, log line and `/debug/vars` entry.
-async fn run_held(
+/// One pass while `fence` holds the lease, with its metrics, log line and `/debug/vars`
+/// entry. A pass that stops counts as `lost_lease` when the fence no longer holds, else as
+/// `failure`; what it deleted before counts in the metrics and its log line either way.
+pub async fn run_fenced(
     registry: &Registry,
-    held: &HeldLease,
+    fence: &dyn PassFence,
     opts: &OnlineOptions,
 ) -> Result<OnlineReport, PassError> {
     let started = Instant::now();
-    let outcome = registry.collect_online(opts, held).await;
+    let (r, outcome) = registry.collect_online(opts, fence).await;
     let elapsed = started.elapsed();
-    match &outcome {
-        Ok(r) => {
-            crate::ops::gc_metrics::pass(
-                "success",
-                elapsed,
-                r.blobs_deleted,
-                r.bytes_deleted,
-                r.manifests_deleted,
-                r.dry_run,
-            );
-            tracing::info!(
+    let result = match &outcome {
+        Ok(()) => "success",
+        Err(_) if fence.is_held() => "failure",
+        Err(_) => "lost_lease",
+    };
+    crate::ops::gc_metrics::pass(
+        result,
+        elapsed,
+        r.blobs_deleted,
+        r.bytes_deleted,
+        r.manifests_deleted,
+        r.dry_run,
+    );
+    let error = outcome.as_ref().err().map(ToString::to_string);
+    macro_rules! pass_line {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                result,
+                error = error.as_deref().unwrap_or(""),
                 generation = r.generation,
                 repositories = r.repositories,
                 marked = r.marked,
@@ -117,26 +134,25 @@ async fn run_held(
                 kept_touched = r.kept_touched,
                 dry_run = r.dry_run,
                 elapsed_ms = elapsed.as_millis() as u64,
-                "garbage collection pass done"
-            );
-            crate::ops::cluster_status::gc_pass(serde_json::json!({
-                "result": "success", "ended_ms": now_ms(), "report": r,
-            }));
-        }
-        Err(e) => {
-            let result = if held.is_held() {
-                "failure"
-            } else {
-                "lost_lease"
-            };
-            crate::ops::gc_metrics::pass(result, elapsed, 0, 0, 0, opts.dry_run);
-            tracing::warn!(error = %e, result, elapsed_ms = elapsed.as_millis() as u64, "garbage collection pass failed");
-            crate::ops::cluster_status::gc_pass(serde_json::json!({
-                "result": result, "ended_ms": now_ms(), "error": e.to_string(),
-            }));
-        }
+                $message
+            )
+        };
     }
-    Ok(outcome?)
+    if outcome.is_ok() {
+        pass_line!(info, "garbage collection pass done");
+    } else {
+        pass_line!(warn, "garbage collection pass stopped");
+    }
+    crate::ops::cluster_status::gc_pass(serde_json::json!({
+        "result": result, "ended_ms": now_ms(), "report": r, "error": error,
+    }));
+    match outcome {
+        Ok(()) => Ok(r),
+        Err(source) => Err(PassError::Stopped {
+            report: Box::new(r),
+            source,
+        }),
+    }
 }
 
 /// Runs passes until dropped: every node checks now and then whether a pass is due (the pass
@@ -178,7 +194,7 @@ where
             };
             // Another node may have finished a pass between the check and the lease.
             if matches!(due(registry, interval).await, Ok(true)) {
-                let _ = run_held(registry, &held, &opts).await;
+                let _ = run_fenced(registry, &held, &opts).await;
             }
             held.release().await;
         }
@@ -186,7 +202,10 @@ where
 }
 
 /// True when the last pass started `interval` ago or more (or never ran).
-async fn due(registry: &Registry, interval: Duration) -> Result<bool, PassError> {
+async fn due(
+    registry: &Registry,
+    interval: Duration,
+) -> Result<bool, crate::registry::error::RegistryError> {
     let pass = registry.gc_pass_state().await?;
     Ok(now_ms().saturating_sub(pass.started_ms) >= interval.as_millis() as u64)
 }

@@ -113,6 +113,11 @@ impl Lease {
         &self.name
     }
 
+    /// Who this process is when it holds the lease (`host:pid`).
+    pub fn holder_id(&self) -> &str {
+        &self.holder
+    }
+
     /// The backend's kind (`redis` or `storage`).
     pub fn backend_kind(&self) -> &'static str {
         self.backend.kind()

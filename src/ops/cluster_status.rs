@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 static LEASES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 static GC: Mutex<Option<Value>> = Mutex::new(None);
+static PURGE: Mutex<Option<Value>> = Mutex::new(None);
 static GC_HOLDER: Mutex<Option<String>> = Mutex::new(None);
 static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -41,15 +42,22 @@ pub fn gc_pass(summary: Value) {
     *GC.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary);
 }
 
+/// Records the outcome of this process's last upload-purging pass (run under the `purge` lease).
+pub fn purge_pass(summary: Value) {
+    *PURGE.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary);
+}
+
 /// Leases held by this process and the last garbage-collection pass, as JSON.
 pub fn snapshot() -> Value {
     let leases = LEASES.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let gc = GC.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let holder = GC_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let purge = PURGE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     json!({
         "leases_held": leases,
         "gc_lease_holder": holder,
         "gc_last_pass": gc,
+        "purge_last_pass": purge,
         "read_only": READ_ONLY.load(std::sync::atomic::Ordering::Relaxed),
     })
 }

@@ -75,7 +75,7 @@ pub fn init() {
     LazyLock::force(&METRICS);
 }
 
-/// Records one pass.
+/// Records one pass, finished or stopped, with what it deleted.
 pub fn pass(
     result: &str,
     elapsed: Duration,
@@ -87,12 +87,13 @@ pub fn pass(
     let m = &*METRICS;
     m.runs.with_label_values(&[result]).inc();
     m.duration.observe(elapsed.as_secs_f64());
+    // A pass that stopped part-way still deleted what it deleted.
+    if !dry_run {
+        m.blobs_deleted.inc_by(blobs as u64);
+        m.bytes_deleted.inc_by(bytes);
+        m.manifests_deleted.inc_by(manifests as u64);
+    }
     if result == "success" {
-        if !dry_run {
-            m.blobs_deleted.inc_by(blobs as u64);
-            m.bytes_deleted.inc_by(bytes);
-            m.manifests_deleted.inc_by(manifests as u64);
-        }
         m.last_success.set(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -13,7 +13,7 @@
 //! caches configured, no blob is deleted before every node has seen the marker
 //! (`coord::cache_watch`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -31,6 +31,16 @@ use crate::registry::Registry;
 
 /// Storage requests a pass keeps in flight.
 const CONCURRENCY: usize = 16;
+
+/// Candidates swept together: one intent each, then their deletes in bulk.
+const SWEEP_BATCH: usize = 256;
+
+/// How long before its intents expire the collector stops deleting: writers compare the
+/// expiry with their own clocks.
+const INTENT_MARGIN_MS: u64 = 1000;
+
+/// Intents with less validity than this left are extended before a delete.
+const INTENT_REFRESH_BELOW_MS: u64 = 10_000;
 
 /// The latest time a file stamped `modified` may have been written: object stores (S3's
 /// `Last-Modified`) give whole seconds, cut down from the write's real time, so a stamp with
@@ -115,18 +125,38 @@ enum Outcome {
 #[derive(Default)]
 struct RepoMark {
     marked: HashSet<Digest>,
-    layer_links: Vec<Digest>,
     manifests_deleted: usize,
+}
+
+/// A repository's links, as listed at the start of the pass.
+#[derive(Default)]
+struct RepoFiles {
+    revisions: Vec<Digest>,
+    layers: Vec<Digest>,
 }
 
 impl Registry {
     /// Runs one online pass. Stops with an error, marker left running (the next pass starts a
-    /// new generation), when the fence is lost.
+    /// new generation), when the fence is lost; the report then counts what was done before.
     pub async fn collect_online(
         &self,
         opts: &OnlineOptions,
         fence: &dyn PassFence,
-    ) -> Result<OnlineReport> {
+    ) -> (OnlineReport, Result<()>) {
+        let mut report = OnlineReport {
+            dry_run: opts.dry_run,
+            ..OnlineReport::default()
+        };
+        let outcome = self.run_online(opts, fence, &mut report).await;
+        (report, outcome)
+    }
+
+    async fn run_online(
+        &self,
+        opts: &OnlineOptions,
+        fence: &dyn PassFence,
+        report: &mut OnlineReport,
+    ) -> Result<()> {
         let previous = self.gc_pass_state().await?;
         let pass = PassState {
             generation: previous.generation + 1,
@@ -135,36 +165,32 @@ impl Registry {
         };
         self.write_pass(&pass).await?;
         let announced = Instant::now();
-        let mut report = OnlineReport {
-            generation: pass.generation,
-            dry_run: opts.dry_run,
-            ..OnlineReport::default()
-        };
-        let repos: Vec<RepositoryName> = self
-            .repositories_holding_links()
+        report.generation = pass.generation;
+        let repos: Vec<(RepositoryName, RepoFiles)> = self
+            .repository_files()
             .await?
-            .iter()
-            .filter_map(|n| RepositoryName::from_storage(n))
+            .into_iter()
+            .filter_map(|(n, f)| Some((RepositoryName::from_storage(&n)?, f)))
             .collect();
         report.repositories = repos.len();
         // Futures collected before streaming them: a stream over a borrowing closure is not
         // `Send` for every lifetime, which spawned passes need.
         let marks: Vec<_> = repos
             .iter()
-            .map(|repo| self.mark_online(repo, opts, pass.generation, fence))
+            .map(|(repo, files)| self.mark_online(repo, files, opts, pass.generation, fence))
             .collect();
         let marks = futures_util::stream::iter(marks)
-            .buffered(CONCURRENCY / 4)
+            .buffered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         let mut marked: HashSet<Digest> = HashSet::new();
         let mut holders: HashMap<Digest, Vec<String>> = HashMap::new();
-        for (repo, m) in repos.iter().zip(marks) {
+        for ((repo, files), m) in repos.iter().zip(marks) {
             let m = m?;
             marked.extend(m.marked);
             report.manifests_deleted += m.manifests_deleted;
-            for d in m.layer_links {
-                holders.entry(d).or_default().push(repo.to_string());
+            for d in &files.layers {
+                holders.entry(d.clone()).or_default().push(repo.to_string());
             }
         }
         report.marked = marked.len();
@@ -180,28 +206,9 @@ impl Registry {
             let settled = announced + CACHE_VIEW_MAX_AGE + CACHE_VIEW_MARGIN;
             tokio::time::sleep_until(settled.into()).await;
         }
-        let no_holders = Vec::new();
-        let sweeps: Vec<_> = candidates
-            .iter()
-            .map(|d| {
-                let repos = holders.get(d).unwrap_or(&no_holders);
-                self.sweep_candidate(d, repos, &pass, opts, fence)
-            })
-            .collect();
-        let outcomes = futures_util::stream::iter(sweeps)
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for outcome in outcomes {
-            match outcome? {
-                Outcome::Deleted(size) => {
-                    report.blobs_deleted += 1;
-                    report.bytes_deleted += size;
-                }
-                Outcome::Young => report.kept_young += 1,
-                Outcome::Touched => report.kept_touched += 1,
-                Outcome::Gone => {}
-            }
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            self.sweep_batch(batch, &holders, &pass, opts, fence, report)
+                .await?;
         }
         self.write_pass(&PassState {
             running: false,
@@ -213,20 +220,50 @@ impl Registry {
                 tracing::warn!(error = %e, "could not clear the collector's touched marks");
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Every repository holding a manifest or a blob link. A repository with blob links and
-    /// no manifest (uploads waiting for theirs; on an object store, also one whose manifests
-    /// were all deleted, since no empty `_manifests` folder stays behind) must be walked too:
-    /// its links are what protect those blobs for the grace period.
-    async fn repositories_holding_links(&self) -> Result<Vec<String>> {
-        let (with_manifests, with_layers) = tokio::join!(
-            self.directories_holding("_manifests"),
-            self.directories_holding("_layers")
-        );
-        let repos: BTreeSet<String> = with_manifests?.into_iter().chain(with_layers?).collect();
-        Ok(repos.into_iter().collect())
+    /// The revision and blob links of every repository holding any, from one listing of the
+    /// repositories' tree (a few pages of keys on an object store, instead of listings per
+    /// repository and folder). A repository with blob links and no manifest (uploads waiting
+    /// for theirs; on an object store, also one whose manifests were all deleted, since no
+    /// empty `_manifests` folder stays behind) is walked too: its links are what protect
+    /// those blobs for the grace period.
+    async fn repository_files(&self) -> Result<BTreeMap<String, RepoFiles>> {
+        let files = match self.driver.list_files(&layout::repositories_dir()).await {
+            Ok(files) => files,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut repos: BTreeMap<String, RepoFiles> = BTreeMap::new();
+        for file in &files {
+            let parts: Vec<&str> = file.split('/').collect();
+            // Repository name components never start with `_`: the first one that does is
+            // the repository's own folder.
+            let Some(i) = parts.iter().position(|p| p.starts_with('_')) else {
+                continue;
+            };
+            if i == 0 {
+                continue;
+            }
+            let repo = || parts[..i].join("/");
+            let digest = |alg: &str, hex: &str| format!("{alg}:{hex}").parse::<Digest>().ok();
+            match parts[i..] {
+                ["_manifests", "revisions", alg, hex, "link"] => {
+                    let entry = repos.entry(repo()).or_default();
+                    entry.revisions.extend(digest(alg, hex));
+                }
+                ["_layers", alg, hex, "link"] => {
+                    let entry = repos.entry(repo()).or_default();
+                    entry.layers.extend(digest(alg, hex));
+                }
+                ["_manifests", ..] | ["_layers", ..] => {
+                    repos.entry(repo()).or_default();
+                }
+                _ => {}
+            }
+        }
+        Ok(repos)
     }
 
     async fn write_pass(&self, pass: &PassState) -> Result<()> {
@@ -241,16 +278,12 @@ impl Registry {
     async fn mark_online(
         &self,
         repo: &RepositoryName,
+        files: &RepoFiles,
         opts: &OnlineOptions,
         generation: u64,
         fence: &dyn PassFence,
     ) -> Result<RepoMark> {
-        let name = repo.as_str();
-        let revisions: BTreeSet<Digest> = self
-            .digests_in(|alg| layout::revisions_dir(name, alg))
-            .await?
-            .into_iter()
-            .collect();
+        let revisions: BTreeSet<Digest> = files.revisions.iter().cloned().collect();
         let reads: Vec<_> = revisions.iter().map(|d| self.read_revision(d)).collect();
         let parsed: HashMap<Digest, Option<Manifest>> = futures_util::stream::iter(reads)
             .buffer_unordered(CONCURRENCY)
@@ -326,8 +359,6 @@ impl Registry {
                 );
             }
         }
-        let layers = layout::layers_dir(name);
-        mark.layer_links = self.digests_in(|alg| format!("{layers}/{alg}")).await?;
         Ok(mark)
     }
 
@@ -395,27 +426,234 @@ impl Registry {
             {
                 return Ok(false);
             }
-            check_fence(fence, &intent)?;
             let link = layout::revision_link(repo.as_str(), d.algorithm(), d.hex());
-            match self.driver.delete(link.trim_end_matches("/link")).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.is_not_found() => Ok(false),
-                Err(e) => Err(e.into()),
-            }
+            let delete = self.driver.delete(link.trim_end_matches("/link"));
+            before_expiry(fence, &intent, async {
+                match delete.await {
+                    Err(e) if e.is_not_found() => Ok(false),
+                    other => other.map(|()| true),
+                }
+            })
+            .await
         }
         .await;
-        self.remove_intent(d).await;
+        // Left to expire when the pass stopped: its delete may still be carried out.
+        if decided.is_ok() {
+            self.remove_intent(d).await;
+        }
         decided
     }
 
-    /// Deletes one unmarked blob unless it is young or a writer reached it during this pass.
-    async fn sweep_candidate(
+    /// Sweeps a batch of unmarked blobs: those gone or young are left; intents are written
+    /// for the others, each is re-checked (touched by a writer, young), and those still
+    /// collectable are cleared from the blob-descriptor cache and deleted in bulk, links
+    /// first, then data. Counts go into `report` as they are settled, so a pass that stops
+    /// still tells what it did.
+    async fn sweep_batch(
         &self,
-        d: &Digest,
-        holders: &[String],
+        batch: &[Digest],
+        holders: &HashMap<Digest, Vec<String>>,
         pass: &PassState,
         opts: &OnlineOptions,
         fence: &dyn PassFence,
+        report: &mut OnlineReport,
+    ) -> Result<()> {
+        let holders_of = |d: &Digest| holders_of(holders, d);
+        let looks: Vec<_> = batch
+            .iter()
+            .map(|d| self.first_look(d, holders_of(d), opts))
+            .collect();
+        let looks = futures_util::stream::iter(looks)
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut eligible: Vec<(&Digest, u64)> = Vec::new();
+        for (d, look) in batch.iter().zip(looks) {
+            match look? {
+                Outcome::Deleted(size) => eligible.push((d, size)),
+                Outcome::Young => report.kept_young += 1,
+                Outcome::Touched => report.kept_touched += 1,
+                Outcome::Gone => {}
+            }
+        }
+        if opts.dry_run {
+            for (d, size) in eligible {
+                tracing::info!(blob = %d, dry_run = true, "blob eligible for deletion");
+                report.blobs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+            return Ok(());
+        }
+        if eligible.is_empty() {
+            return Ok(());
+        }
+        if !fence.is_held() {
+            return Err(lost());
+        }
+        let intent = Intent {
+            expires_ms: fence.expires_ms(),
+        };
+        let outcome = self
+            .sweep_intended(&eligible, holders, &intent, pass, opts, fence, report)
+            .await;
+        match &outcome {
+            Ok(()) => {
+                let intents: Vec<String> = eligible.iter().map(|(d, _)| intent_path(d)).collect();
+                if let Err(e) = self.driver.delete_many(&intents).await {
+                    tracing::warn!(error = %e, "could not remove collector intents; they expire");
+                }
+            }
+            // A delete the pass gave up on may still be carried out by the store: the intents
+            // stay until they expire, and writers wait for them.
+            Err(e) => tracing::warn!(error = %e, "sweep stopped; its intents are left to expire"),
+        }
+        outcome
+    }
+
+    /// The sweep of `eligible` once its intents are decided on: written, re-checked, deleted.
+    #[allow(clippy::too_many_arguments)]
+    async fn sweep_intended(
+        &self,
+        eligible: &[(&Digest, u64)],
+        holders: &HashMap<Digest, Vec<String>>,
+        intent: &Intent,
+        pass: &PassState,
+        opts: &OnlineOptions,
+        fence: &dyn PassFence,
+        report: &mut OnlineReport,
+    ) -> Result<()> {
+        let holders_of = |d: &Digest| holders_of(holders, d);
+        let body = Bytes::from(serde_json::to_vec(intent).expect("intent serializes"));
+        let writes: Vec<_> = eligible
+            .iter()
+            .map(|(d, _)| {
+                let (path, body) = (intent_path(d), body.clone());
+                async move { self.driver.put_content(&path, body).await }
+            })
+            .collect();
+        let writes = futures_util::stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for w in writes {
+            w?;
+        }
+        let rechecks: Vec<_> = eligible
+            .iter()
+            .map(|(d, _)| self.recheck(d, holders_of(d), pass.generation, opts.grace))
+            .collect();
+        let rechecks = futures_util::stream::iter(rechecks)
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut doomed: Vec<(&Digest, u64)> = Vec::new();
+        for (&(d, size), recheck) in eligible.iter().zip(rechecks) {
+            match recheck? {
+                Outcome::Deleted(_) => doomed.push((d, size)),
+                Outcome::Young => report.kept_young += 1,
+                Outcome::Touched => report.kept_touched += 1,
+                Outcome::Gone => {}
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        check_fence(fence, intent)?;
+        // A cache that still listed a blob would let a manifest reference data that is gone:
+        // clear them first, or stop.
+        if let Some(cache) = &self.cache {
+            let clears: Vec<_> = doomed
+                .iter()
+                .map(|(d, _)| async move {
+                    cache.clear(d, holders_of(d)).await.map_err(|e| {
+                        RegistryError::Unavailable(format!(
+                            "cannot clear {d} from the blob-descriptor cache ({e}); pass stopped"
+                        ))
+                    })
+                })
+                .collect();
+            let clears = futures_util::stream::iter(clears)
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            for c in clears {
+                c?;
+            }
+        }
+        let links: Vec<String> = doomed
+            .iter()
+            .flat_map(|(d, _)| {
+                holders_of(d).iter().map(|repo| {
+                    let link = layout::layer_link(repo, d.algorithm(), d.hex());
+                    link.trim_end_matches("/link").to_string()
+                })
+            })
+            .collect();
+        let doomed_digests: Vec<&Digest> = doomed.iter().map(|(d, _)| *d).collect();
+        if !links.is_empty() {
+            let intent = self.extend_intents(&doomed_digests, intent, fence).await?;
+            before_expiry(fence, &intent, self.driver.delete_many(&links)).await?;
+        }
+        for (d, _) in &doomed {
+            self.manifests.remove(d);
+        }
+        let data: Vec<String> = doomed
+            .iter()
+            .map(|(d, _)| layout::blob_dir(d.algorithm(), d.hex()))
+            .collect();
+        let intent = self.extend_intents(&doomed_digests, intent, fence).await?;
+        before_expiry(fence, &intent, self.driver.delete_many(&data)).await?;
+        for (d, size) in doomed {
+            tracing::info!(blob = %d, size, holders = ?holders_of(d), generation = pass.generation, "blob collected");
+            report.blobs_deleted += 1;
+            report.bytes_deleted += size;
+        }
+        Ok(())
+    }
+
+    /// The intents on `digests`, rewritten with the lease's current expiry when less than
+    /// [`INTENT_REFRESH_BELOW_MS`] of `intent` is left (the lease renews; intents keep the
+    /// expiry they were written with): a delete then starts with most of a lease's validity
+    /// before it rather than the last second of it. Writers re-read an intent while they wait
+    /// for it, so they wait for the new expiry.
+    async fn extend_intents(
+        &self,
+        digests: &[&Digest],
+        intent: &Intent,
+        fence: &dyn PassFence,
+    ) -> Result<Intent> {
+        check_fence(fence, intent)?;
+        let expires_ms = fence.expires_ms();
+        if intent.expires_ms.saturating_sub(now_ms()) >= INTENT_REFRESH_BELOW_MS
+            || expires_ms <= intent.expires_ms
+        {
+            return Ok(intent.clone());
+        }
+        let extended = Intent { expires_ms };
+        let body = Bytes::from(serde_json::to_vec(&extended).expect("intent serializes"));
+        let writes: Vec<_> = digests
+            .iter()
+            .map(|d| {
+                let (path, body) = (intent_path(d), body.clone());
+                async move { self.driver.put_content(&path, body).await }
+            })
+            .collect();
+        let writes = futures_util::stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for w in writes {
+            w?;
+        }
+        Ok(extended)
+    }
+
+    /// A candidate's first check, before any intent: `Deleted` (with its size) when it may go.
+    async fn first_look(
+        &self,
+        d: &Digest,
+        holders: &[String],
+        opts: &OnlineOptions,
     ) -> Result<Outcome> {
         let data = layout::blob_data(d.algorithm(), d.hex());
         let size = match self.driver.stat(&data).await {
@@ -426,59 +664,33 @@ impl Registry {
         if self.is_young(&data, opts.grace).await? {
             return Ok(Outcome::Young);
         }
-        if opts.dry_run {
-            return Ok(if self.links_young(d, holders, opts.grace).await? {
-                Outcome::Young
-            } else {
-                tracing::info!(blob = %d, dry_run = true, "blob eligible for deletion");
-                Outcome::Deleted(size)
-            });
+        if opts.dry_run && self.links_young(d, holders, opts.grace).await? {
+            return Ok(Outcome::Young);
         }
-        let intent = self.write_intent(d, fence).await?;
-        let decided = async {
-            if self.touched_in(d, pass.generation).await? {
-                return Ok(Outcome::Touched);
-            }
-            if self.is_young(&data, opts.grace).await?
-                || self.links_young(d, holders, opts.grace).await?
-            {
-                return Ok(Outcome::Young);
-            }
-            check_fence(fence, &intent)?;
-            // A cache that still listed the blob would let a manifest reference data that is
-            // gone: clear it first, or stop.
-            if let Some(cache) = &self.cache {
-                cache.clear(d, holders).await.map_err(|e| {
-                    RegistryError::Unavailable(format!(
-                        "cannot clear {d} from the blob-descriptor cache ({e}); pass stopped"
-                    ))
-                })?;
-            }
-            for repo in holders {
-                let link = layout::layer_link(repo, d.algorithm(), d.hex());
-                if let Err(e) = self.driver.delete(link.trim_end_matches("/link")).await {
-                    if !e.is_not_found() {
-                        return Err(e.into());
-                    }
-                }
-            }
-            check_fence(fence, &intent)?;
-            self.manifests.remove(d);
-            match self
-                .driver
-                .delete(&layout::blob_dir(d.algorithm(), d.hex()))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
-                Err(e) => return Err(e.into()),
-            }
-            tracing::info!(blob = %d, size, holders = ?holders, generation = pass.generation, "blob collected");
-            Ok(Outcome::Deleted(size))
+        Ok(Outcome::Deleted(size))
+    }
+
+    /// A candidate's check after its intent is written: `Deleted` when it may go.
+    async fn recheck(
+        &self,
+        d: &Digest,
+        holders: &[String],
+        generation: u64,
+        grace: Duration,
+    ) -> Result<Outcome> {
+        if self.touched_in(d, generation).await? {
+            return Ok(Outcome::Touched);
         }
-        .await;
-        self.remove_intent(d).await;
-        decided
+        let data = layout::blob_data(d.algorithm(), d.hex());
+        match self.driver.stat(&data).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
+            Err(e) => return Err(e.into()),
+        }
+        if self.is_young(&data, grace).await? || self.links_young(d, holders, grace).await? {
+            return Ok(Outcome::Young);
+        }
+        Ok(Outcome::Deleted(0))
     }
 
     /// True when a link to `d` in any of `holders` is younger than `grace`.
@@ -529,15 +741,41 @@ impl Registry {
 /// Stops the pass unless the lease is still held and the intent still binds writers for a
 /// while (writers ignore intents past their expiry).
 fn check_fence(fence: &dyn PassFence, intent: &Intent) -> Result<()> {
-    if fence.is_held() && now_ms() + 1000 < intent.expires_ms {
+    if fence.is_held() && now_ms() + INTENT_MARGIN_MS < intent.expires_ms {
         Ok(())
     } else {
         Err(lost())
     }
 }
 
+/// Runs a destructive storage call only while the lease is held and the intent binds
+/// writers, and gives it until `INTENT_MARGIN_MS` before the intent expires: a call still
+/// running then is abandoned and the pass stops, leaving its intents to expire. A delete is
+/// never started, nor waited for, when writers may already be ignoring its intent.
+async fn before_expiry<T>(
+    fence: &dyn PassFence,
+    intent: &Intent,
+    call: impl std::future::Future<Output = std::result::Result<T, crate::storage::StorageError>>,
+) -> Result<T> {
+    check_fence(fence, intent)?;
+    let budget = intent
+        .expires_ms
+        .saturating_sub(now_ms() + INTENT_MARGIN_MS);
+    match tokio::time::timeout(Duration::from_millis(budget), call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RegistryError::Unavailable(
+            "a collector delete ran into its intents' expiry; pass stopped".into(),
+        )),
+    }
+}
+
 fn lost() -> RegistryError {
     RegistryError::Unavailable("garbage collection lease lost; pass stopped".into())
+}
+
+/// The repositories holding a link to `d`, as listed at the start of the pass.
+fn holders_of<'a>(holders: &'a HashMap<Digest, Vec<String>>, d: &Digest) -> &'a [String] {
+    holders.get(d).map_or(&[], Vec::as_slice)
 }
 
 /// Grows `kept` to a fixpoint: children of kept indexes, referrers of kept subjects.

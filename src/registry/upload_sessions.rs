@@ -104,6 +104,7 @@ impl Registry {
             sha256_state: None,
             sha512_state: None,
             note: None,
+            hashstates: Some(Vec::new()),
         };
         state.set_hasher(&HashState::new(algorithm));
         state.note = note;
@@ -186,6 +187,7 @@ impl Registry {
             return state;
         }
         state.at_offset(size);
+        state.forget_files();
         if let Ok(algorithm) = state.algorithm() {
             if let Some(h) = self.stored_hashstate(&state, algorithm).await {
                 state.set_hasher(&h);
@@ -196,7 +198,8 @@ impl Registry {
 
     /// The answer to a request whose idea of the session is not what storage holds: 416
     /// with the stored range and a token describing it.
-    async fn out_of_order(&self, state: UploadState) -> RegistryError {
+    async fn out_of_order(&self, mut state: UploadState) -> RegistryError {
+        state.forget_files();
         // A cancelled session is unknown, whatever its token says.
         if let Err(e) = self.check_session_exists(&state.name, &state.uuid).await {
             return e;
@@ -238,6 +241,7 @@ impl Registry {
                     sha256_state: None,
                     sha512_state: None,
                     note: None,
+                    hashstates: None,
                 }
             }
             Err(e) => return Err(e),
@@ -256,7 +260,9 @@ impl Registry {
     ) -> Result<UploadProgress> {
         self.check_writable()?;
         let mut state = self.resume_token(repo, uuid, token)?;
-        if state.offset == 0 {
+        // With the driver's note of the empty file POST prepared, opening the writer is what
+        // shows the session still exists (see `open_session`).
+        if state.offset == 0 && state.note.is_none() {
             self.check_session_exists(repo.as_str(), uuid).await?;
         }
         let expected = chunk.expected_len()?;
@@ -291,6 +297,7 @@ impl Registry {
         self.save_hashstate(&state, &hasher).await;
         state.set_hasher(&hasher);
         state.note = note;
+        state.add_hashstate(hasher.len());
         Ok(self.progress(&state))
     }
 
@@ -334,6 +341,8 @@ impl Registry {
             linked?;
             return Ok(blob);
         }
+        // The session's files, when the token knows them all.
+        let mut known = self.session_files(&state);
         let opened = match self
             .open_session(&state, last_chunk.range, digest.kind())
             .await?
@@ -345,6 +354,7 @@ impl Registry {
                 let size = self.stored_size(&stale).await?;
                 let mut moved = stale.clone();
                 moved.at_offset(size);
+                known = None;
                 self.open_session(&moved, last_chunk.range, digest.kind())
                     .await?
                     .ok()
@@ -373,9 +383,9 @@ impl Registry {
             spare = Some(SpareCopy::Session(writer));
             Ok(())
         } else {
-            writer
-                .commit_to(&layout::blob_data(digest.algorithm(), digest.hex()))
-                .await
+            let to = layout::blob_data(digest.algorithm(), digest.hex());
+            // The session's folder is deleted right after, with the data left in it.
+            writer.commit_to_leaving_source(&to).await
         };
         match published {
             Ok(()) => {}
@@ -392,12 +402,13 @@ impl Registry {
             let linked = self
                 .link_blob_settled(repo, &digest, pass, spare, true)
                 .await;
+            // Its data was never moved out: still open for appends, found by the tree's delete.
             self.discard_upload(repo, uuid).await;
             linked
         } else {
             let (linked, ()) = tokio::join!(
                 self.link_blob_settled(repo, &digest, pass, None, true),
-                self.discard_upload(repo, uuid)
+                self.discard_finished(repo, uuid, known)
             );
             linked
         };
@@ -432,6 +443,10 @@ impl Registry {
             }
             // No data yet, while the token says there is.
             Err(e) if e.is_not_found() && state.offset > 0 => return Ok(Err(state.clone())),
+            // The file a note at offset 0 named is gone: the session was cancelled or purged.
+            Err(e) if e.is_not_found() && state.note.is_some() => {
+                return Err(RegistryError::BlobUploadUnknown)
+            }
             Err(e) => return Err(e.into()),
         };
         // The writer excludes other writers, so what is hashed below stays what is stored.
@@ -597,6 +612,40 @@ impl Registry {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUploadUnknown),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every file of the session `state` describes, when its token knows them all; called for
+    /// a session whose writer published its data, so no upload is left open on it.
+    fn session_files(&self, state: &UploadState) -> Option<Vec<String>> {
+        let offsets = state.hashstates.as_ref()?;
+        let algorithm = state.algorithm().ok()?;
+        let (repo, uuid) = (state.name.as_str(), state.uuid.as_str());
+        let mut files = vec![
+            layout::upload_started_at(repo, uuid),
+            layout::upload_data(repo, uuid),
+        ];
+        files.extend(
+            offsets
+                .iter()
+                .map(|&o| layout::upload_hashstate(repo, uuid, algorithm.name(), o)),
+        );
+        Some(files)
+    }
+
+    /// Removes a finished session: by its files when they are known, else as a tree.
+    async fn discard_finished(
+        &self,
+        repo: &RepositoryName,
+        uuid: &str,
+        files: Option<Vec<String>>,
+    ) {
+        let Some(files) = files else {
+            return self.discard_upload(repo, uuid).await;
+        };
+        let dir = layout::upload_dir(repo.as_str(), uuid);
+        if let Err(e) = self.driver.delete_known_tree(&dir, &files).await {
+            tracing::warn!(error = %e, upload = uuid, "could not remove a finished upload");
         }
     }
 

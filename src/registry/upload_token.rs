@@ -52,6 +52,15 @@ pub struct UploadState {
     /// ([`crate::storage::FileWriter::commit_noted`]), when it keeps one.
     #[serde(rename = "WharfNote", default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Offsets of the `hashstates` files the session holds, when every file in its folder is
+    /// known (it was started and continued by Wharf only, with this token's lineage), so that
+    /// finishing it deletes them without listing the folder; `None`: not known.
+    #[serde(
+        rename = "WharfHashstates",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hashstates: Option<Vec<u64>>,
 }
 
 /// Why a `_state` token was refused.
@@ -125,6 +134,25 @@ impl UploadState {
         }
     }
 
+    /// Records a `hashstates` file written at `offset`; past a few, the folder is listed when
+    /// the session ends instead (the token stays short).
+    pub fn add_hashstate(&mut self, offset: u64) {
+        const KEPT: usize = 32;
+        if let Some(offsets) = &mut self.hashstates {
+            if offsets.len() >= KEPT {
+                self.hashstates = None;
+            } else if !offsets.contains(&offset) {
+                offsets.push(offset);
+            }
+        }
+    }
+
+    /// The state of a token that does not describe what is stored: other requests may have
+    /// written files in the session's folder that it does not know of.
+    pub fn forget_files(&mut self) {
+        self.hashstates = None;
+    }
+
     /// Moves the session to `offset` without a hash state (the next node rehashes).
     pub fn at_offset(&mut self, offset: u64) {
         self.offset = offset;
@@ -148,6 +176,7 @@ mod tests {
             sha256_state: None,
             sha512_state: None,
             note: None,
+            hashstates: None,
         }
     }
 

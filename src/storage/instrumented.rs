@@ -141,6 +141,10 @@ impl StorageDriver for InstrumentedDriver {
             .await
     }
 
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        self.timed("Walk", path, self.inner.list_files(path)).await
+    }
+
     async fn dirs_holding(
         &self,
         path: &str,
@@ -175,6 +179,11 @@ impl StorageDriver for InstrumentedDriver {
 
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
         self.timed("Delete", path, self.inner.delete_lazy(path))
+            .await
+    }
+
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        self.timed("Delete", dir, self.inner.delete_known_tree(dir, files))
             .await
     }
 
@@ -309,6 +318,18 @@ impl FileWriter for InstrumentedWriter {
             written,
         } = *self;
         timed(driver, "Commit", &path, inner.commit_to(to)).await?;
+        metrics::bytes_pushed(written);
+        Ok(())
+    }
+
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let Self {
+            inner,
+            driver,
+            path,
+            written,
+        } = *self;
+        timed(driver, "Commit", &path, inner.commit_to_leaving_source(to)).await?;
         metrics::bytes_pushed(written);
         Ok(())
     }

@@ -191,6 +191,17 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn delete_lazy(&self, path: &str) -> Result<(), StorageError> {
         self.delete(path).await
     }
+    /// Deletes the tree at `dir` like [`Self::delete_lazy`], given that its files are `files`
+    /// (and what the backend itself keeps beside them): backends without directories delete
+    /// just those, without listing the tree. Missing files are skipped. Default:
+    /// [`Self::delete_lazy`] of `dir`.
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let _ = files;
+        match self.delete_lazy(dir).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
     /// Deletes every file or directory tree in `paths`; missing ones are skipped. For bulk
     /// clean-up (offline garbage collection). Default: [`Self::delete`] on each, several at once.
     async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {
@@ -265,6 +276,51 @@ pub trait StorageDriver: Send + Sync + 'static {
         _len: u64,
     ) -> Result<Option<FileRegion>, StorageError> {
         Ok(None)
+    }
+    /// Every file below `path`, as paths relative to it (`/`-separated), in no particular
+    /// order; a missing `path` holds none. Object stores answer with one flat listing (pages
+    /// of keys) instead of a listing per folder. Default: breadth-first over
+    /// [`Self::list_entries`], up to 16 listings at once.
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        use futures_util::StreamExt;
+        let mut files = Vec::new();
+        let mut level = vec![String::new()];
+        while !level.is_empty() {
+            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
+                let dir = if prefix.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}/{prefix}")
+                };
+                async move {
+                    let entries = match self.list_entries(&dir).await {
+                        Err(e) if e.is_not_found() => Ok(Vec::new()),
+                        other => other,
+                    };
+                    (prefix, entries)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            let mut next = Vec::new();
+            for (prefix, entries) in listings {
+                for (child, is_dir) in entries? {
+                    let child = if prefix.is_empty() {
+                        child
+                    } else {
+                        format!("{prefix}/{child}")
+                    };
+                    if is_dir {
+                        next.push(child);
+                    } else {
+                        files.push(child);
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(files)
     }
     /// The directories below `path` (relative, `/`-separated) holding an entry named
     /// `marker`; directories named `marker` or starting with `skip` are not descended. A
@@ -408,6 +464,11 @@ pub trait FileWriter: Send {
     /// writer of the same path can append to it: `to` holds exactly the bytes this writer
     /// saw. Only for writers opened with [`StorageDriver::writer`].
     async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError>;
+    /// [`Self::commit_to`] for a caller that deletes the file's folder right after: backends
+    /// that move by copying may leave the source to that delete. Default: [`Self::commit_to`].
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        self.commit_to(to).await
+    }
     /// Gives up: bytes written through this handle are dropped.
     async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
 }

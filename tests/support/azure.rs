@@ -23,6 +23,7 @@ pub const ACCOUNT_KEY: &str =
 /// A running Azurite blob server; dropping it stops the server.
 pub struct Azurite {
     server: Emulator,
+    https: bool,
 }
 
 /// Where an `azure` registry keeps its data.
@@ -83,13 +84,38 @@ impl Azurite {
     /// A server on `port` keeping its data in `data` (its own folder when `None`; used to
     /// bring a stopped server back on the same address with the same data).
     pub fn start_on(port: u16, data: Option<&Path>) -> Azurite {
+        Azurite::launch(port, data, false)
+    }
+
+    /// A private server over HTTPS (a self-signed certificate for 127.0.0.1) that accepts
+    /// Entra ID bearer tokens (`--oauth basic`: issuer, audience and lifetime are checked) as
+    /// well as Shared Key.
+    pub fn start_oauth() -> Azurite {
+        Azurite::launch(free_port(), None, true)
+    }
+
+    fn launch(port: u16, data: Option<&Path>, oauth: bool) -> Azurite {
         let data = data.map(Path::to_path_buf);
         let command = move |dir: &Path| {
             let location = data.clone().unwrap_or_else(|| dir.join("data"));
             fs::create_dir_all(&location).expect("azurite data dir");
+            let tls = if oauth {
+                let certified =
+                    rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+                let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+                fs::write(&cert, certified.cert.pem()).unwrap();
+                fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+                format!(
+                    " --oauth basic --cert '{}' --key '{}'",
+                    cert.display(),
+                    key.display()
+                )
+            } else {
+                String::new()
+            };
             format!(
                 "'{}' --blobHost 127.0.0.1 --blobPort {port} --location '{}' \
-                 --skipApiVersionCheck --loose --disableTelemetry --disableProductStyleUrl",
+                 --skipApiVersionCheck --loose --disableTelemetry --disableProductStyleUrl{tls}",
                 azurite_program(),
                 location.display()
             )
@@ -100,10 +126,16 @@ impl Azurite {
                 port,
                 command: &command,
                 scrub_env: &["AZURITE_"],
-                // Any HTTP answer (an anonymous request is refused) means it serves.
-                probe: &format!("/{ACCOUNT}?comp=list"),
+                // Any HTTP answer (an anonymous request is refused) means it serves; over
+                // HTTPS, accepting connections.
+                probe: &if oauth {
+                    String::new()
+                } else {
+                    format!("/{ACCOUNT}?comp=list")
+                },
                 install_hint: "npm install --prefix ~/.cache/wharf/azurite azurite",
             }),
+            https: oauth,
         }
     }
 
@@ -112,9 +144,14 @@ impl Azurite {
         self.server.port()
     }
 
-    /// `http://127.0.0.1:<port>/devstoreaccount1`.
+    /// `http://127.0.0.1:<port>/devstoreaccount1` (`https://` for [`Azurite::start_oauth`]).
     pub fn service_url(&self) -> String {
-        format!("{}/{ACCOUNT}", self.server.origin())
+        let origin = self.server.origin();
+        if self.https {
+            format!("{}/{ACCOUNT}", origin.replacen("http://", "https://", 1))
+        } else {
+            format!("{origin}/{ACCOUNT}")
+        }
     }
 
     /// Where the server keeps its data (to start it again on the same data).
@@ -153,10 +190,10 @@ pub fn driver(
     target: &AzureTarget,
     root: Option<&str>,
 ) -> wharf::storage::drivers::azure::AzureDriver {
-    use wharf::storage::drivers::azure::{AzureDriver, AzureSettings};
+    use wharf::storage::drivers::azure::{AzureAuth, AzureDriver, AzureSettings};
     let settings = AzureSettings {
         account: ACCOUNT.to_string(),
-        account_key: ACCOUNT_KEY.to_string(),
+        auth: AzureAuth::SharedKey(ACCOUNT_KEY.to_string()),
         container: target.container.clone(),
         service_url: target.service_url.clone(),
         name_prefix: match root {
@@ -169,4 +206,63 @@ pub fn driver(
         skip_verify: false,
     };
     AzureDriver::new(&settings).expect("azure driver")
+}
+
+/// An HTTPS Azurite checking bearer tokens and the Entra ID stand-in issuing them, shared by
+/// the tests of this process. Library drivers find the stand-in through `AZURE_AUTHORITY_HOST`,
+/// set here once for the whole process.
+pub fn oauth_shared() -> &'static (Azurite, super::entra::EntraStandIn) {
+    static SHARED: OnceLock<(Azurite, super::entra::EntraStandIn)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let entra = super::entra::EntraStandIn::start(Duration::from_secs(3600));
+        std::env::set_var("AZURE_AUTHORITY_HOST", entra.authority());
+        (Azurite::start_oauth(), entra)
+    })
+}
+
+/// A fresh container on the shared HTTPS Azurite.
+pub fn oauth_target() -> AzureTarget {
+    AzureTarget {
+        service_url: oauth_shared().0.service_url(),
+        container: fresh_container(),
+    }
+}
+
+/// A driver authorized with the stand-in's client secret (`credentials.type: client_secret`),
+/// names under `root` (distribution 3's).
+pub fn oauth_driver(
+    target: &AzureTarget,
+    root: &str,
+) -> wharf::storage::drivers::azure::AzureDriver {
+    use super::entra::{CLIENT_ID, CLIENT_SECRET, TENANT};
+    use wharf::storage::drivers::azure::{AzureAuth, AzureDriver, AzureSettings};
+    oauth_shared();
+    let settings = AzureSettings {
+        account: ACCOUNT.to_string(),
+        auth: AzureAuth::ClientSecret {
+            tenant: TENANT.to_string(),
+            client_id: CLIENT_ID.to_string(),
+            secret: CLIENT_SECRET.to_string(),
+        },
+        container: target.container.clone(),
+        service_url: target.service_url.clone(),
+        name_prefix: match root.trim_matches('/') {
+            "" => String::new(),
+            r => format!("{r}/"),
+        },
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(100),
+        // Azurite's certificate is self-signed.
+        skip_verify: true,
+    };
+    AzureDriver::new(&settings).expect("azure driver")
+}
+
+/// The `storage.azure` section of a registry on `target` authorized by `credentials` (lines
+/// indented by six spaces, under `credentials:`), trusting the HTTPS Azurite's certificate.
+pub fn oauth_storage_section(target: &AzureTarget, credentials: &str) -> String {
+    format!(
+        "  azure:\n    accountname: {ACCOUNT}\n    container: {}\n    serviceurl: {}\n    skipverify: true\n    credentials:\n{credentials}",
+        target.container, target.service_url
+    )
 }

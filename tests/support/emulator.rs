@@ -23,7 +23,8 @@ pub struct Launch<'a> {
     pub command: &'a dyn Fn(&Path) -> String,
     /// Environment variables starting with these are not passed on.
     pub scrub_env: &'a [&'a str],
-    /// Path (after `http://127.0.0.1:<port>`) whose answer, any, means it serves.
+    /// Path (after `http://127.0.0.1:<port>`) whose answer, any, means it serves; empty: that
+    /// it accepts connections (an HTTPS-only server).
     pub probe: &'a str,
     /// How to install it, for the panic when it does not start.
     pub install_hint: &'a str,
@@ -83,6 +84,10 @@ impl Emulator {
         let deadline = Instant::now() + WAIT_LIMIT;
         for _ in 0..1200 {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // HTTPS only: listening is all that can be seen without a TLS client.
+                if launch.probe.is_empty() {
+                    return;
+                }
                 let probe = reqwest::blocking::Client::new()
                     .get(format!("{}{}", self.origin(), launch.probe))
                     .timeout(Duration::from_secs(5))

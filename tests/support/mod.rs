@@ -51,6 +51,7 @@ pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod emulator;
+pub mod entra;
 pub mod fixtures;
 pub mod gcs;
 pub mod haproxy;

@@ -113,7 +113,11 @@ pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
-        if key_text.starts_with("REGISTRY_") || key_text.starts_with("AWS_") {
+        // The machine's own cloud identity is never used by accident.
+        if ["REGISTRY_", "AWS_", "AZURE_", "IDENTITY_", "MSI_"]
+            .iter()
+            .any(|p| key_text.starts_with(p))
+        {
             cmd.env_remove(&key);
         }
     }

@@ -269,6 +269,49 @@ impl Swift {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// The names of the objects of `container` under `prefix` (an empty list when the
+    /// container does not exist).
+    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
+        let client = reqwest::blocking::Client::new();
+        let auth = client
+            .get(self.auth_url())
+            .header("x-auth-user", USER)
+            .header("x-auth-key", KEY)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .expect("tempauth answers");
+        let header = |name: &str| auth.headers()[name].to_str().unwrap().to_string();
+        let (token, storage) = (header("x-auth-token"), header("x-storage-url"));
+        let mut names = Vec::new();
+        // Pages of 10,000 (Swift's default limit), bounded.
+        for _ in 0..100 {
+            let mut query = vec![
+                ("format", "json".to_string()),
+                ("prefix", prefix.to_string()),
+            ];
+            if let Some(last) = names.last() {
+                query.push(("marker", String::clone(last)));
+            }
+            let resp = client
+                .get(format!("{storage}/{container}"))
+                .query(&query)
+                .header("x-auth-token", &token)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .expect("container listing");
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return names;
+            }
+            assert!(resp.status().is_success(), "listing: {}", resp.status());
+            let page: Vec<serde_json::Value> = resp.json().expect("a JSON listing");
+            if page.is_empty() {
+                return names;
+            }
+            names.extend(page.iter().map(|o| o["name"].as_str().unwrap().to_string()));
+        }
+        panic!("container {container} lists more than 100 pages");
+    }
+
     /// `http://127.0.0.1:<port>/auth/v1.0`.
     pub fn auth_url(&self) -> String {
         format!("http://127.0.0.1:{}/auth/v1.0", self.ports.proxy)

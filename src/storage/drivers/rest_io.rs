@@ -1,9 +1,11 @@
 //! Byte-level pieces the REST object-store clients (Azure, GCS, Swift) share: what a failed
-//! call without an answer was, an answer body as a driver stream bounded by idle time, and the
-//! I/O error a driver call reports.
+//! call without an answer was, an answer body as a driver stream bounded by idle time, the
+//! `bytes=` value of a ranged read, a small object collected into memory, and the I/O error a
+//! driver call reports.
 
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
@@ -74,4 +76,34 @@ pub(crate) fn body_stream(path: &str, body: Incoming, idle: Duration) -> ByteStr
             }
         },
     ))
+}
+
+/// The `bytes=` value (of `Range`, or Azure's `x-ms-range`) of `len` bytes from `offset`, to
+/// the end when `len` is `None`.
+pub(crate) fn range_value(offset: u64, len: Option<u64>) -> String {
+    match len {
+        Some(len) => format!("bytes={offset}-{}", offset + len - 1),
+        None => format!("bytes={offset}-"),
+    }
+}
+
+/// A whole (small) object's stream collected into memory.
+pub(crate) async fn collect(mut stream: ByteStream) -> Result<Bytes, StorageError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_values() {
+        assert_eq!(range_value(0, None), "bytes=0-");
+        assert_eq!(range_value(10, Some(5)), "bytes=10-14");
+        assert_eq!(range_value(7, Some(1)), "bytes=7-7");
+    }
 }

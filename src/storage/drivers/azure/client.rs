@@ -17,8 +17,11 @@ use rand::Rng;
 use tokio::sync::OnceCell;
 
 use super::http::{self, HttpClient};
-use super::settings::{AzureSettings, AzureSetupError};
-use super::sign::{encode_path, encode_query, SharedKey, SignedRequest, API_VERSION};
+use super::settings::{AzureAuth, AzureSettings, AzureSetupError};
+use super::sign::{
+    encode_path, encode_query, DelegationKey, SharedKey, SignedRequest, API_VERSION,
+};
+use super::token::{self, TokenCredential, TokenError, TokenSource};
 use super::xml::{self, Block, ListedBlob};
 use crate::storage::drivers::rest_io;
 use crate::storage::{path_components, ByteStream, StorageError};
@@ -41,6 +44,11 @@ const MAX_PAGES: usize = 1_000_000;
 const MAX_COPY_POLLS: u32 = 600;
 /// Redirect URLs stay valid this long (as distribution).
 const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
+/// User delegation keys are asked for this long.
+const DELEGATION_KEY_VALIDITY: Duration = Duration::from_secs(2 * 60 * 60);
+/// A user delegation key is replaced once less than this is left (more than a redirect's
+/// validity, so every URL it signs stays valid as long as it says).
+const DELEGATION_KEY_RENEW: Duration = Duration::from_secs(30 * 60);
 
 /// When a write may replace what is at its name.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +97,8 @@ struct Request<'a> {
     method: Method,
     /// Blob name; `None` addresses the container.
     blob: Option<&'a str>,
+    /// Addresses the service (the account) rather than the container.
+    at_service: bool,
     query: Vec<(&'static str, String)>,
     /// Lower-case names.
     headers: Vec<(String, String)>,
@@ -101,6 +111,7 @@ impl<'a> Request<'a> {
             op,
             method,
             blob,
+            at_service: false,
             query: Vec::new(),
             headers: Vec::new(),
             body: Bytes::new(),
@@ -142,6 +153,8 @@ enum Failure {
         kind: std::io::ErrorKind,
         message: String,
     },
+    /// No access token to authorize the request with.
+    Credential(TokenError),
 }
 
 impl Failure {
@@ -152,6 +165,8 @@ impl Failure {
                 matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
             }
             Failure::Transport { .. } => true,
+            // The identity provider did not answer; a refusal will not change.
+            Failure::Credential(e) => matches!(e, TokenError::Failed(_)),
         }
     }
 
@@ -192,6 +207,12 @@ impl Failure {
                 path: path.to_string(),
                 source: std::io::Error::new(kind, message),
             },
+            // Without a token nothing can be read or written: unavailable until one is had.
+            Failure::Credential(e) => StorageError::Unavailable {
+                op,
+                path: path.to_string(),
+                reason: format!("no storage access token: {e}"),
+            },
         }
     }
 }
@@ -209,10 +230,54 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
         .unwrap_or("")
 }
 
+/// How requests are authorized.
+enum Auth {
+    SharedKey(SharedKey),
+    /// `Authorization: Bearer` with Entra ID tokens; redirect URLs are signed with a user
+    /// delegation key, cached until it is due.
+    Bearer {
+        tokens: TokenCredential,
+        delegation: Box<tokio::sync::Mutex<Option<(DelegationKey, Instant)>>>,
+    },
+}
+
+/// The token sources of a configured authorization (`None` for Shared Key).
+pub(super) fn token_sources(
+    auth: &AzureAuth,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Vec<TokenSource>> {
+    match auth {
+        AzureAuth::SharedKey(_) => None,
+        AzureAuth::ClientSecret {
+            tenant,
+            client_id,
+            secret,
+        } => Some(vec![TokenSource::ClientSecret {
+            authority: token::authority(env),
+            tenant: tenant.clone(),
+            client_id: client_id.clone(),
+            secret: secret.clone(),
+        }]),
+        AzureAuth::Default => {
+            let (chain, skipped) = token::default_chain(env);
+            for why in skipped {
+                tracing::debug!(
+                    target: "wharf::storage::azure",
+                    reason = %why, "default credentials: source skipped"
+                );
+            }
+            Some(chain)
+        }
+    }
+}
+
 /// One container's client, shared by the driver and its open writers.
 pub(super) struct Client {
     http: HttpClient,
-    key: SharedKey,
+    auth: Auth,
+    account: String,
+    /// Encoded URL path of the service (`/`, or `/account/` on an emulator).
+    service_path: String,
     /// `scheme://authority` of the service.
     origin: String,
     /// Encoded URL path of the container (`/c`, or `/account/c` on an emulator).
@@ -230,8 +295,22 @@ pub(super) struct Client {
 impl Client {
     /// Builds the client; nothing is sent until the first call.
     pub(super) fn new(s: &AzureSettings) -> Result<Self, AzureSetupError> {
-        let key = SharedKey::new(&s.account, &s.account_key)
-            .map_err(|e| AzureSetupError(format!("accountkey is not base64: {e}")))?;
+        let env = |name: &str| std::env::var(name).ok();
+        let auth = match token_sources(&s.auth, &env) {
+            None => {
+                let AzureAuth::SharedKey(key) = &s.auth else {
+                    unreachable!("only Shared Key has no token sources")
+                };
+                Auth::SharedKey(
+                    SharedKey::new(&s.account, key)
+                        .map_err(|e| AzureSetupError(format!("accountkey is not base64: {e}")))?,
+                )
+            }
+            Some(sources) => Auth::Bearer {
+                tokens: TokenCredential::new(sources),
+                delegation: Box::new(tokio::sync::Mutex::new(None)),
+            },
+        };
         let uri: ::http::Uri = s
             .service_url
             .parse()
@@ -253,7 +332,9 @@ impl Client {
             .map_err(|e| AzureSetupError(format!("TLS set-up: {e}")))?;
         Ok(Client {
             http,
-            key,
+            auth,
+            account: s.account.clone(),
+            service_path: format!("{base_path}/"),
             origin: format!("{scheme}://{authority}"),
             container_path: format!("{base_path}/{}", encode_path(&s.container)),
             container: s.container.clone(),
@@ -290,6 +371,7 @@ impl Client {
     async fn send_once(&self, req: &Request<'_>) -> Result<::http::Response<Incoming>, Failure> {
         let url_path = match req.blob {
             Some(name) => self.blob_path(name),
+            None if req.at_service => self.service_path.clone(),
             None => self.container_path.clone(),
         };
         let mut headers = req.headers.clone();
@@ -301,12 +383,18 @@ impl Client {
         if req.method == Method::PUT || !req.body.is_empty() {
             headers.push(("content-length".into(), req.body.len().to_string()));
         }
-        let authorization = self.key.authorization(&SignedRequest {
-            method: req.method.as_str(),
-            path: &url_path,
-            query: &req.query,
-            headers: &headers,
-        });
+        let authorization = match &self.auth {
+            Auth::SharedKey(key) => key.authorization(&SignedRequest {
+                method: req.method.as_str(),
+                path: &url_path,
+                query: &req.query,
+                headers: &headers,
+            }),
+            Auth::Bearer { tokens, .. } => {
+                let token = tokens.token().await.map_err(Failure::Credential)?;
+                format!("Bearer {token}")
+            }
+        };
         let query: Vec<String> = req
             .query
             .iter()
@@ -459,10 +547,7 @@ impl Client {
     ) -> Result<ByteStream, StorageError> {
         let mut req = Request::new("GetBlob", Method::GET, Some(name));
         if let Some((offset, len)) = range {
-            let value = match len {
-                Some(len) => format!("bytes={offset}-{}", offset + len - 1),
-                None => format!("bytes={offset}-"),
-            };
+            let value = rest_io::range_value(offset, len);
             req = req.header("x-ms-range", value);
         }
         let response = self.call(req, path).await?;
@@ -475,12 +560,7 @@ impl Client {
 
     /// A whole (small) blob in memory.
     pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
-        let mut stream = self.get(name, path, None).await?;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok(buf.freeze())
+        rest_io::collect(self.get(name, path, None).await?).await
     }
 
     /// `Put Blob` of a block blob in one request. An append blob there (distribution 3 writes
@@ -688,21 +768,78 @@ impl Client {
         xml::blob_page(&text).map_err(|e| io_error("ListBlobs", path, e))
     }
 
-    /// A URL that reads the blob for the next twenty minutes (a read-only service SAS).
-    pub(super) fn signed_url(&self, name: &str) -> String {
+    /// A URL that reads the blob for the next twenty minutes: a read-only service SAS signed
+    /// with the account key, or with Entra ID tokens a user delegation SAS.
+    pub(super) async fn signed_url(&self, name: &str, path: &str) -> Result<String, StorageError> {
         let now = chrono::Utc::now();
-        let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         // A little in the past: clocks differ.
-        let start = fmt(now - chrono::Duration::seconds(60));
-        let expiry = fmt(now + chrono::Duration::from_std(REDIRECT_VALIDITY).unwrap_or_default());
-        let sas = self
-            .key
-            .blob_read_sas(&self.container, name, &start, &expiry, self.https);
-        format!("{}{}?{sas}", self.origin, self.blob_path(name))
+        let start = iso_time(now - chrono::Duration::seconds(60));
+        let expiry =
+            iso_time(now + chrono::Duration::from_std(REDIRECT_VALIDITY).unwrap_or_default());
+        let sas = match &self.auth {
+            Auth::SharedKey(key) => {
+                key.blob_read_sas(&self.container, name, &start, &expiry, self.https)
+            }
+            Auth::Bearer { delegation, .. } => {
+                let mut cached = delegation.lock().await;
+                let fresh = cached
+                    .as_ref()
+                    .filter(|(_, renew_at)| Instant::now() < *renew_at)
+                    .map(|(key, _)| key.clone());
+                let key = match fresh {
+                    Some(key) => key,
+                    None => {
+                        let key = self.delegation_key(path).await?;
+                        let renew_at =
+                            Instant::now() + DELEGATION_KEY_VALIDITY - DELEGATION_KEY_RENEW;
+                        *cached = Some((key.clone(), renew_at));
+                        key
+                    }
+                };
+                key.blob_read_sas(&self.container, name, &start, &expiry, self.https)
+            }
+        };
+        Ok(format!("{}{}?{sas}", self.origin, self.blob_path(name)))
+    }
+
+    /// `Get User Delegation Key`, valid for [`DELEGATION_KEY_VALIDITY`].
+    async fn delegation_key(&self, path: &str) -> Result<DelegationKey, StorageError> {
+        let now = chrono::Utc::now();
+        let start = iso_time(now - chrono::Duration::seconds(60));
+        let expiry =
+            iso_time(now + chrono::Duration::from_std(DELEGATION_KEY_VALIDITY).unwrap_or_default());
+        let mut req = Request::new("GetUserDelegationKey", Method::POST, None)
+            .query("restype", "service")
+            .query("comp", "userdelegationkey")
+            .header("content-type", "application/xml")
+            .body(Bytes::from(format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+                 <KeyInfo><Start>{start}</Start><Expiry>{expiry}</Expiry></KeyInfo>"
+            )));
+        req.at_service = true;
+        let response = self
+            .call_raw(req)
+            .await
+            .map_err(|f| f.into_storage_error("GetUserDelegationKey", path))?;
+        let text = read_text("GetUserDelegationKey", path, response.into_body()).await?;
+        let fields =
+            xml::delegation_key(&text).map_err(|e| io_error("GetUserDelegationKey", path, e))?;
+        DelegationKey::new(&self.account, fields.signed, &fields.value).map_err(|e| {
+            io_error(
+                "GetUserDelegationKey",
+                path,
+                format!("key is not base64: {e}"),
+            )
+        })
     }
 }
 
 pub(super) use rest_io::io_error;
+
+/// ISO 8601 UTC to the second, as SAS fields are written.
+fn iso_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
 
 /// Reads an error answer's code and message (bounded in size and time).
 async fn error_answer(response: ::http::Response<Incoming>) -> Failure {

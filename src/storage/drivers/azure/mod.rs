@@ -1,4 +1,5 @@
-//! Azure Blob Storage (and Azurite), with Shared Key authorization.
+//! Azure Blob Storage (and Azurite), authorized with the account's Shared Key or with
+//! Microsoft Entra ID tokens (`credentials.type: client_secret` or `default_credentials`).
 //!
 //! Blob names are distribution's: with a distribution 2.8 config (no `credentials`) the
 //! driver path itself (`/docker/registry/v2/...`), with a distribution 3 config
@@ -20,14 +21,15 @@
 //! connection failures, a metric and a `tracing` event.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `client` (every Blob service call), `xml` (answers read), `sign` (Shared Key and SAS),
-//! `http` (the HTTP client), `settings` (configuration to settings: the only one that reads
-//! `config`).
+//! `client` (every Blob service call), `token` (Entra ID tokens and their cache), `xml`
+//! (answers read), `sign` (Shared Key, SAS and user delegation SAS), `http` (the HTTP client),
+//! `settings` (configuration to settings: the only one that reads `config`).
 
 mod client;
 mod http;
 mod settings;
 mod sign;
+mod token;
 mod writer;
 mod xml;
 
@@ -40,7 +42,7 @@ use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageErr
 use client::{Client, Condition};
 use writer::AzureWriter;
 
-pub use settings::{AzureSettings, AzureSetupError};
+pub use settings::{AzureAuth, AzureSettings, AzureSetupError};
 pub use writer::BLOCK_SIZE;
 
 /// Blobs deleted at once when a directory is deleted.
@@ -59,6 +61,29 @@ impl AzureDriver {
         Ok(AzureDriver {
             client: Arc::new(Client::new(settings)?),
         })
+    }
+}
+
+/// With Entra ID credentials, asks for a first token so that a configuration that cannot work
+/// stops start-up with the reason: no credential source available here (each one tried is
+/// named), or the identity provider refusing (a wrong secret). An identity provider that does
+/// not answer is only logged: requests answer 503 until it does.
+pub async fn check_credentials(settings: &AzureSettings) -> Result<(), AzureSetupError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let Some(sources) = client::token_sources(&settings.auth, &env) else {
+        return Ok(());
+    };
+    match token::TokenCredential::new(sources).token().await {
+        Ok(_) => Ok(()),
+        Err(token::TokenError::Failed(why)) => {
+            tracing::warn!(
+                target: "wharf::storage::azure",
+                reason = %why,
+                "no storage access token yet; storage requests answer 503 until one is had"
+            );
+            Ok(())
+        }
+        Err(e) => Err(AzureSetupError(format!("credentials: {e}"))),
     }
 }
 
@@ -220,6 +245,6 @@ impl StorageDriver for AzureDriver {
 
     async fn redirect_url(&self, path: &str) -> Result<Option<String>, StorageError> {
         let name = self.client.name(path)?;
-        Ok(Some(self.client.signed_url(&name)))
+        Ok(Some(self.client.signed_url(&name, path).await?))
     }
 }

@@ -10,8 +10,8 @@ use crate::config::AzureConfig;
 pub struct AzureSettings {
     /// Storage account name.
     pub account: String,
-    /// Base64 account key (Shared Key authorization).
-    pub account_key: String,
+    /// How requests are authorized.
+    pub auth: AzureAuth,
     /// Blob container.
     pub container: String,
     /// Blob service URL, `https://<account>.blob.<realm>` unless configured; on an emulator
@@ -26,6 +26,36 @@ pub struct AzureSettings {
     pub retry_delay: Duration,
     /// Accept any TLS certificate.
     pub skip_verify: bool,
+}
+
+/// How requests are authorized (`credentials.type`).
+#[derive(Clone)]
+pub enum AzureAuth {
+    /// Shared Key with the base64 account key (`shared_key`, and distribution 2.8 configs).
+    SharedKey(String),
+    /// Entra ID tokens for an application's client secret (`client_secret`).
+    ClientSecret {
+        /// Directory (tenant) id.
+        tenant: String,
+        /// Application (client) id.
+        client_id: String,
+        /// The secret.
+        secret: String,
+    },
+    /// Entra ID tokens from the environment's identity (`default_credentials`).
+    Default,
+}
+
+impl std::fmt::Debug for AzureAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AzureAuth::SharedKey(_) => f.write_str("SharedKey"),
+            AzureAuth::ClientSecret {
+                tenant, client_id, ..
+            } => write!(f, "ClientSecret({client_id} in {tenant})"),
+            AzureAuth::Default => f.write_str("Default"),
+        }
+    }
 }
 
 /// Why the driver could not be built.
@@ -55,7 +85,15 @@ impl AzureSettings {
         };
         AzureSettings {
             account: c.accountname.clone(),
-            account_key: c.accountkey.clone().unwrap_or_default(),
+            auth: match c.credentials.kind.as_str() {
+                "client_secret" => AzureAuth::ClientSecret {
+                    tenant: c.credentials.tenantid.clone().unwrap_or_default(),
+                    client_id: c.credentials.clientid.clone().unwrap_or_default(),
+                    secret: c.credentials.secret.clone().unwrap_or_default(),
+                },
+                "default_credentials" => AzureAuth::Default,
+                _ => AzureAuth::SharedKey(c.accountkey.clone().unwrap_or_default()),
+            },
             container: c.container.clone(),
             service_url,
             name_prefix,
@@ -113,5 +151,28 @@ mod tests {
         c.rootdirectory = String::new();
         assert_eq!(AzureSettings::from_config(&c).name_prefix, "");
         assert!(!AzureSettings::ignores_rootdirectory(&c));
+    }
+
+    #[test]
+    fn credential_types_choose_the_authorization() {
+        let mut c = config();
+        assert!(
+            matches!(AzureSettings::from_config(&c).auth, AzureAuth::SharedKey(k) if k == "a2V5")
+        );
+        c.credentials.kind = "client_secret".into();
+        c.credentials.tenantid = Some("t".into());
+        c.credentials.clientid = Some("id".into());
+        c.credentials.secret = Some("s".into());
+        let auth = AzureSettings::from_config(&c).auth;
+        assert!(
+            matches!(&auth, AzureAuth::ClientSecret { tenant, client_id, secret }
+            if tenant == "t" && client_id == "id" && secret == "s")
+        );
+        assert_eq!(format!("{auth:?}"), "ClientSecret(id in t)");
+        c.credentials.kind = "default_credentials".into();
+        assert!(matches!(
+            AzureSettings::from_config(&c).auth,
+            AzureAuth::Default
+        ));
     }
 }

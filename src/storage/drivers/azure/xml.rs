@@ -201,6 +201,37 @@ pub(super) fn committed_blocks(text: &str) -> Result<Vec<Block>, XmlError> {
         .collect()
 }
 
+/// The fields of a `Get User Delegation Key` answer, in the order a SAS signs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DelegationKeyFields {
+    /// `SignedOid`, `SignedTid`, `SignedStart`, `SignedExpiry`, `SignedService`,
+    /// `SignedVersion`.
+    pub signed: [String; 6],
+    /// `Value`: the base64 key.
+    pub value: String,
+}
+
+/// Reads a `Get User Delegation Key` answer.
+pub(super) fn delegation_key(text: &str) -> Result<DelegationKeyFields, XmlError> {
+    let root = parse(text)?;
+    let field = |name: &str| {
+        root.text_of(name)
+            .map(|t| t.trim().to_string())
+            .ok_or_else(|| XmlError(format!("user delegation key without {name}")))
+    };
+    Ok(DelegationKeyFields {
+        signed: [
+            field("SignedOid")?,
+            field("SignedTid")?,
+            field("SignedStart")?,
+            field("SignedExpiry")?,
+            field("SignedService")?,
+            field("SignedVersion")?,
+        ],
+        value: field("Value")?,
+    })
+}
+
 /// The `<Code>` of an error answer, if it has one.
 pub(super) fn error_code(text: &str) -> Option<String> {
     parse(text).ok()?.text_of("Code").map(str::to_string)
@@ -266,6 +297,20 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn reads_a_user_delegation_key() {
+        let text = "<?xml version=\"1.0\" encoding=\"utf-8\"?><UserDelegationKey>\
+            <SignedOid>o</SignedOid><SignedTid>t</SignedTid>\
+            <SignedStart>2026-12-06T01:00:00Z</SignedStart><SignedExpiry>2026-12-06T03:00:00Z</SignedExpiry>\
+            <SignedService>b</SignedService><SignedVersion>2021-08-06</SignedVersion>\
+            <Value>a2V5</Value></UserDelegationKey>";
+        let key = delegation_key(text).unwrap();
+        assert_eq!(key.signed[0], "o");
+        assert_eq!(key.signed[3], "2026-12-06T03:00:00Z");
+        assert_eq!(key.value, "a2V5");
+        assert!(delegation_key("<UserDelegationKey/>").is_err());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ::http::{Method, StatusCode};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -459,10 +458,7 @@ impl Client {
             format!("{}?alt=media", self.object_target(name)),
         );
         if let Some((offset, len)) = range {
-            req.range = Some(match len {
-                Some(len) => format!("bytes={offset}-{}", offset + len - 1),
-                None => format!("bytes={offset}-"),
-            });
+            req.range = Some(rest_io::range_value(offset, len));
         }
         let response = self.call(req, path).await?;
         Ok(rest_io::body_stream(
@@ -474,12 +470,7 @@ impl Client {
 
     /// A whole (small) object in memory.
     pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
-        let mut stream = self.get(name, path, None).await?;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok(buf.freeze())
+        rest_io::collect(self.get(name, path, None).await?).await
     }
 
     /// An upload of `content` in one request; with `if_generation`, only if the object's

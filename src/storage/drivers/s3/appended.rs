@@ -89,6 +89,11 @@ impl Note {
     pub fn decode(text: &str) -> Option<Note> {
         serde_json::from_str(text).ok()
     }
+
+    /// Whether this is the note of an upload just opened, before any writer committed.
+    pub fn is_fresh(&self) -> bool {
+        self.etag.is_none() && self.record.parts == 0
+    }
 }
 
 /// The key of the record of the file at `key`: in the same folder, under a name that no

@@ -244,6 +244,19 @@ impl StorageDriver for S3Driver {
         Ok(entries)
     }
 
+    // One listing without a delimiter: a page per thousand keys, whatever the folders.
+    async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
+        let s3 = &self.s3;
+        let prefix = s3.dir_prefix(path)?;
+        let (keys, _) = s3.list_objects(&prefix, path, None).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix.as_str()))
+            .filter(|k| !k.is_empty() && !k.ends_with('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         let s3 = &self.s3;
         let (source, target) = (s3.key(from)?, s3.key(to)?);
@@ -275,6 +288,27 @@ impl StorageDriver for S3Driver {
             s3.abort(k, id).await?;
         }
         Ok(())
+    }
+
+    // One `DeleteObjects` of the named files and their parts records: no listing of the tree
+    // and no search for open multipart uploads (the caller knows none is left open).
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let s3 = &self.s3;
+        let prefix = s3.dir_prefix(dir)?;
+        let mut keys = Vec::with_capacity(files.len() * 2);
+        for file in files {
+            let key = s3.key(file)?;
+            // Only the tree's own files: a caller's mistake must not reach elsewhere.
+            if !key.starts_with(prefix.as_str()) {
+                return Err(StorageError::InvalidPath(file.clone()));
+            }
+            keys.push(appended::record_key(&key));
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        s3.delete_objects(&keys, dir).await
     }
 
     async fn delete_many(&self, paths: &[String]) -> Result<(), StorageError> {

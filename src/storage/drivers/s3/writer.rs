@@ -89,8 +89,16 @@ impl S3Writer {
         note: Option<&str>,
     ) -> Result<Self, StorageError> {
         let key = s3.key(path)?;
+        // The upload of a note taken before any writer committed went away: a later writer
+        // completed it (appending after a short part), or it was aborted with the file.
+        let mut fresh_gone = false;
         let noted = match note.and_then(Note::decode) {
-            Some(note) => Appended::from_note(&s3, &key, path, note).await?,
+            Some(note) => {
+                let fresh = note.is_fresh();
+                let noted = Appended::from_note(&s3, &key, path, note).await?;
+                fresh_gone = fresh && noted.is_none();
+                noted
+            }
             None => None,
         };
         let from_note = noted.is_some();
@@ -98,6 +106,11 @@ impl S3Writer {
             Some(file) => file,
             None => Appended::load(&s3, &key, path, false).await?,
         };
+        if fresh_gone && !opened.exists() {
+            // Nothing at all where the upload was: the file was deleted (a cancelled or
+            // purged upload session), which a writer must not bring back.
+            return Err(StorageError::NotFound(path.to_string()));
+        }
         opened.check(path)?;
         if opened.size() != offset {
             return Err(StorageError::OffsetMismatch {
@@ -409,7 +422,27 @@ impl FileWriter for S3Writer {
         }
     }
 
-    async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let (s3, key, path) = (self.s3.clone(), self.key.clone(), self.path.clone());
+        self.publish(to).await?;
+        appended::remove(&s3, &key, &path).await
+    }
+
+    // The caller's delete of the folder removes the file and its record, in the same request
+    // as the folder's other files.
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        self.publish(to).await
+    }
+
+    async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.give_up().await;
+        Ok(())
+    }
+}
+
+impl S3Writer {
+    /// Completes the file in place and copies it to `to`; the file stays where it was.
+    async fn publish(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
         let Kind::Append { .. } = self.kind else {
             return Err(StorageError::InvalidPath(to.to_string()));
         };
@@ -435,18 +468,12 @@ impl FileWriter for S3Writer {
             file.object = Some((0, String::new()));
         }
         // Completed with exactly the parts this writer knows (S3 refuses a completion naming
-        // a part that was replaced since), copied, and the upload's objects removed.
+        // a part that was replaced since), then copied.
         let (size, _) = file
             .complete_in_place(&self.s3, &self.key, &self.path, &self.parts)
             .await?;
         self.s3
             .copy_object(&self.key, &target, &self.path, size)
-            .await?;
-        appended::remove(&self.s3, &self.key, &self.path).await
-    }
-
-    async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
-        self.give_up().await;
-        Ok(())
+            .await
     }
 }

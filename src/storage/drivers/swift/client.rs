@@ -9,8 +9,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ::http::{HeaderMap, Method, StatusCode};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -744,10 +743,7 @@ impl Client {
     ) -> Result<ByteStream, StorageError> {
         let mut req = Request::new("GetObject", Method::GET, Target::Object(name));
         if let Some((offset, len)) = range {
-            let value = match len {
-                Some(len) => format!("bytes={offset}-{}", offset + len - 1),
-                None => format!("bytes={offset}-"),
-            };
+            let value = rest_io::range_value(offset, len);
             req = req.header("range", value);
         }
         let response = self.call(req, path).await?;
@@ -760,12 +756,7 @@ impl Client {
 
     /// A whole (small) object in memory.
     pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
-        let mut stream = self.get(name, path, None).await?;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok(buf.freeze())
+        rest_io::collect(self.get(name, path, None).await?).await
     }
 
     /// `PUT` of an object with `headers`; returns its ETag (the MD5 of the content).

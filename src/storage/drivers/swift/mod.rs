@@ -315,6 +315,13 @@ impl StorageDriver for SwiftDriver {
         results.into_iter().collect()
     }
 
+    // registry:2 continues an upload only from its manifest, which its own POST writes with no
+    // segments yet: an upload started here gets one too.
+    async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
+        let writer = SwiftWriter::append(self.client.clone(), path, 0).await?;
+        Box::new(writer).commit().await
+    }
+
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         Ok(Box::new(
             SwiftWriter::append(self.client.clone(), path, offset).await?,

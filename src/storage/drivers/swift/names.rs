@@ -3,8 +3,8 @@
 //!
 //! A file at driver path `/p` is the object `<prefix>/files/p` (slashes trimmed at both ends);
 //! a large file is a dynamic large object (DLO) manifest there, whose `X-Object-Manifest` names
-//! the prefix of its segments, `<prefix>/segments/<3 hex>/<37 hex>`, each segment numbered
-//! `/%016d` from 1 in order.
+//! the prefix of its segments, `<prefix>/segments/<3 hex>/<more hex>` (see [`segment_prefix`]),
+//! each segment numbered `/%016d` from 1 in order (a plain file appended to becomes segment 0).
 
 use hmac::{KeyInit, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -45,20 +45,21 @@ pub(super) fn object_name(prefix: &str, path: &str) -> String {
         .to_string()
 }
 
-/// A fresh segment prefix for a file at `path`: 40 hex digits of SHA-1 over the path and 32
-/// random bytes, split after the third.
+/// A fresh segment prefix for a file at `path`, spelled as distribution 2.8 spells it: the hex
+/// of the path's bytes, 32 random bytes and the SHA-1 of nothing (its Go code passes the bytes
+/// to `Sum`, which appends an empty hasher's digest to them), split after the third digit.
 pub(super) fn segment_prefix(prefix: &str, path: &str, random: &[u8; 32]) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(path.as_bytes());
-    hasher.update(random);
-    let hex = hex_string(&hasher.finalize());
+    let mut bytes = path.as_bytes().to_vec();
+    bytes.extend_from_slice(random);
+    bytes.extend_from_slice(&Sha1::digest(b""));
+    let hex = hex_string(&bytes);
     format!("{prefix}/segments/{}/{}", &hex[..3], &hex[3..])
         .trim_end_matches('/')
         .trim_start_matches('/')
         .to_string()
 }
 
-/// The name of segment `number` (from 1) under `segments`.
+/// The name of segment `number` (from 1; 0 for a plain file appended to) under `segments`.
 pub(super) fn segment_name(segments: &str, number: usize) -> String {
     format!("{segments}/{number:016}")
 }
@@ -115,9 +116,14 @@ mod tests {
         // distribution trims only the ends: a trailing `/` on the prefix stays doubled.
         assert_eq!(object_name("reg/", "/a"), "reg//files/a");
         let seg = segment_prefix("", "/a", &[7; 32]);
-        assert!(seg.starts_with("segments/"));
-        let parts: Vec<&str> = seg.split('/').collect();
-        assert_eq!((parts[1].len(), parts[2].len()), (3, 37));
+        assert_eq!(
+            seg,
+            format!(
+                "segments/2f6/1{}da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                "07".repeat(32)
+            )
+        );
+        assert_eq!(segment_prefix("/reg", "/a", &[7; 32]), format!("reg/{seg}"));
         assert_ne!(seg, segment_prefix("", "/a", &[8; 32]));
         assert_eq!(segment_name("s/x", 12), "s/x/0000000000000012");
         assert_eq!(segment_number("s/x", "s/x/0000000000000012"), Some(12));

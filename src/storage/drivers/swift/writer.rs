@@ -170,12 +170,13 @@ impl SwiftWriter {
                     if head.size != offset {
                         return Err(mismatch(head.size));
                     }
-                    // distribution moves a plain object to the first segment; a copy leaves
-                    // the file as it is until this writer commits.
+                    // distribution moves a plain object to segment 0 and numbers the next
+                    // from 2 (one past the count); a copy leaves the file as it is until this
+                    // writer commits.
                     let segments = fresh_segments(&client, path);
                     let mut md5s = Vec::new();
                     if head.size > 0 {
-                        let first = segment_name(&segments, 1);
+                        let first = segment_name(&segments, 0);
                         md5s.push(client.copy(&name, &first, path).await?);
                     }
                     let next = md5s.len() + 1;
