@@ -119,6 +119,33 @@ pub struct FileInfo {
 /// Writes through `put_content`, `move_to` and a committed [`FileWriter`] are
 /// atomic (readers see the old or the new content, never a torn file) and
 /// durable when they return; the `_lazy` variants are atomic only.
+/// One level of a breadth-first walk below `path`: each folder of `level` (relative to
+/// `path`) with its entries, up to 16 listings at once; a folder gone meanwhile holds none.
+async fn list_level<D: StorageDriver + ?Sized>(
+    driver: &D,
+    path: &str,
+    level: Vec<String>,
+) -> Vec<(String, Result<Vec<(String, bool)>, StorageError>)> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(level.into_iter().map(|prefix| {
+        let dir = if prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}/{prefix}")
+        };
+        async move {
+            let entries = match driver.list_entries(&dir).await {
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                other => other,
+            };
+            (prefix, entries)
+        }
+    }))
+    .buffer_unordered(16)
+    .collect()
+    .await
+}
+
 #[async_trait::async_trait]
 pub trait StorageDriver: Send + Sync + 'static {
     /// Driver name, as in the config (`filesystem`, `inmemory`, ...).
@@ -282,27 +309,10 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// of keys) instead of a listing per folder. Default: breadth-first over
     /// [`Self::list_entries`], up to 16 listings at once.
     async fn list_files(&self, path: &str) -> Result<Vec<String>, StorageError> {
-        use futures_util::StreamExt;
         let mut files = Vec::new();
         let mut level = vec![String::new()];
         while !level.is_empty() {
-            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
-                let dir = if prefix.is_empty() {
-                    path.to_string()
-                } else {
-                    format!("{path}/{prefix}")
-                };
-                async move {
-                    let entries = match self.list_entries(&dir).await {
-                        Err(e) if e.is_not_found() => Ok(Vec::new()),
-                        other => other,
-                    };
-                    (prefix, entries)
-                }
-            }))
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
+            let listings = list_level(self, path, level).await;
             let mut next = Vec::new();
             for (prefix, entries) in listings {
                 for (child, is_dir) in entries? {
@@ -331,27 +341,10 @@ pub trait StorageDriver: Send + Sync + 'static {
         marker: &str,
         skip: &str,
     ) -> Result<Vec<String>, StorageError> {
-        use futures_util::StreamExt;
         let mut found = Vec::new();
         let mut level = vec![String::new()];
         while !level.is_empty() {
-            let listings = futures_util::stream::iter(level.into_iter().map(|prefix| {
-                let dir = if prefix.is_empty() {
-                    path.to_string()
-                } else {
-                    format!("{path}/{prefix}")
-                };
-                async move {
-                    let entries = match self.list_entries(&dir).await {
-                        Err(e) if e.is_not_found() => Ok(Vec::new()),
-                        other => other,
-                    };
-                    (prefix, entries)
-                }
-            }))
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
+            let listings = list_level(self, path, level).await;
             let mut next = Vec::new();
             for (prefix, entries) in listings {
                 for (child, is_dir) in entries? {
