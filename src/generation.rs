@@ -34,7 +34,7 @@ use crate::http::server::{Site, Sites};
 use crate::ops::health::Health;
 use crate::ops::reload_status;
 use crate::ops::tasks::{Shutdown, Tasks};
-use crate::storage::drivers::s3::S3Driver;
+use crate::storage::drivers::StaleWrites;
 use crate::storage::StorageDriver;
 use crate::{auth, coord, notify, ops, StartError};
 
@@ -48,8 +48,8 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct Fixed {
     /// The storage driver (`storage.<driver>` needs a restart).
     pub driver: Arc<dyn StorageDriver>,
-    /// The same driver when it is S3 (upload purging aborts its multipart uploads).
-    pub object_storage: Option<S3Driver>,
+    /// The same driver when it is S3 or GCS (upload purging cleans its stale write state).
+    pub object_storage: Option<StaleWrites>,
     /// The upload-state key (`http.secret`).
     pub secret: Vec<u8>,
     /// `http.host`, `http.prefix`, `http.relativeurls`, the scheme.

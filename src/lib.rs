@@ -34,6 +34,7 @@ use storage::drivers::azure::{AzureDriver, AzureSettings};
 use storage::drivers::gcs::{GcsDriver, GcsSettings};
 use storage::drivers::s3::{S3Driver, S3Settings};
 use storage::drivers::swift::{SwiftDriver, SwiftSettings};
+use storage::drivers::StaleWrites;
 use storage::drivers::{filesystem::FilesystemDriver, inmemory::InMemoryDriver};
 use storage::StorageDriver;
 
@@ -101,11 +102,11 @@ pub fn storage_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, StartEr
     Ok(serving_storage_driver(config)?.0)
 }
 
-/// The configured driver, every call timed and traced, and the same driver as S3 when it is
-/// one (upload purging also aborts its stale multipart uploads).
+/// The configured driver, every call timed and traced, and the same driver as S3 or GCS when
+/// it is one (upload purging also cleans their stale multipart uploads or scratch objects).
 fn serving_storage_driver(
     config: &Config,
-) -> Result<(Arc<dyn StorageDriver>, Option<S3Driver>), StartError> {
+) -> Result<(Arc<dyn StorageDriver>, Option<StaleWrites>), StartError> {
     let mut object_storage = None;
     let driver: Arc<dyn StorageDriver> = match &config.storage.driver {
         StorageDriverConfig::Filesystem { rootdirectory, .. } => {
@@ -119,12 +120,12 @@ fn serving_storage_driver(
                 );
             }
             let driver = S3Driver::new(&S3Settings::from_s3(s3))?;
-            object_storage = Some(driver.clone());
+            object_storage = Some(StaleWrites::S3(driver.clone()));
             Arc::new(driver)
         }
         StorageDriverConfig::Oss(oss) => {
             let driver = S3Driver::new(&S3Settings::from_oss(oss))?;
-            object_storage = Some(driver.clone());
+            object_storage = Some(StaleWrites::S3(driver.clone()));
             Arc::new(driver)
         }
         StorageDriverConfig::Azure(azure) => {
@@ -140,7 +141,9 @@ fn serving_storage_driver(
         StorageDriverConfig::Gcs(gcs) => {
             let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok();
             let settings = GcsSettings::from_config(gcs, emulator.as_deref());
-            Arc::new(GcsDriver::new(&settings)?)
+            let driver = GcsDriver::new(&settings)?;
+            object_storage = Some(StaleWrites::Gcs(driver.clone()));
+            Arc::new(driver)
         }
         StorageDriverConfig::Swift(swift) => {
             Arc::new(SwiftDriver::new(&SwiftSettings::from_config(swift))?)
@@ -321,12 +324,13 @@ impl AsRef<Registry> for App {
 
 /// Purges stale upload sessions in the background: after a random delay (so replicas spread
 /// out), then every `interval`, on whichever node takes the `purge` lease (distribution runs
-/// it on every replica). On S3 the pass also aborts multipart uploads older than `age`.
+/// it on every replica). On S3 the pass also aborts multipart uploads older than `age`, on GCS
+/// it deletes scratch objects (upload sessions, parts, claims) older than `age`.
 /// Shutdown interrupts a pass: what it has not deleted yet, the next pass will.
 fn start_upload_purging(
     config: &Config,
     app: Arc<App>,
-    object_storage: Option<S3Driver>,
+    object_storage: Option<StaleWrites>,
     leases: Arc<dyn coord::LeaseBackend>,
     tasks: &ops::tasks::Tasks,
 ) {
@@ -411,10 +415,11 @@ fn start_cache_expiry(
     });
 }
 
-/// One upload-purging pass over the registry and, on S3, its multipart uploads.
+/// One upload-purging pass over the registry and, on S3 and GCS, the stale write state
+/// (multipart uploads; scratch objects).
 async fn purge_pass(
     app: &App,
-    object_storage: Option<&S3Driver>,
+    object_storage: Option<&StaleWrites>,
     p: &config::UploadPurgingConfig,
     holder: &str,
 ) {
@@ -441,14 +446,14 @@ async fn purge_pass(
     summary["started_ms"] = started_ms.into();
     summary["ended_ms"] = coord::lease::now_ms().into();
     ops::cluster_status::purge_pass(summary);
-    if let Some(s3) = object_storage {
-        match s3.purge_multipart_uploads(p.age, p.dryrun).await {
+    if let Some(store) = object_storage {
+        match store.purge(p.age, p.dryrun).await {
             Ok(n) => tracing::info!(
-                aborted = n,
+                removed = n,
                 dry_run = p.dryrun,
-                "upload purge: stale multipart uploads done"
+                "upload purge: stale write state on the object store done"
             ),
-            Err(e) => tracing::warn!(error = %e, "upload purge: multipart uploads failed"),
+            Err(e) => tracing::warn!(error = %e, "upload purge: stale write state failed"),
         }
     }
 }

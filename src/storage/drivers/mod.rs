@@ -7,4 +7,7 @@ mod group_commit;
 pub mod inmemory;
 mod rest_io;
 pub mod s3;
+mod stale_writes;
 pub mod swift;
+
+pub use stale_writes::StaleWrites;

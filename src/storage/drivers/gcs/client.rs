@@ -58,6 +58,12 @@ pub(super) struct Object {
     generation: String,
     #[serde(default)]
     updated: Option<String>,
+    /// Set on composite objects by the service (not by every emulator).
+    #[serde(default, rename = "componentCount")]
+    component_count: Option<u64>,
+    /// Custom metadata.
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 impl Object {
@@ -71,12 +77,24 @@ impl Object {
         self.generation.parse().unwrap_or(0)
     }
 
+    /// The non-composite objects this one is made of: the service's count, else the one
+    /// the driver records on what it composes (emulators may not count), else 1.
+    pub(super) fn components(&self) -> u64 {
+        self.component_count
+            .or_else(|| self.metadata.get(COMPONENTS_KEY)?.parse().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Last modification.
     pub(super) fn modified(&self) -> Option<SystemTime> {
         let t = chrono::DateTime::parse_from_rfc3339(self.updated.as_deref()?).ok()?;
         Some(SystemTime::from(t))
     }
 }
+
+/// Custom metadata key under which composed objects carry their component count.
+pub(super) const COMPONENTS_KEY: &str = "wharf-components";
 
 /// One page of a listing.
 #[derive(Debug, Default, Deserialize)]
@@ -107,7 +125,12 @@ struct Request {
     target: String,
     content_type: Option<String>,
     range: Option<String>,
+    /// `Content-Range` of a resumable upload chunk.
+    content_range: Option<String>,
     body: Bytes,
+    /// A status that is an answer here, not a failure: `308` (more bytes expected) for a
+    /// resumable upload chunk, `499` (cancelled) for a session's cancellation.
+    also_ok: Option<u16>,
 }
 
 impl Request {
@@ -118,7 +141,9 @@ impl Request {
             target,
             content_type: None,
             range: None,
+            content_range: None,
             body: Bytes::new(),
+            also_ok: None,
         }
     }
 
@@ -349,6 +374,9 @@ impl Client {
         if let Some(range) = &req.range {
             builder = builder.header("range", range.as_str());
         }
+        if let Some(range) = &req.content_range {
+            builder = builder.header("content-range", range.as_str());
+        }
         if req.method == Method::POST || req.method == Method::PUT {
             builder = builder.header("content-length", req.body.len());
         }
@@ -366,6 +394,7 @@ impl Client {
             }),
             Ok(Err(e)) => Err(transport(e)),
             Ok(Ok(response)) if response.status().is_success() => Ok(response),
+            Ok(Ok(response)) if req.also_ok == Some(response.status().as_u16()) => Ok(response),
             Ok(Ok(response)) => Err(error_answer(response).await),
         }
     }
@@ -468,6 +497,29 @@ impl Client {
         ))
     }
 
+    /// Generation `generation` of the object, whole, even if the name has been written since.
+    pub(super) async fn get_generation(
+        &self,
+        name: &str,
+        path: &str,
+        generation: u64,
+    ) -> Result<ByteStream, StorageError> {
+        let req = Request::new(
+            "ReadObject",
+            Method::GET,
+            format!(
+                "{}?alt=media&generation={generation}",
+                self.object_target(name)
+            ),
+        );
+        let response = self.call(req, path).await?;
+        Ok(rest_io::body_stream(
+            path,
+            response.into_body(),
+            BODY_IDLE_TIMEOUT,
+        ))
+    }
+
     /// A whole (small) object in memory.
     pub(super) async fn get_all(&self, name: &str, path: &str) -> Result<Bytes, StorageError> {
         rest_io::collect(self.get(name, path, None).await?).await
@@ -516,12 +568,14 @@ impl Client {
 
     /// `objects.compose`: `target` becomes the sources' bytes in order (at most 32 sources);
     /// with `if_generation`, only if its generation is that (0: only if there is none).
+    /// `components` is recorded in the target's metadata.
     pub(super) async fn compose(
         &self,
         sources: &[String],
         target: &str,
         path: &str,
         if_generation: Option<u64>,
+        components: u64,
     ) -> Result<Object, StorageError> {
         let mut url = format!("{}/compose", self.object_target(target));
         if let Some(g) = if_generation {
@@ -533,9 +587,95 @@ impl Client {
             .collect();
         let req = Request::new("ComposeObject", Method::POST, url).json(serde_json::json!({
             "sourceObjects": sources,
-            "destination": { "contentType": "application/octet-stream" },
+            "destination": {
+                "contentType": "application/octet-stream",
+                "metadata": { COMPONENTS_KEY: components.to_string() },
+            },
         }));
         self.call_json(req, path).await
+    }
+
+    /// Opens a resumable upload session that creates `name` when finalized; returns the
+    /// session's id. Nothing is visible at `name` until then.
+    pub(super) async fn start_session(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<String, StorageError> {
+        let target = format!(
+            "/upload/storage/v1/b/{}/o?uploadType=resumable",
+            encode(&self.bucket)
+        );
+        let req = Request::new("StartUpload", Method::POST, target).json(serde_json::json!({
+            "name": name,
+            "contentType": "application/octet-stream",
+        }));
+        let response = self.call(req, path).await?;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default();
+        session_id(location).ok_or_else(|| {
+            io_error(
+                "StartUpload",
+                path,
+                "no upload_id in the session's Location",
+            )
+        })
+    }
+
+    /// Sends the bytes at `offset` of a resumable upload; with `total`, they are the last and
+    /// the object is created (returned). Intermediate chunks are multiples of 256 KiB.
+    pub(super) async fn put_chunk(
+        &self,
+        session: &str,
+        path: &str,
+        offset: u64,
+        data: Bytes,
+        total: Option<u64>,
+    ) -> Result<Option<Object>, StorageError> {
+        let len = data.len() as u64;
+        let total_text = total.map_or("*".to_string(), |t| t.to_string());
+        let range = if len == 0 {
+            format!("bytes */{total_text}")
+        } else {
+            format!("bytes {offset}-{}/{total_text}", offset + len - 1)
+        };
+        let mut req = Request::new("UploadChunk", Method::PUT, self.session_target(session));
+        req.content_type = Some("application/octet-stream".into());
+        req.content_range = Some(range);
+        req.body = data;
+        req.also_ok = Some(308);
+        if total.is_none() {
+            let response = self.call(req, path).await?;
+            // The answer's body says nothing needed; the connection is reused once it is read.
+            let _ = read_limited(response.into_body()).await;
+            return Ok(None);
+        }
+        self.call_json(req, path).await.map(Some)
+    }
+
+    /// Cancels a resumable upload session (the service answers 499 when it did).
+    pub(super) async fn cancel_session(
+        &self,
+        session: &str,
+        path: &str,
+    ) -> Result<(), StorageError> {
+        let mut req = Request::new("CancelUpload", Method::DELETE, self.session_target(session));
+        req.also_ok = Some(499);
+        match self.call(req, path).await {
+            Ok(_) | Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn session_target(&self, session: &str) -> String {
+        format!(
+            "/upload/storage/v1/b/{}/o?uploadType=resumable&upload_id={}",
+            encode(&self.bucket),
+            encode(session)
+        )
     }
 
     /// `objects.rewrite` within the bucket, continued until done; with `source_generation`,
@@ -676,6 +816,15 @@ impl Client {
         .map(Some)
         .map_err(|e| io_error("SignUrl", path, e))
     }
+}
+
+/// The `upload_id` query parameter of a session URL.
+fn session_id(location: &str) -> Option<String> {
+    let query = location.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "upload_id")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// A multipart insert's body: the object's metadata, then its bytes.

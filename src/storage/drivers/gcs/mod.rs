@@ -6,13 +6,15 @@
 //! client libraries (and so registry:2).
 //!
 //! A PATCH on GCS, in order:
-//! 1. [`StorageDriver::writer`] reads the upload object's size and generation: the size must
-//!    be the offset, else `OffsetMismatch`.
-//! 2. Each write buffers the body and stores every full chunk as a part object in the
-//!    driver's scratch area (`<rootdirectory>.wharf-scratch/parts/`).
-//! 3. The commit claims the generation it started from (a claim object created only if
-//!    absent), then composes the old object and the parts into the upload's name,
-//!    conditional on that generation, and deletes the parts.
+//! 1. [`StorageDriver::writer`] reads the upload object's size, generation and component
+//!    count: the size must be the offset, else `OffsetMismatch`.
+//! 2. Each write buffers the body; the first full chunk opens a resumable upload session for
+//!    one part object in the driver's scratch area (`<rootdirectory>.wharf-scratch/parts/`),
+//!    and every full chunk is sent into it.
+//! 3. The commit finishes the part, claims the generation it started from (a claim object
+//!    created only if absent), then composes the old object and the part into the upload's
+//!    name, conditional on that generation, and deletes the part. An upload object that
+//!    would pass 1,024 components is first copied to a single one (see `writer`).
 //!
 //! The closing PUT commits the same way, claims the new generation, then rewrites the upload
 //! to the blob's name server-side (conditional on that generation) and deletes it.
@@ -20,18 +22,21 @@
 //! Every call has timeouts, bounded retries with backoff on throttling, 5xx and connection
 //! failures, a metric and a `tracing` event.
 //!
-//! Modules, each importing only those after it: `writer` (appends and atomic writes),
+//! Modules, each importing only those after it: `purge` (stale scratch objects), `writer`
+//! (appends and atomic writes),
 //! `client` (every JSON API call), `auth` (tokens and URL signing keys), `sign` (signed URLs
 //! and name encoding), `settings` (configuration to settings: the only one that reads
 //! `config`).
 
 mod auth;
 mod client;
+mod purge;
 mod settings;
 mod sign;
 mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -60,6 +65,13 @@ impl GcsDriver {
             client: Arc::new(Client::new(settings)?),
             chunk: settings.chunk_size,
         })
+    }
+
+    /// Deletes what writers on nodes that died mid-request left in the scratch area (open
+    /// upload sessions, parts, claims) written more than `age` ago; returns how many objects
+    /// were (or, with `dry_run`, would be) deleted.
+    pub async fn purge_scratch(&self, age: Duration, dry_run: bool) -> Result<usize, StorageError> {
+        purge::purge_scratch(&self.client, age, dry_run).await
     }
 
     /// Deletes objects, concurrently; ones already gone are skipped.
