@@ -894,8 +894,8 @@ mod azure_oauth {
 }
 
 mod gcs {
-    //! Google Cloud Storage on fake-gcs-server: parts composed on commit by any node, append
-    //! claims, distribution's object names, signed URLs, an outage.
+    //! Google Cloud Storage on fake-gcs-server: a part per append composed on commit by any
+    //! node, append claims, distribution's object names, signed URLs, an outage.
 
     use bytes::Bytes;
     use wharf::storage::drivers::gcs::GcsDriver;
@@ -939,10 +939,10 @@ mod gcs {
         });
     }
 
-    /// More parts than one compose takes (32): they are composed in rounds, in order, and
-    /// the intermediate objects are deleted.
+    /// Appends and an atomic write of many chunks (more than one compose takes, 32) stream
+    /// through resumable upload sessions: the bytes come back in order and nothing is left.
     #[test]
-    fn many_parts_are_composed_in_rounds() {
+    fn writes_of_many_chunks_stream_through_sessions() {
         let target = GcsTarget::fresh();
         let d = server::driver(&target, "", 256 << 10);
         let blob = super::data(70 * (256 << 10) + 5);

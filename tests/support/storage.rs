@@ -168,8 +168,9 @@ pub fn gcs_blob_problems(target: &GcsTarget) -> Vec<String> {
     driver_check(&gcs::driver(target, "", 1 << 20), false)
 }
 
-/// [`gcs_blob_problems`], upload data left under `repositories/`, and part objects or append
-/// claims left in the driver's scratch area (for runs where every upload finishes).
+/// [`gcs_blob_problems`], upload data left under `repositories/`, and part objects, append
+/// claims or upload session markers left in the driver's scratch area (for runs where every
+/// upload finishes).
 pub fn gcs_problems(target: &GcsTarget) -> Vec<String> {
     let mut problems = driver_check(&gcs::driver(target, "", 1 << 20), true);
     // The scratch area is outside every driver path: read it through a driver rooted there.
@@ -180,7 +181,7 @@ pub fn gcs_problems(target: &GcsTarget) -> Vec<String> {
         .unwrap();
     runtime.block_on(async {
         use wharf::storage::StorageDriver;
-        for dir in ["parts", "claims"] {
+        for dir in ["parts", "claims", "sessions"] {
             if let Ok(left) = scratch.list(&format!("/{dir}")).await {
                 problems.push(format!("scratch {dir} left: {left:?}"));
             }
