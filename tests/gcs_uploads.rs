@@ -309,7 +309,7 @@ fn upload_purging_cleans_what_a_killed_node_left_mid_patch() {
         sent,
         declared,
     );
-    let live_marker = new_marker(&target, &[dead_marker.clone()]);
+    let live_marker = new_marker(&target, std::slice::from_ref(&dead_marker));
 
     let mut purging = purge_once(&target, false);
     let cancels: f64 = purging

@@ -22,7 +22,7 @@ pub(super) async fn purge_scratch(
     let sessions = sessions_prefix(client);
     let mut purged = 0;
     for object in objects {
-        if !object.modified().is_some_and(|m| m < cutoff) {
+        if object.modified().is_none_or(|m| m >= cutoff) {
             continue;
         }
         let name = object.name.as_str();
