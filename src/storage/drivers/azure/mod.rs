@@ -21,10 +21,12 @@
 //! connection failures, a metric and a `tracing` event.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `client` (every Blob service call), `token` (Entra ID tokens and their cache), `xml`
+//! `client` (every Blob service call), `token` (Entra ID tokens and their cache),
+//! `certificate` (client certificate files and the assertions signed with them), `xml`
 //! (answers read), `sign` (Shared Key, SAS and user delegation SAS), `http` (the HTTP client),
 //! `settings` (configuration to settings: the only one that reads `config`).
 
+mod certificate;
 mod client;
 mod http;
 mod settings;
