@@ -50,7 +50,9 @@ impl ClientCertificate {
             .read_to_end(&mut data)
             .map_err(|e| format!("cannot read: {e}"))?;
         if data.len() as u64 > MAX_FILE {
-            return Err(format!("larger than {MAX_FILE} bytes: not a certificate file"));
+            return Err(format!(
+                "larger than {MAX_FILE} bytes: not a certificate file"
+            ));
         }
         Self::parse(&data, password)
     }
@@ -113,8 +115,7 @@ impl ClientCertificate {
         for (i, der) in certs.iter().enumerate() {
             let (_, cert) = x509_parser::parse_x509_certificate(der)
                 .map_err(|e| format!("certificate {} of the file: {e}", i + 1))?;
-            if own.is_none() && cert.public_key().subject_public_key.data == key.public().as_ref()
-            {
+            if own.is_none() && cert.public_key().subject_public_key.data == key.public().as_ref() {
                 own = Some(i);
             }
         }
@@ -236,19 +237,20 @@ fn pem_contents(sections: Vec<(SectionKind, Vec<u8>)>) -> (Vec<KeyDer>, Vec<Vec<
 }
 
 fn pkcs12_contents(data: &[u8], password: &str) -> Result<(Vec<KeyDer>, Vec<Vec<u8>>), String> {
-    let archive = p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| match e {
-        p12_keystore::error::Error::MacError(_) => {
-            "wrong password (AZURE_CLIENT_CERTIFICATE_PASSWORD): the PKCS#12 file's integrity \
+    let archive =
+        p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| match e {
+            p12_keystore::error::Error::MacError(_) => {
+                "wrong password (AZURE_CLIENT_CERTIFICATE_PASSWORD): the PKCS#12 file's integrity \
              check fails"
-                .to_string()
-        }
-        p12_keystore::error::Error::UnpadError => {
-            "wrong password (AZURE_CLIENT_CERTIFICATE_PASSWORD): the PKCS#12 file cannot be \
+                    .to_string()
+            }
+            p12_keystore::error::Error::UnpadError => {
+                "wrong password (AZURE_CLIENT_CERTIFICATE_PASSWORD): the PKCS#12 file cannot be \
              decrypted"
-                .to_string()
-        }
-        other => format!("neither PEM nor a readable PKCS#12 file: {other}"),
-    })?;
+                    .to_string()
+            }
+            other => format!("neither PEM nor a readable PKCS#12 file: {other}"),
+        })?;
     let keys = archive
         .keys
         .iter()
@@ -272,7 +274,9 @@ mod tests {
         let key = dir.join(format!("{name}.key"));
         let cert = dir.join(format!("{name}.crt"));
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", &format!("/CN={name}")])
             .arg("-keyout")
             .arg(&key)
@@ -334,7 +338,13 @@ mod tests {
 
         let now = SystemTime::now();
         let jwt = from_pem
-            .assertion("https://login/t/oauth2/v2.0/token", "client", Signing::Ps256, true, now)
+            .assertion(
+                "https://login/t/oauth2/v2.0/token",
+                "client",
+                Signing::Ps256,
+                true,
+                now,
+            )
             .unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
@@ -355,9 +365,12 @@ mod tests {
         let public = cert.public_key().subject_public_key.data.to_vec();
         let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         let message = format!("{}.{}", parts[0], parts[1]);
-        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PSS_2048_8192_SHA256, &public)
-            .verify(message.as_bytes(), &signature)
-            .expect("a valid PS256 signature");
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PSS_2048_8192_SHA256,
+            &public,
+        )
+        .verify(message.as_bytes(), &signature)
+        .expect("a valid PS256 signature");
 
         let jwt = from_pem
             .assertion("aud", "client", Signing::Rs256, false, now)

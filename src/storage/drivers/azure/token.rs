@@ -203,9 +203,8 @@ pub(super) fn default_chain(
                     .to_string(),
             ),
         },
-        _ => skipped.push(
-            "environment: AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".to_string(),
-        ),
+        _ => skipped
+            .push("environment: AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".to_string()),
     }
     match (&tenant, &client_id, get("AZURE_FEDERATED_TOKEN_FILE")) {
         (Some(tenant), Some(client_id), Some(file)) => chain.push(TokenSource::WorkloadIdentity {
@@ -762,7 +761,10 @@ mod tests {
         assert!(chain[0].describe().contains("/nonexistent.pem"));
         let (chain, skipped) = with(&[]);
         assert_eq!(names(&chain), ["imds"]);
-        assert!(skipped[0].contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{skipped:?}");
+        assert!(
+            skipped[0].contains("AZURE_CLIENT_CERTIFICATE_PATH"),
+            "{skipped:?}"
+        );
     }
 
     #[test]
