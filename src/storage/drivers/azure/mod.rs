@@ -75,6 +75,20 @@ pub async fn check_credentials(settings: &AzureSettings) -> Result<(), AzureSetu
     let Some(sources) = client::token_sources(&settings.auth, &env) else {
         return Ok(());
     };
+    for source in &sources {
+        if let token::TokenSource::ClientCertificate {
+            certificate: Err(why),
+            ..
+        } = source
+        {
+            // azidentity moves on to the next source; say why this one is passed over.
+            tracing::warn!(
+                target: "wharf::storage::azure",
+                source = %source.describe(), reason = %why,
+                "client certificate unusable; default credentials try the next source"
+            );
+        }
+    }
     match token::TokenCredential::new(sources).token().await {
         Ok(_) => Ok(()),
         Err(token::TokenError::Failed(why)) => {
