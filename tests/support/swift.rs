@@ -37,14 +37,29 @@ pub struct SwiftTarget {
 impl SwiftTarget {
     /// A fresh container on the shared cluster (the driver creates it on first use).
     pub fn fresh() -> SwiftTarget {
+        SwiftTarget::fresh_on(shared())
+    }
+
+    /// A fresh container on `swift`.
+    pub fn fresh_on(swift: &Swift) -> SwiftTarget {
         SwiftTarget {
-            auth_url: shared().auth_url(),
+            auth_url: swift.auth_url(),
             container: fresh_container(),
         }
     }
 }
 
 static SHARED: OnceLock<Swift> = OnceLock::new();
+static SMALL: OnceLock<Swift> = OnceLock::new();
+
+/// The largest object of [`small_objects`]' cluster.
+pub const SMALL_MAX_FILE_SIZE: u64 = 8 << 20;
+
+/// A cluster of this process whose largest object (`max_file_size`) is 8 MiB, started on
+/// first use.
+pub fn small_objects() -> &'static Swift {
+    SMALL.get_or_init(|| Swift::start_with(Some(SMALL_MAX_FILE_SIZE)))
+}
 static CONTAINERS: AtomicU64 = AtomicU64::new(1);
 
 /// The cluster shared by the tests of this process.
@@ -83,15 +98,20 @@ fn write(path: &Path, text: &str) {
 }
 
 /// The configuration files and rings of a cluster in `dir`.
-fn configure(dir: &Path, p: Ports) {
+fn configure(dir: &Path, p: Ports, max_file_size: Option<u64>) {
     let etc = dir.join("etc");
     let device = dir.join("srv/d1");
     fs::create_dir_all(&etc).expect("etc dir");
     fs::create_dir_all(&device).expect("device dir");
     write(
         &etc.join("swift.conf"),
-        "[swift-hash]\nswift_hash_path_suffix = wharftest\nswift_hash_path_prefix = wharftest\n\
-         [storage-policy:0]\nname = Policy-0\ndefault = yes\n",
+        &format!(
+            "[swift-hash]\nswift_hash_path_suffix = wharftest\nswift_hash_path_prefix = wharftest\n\
+         [storage-policy:0]\nname = Policy-0\ndefault = yes\n{}",
+            max_file_size
+                .map(|m| format!("[swift-constraints]\nmax_file_size = {m}\n"))
+                .unwrap_or_default()
+        ),
     );
     let common = format!(
         "[DEFAULT]\nbind_ip = 127.0.0.1\nworkers = 0\nswift_dir = {}\nlog_level = WARNING\n",
@@ -158,6 +178,12 @@ fn configure(dir: &Path, p: Ports) {
 impl Swift {
     /// A private cluster on free ports.
     pub fn start() -> Swift {
+        Swift::start_with(None)
+    }
+
+    /// A private cluster on free ports whose largest object is `max_file_size` (Swift's
+    /// default, 5 GiB, when `None`).
+    pub fn start_with(max_file_size: Option<u64>) -> Swift {
         let dir = tempfile::Builder::new()
             .prefix("wharf-swift-")
             .tempdir()
@@ -169,7 +195,7 @@ impl Swift {
             object: free_port(),
             memcached: free_port(),
         };
-        configure(dir.path(), ports);
+        configure(dir.path(), ports, max_file_size);
         let swift = Swift {
             ports,
             shell: Mutex::new(None),
@@ -269,10 +295,8 @@ impl Swift {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    /// The names of the objects of `container` under `prefix` (an empty list when the
-    /// container does not exist).
-    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
-        let client = reqwest::blocking::Client::new();
+    /// A tempauth token and the account's storage URL.
+    fn token(&self, client: &reqwest::blocking::Client) -> (String, String) {
         let auth = client
             .get(self.auth_url())
             .header("x-auth-user", USER)
@@ -281,7 +305,45 @@ impl Swift {
             .send()
             .expect("tempauth answers");
         let header = |name: &str| auth.headers()[name].to_str().unwrap().to_string();
-        let (token, storage) = (header("x-auth-token"), header("x-storage-url"));
+        (header("x-auth-token"), header("x-storage-url"))
+    }
+
+    /// The headers of object `name` of `container` (`None` when it does not exist).
+    pub fn head_object(&self, container: &str, name: &str) -> Option<reqwest::header::HeaderMap> {
+        let client = reqwest::blocking::Client::new();
+        let (token, storage) = self.token(&client);
+        let resp = client
+            .head(format!("{storage}/{container}/{name}"))
+            .header("x-auth-token", &token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .expect("HEAD of an object");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(resp.status().is_success(), "HEAD {name}: {}", resp.status());
+        Some(resp.headers().clone())
+    }
+
+    /// Writes object `name` of `container`.
+    pub fn put_object(&self, container: &str, name: &str, body: &[u8]) {
+        let client = reqwest::blocking::Client::new();
+        let (token, storage) = self.token(&client);
+        let resp = client
+            .put(format!("{storage}/{container}/{name}"))
+            .header("x-auth-token", &token)
+            .body(body.to_vec())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .expect("PUT of an object");
+        assert!(resp.status().is_success(), "PUT {name}: {}", resp.status());
+    }
+
+    /// The names of the objects of `container` under `prefix` (an empty list when the
+    /// container does not exist).
+    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
+        let client = reqwest::blocking::Client::new();
+        let (token, storage) = self.token(&client);
         let mut names = Vec::new();
         // Pages of 10,000 (Swift's default limit), bounded.
         for _ in 0..100 {

@@ -9,9 +9,11 @@
 //! 3. The commit checks that the manifest is still the one the writer opened on (`Busy`
 //!    otherwise), uploads the rest and rewrites the manifest with the digest of the segments.
 //!
-//! The closing PUT commits the same way, then copies the upload server-side (`COPY` of the
-//! DLO, a plain object) to the blob's name, checking before and after that the segments are
-//! still those recorded, and deletes the upload's manifest and segments.
+//! The closing PUT commits the same way, then publishes the upload at the blob's name while
+//! its segments are those recorded: up to the cluster's largest object (`max_file_size`) as a
+//! plain object (a server-side `COPY` of the DLO), a larger one as a DLO over server-side
+//! copies of the segments under a prefix of its own, as registry:2 leaves one; then it deletes
+//! the upload's manifest and segments.
 //!
 //! Every call has timeouts, bounded retries with backoff on throttling, 5xx and connection
 //! failures, a metric and a `tracing` event.
