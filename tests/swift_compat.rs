@@ -9,7 +9,9 @@ mod support;
 
 use std::path::Path;
 
-use support::swift::{shared, small_objects, Swift, SwiftTarget, SMALL_MAX_FILE_SIZE};
+use support::swift::{
+    refused_start, shared, small_objects, Swift, SwiftTarget, SMALL_MAX_FILE_SIZE,
+};
 use support::*;
 
 const KIB: usize = 1 << 10;
@@ -120,11 +122,7 @@ fn pull_and_compare(reg: &Registry, layout: &OciLayout, work: &Path) {
 
 /// Objects of an upload left in the container.
 fn upload_leftovers(target: &SwiftTarget) -> Vec<String> {
-    shared()
-        .objects(&target.container, "files/docker/registry/v2/repositories/")
-        .into_iter()
-        .filter(|name| name.contains("/_uploads/"))
-        .collect()
+    upload_leftovers_on(shared(), target)
 }
 
 #[test]
@@ -316,11 +314,9 @@ fn read_back(fleet: &Fleet, repo: &str, data: &[u8]) -> Vec<String> {
     problems
 }
 
-/// Chunk sizes on both sides of the 5 MiB segment size, and empty uploads (`chunksize` of both binaries).
+/// Chunk sizes on both sides of the 5 MiB segment size (`chunksize` of both binaries).
 fn cases() -> Vec<(&'static str, Vec<usize>)> {
     vec![
-        ("empty: POST, then PUT", vec![]),
-        ("empty: one PATCH without a body", vec![0]),
         ("three 1 KiB chunks", vec![KIB, KIB, KIB]),
         ("small, over a segment, small", vec![KIB, 6 * MIB + 3, KIB]),
         ("exactly one segment twice", vec![5 * MIB, 5 * MIB, 1]),
@@ -511,6 +507,13 @@ fn upload_leftovers_on(swift: &Swift, target: &SwiftTarget) -> Vec<String> {
         .collect()
 }
 
+/// The session id in an upload's `Location`.
+fn upload_id(location: &str) -> String {
+    let path = location_path(location);
+    let path = path.split('?').next().unwrap();
+    path.rsplit('/').next().unwrap().to_string()
+}
+
 /// Purging a dead upload deletes its segments with it.
 #[test]
 fn upload_purge_removes_a_dead_uploads_segments() {
@@ -536,11 +539,7 @@ fn upload_purge_removes_a_dead_uploads_segments() {
     resp.assert_status(202);
     let segments = swift.objects(&target.container, "segments/");
     assert_eq!(segments.len(), 3, "{segments:?}");
-    let uuid = location_path(&location)
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let uuid = upload_id(&location);
     // Started long ago: the next pass purges it.
     swift.put_object(
         &target.container,
@@ -563,14 +562,11 @@ fn upload_purge_removes_a_dead_uploads_segments() {
 /// Swift refuses the credentials (tempauth answers 401): Wharf does not start, and says why.
 #[test]
 fn wharf_refuses_to_start_when_swift_refuses_the_credentials() {
-    let target = SwiftTarget::fresh();
-    let mut reg = Registry::builder(Driver::Swift)
-        .swift_target(&target)
-        .env("REGISTRY_STORAGE_SWIFT_PASSWORD", "not-the-key")
-        .spawn();
-    let status = reg.wait_exit(std::time::Duration::from_secs(60));
-    assert!(status.is_some_and(|s| !s.success()), "{}", reg.log());
-    let log = reg.log();
+    let log = refused_start(
+        Registry::builder(Driver::Swift)
+            .swift_target(&SwiftTarget::fresh())
+            .env("REGISTRY_STORAGE_SWIFT_PASSWORD", "not-the-key"),
+    );
     assert!(
         log.contains("storage.swift") && log.contains("refused the credentials"),
         "{log}"
@@ -584,14 +580,62 @@ fn wharf_refuses_to_start_when_the_auth_service_is_unreachable() {
         auth_url: format!("http://127.0.0.1:{}/auth/v1.0", process::free_port()),
         container: support::swift::fresh_container(),
     };
-    let mut reg = Registry::builder(Driver::Swift)
-        .swift_target(&target)
-        .spawn();
-    let status = reg.wait_exit(std::time::Duration::from_secs(60));
-    assert!(status.is_some_and(|s| !s.success()), "{}", reg.log());
-    let log = reg.log();
+    let log = refused_start(Registry::builder(Driver::Swift).swift_target(&target));
     assert!(
         log.contains("storage.swift") && log.contains("cannot reach the authentication service"),
         "{log}"
+    );
+}
+
+/// Empty uploads (POST then PUT; POST, a PATCH without a body, PUT) started on registry:2 or
+/// touched by it are finished by Wharf and read by both. registry:2 2.8.2 itself cannot finish
+/// an empty upload on Swift (its writer waits for a size it never sees), even one it started:
+/// checked here too, so the directions that end on registry:2 are known not to work with the
+/// reference rather than skipped.
+#[test]
+fn empty_uploads_cross_between_binaries() {
+    let target = SwiftTarget::fresh();
+    let fleet = Fleet {
+        registry2: start(Server::DockerRegistry, &target, false),
+        wharf: start(Server::Wharf, &target, false),
+    };
+    let node = |side: Side| (format!("{side:?}"), fleet.endpoint(side));
+    let (r, w) = (Side::Registry2, Side::Wharf);
+    let cases: [(&str, Vec<Side>, Vec<usize>); 4] = [
+        ("POST on registry:2, PUT on Wharf", vec![r, w], vec![]),
+        (
+            "POST and empty PATCH on registry:2, PUT on Wharf",
+            vec![r, r, w],
+            vec![0],
+        ),
+        (
+            "POST on registry:2, empty PATCH and PUT on Wharf",
+            vec![r, w, w],
+            vec![0],
+        ),
+        (
+            "POST on Wharf, empty PATCH on registry:2, PUT on Wharf",
+            vec![w, r, w],
+            vec![0],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (i, (name, sides, chunks)) in cases.iter().enumerate() {
+        let repo = format!("empty/case-{i}");
+        let nodes: Vec<(String, Endpoint)> = sides.iter().map(|s| node(*s)).collect();
+        let mut problems = push_across(&nodes, &repo, b"", chunks);
+        if problems.is_empty() {
+            problems.extend(read_back(&fleet, &repo, b""));
+        }
+        if !problems.is_empty() {
+            failed.push(format!("{name}: {}", problems.join("; ")));
+        }
+    }
+    assert!(failed.is_empty(), "{}\n{}", failed.join("\n"), fleet.logs());
+    assert_eq!(upload_leftovers(&target), Vec::<String>::new());
+    let alone = push_across(&[node(r)], "empty/registry2", b"", &[]);
+    assert!(
+        alone.iter().any(|p| p.starts_with("PUT on Registry2: 500")),
+        "registry:2 finishes an empty upload on Swift now: test the other directions\n{alone:?}"
     );
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use support::keystone::{self as keystone, PASSWORD};
-use support::swift::SwiftTarget;
+use support::swift::{refused_start, SwiftTarget};
 use support::*;
 
 /// A whole config for a registry on `target` with Keystone v3, `password`, redirects on.
@@ -77,14 +77,7 @@ fn registry2_serves_what_wharf_wrote_through_keystone() {
 /// not start, and says which section and why.
 #[test]
 fn wharf_with_a_wrong_password_does_not_start() {
-    let target = keystone::fresh_target();
-    let mut reg = Registry::builder(Driver::Inmemory)
-        .server(Server::Wharf)
-        .template(&config(&target, "not-the-password"))
-        .spawn();
-    let status = reg.wait_exit(std::time::Duration::from_secs(60));
-    assert!(status.is_some_and(|s| !s.success()), "{}", reg.log());
-    let log = reg.log();
+    let log = refused_start(wrong_password(Server::Wharf));
     assert!(
         log.contains("storage.swift") && log.contains("refused the credentials (401"),
         "{log}"
@@ -94,16 +87,14 @@ fn wharf_with_a_wrong_password_does_not_start() {
 /// registry:2 refuses to start with the same wrong password, as it authenticates at start-up.
 #[test]
 fn registry2_with_a_wrong_password_does_not_start() {
+    let log = refused_start(wrong_password(Server::DockerRegistry));
+    assert!(log.contains("swift authentication failed"), "{log}");
+}
+
+/// `server` with a password Keystone refuses.
+fn wrong_password(server: Server) -> RegistryBuilder {
     let target = keystone::fresh_target();
-    let mut reg = Registry::builder(Driver::Inmemory)
-        .server(Server::DockerRegistry)
+    Registry::builder(Driver::Inmemory)
+        .server(server)
         .template(&config(&target, "not-the-password"))
-        .spawn();
-    let status = reg.wait_exit(std::time::Duration::from_secs(60));
-    assert!(status.is_some_and(|s| !s.success()), "{}", reg.log());
-    assert!(
-        reg.log().contains("swift authentication failed"),
-        "{}",
-        reg.log()
-    );
 }

@@ -86,9 +86,19 @@ struct Ports {
     memcached: u16,
 }
 
+/// `swift-proxy-server` with the constraints of the `swift.conf` given first.
+const PROXY_WITH_CONSTRAINTS: &str = "import sys; \
+    from swift.common import utils, constraints; \
+    default = utils.SWIFT_CONF_FILE; utils.SWIFT_CONF_FILE = sys.argv.pop(1); \
+    constraints.reload_constraints(); utils.SWIFT_CONF_FILE = default; \
+    from swift.common.wsgi import run_wsgi; \
+    sys.exit(run_wsgi(sys.argv[1], 'proxy-server', verbose=True))";
+
 /// A running single-node Swift; dropping it stops every process.
 pub struct Swift {
     ports: Ports,
+    /// The proxy takes its constraints from this cluster's `swift.conf`.
+    own_constraints: bool,
     shell: Mutex<Option<(Child, ChildStdin)>>,
     dir: tempfile::TempDir,
 }
@@ -198,6 +208,7 @@ impl Swift {
         configure(dir.path(), ports, max_file_size);
         let swift = Swift {
             ports,
+            own_constraints: max_file_size.is_some(),
             shell: Mutex::new(None),
             dir,
         };
@@ -214,13 +225,28 @@ impl Swift {
             self.ports.memcached,
             log.display()
         );
-        for kind in ["account", "container", "object", "proxy"] {
+        for kind in ["account", "container", "object"] {
             script.push_str(&format!(
                 "swift-{kind}-server '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
                 etc.join(format!("{kind}-server.conf")).display(),
                 log.display()
             ));
         }
+        // Swift reads its constraints from /etc/swift/swift.conf only: the proxy of a cluster
+        // with its own reads this cluster's `swift.conf` for them first.
+        let proxy = if self.own_constraints {
+            format!(
+                "/usr/bin/python3 -c \"{PROXY_WITH_CONSTRAINTS}\" '{}'",
+                etc.join("swift.conf").display()
+            )
+        } else {
+            "swift-proxy-server".to_string()
+        };
+        script.push_str(&format!(
+            "{proxy} '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
+            etc.join("proxy-server.conf").display(),
+            log.display()
+        ));
         // Without a `stop` line first (this process went away: a shared cluster lives in a
         // static, never dropped), the shell also removes the temp folder.
         script.push_str(&format!(
@@ -308,16 +334,28 @@ impl Swift {
         (header("x-auth-token"), header("x-storage-url"))
     }
 
-    /// The headers of object `name` of `container` (`None` when it does not exist).
-    pub fn head_object(&self, container: &str, name: &str) -> Option<reqwest::header::HeaderMap> {
+    /// One request to object `name` of `container` with a token.
+    fn object_request(
+        &self,
+        method: reqwest::Method,
+        container: &str,
+        name: &str,
+        body: &[u8],
+    ) -> reqwest::blocking::Response {
         let client = reqwest::blocking::Client::new();
         let (token, storage) = self.token(&client);
-        let resp = client
-            .head(format!("{storage}/{container}/{name}"))
+        client
+            .request(method.clone(), format!("{storage}/{container}/{name}"))
             .header("x-auth-token", &token)
+            .body(body.to_vec())
             .timeout(Duration::from_secs(30))
             .send()
-            .expect("HEAD of an object");
+            .unwrap_or_else(|e| panic!("{method} {name}: {e}"))
+    }
+
+    /// The headers of object `name` of `container` (`None` when it does not exist).
+    pub fn head_object(&self, container: &str, name: &str) -> Option<reqwest::header::HeaderMap> {
+        let resp = self.object_request(reqwest::Method::HEAD, container, name, b"");
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return None;
         }
@@ -327,15 +365,7 @@ impl Swift {
 
     /// Writes object `name` of `container`.
     pub fn put_object(&self, container: &str, name: &str, body: &[u8]) {
-        let client = reqwest::blocking::Client::new();
-        let (token, storage) = self.token(&client);
-        let resp = client
-            .put(format!("{storage}/{container}/{name}"))
-            .header("x-auth-token", &token)
-            .body(body.to_vec())
-            .timeout(Duration::from_secs(30))
-            .send()
-            .expect("PUT of an object");
+        let resp = self.object_request(reqwest::Method::PUT, container, name, body);
         assert!(resp.status().is_success(), "PUT {name}: {}", resp.status());
     }
 
@@ -453,4 +483,13 @@ pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::sw
         keystone: None,
     };
     SwiftDriver::new(&settings).expect("swift driver")
+}
+
+/// Spawns a registry that must exit unsuccessfully by itself; returns its log.
+pub fn refused_start(builder: super::registry::RegistryBuilder) -> String {
+    let mut reg = builder.spawn();
+    let status = reg.wait_exit(Duration::from_secs(60));
+    let log = reg.log();
+    assert!(status.is_some_and(|s| !s.success()), "it started:\n{log}");
+    log
 }
