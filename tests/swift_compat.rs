@@ -26,13 +26,17 @@ fn fixture(dir: &Path) -> OciLayout {
     layout
 }
 
-fn start(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+/// `server` on `target` with one `http.secret`, blob reads redirected or not.
+fn builder(server: Server, target: &SwiftTarget, redirect: bool) -> RegistryBuilder {
     Registry::builder(Driver::Swift)
         .server(server)
         .swift_target(target)
         .redirect(redirect)
         .secret(SECRET)
-        .start()
+}
+
+fn start(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+    builder(server, target, redirect).start()
 }
 
 const IMAGES: [(&str, &str, bool); 2] = [
@@ -392,13 +396,10 @@ fn assert_dlo(swift: &Swift, target: &SwiftTarget, digest: &str, len: usize) {
     assert_eq!(head["content-length"].to_str().unwrap(), len.to_string());
 }
 
-fn start_on_small(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
-    Registry::builder(Driver::Swift)
-        .server(server)
-        .swift_target(target)
-        .redirect(redirect)
+/// [`start`] with blob deletes enabled.
+fn start_deleting(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+    builder(server, target, redirect)
         .delete_enabled(true)
-        .secret(SECRET)
         .start()
 }
 
@@ -410,9 +411,9 @@ fn start_on_small(server: Server, target: &SwiftTarget, redirect: bool) -> Regis
 fn blobs_over_swifts_largest_object_are_dlos_read_by_both_and_collected() {
     let swift = small_objects();
     let target = SwiftTarget::fresh_on(swift);
-    let a = start_on_small(Server::Wharf, &target, false);
-    let b = start_on_small(Server::Wharf, &target, true);
-    let registry2 = start_on_small(Server::DockerRegistry, &target, false);
+    let a = start_deleting(Server::Wharf, &target, false);
+    let b = start_deleting(Server::Wharf, &target, true);
+    let registry2 = start_deleting(Server::DockerRegistry, &target, false);
     let logs = || {
         format!(
             "--- a ---\n{}\n--- b ---\n{}\n--- registry:2 ---\n{}",
