@@ -1,14 +1,16 @@
 //! Byte-level pieces the REST object-store clients (Azure, GCS, Swift) share: what a failed
 //! call without an answer was, an answer body as a driver stream bounded by idle time, the
-//! `bytes=` value of a ranged read, a small object collected into memory, and the I/O error a
-//! driver call reports.
+//! `bytes=` value of a ranged read, a small object collected into memory, the I/O error a
+//! driver call reports, and bounded retries with backoff.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
+use rand::Rng;
 
 use crate::storage::{ByteStream, StorageError};
 
@@ -94,6 +96,43 @@ pub(crate) async fn collect(mut stream: ByteStream) -> Result<Bytes, StorageErro
         buf.extend_from_slice(&chunk?);
     }
     Ok(buf.freeze())
+}
+
+/// The longest wait between two attempts of a call.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs `send` until it succeeds, fails in a way `transient` says will not change, or
+/// `max_attempts` are spent; waits exponentially longer from `first_delay` (with up to a
+/// quarter of jitter, at most 5 s) between attempts.
+pub(crate) async fn retrying<T, F, Fut>(
+    system: &'static str,
+    op: &'static str,
+    max_attempts: u32,
+    first_delay: Duration,
+    transient: impl Fn(&F) -> bool,
+    mut send: impl FnMut() -> Fut,
+) -> Result<T, F>
+where
+    F: std::fmt::Debug,
+    Fut: Future<Output = Result<T, F>>,
+{
+    let mut attempt = 1;
+    loop {
+        match send().await {
+            Err(f) if transient(&f) && attempt < max_attempts => {
+                let base = first_delay.saturating_mul(1 << (attempt - 1).min(16));
+                let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 4);
+                let delay = (base + Duration::from_millis(jitter)).min(MAX_BACKOFF);
+                tracing::debug!(
+                    target: "wharf::storage",
+                    system, op, attempt, failure = ?f, "retrying storage call"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use rand::Rng;
 use tokio::sync::OnceCell;
 
 use super::http::{self, HttpClient};
@@ -32,8 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the next piece of a response body.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest delay between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Error answers are read up to this size, for their code.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Names per listing page (the service allows up to 5000).
@@ -435,23 +432,15 @@ impl Client {
         &self,
         req: &Request<'_>,
     ) -> Result<::http::Response<Incoming>, Failure> {
-        let mut attempt = 1;
-        loop {
-            match self.send_once(req).await {
-                Err(f) if f.transient() && attempt < self.max_attempts => {
-                    let base = self.retry_delay.saturating_mul(1 << (attempt - 1).min(16));
-                    let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 4);
-                    let delay = (base + Duration::from_millis(jitter)).min(MAX_BACKOFF);
-                    tracing::debug!(
-                        target: "wharf::storage::azure",
-                        op = req.op, attempt, failure = ?f, "retrying blob service call"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        rest_io::retrying(
+            "azure",
+            req.op,
+            self.max_attempts,
+            self.retry_delay,
+            Failure::transient,
+            || self.send_once(req),
+        )
+        .await
     }
 
     /// Runs one call: container check, retries, metric, log, error mapping.

@@ -33,8 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest wait for the next piece of a response body.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest delay between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(15);
 /// Error answers are read up to this size.
@@ -552,26 +550,15 @@ impl Client {
         &self,
         req: &Request<'_>,
     ) -> Result<::http::Response<Incoming>, Failure> {
-        let mut attempt = 1;
-        loop {
-            match self.send_once(req).await {
-                Err(f) if f.transient() && attempt < self.settings.max_attempts => {
-                    let base = self
-                        .settings
-                        .retry_delay
-                        .saturating_mul(1 << (attempt - 1).min(16));
-                    let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 4);
-                    let delay = (base + Duration::from_millis(jitter)).min(MAX_BACKOFF);
-                    tracing::debug!(
-                        target: "wharf::storage::swift",
-                        op = req.op, attempt, failure = ?f, "retrying Swift call"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        rest_io::retrying(
+            "swift",
+            req.op,
+            self.settings.max_attempts,
+            self.settings.retry_delay,
+            Failure::transient,
+            || self.send_once(req),
+        )
+        .await
     }
 
     /// Sends with retries and records the call's latency and outcome; failures unmapped.
