@@ -2,13 +2,14 @@
 //! time (its record buffer grows by 4 KiB per read and shrinks again once drained), so an
 //! upload over TLS cost four or more `read` calls per 16 KiB record. Reads into this buffer
 //! take up to [`READ_AHEAD`] bytes in one call; rustls then copies its pieces from memory.
-//! The buffer lives only while a connection streams: it is dropped whenever it runs empty
-//! after a read that did not fill half of it, so an idle or trickling connection holds none.
+//! The buffer lives only while a connection streams: it is dropped whenever a read finds
+//! nothing waiting, and when it runs empty after a read that did not fill half of it, so an
+//! idle or trickling connection holds none.
 
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -64,7 +65,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         // `read_buf` fills spare capacity without zeroing it first; it keeps no state of its
         // own, so polling a fresh one each time is the same as keeping one.
         let read = pin!(this.inner.read_buf(&mut this.buf));
-        this.last_fill = ready!(read.poll(cx))?;
+        match read.poll(cx) {
+            Poll::Ready(filled) => this.last_fill = filled?,
+            Poll::Pending => {
+                // Nothing arrived: a connection waiting for its next request holds no buffer.
+                this.buf = BytesMut::new();
+                return Poll::Pending;
+            }
+        }
         this.drain_into(out);
         Poll::Ready(Ok(()))
     }
@@ -134,6 +142,18 @@ mod tests {
             reader.buf.capacity(),
             0,
             "a short read, drained, keeps no buffer"
+        );
+        // A read that finds nothing waiting holds no buffer either.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut space = [0u8; 4096];
+        let mut out = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut reader)
+            .poll_read(&mut cx, &mut out)
+            .is_pending());
+        assert_eq!(
+            reader.buf.capacity(),
+            0,
+            "an idle connection keeps no buffer"
         );
         drop(client);
         assert_eq!(reader.read(&mut piece).await.unwrap(), 0);
