@@ -1,6 +1,6 @@
 //! TLS on the main listener with a CA generated here: skopeo with `--dest-cert-dir`, https
-//! `Location`s, mutual TLS, TLS 1.1 refused, the certificate reloaded from disk, and start-up
-//! errors naming the key at fault.
+//! `Location`s, large blobs pushed and pulled intact, mutual TLS, TLS 1.1 refused, the
+//! certificate reloaded from disk, and start-up errors naming the key at fault.
 
 mod support;
 
@@ -146,6 +146,161 @@ fn skopeo_pushes_over_tls_with_a_cert_dir() {
         .stdout,
         "200"
     );
+}
+
+/// The `Location` of a `curl -i` answer as an absolute URL, with `extra` appended as a query
+/// parameter when given.
+fn location(base: &str, head: &str, extra: Option<&str>) -> String {
+    let value = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Location in {head}"));
+    let url = if value.starts_with('/') {
+        format!("{base}{value}")
+    } else {
+        value
+    };
+    match extra {
+        Some(q) if url.contains('?') => format!("{url}&{q}"),
+        Some(q) => format!("{url}?{q}"),
+        None => url,
+    }
+}
+
+#[test]
+fn large_blobs_stream_both_ways_over_tls_intact() {
+    // Uploads are read through a read-ahead buffer under rustls and downloads leave in 1 MiB
+    // bursts of records: bytes must arrive whole and in order, whatever the split.
+    let pki = Pki::new();
+    let mut reg = spawn(&pki.tls_lines(&[]));
+    wait_tls(&mut reg, &pki, &[]);
+    // HTTP/1.1, as Docker clients pull.
+    let curl11 = |args: &[&str]| curl(&[&["--http1.1"], args].concat());
+    let work = tempfile::tempdir().unwrap();
+    let ca = pki.path("ca.crt");
+    let base = format!("https://{}", reg.host());
+    let data: Vec<u8> = (0..24_000_037u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = sha256_digest(&data);
+    let whole = work.path().join("blob");
+    std::fs::write(&whole, &data).unwrap();
+    let (first, rest) = data.split_at(7_000_003);
+    std::fs::write(work.path().join("first"), first).unwrap();
+    std::fs::write(work.path().join("rest"), rest).unwrap();
+
+    // Monolithic: one PUT carries the blob.
+    let start = curl11(&[
+        "-i",
+        "-X",
+        "POST",
+        "--cacert",
+        &ca,
+        &format!("{base}/v2/tls/big/blobs/uploads/"),
+    ]);
+    let digest_query = format!("digest={digest}");
+    let put = location(&base, &start.stdout, Some(&digest_query));
+    let out = curl11(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "PUT",
+        "--cacert",
+        &ca,
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", whole.display()),
+        &put,
+    ]);
+    assert_eq!(out.stdout, "201", "{}", out.stderr);
+
+    // Chunked into another repository: a PATCH, then the rest with the closing PUT.
+    let start = curl11(&[
+        "-i",
+        "-X",
+        "POST",
+        "--cacert",
+        &ca,
+        &format!("{base}/v2/tls/chunked/blobs/uploads/"),
+    ]);
+    let patch = location(&base, &start.stdout, None);
+    let patched = curl11(&[
+        "-i",
+        "-X",
+        "PATCH",
+        "--cacert",
+        &ca,
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", work.path().join("first").display()),
+        &patch,
+    ]);
+    // curl sends `Expect: 100-continue` with large bodies: a `100 Continue` head comes first.
+    assert!(
+        patched.stdout.contains("HTTP/1.1 202 Accepted"),
+        "{}",
+        patched.stdout
+    );
+    let close = location(&base, &patched.stdout, Some(&digest_query));
+    let out = curl11(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "PUT",
+        "--cacert",
+        &ca,
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", work.path().join("rest").display()),
+        &close,
+    ]);
+    assert_eq!(out.stdout, "201", "{}", out.stderr);
+
+    // Both download whole, and a range from the middle, with the same bytes.
+    for repo in ["big", "chunked"] {
+        let got = work.path().join(format!("got-{repo}"));
+        let url = format!("{base}/v2/tls/{repo}/blobs/{digest}");
+        let out = curl11(&[
+            "-o",
+            &got.display().to_string(),
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &ca,
+            &url,
+        ]);
+        assert_eq!(out.stdout, "200", "{}", out.stderr);
+        assert_eq!(
+            sha256_digest(&std::fs::read(&got).unwrap()),
+            digest,
+            "{repo}"
+        );
+    }
+    let got = work.path().join("range");
+    let out = curl11(&[
+        "-o",
+        &got.display().to_string(),
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        &ca,
+        "-H",
+        "Range: bytes=5000000-17000000",
+        &format!("{base}/v2/tls/big/blobs/{digest}"),
+    ]);
+    assert_eq!(out.stdout, "206", "{}", out.stderr);
+    assert!(std::fs::read(&got).unwrap() == data[5_000_000..=17_000_000]);
 }
 
 #[test]

@@ -22,6 +22,7 @@ use crate::api::file_body::SendfileQueue;
 use crate::api::{self, App};
 use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::http::read_ahead::ReadAhead;
 use crate::http::sendfile::SendfileStream;
 use crate::ops;
 
@@ -318,7 +319,9 @@ impl Connections {
                         .await
                 }
                 Some(tls) => {
-                    let stream = match tokio::time::timeout(timeout, tls.accept(io)).await {
+                    // rustls reads its transport 4 KiB at a time; see `http::read_ahead`.
+                    let accepted = tokio::time::timeout(timeout, tls.accept(ReadAhead::new(io)));
+                    let mut stream = match accepted.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
@@ -329,6 +332,10 @@ impl Connections {
                             return;
                         }
                     };
+                    stream
+                        .get_mut()
+                        .1
+                        .set_buffer_limit(Some(crate::http::tls::SEND_BUFFER));
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
