@@ -2,6 +2,7 @@
 
 pub mod cors;
 pub mod limits;
+pub mod paced_reads;
 pub mod sendfile;
 pub mod server;
 pub mod socket_activation;

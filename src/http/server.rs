@@ -22,6 +22,7 @@ use crate::api::file_body::SendfileQueue;
 use crate::api::{self, App};
 use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::http::paced_reads::PacedReads;
 use crate::http::sendfile::SendfileStream;
 use crate::ops;
 
@@ -314,7 +315,7 @@ impl Connections {
             let result = match tls {
                 None => {
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .watch(builder.serve_connection(TokioIo::new(PacedReads::new(io)), service))
                         .await
                 }
                 Some(tls) => {
@@ -330,7 +331,10 @@ impl Connections {
                         }
                     };
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(PacedReads::new(stream)), service),
+                        )
                         .await
                 }
             };
