@@ -20,9 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const MIN_READ: usize = 8 << 10;
 /// The largest read cap, reached by a client that keeps sending faster than the server reads.
 pub const MAX_READ: usize = 256 << 10;
-/// Full reads in a row before the cap doubles: the few pieces a slow upload may have queued
-/// do not make that many, a fast upload does within its first megabytes.
-const GROW_AFTER: u8 = 8;
+/// Full reads in a row before the cap doubles (256 KiB queued at the smallest cap): what a
+/// slow upload has queued when the server falls behind does not make that many, a fast
+/// upload does within its first megabytes.
+const GROW_AFTER: u8 = 32;
 
 /// How much the next read may take, adapted to what the previous reads found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +163,8 @@ mod tests {
     #[test]
     fn a_trickle_keeps_the_smallest_cap_and_a_flood_reaches_the_largest() {
         let mut pace = ReadPace::default();
-        // 16 KiB pieces, up to three queued: full reads, then an empty socket.
-        for queued in [2, 4, 2, 2, 6, 2, 0, 0] {
+        // 16 KiB pieces, up to eight queued: full reads, then an empty socket.
+        for queued in [2, 4, 2, 2, 6, 16, 2, 0, 0] {
             for _ in 0..queued {
                 pace.read(pace.limit());
             }
@@ -174,7 +175,7 @@ mod tests {
         while pace.limit() < MAX_READ {
             pace.read(pace.limit());
             reads += 1;
-            assert!(reads < 100, "the cap never reached {MAX_READ}");
+            assert!(reads < 1000, "the cap never reached {MAX_READ}");
         }
         pace.read(pace.limit());
         assert_eq!(pace.limit(), MAX_READ);
