@@ -86,6 +86,17 @@ fn oversized_and_overcrowded_heads_get_431() {
 }
 
 #[test]
+fn heads_many_reads_long_up_to_the_limit_are_served() {
+    // The server's reads start at 8 KiB and grow only while the socket stays full: a head
+    // many reads long must still arrive whole, under the default limit and a raised one.
+    let reg = Registry::builder(Driver::Filesystem).start();
+    send(reg.get("/v2/").header("x-filler", "a".repeat(60_000))).assert_status(200);
+    let reg = limited(&["maxheaderbytes: 600000"]);
+    send(reg.get("/v2/").header("x-filler", "a".repeat(590_000))).assert_status(200);
+    send(reg.get("/v2/").header("x-filler", "a".repeat(602_000))).assert_status(431);
+}
+
+#[test]
 fn slow_request_heads_are_cut_off() {
     let reg = limited(&["headerreadtimeout: 1s"]);
     let mut stream = TcpStream::connect(reg.addr()).unwrap();

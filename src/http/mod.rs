@@ -2,6 +2,7 @@
 
 pub mod cors;
 pub mod limits;
+pub mod paced_reads;
 pub mod read_ahead;
 pub mod sendfile;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::api::file_body::SendfileQueue;
 use crate::api::{self, App};
 use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::http::paced_reads::PacedReads;
 use crate::http::read_ahead::ReadAhead;
 use crate::http::sendfile::SendfileStream;
 use crate::ops;
@@ -315,7 +316,7 @@ impl Connections {
             let result = match tls {
                 None => {
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .watch(builder.serve_connection(TokioIo::new(PacedReads::new(io)), service))
                         .await
                 }
                 Some(tls) => {
@@ -337,7 +338,10 @@ impl Connections {
                         .1
                         .set_buffer_limit(Some(crate::http::tls::SEND_BUFFER));
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(PacedReads::new(stream)), service),
+                        )
                         .await
                 }
             };
@@ -453,6 +457,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
     let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if has_body {
+        own_header_values(req.headers_mut());
+    }
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
         ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
@@ -552,6 +559,18 @@ async fn handle(
         );
     }
     resp
+}
+
+/// Copies header values out of the connection's read buffer, which hyper hands them out as
+/// slices of: a request whose body trickles in for seconds would otherwise keep the buffer
+/// its head arrived in alive beside the one its body is read into.
+fn own_header_values(headers: &mut http::HeaderMap) {
+    for value in headers.values_mut() {
+        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
 }
 
 /// The answer to a preflight: 204 for an allowed origin (its headers are added with the
