@@ -267,11 +267,13 @@ impl Registry {
         }
         let expected = chunk.expected_len()?;
         let algorithm = state.algorithm().unwrap_or(Algorithm::Sha256);
-        let (mut writer, mut hasher) =
-            match self.open_session(&state, chunk.range, algorithm).await? {
-                Ok(opened) => opened,
-                Err(stale) => return Err(self.out_of_order(stale).await),
-            };
+        let (mut writer, mut hasher) = match self
+            .open_session(&state, chunk.range, algorithm, false)
+            .await?
+        {
+            Ok(opened) => opened,
+            Err(stale) => return Err(self.out_of_order(stale).await),
+        };
         if let Err(e) = pump(&mut chunk, expected, &mut hasher, Some(&mut writer)).await {
             cancel(writer).await;
             return Err(e);
@@ -294,10 +296,11 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.save_hashstate(&state, &hasher).await;
+        // No `hashstates` file (a write per chunk on object stores): the token carries the
+        // hash state to any Wharf node, and a registry:2 node continuing the session hashes
+        // the stored bytes again when it finishes it.
         state.set_hasher(&hasher);
         state.note = note;
-        state.add_hashstate(hasher.len());
         Ok(self.progress(&state))
     }
 
@@ -339,12 +342,15 @@ impl Registry {
                 self.link_blob_settled(repo, &digest, pass, spare, true)
             );
             linked?;
+            self.cache_blob(None, &digest, blob.size).await;
             return Ok(blob);
         }
         // The session's files, when the token knows them all.
         let mut known = self.session_files(&state);
+        // With nothing more to write, the driver may take the token's note at its word.
+        let publish_only = expected == Some(0);
         let opened = match self
-            .open_session(&state, last_chunk.range, digest.kind())
+            .open_session(&state, last_chunk.range, digest.kind(), publish_only)
             .await?
         {
             Ok(opened) => Some(opened),
@@ -355,7 +361,7 @@ impl Registry {
                 let mut moved = stale.clone();
                 moved.at_offset(size);
                 known = None;
-                self.open_session(&moved, last_chunk.range, digest.kind())
+                self.open_session(&moved, last_chunk.range, digest.kind(), true)
                     .await?
                     .ok()
             }
@@ -413,6 +419,8 @@ impl Registry {
             linked
         };
         linked?;
+        // Known stored: a manifest naming it next needs no storage read for its size.
+        self.cache_blob(None, &digest, hasher.len()).await;
         Ok(BlobInfo {
             digest,
             size: hasher.len(),
@@ -422,21 +430,25 @@ impl Registry {
     /// Opens the session's data for appending at the token's offset, with the hash (in
     /// `algorithm`) of what is stored before it. `Err(state)` inside: the token does not
     /// describe what storage holds (stale, or another request is writing right now).
+    /// `publish_only`: nothing will be written, the writer only publishes the data.
     async fn open_session(
         &self,
         state: &UploadState,
         range: Option<(u64, u64)>,
         algorithm: Algorithm,
+        publish_only: bool,
     ) -> Result<std::result::Result<(Box<dyn FileWriter>, HashState), UploadState>> {
         if range.is_some_and(|(start, _)| start != state.offset) {
             return Ok(Err(state.clone()));
         }
         let path = layout::upload_data(&state.name, &state.uuid);
-        let writer = match self
-            .driver
-            .writer_noted(&path, state.offset, state.note.as_deref())
-            .await
-        {
+        let note = state.note.as_deref();
+        let opened = if publish_only {
+            self.driver.publisher_noted(&path, state.offset, note).await
+        } else {
+            self.driver.writer_noted(&path, state.offset, note).await
+        };
+        let writer = match opened {
             Ok(w) => w,
             Err(StorageError::OffsetMismatch { .. } | StorageError::Busy(_)) => {
                 return Ok(Err(state.clone()))
@@ -496,7 +508,8 @@ impl Registry {
         Ok(h)
     }
 
-    /// distribution's `hashstates/<algorithm>/<offset>` for `state.offset`, when stored and valid.
+    /// distribution's `hashstates/<algorithm>/<offset>` for `state.offset` (registry:2 writes
+    /// one per chunk), when stored and valid.
     async fn stored_hashstate(
         &self,
         state: &UploadState,
@@ -508,25 +521,6 @@ impl Registry {
         HashState::from_go_bytes(algorithm, &bytes)
             .ok()
             .filter(|h| h.len() == state.offset)
-    }
-
-    /// Keeps the hash state beside the data, as distribution does: a registry:2 node (or a
-    /// request with an older token) continues from it without rehashing. Lazy: only a power
-    /// loss can lose it, and then the data is rehashed.
-    async fn save_hashstate(&self, state: &UploadState, hasher: &HashState) {
-        let path = layout::upload_hashstate(
-            &state.name,
-            &state.uuid,
-            hasher.algorithm().name(),
-            hasher.len(),
-        );
-        if let Err(e) = self
-            .driver
-            .put_content_lazy(&path, Bytes::from(hasher.to_go_bytes()))
-            .await
-        {
-            tracing::warn!(error = %e, "could not store the upload hash state");
-        }
     }
 
     /// Monolithic upload of a blob whose digest the client states up front:
@@ -543,6 +537,7 @@ impl Registry {
         let (blob, spare) = self.store_verified(&digest, body).await?;
         self.link_blob_settled(repo, &digest, pass, spare, true)
             .await?;
+        self.cache_blob(None, &digest, blob.size).await;
         Ok(blob)
     }
 

@@ -332,6 +332,19 @@ impl StorageDriver for S3Driver {
         ))
     }
 
+    // A note naming its parts is enough to complete the upload: S3 refuses a completion
+    // naming a part that was replaced, and the file is listed then.
+    async fn publisher_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
+        Ok(Box::new(
+            S3Writer::publisher(self.s3.clone(), path, offset, note).await?,
+        ))
+    }
+
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
         S3Writer::prepare(&self.s3, path).await.map(|_| ())
     }
