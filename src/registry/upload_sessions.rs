@@ -296,11 +296,10 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         }
-        // No `hashstates` file (a write per chunk on object stores): the token carries the
-        // hash state to any Wharf node, and a registry:2 node continuing the session hashes
-        // the stored bytes again when it finishes it.
+        self.save_hashstate(&state, &hasher).await;
         state.set_hasher(&hasher);
         state.note = note;
+        state.add_hashstate(hasher.len());
         Ok(self.progress(&state))
     }
 
@@ -508,8 +507,7 @@ impl Registry {
         Ok(h)
     }
 
-    /// distribution's `hashstates/<algorithm>/<offset>` for `state.offset` (registry:2 writes
-    /// one per chunk), when stored and valid.
+    /// distribution's `hashstates/<algorithm>/<offset>` for `state.offset`, when stored and valid.
     async fn stored_hashstate(
         &self,
         state: &UploadState,
@@ -521,6 +519,25 @@ impl Registry {
         HashState::from_go_bytes(algorithm, &bytes)
             .ok()
             .filter(|h| h.len() == state.offset)
+    }
+
+    /// Keeps the hash state beside the data, as distribution does: a registry:2 node (or a
+    /// request with an older token) continues from it without rehashing. Lazy: only a power
+    /// loss can lose it, and then the data is rehashed.
+    async fn save_hashstate(&self, state: &UploadState, hasher: &HashState) {
+        let path = layout::upload_hashstate(
+            &state.name,
+            &state.uuid,
+            hasher.algorithm().name(),
+            hasher.len(),
+        );
+        if let Err(e) = self
+            .driver
+            .put_content_lazy(&path, Bytes::from(hasher.to_go_bytes()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the upload hash state");
+        }
     }
 
     /// Monolithic upload of a blob whose digest the client states up front:

@@ -54,8 +54,7 @@ pub struct UploadState {
     pub note: Option<String>,
     /// Offsets of the `hashstates` files the session holds, when every file in its folder is
     /// known (it was started and continued by Wharf only, with this token's lineage), so that
-    /// finishing it deletes them without listing the folder; `None`: not known. Empty since
-    /// Wharf stopped writing them; older nodes' tokens may list some.
+    /// finishing it deletes them without listing the folder; `None`: not known.
     #[serde(
         rename = "WharfHashstates",
         default,
@@ -132,6 +131,19 @@ impl UploadState {
         match hasher.algorithm() {
             Algorithm::Sha256 => self.sha256_state = Some(encoded),
             Algorithm::Sha512 => self.sha512_state = Some(encoded),
+        }
+    }
+
+    /// Records a `hashstates` file written at `offset`; past a few, the folder is listed when
+    /// the session ends instead (the token stays short).
+    pub fn add_hashstate(&mut self, offset: u64) {
+        const KEPT: usize = 32;
+        if let Some(offsets) = &mut self.hashstates {
+            if offsets.len() >= KEPT {
+                self.hashstates = None;
+            } else if !offsets.contains(&offset) {
+                offsets.push(offset);
+            }
         }
     }
 

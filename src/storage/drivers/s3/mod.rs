@@ -20,7 +20,9 @@
 //!
 //! The closing PUT completes the upload with exactly the parts the writer knows and copies the
 //! object to the blob's key: final blobs are placed by server-side operations only
-//! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`).
+//! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`). With nothing to add, its writer
+//! comes from the note alone when the note names the parts ([`StorageDriver::publisher_noted`]):
+//! S3 refuses a completion naming a replaced part, and only then is the upload listed.
 //!
 //! Every call has a timeout, bounded retries with backoff on throttling, 5xx and connection
 //! failures (the SDK's standard retry mode), a metric and a `tracing` event with its latency

@@ -34,9 +34,6 @@ enum Kind {
         created: Option<String>,
         /// Opened from a note, by listing the upload's parts just now.
         noted: bool,
-        /// Opened from a note naming its parts, without reading storage (see
-        /// [`S3Writer::publisher`]): the note, to list the file by before anything else.
-        unlisted: Option<String>,
     },
     /// `atomic_writer(path)`: nothing at the key until commit. Files larger than a part are
     /// uploaded under a staging key, completed there and copied: an open upload on a file's
@@ -61,6 +58,9 @@ pub(super) struct S3Writer {
     buf: Spool,
     /// Committed or cancelled: nothing to clean up on drop.
     finished: bool,
+    /// Opened from a note naming its parts, without reading storage (see
+    /// [`S3Writer::publisher`]): the note, to list the file by before anything else.
+    unlisted: Option<String>,
 }
 
 impl S3Writer {
@@ -80,6 +80,7 @@ impl S3Writer {
             parts: Vec::new(),
             buf: Spool::default(),
             finished: false,
+            unlisted: None,
         })
     }
 
@@ -133,10 +134,10 @@ impl S3Writer {
                 ready: false,
                 created: None,
                 noted: from_note,
-                unlisted: None,
             },
             buf: Spool::default(),
             finished: false,
+            unlisted: None,
         })
     }
 
@@ -177,20 +178,17 @@ impl S3Writer {
                 ready: false,
                 created: None,
                 noted: true,
-                unlisted: Some(text.to_string()),
             },
             buf: Spool::default(),
             finished: false,
+            unlisted: Some(text.to_string()),
         })
     }
 
     /// Reads the file an unlisted writer was opened on (see [`Self::publisher`]) as
     /// [`Self::append`] does, and goes on from that.
     async fn list(&mut self) -> Result<(), StorageError> {
-        let Kind::Append { unlisted, .. } = &mut self.kind else {
-            return Ok(());
-        };
-        let Some(note) = unlisted.take() else {
+        let Some(note) = self.unlisted.take() else {
             return Ok(());
         };
         let offset = self.parts.iter().map(|p| p.size).sum();
@@ -518,13 +516,7 @@ impl S3Writer {
         };
         let target = self.s3.key(to)?;
         self.finished = true;
-        if matches!(
-            &self.kind,
-            Kind::Append {
-                unlisted: Some(_),
-                ..
-            }
-        ) {
+        if self.unlisted.is_some() {
             // Nothing was written: exactly the noted parts, or nothing.
             let Kind::Append { opened, .. } = &self.kind else {
                 unreachable!("an append")
