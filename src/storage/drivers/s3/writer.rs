@@ -531,16 +531,15 @@ impl S3Writer {
                         .copy_object(&self.key, &target, &self.path, size)
                         .await
                 }
-                // A noted part was replaced, or the upload completed or aborted since: the
-                // file as it stands now decides.
-                Err(StorageError::Busy(_)) => match self.list().await {
+                // A noted part was replaced, or the upload completed or aborted since (which
+                // some stores answer with a server error): the file as it stands now decides.
+                Err(_) => match self.list().await {
                     Ok(()) => {}
                     Err(StorageError::OffsetMismatch { .. }) => {
                         return Err(StorageError::Busy(self.path.clone()))
                     }
                     Err(e) => return Err(e),
                 },
-                Err(e) => return Err(e),
             }
         }
         self.flush().await?;
