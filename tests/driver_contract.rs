@@ -244,59 +244,6 @@ fn racing_writers_never_publish_mixed_bytes(store: &Store) {
     });
 }
 
-/// A writer opened to publish a file from its last writer's note (the closing PUT of an
-/// upload) publishes exactly the noted bytes, and when a racing writer replaced a noted part,
-/// publishing is refused. Run on S3, the one backend whose publisher differs from its writer.
-fn noted_publishers_publish_the_noted_bytes_or_nothing(store: &Store) {
-    let (a, b) = (store.a.as_ref(), store.b.as_ref());
-    let path = "/docker/registry/v2/repositories/r/_uploads/noted/data";
-    let target = "/docker/registry/v2/blobs/sha256/no/noted/data";
-    let first = data(6 * MIB + 11);
-    runtime().block_on(async {
-        let mut w = a.writer(path, 0).await.unwrap();
-        w.write(Bytes::copy_from_slice(&first)).await.unwrap();
-        let note = w.commit_noted().await.unwrap();
-        let len = first.len() as u64;
-        let publisher = b.publisher_noted(path, len, note.as_deref()).await.unwrap();
-        publisher.commit_to(target).await.unwrap();
-        assert_same(&read(a, target).await, &first, "the noted bytes");
-
-        // Two writers at one offset (a retried request racing the original), both crossing
-        // the part size: the first commits, the second loses (see the racing writers above).
-        let path = "/docker/registry/v2/repositories/r/_uploads/noted2/data";
-        let target = "/docker/registry/v2/blobs/sha256/no/noted2/data";
-        let blob = data(12 * MIB + 5);
-        append(a, path, 0, &blob[..5 * MIB]).await;
-        let at = 5 * MIB;
-        let mut winner = a.writer(path, at as u64).await.unwrap();
-        let mut loser = b.writer(path, at as u64).await.unwrap();
-        winner
-            .write(Bytes::copy_from_slice(&blob[at..]))
-            .await
-            .unwrap();
-        loser
-            .write(Bytes::from(vec![9u8; blob.len() - at]))
-            .await
-            .unwrap();
-        let note = winner.commit_noted().await.unwrap();
-        assert!(matches!(loser.commit().await, Err(StorageError::Busy(_))));
-        let len = blob.len() as u64;
-        let published = match b.publisher_noted(path, len, note.as_deref()).await {
-            Ok(p) => p.commit_to(target).await,
-            Err(e) => Err(e),
-        };
-        match published {
-            // Where writers keep their parts apart the winner's stay intact.
-            Ok(()) => assert_same(&read(a, target).await, &blob, "the winner's bytes"),
-            // Where the loser's parts replaced the winner's.
-            Err(StorageError::Changed(_) | StorageError::Busy(_)) if store.kept_parts.is_some() => {
-                assert!(b.stat(target).await.unwrap_err().is_not_found());
-            }
-            Err(e) => panic!("publish: {e}"),
-        }
-    });
-}
-
 /// Atomic writers (large and small) appear on commit only, replace atomically, and vanish on
 /// cancel; small files put, replace and move; large plain objects move server-side; an empty
 /// file is a file.
@@ -602,12 +549,6 @@ mod s3 {
     }
 
     contract!(store);
-
-    /// S3's publisher completes the noted parts without listing them (see the check).
-    #[test]
-    fn noted_publishers_publish_the_noted_bytes_or_nothing() {
-        super::noted_publishers_publish_the_noted_bytes_or_nothing(&store());
-    }
 
     /// After the appends check: dropped writers have aborted their multipart uploads in the
     /// background, and the bucket holds only the blob, readable by plain S3.

@@ -13,9 +13,9 @@ use support::*;
 
 const V2: &str = "docker/registry/v2/";
 
-/// Most S3 requests one `skopeo copy` of the 3-layer image below may cost (measured: 70, of
-/// which 14 for the manifest; it was 74, and 90 before). A regression guard, not a timing.
-const PUSH_BUDGET: usize = 70;
+/// Most S3 requests one `skopeo copy` of the 3-layer image below may cost (measured: 74, of
+/// which 14 for the manifest; it was 90). A regression guard, not a timing.
+const PUSH_BUDGET: usize = 74;
 
 /// The S3 operation of a logged request to `bucket`, if it is one.
 fn operation(line: &str, bucket: &str) -> Option<&'static str> {

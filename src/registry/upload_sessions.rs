@@ -267,13 +267,11 @@ impl Registry {
         }
         let expected = chunk.expected_len()?;
         let algorithm = state.algorithm().unwrap_or(Algorithm::Sha256);
-        let (mut writer, mut hasher) = match self
-            .open_session(&state, chunk.range, algorithm, false)
-            .await?
-        {
-            Ok(opened) => opened,
-            Err(stale) => return Err(self.out_of_order(stale).await),
-        };
+        let (mut writer, mut hasher) =
+            match self.open_session(&state, chunk.range, algorithm).await? {
+                Ok(opened) => opened,
+                Err(stale) => return Err(self.out_of_order(stale).await),
+            };
         if let Err(e) = pump(&mut chunk, expected, &mut hasher, Some(&mut writer)).await {
             cancel(writer).await;
             return Err(e);
@@ -346,10 +344,8 @@ impl Registry {
         }
         // The session's files, when the token knows them all.
         let mut known = self.session_files(&state);
-        // With nothing more to write, the driver may take the token's note at its word.
-        let publish_only = expected == Some(0);
         let opened = match self
-            .open_session(&state, last_chunk.range, digest.kind(), publish_only)
+            .open_session(&state, last_chunk.range, digest.kind())
             .await?
         {
             Ok(opened) => Some(opened),
@@ -360,7 +356,7 @@ impl Registry {
                 let mut moved = stale.clone();
                 moved.at_offset(size);
                 known = None;
-                self.open_session(&moved, last_chunk.range, digest.kind(), true)
+                self.open_session(&moved, last_chunk.range, digest.kind())
                     .await?
                     .ok()
             }
@@ -429,25 +425,21 @@ impl Registry {
     /// Opens the session's data for appending at the token's offset, with the hash (in
     /// `algorithm`) of what is stored before it. `Err(state)` inside: the token does not
     /// describe what storage holds (stale, or another request is writing right now).
-    /// `publish_only`: nothing will be written, the writer only publishes the data.
     async fn open_session(
         &self,
         state: &UploadState,
         range: Option<(u64, u64)>,
         algorithm: Algorithm,
-        publish_only: bool,
     ) -> Result<std::result::Result<(Box<dyn FileWriter>, HashState), UploadState>> {
         if range.is_some_and(|(start, _)| start != state.offset) {
             return Ok(Err(state.clone()));
         }
         let path = layout::upload_data(&state.name, &state.uuid);
-        let note = state.note.as_deref();
-        let opened = if publish_only {
-            self.driver.publisher_noted(&path, state.offset, note).await
-        } else {
-            self.driver.writer_noted(&path, state.offset, note).await
-        };
-        let writer = match opened {
+        let writer = match self
+            .driver
+            .writer_noted(&path, state.offset, state.note.as_deref())
+            .await
+        {
             Ok(w) => w,
             Err(StorageError::OffsetMismatch { .. } | StorageError::Busy(_)) => {
                 return Ok(Err(state.clone()))

@@ -222,27 +222,6 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
-    async fn publisher_noted(
-        &self,
-        path: &str,
-        offset: u64,
-        note: Option<&str>,
-    ) -> Result<Box<dyn FileWriter>, StorageError> {
-        let inner = self
-            .timed(
-                "Writer",
-                path,
-                self.inner.publisher_noted(path, offset, note),
-            )
-            .await?;
-        Ok(Box::new(InstrumentedWriter {
-            inner,
-            driver: self.inner.name(),
-            path: path.to_string(),
-            written: 0,
-        }))
-    }
-
     async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
         self.timed("Writer", path, self.inner.prepare_append_noted(path))
             .await

@@ -266,18 +266,6 @@ pub trait StorageDriver: Send + Sync + 'static {
         let _ = note;
         self.writer(path, offset).await
     }
-    /// [`Self::writer_noted`] for a writer that will write nothing and only publish the file
-    /// (`commit_to`, `commit_to_leaving_source`): a backend may take the note at its word
-    /// without reading storage, provided publishing then fails, or checks storage, rather
-    /// than publish other bytes than the noted ones. Default: [`Self::writer_noted`].
-    async fn publisher_noted(
-        &self,
-        path: &str,
-        offset: u64,
-        note: Option<&str>,
-    ) -> Result<Box<dyn FileWriter>, StorageError> {
-        self.writer_noted(path, offset, note).await
-    }
     /// Creates `path` as an empty file open for appends, before any bytes arrive, where the
     /// backend's other writers expect one (S3: distribution's open multipart upload, which a
     /// registry:2 node looks for when it continues an upload). Default: nothing, the first

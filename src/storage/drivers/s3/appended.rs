@@ -77,14 +77,7 @@ pub(super) struct Note {
     /// Its entity tag; `None`: no record was written yet (the upload was just opened).
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    /// The recorded parts' entity tags and sizes, in order, when there are at most
-    /// [`NOTED_PARTS`]: enough to complete the upload without listing it.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
-    pub parts: Option<Vec<(String, u64)>>,
 }
-
-/// Most parts a note names one by one (the note travels in the upload's URL).
-pub(super) const NOTED_PARTS: usize = 8;
 
 impl Note {
     /// The note as text, for the caller to keep.
@@ -100,36 +93,6 @@ impl Note {
     /// Whether this is the note of an upload just opened, before any writer committed.
     pub fn is_fresh(&self) -> bool {
         self.etag.is_none() && self.record.parts == 0
-    }
-
-    /// The note of a commit that recorded `parts` (named one by one when few).
-    pub fn of(record: Record, etag: Option<String>, parts: &[Part]) -> Note {
-        let named = (parts.len() <= NOTED_PARTS)
-            .then(|| parts.iter().map(|p| (p.etag.clone(), p.size)).collect());
-        Note {
-            record,
-            etag,
-            parts: named,
-        }
-    }
-
-    /// The parts this note names, when they are the whole record and hold `offset` bytes.
-    pub fn named_parts(&self, offset: u64) -> Option<Vec<Part>> {
-        let named = self.parts.as_ref()?;
-        let parts: Vec<Part> = named
-            .iter()
-            .enumerate()
-            .map(|(i, (etag, size))| Part {
-                number: i as i32 + 1,
-                etag: etag.clone(),
-                size: *size,
-            })
-            .collect();
-        let whole = !parts.is_empty()
-            && parts.len() == self.record.parts
-            && parts_digest(&parts) == self.record.digest
-            && parts.iter().map(|p| p.size).sum::<u64>() == offset;
-        whole.then_some(parts)
     }
 }
 

@@ -20,9 +20,7 @@
 //!
 //! The closing PUT completes the upload with exactly the parts the writer knows and copies the
 //! object to the blob's key: final blobs are placed by server-side operations only
-//! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`). With nothing to add, its writer
-//! comes from the note alone when the note names the parts ([`StorageDriver::publisher_noted`]):
-//! S3 refuses a completion naming a replaced part, and only then is the upload listed.
+//! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`).
 //!
 //! Every call has a timeout, bounded retries with backoff on throttling, 5xx and connection
 //! failures (the SDK's standard retry mode), a metric and a `tracing` event with its latency
@@ -331,19 +329,6 @@ impl StorageDriver for S3Driver {
     ) -> Result<Box<dyn FileWriter>, StorageError> {
         Ok(Box::new(
             S3Writer::append(self.s3.clone(), path, offset, note).await?,
-        ))
-    }
-
-    // A note naming its parts is enough to complete the upload: S3 refuses a completion
-    // naming a part that was replaced, and the file is listed then.
-    async fn publisher_noted(
-        &self,
-        path: &str,
-        offset: u64,
-        note: Option<&str>,
-    ) -> Result<Box<dyn FileWriter>, StorageError> {
-        Ok(Box::new(
-            S3Writer::publisher(self.s3.clone(), path, offset, note).await?,
         ))
     }
 

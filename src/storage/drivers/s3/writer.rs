@@ -58,9 +58,6 @@ pub(super) struct S3Writer {
     buf: Spool,
     /// Committed or cancelled: nothing to clean up on drop.
     finished: bool,
-    /// Opened from a note naming its parts, without reading storage (see
-    /// [`S3Writer::publisher`]): the note, to list the file by before anything else.
-    unlisted: Option<String>,
 }
 
 impl S3Writer {
@@ -80,7 +77,6 @@ impl S3Writer {
             parts: Vec::new(),
             buf: Spool::default(),
             finished: false,
-            unlisted: None,
         })
     }
 
@@ -137,72 +133,7 @@ impl S3Writer {
             },
             buf: Spool::default(),
             finished: false,
-            unlisted: None,
         })
-    }
-
-    /// A writer meant to publish the file as `note` names it, writing nothing: when the note
-    /// names its parts and they make `offset` bytes, nothing is read from storage (publishing
-    /// completes the upload with exactly those parts, which S3 refuses if one was replaced
-    /// since); else [`Self::append`]. Should the completion be refused, or a write come after
-    /// all, the file is first read as [`Self::append`] reads it.
-    pub(super) async fn publisher(
-        s3: Arc<Inner>,
-        path: &str,
-        offset: u64,
-        note: Option<&str>,
-    ) -> Result<Self, StorageError> {
-        let decoded = note.and_then(Note::decode);
-        let (Some(text), Some(note)) = (note, decoded) else {
-            return Self::append(s3, path, offset, note).await;
-        };
-        let Some(parts) = note.named_parts(offset) else {
-            return Self::append(s3, path, offset, Some(text)).await;
-        };
-        let key = s3.key(path)?;
-        let upload = note.record.upload.clone();
-        let opened = Appended {
-            upload: Some(upload.clone()),
-            parts: parts.clone(),
-            object: None,
-            record: note.etag.map(|etag| (note.record, etag)),
-        };
-        Ok(S3Writer {
-            s3,
-            path: path.to_string(),
-            key,
-            upload: Some(upload),
-            parts,
-            kind: Kind::Append {
-                opened,
-                ready: false,
-                created: None,
-                noted: true,
-            },
-            buf: Spool::default(),
-            finished: false,
-            unlisted: Some(text.to_string()),
-        })
-    }
-
-    /// Reads the file an unlisted writer was opened on (see [`Self::publisher`]) as
-    /// [`Self::append`] does, and goes on from that.
-    async fn list(&mut self) -> Result<(), StorageError> {
-        let Some(note) = self.unlisted.take() else {
-            return Ok(());
-        };
-        let offset = self.parts.iter().map(|p| p.size).sum();
-        let mut listed = Self::append(self.s3.clone(), &self.path, offset, Some(&note)).await?;
-        listed.finished = true;
-        self.upload = listed.upload.take();
-        self.parts = std::mem::take(&mut listed.parts);
-        self.kind = std::mem::replace(
-            &mut listed.kind,
-            Kind::Atomic {
-                staging: String::new(),
-            },
-        );
-        Ok(())
     }
 
     /// Opens an empty file for appends: an upload with no parts. Returns the note for its
@@ -216,7 +147,7 @@ impl S3Writer {
             digest: parts_digest(&[]),
             whole: None,
         };
-        Ok(Note::of(record, None, &[]).encode())
+        Ok(Note { record, etag: None }.encode())
     }
 
     /// Makes sure parts can be added after `self.parts`: an upload exists, and its last part
@@ -237,7 +168,6 @@ impl S3Writer {
                 ready,
                 created,
                 noted,
-                ..
             } => {
                 // A reader may have made the file whole since it was opened (completing its
                 // upload and opening another with the same bytes), as may registry:2's
@@ -365,7 +295,6 @@ impl S3Writer {
 
     /// Stores the rest and replaces the record; returns the note for the next writer.
     async fn commit_append(&mut self) -> Result<Option<String>, StorageError> {
-        self.list().await?;
         self.flush().await?;
         if self.upload.is_none() {
             // Nothing stored yet: an empty upload, which registry:2 nodes find and continue.
@@ -383,7 +312,13 @@ impl S3Writer {
         let etag = opened
             .write_record(&self.s3, &self.key, &self.path, &record)
             .await?;
-        Ok(etag.map(|etag| Note::of(record, Some(etag), &self.parts).encode()))
+        Ok(etag.map(|etag| {
+            Note {
+                record,
+                etag: Some(etag),
+            }
+            .encode()
+        }))
     }
 
     async fn commit_atomic(&mut self) -> Result<(), StorageError> {
@@ -437,9 +372,6 @@ impl Drop for S3Writer {
 #[async_trait::async_trait]
 impl FileWriter for S3Writer {
     async fn write(&mut self, mut data: Bytes) -> Result<(), StorageError> {
-        if !data.is_empty() {
-            self.list().await?;
-        }
         let part = self.s3.part_size.max(MIN_PART);
         // Bounded: each round holds more bytes or stores a part.
         while !data.is_empty() || self.buf.len() >= part {
@@ -516,32 +448,6 @@ impl S3Writer {
         };
         let target = self.s3.key(to)?;
         self.finished = true;
-        if self.unlisted.is_some() {
-            // Nothing was written: exactly the noted parts, or nothing.
-            let Kind::Append { opened, .. } = &self.kind else {
-                unreachable!("an append")
-            };
-            match opened
-                .complete_in_place(&self.s3, &self.key, &self.path, &self.parts)
-                .await
-            {
-                Ok((size, _)) => {
-                    return self
-                        .s3
-                        .copy_object(&self.key, &target, &self.path, size)
-                        .await
-                }
-                // A noted part was replaced, or the upload completed or aborted since (which
-                // some stores answer with a server error): the file as it stands now decides.
-                Err(_) => match self.list().await {
-                    Ok(()) => {}
-                    Err(StorageError::OffsetMismatch { .. }) => {
-                        return Err(StorageError::Busy(self.path.clone()))
-                    }
-                    Err(e) => return Err(e),
-                },
-            }
-        }
         self.flush().await?;
         let Kind::Append { opened, .. } = &self.kind else {
             unreachable!("an append")
