@@ -571,6 +571,9 @@ pub async fn serve(
     if let StorageDriverConfig::Azure(azure) = &config.storage.driver {
         storage::drivers::azure::check_credentials(&AzureSettings::from_config(azure)).await?;
     }
+    if let StorageDriverConfig::Swift(swift) = &config.storage.driver {
+        storage::drivers::swift::check_start(&SwiftSettings::from_config(swift)).await?;
+    }
     let tasks = ops::tasks::Tasks::new();
     let health = ops::health::Health::default();
     let lifecycle = ops::lifecycle::Lifecycle::new(health.clone());

@@ -9,7 +9,9 @@ mod support;
 
 use std::path::Path;
 
-use support::swift::{shared, SwiftTarget};
+use support::swift::{
+    refused_start, shared, small_objects, Swift, SwiftTarget, SMALL_MAX_FILE_SIZE,
+};
 use support::*;
 
 const KIB: usize = 1 << 10;
@@ -24,13 +26,17 @@ fn fixture(dir: &Path) -> OciLayout {
     layout
 }
 
-fn start(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+/// `server` on `target` with one `http.secret`, blob reads redirected or not.
+fn builder(server: Server, target: &SwiftTarget, redirect: bool) -> RegistryBuilder {
     Registry::builder(Driver::Swift)
         .server(server)
         .swift_target(target)
         .redirect(redirect)
         .secret(SECRET)
-        .start()
+}
+
+fn start(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+    builder(server, target, redirect).start()
 }
 
 const IMAGES: [(&str, &str, bool); 2] = [
@@ -120,11 +126,7 @@ fn pull_and_compare(reg: &Registry, layout: &OciLayout, work: &Path) {
 
 /// Objects of an upload left in the container.
 fn upload_leftovers(target: &SwiftTarget) -> Vec<String> {
-    shared()
-        .objects(&target.container, "files/docker/registry/v2/repositories/")
-        .into_iter()
-        .filter(|name| name.contains("/_uploads/"))
-        .collect()
+    upload_leftovers_on(shared(), target)
 }
 
 #[test]
@@ -237,47 +239,65 @@ fn push_alternating(
     data: &[u8],
     chunks: &[usize],
 ) -> Vec<String> {
+    let nodes = [
+        (format!("{first:?}"), fleet.endpoint(first)),
+        (format!("{:?}", other(first)), fleet.endpoint(other(first))),
+    ];
+    push_across(&nodes, repo, data, chunks)
+}
+
+/// One chunked upload whose requests go round `nodes` (POST on the first, each PATCH and the
+/// PUT on the next); an empty chunk is a PATCH without a body. Returns the answers that were
+/// not what a client expects.
+fn push_across(
+    nodes: &[(String, Endpoint)],
+    repo: &str,
+    data: &[u8],
+    chunks: &[usize],
+) -> Vec<String> {
     let digest = sha256_digest(data);
-    let mut side = first;
-    let post = send(
-        fleet
-            .endpoint(side)
-            .post(&format!("/v2/{repo}/blobs/uploads/")),
-    );
+    let mut turn = 0;
+    let mut next = || {
+        let node = &nodes[turn % nodes.len()];
+        turn += 1;
+        node
+    };
+    let (name, node) = next();
+    let post = send(node.post(&format!("/v2/{repo}/blobs/uploads/")));
     if post.status != 202 {
-        return vec![format!("POST on {side:?}: {}", post.describe())];
+        return vec![format!("POST on {name}: {}", post.describe())];
     }
     let mut location = location_path(post.must_header("location"));
     let mut start = 0usize;
     for &len in chunks {
-        side = other(side);
+        let (name, node) = next();
         let end = start + len;
-        let request = fleet
-            .endpoint(side)
+        let mut request = node
             .patch(&location)
-            .header("content-range", format!("{start}-{}", end - 1))
             .header("content-type", "application/octet-stream")
             .body(data[start..end].to_vec());
+        if len > 0 {
+            request = request.header("content-range", format!("{start}-{}", end - 1));
+        }
         let resp = send(request);
-        let range = format!("0-{}", end - 1);
+        // registry:2 answers `0-0` for an empty upload.
+        let range = format!("0-{}", end.max(1) - 1);
         if resp.status != 202 || resp.header("range") != Some(range.as_str()) {
             return vec![format!(
-                "PATCH {start}..{end} on {side:?}: {}",
+                "PATCH {start}..{end} on {name}: {}",
                 resp.describe()
             )];
         }
         location = location_path(resp.must_header("location"));
         start = end;
     }
-    side = other(side);
+    let (name, node) = next();
     let put = send(
-        fleet
-            .endpoint(side)
-            .put(&with_digest(&location, &digest))
+        node.put(&with_digest(&location, &digest))
             .header("content-length", "0"),
     );
     if put.status != 201 || put.header("docker-content-digest") != Some(digest.as_str()) {
-        return vec![format!("PUT on {side:?}: {}", put.describe())];
+        return vec![format!("PUT on {name}: {}", put.describe())];
     }
     Vec::new()
 }
@@ -347,4 +367,276 @@ fn uploads_started_on_registry2_continue_on_wharf() {
 #[test]
 fn uploads_started_on_wharf_continue_on_registry2() {
     run_direction(Side::Wharf);
+}
+
+/// The object holding a blob's bytes.
+fn blob_object(digest: &str) -> String {
+    let hex = digest_hex(digest);
+    format!(
+        "files/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    )
+}
+
+/// `X-Object-Manifest` of a blob's object: it is a DLO of `len` bytes over segments of the
+/// container.
+fn assert_dlo(swift: &Swift, target: &SwiftTarget, digest: &str, len: usize) {
+    let head = swift
+        .head_object(&target.container, &blob_object(digest))
+        .unwrap_or_else(|| panic!("{digest} is stored"));
+    let manifest = head
+        .get("x-object-manifest")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(
+        manifest
+            .as_deref()
+            .is_some_and(|m| m.starts_with(&format!("{}/segments/", target.container))),
+        "{digest} is a DLO over the container's segments: {head:?}"
+    );
+    assert_eq!(head["content-length"].to_str().unwrap(), len.to_string());
+}
+
+/// [`start`] with blob deletes enabled.
+fn start_deleting(server: Server, target: &SwiftTarget, redirect: bool) -> Registry {
+    builder(server, target, redirect)
+        .delete_enabled(true)
+        .start()
+}
+
+/// On a Swift whose largest object is 8 MiB, a 20 MiB layer pushed in chunks across two Wharf
+/// nodes is stored as registry:2 stores it (a DLO over segments), read whole by Wharf and
+/// registry:2, by range across segments, and through a temp URL; a 20 MiB layer registry:2
+/// pushed reads back through Wharf; deleting both and collecting garbage leaves no segment.
+#[test]
+fn blobs_over_swifts_largest_object_are_dlos_read_by_both_and_collected() {
+    let swift = small_objects();
+    let target = SwiftTarget::fresh_on(swift);
+    let a = start_deleting(Server::Wharf, &target, false);
+    let b = start_deleting(Server::Wharf, &target, true);
+    let registry2 = start_deleting(Server::DockerRegistry, &target, false);
+    let logs = || {
+        format!(
+            "--- a ---\n{}\n--- b ---\n{}\n--- registry:2 ---\n{}",
+            process::tail(&a.log(), 40),
+            process::tail(&b.log(), 40),
+            process::tail(&registry2.log(), 40)
+        )
+    };
+    let repo = "large/layer";
+    let mut prng = Prng::new(0x1a_46e);
+    let data = prng.bytes(20 * MIB + 3);
+    assert!(data.len() as u64 > SMALL_MAX_FILE_SIZE);
+    let nodes = [
+        ("a".to_string(), a.endpoint()),
+        ("b".to_string(), b.endpoint()),
+    ];
+    let problems = push_across(&nodes, repo, &data, &[7 * MIB, 7 * MIB, 6 * MIB + 3]);
+    assert!(problems.is_empty(), "{problems:?}\n{}", logs());
+    let digest = sha256_digest(&data);
+    assert_dlo(swift, &target, &digest, data.len());
+    for (name, node) in [
+        ("wharf", a.endpoint()),
+        ("registry:2", registry2.endpoint()),
+    ] {
+        let (got, len, _) = node
+            .pull_digest(repo, &digest)
+            .unwrap_or_else(|f| panic!("GET on {name}: {f}\n{}", logs()));
+        assert_eq!(
+            (got.as_str(), len),
+            (digest.as_str(), data.len() as u64),
+            "{name}"
+        );
+    }
+    // A range across the first segment boundaries.
+    let (from, to) = (5 * MIB - 7, 10 * MIB + 9);
+    let resp = send(
+        a.get(&format!("/v2/{repo}/blobs/{digest}"))
+            .header("range", format!("bytes={from}-{to}")),
+    );
+    resp.assert_status(206);
+    assert!(resp.body == data[from..=to], "the range's bytes");
+    assert_redirects(&b, &target, repo, &digest, &data);
+
+    // registry:2's own large blob: a DLO over its upload's segments.
+    let theirs = prng.bytes(20 * MIB + 11);
+    let nodes = [("registry:2".to_string(), registry2.endpoint())];
+    let problems = push_across(&nodes, repo, &theirs, &[9 * MIB, 11 * MIB + 11]);
+    assert!(problems.is_empty(), "{problems:?}\n{}", logs());
+    let their_digest = sha256_digest(&theirs);
+    assert_dlo(swift, &target, &their_digest, theirs.len());
+    let (got, len, _) = a.endpoint().pull_digest(repo, &their_digest).unwrap();
+    assert_eq!((got, len), (their_digest.clone(), theirs.len() as u64));
+    assert_eq!(upload_leftovers_on(swift, &target), Vec::<String>::new());
+    assert!(!swift.objects(&target.container, "segments/").is_empty());
+
+    for d in [&digest, &their_digest] {
+        send(a.delete(&format!("/v2/{repo}/blobs/{d}"))).assert_status(202);
+    }
+    drop((b, registry2));
+    let out = run_bounded(
+        {
+            let mut cmd = clean_command(&Server::Wharf.binary());
+            cmd.arg("garbage-collect").arg(a.config_path());
+            cmd
+        },
+        std::time::Duration::from_secs(120),
+    );
+    out.assert_success("wharf garbage-collect");
+    for d in [&digest, &their_digest] {
+        assert!(
+            swift
+                .head_object(&target.container, &blob_object(d))
+                .is_none(),
+            "{d} collected"
+        );
+    }
+    assert_eq!(
+        swift.objects(&target.container, "segments/"),
+        Vec::<String>::new(),
+        "the collected blobs' segments are gone:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Objects of an upload left in a container of `swift`.
+fn upload_leftovers_on(swift: &Swift, target: &SwiftTarget) -> Vec<String> {
+    swift
+        .objects(&target.container, "files/docker/registry/v2/repositories/")
+        .into_iter()
+        .filter(|name| name.contains("/_uploads/"))
+        .collect()
+}
+
+/// The session id in an upload's `Location`.
+fn upload_id(location: &str) -> String {
+    let path = location_path(location);
+    let path = path.split('?').next().unwrap();
+    path.rsplit('/').next().unwrap().to_string()
+}
+
+/// Purging a dead upload deletes its segments with it.
+#[test]
+fn upload_purge_removes_a_dead_uploads_segments() {
+    let swift = small_objects();
+    let target = SwiftTarget::fresh_on(swift);
+    let wharf = Registry::builder(Driver::Swift)
+        .swift_target(&target)
+        .secret(SECRET)
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED", "true")
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "1h")
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "1s")
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN", "false")
+        .start();
+    let repo = "purge/app";
+    let location = start_upload(&wharf.endpoint(), repo);
+    let data = Prng::new(3).bytes(11 * MIB);
+    let resp = send(
+        wharf
+            .patch(&location_path(&location))
+            .header("content-type", "application/octet-stream")
+            .body(data),
+    );
+    resp.assert_status(202);
+    let segments = swift.objects(&target.container, "segments/");
+    assert_eq!(segments.len(), 3, "{segments:?}");
+    let uuid = upload_id(&location);
+    // Started long ago: the next pass purges it.
+    swift.put_object(
+        &target.container,
+        &format!("files/docker/registry/v2/repositories/{repo}/_uploads/{uuid}/startedat"),
+        b"2020-01-01T00:00:00Z",
+    );
+    let purged = wait_until(std::time::Duration::from_secs(60), || {
+        upload_leftovers_on(swift, &target).is_empty()
+            && swift.objects(&target.container, "segments/").is_empty()
+    });
+    assert!(
+        purged,
+        "left: {:?} {:?}\n{}",
+        upload_leftovers_on(swift, &target),
+        swift.objects(&target.container, "segments/"),
+        process::tail(&wharf.log(), 40)
+    );
+}
+
+/// Swift refuses the credentials (tempauth answers 401): Wharf does not start, and says why.
+#[test]
+fn wharf_refuses_to_start_when_swift_refuses_the_credentials() {
+    let log = refused_start(
+        Registry::builder(Driver::Swift)
+            .swift_target(&SwiftTarget::fresh())
+            .env("REGISTRY_STORAGE_SWIFT_PASSWORD", "not-the-key"),
+    );
+    assert!(
+        log.contains("storage.swift") && log.contains("refused the credentials"),
+        "{log}"
+    );
+}
+
+/// No authentication service where `authurl` points: Wharf does not start, as registry:2.
+#[test]
+fn wharf_refuses_to_start_when_the_auth_service_is_unreachable() {
+    let target = SwiftTarget {
+        auth_url: format!("http://127.0.0.1:{}/auth/v1.0", process::free_port()),
+        container: support::swift::fresh_container(),
+    };
+    let log = refused_start(Registry::builder(Driver::Swift).swift_target(&target));
+    assert!(
+        log.contains("storage.swift") && log.contains("cannot reach the authentication service"),
+        "{log}"
+    );
+}
+
+/// Empty uploads (POST then PUT; POST, a PATCH without a body, PUT) started on registry:2 or
+/// touched by it are finished by Wharf and read by both. registry:2 2.8.2 itself cannot finish
+/// an empty upload on Swift (its writer waits for a size it never sees), even one it started:
+/// checked here too, so the directions that end on registry:2 are known not to work with the
+/// reference rather than skipped.
+#[test]
+fn empty_uploads_cross_between_binaries() {
+    let target = SwiftTarget::fresh();
+    let fleet = Fleet {
+        registry2: start(Server::DockerRegistry, &target, false),
+        wharf: start(Server::Wharf, &target, false),
+    };
+    let node = |side: Side| (format!("{side:?}"), fleet.endpoint(side));
+    let (r, w) = (Side::Registry2, Side::Wharf);
+    let cases: [(&str, Vec<Side>, Vec<usize>); 4] = [
+        ("POST on registry:2, PUT on Wharf", vec![r, w], vec![]),
+        (
+            "POST and empty PATCH on registry:2, PUT on Wharf",
+            vec![r, r, w],
+            vec![0],
+        ),
+        (
+            "POST on registry:2, empty PATCH and PUT on Wharf",
+            vec![r, w, w],
+            vec![0],
+        ),
+        (
+            "POST on Wharf, empty PATCH on registry:2, PUT on Wharf",
+            vec![w, r, w],
+            vec![0],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (i, (name, sides, chunks)) in cases.iter().enumerate() {
+        let repo = format!("empty/case-{i}");
+        let nodes: Vec<(String, Endpoint)> = sides.iter().map(|s| node(*s)).collect();
+        let mut problems = push_across(&nodes, &repo, b"", chunks);
+        if problems.is_empty() {
+            problems.extend(read_back(&fleet, &repo, b""));
+        }
+        if !problems.is_empty() {
+            failed.push(format!("{name}: {}", problems.join("; ")));
+        }
+    }
+    assert!(failed.is_empty(), "{}\n{}", failed.join("\n"), fleet.logs());
+    assert_eq!(upload_leftovers(&target), Vec::<String>::new());
+    let alone = push_across(&[node(r)], "empty/registry2", b"", &[]);
+    assert!(
+        alone.iter().any(|p| p.starts_with("PUT on Registry2: 500")),
+        "registry:2 finishes an empty upload on Swift now: test the other directions\n{alone:?}"
+    );
 }

@@ -1,7 +1,9 @@
 //! A stand-in for Microsoft Entra ID on loopback: the token endpoints Wharf's Azure driver asks
-//! (the OAuth 2 client-credentials grant with a client secret or a federated token, App
-//! Service's managed identity endpoint, and the instance metadata service's). It checks the
-//! credentials it is given and issues JWTs with the issuer, audience and lifetime claims that
+//! (the OAuth 2 client-credentials grant with a client secret, a certificate's client assertion
+//! or a federated token, App Service's managed identity endpoint, and the instance metadata
+//! service's). It checks the credentials it is given (a client assertion: its signature with
+//! a registered certificate's key, the thumbprint, audience, issuer, subject and lifetime) and
+//! issues JWTs with the issuer, audience and lifetime claims that
 //! Azurite (`--oauth basic`) validates; Azurite is the real service checking them. Nothing else
 //! of Entra ID is imitated. The server stops when dropped.
 
@@ -9,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,19 @@ pub const IDENTITY_HEADER: &str = "stand-in-identity-header";
 const SCOPE: &str = "https://storage.azure.com/.default";
 /// Requests larger than this are refused.
 const MAX_REQUEST: usize = 64 * 1024;
+/// The client assertion type of certificates and federated tokens.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What the stand-in knows and saw, shared with its connection threads.
+#[derive(Default)]
+struct State {
+    /// The application's registered certificates (DER).
+    certificates: Mutex<Vec<Vec<u8>>>,
+    /// The header of the last client assertion accepted.
+    last_assertion_header: Mutex<Option<serde_json::Value>>,
+    /// Why the last request was refused.
+    last_refusal: Mutex<Option<String>>,
+}
 
 /// A running stand-in; dropping it stops it.
 pub struct EntraStandIn {
@@ -35,6 +50,7 @@ pub struct EntraStandIn {
     stop: Arc<AtomicBool>,
     issued: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    state: Arc<State>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -46,16 +62,21 @@ impl EntraStandIn {
         let stop = Arc::new(AtomicBool::new(false));
         let issued = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(State::default());
         let thread = {
             let (stop, issued, refused) = (stop.clone(), issued.clone(), refused.clone());
+            let state = state.clone();
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (issued, refused) = (issued.clone(), refused.clone());
-                    thread::spawn(move || serve(stream, lifetime, &issued, &refused));
+                    let (issued, refused, state) = (issued.clone(), refused.clone(), state.clone());
+                    let audience = format!("http://127.0.0.1:{port}/{TENANT}/oauth2/v2.0/token");
+                    thread::spawn(move || {
+                        serve(stream, lifetime, &audience, &state, &issued, &refused)
+                    });
                 }
             })
         };
@@ -64,6 +85,7 @@ impl EntraStandIn {
             stop,
             issued,
             refused,
+            state,
             thread: Some(thread),
         }
     }
@@ -87,6 +109,22 @@ impl EntraStandIn {
     /// Requests refused so far.
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Registers a certificate (DER) of the application: client assertions signed with its key
+    /// are accepted from now on.
+    pub fn register_certificate(&self, der: &[u8]) {
+        self.state.certificates.lock().unwrap().push(der.to_vec());
+    }
+
+    /// The header of the last client assertion accepted.
+    pub fn last_assertion_header(&self) -> Option<serde_json::Value> {
+        self.state.last_assertion_header.lock().unwrap().clone()
+    }
+
+    /// Why the last refused request was refused.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.state.last_refusal.lock().unwrap().clone()
     }
 }
 
@@ -147,16 +185,24 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     })
 }
 
-fn serve(stream: TcpStream, lifetime: Duration, issued: &AtomicUsize, refused: &AtomicUsize) {
+fn serve(
+    stream: TcpStream,
+    lifetime: Duration,
+    audience: &str,
+    state: &State,
+    issued: &AtomicUsize,
+    refused: &AtomicUsize,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     let Some(req) = read_request(&stream) else {
         return;
     };
-    let (status, body) = answer(&req, lifetime);
+    let (status, body) = answer(&req, lifetime, audience, state);
     if status == 200 {
         issued.fetch_add(1, Ordering::SeqCst);
     } else {
+        *state.last_refusal.lock().unwrap() = Some(body.clone());
         refused.fetch_add(1, Ordering::SeqCst);
     }
     let reason = if status == 200 { "OK" } else { "Refused" };
@@ -175,7 +221,7 @@ fn error(status: u16, code: &str, description: &str) -> (u16, String) {
     )
 }
 
-fn answer(req: &Request, lifetime: Duration) -> (u16, String) {
+fn answer(req: &Request, lifetime: Duration, audience: &str, state: &State) -> (u16, String) {
     let token_path = format!("/{TENANT}/oauth2/v2.0/token");
     let field = |name: &str| req.form.get(name).map(String::as_str).unwrap_or("");
     let query = |name: &str| req.query.get(name).map(String::as_str).unwrap_or("");
@@ -192,11 +238,16 @@ fn answer(req: &Request, lifetime: Duration) -> (u16, String) {
                     "AADSTS700016: unknown application",
                 );
             }
-            let by_secret = field("client_secret") == CLIENT_SECRET;
-            let by_assertion = field("client_assertion_type")
-                == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-                && field("client_assertion") == FEDERATED_TOKEN;
-            if !(by_secret || by_assertion) {
+            let assertion = field("client_assertion");
+            if field("client_assertion_type") == JWT_BEARER && assertion != FEDERATED_TOKEN {
+                let certificates = state.certificates.lock().unwrap().clone();
+                match verify_assertion(assertion, audience, &certificates) {
+                    Ok(header) => *state.last_assertion_header.lock().unwrap() = Some(header),
+                    Err(why) => return error(401, "invalid_client", &why),
+                }
+            } else if !(field("client_secret") == CLIENT_SECRET
+                || (field("client_assertion_type") == JWT_BEARER && assertion == FEDERATED_TOKEN))
+            {
                 return error(
                     401,
                     "invalid_client",
@@ -258,6 +309,96 @@ fn answer(req: &Request, lifetime: Duration) -> (u16, String) {
         }
         _ => error(404, "not_found", "no such endpoint"),
     }
+}
+
+/// Checks a certificate's client assertion as Entra ID does: the certificate named by its
+/// thumbprint (`x5t#S256` with PS256, `x5t` with RS256; base64url or base64) is registered,
+/// `x5c` (when sent) starts with it, the signature verifies with its key, `aud` is the token
+/// endpoint, `iss` and `sub` are the client id, and `nbf`/`exp` hold now. Gives the header.
+fn verify_assertion(
+    assertion: &str,
+    audience: &str,
+    certificates: &[Vec<u8>],
+) -> Result<serde_json::Value, String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    use ring::signature;
+    let bad = |why: &str| format!("AADSTS50027: Invalid client assertion: {why}");
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [header, claims, sig] = parts[..] else {
+        return Err(bad("not a signed JWT"));
+    };
+    let json = |part: &str| -> Result<serde_json::Value, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|e| bad(&format!("base64url: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(&format!("JSON: {e}")))
+    };
+    let header_json = json(header)?;
+    let claims_json = json(claims)?;
+    let (thumbprint_key, digest, algorithm): (_, _, &dyn signature::VerificationAlgorithm) =
+        match header_json["alg"].as_str() {
+            Some("PS256") => (
+                "x5t#S256",
+                &ring::digest::SHA256,
+                &signature::RSA_PSS_2048_8192_SHA256,
+            ),
+            Some("RS256") => (
+                "x5t",
+                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+            ),
+            other => return Err(bad(&format!("unsupported alg {other:?}"))),
+        };
+    let thumbprint = header_json[thumbprint_key]
+        .as_str()
+        .ok_or_else(|| bad(&format!("no {thumbprint_key} header")))?;
+    let thumbprint = URL_SAFE_NO_PAD
+        .decode(thumbprint.trim_end_matches('='))
+        .or_else(|_| STANDARD.decode(thumbprint))
+        .map_err(|_| bad(&format!("{thumbprint_key} is not base64")))?;
+    let cert = certificates
+        .iter()
+        .find(|der| ring::digest::digest(digest, der).as_ref() == thumbprint.as_slice())
+        .ok_or_else(|| {
+            "AADSTS700027: The certificate with identifier used to sign the client assertion is \
+             not registered on application."
+                .to_string()
+        })?;
+    if let Some(x5c) = header_json.get("x5c") {
+        let first = x5c[0].as_str().and_then(|c| STANDARD.decode(c).ok());
+        if first.as_deref() != Some(cert.as_slice()) {
+            return Err(bad("x5c does not start with the signing certificate"));
+        }
+    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).expect("a registered certificate");
+    let public = parsed.public_key().subject_public_key.data.to_vec();
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| bad("signature is not base64url"))?;
+    signature::UnparsedPublicKey::new(algorithm, &public)
+        .verify(format!("{header}.{claims}").as_bytes(), &sig)
+        .map_err(|_| bad("signature verification failed"))?;
+    let now = now_secs();
+    let claim = |name: &str| claims_json[name].as_str().unwrap_or("");
+    let time = |name: &str| claims_json[name].as_u64();
+    if claim("aud") != audience {
+        return Err(bad(&format!(
+            "aud {:?} is not {audience:?}",
+            claims_json["aud"]
+        )));
+    }
+    if claim("iss") != CLIENT_ID || claim("sub") != CLIENT_ID {
+        return Err(bad("iss and sub must be the client id"));
+    }
+    if claim("jti").is_empty() {
+        return Err(bad("no jti"));
+    }
+    match (time("nbf"), time("exp")) {
+        (Some(nbf), Some(exp)) if nbf <= now + 300 && now < exp && exp - nbf <= 3600 => {}
+        _ => return Err(bad("nbf and exp do not hold now")),
+    }
+    Ok(header_json)
 }
 
 fn now_secs() -> u64 {

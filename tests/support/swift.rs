@@ -37,14 +37,29 @@ pub struct SwiftTarget {
 impl SwiftTarget {
     /// A fresh container on the shared cluster (the driver creates it on first use).
     pub fn fresh() -> SwiftTarget {
+        SwiftTarget::fresh_on(shared())
+    }
+
+    /// A fresh container on `swift`.
+    pub fn fresh_on(swift: &Swift) -> SwiftTarget {
         SwiftTarget {
-            auth_url: shared().auth_url(),
+            auth_url: swift.auth_url(),
             container: fresh_container(),
         }
     }
 }
 
 static SHARED: OnceLock<Swift> = OnceLock::new();
+static SMALL: OnceLock<Swift> = OnceLock::new();
+
+/// The largest object of [`small_objects`]' cluster.
+pub const SMALL_MAX_FILE_SIZE: u64 = 8 << 20;
+
+/// A cluster of this process whose largest object (`max_file_size`) is 8 MiB, started on
+/// first use.
+pub fn small_objects() -> &'static Swift {
+    SMALL.get_or_init(|| Swift::start_with(Some(SMALL_MAX_FILE_SIZE)))
+}
 static CONTAINERS: AtomicU64 = AtomicU64::new(1);
 
 /// The cluster shared by the tests of this process.
@@ -71,9 +86,19 @@ struct Ports {
     memcached: u16,
 }
 
+/// `swift-proxy-server` with the constraints of the `swift.conf` given first.
+const PROXY_WITH_CONSTRAINTS: &str = "import sys; \
+    from swift.common import utils, constraints; \
+    default = utils.SWIFT_CONF_FILE; utils.SWIFT_CONF_FILE = sys.argv.pop(1); \
+    constraints.reload_constraints(); utils.SWIFT_CONF_FILE = default; \
+    from swift.common.wsgi import run_wsgi; \
+    sys.exit(run_wsgi(sys.argv[1], 'proxy-server', verbose=True))";
+
 /// A running single-node Swift; dropping it stops every process.
 pub struct Swift {
     ports: Ports,
+    /// The proxy takes its constraints from this cluster's `swift.conf`.
+    own_constraints: bool,
     shell: Mutex<Option<(Child, ChildStdin)>>,
     dir: tempfile::TempDir,
 }
@@ -83,15 +108,20 @@ fn write(path: &Path, text: &str) {
 }
 
 /// The configuration files and rings of a cluster in `dir`.
-fn configure(dir: &Path, p: Ports) {
+fn configure(dir: &Path, p: Ports, max_file_size: Option<u64>) {
     let etc = dir.join("etc");
     let device = dir.join("srv/d1");
     fs::create_dir_all(&etc).expect("etc dir");
     fs::create_dir_all(&device).expect("device dir");
     write(
         &etc.join("swift.conf"),
-        "[swift-hash]\nswift_hash_path_suffix = wharftest\nswift_hash_path_prefix = wharftest\n\
-         [storage-policy:0]\nname = Policy-0\ndefault = yes\n",
+        &format!(
+            "[swift-hash]\nswift_hash_path_suffix = wharftest\nswift_hash_path_prefix = wharftest\n\
+         [storage-policy:0]\nname = Policy-0\ndefault = yes\n{}",
+            max_file_size
+                .map(|m| format!("[swift-constraints]\nmax_file_size = {m}\n"))
+                .unwrap_or_default()
+        ),
     );
     let common = format!(
         "[DEFAULT]\nbind_ip = 127.0.0.1\nworkers = 0\nswift_dir = {}\nlog_level = WARNING\n",
@@ -158,6 +188,12 @@ fn configure(dir: &Path, p: Ports) {
 impl Swift {
     /// A private cluster on free ports.
     pub fn start() -> Swift {
+        Swift::start_with(None)
+    }
+
+    /// A private cluster on free ports whose largest object is `max_file_size` (Swift's
+    /// default, 5 GiB, when `None`).
+    pub fn start_with(max_file_size: Option<u64>) -> Swift {
         let dir = tempfile::Builder::new()
             .prefix("wharf-swift-")
             .tempdir()
@@ -169,9 +205,10 @@ impl Swift {
             object: free_port(),
             memcached: free_port(),
         };
-        configure(dir.path(), ports);
+        configure(dir.path(), ports, max_file_size);
         let swift = Swift {
             ports,
+            own_constraints: max_file_size.is_some(),
             shell: Mutex::new(None),
             dir,
         };
@@ -188,13 +225,28 @@ impl Swift {
             self.ports.memcached,
             log.display()
         );
-        for kind in ["account", "container", "object", "proxy"] {
+        for kind in ["account", "container", "object"] {
             script.push_str(&format!(
                 "swift-{kind}-server '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
                 etc.join(format!("{kind}-server.conf")).display(),
                 log.display()
             ));
         }
+        // Swift reads its constraints from /etc/swift/swift.conf only: the proxy of a cluster
+        // with its own reads this cluster's `swift.conf` for them first.
+        let proxy = if self.own_constraints {
+            format!(
+                "/usr/bin/python3 -c \"{PROXY_WITH_CONSTRAINTS}\" '{}'",
+                etc.join("swift.conf").display()
+            )
+        } else {
+            "swift-proxy-server".to_string()
+        };
+        script.push_str(&format!(
+            "{proxy} '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
+            etc.join("proxy-server.conf").display(),
+            log.display()
+        ));
         // Without a `stop` line first (this process went away: a shared cluster lives in a
         // static, never dropped), the shell also removes the temp folder.
         script.push_str(&format!(
@@ -269,10 +321,8 @@ impl Swift {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    /// The names of the objects of `container` under `prefix` (an empty list when the
-    /// container does not exist).
-    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
-        let client = reqwest::blocking::Client::new();
+    /// A tempauth token and the account's storage URL.
+    fn token(&self, client: &reqwest::blocking::Client) -> (String, String) {
         let auth = client
             .get(self.auth_url())
             .header("x-auth-user", USER)
@@ -281,7 +331,49 @@ impl Swift {
             .send()
             .expect("tempauth answers");
         let header = |name: &str| auth.headers()[name].to_str().unwrap().to_string();
-        let (token, storage) = (header("x-auth-token"), header("x-storage-url"));
+        (header("x-auth-token"), header("x-storage-url"))
+    }
+
+    /// One request to object `name` of `container` with a token.
+    fn object_request(
+        &self,
+        method: reqwest::Method,
+        container: &str,
+        name: &str,
+        body: &[u8],
+    ) -> reqwest::blocking::Response {
+        let client = reqwest::blocking::Client::new();
+        let (token, storage) = self.token(&client);
+        client
+            .request(method.clone(), format!("{storage}/{container}/{name}"))
+            .header("x-auth-token", &token)
+            .body(body.to_vec())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {name}: {e}"))
+    }
+
+    /// The headers of object `name` of `container` (`None` when it does not exist).
+    pub fn head_object(&self, container: &str, name: &str) -> Option<reqwest::header::HeaderMap> {
+        let resp = self.object_request(reqwest::Method::HEAD, container, name, b"");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(resp.status().is_success(), "HEAD {name}: {}", resp.status());
+        Some(resp.headers().clone())
+    }
+
+    /// Writes object `name` of `container`.
+    pub fn put_object(&self, container: &str, name: &str, body: &[u8]) {
+        let resp = self.object_request(reqwest::Method::PUT, container, name, body);
+        assert!(resp.status().is_success(), "PUT {name}: {}", resp.status());
+    }
+
+    /// The names of the objects of `container` under `prefix` (an empty list when the
+    /// container does not exist).
+    pub fn objects(&self, container: &str, prefix: &str) -> Vec<String> {
+        let client = reqwest::blocking::Client::new();
+        let (token, storage) = self.token(&client);
         let mut names = Vec::new();
         // Pages of 10,000 (Swift's default limit), bounded.
         for _ in 0..100 {
@@ -391,4 +483,13 @@ pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::sw
         keystone: None,
     };
     SwiftDriver::new(&settings).expect("swift driver")
+}
+
+/// Spawns a registry that must exit unsuccessfully by itself; returns its log.
+pub fn refused_start(builder: super::registry::RegistryBuilder) -> String {
+    let mut reg = builder.spawn();
+    let status = reg.wait_exit(Duration::from_secs(60));
+    let log = reg.log();
+    assert!(status.is_some_and(|s| !s.success()), "it started:\n{log}");
+    log
 }

@@ -21,10 +21,12 @@
 //! connection failures, a metric and a `tracing` event.
 //!
 //! Modules, each importing only those after it: `writer` (appends and atomic writes),
-//! `client` (every Blob service call), `token` (Entra ID tokens and their cache), `xml`
+//! `client` (every Blob service call), `token` (Entra ID tokens and their cache),
+//! `certificate` (client certificate files and the assertions signed with them), `xml`
 //! (answers read), `sign` (Shared Key, SAS and user delegation SAS), `http` (the HTTP client),
 //! `settings` (configuration to settings: the only one that reads `config`).
 
+mod certificate;
 mod client;
 mod http;
 mod settings;
@@ -73,6 +75,20 @@ pub async fn check_credentials(settings: &AzureSettings) -> Result<(), AzureSetu
     let Some(sources) = client::token_sources(&settings.auth, &env) else {
         return Ok(());
     };
+    for source in &sources {
+        if let token::TokenSource::ClientCertificate {
+            certificate: Err(why),
+            ..
+        } = source
+        {
+            // azidentity moves on to the next source; say why this one is passed over.
+            tracing::warn!(
+                target: "wharf::storage::azure",
+                source = %source.describe(), reason = %why,
+                "client certificate unusable; default credentials try the next source"
+            );
+        }
+    }
     match token::TokenCredential::new(sources).token().await {
         Ok(_) => Ok(()),
         Err(token::TokenError::Failed(why)) => {

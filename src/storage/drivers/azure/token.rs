@@ -1,5 +1,6 @@
 //! Microsoft Entra ID tokens for the Blob service (`credentials.type: client_secret` and
-//! `default_credentials`): where a token comes from ([`TokenSource`]), the chain of sources
+//! `default_credentials`, with a client secret, a client certificate, a federated token or a
+//! managed identity): where a token comes from ([`TokenSource`]), the chain of sources
 //! `default_credentials` tries in azidentity's order, and a cache that renews a token shortly
 //! before it expires, in the background while the old one still serves.
 
@@ -11,6 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+
+use super::certificate::{ClientCertificate, Signing};
 
 /// What every token is for.
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
@@ -59,6 +62,19 @@ pub(super) enum TokenSource {
         client_id: String,
         secret: String,
     },
+    /// OAuth 2 client credentials with a certificate: a client assertion signed with its key.
+    /// The file is read once, when the chain is made; `Err` says why it cannot be used, and the
+    /// source is then unavailable (a chain tries the next one, as azidentity's does).
+    ClientCertificate {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        path: PathBuf,
+        certificate: Result<Arc<ClientCertificate>, String>,
+        /// `x5c` in the assertion (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`), for subject name and
+        /// issuer authentication.
+        send_chain: bool,
+    },
     /// OAuth 2 client credentials with a federated token read from a file (AKS workload
     /// identity); the file is read again for every token, as it is rotated.
     WorkloadIdentity {
@@ -98,6 +114,23 @@ impl TokenSource {
                 client_id,
                 ..
             } => format!("client secret of {client_id} at {authority}/{tenant}"),
+            TokenSource::ClientCertificate {
+                authority,
+                tenant,
+                client_id,
+                path,
+                certificate,
+                ..
+            } => {
+                let thumbprint = match certificate {
+                    Ok(c) => format!(", thumbprint {}", c.thumbprint_hex()),
+                    Err(_) => String::new(),
+                };
+                format!(
+                    "client certificate {}{thumbprint} of {client_id} at {authority}/{tenant}",
+                    path.display()
+                )
+            }
             TokenSource::WorkloadIdentity {
                 authority,
                 tenant,
@@ -127,7 +160,7 @@ pub(super) fn authority(env: &dyn Fn(&str) -> Option<String>) -> String {
 }
 
 /// The sources `default_credentials` tries, in azidentity's `DefaultAzureCredential` order:
-/// environment (client secret), workload identity, managed identity (App Service style, else
+/// environment (client secret, else client certificate), workload identity, managed identity (App Service style, else
 /// IMDS), Azure CLI. A source whose settings are absent is left out, with a debug log; the
 /// second list says why each was left out.
 pub(super) fn default_chain(
@@ -146,14 +179,32 @@ pub(super) fn default_chain(
             client_id: client_id.clone(),
             secret,
         }),
-        _ if get("AZURE_CLIENT_CERTIFICATE_PATH").is_some() => skipped.push(
-            "environment: AZURE_CLIENT_CERTIFICATE_PATH is not supported (use AZURE_CLIENT_SECRET)"
-                .to_string(),
-        ),
-        _ => skipped.push(
-            "environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are not all set"
-                .to_string(),
-        ),
+        (Some(tenant), Some(client_id), None) => match get("AZURE_CLIENT_CERTIFICATE_PATH") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let password = get("AZURE_CLIENT_CERTIFICATE_PASSWORD");
+                let certificate = ClientCertificate::load(&path, password.as_deref())
+                    .map(Arc::new)
+                    .map_err(|why| format!("AZURE_CLIENT_CERTIFICATE_PATH: {why}"));
+                chain.push(TokenSource::ClientCertificate {
+                    authority: authority.clone(),
+                    tenant: tenant.clone(),
+                    client_id: client_id.clone(),
+                    path,
+                    certificate,
+                    send_chain: env("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN").is_some_and(|v| {
+                        let v = v.trim();
+                        v == "1" || v.eq_ignore_ascii_case("true")
+                    }),
+                })
+            }
+            None => skipped.push(
+                "environment: neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set"
+                    .to_string(),
+            ),
+        },
+        _ => skipped
+            .push("environment: AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".to_string()),
     }
     match (&tenant, &client_id, get("AZURE_FEDERATED_TOKEN_FILE")) {
         (Some(tenant), Some(client_id), Some(file)) => chain.push(TokenSource::WorkloadIdentity {
@@ -356,6 +407,44 @@ impl TokenCredential {
                     .finish();
                 self.entra_token(authority, tenant, form).await
             }
+            TokenSource::ClientCertificate {
+                authority,
+                tenant,
+                client_id,
+                certificate,
+                send_chain,
+                ..
+            } => {
+                let certificate = certificate
+                    .as_ref()
+                    .map_err(|why| TokenError::Unavailable(why.clone()))?;
+                // AD FS takes only RS256 assertions (MSAL's rule).
+                let signing = if tenant.eq_ignore_ascii_case("adfs") {
+                    Signing::Rs256
+                } else {
+                    Signing::Ps256
+                };
+                let assertion = certificate
+                    .assertion(
+                        &token_url(authority, tenant),
+                        client_id,
+                        signing,
+                        *send_chain,
+                        SystemTime::now(),
+                    )
+                    .map_err(TokenError::Failed)?;
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "client_credentials")
+                    .append_pair("client_id", client_id)
+                    .append_pair(
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    )
+                    .append_pair("client_assertion", &assertion)
+                    .append_pair("scope", STORAGE_SCOPE)
+                    .finish();
+                self.entra_token(authority, tenant, form).await
+            }
             TokenSource::WorkloadIdentity {
                 authority,
                 tenant,
@@ -423,7 +512,7 @@ impl TokenCredential {
         tenant: &str,
         form: String,
     ) -> Result<Token, TokenError> {
-        let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
+        let url = token_url(authority, tenant);
         let request = ::http::Request::post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
@@ -468,6 +557,11 @@ impl TokenCredential {
         );
         result
     }
+}
+
+/// Entra ID's token endpoint for `tenant` (also the audience of client assertions).
+fn token_url(authority: &str, tenant: &str) -> String {
+    format!("{authority}/{tenant}/oauth2/v2.0/token")
 }
 
 /// The query of a managed identity token request.
@@ -602,6 +696,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 TokenSource::ClientSecret { .. } => "secret",
+                TokenSource::ClientCertificate { .. } => "certificate",
                 TokenSource::WorkloadIdentity { .. } => "workload",
                 TokenSource::AppService { .. } => "appservice",
                 TokenSource::Imds { .. } => "imds",
@@ -633,6 +728,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!format!("{chain:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn a_client_certificate_is_used_when_there_is_no_secret() {
+        let ids = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = ids.iter().chain(extra).copied().collect();
+            default_chain(&env(&vars))
+        };
+        let (chain, _) = with(&[
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent.pem"),
+        ]);
+        assert_eq!(names(&chain), ["secret", "imds"]);
+        let (chain, _) = with(&[
+            ("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent.pem"),
+            ("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "TRUE"),
+        ]);
+        assert_eq!(names(&chain), ["certificate", "imds"]);
+        match &chain[0] {
+            TokenSource::ClientCertificate {
+                certificate: Err(why),
+                send_chain: true,
+                ..
+            } => assert!(
+                why.starts_with("AZURE_CLIENT_CERTIFICATE_PATH: cannot read"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(chain[0].describe().contains("/nonexistent.pem"));
+        let (chain, skipped) = with(&[]);
+        assert_eq!(names(&chain), ["imds"]);
+        assert!(
+            skipped[0].contains("AZURE_CLIENT_CERTIFICATE_PATH"),
+            "{skipped:?}"
+        );
     }
 
     #[test]

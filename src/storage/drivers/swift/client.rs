@@ -193,6 +193,18 @@ impl Session {
     }
 }
 
+/// Swift's largest object when `/info` does not say (its default `max_file_size`).
+const DEFAULT_MAX_FILE_SIZE: u64 = 5 << 30;
+
+/// What the cluster said at start-up.
+#[derive(Debug, Clone)]
+struct Cluster {
+    /// How redirects are signed.
+    temp_url: TempUrl,
+    /// The largest object Swift stores (`max_file_size`): a larger file stays a DLO.
+    max_file_size: u64,
+}
+
 /// What the cluster said at start-up that shapes redirects.
 #[derive(Debug, Clone, Default)]
 struct TempUrl {
@@ -244,7 +256,7 @@ pub(super) struct Client {
     settings: SwiftSettings,
     session: RwLock<Option<Session>>,
     /// Set once the container exists and the temp URL key is known.
-    ready: OnceCell<TempUrl>,
+    ready: OnceCell<Cluster>,
 }
 
 impl Client {
@@ -608,11 +620,44 @@ impl Client {
             .map_err(|f| f.into_storage_error(op, path))
     }
 
+    /// Authenticates and readies the container now, as distribution 2.8 does when it starts;
+    /// why not, in words.
+    pub(super) async fn start_up(&self) -> Result<(), String> {
+        let url = &self.settings.auth_url;
+        match self.session(None).await {
+            Ok(_) => {}
+            Err(Failure::Status { status, message }) if matches!(status.as_u16(), 401 | 403) => {
+                return Err(format!(
+                    "{url} refused the credentials ({status}): {message}"
+                ))
+            }
+            Err(Failure::Status { status, message }) => {
+                return Err(format!(
+                    "authentication at {url} failed ({status}): {message}"
+                ))
+            }
+            Err(Failure::Transport { message, .. }) => {
+                return Err(format!(
+                    "cannot reach the authentication service at {url}: {message}"
+                ))
+            }
+        }
+        self.ready("/")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("container {:?}: {e}", self.settings.container))
+    }
+
+    /// The largest object the cluster stores (`/info`'s `max_file_size`, else Swift's default).
+    pub(super) async fn max_file_size(&self, path: &str) -> Result<u64, StorageError> {
+        Ok(self.ready(path).await?.max_file_size)
+    }
+
     /// On first use, as distribution 2.8 does at start-up: creates the container when it is
     /// missing, learns from `/info` whether temp URLs work (and with which methods), and
     /// sets the temp URL key on the container (Swift 2.3 and later) or the account. A failure
     /// is retried by the next call.
-    async fn ready(&self, path: &str) -> Result<&TempUrl, StorageError> {
+    async fn ready(&self, path: &str) -> Result<&Cluster, StorageError> {
         self.ready
             .get_or_try_init(|| async {
                 let result = self.prepare(path).await;
@@ -628,7 +673,7 @@ impl Client {
             .await
     }
 
-    async fn prepare(&self, path: &str) -> Result<TempUrl, StorageError> {
+    async fn prepare(&self, path: &str) -> Result<Cluster, StorageError> {
         let head = Request::new("HeadContainer", Method::HEAD, Target::Container);
         match self.call_raw(head).await {
             Ok(_) => {}
@@ -640,7 +685,25 @@ impl Client {
             }
             Err(f) => return Err(f.into_storage_error("HeadContainer", path)),
         }
-        let (container_key, methods) = match self.info().await {
+        let info = self.info().await;
+        let max_file_size = info
+            .as_ref()
+            .and_then(|i| i["swift"]["max_file_size"].as_u64())
+            .unwrap_or(DEFAULT_MAX_FILE_SIZE);
+        let temp_url = self.prepare_temp_url(info, path).await?;
+        Ok(Cluster {
+            temp_url,
+            max_file_size,
+        })
+    }
+
+    /// Learns from `/info` (or the config) whether temp URLs work and sets their key.
+    async fn prepare_temp_url(
+        &self,
+        info: Option<serde_json::Value>,
+        path: &str,
+    ) -> Result<TempUrl, StorageError> {
+        let (container_key, methods) = match info {
             Some(info) => {
                 let version = info["swift"]["version"].as_str().unwrap_or("").to_string();
                 let methods = info["tempurl"]["methods"]
@@ -868,7 +931,7 @@ impl Client {
         name: &str,
         path: &str,
     ) -> Result<Option<String>, StorageError> {
-        let temp = self.ready(path).await?;
+        let temp = &self.ready(path).await?.temp_url;
         let Some(key) = &temp.key else {
             return Ok(None);
         };

@@ -9,9 +9,11 @@
 //! 3. The commit checks that the manifest is still the one the writer opened on (`Busy`
 //!    otherwise), uploads the rest and rewrites the manifest with the digest of the segments.
 //!
-//! The closing PUT commits the same way, then copies the upload server-side (`COPY` of the
-//! DLO, a plain object) to the blob's name, checking before and after that the segments are
-//! still those recorded, and deletes the upload's manifest and segments.
+//! The closing PUT commits the same way, then publishes the upload at the blob's name while
+//! its segments are those recorded: up to the cluster's largest object (`max_file_size`) as a
+//! plain object (a server-side `COPY` of the DLO), a larger one as a DLO over server-side
+//! copies of the segments under a prefix of its own, as registry:2 leaves one; then it deletes
+//! the upload's manifest and segments.
 //!
 //! Every call has timeouts, bounded retries with backoff on throttling, 5xx and connection
 //! failures, a metric and a `tracing` event.
@@ -35,15 +37,17 @@ use futures_util::StreamExt;
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
-use client::{Client, Listed, CLAIM_META};
+use client::{Client, Listed, CLAIM_META, SEGMENTS_META};
 use names::{object_name, parse_manifest, segment_name, segments_digest};
-use writer::{list_segments, SwiftWriter};
+use writer::{fresh_segments, list_segments, Segment, SwiftWriter};
 
 pub use keystone::KeystoneSettings;
 pub use settings::{SwiftSettings, SwiftSetupError};
 
 /// Objects deleted at once when a directory is deleted.
 const DELETE_CONCURRENCY: usize = 16;
+/// Segments copied at once when a large file is published.
+const COPY_CONCURRENCY: usize = 8;
 /// How long an exclusive creator waits for racing creators' writes to land before it reads
 /// back which one Swift kept.
 const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -70,18 +74,15 @@ impl SwiftDriver {
     }
 }
 
-/// `Changed` unless the segments under `segments` are those `recorded` (when given).
+/// `Changed` unless the segments under `segments` have the digest `expected`.
 async fn check_record(
     client: &Client,
     segments: &str,
-    recorded: Option<&str>,
+    expected: &str,
     path: &str,
 ) -> Result<(), StorageError> {
-    let Some(recorded) = recorded else {
-        return Ok(());
-    };
     let listed = list_segments(client, segments, path).await?;
-    if segments_digest(listed.iter().map(|s| s.md5.as_str())) == recorded {
+    if segments_digest(listed.iter().map(|s| s.md5.as_str())) == expected {
         Ok(())
     } else {
         Err(StorageError::Changed(path.to_string()))
@@ -104,35 +105,141 @@ async fn delete_segments(client: &Client, segments: &str, path: &str) -> Result<
     results.into_iter().collect()
 }
 
-/// Publishes the DLO `name` over `segments` at `target` as a plain object (a server-side
-/// copy) if its segments are those `recorded`, then deletes the DLO and its segments.
+/// Deletes segments nothing points at any more; a failure leaves garbage, not lost data.
+async fn drop_segments(client: &Client, segments: &str, path: &str, why: &str) {
+    if let Err(e) = delete_segments(client, segments, path).await {
+        tracing::warn!(
+            target: "wharf::storage::swift",
+            %segments, error = %e, "cannot delete the segments of {why}"
+        );
+    }
+}
+
+/// The segment prefix of the DLO at `name`, if a DLO is there.
+async fn dlo_segments(
+    client: &Client,
+    name: &str,
+    path: &str,
+) -> Result<Option<String>, StorageError> {
+    match client.head(name, path).await {
+        Ok(head) => Ok(head
+            .manifest
+            .as_deref()
+            .and_then(parse_manifest)
+            .map(|(_, prefix)| prefix.to_string())),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Publishes the DLO `name` over `segments` at `target` (driver path `to`) if its segments are
+/// those `recorded` (when given), then deletes the DLO and its segments. Up to Swift's largest
+/// object the file becomes a plain object (a server-side copy); a larger one stays a DLO, as
+/// registry:2 leaves one, over copies of the segments under a prefix of its own (a writer still
+/// appending to the source cannot add to it). What `target` held before goes, segments too.
 async fn publish_large(
     client: &Client,
     name: &str,
     segments: &str,
     target: &str,
+    to: &str,
     path: &str,
     recorded: Option<&str>,
 ) -> Result<(), StorageError> {
-    check_record(client, segments, recorded, path).await?;
-    client.copy(name, target, path).await?;
-    // A segment replaced during the copy may have been read half old, half new.
-    if let Err(e) = check_record(client, segments, recorded, path).await {
-        client.delete(target, path).await.ok();
-        return Err(e);
+    let listed = list_segments(client, segments, path).await?;
+    let digest = segments_digest(listed.iter().map(|s| s.md5.as_str()));
+    if recorded.is_some_and(|r| r != digest) {
+        return Err(StorageError::Changed(path.to_string()));
+    }
+    let replaced = dlo_segments(client, target, path).await?;
+    let size: u64 = listed.iter().map(|s| s.bytes).sum();
+    let published = if size > client.max_file_size(path).await? {
+        Some(publish_segments(client, &listed, segments, target, to, path).await?)
+    } else {
+        client.copy(name, target, path).await?;
+        // A segment replaced during the copy may have been read half old, half new.
+        if let Err(e) = check_record(client, segments, &digest, path).await {
+            client.delete(target, path).await.ok();
+            return Err(e);
+        }
+        None
+    };
+    if let Some(old) = replaced.filter(|old| Some(old) != published.as_ref() && old != segments) {
+        drop_segments(client, &old, path, "a replaced file").await;
     }
     match client.delete(name, path).await {
         Ok(()) | Err(StorageError::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    if let Err(e) = delete_segments(client, segments, path).await {
-        // The file is published; what is left is garbage, not data.
-        tracing::warn!(
-            target: "wharf::storage::swift",
-            %segments, error = %e, "cannot delete the segments of a published file"
-        );
-    }
+    drop_segments(client, segments, path, "a published file").await;
     Ok(())
+}
+
+/// Copies `listed` (segments under `from`) server-side under a fresh prefix for `to`, numbered
+/// from 1, checks the copies are those bytes, and writes the DLO manifest at `target` over
+/// them; returns the prefix.
+async fn publish_segments(
+    client: &Client,
+    listed: &[Segment],
+    from: &str,
+    target: &str,
+    to: &str,
+    path: &str,
+) -> Result<String, StorageError> {
+    let fresh = fresh_segments(client, to);
+    let pairs: Vec<(String, String)> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (segment_name(from, s.number), segment_name(&fresh, i + 1)))
+        .collect();
+    let copies: Vec<Result<String, StorageError>> = futures_util::stream::iter(pairs)
+        .map(|(source, copy)| async move { client.copy(&source, &copy, path).await })
+        .buffered(COPY_CONCURRENCY)
+        .collect()
+        .await;
+    let copied: Result<Vec<String>, StorageError> = copies.into_iter().collect();
+    let checked = copied.and_then(|md5s| {
+        // A segment replaced since the listing was copied as it is now.
+        if md5s
+            .iter()
+            .map(String::as_str)
+            .eq(listed.iter().map(|s| s.md5.as_str()))
+        {
+            Ok(segments_digest(md5s.iter().map(String::as_str)))
+        } else {
+            Err(StorageError::Changed(path.to_string()))
+        }
+    });
+    let manifest = match checked {
+        Ok(digest) => {
+            let headers = [
+                (
+                    "x-object-manifest",
+                    format!("{}/{fresh}", client.container()),
+                ),
+                (SEGMENTS_META, digest),
+            ];
+            client
+                .put(target, path, Bytes::new(), &headers)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = manifest {
+        drop_segments(client, &fresh, path, "an unpublished file").await;
+        return Err(e);
+    }
+    Ok(fresh)
+}
+
+/// Authenticates and readies the container as the registry starts (distribution 2.8 refuses
+/// to start when it cannot): `Err` says why, for the start-up error.
+pub async fn check_start(settings: &SwiftSettings) -> Result<(), SwiftSetupError> {
+    Client::new(settings)?
+        .start_up()
+        .await
+        .map_err(SwiftSetupError)
 }
 
 #[async_trait::async_trait]
@@ -256,12 +363,17 @@ impl StorageDriver for SwiftDriver {
                 &source,
                 segments,
                 &target,
+                to,
                 from,
                 head.recorded.as_deref(),
             )
             .await;
         }
+        let replaced = dlo_segments(&self.client, &target, from).await?;
         self.client.copy(&source, &target, from).await?;
+        if let Some(old) = replaced {
+            drop_segments(&self.client, &old, from, "a replaced file").await;
+        }
         match self.client.delete(&source, from).await {
             Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),

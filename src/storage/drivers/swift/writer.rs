@@ -102,7 +102,7 @@ pub(super) struct SwiftWriter {
 }
 
 /// A fresh segment prefix for `path`.
-fn fresh_segments(client: &Client, path: &str) -> String {
+pub(super) fn fresh_segments(client: &Client, path: &str) -> String {
     let random: [u8; 32] = rand::thread_rng().gen();
     segment_prefix(client.prefix(), path, &random)
 }
@@ -332,6 +332,7 @@ impl FileWriter for SwiftWriter {
             &self.name,
             &self.segments,
             &target,
+            to,
             &self.path,
             Some(&recorded),
         )
