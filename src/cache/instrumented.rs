@@ -62,6 +62,10 @@ impl BlobDescriptorCache for InstrumentedCache {
         self.inner.tracks_links()
     }
 
+    fn vouches_for_data(&self) -> bool {
+        self.inner.vouches_for_data()
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let result = self.call("stat", self.inner.stat(digest)).await;
         Self::count(&result);

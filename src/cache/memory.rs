@@ -86,6 +86,11 @@ impl MemoryCache {
 
 #[async_trait::async_trait]
 impl BlobDescriptorCache for MemoryCache {
+    // Only when it stops answering for collections (see `validity`).
+    fn vouches_for_data(&self) -> bool {
+        self.validity.is_some()
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let (inner, usable) = self.usable_map();
         Ok(if usable {

@@ -40,6 +40,11 @@ pub trait BlobDescriptorCache: Send + Sync + 'static {
     fn tracks_links(&self) -> bool {
         false
     }
+    /// True when a size [`Self::stat`] answers proves the blob's data is stored: no entry
+    /// outlives a collection that may have deleted it (see [`validity`]).
+    fn vouches_for_data(&self) -> bool {
+        false
+    }
     /// The descriptor of a blob as linked in `repo`, if cached; `None` when the
     /// cache does not track repository links or does not know.
     async fn stat_in_repo(

@@ -251,8 +251,8 @@ impl Registry {
                     digest: d.digest.clone(),
                     paths: vec![layout::blob_data(d.digest.algorithm(), d.digest.hex())],
                     // `check_references` found the data in storage after the first reading,
-                    // unless a cache answered for it.
-                    verified: self.cache.is_none(),
+                    // or a cache that vouches for stored data did, else a cache answered.
+                    verified: self.cache.as_ref().is_none_or(|c| c.vouches_for_data()),
                 });
             }
         }

@@ -339,6 +339,7 @@ impl Registry {
                 self.link_blob_settled(repo, &digest, pass, spare, true)
             );
             linked?;
+            self.cache_blob(None, &digest, blob.size).await;
             return Ok(blob);
         }
         // The session's files, when the token knows them all.
@@ -413,6 +414,8 @@ impl Registry {
             linked
         };
         linked?;
+        // Known stored: a manifest naming it next needs no storage read for its size.
+        self.cache_blob(None, &digest, hasher.len()).await;
         Ok(BlobInfo {
             digest,
             size: hasher.len(),
@@ -543,6 +546,7 @@ impl Registry {
         let (blob, spare) = self.store_verified(&digest, body).await?;
         self.link_blob_settled(repo, &digest, pass, spare, true)
             .await?;
+        self.cache_blob(None, &digest, blob.size).await;
         Ok(blob)
     }
 
