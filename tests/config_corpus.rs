@@ -197,7 +197,8 @@ impl Materials {
     }
 }
 
-/// Whatever a config points the registry at answers here, on loopback: `200 {}` to anything.
+/// Whatever a config points the registry at answers here, on loopback: `200 {}` to anything,
+/// with the headers of a Swift v1 authentication answer that names this stub as the storage.
 fn start_stub() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -215,9 +216,14 @@ fn start_stub() -> u16 {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                // Also a Swift v1 authentication answer, for the `authurl` of a swift config:
+                // both registry:2 and Wharf authenticate and prepare the container at start-up.
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     X-Storage-Url: http://127.0.0.1:{port}/v1/AUTH_stub\r\n\
+                     X-Auth-Token: stub\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 );
+                let _ = stream.write_all(answer.as_bytes());
             });
         }
     });
