@@ -619,6 +619,37 @@ mod s3 {
         assert!(server.open_uploads(&bucket).is_empty());
     }
 
+    /// A file caught half-way through a reopening (its upload completed onto the key, the new
+    /// upload not yet filled with the object's bytes, as a writer appending after a short part
+    /// or a reader leaves it for a moment, or for good if its node dies): readers and moves
+    /// take the object, and never complete the empty upload over it.
+    #[test]
+    fn a_file_amid_a_reopening_is_the_object() {
+        let (store, bucket) = store_with(5 * MIB as u64);
+        let server = server::shared();
+        let path = "/docker/registry/v2/repositories/r/_uploads/u/data";
+        let key = format!("wharf-root{path}");
+        let data = super::data(3 * 1024 + 7);
+        super::runtime().block_on(super::append(&*store.a, path, 0, &data));
+        let first = server.upload_ids(&bucket, &key);
+        assert_eq!(first.len(), 1, "one open upload holds the short part");
+        server.complete_upload(&bucket, &key, &first[0]);
+        server.create_upload(&bucket, &key);
+        super::runtime().block_on(async {
+            let read = store.b.get_content(path).await.unwrap();
+            super::assert_same(&read, &data, "read amid the reopening");
+        });
+        let object = server.object(&bucket, &key).expect("the object stays");
+        super::assert_same(&object, &data, "the object after the read");
+        super::runtime().block_on(async {
+            store.a.move_to(path, BLOB_PATH).await.unwrap();
+        });
+        let moved = server
+            .object(&bucket, &format!("wharf-root{BLOB_PATH}"))
+            .expect("the moved file");
+        super::assert_same(&moved, &data, "the moved file");
+    }
+
     #[test]
     fn presigned_urls_serve_the_object() {
         let url = super::redirect_urls_serve_the_object(&store());

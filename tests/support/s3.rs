@@ -151,6 +151,62 @@ impl S3Server {
         xml_values(&text, "Key")
     }
 
+    /// The ids of the multipart uploads open on `key`, oldest first.
+    pub fn upload_ids(&self, bucket: &str, key: &str) -> Vec<String> {
+        let text = reqwest::blocking::get(format!(
+            "{}/{bucket}?uploads&prefix={}",
+            self.endpoint(),
+            percent(key)
+        ))
+        .and_then(|r| r.text())
+        .expect("list multipart uploads");
+        xml_values(&text, "UploadId")
+    }
+
+    /// Completes the multipart upload `id` on `key` with every part it has, as a writer
+    /// appending after a short part does first.
+    pub fn complete_upload(&self, bucket: &str, key: &str, id: &str) {
+        let client = reqwest::blocking::Client::new();
+        let url = format!(
+            "{}/{bucket}/{key}?uploadId={}",
+            self.endpoint(),
+            percent(id)
+        );
+        let listed = client
+            .get(&url)
+            .header("authorization", FAKE_AUTHORIZATION)
+            .send()
+            .and_then(|r| r.text())
+            .expect("list parts");
+        let parts: String = xml_values(&listed, "PartNumber")
+            .iter()
+            .zip(xml_values(&listed, "ETag"))
+            .map(|(n, etag)| {
+                format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>")
+            })
+            .collect();
+        let resp = client
+            .post(&url)
+            .header("authorization", FAKE_AUTHORIZATION)
+            .body(format!(
+                "<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>"
+            ))
+            .send()
+            .expect("complete multipart upload");
+        assert!(resp.status().is_success(), "complete {key}: {resp:?}");
+    }
+
+    /// Opens a multipart upload on `key` and returns its id.
+    pub fn create_upload(&self, bucket: &str, key: &str) -> String {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/{bucket}/{key}?uploads", self.endpoint()))
+            .header("authorization", FAKE_AUTHORIZATION)
+            .send()
+            .and_then(|r| r.text())
+            .expect("create multipart upload");
+        xml_values(&resp, "UploadId").pop().expect("an upload id")
+    }
+
     /// Bytes of one object.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         // Objects are private: moto checks ACLs of anonymous requests, not signatures.

@@ -239,9 +239,19 @@ impl Appended {
             s3.get_object(&record_key, path, None, None),
         );
         let upload = upload?;
+        let parts = match &upload {
+            Some(upload) => match list_parts(s3, key, path, upload).await {
+                Ok(parts) => parts,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            },
+            None => Vec::new(),
+        };
+        // An upload without parts may be one a reopening is filling from the object: see
+        // [`Self::reopening`], which needs the object.
         let object = match object {
             Some(object) => Some(object),
-            None if upload.is_none() => Some(s3.head_object(key, path).await),
+            None if parts.is_empty() => Some(s3.head_object(key, path).await),
             None => None,
         };
         let object = match object.transpose() {
@@ -269,14 +279,6 @@ impl Appended {
             }
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
-        };
-        let parts = match &upload {
-            Some(upload) => match list_parts(s3, key, path, upload).await {
-                Ok(parts) => parts,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e),
-            },
-            None => Vec::new(),
         };
         Ok(Some(Appended {
             upload,
@@ -316,6 +318,18 @@ impl Appended {
             Some(_) => self.parts.iter().map(|p| p.size).sum(),
             None => self.object.as_ref().map_or(0, |(size, _)| *size),
         }
+    }
+
+    /// Whether the open upload has no parts yet over an object with bytes: a reopening
+    /// (completion, then a new upload filled with the object's bytes by copies) is under way
+    /// or stopped half-way, and the object is the file. Completing that upload would replace
+    /// the file with nothing, so reads and moves take the object. Writers and `stat` still see
+    /// the upload's size (none): a writer continuing the file is refused by its offset until
+    /// the reopening is done, and one the reopening's death left behind starts over at 0.
+    pub fn reopening(&self) -> bool {
+        self.upload.is_some()
+            && self.parts.is_empty()
+            && self.object.as_ref().is_some_and(|(size, _)| *size > 0)
     }
 
     /// Whether there is a file at all.
@@ -464,7 +478,7 @@ impl Appended {
 
     /// Makes the object at the key hold exactly the file, which stays open for appends.
     async fn make_whole(&self, s3: &Inner, key: &str, path: &str) -> Result<(), StorageError> {
-        if self.is_whole() {
+        if self.is_whole() || self.reopening() {
             return Ok(());
         }
         self.check(path)?;
@@ -583,9 +597,13 @@ pub(super) async fn move_file(
         return Err(StorageError::NotFound(path.to_string()));
     }
     file.check(path)?;
-    let (size, _) = file
-        .complete_in_place(s3, source, path, &file.parts)
-        .await?;
+    let (size, _) = match (&file.object, file.reopening()) {
+        (Some(object), true) => object.clone(),
+        _ => {
+            file.complete_in_place(s3, source, path, &file.parts)
+                .await?
+        }
+    };
     s3.copy_object(source, target, path, size).await?;
     remove(s3, source, path).await
 }
