@@ -907,7 +907,11 @@ impl Client {
         let response = self.call(req, path).await?;
         let body = read_limited(response.into_body(), MAX_JSON_BODY)
             .await
-            .map_err(|e| io_error("ListObjects", path, e))?;
+            .map_err(|source| StorageError::Io {
+                op: "ListObjects",
+                path: path.to_string(),
+                source,
+            })?;
         parse_listing(&body).map_err(|e| io_error("ListObjects", path, e))
     }
 
@@ -982,12 +986,20 @@ fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, String> {
 pub(super) use rest_io::io_error;
 
 /// A body read whole, up to `limit` bytes, bounded in time.
-async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, String> {
+async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, std::io::Error> {
+    use std::io::{Error, ErrorKind};
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(BODY_IDLE_TIMEOUT, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no whole answer within {BODY_IDLE_TIMEOUT:?}")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::new(ErrorKind::InvalidData, e.to_string()))
+        }
+        // The answer was cut: the service went away mid-answer, which is an outage.
+        Ok(Err(e)) => Err(Error::new(ErrorKind::ConnectionAborted, e.to_string())),
+        Err(_) => Err(Error::new(
+            ErrorKind::TimedOut,
+            format!("no whole answer within {BODY_IDLE_TIMEOUT:?}"),
+        )),
     }
 }
 
@@ -1005,9 +1017,9 @@ impl From<keystone::Grant> for Session {
 async fn read_token_answer(response: ::http::Response<Incoming>) -> Result<Bytes, Failure> {
     read_limited(response.into_body(), MAX_TOKEN_BODY)
         .await
-        .map_err(|message| Failure::Transport {
-            kind: std::io::ErrorKind::InvalidData,
-            message: format!("Keystone's token answer: {message}"),
+        .map_err(|e| Failure::Transport {
+            kind: e.kind(),
+            message: format!("Keystone's token answer: {e}"),
         })
 }
 
