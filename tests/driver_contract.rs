@@ -1043,6 +1043,23 @@ mod gcs {
         drop(back);
         drop(server);
     }
+
+    /// A server that answers on the port is not taken for the emulator: one started on a port
+    /// another server holds does not start, so an outage test never stops a process other
+    /// than the one it talks to.
+    #[test]
+    fn a_port_held_by_another_server_is_not_the_emulator() {
+        let first = FakeGcs::start();
+        let second = FakeGcs::try_start_on(first.port(), None);
+        assert!(second.is_err(), "started on a port another server holds");
+        first.stop();
+        let err = reqwest::blocking::Client::new()
+            .get(format!("http://{}/storage/v1/b", first.host()))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .expect_err("nothing serves once the emulator is stopped");
+        assert!(err.is_connect(), "{err}");
+    }
 }
 
 mod swift {

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::emulator::{Emulator, Launch};
-use super::process::free_port;
+use super::emulator::{on_free_port, Emulator, Launch};
 
 /// Azurite's well-known development account and key.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -78,23 +77,24 @@ fn azurite_program() -> String {
 impl Azurite {
     /// A private server on a free port.
     pub fn start() -> Azurite {
-        Azurite::start_on(free_port(), None)
+        on_free_port(|port| Azurite::launch(port, None, false))
     }
 
     /// A server on `port` keeping its data in `data` (its own folder when `None`; used to
     /// bring a stopped server back on the same address with the same data).
     pub fn start_on(port: u16, data: Option<&Path>) -> Azurite {
-        Azurite::launch(port, data, false)
+        Azurite::launch(port, data, false).unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// A private server over HTTPS (a self-signed certificate for 127.0.0.1) that accepts
     /// Entra ID bearer tokens (`--oauth basic`: issuer, audience and lifetime are checked) as
     /// well as Shared Key.
     pub fn start_oauth() -> Azurite {
-        Azurite::launch(free_port(), None, true)
+        on_free_port(|port| Azurite::launch(port, None, true))
     }
 
-    fn launch(port: u16, data: Option<&Path>, oauth: bool) -> Azurite {
+    /// A server on `port`, or why it did not start.
+    fn launch(port: u16, data: Option<&Path>, oauth: bool) -> Result<Azurite, String> {
         let data = data.map(Path::to_path_buf);
         let command = move |dir: &Path| {
             let location = data.clone().unwrap_or_else(|| dir.join("data"));
@@ -120,8 +120,8 @@ impl Azurite {
                 location.display()
             )
         };
-        Azurite {
-            server: Emulator::start(&Launch {
+        Ok(Azurite {
+            server: Emulator::try_start(&Launch {
                 name: "azurite",
                 port,
                 command: &command,
@@ -134,9 +134,9 @@ impl Azurite {
                     format!("/{ACCOUNT}?comp=list")
                 },
                 install_hint: "npm install --prefix ~/.cache/wharf/azurite azurite",
-            }),
+            })?,
             https: oauth,
-        }
+        })
     }
 
     /// The server's loopback port.

@@ -1,17 +1,16 @@
 //! A storage emulator process (moto, Azurite, fake-gcs-server) on a loopback port, shared by
-//! the object-store modules: it runs under a small shell that kills it by its PID when this
-//! process's end of a pipe closes, so it never outlives the tests, even on a panic or a kill.
-//! Ready once a probe URL answers anything over HTTP; stopped (and reaped) on drop.
+//! the object-store modules: it runs in a [`ShellGroup`], so it never outlives the tests, even
+//! on a panic or a kill. Ready once a probe URL answers anything over HTTP *and* the port is
+//! this emulator's (not another server's that took it first); stopped (and reaped) on drop.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::process::free_port;
+use super::shell_group::{Programs, ShellGroup};
 use super::wait::WAIT_LIMIT;
 
 /// How to start one emulator.
@@ -33,7 +32,7 @@ pub struct Launch<'a> {
 /// A running emulator; dropping it stops it.
 pub struct Emulator {
     port: u16,
-    shell: Mutex<Option<(Child, ChildStdin)>>,
+    programs: ShellGroup,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -41,59 +40,53 @@ pub struct Emulator {
 impl Emulator {
     /// Starts the emulator and waits (bounded) until it answers; panics with its log if not.
     pub fn start(launch: &Launch<'_>) -> Emulator {
+        Emulator::try_start(launch).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts the emulator and waits (bounded) until it answers; why not, with its log.
+    pub fn try_start(launch: &Launch<'_>) -> Result<Emulator, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("wharf-{}-", launch.name))
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join(format!("{}.log", launch.name));
-        // The shell starts the program, then waits for its stdin to close and kills it. When
-        // this process went away without `stop` (a shared emulator lives in a static, never
-        // dropped), nothing was written first, and the shell also removes the temp folder.
-        let script = format!(
-            "{} >>'{}' 2>&1 & pid=$!; read stop; kill $pid; wait $pid; [ -n \"$stop\" ] || rm -rf '{}'",
-            (launch.command)(dir.path()),
-            log.display(),
-            dir.path().display()
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if launch.scrub_env.iter().any(|p| k.starts_with(p)) || k.starts_with("REGISTRY_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn sh for {}: {e}", launch.name));
-        let stdin = child.stdin.take().expect("piped stdin");
+        let programs = ShellGroup::start(&Programs {
+            name: launch.name,
+            commands: &[(launch.command)(dir.path())],
+            log: &log,
+            dir: dir.path(),
+            scrub_env: launch.scrub_env,
+        });
         let server = Emulator {
             port: launch.port,
-            shell: Mutex::new(Some((child, stdin))),
+            programs,
             log,
             dir,
         };
-        server.wait_ready(launch);
-        server
+        server.wait_ready(launch)?;
+        Ok(server)
     }
 
-    fn wait_ready(&self, launch: &Launch<'_>) {
+    fn wait_ready(&self, launch: &Launch<'_>) -> Result<(), String> {
         let deadline = Instant::now() + WAIT_LIMIT;
         for _ in 0..1200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Exited (its port taken by another server, say): it will not serve.
+            if !self.programs.running() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.programs.listens_on(self.port)
+            {
                 // HTTPS only: listening is all that can be seen without a TLS client.
                 if launch.probe.is_empty() {
-                    return;
+                    return Ok(());
                 }
                 let probe = reqwest::blocking::Client::new()
                     .get(format!("{}{}", self.origin(), launch.probe))
                     .timeout(Duration::from_secs(5))
                     .send();
                 if probe.is_ok() {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
@@ -101,13 +94,14 @@ impl Emulator {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "{} did not start on port {} (install it with: {}):\n{}",
+        Err(format!(
+            "{} did not start on port {} (port taken by another server? not installed? \
+             install it with: {}):\n{}",
             launch.name,
             self.port,
             launch.install_hint,
             self.log_text()
-        );
+        ))
     }
 
     /// The loopback port.
@@ -130,27 +124,21 @@ impl Emulator {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops the emulator (and waits, bounded, for it to exit).
+    /// Stops the emulator; returns once it has exited.
     pub fn stop(&self) {
-        if let Some((mut child, mut stdin)) = self.shell.lock().unwrap().take() {
-            // Stopped on purpose: the folder stays (a restart may reuse its data).
-            let _ = stdin.write_all(b"stop\n");
-            drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.programs.stop();
     }
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.stop();
+/// A server started by `start` on a port that was free a moment ago, on another one when
+/// something else took that port first (a few tries).
+pub fn on_free_port<T>(start: impl Fn(u16) -> Result<T, String>) -> T {
+    let mut why = String::new();
+    for _ in 0..3 {
+        match start(free_port()) {
+            Ok(server) => return server,
+            Err(e) => why = e,
+        }
     }
+    panic!("{why}")
 }

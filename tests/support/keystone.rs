@@ -17,17 +17,17 @@
 //! stops them (by their PIDs) and removes the folder when this process's end of a pipe closes.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::process::{free_port, run_bounded};
+use super::shell_group::{Programs, ShellGroup};
 use super::swift::{self, SwiftTarget};
 use super::wait::WAIT_LIMIT;
 
@@ -54,7 +54,8 @@ const MANAGE_LIMIT: Duration = Duration::from_secs(180);
 pub struct Keystone {
     port: u16,
     proxy_port: u16,
-    shell: Mutex<Option<(Child, ChildStdin)>>,
+    /// Keystone and the proxy, once started.
+    servers: Option<ShellGroup>,
     dir: tempfile::TempDir,
     project_id: String,
     trust_id: String,
@@ -179,7 +180,7 @@ impl Keystone {
         let mut keystone = Keystone {
             port,
             proxy_port,
-            shell: Mutex::new(None),
+            servers: None,
             dir,
             project_id: String::new(),
             trust_id: String::new(),
@@ -190,40 +191,36 @@ impl Keystone {
     }
 
     /// Starts Keystone and the proxy under one shell, and waits for both.
-    fn run(&self) {
+    fn run(&mut self) {
         let d = self.dir.path();
-        let log = self.log_path();
-        let script = format!(
-            "keystone-wsgi-public --host 127.0.0.1 --port {port} -- --config-file '{conf}' \
-             >>'{log}' 2>&1 & pids=$!; \
-             swift-proxy-server '{proxy}' -v >>'{log}' 2>&1 & pids=\"$pids $!\"; \
-             read stop; kill $pids; wait; rm -rf '{dir}'",
-            port = self.port,
-            conf = d.join("keystone.conf").display(),
-            proxy = d.join("proxy-server.conf").display(),
-            log = log.display(),
-            dir = d.display(),
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("REGISTRY_") || key.starts_with("OS_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn sh for keystone");
-        let stdin = child.stdin.take().expect("piped stdin");
-        *self.shell.lock().unwrap() = Some((child, stdin));
+        let commands = [
+            format!(
+                "keystone-wsgi-public --host 127.0.0.1 --port {} -- --config-file '{}'",
+                self.port,
+                d.join("keystone.conf").display()
+            ),
+            format!(
+                "swift-proxy-server '{}' -v",
+                d.join("proxy-server.conf").display()
+            ),
+        ];
+        let servers = ShellGroup::start(&Programs {
+            name: "keystone",
+            commands: &commands,
+            log: &self.log_path(),
+            dir: d,
+            scrub_env: &["OS_"],
+        });
         let deadline = Instant::now() + WAIT_LIMIT;
         let client = reqwest::blocking::Client::new();
         for _ in 0..1200 {
-            let listening = [self.port, self.proxy_port]
-                .iter()
-                .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok());
+            if !servers.running() {
+                break;
+            }
+            // Each on its own port, not another server that took the port first.
+            let listening = [self.port, self.proxy_port].iter().all(|port| {
+                TcpStream::connect(("127.0.0.1", *port)).is_ok() && servers.listens_on(*port)
+            });
             if listening
                 && client
                     .get(self.auth_url())
@@ -231,6 +228,7 @@ impl Keystone {
                     .send()
                     .is_ok_and(|r| r.status().is_success())
             {
+                self.servers = Some(servers);
                 return;
             }
             if Instant::now() > deadline {
@@ -437,24 +435,6 @@ impl Keystone {
             &fs::read_to_string(self.dir.path().join("keystone.log")).unwrap_or_default(),
         );
         text
-    }
-}
-
-impl Drop for Keystone {
-    fn drop(&mut self) {
-        if let Some((mut child, mut stdin)) = self.shell.lock().unwrap().take() {
-            let _ = stdin.write_all(b"stop\n");
-            drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

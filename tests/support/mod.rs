@@ -17,6 +17,7 @@
 //! - `raw`: raw HTTP/1.1 over TCP, for what a library would normalize.
 //! - `session`: uploads, manifests and tags as a client does them.
 //! - `s3`: moto's S3 server (one per test process) and buckets.
+//! - `shell_group`: server programs under one shell, stopped by PID, checked by their sockets.
 //! - `emulator`: a storage emulator process (moto, Azurite, fake-gcs-server), stopped by PID.
 //! - `azure`: Azurite's blob server (one per test process) and containers.
 //! - `gcs`: fake-gcs-server (one per test process), buckets and a service-account key.
@@ -68,6 +69,7 @@ pub mod redis;
 pub mod registry;
 pub mod s3;
 pub mod session;
+pub mod shell_group;
 pub mod skopeo;
 pub mod storage;
 pub mod swift;

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use super::emulator::{Emulator, Launch};
-use super::process::{free_port, log_lines};
+use super::emulator::{on_free_port, Emulator, Launch};
+use super::process::log_lines;
 
 /// Region and credentials every test config uses (moto accepts any).
 pub const REGION: &str = "us-east-1";
@@ -50,7 +50,7 @@ static BUCKETS: AtomicU64 = AtomicU64::new(1);
 
 /// The server shared by the tests of this process.
 pub fn shared() -> &'static S3Server {
-    SHARED.get_or_init(|| S3Server::start_on(free_port()))
+    SHARED.get_or_init(S3Server::start)
 }
 
 fn moto_program() -> String {
@@ -60,22 +60,27 @@ fn moto_program() -> String {
 impl S3Server {
     /// A private server on a free port.
     pub fn start() -> S3Server {
-        S3Server::start_on(free_port())
+        on_free_port(S3Server::try_start_on)
     }
 
     /// A server on `port` (used to bring a stopped server back on the same address).
     pub fn start_on(port: u16) -> S3Server {
+        S3Server::try_start_on(port).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Self::start_on`], or why it did not start.
+    fn try_start_on(port: u16) -> Result<S3Server, String> {
         let command = |_: &std::path::Path| format!("{} -H 127.0.0.1 -p {port}", moto_program());
-        S3Server {
-            server: Emulator::start(&Launch {
+        Ok(S3Server {
+            server: Emulator::try_start(&Launch {
                 name: "moto",
                 port,
                 command: &command,
                 scrub_env: &["AWS_", "MOTO_"],
                 probe: "/",
                 install_hint: "pip install 'moto[server]'",
-            }),
-        }
+            })?,
+        })
     }
 
     /// The server's loopback port.

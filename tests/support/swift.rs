@@ -5,21 +5,20 @@
 //! keeps user xattrs; `mount_check` is off).
 //!
 //! One shared cluster per test process ([`shared`]), started on first use; each registry gets
-//! a container of its own unless told to share one. As with moto, the servers run under a small
-//! shell that stops them (by their PIDs) when this process's end of a pipe closes. Tests that
-//! stop Swift start their own.
+//! a container of its own unless told to share one. As with moto, the servers run in a
+//! [`ShellGroup`], stopped by their PIDs. Tests that stop Swift start their own.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::free_port;
+use super::shell_group::{Programs, ShellGroup};
 use super::wait::WAIT_LIMIT;
 
 /// Tempauth's account, user and key (`user_test_tester = testing .admin`).
@@ -99,7 +98,8 @@ pub struct Swift {
     ports: Ports,
     /// The proxy takes its constraints from this cluster's `swift.conf`.
     own_constraints: bool,
-    shell: Mutex<Option<(Child, ChildStdin)>>,
+    /// The running servers (none while stopped).
+    servers: Mutex<Option<ShellGroup>>,
     dir: tempfile::TempDir,
 }
 
@@ -209,7 +209,7 @@ impl Swift {
         let swift = Swift {
             ports,
             own_constraints: max_file_size.is_some(),
-            shell: Mutex::new(None),
+            servers: Mutex::new(None),
             dir,
         };
         swift.run();
@@ -219,17 +219,14 @@ impl Swift {
     /// Starts the processes (again, on the same ports and data, after [`Self::stop`]).
     pub fn run(&self) {
         let etc = self.dir.path().join("etc");
-        let log = self.log_path();
-        let mut script = format!(
-            "memcached -l 127.0.0.1 -p {} -U 0 -m 64 -u root >>'{}' 2>&1 & pids=$!; ",
-            self.ports.memcached,
-            log.display()
-        );
+        let mut commands = vec![format!(
+            "memcached -l 127.0.0.1 -p {} -U 0 -m 64 -u root",
+            self.ports.memcached
+        )];
         for kind in ["account", "container", "object"] {
-            script.push_str(&format!(
-                "swift-{kind}-server '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
-                etc.join(format!("{kind}-server.conf")).display(),
-                log.display()
+            commands.push(format!(
+                "swift-{kind}-server '{}' -v",
+                etc.join(format!("{kind}-server.conf")).display()
             ));
         }
         // Swift reads its constraints from /etc/swift/swift.conf only: the proxy of a cluster
@@ -242,30 +239,18 @@ impl Swift {
         } else {
             "swift-proxy-server".to_string()
         };
-        script.push_str(&format!(
-            "{proxy} '{}' -v >>'{}' 2>&1 & pids=\"$pids $!\"; ",
-            etc.join("proxy-server.conf").display(),
-            log.display()
+        commands.push(format!(
+            "{proxy} '{}' -v",
+            etc.join("proxy-server.conf").display()
         ));
-        // Without a `stop` line first (this process went away: a shared cluster lives in a
-        // static, never dropped), the shell also removes the temp folder.
-        script.push_str(&format!(
-            "read stop; kill $pids; wait; [ -n \"$stop\" ] || rm -rf '{}'",
-            self.dir.path().display()
-        ));
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("REGISTRY_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn sh for swift");
-        let stdin = child.stdin.take().expect("piped stdin");
-        *self.shell.lock().unwrap() = Some((child, stdin));
+        let servers = ShellGroup::start(&Programs {
+            name: "swift",
+            commands: &commands,
+            log: &self.log_path(),
+            dir: self.dir.path(),
+            scrub_env: &[],
+        });
+        *self.servers.lock().unwrap() = Some(servers);
         self.wait_ready();
     }
 
@@ -274,11 +259,20 @@ impl Swift {
         let client = reqwest::blocking::Client::new();
         let p = self.ports;
         for _ in 0..1200 {
-            // Every server listens (the proxy answers tempauth without the others), and the
+            // Every server listens (the proxy answers tempauth without the others), each on
+            // its own port (not another cluster's server that took the port first), and the
             // account answers through the proxy.
-            let listening = [p.proxy, p.account, p.container, p.object]
-                .iter()
-                .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok());
+            let ports = [p.proxy, p.account, p.container, p.object, p.memcached];
+            let listening = {
+                let servers = self.servers.lock().unwrap();
+                let servers = servers.as_ref().expect("started");
+                if !servers.running() {
+                    break;
+                }
+                ports.iter().all(|port| {
+                    TcpStream::connect(("127.0.0.1", *port)).is_ok() && servers.listens_on(*port)
+                })
+            };
             if listening && self.account_answers(&client) {
                 return;
             }
@@ -425,19 +419,9 @@ impl Swift {
 
     /// Stops every process (and waits for them to exit); [`Self::run`] brings them back.
     pub fn stop(&self) {
-        if let Some((mut child, mut stdin)) = self.shell.lock().unwrap().take() {
-            // Stopped on purpose: the folder stays for `run`.
-            let _ = stdin.write_all(b"stop\n");
-            drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let servers = self.servers.lock().unwrap().take();
+        if let Some(servers) = servers {
+            servers.stop();
         }
     }
 }
