@@ -178,11 +178,39 @@ fn large_blobs_stream_both_ways_over_tls_intact() {
     let pki = Pki::new();
     let mut reg = spawn(&pki.tls_lines(&[]));
     wait_tls(&mut reg, &pki, &[]);
-    // HTTP/1.1, as Docker clients pull.
-    let curl11 = |args: &[&str]| curl(&[&["--http1.1"], args].concat());
     let work = tempfile::tempdir().unwrap();
     let ca = pki.path("ca.crt");
     let base = format!("https://{}", reg.host());
+    // HTTP/1.1, as Docker clients pull, trusting the test CA.
+    let curl11 = |args: &[&str]| curl(&[&["--http1.1", "--cacert", ca.as_str()], args].concat());
+    // The response's status code alone.
+    let status_only: &[&str] = &["-o", "/dev/null", "-w", "%{http_code}"];
+    // An upload started in repository `tls/<repo>`: the response head, with its Location.
+    let start_upload = |repo: &str| {
+        let url = format!("{base}/v2/tls/{repo}/blobs/uploads/");
+        curl11(&["-i", "-X", "POST", &url]).stdout
+    };
+    // A file as the body of `method` to `url`, with `output` options.
+    let send_file = |output: &[&str], method: &str, file: &std::path::Path, url: &str| {
+        let body = format!("@{}", file.display());
+        let content_type = "Content-Type: application/octet-stream";
+        let request = [
+            "-X",
+            method,
+            "-H",
+            content_type,
+            "--data-binary",
+            &body,
+            url,
+        ];
+        curl11(&[output, &request].concat())
+    };
+    // `url` downloaded into `file`, with `extra` options; the status code.
+    let download = |file: &std::path::Path, extra: &[&str], url: &str| {
+        let file = file.display().to_string();
+        let output = ["-o", file.as_str(), "-w", "%{http_code}"];
+        curl11(&[&output[..], extra, &[url]].concat())
+    };
     let data: Vec<u8> = (0..24_000_037u64)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -194,55 +222,14 @@ fn large_blobs_stream_both_ways_over_tls_intact() {
     std::fs::write(work.path().join("rest"), rest).unwrap();
 
     // Monolithic: one PUT carries the blob.
-    let start = curl11(&[
-        "-i",
-        "-X",
-        "POST",
-        "--cacert",
-        &ca,
-        &format!("{base}/v2/tls/big/blobs/uploads/"),
-    ]);
     let digest_query = format!("digest={digest}");
-    let put = location(&base, &start.stdout, Some(&digest_query));
-    let out = curl11(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "PUT",
-        "--cacert",
-        &ca,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", whole.display()),
-        &put,
-    ]);
+    let put = location(&base, &start_upload("big"), Some(&digest_query));
+    let out = send_file(status_only, "PUT", &whole, &put);
     assert_eq!(out.stdout, "201", "{}", out.stderr);
 
     // Chunked into another repository: a PATCH, then the rest with the closing PUT.
-    let start = curl11(&[
-        "-i",
-        "-X",
-        "POST",
-        "--cacert",
-        &ca,
-        &format!("{base}/v2/tls/chunked/blobs/uploads/"),
-    ]);
-    let patch = location(&base, &start.stdout, None);
-    let patched = curl11(&[
-        "-i",
-        "-X",
-        "PATCH",
-        "--cacert",
-        &ca,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", work.path().join("first").display()),
-        &patch,
-    ]);
+    let patch = location(&base, &start_upload("chunked"), None);
+    let patched = send_file(&["-i"], "PATCH", &work.path().join("first"), &patch);
     // curl sends `Expect: 100-continue` with large bodies: a `100 Continue` head comes first.
     assert!(
         patched.stdout.contains("HTTP/1.1 202 Accepted"),
@@ -250,36 +237,13 @@ fn large_blobs_stream_both_ways_over_tls_intact() {
         patched.stdout
     );
     let close = location(&base, &patched.stdout, Some(&digest_query));
-    let out = curl11(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "PUT",
-        "--cacert",
-        &ca,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", work.path().join("rest").display()),
-        &close,
-    ]);
+    let out = send_file(status_only, "PUT", &work.path().join("rest"), &close);
     assert_eq!(out.stdout, "201", "{}", out.stderr);
 
     // Both download whole, and a range from the middle, with the same bytes.
     for repo in ["big", "chunked"] {
         let got = work.path().join(format!("got-{repo}"));
-        let url = format!("{base}/v2/tls/{repo}/blobs/{digest}");
-        let out = curl11(&[
-            "-o",
-            &got.display().to_string(),
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            &ca,
-            &url,
-        ]);
+        let out = download(&got, &[], &format!("{base}/v2/tls/{repo}/blobs/{digest}"));
         assert_eq!(out.stdout, "200", "{}", out.stderr);
         assert_eq!(
             sha256_digest(&std::fs::read(&got).unwrap()),
@@ -288,17 +252,11 @@ fn large_blobs_stream_both_ways_over_tls_intact() {
         );
     }
     let got = work.path().join("range");
-    let out = curl11(&[
-        "-o",
-        &got.display().to_string(),
-        "-w",
-        "%{http_code}",
-        "--cacert",
-        &ca,
-        "-H",
-        "Range: bytes=5000000-17000000",
+    let out = download(
+        &got,
+        &["-H", "Range: bytes=5000000-17000000"],
         &format!("{base}/v2/tls/big/blobs/{digest}"),
-    ]);
+    );
     assert_eq!(out.stdout, "206", "{}", out.stderr);
     assert!(std::fs::read(&got).unwrap() == data[5_000_000..=17_000_000]);
 }

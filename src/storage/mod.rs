@@ -466,6 +466,14 @@ pub trait FileWriter: Send {
     async fn cancel(self: Box<Self>) -> Result<(), StorageError>;
 }
 
+/// The moment `age` ago (the epoch for an age longer than that): what is older than this is
+/// stale for upload purging.
+pub fn stale_before(age: std::time::Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// What an object store is asked for a read of `len` bytes (to the end when `None`) from
 /// `offset`: `Ok(None)` when nothing is to be read (an empty range, or one starting at the
 /// end, which object stores cannot be asked for), else the HTTP range to request, if any.

@@ -71,7 +71,7 @@ impl GcsDriver {
     /// upload sessions, parts, claims) written more than `age` ago; returns how many objects
     /// were (or, with `dry_run`, would be) deleted.
     pub async fn purge_scratch(&self, age: Duration, dry_run: bool) -> Result<usize, StorageError> {
-        purge::purge_scratch(&self.client, age, dry_run).await
+        purge::purge_scratch(&self.client, crate::storage::stale_before(age), dry_run).await
     }
 
     /// Deletes objects, concurrently; ones already gone are skipped.

@@ -1,22 +1,19 @@
 //! Purging the scratch area: what nodes that died mid-request left behind (open upload
 //! sessions, finished parts, claims), as S3 aborts old multipart uploads.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::client::Client;
 use super::writer::sessions_prefix;
 use crate::storage::StorageError;
 
-/// Deletes the scratch objects last written more than `age` ago, cancelling the upload
-/// sessions their markers name; returns how many were (or, with `dry_run`, would be) deleted.
+/// Deletes the scratch objects last written before `cutoff`, cancelling the upload sessions
+/// their markers name; returns how many were (or, with `dry_run`, would be) deleted.
 pub(super) async fn purge_scratch(
     client: &Client,
-    age: Duration,
+    cutoff: SystemTime,
     dry_run: bool,
 ) -> Result<usize, StorageError> {
-    let cutoff = SystemTime::now()
-        .checked_sub(age)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let prefix = client.scratch_prefix();
     let (objects, _) = client.list(&prefix, false, "/").await?;
     let sessions = sessions_prefix(client);

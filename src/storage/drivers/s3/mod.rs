@@ -78,7 +78,7 @@ impl S3Driver {
         age: Duration,
         dry_run: bool,
     ) -> Result<usize, StorageError> {
-        purge::purge_multipart_uploads(&self.s3, age, dry_run).await
+        purge::purge_multipart_uploads(&self.s3, crate::storage::stale_before(age), dry_run).await
     }
 }
 

@@ -1,21 +1,18 @@
 //! Aborting multipart uploads nothing will finish: those of crashed or abandoned writers, and
 //! the open parts of upload sessions old enough to be purged.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::client::Inner;
 use crate::storage::StorageError;
 
-/// Aborts the multipart uploads under the root started more than `age` ago; returns how many
-/// were (or, with `dry_run`, would be) aborted.
+/// Aborts the multipart uploads under the root started before `cutoff`; returns how many were
+/// (or, with `dry_run`, would be) aborted.
 pub(super) async fn purge_multipart_uploads(
     s3: &Inner,
-    age: Duration,
+    cutoff: SystemTime,
     dry_run: bool,
 ) -> Result<usize, StorageError> {
-    let cutoff = SystemTime::now()
-        .checked_sub(age)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut stale = Vec::new();
     // Only the registry's tree: with no `rootdirectory` the bucket may hold other
     // applications' multipart uploads.

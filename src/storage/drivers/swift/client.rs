@@ -905,6 +905,10 @@ impl Client {
             req = req.query("marker", m);
         }
         let response = self.call(req, path).await?;
+        // Older Swift answers an empty listing with no content at all.
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
         let body = read_limited(response.into_body(), MAX_JSON_BODY)
             .await
             .map_err(|source| StorageError::Io {
@@ -912,7 +916,11 @@ impl Client {
                 path: path.to_string(),
                 source,
             })?;
-        parse_listing(&body).map_err(|e| io_error("ListObjects", path, e))
+        parse_listing(&body).map_err(|source| StorageError::Io {
+            op: "ListObjects",
+            path: path.to_string(),
+            source,
+        })
     }
 
     /// A temp URL that reads the object for the next twenty minutes, when the cluster allows
@@ -963,17 +971,30 @@ fn copy_method() -> Method {
     Method::from_bytes(b"COPY").expect("COPY is a valid method")
 }
 
-/// A JSON listing page.
-fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let entries = value.as_array().ok_or("a listing is a JSON array")?;
+/// A JSON listing page. One that ends mid-document was cut short (an answer without a length
+/// ends when the connection closes): an outage, as a cut body is; any other is invalid data.
+fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, std::io::Error> {
+    use std::io::{Error, ErrorKind};
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        let kind = if e.is_eof() {
+            ErrorKind::ConnectionAborted
+        } else {
+            ErrorKind::InvalidData
+        };
+        Error::new(kind, format!("listing: {e}"))
+    })?;
+    let entries = value
+        .as_array()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidData, "a listing is a JSON array"))?;
     entries
         .iter()
         .map(|e| {
             if let Some(subdir) = e["subdir"].as_str() {
                 return Ok(Listed::Subdir(subdir.to_string()));
             }
-            let name = e["name"].as_str().ok_or("a listed object without a name")?;
+            let name = e["name"].as_str().ok_or_else(|| {
+                Error::new(ErrorKind::InvalidData, "a listed object without a name")
+            })?;
             Ok(Listed::Object {
                 name: name.to_string(),
                 bytes: e["bytes"].as_u64().unwrap_or(0),
@@ -1076,6 +1097,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse_listing(b"{}").is_err());
+        let kind = |body: &[u8]| parse_listing(body).unwrap_err().kind();
+        assert_eq!(kind(b"{}"), std::io::ErrorKind::InvalidData);
+        assert_eq!(kind(b"[{\"name\": 5}]"), std::io::ErrorKind::InvalidData);
+        // Cut mid-answer: the service went away, which the registry answers 503.
+        assert_eq!(kind(&body[..40]), std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(kind(b""), std::io::ErrorKind::ConnectionAborted);
     }
 }
