@@ -194,7 +194,10 @@ fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
         "peak_rss_kib": peak / 1024,
     });
     let text = format!(
-        "# Push storm: {uploads} concurrent uploads of {mib} MiB to Wharf on moto\n\n         default chunksize, one streamed PATCH each; {:.1} s; {} failed{}\n\n         | idle RSS | peak RSS | growth | per upload |\n|---|---|---|---|\n         | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
+        "# Push storm: {uploads} concurrent uploads of {mib} MiB to Wharf on moto\n\n\
+         default chunksize, one streamed PATCH each; {:.1} s; {} failed{}\n\n\
+         | idle RSS | peak RSS | growth | per upload |\n|---|---|---|---|\n\
+         | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
         elapsed.as_secs_f64(),
         failed.len(),
         failed

@@ -168,11 +168,21 @@ fn s3_push_listings_and_storm_size() {
     let ops = [
         ("ListParts", 4.0),
         ("ListObjectsV2", 1.0),
+        ("ListMultipartUploads", 2.0),
         ("PutObject / CopyObject", 9.0),
         ("HeadObject", 3.0),
     ];
-    assert_eq!(listings(ops), 5.0);
-    assert_eq!(listings([("GetObject", 2.0)]), 0.0);
+    // One upload's parts are not a listing of the bucket.
+    assert_eq!(listings(ops), 3.0);
+    assert_eq!(listings([("GetObject", 2.0), ("ListParts", 8.0)]), 0.0);
+    let no_listing = Goal {
+        measure: Measure::Absolute,
+        bound: targets::S3_PUSH_LISTINGS,
+        floor: false,
+    };
+    assert!(no_listing.met(0.0));
+    assert!(!no_listing.met(1.0));
+    assert_eq!(no_listing.describe("listings"), "no listings");
     assert!(storm_judged(32, 100));
     assert!(!storm_judged(4, 100));
     assert!(!storm_judged(32, 8));

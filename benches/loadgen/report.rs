@@ -646,12 +646,12 @@ fn s3_section(text: &str, md: &mut String, checks: &mut Vec<Check>) -> Result<Va
             Some("push-pull") => {
                 writeln!(
                     md,
-                    "\n#### S3 (moto on loopback): one `skopeo copy` of a 3-layer image ({} MiB layers), median of {} rounds\n",
+                    "\n#### S3 (moto on loopback): one `skopeo copy` of a 3-layer image ({} MiB layers), median of {} round(s)\n",
                     record["layer_mib"], record["rounds"]
                 )?;
                 writeln!(
                     md,
-                    "| server | push s | pull s | S3 requests, push | of them listings | S3 requests, pull | push by operation |"
+                    "| server | push s | pull s | S3 requests, push | of them bucket listings | S3 requests, pull | push by operation |"
                 )?;
                 writeln!(md, "|---|---:|---:|---:|---:|---:|---|")?;
                 for s in record["servers"].as_array().into_iter().flatten() {
