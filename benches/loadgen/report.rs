@@ -560,8 +560,6 @@ fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// Each `*-tls` case against the same case over plain HTTP, per server.
-
 /// Each `*-tls` case against the same case over plain HTTP, per server, and wharf against
 /// distribution over TLS.
 fn tls_section(cases: &[Case], md: &mut String) -> Result<()> {

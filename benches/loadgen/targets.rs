@@ -181,8 +181,8 @@ pub fn listings<'a>(by_operation: impl IntoIterator<Item = (&'a str, f64)>) -> f
     by_operation
         .into_iter()
         .filter(|(op, _)| matches!(*op, "ListObjectsV2" | "ListMultipartUploads"))
-        .map(|(_, n)| n)
-        .sum()
+        // From +0.0: an empty f64 sum is -0.0, which shows as "-0".
+        .fold(0.0, |sum, (_, n)| sum + n)
 }
 
 /// Whether a push-storm figure can be judged against the goal: the goal is stated for 32
