@@ -180,6 +180,18 @@ fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
         .filter_map(|w| w.join().expect("worker").err())
         .collect();
     let elapsed = started.elapsed();
+    if !failed.is_empty() {
+        // What the server said about them (its log is error-level only).
+        let log = reg.stderr_text() + &reg.stdout_text();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "s3_compare: {} uploads failed; the server's log ends:",
+            failed.len()
+        );
+        for line in &lines[lines.len().saturating_sub(10)..] {
+            eprintln!("  | {line}");
+        }
+    }
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().expect("sampler");
     let mib_of = |b: u64| b as f64 / (1u64 << 20) as f64;
