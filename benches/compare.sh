@@ -8,7 +8,8 @@
 # it. A round runs every workload once; servers alternate (wharf, distribution, then
 # distribution, wharf, ...) so drift on this shared machine hits both, and cases compared with
 # each other (TLS and plain, cache kinds) are interleaved. Each round also measures the
-# machine's limits: the null server, SHA-256 per core, dd with fdatasync. The table shows
+# machine's limits: SHA-256 per core and dd with fdatasync at its start, the null server right
+# before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64). The table shows
 # medians over the rounds.
 # Case names carry variants: *-tls serves over http.tls (a fresh ECDSA P-256 test CA), *-redis
 # uses blobdescriptor: redis (a fresh redis-server), *-nocache no blob-descriptor cache,
@@ -400,27 +401,29 @@ null_server_case() { # round port case loadgen-arguments...
         "$(grep -o '"unit":"[^"]*"' <<<"$out" | cut -d'"' -f4)"
 }
 
+# The null server: hyper answering from memory, no work (see benches/loadgen/null_server.rs),
+# under a case's own load. Measured right before the case in each round, so the ceiling and the
+# servers' figures see the same moment of a shared machine.
+null_server_limit() { # round "name|args"
+    local round=$1 name=${2%%|*} args=${2#*|} size=$SIZE port pid
+    case "$name" in
+        pull-1 | pull-16 | blob-head-64) ;;
+        manifest-get-64) size=1KiB ;;
+        *) return 0 ;;
+    esac
+    port=$("$LOADGEN" --free-port)
+    "$LOADGEN" --null-server "$port" --size "$size" >/dev/null 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    "$LOADGEN" --url "http://127.0.0.1:$port" --wait-ready --duration 5s || true
+    # shellcheck disable=SC2086 # args are words by design
+    null_server_case "$round" "$port" "$name" $args
+    stop_pid "$pid"
+}
+
 measure_limits() { # round
-    local round=$1 port pid entry name args mbps size
+    local round=$1 mbps
     echo "-- machine limits  round $round" >&2
-    # The null server: hyper answering from memory, no work (see benches/loadgen/null_server.rs).
-    for size in "$SIZE" 1KiB; do
-        port=$("$LOADGEN" --free-port)
-        "$LOADGEN" --null-server "$port" --size "$size" >/dev/null 2>&1 &
-        pid=$!
-        PIDS+=("$pid")
-        "$LOADGEN" --url "http://127.0.0.1:$port" --wait-ready --duration 5s || true
-        for entry in "${CASES[@]}"; do
-            name=${entry%%|*}
-            args=${entry#*|}
-            case "$name:$size" in
-                pull-1:"$SIZE" | pull-16:"$SIZE" | blob-head-64:"$SIZE" | manifest-get-64:1KiB)
-                    # shellcheck disable=SC2086 # args are words by design
-                    null_server_case "$round" "$port" "$name" $args ;;
-            esac
-        done
-        stop_pid "$pid"
-    done
     # SHA-256 of 1 MiB buffers on one core (what a push's digest costs).
     mbps=$(openssl speed -seconds 2 -bytes 1048576 sha256 2>/dev/null |
         awk '$1 == "sha256" { v = $NF; sub(/k$/, "", v); printf "%.0f", v * 1000 / 1e6 }')
@@ -449,6 +452,7 @@ if [ ${#CASES[@]} -gt 0 ]; then
             order=("${SERVERS[@]}")
             # Alternate who goes first, so slow drift on a shared machine does not favour one.
             if [ ${#SERVERS[@]} = 2 ] && [ $((round % 2)) = 0 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+            null_server_limit "$round" "$entry"
             for server in "${order[@]}"; do
                 run_one "$server" "$round" "$entry"
             done
