@@ -466,25 +466,11 @@ pub fn driver(
     keystone: wharf::storage::drivers::swift::KeystoneSettings,
     chunk: usize,
 ) -> wharf::storage::drivers::swift::SwiftDriver {
-    use wharf::storage::drivers::swift::{SwiftDriver, SwiftSettings};
-    let settings = SwiftSettings {
-        auth_url: target.auth_url.clone(),
-        username: user.to_string(),
-        password: password.to_string(),
-        container: target.container.clone(),
-        prefix: String::new(),
-        chunk_size: chunk,
-        secret_key: None,
-        access_key: None,
-        tenant_id: String::new(),
-        temp_url_container_key: false,
-        temp_url_methods: Vec::new(),
-        max_attempts: 3,
-        retry_delay: Duration::from_millis(100),
-        skip_verify: false,
+    let settings = wharf::storage::drivers::swift::SwiftSettings {
         keystone: Some(keystone),
+        ..swift::settings(target, user, password, chunk)
     };
-    SwiftDriver::new(&settings).expect("swift driver")
+    wharf::storage::drivers::swift::SwiftDriver::new(&settings).expect("swift driver")
 }
 
 /// The `storage.swift` section of a registry on a container with Keystone v3 as [`USER`]

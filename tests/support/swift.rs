@@ -448,11 +448,22 @@ pub fn storage_section(target: &SwiftTarget, extra: &[String]) -> String {
 
 /// A driver on a container through the library, with segments of `chunk` bytes.
 pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::swift::SwiftDriver {
-    use wharf::storage::drivers::swift::{SwiftDriver, SwiftSettings};
-    let settings = SwiftSettings {
+    let settings = settings(target, USER, KEY, chunk);
+    wharf::storage::drivers::swift::SwiftDriver::new(&settings).expect("swift driver")
+}
+
+/// Driver settings for a container as `user` with `password` (tempauth, unless `keystone` is
+/// set afterwards), with segments of `chunk` bytes and quick retries.
+pub fn settings(
+    target: &SwiftTarget,
+    user: &str,
+    password: &str,
+    chunk: usize,
+) -> wharf::storage::drivers::swift::SwiftSettings {
+    wharf::storage::drivers::swift::SwiftSettings {
         auth_url: target.auth_url.clone(),
-        username: USER.to_string(),
-        password: KEY.to_string(),
+        username: user.to_string(),
+        password: password.to_string(),
         container: target.container.clone(),
         prefix: String::new(),
         chunk_size: chunk,
@@ -465,8 +476,7 @@ pub fn driver(target: &SwiftTarget, chunk: usize) -> wharf::storage::drivers::sw
         retry_delay: Duration::from_millis(100),
         skip_verify: false,
         keystone: None,
-    };
-    SwiftDriver::new(&settings).expect("swift driver")
+    }
 }
 
 /// Spawns a registry that must exit unsuccessfully by itself; returns its log.
