@@ -34,7 +34,7 @@ pub(super) enum Cached<T> {
 #[derive(Debug, Default)]
 pub(super) struct InlineReads(AtomicU8);
 
-const UNDECIDED: u8 = 0;
+// 0: undecided.
 const ENABLED: u8 = 1;
 const DISABLED: u8 = 2;
 
@@ -119,10 +119,11 @@ pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
     if kind != FileType::RegularFile || size > MAX_INLINE {
         return Cached::Ask;
     }
-    // One byte more than the size: a short read proves the end was reached.
-    let mut body = vec![0u8; size as usize + 1];
+    // The size fstat gave: files read this way are replaced whole (rename), never appended to.
+    let mut body = vec![0u8; size as usize];
     let mut filled = 0;
-    loop {
+    // A short read may mean only some pages are cached: read on until the size is reached.
+    while filled < body.len() {
         let read = rustix::io::preadv2(
             &fd,
             &mut [io::IoSliceMut::new(&mut body[filled..])],
@@ -131,13 +132,7 @@ pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
         );
         match read {
             Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                if filled == body.len() {
-                    // It grew since the fstat: a writer is at work, let the pool read it all.
-                    return Cached::Ask;
-                }
-            }
+            Ok(n) => filled += n,
             Err(Errno::INTR) => {}
             Err(Errno::OPNOTSUPP) => {
                 inline.disable();
