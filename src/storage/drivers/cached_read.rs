@@ -51,6 +51,8 @@ impl InlineReads {
                 let Ok(fs) = rustix::fs::statfs(root) else {
                     return false;
                 };
+                // `f_type`'s integer type differs between architectures.
+                #[allow(clippy::unnecessary_cast)]
                 let local = LOCAL_FILESYSTEMS.contains(&(fs.f_type as i64));
                 self.0
                     .store(if local { ENABLED } else { DISABLED }, Ordering::Relaxed);
