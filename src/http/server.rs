@@ -445,7 +445,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     let handler = app
         .urls
         .strip_prefix(&path)
@@ -561,6 +561,14 @@ async fn handle(
     resp
 }
 
+/// A version 4 UUID, as distribution gives each request, from the thread's CSPRNG: the
+/// operating system's generator costs a system call per request.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// Copies header values out of the connection's read buffer, which hyper hands them out as
 /// slices of: a request whose body trickles in for seconds would otherwise keep the buffer
 /// its head arrived in alive beside the one its body is read into.
@@ -587,5 +595,19 @@ fn preflight_response(decision: &Decision) -> Response<Body> {
             *resp.status_mut() = http::StatusCode::NO_CONTENT;
             resp
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let id = new_request_id();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(id, new_request_id());
     }
 }

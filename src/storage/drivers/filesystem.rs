@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::storage::drivers::cached_read::{self, Cached};
 use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
@@ -47,6 +48,8 @@ pub struct FilesystemDriver {
     root: PathBuf,
     /// Renames and directory fsyncs of durable writes, shared between concurrent writers.
     commits: Arc<GroupCommit>,
+    /// Whether small reads may run on the calling thread (see [`cached_read`]).
+    inline: cached_read::InlineReads,
 }
 
 impl FilesystemDriver {
@@ -55,6 +58,7 @@ impl FilesystemDriver {
         Self {
             root: root.into(),
             commits: Arc::default(),
+            inline: cached_read::InlineReads::default(),
         }
     }
 
@@ -416,6 +420,13 @@ impl StorageDriver for FilesystemDriver {
 
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
         let full = self.full(path)?;
+        if self.inline.enabled(&self.root) {
+            match cached_read::read(&full, &self.inline) {
+                Cached::Found(body) => return Ok(Bytes::from(body)),
+                Cached::Missing(_) => return Err(StorageError::NotFound(path.to_string())),
+                Cached::Ask => {}
+            }
+        }
         let p = path.to_string();
         // One path lookup: the open; the size and kind come from the descriptor.
         blocking(move || {
@@ -568,6 +579,20 @@ impl StorageDriver for FilesystemDriver {
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
         let full = self.full(path)?;
+        if self.inline.enabled(&self.root) {
+            match cached_read::stat(&full, &self.inline) {
+                Cached::Found(st) => {
+                    let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                    return Ok(FileInfo {
+                        size: if is_dir { 0 } else { st.st_size as u64 },
+                        is_dir,
+                        modified: cached_read::modified(&st),
+                    });
+                }
+                Cached::Missing(_) => return Err(StorageError::NotFound(path.to_string())),
+                Cached::Ask => {}
+            }
+        }
         let p = path.to_string();
         blocking(move || {
             let m = fs::metadata(&full).map_err(|e| StorageError::io("stat", &p, e))?;

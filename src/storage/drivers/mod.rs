@@ -1,6 +1,7 @@
 //! Storage driver implementations.
 
 pub mod azure;
+mod cached_read;
 pub mod filesystem;
 pub mod gcs;
 mod group_commit;
