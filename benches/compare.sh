@@ -8,22 +8,30 @@
 # it. A round runs every workload once; servers alternate (wharf, distribution, then
 # distribution, wharf, ...) so drift on this shared machine hits both, and cases compared with
 # each other (TLS and plain, cache kinds) are interleaved. Each round also measures the
-# machine's limits: the null server, SHA-256 per core, dd with fdatasync. The table shows
+# machine's limits: SHA-256 per core and dd with fdatasync at its start, the null server right
+# before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64). The table shows
 # medians over the rounds.
 # Case names carry variants: *-tls serves over http.tls (a fresh ECDSA P-256 test CA), *-redis
 # uses blobdescriptor: redis (a fresh redis-server), *-nocache no blob-descriptor cache,
 # handshake* pins the server to CPU 0 and the load generator to CPU 1.
+# --s3 adds, after the rounds, the S3 workloads of benches/s3_compare.rs on moto: S3 requests of
+# a 3-layer skopeo push and pull by operation (wharf and distribution), wharf's RSS under a push
+# storm, S3 requests per catalog page.
 #
-#   benches/compare.sh [--quick] [--only wharf|distribution] [--rounds N] [--cases a,b,...]
+#   benches/compare.sh [--quick] [--s3] [--only wharf|distribution] [--rounds N] [--cases a,b,...]
 #
-# Results: target/bench-results/<stamp>.{md,json} and the raw <stamp>-records.jsonl.
+# Results: target/bench-results/<stamp>.{md,json} (the .md is ready to paste into README.md's
+# "Benchmarks" section) and the raw <stamp>-records.jsonl (and <stamp>-s3.jsonl).
 set -euo pipefail
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick            small sizes, short runs, 1 round (a smoke run, minutes)
+  --s3               also the S3 workloads on moto (full: 4 MiB layers, a storm of 32 x 100 MiB,
+                     1,000 repositories; --quick: 1 MiB layers, 4 x 8 MiB, 100 repositories);
+                     with --cases, only the S3 workloads run when the list is "s3"
   --only SERVER      run one server only: wharf or distribution
   --rounds N         rounds per workload (default 3, --quick 1)
   --cases LIST       comma-separated case names (see the table's first column) or workloads
@@ -39,12 +47,14 @@ cd "$ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 QUICK=0
+S3=0
 ONLY=""
 ROUNDS=""
 CASE_FILTER=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --s3) S3=1 ;;
         --only) ONLY=${2:?--only needs wharf or distribution}; shift ;;
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
         --cases) CASE_FILTER=${2:?--cases needs a list}; shift ;;
@@ -63,9 +73,11 @@ esac
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1}
     SIZE=4MiB CHUNK=1MiB DUR=2s SMALL_COUNT=200 REPOS=100 TAGS=100 SLOW_DUR=3s MODE=quick
+    S3_LAYER_MIB=1 S3_STORM=4 S3_STORM_MIB=8 S3_REPOS=100
 else
     ROUNDS=${ROUNDS:-3}
     SIZE=64MiB CHUNK=8MiB DUR=10s SMALL_COUNT=2000 REPOS=1000 TAGS=1000 SLOW_DUR=10s MODE=full
+    S3_LAYER_MIB=4 S3_STORM=32 S3_STORM_MIB=100 S3_REPOS=1000
 fi
 case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds must be a positive number" >&2; exit 2 ;; esac
 
@@ -106,7 +118,12 @@ for entry in "${ALL_CASES[@]}"; do
         CASES+=("$entry")
     fi
 done
-[ ${#CASES[@]} -gt 0 ] || { echo "compare.sh: --cases matched nothing" >&2; exit 2; }
+if [ "$CASE_FILTER" = s3 ] && [ "$S3" = 1 ]; then
+    CASES=()
+elif [ ${#CASES[@]} = 0 ]; then
+    echo "compare.sh: --cases matched nothing" >&2
+    exit 2
+fi
 
 # --- processes we start, stopped by PID whatever happens -----------------------------------
 PIDS=()
@@ -146,6 +163,14 @@ cargo bench --bench loadgen --no-run >&2
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*loadgen[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
 [ -x "$LOADGEN" ] || { echo "compare.sh: could not build benches/loadgen.rs" >&2; exit 1; }
+S3_BENCH=""
+if [ "$S3" = 1 ]; then
+    command -v moto_server >/dev/null || { echo "compare.sh: --s3 needs moto_server (pip install 'moto[server]')" >&2; exit 1; }
+    cargo bench --bench s3_compare --no-run >&2
+    S3_BENCH=$(cargo bench --bench s3_compare --no-run --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*s3_compare[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
+    [ -x "$S3_BENCH" ] || { echo "compare.sh: could not build benches/s3_compare.rs" >&2; exit 1; }
+fi
 for server in "${SERVERS[@]}"; do
     bin=$WHARF_BIN
     [ "$server" = distribution ] && bin=$DISTRIBUTION_BIN
@@ -169,6 +194,9 @@ reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 # shellcheck disable=SC1003 # the backslash is deleted, not escaping anything
 json_text() { tr -d '"\\' <<<"$1" | tr '\n\t' '  ' | cut -c1-300; }
 or_null() { if [ -n "$1" ]; then echo "$1"; else echo null; fi; }
+# The one-minute load average, which the report shows beside the figures it bends.
+load1() { or_null "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null)"; }
+RUN_LOAD1=null
 
 # The test CA and the servers' certificate (127.0.0.1, localhost), made once per run.
 make_tls() {
@@ -265,8 +293,8 @@ wait_ready() { # url [tls arguments]
 record() { # server round case failure extra-json result
     local failure=null
     [ -n "$4" ] && failure="\"$(json_text "$4")\""
-    printf '{"server":"%s","round":%s,"case":"%s","failure":%s%s,"result":%s}\n' \
-        "$1" "$2" "$3" "$failure" "$5" "$6" >>"$RECORDS"
+    printf '{"server":"%s","round":%s,"case":"%s","load1":%s,"failure":%s%s,"result":%s}\n' \
+        "$1" "$2" "$3" "$RUN_LOAD1" "$failure" "$5" "$6" >>"$RECORDS"
 }
 
 run_one() { # server round "name|args"
@@ -274,6 +302,7 @@ run_one() { # server round "name|args"
     local dir port url out err rc base peak hwm rss r0 r1 c0 c1 cpu extra lg redis_port=""
     local tls_args=() server_pin=() client_pin=()
     dir=$(mktemp -d "$WORK/$name-$server.XXXXXX")
+    RUN_LOAD1=$(load1)
     port=$("$LOADGEN" --free-port)
     url=http://127.0.0.1:$port
     case "$name" in *-tls) url=https://127.0.0.1:$port tls_args=(--cacert "$WORK/tls/ca.pem") ;; esac
@@ -360,8 +389,8 @@ run_one() { # server round "name|args"
 # Appends a "limit" record: a figure the case cannot beat on this machine.
 limit_record() { # round case figure unit
     [ -n "$3" ] || return 0
-    printf '{"server":"limit","round":%s,"case":"%s","failure":null,"result":{"figure":%s,"unit":"%s"}}\n' \
-        "$1" "$2" "$3" "$4" >>"$RECORDS"
+    printf '{"server":"limit","round":%s,"case":"%s","load1":%s,"failure":null,"result":{"figure":%s,"unit":"%s"}}\n' \
+        "$1" "$2" "$(load1)" "$3" "$4" >>"$RECORDS"
     echo "   limit $2: $3 $4" >&2
 }
 
@@ -372,27 +401,29 @@ null_server_case() { # round port case loadgen-arguments...
         "$(grep -o '"unit":"[^"]*"' <<<"$out" | cut -d'"' -f4)"
 }
 
+# The null server: hyper answering from memory, no work (see benches/loadgen/null_server.rs),
+# under a case's own load. Measured right before the case in each round, so the ceiling and the
+# servers' figures see the same moment of a shared machine.
+null_server_limit() { # round "name|args"
+    local round=$1 name=${2%%|*} args=${2#*|} size=$SIZE port pid
+    case "$name" in
+        pull-1 | pull-16 | blob-head-64) ;;
+        manifest-get-64) size=1KiB ;;
+        *) return 0 ;;
+    esac
+    port=$("$LOADGEN" --free-port)
+    "$LOADGEN" --null-server "$port" --size "$size" >/dev/null 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    "$LOADGEN" --url "http://127.0.0.1:$port" --wait-ready --duration 5s || true
+    # shellcheck disable=SC2086 # args are words by design
+    null_server_case "$round" "$port" "$name" $args
+    stop_pid "$pid"
+}
+
 measure_limits() { # round
-    local round=$1 port pid entry name args mbps size
+    local round=$1 mbps
     echo "-- machine limits  round $round" >&2
-    # The null server: hyper answering from memory, no work (see benches/loadgen/null_server.rs).
-    for size in "$SIZE" 1KiB; do
-        port=$("$LOADGEN" --free-port)
-        "$LOADGEN" --null-server "$port" --size "$size" >/dev/null 2>&1 &
-        pid=$!
-        PIDS+=("$pid")
-        "$LOADGEN" --url "http://127.0.0.1:$port" --wait-ready --duration 5s || true
-        for entry in "${CASES[@]}"; do
-            name=${entry%%|*}
-            args=${entry#*|}
-            case "$name:$size" in
-                pull-1:"$SIZE" | pull-16:"$SIZE" | blob-head-64:"$SIZE" | manifest-get-64:1KiB)
-                    # shellcheck disable=SC2086 # args are words by design
-                    null_server_case "$round" "$port" "$name" $args ;;
-            esac
-        done
-        stop_pid "$pid"
-    done
     # SHA-256 of 1 MiB buffers on one core (what a push's digest costs).
     mbps=$(openssl speed -seconds 2 -bytes 1048576 sha256 2>/dev/null |
         awk '$1 == "sha256" { v = $NF; sub(/k$/, "", v); printf "%.0f", v * 1000 / 1e6 }')
@@ -404,28 +435,55 @@ measure_limits() { # round
     limit_record "$round" dd-fdatasync "$mbps" MB/s
 }
 
-echo "== $MODE run: ${#CASES[@]} workloads x ${ROUNDS} rounds x ${SERVERS[*]} ==" >&2
+S3_NOTE=""
+[ "$S3" = 0 ] || S3_NOTE=" --s3"
+echo "== $MODE$S3_NOTE run: ${#CASES[@]} workloads x ${ROUNDS} rounds x ${SERVERS[*]} ==" >&2
+STARTED=$(date -u +%H:%M)
 for entry in "${CASES[@]}"; do
     if [[ ${entry%%|*} == *-tls ]]; then
         make_tls
         break
     fi
 done
-for round in $(seq "$ROUNDS"); do
-    measure_limits "$round"
-    for entry in "${CASES[@]}"; do
-        order=("${SERVERS[@]}")
-        # Alternate who goes first, so slow drift on a shared machine does not favour one.
-        if [ ${#SERVERS[@]} = 2 ] && [ $((round % 2)) = 0 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
-        for server in "${order[@]}"; do
-            run_one "$server" "$round" "$entry"
+if [ ${#CASES[@]} -gt 0 ]; then
+    for round in $(seq "$ROUNDS"); do
+        measure_limits "$round"
+        for entry in "${CASES[@]}"; do
+            order=("${SERVERS[@]}")
+            # Alternate who goes first, so slow drift on a shared machine does not favour one.
+            if [ ${#SERVERS[@]} = 2 ] && [ $((round % 2)) = 0 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+            null_server_limit "$round" "$entry"
+            for server in "${order[@]}"; do
+                run_one "$server" "$round" "$entry"
+            done
         done
     done
-done
+fi
 
+# --- S3 on moto (benches/s3_compare.rs), after the rounds --------------------------------------
+S3_ARGS=()
+if [ "$S3" = 1 ]; then
+    S3_RECORDS=$RESULTS/$STAMP-s3.jsonl
+    : >"$S3_RECORDS"
+    S3_ARGS=(--s3 "$S3_RECORDS")
+    # s3_compare starts its own moto_server and registries (tests/support), stops them itself,
+    # and runs the wharf binary named by WHARF_TEST_SERVER.
+    s3_run() { # description, s3_compare arguments...
+        echo "-- S3: $1" >&2
+        if ! WHARF_TEST_SERVER=$WHARF_BIN timeout 3600 "$S3_BENCH" "${@:2}" --json "$S3_RECORDS" \
+            >"$WORK/s3.out" 2>"$WORK/s3.err"; then
+            echo "   s3_compare failed: $(tail -3 "$WORK/s3.err")" >&2
+        fi
+    }
+    s3_run "3-layer push and pull, $ROUNDS round(s)" --run --rounds "$ROUNDS" --layer-mib "$S3_LAYER_MIB"
+    s3_run "push storm, $S3_STORM x $S3_STORM_MIB MiB" --storm "$S3_STORM" --storm-mib "$S3_STORM_MIB"
+    s3_run "catalog, $S3_REPOS repositories" --catalog "$S3_REPOS"
+fi
+
+ENDED=$(date -u +%H:%M)
 TITLE="Wharf vs distribution ($("$DISTRIBUTION_BIN" --version 2>/dev/null | awk '{print $NF}'))"
-TITLE="$TITLE — $MODE, $ROUNDS round(s), $(date -u +%Y-%m-%d) UTC, wharf $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores"
-"$LOADGEN" --report "$RECORDS" --title "$TITLE" \
+TITLE="$TITLE — \`benches/compare.sh\` $MODE$S3_NOTE, $ROUNDS round(s), $(date -u +%Y-%m-%d) $STARTED–$ENDED UTC, wharf $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(awk '{ printf "%.0f GiB", $2 / 1048576; exit }' /proc/meminfo) RAM"
+"$LOADGEN" --report "$RECORDS" "${S3_ARGS[@]}" --title "$TITLE" \
     --out-md "$RESULTS/$STAMP.md" --out-json "$RESULTS/$STAMP.json"
 cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
 cp "$RESULTS/$STAMP.json" "$RESULTS/latest.json"

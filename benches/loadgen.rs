@@ -19,6 +19,8 @@ mod null_server;
 mod report;
 #[path = "loadgen/stats.rs"]
 mod stats;
+#[path = "loadgen/targets.rs"]
+mod targets;
 #[path = "loadgen/workloads.rs"]
 mod workloads;
 
@@ -110,6 +112,9 @@ struct Cli {
     /// --out-json
     #[arg(long, value_name = "RECORDS")]
     report: Option<String>,
+    /// With --report: the S3 workloads' records (`s3_compare --json`) to add to the table
+    #[arg(long, value_name = "S3_RECORDS", requires = "report")]
+    s3: Option<String>,
     #[arg(long, default_value = "Wharf vs distribution")]
     title: String,
     #[arg(long)]
@@ -233,7 +238,11 @@ fn tls_options(cli: &Cli) -> TlsOptions {
 
 fn report(cli: &Cli, records: &str) -> Result<()> {
     let text = std::fs::read_to_string(records).map_err(|e| format!("{records}: {e}"))?;
-    let (markdown, summary) = report::render(&text, &cli.title)?;
+    let s3 = match &cli.s3 {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?),
+        None => None,
+    };
+    let (markdown, summary) = report::render(&text, &cli.title, s3.as_deref())?;
     print!("{markdown}");
     if let Some(path) = &cli.out_md {
         std::fs::write(path, &markdown)?;

@@ -16,7 +16,9 @@
 //! MiB each to Wharf on moto, with the default `chunksize`; the server's resident set is
 //! sampled every 50 ms and its peak growth over the idle server reported.
 //! Without `--run` it prints this usage and exits (so `cargo test --all-targets` starts nothing).
-//! Results: stdout and `target/bench-results/s3-compare-<unix time>.md`.
+//! Results: stdout and `target/bench-results/s3-compare-<unix time>.md`; with `--json FILE`, one
+//! JSON line per mode is also appended to FILE (what `benches/compare.sh --s3` collects and
+//! `loadgen --report --s3` renders).
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -46,6 +48,22 @@ struct Options {
     layer_mib: usize,
     /// Print every S3 request of Wharf's first push (method and target).
     requests: bool,
+    /// Append the results as one JSON line to this file.
+    json: Option<String>,
+}
+
+/// Appends `record` as one line to the `--json` file, if there is one.
+fn append_json(options: &Options, record: &serde_json::Value) {
+    let Some(path) = &options.json else { return };
+    use std::io::Write as _;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{record}"));
+    if let Err(e) = written {
+        eprintln!("s3_compare: {path}: {e}");
+    }
 }
 
 /// `VmRSS` of a process, in bytes (0 once it is gone).
@@ -77,8 +95,8 @@ impl std::io::Read for SharedBody {
     }
 }
 
-/// Runs the push storm; returns the report.
-fn storm(uploads: usize, mib: usize) -> String {
+/// Runs the push storm; returns the report and its JSON record.
+fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let s3 = S3Server::start();
@@ -162,11 +180,36 @@ fn storm(uploads: usize, mib: usize) -> String {
         .filter_map(|w| w.join().expect("worker").err())
         .collect();
     let elapsed = started.elapsed();
+    if !failed.is_empty() {
+        // What the server said about them (its log is error-level only).
+        let log = reg.stderr_text() + &reg.stdout_text();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "s3_compare: {} uploads failed; the server's log ends:",
+            failed.len()
+        );
+        for line in &lines[lines.len().saturating_sub(10)..] {
+            eprintln!("  | {line}");
+        }
+    }
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().expect("sampler");
     let mib_of = |b: u64| b as f64 / (1u64 << 20) as f64;
-    format!(
-        "# Push storm: {uploads} concurrent uploads of {mib} MiB to Wharf on moto\n\n         default chunksize, one streamed PATCH each; {:.1} s; {} failed{}\n\n         | idle RSS | peak RSS | growth | per upload |\n|---|---|---|---|\n         | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
+    let record = serde_json::json!({
+        "kind": "storm",
+        "uploads": uploads,
+        "mib": mib,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "failed": failed.len(),
+        "first_failure": failed.first(),
+        "idle_rss_kib": idle / 1024,
+        "peak_rss_kib": peak / 1024,
+    });
+    let text = format!(
+        "# Push storm: {uploads} concurrent uploads of {mib} MiB to Wharf on moto\n\n\
+         default chunksize, one streamed PATCH each; {:.1} s; {} failed{}\n\n\
+         | idle RSS | peak RSS | growth | per upload |\n|---|---|---|---|\n\
+         | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
         elapsed.as_secs_f64(),
         failed.len(),
         failed
@@ -177,11 +220,12 @@ fn storm(uploads: usize, mib: usize) -> String {
         mib_of(peak),
         mib_of(peak.saturating_sub(idle)),
         mib_of(peak.saturating_sub(idle)) / uploads as f64,
-    )
+    );
+    (text, record)
 }
 
-/// Runs the catalog case; returns the report.
-fn catalog(repositories: usize) -> String {
+/// Runs the catalog case; returns the report and its JSON record.
+fn catalog(repositories: usize) -> (String, serde_json::Value) {
     let s3 = S3Server::start();
     let target = S3Target {
         endpoint: s3.endpoint(),
@@ -234,6 +278,7 @@ fn catalog(repositories: usize) -> String {
         (format!("{tagged}/tags/list"), "300 tags"),
         (format!("{tagged}/tags/list?n=50"), "50 tags"),
     ];
+    let mut rows = Vec::new();
     for (path, what) in cases {
         let before = s3.request_lines().len();
         let resp = client
@@ -256,8 +301,17 @@ fn catalog(repositories: usize) -> String {
         // Shown as it comes: a large page on moto takes a while.
         eprintln!("{row}");
         let _ = writeln!(report, "{row}");
+        rows.push(serde_json::json!({
+            "request": path, "what": what, "entries": entries,
+            "requests": total, "by_operation": by_op,
+        }));
     }
-    report
+    let record = serde_json::json!({
+        "kind": "catalog",
+        "repositories": names.len(),
+        "rows": rows,
+    });
+    (report, record)
 }
 
 fn parse() -> Option<Options> {
@@ -276,6 +330,11 @@ fn parse() -> Option<Options> {
         rounds,
         layer_mib,
         requests: args.iter().any(|a| a == "--requests"),
+        json: args
+            .iter()
+            .position(|a| a == "--json")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
     })
 }
 
@@ -398,18 +457,21 @@ fn main() -> ExitCode {
              and the S3 requests of one `skopeo copy` of a 3-layer image.\n\
              usage: cargo bench --bench s3_compare -- --run [--rounds N] [--layer-mib M] [--requests]\n\
                     cargo bench --bench s3_compare -- --storm N [--storm-mib M]\n\
-                    cargo bench --bench s3_compare -- --catalog N"
+                    cargo bench --bench s3_compare -- --catalog N\n\
+             each takes --json FILE: append the results as one JSON line to FILE"
         );
         return ExitCode::SUCCESS;
     };
     if options.storm > 0 {
-        let report = storm(options.storm, options.storm_mib);
+        let (report, record) = storm(options.storm, options.storm_mib);
         println!("{report}");
+        append_json(&options, &record);
         return ExitCode::SUCCESS;
     }
     if options.catalog > 0 {
-        let report = catalog(options.catalog);
+        let (report, record) = catalog(options.catalog);
         println!("{report}");
+        append_json(&options, &record);
         return ExitCode::SUCCESS;
     }
     let work = tempfile::tempdir().expect("temp dir");
@@ -465,5 +527,31 @@ fn main() -> ExitCode {
         );
     }
     push_pull::save_report("s3-compare", &report);
+    let servers: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(server, m)| {
+            serde_json::json!({
+                "server": match server {
+                    Server::Wharf => "wharf",
+                    Server::DockerRegistry => "distribution",
+                },
+                "push_s": median(&m.push),
+                "pull_s": median(&m.pull),
+                "push_requests": m.push_requests.0,
+                "push_by_operation": m.push_requests.1,
+                "pull_requests": m.pull_requests.0,
+                "pull_by_operation": m.pull_requests.1,
+            })
+        })
+        .collect();
+    append_json(
+        &options,
+        &serde_json::json!({
+            "kind": "push-pull",
+            "layer_mib": options.layer_mib,
+            "rounds": options.rounds,
+            "servers": servers,
+        }),
+    );
     ExitCode::SUCCESS
 }

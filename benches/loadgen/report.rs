@@ -6,7 +6,10 @@
 //! "server_cpu_s": .., "result": <the loadgen result line> | null, "failure": ".."}`.
 //! Records of server `"limit"` carry the machine's limits measured in the same run (the null
 //! server under a case's load, `sha256-per-core`, `dd-fdatasync`): `{"figure": .., "unit": ..}`.
-//! Every figure is the median over the rounds.
+//! A record's `load1` is the machine's one-minute load average when the run started.
+//! Every figure is the median over the rounds. The goals each figure is checked against are in
+//! `targets.rs`; `--s3` adds the S3 workloads `benches/s3_compare.rs --json` recorded.
+//! The markdown is ready to paste under the README's "Benchmarks" heading.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,12 +17,9 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use crate::client::Result;
+use crate::targets::{self, Figures, Goal, Measure, TLS_SUFFIX};
 
 const SERVERS: [&str; 2] = ["wharf", "distribution"];
-/// Suffix of the cases served over `http.tls`; each is compared with the case without it.
-const TLS_SUFFIX: &str = "-tls";
-/// TLS throughput against the same workload over plain HTTP, wharf only.
-const TLS_TARGET: f64 = 0.85;
 
 /// Runs of one case on one server.
 #[derive(Default)]
@@ -35,6 +35,8 @@ struct Runs {
     /// Bytes the server read (rchar) per byte it served (range only).
     read_per_served: Vec<f64>,
     cpu_s: Vec<f64>,
+    /// Server CPU-s per GB served (workloads that move bytes).
+    cpu_per_gb: Vec<f64>,
     /// Operations per CPU-second of the server (handshake only: the server's cost of a new
     /// connection, whatever share of its core other work on the machine left it).
     ops_per_cpu_s: Vec<f64>,
@@ -61,21 +63,6 @@ fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-/// The goal for a case: the wharf/distribution ratio to reach, and whether it is a floor
-/// (throughput) or a ceiling (memory). Over TLS, pushes and pulls aim at 3x.
-fn target(case: &str, workload: &str) -> Option<(f64, bool)> {
-    if case.ends_with(TLS_SUFFIX) && matches!(workload, "push-mono" | "pull") {
-        return Some((3.0, true));
-    }
-    match workload {
-        "push-mono" | "push-chunked" => Some((3.0, true)),
-        "pull" => Some((1.5, true)),
-        "manifest-get" | "blob-head" | "small-push" | "catalog" | "tags" => Some((5.0, true)),
-        "slow-uploads" => Some((0.2, false)),
-        _ => None,
-    }
-}
-
 fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
@@ -83,9 +70,17 @@ fn num(v: &Value, key: &str) -> Option<f64> {
 /// The machine's limits by case name: every round's figure and the unit.
 type Limits = BTreeMap<String, (Vec<f64>, String)>;
 
-fn load(records: &str) -> Result<(Vec<Case>, Limits)> {
+/// What the records hold: the cases, the machine's limits, and the load averages seen.
+struct Loaded {
+    cases: Vec<Case>,
+    limits: Limits,
+    load1: Vec<f64>,
+}
+
+fn load(records: &str) -> Result<Loaded> {
     let mut cases: Vec<Case> = Vec::new();
     let mut limits = Limits::new();
+    let mut load1 = Vec::new();
     for (n, line) in records
         .lines()
         .enumerate()
@@ -93,6 +88,9 @@ fn load(records: &str) -> Result<(Vec<Case>, Limits)> {
     {
         let record: Value =
             serde_json::from_str(line).map_err(|e| format!("record {}: {e}", n + 1))?;
+        if let Some(load) = num(&record, "load1") {
+            load1.push(load);
+        }
         if record["server"] == "limit" {
             let name = record["case"].as_str().unwrap_or("?").to_string();
             let entry = limits.entry(name).or_default();
@@ -172,8 +170,17 @@ fn load(records: &str) -> Result<(Vec<Case>, Limits)> {
                 runs.read_per_served.push(read / served);
             }
         }
+        if let (Some(cpu), Some(bytes)) = (num(&record, "server_cpu_s"), num(result, "bytes")) {
+            if let Some(per_gb) = targets::cpu_per_gb(cpu, bytes) {
+                runs.cpu_per_gb.push(per_gb);
+            }
+        }
     }
-    Ok((cases, limits))
+    Ok(Loaded {
+        cases,
+        limits,
+        load1,
+    })
 }
 
 fn fmt_figure(x: Option<f64>) -> String {
@@ -193,19 +200,81 @@ fn runs_of<'a>(case: &'a Case, server: &str) -> Option<&'a Runs> {
     case.servers.get(server)
 }
 
-/// Renders the table; returns (markdown, JSON summary).
-pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
-    let (cases, limits) = load(records)?;
+/// One goal checked: the case, the goal in words, the value measured in the goal's terms and
+/// whether it is met (`None`: not measured in this run).
+struct Check {
+    case: String,
+    goal: String,
+    measured: Option<String>,
+    met: Option<bool>,
+    value: Option<f64>,
+}
+
+impl Check {
+    fn of(case: &str, goal: &Goal, unit: &str, value: Option<f64>) -> Check {
+        Check {
+            case: case.to_string(),
+            goal: goal.describe(unit),
+            measured: value.map(|v| goal.show(v)),
+            met: value.map(|v| goal.met(v)),
+            value,
+        }
+    }
+
+    fn mark(&self) -> &'static str {
+        match (self.met, &self.measured) {
+            (Some(true), _) => "✓",
+            (Some(false), _) => "✗",
+            (None, Some(_)) => "not judged",
+            (None, None) => "not measured",
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"case": self.case, "target": self.goal, "value": self.value,
+               "measured": self.measured, "met": self.met})
+    }
+}
+
+/// Renders the tables; returns (markdown, JSON summary). `s3` is the JSON lines
+/// `s3_compare --json` wrote, if the run had the S3 workloads.
+pub fn render(records: &str, title: &str, s3: Option<&str>) -> Result<(String, Value)> {
+    let Loaded {
+        cases,
+        limits,
+        load1,
+    } = load(records)?;
     let limit = |name: &str| limits.get(name).and_then(|(v, _)| median(v));
+    let wharf_figure = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| runs_of(c, "wharf"))
+            .and_then(|r| median(&r.figures))
+    };
     let mut md = String::new();
+    let mut sections = String::new();
     let mut summary = Vec::new();
-    let mut checks = Vec::new();
-    writeln!(md, "## {title}\n")?;
+    let mut checks: Vec<Check> = Vec::new();
+    let load_text = match (
+        load1.iter().copied().reduce(f64::min),
+        load1.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) => format!(", load average (1 min) {lo:.1} to {hi:.1}"),
+        _ => String::new(),
+    };
+    writeln!(md, "**{title}{load_text}**\n")?;
     writeln!(
         md,
-        "| workload | unit | wharf | distribution | ratio | target | null server | errors (w / d) | peak RSS MiB (w / d) |"
+        "Medians of the rounds; ratio is wharf / distribution; \"null server\" is the machine's \
+         ceiling for the case, measured in the same rounds; the targets column checks each goal \
+         of the case (`benches/README.md`).\n"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---|---:|---|---|")?;
+    writeln!(
+        md,
+        "| workload | unit | wharf | distribution | ratio | null server | targets | errors (w / d) | peak RSS MiB (w / d) |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---|---|---|")?;
     for case in &cases {
         let w = runs_of(case, "wharf");
         let d = runs_of(case, "distribution");
@@ -215,29 +284,38 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             (Some(w), Some(d)) if d > 0.0 => Some(w / d),
             _ => None,
         };
-        let goal = target(&case.name, &case.workload);
-        let met = match (ratio, goal) {
-            (Some(r), Some((t, true))) => Some(r >= t),
-            (Some(r), Some((t, false))) => Some(r <= t),
-            _ => None,
+        let mut figures = Figures {
+            wharf: wm,
+            distribution: dm,
+            null_server: limit(&case.name),
+            plain: case.name.strip_suffix(TLS_SUFFIX).and_then(wharf_figure),
+            other: None,
+            cpu_per_gb: w.and_then(|r| median(&r.cpu_per_gb)),
         };
-        let target_text = match (goal, met) {
-            (None, _) => "—".to_string(),
-            (Some((t, floor)), met) => format!(
-                "{}{t}×{}",
-                if floor { "≥" } else { "≤" },
-                match met {
-                    Some(true) => " ✓",
-                    Some(false) => " ✗",
-                    None => "",
-                }
-            ),
-        };
-        if let (Some((t, floor)), Some(met)) = (goal, met) {
-            checks.push(
-                json!({"case": case.name, "ratio": ratio, "target": t, "floor": floor, "met": met}),
-            );
+        let mut case_checks = Vec::new();
+        for goal in targets::goals(&case.name, &case.workload) {
+            if let Measure::VsCase(other) = goal.measure {
+                figures.other = wharf_figure(other);
+            }
+            case_checks.push(Check::of(
+                &case.name,
+                &goal,
+                &case.unit,
+                targets::value(&goal, &figures),
+            ));
         }
+        let target_text = if case_checks.is_empty() {
+            "—".to_string()
+        } else {
+            case_checks
+                .iter()
+                .map(|c| match &c.measured {
+                    Some(m) => format!("{}: {m} {}", c.goal, c.mark()),
+                    None => format!("{}: n/a", c.goal),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         let errors = |r: Option<&Runs>| {
             r.map_or("—".into(), |r| {
                 if r.failures.is_empty() {
@@ -256,8 +334,10 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             fmt_figure(wm),
             fmt_figure(dm),
             ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+            figures
+                .null_server
+                .map_or("—".into(), |l| fmt_figure(Some(l))),
             target_text,
-            limit(&case.name).map_or("—".into(), |l| fmt_figure(Some(l))),
             errors(w),
             errors(d),
             rss(w),
@@ -276,6 +356,7 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
                         "failed_runs": r.failures,
                         "peak_rss_kib": median(&r.peak_rss_kib),
                         "server_cpu_s": median(&r.cpu_s),
+                        "server_cpu_s_per_gb": median(&r.cpu_per_gb),
                         "ops_per_server_cpu_s": median(&r.ops_per_cpu_s),
                         "read_per_served": median(&r.read_per_served),
                         "base_rss_kib": median(&r.base_rss_kib),
@@ -290,13 +371,32 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             "unit": case.unit,
             "servers": per_server,
             "ratio": ratio,
-            "target": goal.map(|(t, floor)| json!({"ratio": t, "floor": floor})),
-            "met": met,
-            "null_server": limit(&case.name),
+            "targets": case_checks.iter().map(Check::json).collect::<Vec<_>>(),
+            "null_server": figures.null_server,
         }));
+        checks.extend(case_checks);
     }
-    tls_section(&cases, &mut md, &mut checks)?;
-    handshake_section(&cases, &mut md)?;
+    tls_section(&cases, &mut sections)?;
+    handshake_section(&cases, &mut sections)?;
+    let memory_json = memory_section(&cases, &mut sections, &mut checks)?;
+    let s3_json = match s3 {
+        Some(text) => s3_section(text, &mut sections, &mut checks)?,
+        None => Value::Null,
+    };
+    writeln!(md, "\n#### Targets\n")?;
+    writeln!(md, "| case | target | measured | met |")?;
+    writeln!(md, "|---|---|---:|---|")?;
+    for c in &checks {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            c.case,
+            c.goal,
+            c.measured.as_deref().unwrap_or("n/a"),
+            c.mark()
+        )?;
+    }
+    md.push_str(&sections);
     if let (Some(sha), Some(dd)) = (limit("sha256-per-core"), limit("dd-fdatasync")) {
         writeln!(
             md,
@@ -304,8 +404,31 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
              `dd bs=1M count=1024 conv=fdatasync` {dd:.0} MB/s; null server as in the table."
         )?;
     }
+    let limits_json: serde_json::Map<String, Value> = limits
+        .iter()
+        .map(|(name, (runs, unit))| {
+            (
+                name.clone(),
+                json!({"median": median(runs), "runs": runs, "unit": unit}),
+            )
+        })
+        .collect();
+    let json = json!({
+        "title": title,
+        "load1": load1,
+        "cases": summary,
+        "memory": memory_json,
+        "targets": checks.iter().map(Check::json).collect::<Vec<_>>(),
+        "limits": limits_json,
+        "s3": s3_json,
+    });
+    Ok((md, json))
+}
 
-    writeln!(md, "\n### Memory and reads\n")?;
+/// Peak memory by server, slow-upload growth and range read amplification; adds the goals on
+/// pull memory and range reads to `checks`.
+fn memory_section(cases: &[Case], md: &mut String, checks: &mut Vec<Check>) -> Result<Value> {
+    writeln!(md, "\n#### Memory and reads\n")?;
     writeln!(
         md,
         "| server | peak RSS, all runs (MiB) | peak RSS, pull (MiB) | RSS before slow uploads (MiB) | RSS with them open (MiB) | growth per open upload (KiB) | range: bytes read per byte served |"
@@ -377,16 +500,15 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
             }),
         );
     }
-    // The two targets that are not a ratio of headline figures.
+    // The two goals that are not a figure of one case.
     let pull_memory = |server: &str| memory.get(server).and_then(|m| num(m, "pull_peak_rss_kib"));
+    let goal = Goal {
+        measure: Measure::VsDistribution,
+        bound: 0.25,
+        floor: false,
+    };
     if let (Some(w), Some(d)) = (pull_memory("wharf"), pull_memory("distribution")) {
-        let ratio = w / d;
-        writeln!(
-            md,
-            "\nPull peak RSS, wharf / distribution: {ratio:.2}× (target ≤0.25×) {}",
-            if ratio <= 0.25 { "✓" } else { "✗" }
-        )?;
-        checks.push(json!({"case": "pull memory", "ratio": ratio, "target": 0.25, "floor": false, "met": ratio <= 0.25}));
+        checks.push(Check::of("pull peak RSS", &goal, "", Some(w / d)));
     }
     if let Some(a) = memory
         .get("wharf")
@@ -394,31 +516,21 @@ pub fn render(records: &str, title: &str) -> Result<(String, Value)> {
     {
         // The counter also sees the small link and metadata files each request
         // reads (tens of bytes per MiB served), hence the 1% allowance.
-        let met = a <= 1.01;
-        writeln!(
-            md,
-            "\nRanged GETs, wharf bytes read per byte served: {a:.4} (target ≤1, metadata reads allowed) {}",
-            if met { "✓" } else { "✗" }
-        )?;
-        checks.push(
-            json!({"case": "range reads", "ratio": a, "target": 1.0, "floor": false, "met": met}),
-        );
+        let goal = Goal {
+            measure: Measure::Absolute,
+            bound: 1.01,
+            floor: false,
+        };
+        checks.push(Check::of(
+            "range-8",
+            &goal,
+            "bytes read per byte served",
+            Some(a),
+        ));
     }
-    let limits_json: serde_json::Map<String, Value> = limits
-        .iter()
-        .map(|(name, (runs, unit))| {
-            (
-                name.clone(),
-                json!({"median": median(runs), "runs": runs, "unit": unit}),
-            )
-        })
-        .collect();
-    let json = json!({"title": title, "cases": summary, "memory": memory, "targets": checks, "limits": limits_json});
-    Ok((md, json))
+    Ok(Value::Object(memory))
 }
 
-/// New connections per CPU-second of the server: on a shared machine the server's core is not
-/// its own, so this is the figure that says what a connection costs.
 fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
     let rows: Vec<&Case> = cases.iter().filter(|c| c.workload == "handshake").collect();
     if rows.is_empty() {
@@ -426,7 +538,7 @@ fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
     }
     writeln!(
         md,
-        "\n### New connections per server CPU-second (server on one core)\n"
+        "\n#### New connections per server CPU-second (server on one core)\n"
     )?;
     writeln!(md, "| workload | wharf | distribution | ratio |")?;
     writeln!(md, "|---|---:|---:|---:|")?;
@@ -448,8 +560,9 @@ fn handshake_section(cases: &[Case], md: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// Each `*-tls` case against the same case over plain HTTP, per server.
-fn tls_section(cases: &[Case], md: &mut String, checks: &mut Vec<Value>) -> Result<()> {
+/// Each `*-tls` case against the same case over plain HTTP, per server, and wharf against
+/// distribution over TLS.
+fn tls_section(cases: &[Case], md: &mut String) -> Result<()> {
     let figure = |name: &str, server: &str| {
         cases
             .iter()
@@ -465,29 +578,23 @@ fn tls_section(cases: &[Case], md: &mut String, checks: &mut Vec<Value>) -> Resu
     if pairs.is_empty() {
         return Ok(());
     }
-    writeln!(md, "\n### TLS against plain HTTP\n")?;
+    writeln!(md, "\n#### TLS against plain HTTP\n")?;
     writeln!(
         md,
-        "| workload | unit | wharf plain | wharf TLS | TLS / plain | target | distribution plain | distribution TLS | TLS / plain |"
+        "| workload | unit | wharf plain | wharf TLS | TLS / plain | distribution plain | distribution TLS | TLS / plain | wharf / distribution over TLS |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---|---:|---:|---:|")?;
-    let ratio = |tls: Option<f64>, plain: Option<f64>| match (tls, plain) {
-        (Some(t), Some(p)) if p > 0.0 => Some(t / p),
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
+    let percent = |r: Option<f64>| r.map_or("—".into(), |r| format!("{:.0} %", r * 100.0));
     for (case, plain) in pairs {
         let (wp, wt) = (figure(plain, "wharf"), figure(&case.name, "wharf"));
         let (dp, dt) = (
             figure(plain, "distribution"),
             figure(&case.name, "distribution"),
         );
-        let w = ratio(wt, wp);
-        // Connection set-up has no plain-HTTP equivalent of a handshake to reach.
-        let aimed = case.workload != "handshake";
-        let met = w.filter(|_| aimed).map(|r| r >= TLS_TARGET);
-        if let Some(met) = met {
-            checks.push(json!({"case": format!("{} vs plain", case.name), "ratio": w, "target": TLS_TARGET, "floor": true, "met": met}));
-        }
         writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -495,16 +602,176 @@ fn tls_section(cases: &[Case], md: &mut String, checks: &mut Vec<Value>) -> Resu
             case.unit,
             fmt_figure(wp),
             fmt_figure(wt),
-            w.map_or("—".into(), |r| format!("{:.0} %", r * 100.0)),
-            match met {
-                Some(true) => format!("≥{:.0} % ✓", TLS_TARGET * 100.0),
-                Some(false) => format!("≥{:.0} % ✗", TLS_TARGET * 100.0),
-                None => "—".into(),
-            },
+            percent(ratio(wt, wp)),
             fmt_figure(dp),
             fmt_figure(dt),
-            ratio(dt, dp).map_or("—".into(), |r| format!("{:.0} %", r * 100.0)),
+            percent(ratio(dt, dp)),
+            ratio(wt, dt).map_or("—".into(), |r| format!("{r:.2}×")),
         )?;
     }
     Ok(())
+}
+
+/// `{"op": n, ...}` as `op n, ...`, largest first.
+fn by_operation(v: &Value) -> String {
+    let mut ops: Vec<(&str, f64)> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, n)| Some((k.as_str(), n.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    ops.iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The S3 workloads (`benches/s3_compare.rs --json`): requests per push and pull by operation,
+/// RSS under a push storm, requests per catalog page. Adds the S3 goals to `checks`; returns
+/// the records.
+fn s3_section(text: &str, md: &mut String, checks: &mut Vec<Check>) -> Result<Value> {
+    let records: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("S3 record {}: {e}", n + 1)))
+        .collect::<std::result::Result<_, _>>()?;
+    for record in &records {
+        match record["kind"].as_str() {
+            Some("push-pull") => {
+                writeln!(
+                    md,
+                    "\n#### S3 (moto on loopback): one `skopeo copy` of a 3-layer image ({} MiB layers), median of {} round(s)\n",
+                    record["layer_mib"], record["rounds"]
+                )?;
+                writeln!(
+                    md,
+                    "| server | push s | pull s | S3 requests, push | of them bucket listings | S3 requests, pull | push by operation |"
+                )?;
+                writeln!(md, "|---|---:|---:|---:|---:|---:|---|")?;
+                for s in record["servers"].as_array().into_iter().flatten() {
+                    let ops = s["push_by_operation"].as_object();
+                    let listings = targets::listings(
+                        ops.into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.as_str(), v.as_f64().unwrap_or(0.0))),
+                    );
+                    let server = s["server"].as_str().unwrap_or("?");
+                    writeln!(
+                        md,
+                        "| {server} | {} | {} | {} | {listings} | {} | {} |",
+                        fmt_figure(num(s, "push_s")),
+                        fmt_figure(num(s, "pull_s")),
+                        s["push_requests"],
+                        s["pull_requests"],
+                        by_operation(&s["push_by_operation"]),
+                    )?;
+                    if server == "wharf" {
+                        let requests = Goal {
+                            measure: Measure::Absolute,
+                            bound: targets::S3_PUSH_REQUESTS,
+                            floor: false,
+                        };
+                        checks.push(Check::of(
+                            "S3 push (3 layers)",
+                            &requests,
+                            "requests",
+                            num(s, "push_requests"),
+                        ));
+                        let listing = Goal {
+                            measure: Measure::Absolute,
+                            bound: targets::S3_PUSH_LISTINGS,
+                            floor: false,
+                        };
+                        checks.push(Check::of(
+                            "S3 push (3 layers)",
+                            &listing,
+                            "listings",
+                            ops.map(|_| listings),
+                        ));
+                    }
+                }
+            }
+            Some("storm") => {
+                let uploads = record["uploads"].as_u64().unwrap_or(0);
+                let (idle, peak) = (
+                    num(record, "idle_rss_kib").unwrap_or(0.0),
+                    num(record, "peak_rss_kib").unwrap_or(0.0),
+                );
+                let growth_mib = (peak - idle).max(0.0) / 1024.0;
+                writeln!(
+                    md,
+                    "\n#### S3 push storm: {uploads} concurrent uploads of {} MiB to wharf on moto (default chunksize)\n",
+                    record["mib"]
+                )?;
+                writeln!(
+                    md,
+                    "| seconds | failed | idle RSS MiB | peak RSS MiB | growth MiB | per upload MiB |"
+                )?;
+                writeln!(md, "|---:|---:|---:|---:|---:|---:|")?;
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {growth_mib:.1} | {:.2} |",
+                    fmt_figure(num(record, "elapsed_s")),
+                    record["failed"],
+                    fmt_mib(Some(idle)),
+                    fmt_mib(Some(peak)),
+                    growth_mib / uploads.max(1) as f64,
+                )?;
+                if let Some(first) = record["first_failure"].as_str() {
+                    writeln!(md, "\nFirst failure: {first}")?;
+                }
+                let goal = Goal {
+                    measure: Measure::Absolute,
+                    bound: targets::S3_STORM_GROWTH_MIB,
+                    floor: false,
+                };
+                let mut check = Check::of(
+                    &format!("S3 push storm ({uploads} uploads)"),
+                    &goal,
+                    "MiB RSS growth",
+                    Some(growth_mib),
+                );
+                let mib = record["mib"].as_u64().unwrap_or(0);
+                if !targets::storm_judged(uploads, mib) || record["failed"].as_u64() != Some(0) {
+                    // Fewer or smaller uploads than the goal's, or failed ones, meet it for nothing.
+                    check.met = None;
+                }
+                checks.push(check);
+            }
+            Some("catalog") => {
+                writeln!(
+                    md,
+                    "\n#### S3 requests per catalog and tags page: {} repositories on moto\n",
+                    record["repositories"]
+                )?;
+                writeln!(
+                    md,
+                    "| request | entries | S3 requests | per entry | by operation |"
+                )?;
+                writeln!(md, "|---|---:|---:|---:|---|")?;
+                for row in record["rows"].as_array().into_iter().flatten() {
+                    let entries = num(row, "entries").unwrap_or(0.0);
+                    let requests = num(row, "requests").unwrap_or(0.0);
+                    writeln!(
+                        md,
+                        "| `{}` ({}) | {entries} | {requests} | {} | {} |",
+                        row["request"].as_str().unwrap_or("?"),
+                        row["what"].as_str().unwrap_or(""),
+                        if entries > 0.0 {
+                            format!("{:.2}", requests / entries)
+                        } else {
+                            "—".into()
+                        },
+                        by_operation(&row["by_operation"]),
+                    )?;
+                }
+            }
+            other => return Err(format!("S3 record of unknown kind {other:?}").into()),
+        }
+    }
+    Ok(Value::Array(records))
 }
