@@ -2,9 +2,11 @@
 
 pub mod cors;
 pub mod limits;
+pub mod owned_chunks;
 pub mod paced_reads;
 pub mod read_ahead;
 pub mod sendfile;
 pub mod server;
 pub mod socket_activation;
 pub mod tls;
+mod write_through;

@@ -22,6 +22,7 @@ use crate::api::file_body::SendfileQueue;
 use crate::api::{self, App};
 use crate::http::cors::{self, Decision};
 use crate::http::limits::{head_size, IdleTimeout, Limits};
+use crate::http::owned_chunks::OwnedChunks;
 use crate::http::paced_reads::PacedReads;
 use crate::http::read_ahead::ReadAhead;
 use crate::http::sendfile::SendfileStream;
@@ -495,7 +496,7 @@ async fn handle(
             request_id: request_id.clone(),
         });
         let req = req.map(|b| {
-            IdleTimeout::new(b, timeout)
+            IdleTimeout::new(OwnedChunks::new(b), timeout)
                 .map_err(std::io::Error::other)
                 .boxed()
         });
