@@ -370,6 +370,14 @@ fn sigkill_in_a_stream_of_pushes_loses_nothing_acknowledged() {
     for r in &report.retried {
         assert!(r.nodes.iter().all(|n| n != "node2"), "{r:?}");
     }
+    // Only the killed node cut answers short; each pull was made again, whole, through haproxy.
+    for cut in &report.recovered_pulls {
+        let body_cut = cut.contains("reading the body from");
+        assert!(
+            !body_cut || cut.contains("reading the body from node2:"),
+            "{cut}"
+        );
+    }
     // Everything acknowledged, before or after the kill, reads back with its digests.
     let before = report
         .pushed

@@ -43,6 +43,9 @@ pub struct LoadReport {
     /// Requests that failed (for pushes with retries: attempts that failed, also in `retried`).
     pub failures: Vec<String>,
     pub retried: Vec<Retried>,
+    /// With retries: pulls cut mid-answer (their node died) that a second attempt completed;
+    /// the first failure of each.
+    pub recovered_pulls: Vec<String>,
     pub pushed: Vec<Pushed>,
     pub bytes_pushed: u64,
     pub bytes_pulled: u64,
@@ -58,7 +61,8 @@ pub struct LoadOptions {
     pub slow_uploaders: usize,
     /// Layer size; the layer goes up in three PATCHes.
     pub layer_size: usize,
-    /// Retry a failed push from the start (up to 5 attempts) instead of only recording it.
+    /// Retry a failed push from the start (up to 5 attempts), and a pull whose connection was
+    /// cut (up to 3), instead of only recording it.
     pub retry: bool,
     /// Stop by itself after this long, whatever happens.
     pub limit: Duration,
@@ -218,8 +222,25 @@ fn pull_step(fleet: &Fleet, w: usize, i: u64) {
         let n = r.pushed.len();
         r.pushed[(i as usize * 7 + w * 13) % n].clone()
     };
-    let result = pull_and_verify(&fleet.endpoint, &target);
+    let mut result = pull_and_verify(&fleet.endpoint, &target);
+    // A client pulls again when the connection was cut (no answer): the node that served it
+    // may have died mid-answer. An answered error is never retried.
+    let mut cut = None;
+    for _ in 1..if fleet.options.retry { 3 } else { 1 } {
+        match &result {
+            Err((f, requests)) if f.answer.is_none() && !f.error.starts_with("status ") => {
+                cut.get_or_insert(format!("pull {}:{}: {f}", target.repo, target.tag));
+                fleet.report.lock().unwrap().requests += requests;
+                thread::sleep(Duration::from_millis(100));
+                result = pull_and_verify(&fleet.endpoint, &target);
+            }
+            _ => break,
+        }
+    }
     let mut r = fleet.report.lock().unwrap();
+    if let (Some(cut), Ok(_)) = (cut, &result) {
+        r.recovered_pulls.push(cut);
+    }
     r.pulls += 1;
     match result {
         Ok((requests, bytes)) => {

@@ -146,7 +146,7 @@ impl Endpoint {
         }
         let mut sink = HashingSink::default();
         resp.copy_to(&mut sink)
-            .map_err(|e| fail(format!("reading the body: {e:#}")))?;
+            .map_err(|e| fail(format!("reading the body from {node}: {e:#}")))?;
         let size = sink.written;
         Ok((sink.digest(), size, node))
     }

@@ -192,8 +192,18 @@ mod tests {
         }
         let missing = dir.path().join("nothing");
         assert!(!matches!(read(&missing, &inline), Cached::Found(_)));
+        // A cached lookup that bails out leaves nothing in the dentry cache; the blocking
+        // lookup made after it remembers the name as missing.
+        assert!(std::fs::metadata(&missing).is_err());
         if inline.state() == ENABLED {
-            assert!(matches!(read(&missing, &inline), Cached::Missing(_)));
+            // tmpfs drops negative dentries as soon as they are unused.
+            #[allow(clippy::unnecessary_cast)]
+            let tmpfs = rustix::fs::statfs(dir.path()).unwrap().f_type as i64 == 0x0102_1994;
+            match read(&missing, &inline) {
+                Cached::Missing(_) => {}
+                Cached::Ask if tmpfs => {}
+                other => panic!("a missing file read as {other:?}"),
+            }
             assert!(matches!(read(dir.path(), &inline), Cached::Missing(_)));
             match stat(&file, &inline) {
                 Cached::Found(s) => {
