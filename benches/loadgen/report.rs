@@ -516,11 +516,7 @@ fn memory_section(cases: &[Case], md: &mut String, checks: &mut Vec<Check>) -> R
     {
         // The counter also sees the small link and metadata files each request
         // reads (tens of bytes per MiB served), hence the 1% allowance.
-        let goal = Goal {
-            measure: Measure::Absolute,
-            bound: 1.01,
-            floor: false,
-        };
+        let goal = Goal::at_most(Measure::Absolute, 1.01);
         checks.push(Check::of(
             "range-8",
             &goal,
@@ -670,22 +666,14 @@ fn s3_section(text: &str, md: &mut String, checks: &mut Vec<Check>) -> Result<Va
                         by_operation(&s["push_by_operation"]),
                     )?;
                     if server == "wharf" {
-                        let requests = Goal {
-                            measure: Measure::Absolute,
-                            bound: targets::S3_PUSH_REQUESTS,
-                            floor: false,
-                        };
+                        let requests = Goal::at_most(Measure::Absolute, targets::S3_PUSH_REQUESTS);
                         checks.push(Check::of(
                             "S3 push (3 layers)",
                             &requests,
                             "requests",
                             num(s, "push_requests"),
                         ));
-                        let listing = Goal {
-                            measure: Measure::Absolute,
-                            bound: targets::S3_PUSH_LISTINGS,
-                            floor: false,
-                        };
+                        let listing = Goal::at_most(Measure::Absolute, targets::S3_PUSH_LISTINGS);
                         checks.push(Check::of(
                             "S3 push (3 layers)",
                             &listing,
@@ -724,11 +712,7 @@ fn s3_section(text: &str, md: &mut String, checks: &mut Vec<Check>) -> Result<Va
                 if let Some(first) = record["first_failure"].as_str() {
                     writeln!(md, "\nFirst failure: {first}")?;
                 }
-                let goal = Goal {
-                    measure: Measure::Absolute,
-                    bound: targets::S3_STORM_GROWTH_MIB,
-                    floor: false,
-                };
+                let goal = Goal::at_most(Measure::Absolute, targets::S3_STORM_GROWTH_MIB);
                 let mut check = Check::of(
                     &format!("S3 push storm ({uploads} uploads)"),
                     &goal,

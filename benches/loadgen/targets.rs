@@ -49,7 +49,8 @@ impl Goal {
         }
     }
 
-    const fn at_most(measure: Measure, bound: f64) -> Goal {
+    /// A bound the value must stay under.
+    pub const fn at_most(measure: Measure, bound: f64) -> Goal {
         Goal {
             measure,
             bound,
