@@ -25,7 +25,7 @@ pub(super) enum Cached<T> {
     /// The kernel answered without waiting.
     Found(T),
     /// No such file (or a directory where a file was asked for).
-    Missing(io::Error),
+    Missing,
     /// The answer needs I/O or is unusual: ask the blocking pool.
     Ask,
 }
@@ -93,7 +93,7 @@ fn open_cached(path: &Path, flags: OFlags, inline: &InlineReads) -> Cached<Owned
         ResolveFlags::CACHED,
     ) {
         Ok(fd) => Cached::Found(fd),
-        Err(Errno::NOENT) => Cached::Missing(Errno::NOENT.into()),
+        Err(Errno::NOENT) => Cached::Missing,
         // Before Linux 5.12 (`EINVAL` for the flag) or 5.6 (no `openat2`).
         Err(Errno::NOSYS | Errno::INVAL) => {
             inline.disable();
@@ -107,7 +107,7 @@ fn open_cached(path: &Path, flags: OFlags, inline: &InlineReads) -> Cached<Owned
 pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
     let fd = match open_cached(path, OFlags::RDONLY, inline) {
         Cached::Found(fd) => fd,
-        Cached::Missing(e) => return Cached::Missing(e),
+        Cached::Missing => return Cached::Missing,
         Cached::Ask => return Cached::Ask,
     };
     let Ok(stat) = rustix::fs::fstat(&fd) else {
@@ -115,7 +115,7 @@ pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
     };
     let kind = FileType::from_raw_mode(stat.st_mode);
     if kind == FileType::Directory {
-        return Cached::Missing(io::ErrorKind::IsADirectory.into());
+        return Cached::Missing;
     }
     let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
     if kind != FileType::RegularFile || size > MAX_INLINE {
@@ -151,7 +151,7 @@ pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
 pub(super) fn stat(path: &Path, inline: &InlineReads) -> Cached<Stat> {
     let fd = match open_cached(path, OFlags::PATH, inline) {
         Cached::Found(fd) => fd,
-        Cached::Missing(e) => return Cached::Missing(e),
+        Cached::Missing => return Cached::Missing,
         Cached::Ask => return Cached::Ask,
     };
     match rustix::fs::fstat(&fd) {
@@ -200,11 +200,11 @@ mod tests {
             #[allow(clippy::unnecessary_cast)]
             let tmpfs = rustix::fs::statfs(dir.path()).unwrap().f_type as i64 == 0x0102_1994;
             match read(&missing, &inline) {
-                Cached::Missing(_) => {}
+                Cached::Missing => {}
                 Cached::Ask if tmpfs => {}
                 other => panic!("a missing file read as {other:?}"),
             }
-            assert!(matches!(read(dir.path(), &inline), Cached::Missing(_)));
+            assert!(matches!(read(dir.path(), &inline), Cached::Missing));
             match stat(&file, &inline) {
                 Cached::Found(s) => {
                     assert_eq!(s.st_size, 10);

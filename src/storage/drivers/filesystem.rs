@@ -423,7 +423,7 @@ impl StorageDriver for FilesystemDriver {
         if self.inline.enabled(&self.root) {
             match cached_read::read(&full, &self.inline) {
                 Cached::Found(body) => return Ok(Bytes::from(body)),
-                Cached::Missing(_) => return Err(StorageError::NotFound(path.to_string())),
+                Cached::Missing => return Err(StorageError::NotFound(path.to_string())),
                 Cached::Ask => {}
             }
         }
@@ -589,7 +589,7 @@ impl StorageDriver for FilesystemDriver {
                         modified: cached_read::modified(&st),
                     });
                 }
-                Cached::Missing(_) => return Err(StorageError::NotFound(path.to_string())),
+                Cached::Missing => return Err(StorageError::NotFound(path.to_string())),
                 Cached::Ask => {}
             }
         }
