@@ -12,7 +12,8 @@
 //! [`crate::cache::redis_client`]), every call has a deadline, and while Redis
 //! does not answer the cache is skipped without sending anything.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::{Cmd, Value};
@@ -24,17 +25,28 @@ use crate::digest::Digest;
 
 /// Redis-backed blob descriptors.
 pub struct RedisCache {
+    backend: Arc<Backend>,
+}
+
+/// The connection, and what must reach Redis before anything else does.
+struct Backend {
     client: RedisClient,
     /// Deadline for one cache operation.
     deadline: Duration,
     /// Link removals that could not reach Redis; replayed before the next
-    /// operation that does, so a deleted link is never served from the cache.
+    /// operation that does, and by a background task as soon as Redis answers, so a deleted
+    /// link is never served from the cache, here or by another node.
     pending_clears: Mutex<Vec<(String, Digest)>>,
+    /// Whether the background replay runs.
+    replaying: AtomicBool,
 }
 
 /// Bound on remembered link removals; beyond it the oldest are dropped and
 /// logged (an operator should then flush the cache).
 const MAX_PENDING: usize = 100_000;
+
+/// How often the background replay looks for a connection.
+const REPLAY_INTERVAL: Duration = Duration::from_millis(250);
 
 impl RedisCache {
     /// A cache over the `redis` section (2.8 or 3.x keys: one server,
@@ -43,20 +55,32 @@ impl RedisCache {
         let settings = RedisSettings::from_config(cfg)?;
         let deadline = settings.read;
         Ok(Self {
-            client: RedisClient::start(settings),
-            deadline,
-            pending_clears: Mutex::new(Vec::new()),
+            backend: Arc::new(Backend {
+                client: RedisClient::start(settings),
+                deadline,
+                pending_clears: Mutex::new(Vec::new()),
+                replaying: AtomicBool::new(false),
+            }),
         })
     }
 
+    async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, CacheError> {
+        self.backend.run(cmds).await
+    }
+}
+
+impl Backend {
     /// Runs `cmds` (after any pending removals) on the current connection;
     /// with none, fails at once.
-    async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, CacheError> {
+    async fn run(self: &Arc<Self>, cmds: Vec<Cmd>) -> Result<Vec<Value>, CacheError> {
         let (generation, mut conn) = self.client.connection().ok_or(CacheError::Unavailable)?;
         let pending = self.take_clears();
         let replayed = pending.len();
         let mut all = clear_commands(&pending);
         all.extend(cmds);
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
         match conn.run(all, self.deadline).await {
             Ok(mut replies) => {
                 if replayed > 0 {
@@ -72,23 +96,21 @@ impl RedisCache {
         }
     }
 
-    fn take_clears(&self) -> Vec<(String, Digest)> {
-        std::mem::take(
-            &mut *self
-                .pending_clears
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(String, Digest)>> {
+        self.pending_clears
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remember_clears(&self, mut items: Vec<(String, Digest)>) {
+    fn take_clears(&self) -> Vec<(String, Digest)> {
+        std::mem::take(&mut *self.pending())
+    }
+
+    fn remember_clears(self: &Arc<Self>, mut items: Vec<(String, Digest)>) {
         if items.is_empty() {
             return;
         }
-        let mut pending = self
-            .pending_clears
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending();
         pending.append(&mut items);
         if pending.len() > MAX_PENDING {
             let excess = pending.len() - MAX_PENDING;
@@ -97,6 +119,35 @@ impl RedisCache {
                 dropped = excess,
                 "too many cache removals pending; flush the redis cache once it is back"
             );
+        }
+        drop(pending);
+        if !self.replaying.swap(true, Ordering::AcqRel) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(replay_when_back(Arc::downgrade(self)));
+            } else {
+                self.replaying.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Replays remembered removals as soon as Redis answers, without waiting for a request to
+/// need the cache; ends when none are left or the cache is gone.
+async fn replay_when_back(backend: Weak<Backend>) {
+    loop {
+        tokio::time::sleep(REPLAY_INTERVAL).await;
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        if backend.pending().is_empty() {
+            backend.replaying.store(false, Ordering::Release);
+            // Removals remembered between the check and the store found the task running.
+            if backend.pending().is_empty() || backend.replaying.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+        if backend.client.connection().is_some() {
+            let _ = backend.run(Vec::new()).await;
         }
     }
 }
@@ -239,7 +290,7 @@ impl BlobDescriptorCache for RedisCache {
         let link = [(repo.to_string(), digest.clone())];
         let result = self.run(clear_commands(&link)).await.map(drop);
         if result.is_err() {
-            self.remember_clears(link.to_vec());
+            self.backend.remember_clears(link.to_vec());
         }
         result
     }
