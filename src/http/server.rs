@@ -460,6 +460,7 @@ async fn handle(
     let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
     if has_body {
         own_header_values(req.headers_mut());
+        own_uri(req.uri_mut());
     }
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
@@ -582,6 +583,14 @@ fn own_header_values(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Copies the request target out of the connection's read buffer too: hyper parses it into a
+/// `Uri` that shares the buffer, which would keep it alive for as long as the body takes.
+fn own_uri(uri: &mut http::Uri) {
+    if let Ok(owned) = http::Uri::try_from(uri.to_string()) {
+        *uri = owned;
+    }
+}
+
 /// The answer to a preflight: 204 for an allowed origin (its headers are added with the
 /// others), 403 with registry error JSON for any other.
 fn preflight_response(decision: &Decision) -> Response<Body> {
@@ -602,6 +611,35 @@ fn preflight_response(decision: &Decision) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_with_a_body_keeps_nothing_of_the_read_buffer() {
+        let buffer = bytes::Bytes::from_static(
+            b"/v2/a/b/blobs/uploads/0f0e?_state=abc&digest=sha256%3A01 application/octet-stream",
+        );
+        let inside = |s: &[u8]| {
+            let (start, at) = (buffer.as_ptr() as usize, s.as_ptr() as usize);
+            at >= start && at < start + buffer.len()
+        };
+        // As hyper hands them out: slices of the buffer the head was read into.
+        let mut uri = http::Uri::from_maybe_shared(buffer.slice(0..56)).unwrap();
+        let mut headers = http::HeaderMap::new();
+        let value = HeaderValue::from_maybe_shared(buffer.slice(57..)).unwrap();
+        headers.insert(http::header::CONTENT_TYPE, value);
+        assert!(inside(uri.path().as_bytes()));
+        assert!(inside(headers[http::header::CONTENT_TYPE].as_bytes()));
+
+        own_uri(&mut uri);
+        own_header_values(&mut headers);
+        assert_eq!(uri.path(), "/v2/a/b/blobs/uploads/0f0e");
+        assert_eq!(uri.query(), Some("_state=abc&digest=sha256%3A01"));
+        assert!(!inside(uri.path().as_bytes()) && !inside(uri.query().unwrap().as_bytes()));
+        assert_eq!(
+            headers[http::header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+        assert!(!inside(headers[http::header::CONTENT_TYPE].as_bytes()));
+    }
 
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {

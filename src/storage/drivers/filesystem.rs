@@ -914,7 +914,15 @@ impl FsWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let data = self.batch.split().freeze();
+        // A full batch is split off, so a fast upload's next batch may reuse its allocation;
+        // a short one (sent on age, or before a trickle) is taken whole: left empty, the batch
+        // would keep the allocation alive for as long as a slow upload stays open.
+        let data = if self.batch.len() >= WRITE_BATCH {
+            self.batch.split()
+        } else {
+            std::mem::take(&mut self.batch)
+        }
+        .freeze();
         self.batch_started = None;
         self.write_out(data)
     }
