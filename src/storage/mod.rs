@@ -366,9 +366,8 @@ pub trait StorageDriver: Send + Sync + 'static {
         Ok(found)
     }
     /// The directories [`Self::dirs_holding`] finds, in [`component_order`], only those after
-    /// `after`, at most `limit`. Depth-first with sorted listings: subtrees sorting wholly
-    /// before `after` are not listed and the walk stops at `limit`, so a page of a long
-    /// listing costs the listings along its way rather than the whole tree.
+    /// `after`, at most `limit`. Depth-first with sorted listings (see [`WalkAfter`]), one
+    /// listing at a time. Default: [`Self::list_entries`] for each.
     async fn dirs_holding_after(
         &self,
         path: &str,
@@ -377,42 +376,96 @@ pub trait StorageDriver: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StorageError> {
-        let mut found = Vec::new();
-        // Prefixes still to visit, the next one last.
-        let mut stack = vec![String::new()];
-        while found.len() < limit {
-            let Some(prefix) = stack.pop() else { break };
-            let dir = if prefix.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}/{prefix}")
-            };
+        let mut walk = WalkAfter::new(path, marker, skip, after, limit);
+        while let Some(dir) = walk.next_dir() {
             let entries = match self.list_entries(&dir).await {
                 Err(e) if e.is_not_found() => Vec::new(),
                 other => other?,
             };
-            let after_ok = |p: &str| after.is_none_or(|a| component_order(p, a).is_gt());
-            if !prefix.is_empty() && entries.iter().any(|(c, _)| c == marker) && after_ok(&prefix) {
-                found.push(prefix.clone());
-            }
-            let mut children: Vec<String> = entries
-                .into_iter()
-                .filter(|(c, is_dir)| {
-                    *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip))
-                })
-                .map(|(c, _)| {
-                    if prefix.is_empty() {
-                        c
-                    } else {
-                        format!("{prefix}/{c}")
-                    }
-                })
-                .filter(|c| after.is_none_or(|a| may_hold_after(c, a)))
-                .collect();
-            children.sort_unstable_by(|a, b| component_order(b, a));
-            stack.extend(children);
+            walk.visit(entries);
         }
-        Ok(found)
+        Ok(walk.found())
+    }
+}
+
+/// The steps of [`StorageDriver::dirs_holding_after`] apart from the listings, so a driver that
+/// lists without waiting can run the whole walk in one blocking task. Depth-first with sorted
+/// listings: subtrees sorting wholly before `after` are not listed and the walk stops at
+/// `limit`, so a page of a long listing costs the listings along its way rather than the whole
+/// tree.
+pub struct WalkAfter {
+    path: String,
+    marker: String,
+    skip: String,
+    after: Option<String>,
+    limit: usize,
+    found: Vec<String>,
+    /// Prefixes still to visit, the next one last.
+    stack: Vec<String>,
+    /// The prefix whose directory [`Self::next_dir`] gave last.
+    listing: String,
+}
+
+impl WalkAfter {
+    /// A walk of the tree at `path`.
+    pub fn new(path: &str, marker: &str, skip: &str, after: Option<&str>, limit: usize) -> Self {
+        Self {
+            path: path.to_string(),
+            marker: marker.to_string(),
+            skip: skip.to_string(),
+            after: after.map(str::to_string),
+            limit,
+            found: Vec::new(),
+            stack: vec![String::new()],
+            listing: String::new(),
+        }
+    }
+
+    /// The next directory to list, `None` once the walk is done.
+    pub fn next_dir(&mut self) -> Option<String> {
+        if self.found.len() >= self.limit {
+            return None;
+        }
+        self.listing = self.stack.pop()?;
+        Some(if self.listing.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}/{}", self.path, self.listing)
+        })
+    }
+
+    /// Takes the entries (name, is a directory) of the directory [`Self::next_dir`] gave; a
+    /// missing directory has none.
+    pub fn visit(&mut self, entries: Vec<(String, bool)>) {
+        let prefix = std::mem::take(&mut self.listing);
+        let after = self.after.as_deref();
+        let after_ok = |p: &str| after.is_none_or(|a| component_order(p, a).is_gt());
+        if !prefix.is_empty() && entries.iter().any(|(c, _)| *c == self.marker) && after_ok(&prefix)
+        {
+            self.found.push(prefix.clone());
+        }
+        let (marker, skip) = (&self.marker, &self.skip);
+        let mut children: Vec<String> = entries
+            .into_iter()
+            .filter(|(c, is_dir)| {
+                *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip.as_str()))
+            })
+            .map(|(c, _)| {
+                if prefix.is_empty() {
+                    c
+                } else {
+                    format!("{prefix}/{c}")
+                }
+            })
+            .filter(|c| after.is_none_or(|a| may_hold_after(c, a)))
+            .collect();
+        children.sort_unstable_by(|a, b| component_order(b, a));
+        self.stack.extend(children);
+    }
+
+    /// What the walk found, in order.
+    pub fn found(self) -> Vec<String> {
+        self.found
     }
 }
 

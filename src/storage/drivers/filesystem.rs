@@ -20,6 +20,7 @@ use crate::storage::drivers::cached_read::{self, Cached};
 use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
+    WalkAfter,
 };
 
 /// Read size for streamed downloads. A download holds at most three: one
@@ -644,6 +645,42 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
+    // Likewise one blocking task for a page of the catalog.
+    async fn dirs_holding_after(
+        &self,
+        path: &str,
+        marker: &str,
+        skip: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        self.full(path)?;
+        let root = self.root.clone();
+        let mut walk = WalkAfter::new(path, marker, skip, after, limit);
+        blocking(move || {
+            let mut buf = entry_buffer();
+            while let Some(dir) = walk.next_dir() {
+                let io = |e| StorageError::io("list", &dir, e);
+                let handle = match open_dir(&resolve(&root, &dir)?) {
+                    Ok(handle) => handle,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        walk.visit(Vec::new());
+                        continue;
+                    }
+                    Err(e) => return Err(io(e)),
+                };
+                let mut entries = Vec::new();
+                read_entries(&handle, &mut buf, |name, is_dir| {
+                    entries.push((name.to_owned(), is_dir))
+                })
+                .map_err(io)?;
+                walk.visit(entries);
+            }
+            Ok(walk.found())
+        })
+        .await
+    }
+
     async fn move_to(&self, from: &str, to: &str) -> Result<(), StorageError> {
         let src = self.full(from)?;
         let dst = self.full(to)?;
@@ -1185,6 +1222,40 @@ mod tests {
             .is_empty());
         assert!(mem
             .dirs_holding("/missing", "_manifests", "_")
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Pages: the one-task walk answers as the generic one, page by page.
+        for after in [
+            None,
+            Some("a"),
+            Some("a/b"),
+            Some("a-c"),
+            Some("b"),
+            Some("z"),
+        ] {
+            for limit in [1, 2, 10] {
+                let walked = fs_driver
+                    .dirs_holding_after("/r", "_manifests", "_", after, limit)
+                    .await
+                    .unwrap();
+                let listed = mem
+                    .dirs_holding_after("/r", "_manifests", "_", after, limit)
+                    .await
+                    .unwrap();
+                assert_eq!(walked, listed, "after {after:?}, limit {limit}");
+            }
+        }
+        assert_eq!(
+            fs_driver
+                .dirs_holding_after("/r", "_manifests", "_", Some("a/b"), 10)
+                .await
+                .unwrap(),
+            vec!["a-c", "a.b/c", "d/e/f"]
+        );
+        assert!(fs_driver
+            .dirs_holding_after("/missing", "_manifests", "_", None, 10)
             .await
             .unwrap()
             .is_empty());
