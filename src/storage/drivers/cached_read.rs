@@ -19,6 +19,9 @@ use rustix::io::{Errno, ReadWriteFlags};
 /// Files larger than this are read on the blocking pool: the worker thread stays free.
 pub(super) const MAX_INLINE: u64 = 64 << 10;
 
+/// The first read of a small file: one page, so a short read means the end of the file.
+const FIRST_READ: usize = 4096;
+
 /// What a cached lookup found.
 #[derive(Debug)]
 pub(super) enum Cached<T> {
@@ -105,11 +108,28 @@ fn open_cached(path: &Path, flags: OFlags, inline: &InlineReads) -> Cached<Owned
 
 /// The content of the small file at `path`, or what stops it from being read without waiting.
 pub(super) fn read(path: &Path, inline: &InlineReads) -> Cached<Vec<u8>> {
-    let fd = match open_cached(path, OFlags::RDONLY, inline) {
+    // `NONBLOCK`: a FIFO in the tree must not hold the thread (regular files ignore it).
+    let fd = match open_cached(path, OFlags::RDONLY | OFlags::NONBLOCK, inline) {
         Cached::Found(fd) => fd,
         Cached::Missing => return Cached::Missing,
         Cached::Ask => return Cached::Ask,
     };
+    // Most files read here (links, small manifests) fit in one page: one read that comes back
+    // short has seen the end of the file, since a page is either cached whole or not at all.
+    // This saves the `fstat` the general path below needs for the size.
+    let mut page = [0u8; FIRST_READ];
+    match rustix::io::preadv2(
+        &fd,
+        &mut [io::IoSliceMut::new(&mut page)],
+        0,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) if n < FIRST_READ => return Cached::Found(page[..n].to_vec()),
+        Err(Errno::AGAIN) => return Cached::Ask,
+        // A larger file, a directory (which refuses `RWF_NOWAIT`): the general path sorts
+        // them out from the file's kind and size.
+        _ => {}
+    }
     let Ok(stat) = rustix::fs::fstat(&fd) else {
         return Cached::Ask;
     };
@@ -213,6 +233,27 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn reads_every_size_around_a_page_whole_and_never_waits_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = enabled_in(dir.path());
+        for size in [1, 71, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 3 * FIRST_READ + 5] {
+            let file = dir.path().join(format!("f{size}"));
+            let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&file, &content).unwrap();
+            let _ = read(&file, &inline);
+            match read(&file, &inline) {
+                Cached::Found(body) => assert!(body == content, "size {size} read wrong"),
+                Cached::Ask => assert_eq!(inline.state(), DISABLED, "only an old kernel asks"),
+                other => panic!("size {size}: unexpected {other:?}"),
+            }
+        }
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let _ = read(&fifo, &inline);
+        assert!(matches!(read(&fifo, &inline), Cached::Ask | Cached::Missing));
     }
 
     #[test]
