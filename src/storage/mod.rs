@@ -382,7 +382,7 @@ pub trait StorageDriver: Send + Sync + 'static {
                 Err(e) if e.is_not_found() => Vec::new(),
                 other => other?,
             };
-            walk.visit(entries);
+            walk.visit(&entries);
         }
         Ok(walk.found())
     }
@@ -436,7 +436,7 @@ impl WalkAfter {
 
     /// Takes the entries (name, is a directory) of the directory [`Self::next_dir`] gave; a
     /// missing directory has none.
-    pub fn visit(&mut self, entries: Vec<(String, bool)>) {
+    pub fn visit(&mut self, entries: &[(String, bool)]) {
         let prefix = std::mem::take(&mut self.listing);
         let after = self.after.as_deref();
         let after_ok = |p: &str| after.is_none_or(|a| component_order(p, a).is_gt());
@@ -446,13 +446,13 @@ impl WalkAfter {
         }
         let (marker, skip) = (&self.marker, &self.skip);
         let mut children: Vec<String> = entries
-            .into_iter()
+            .iter()
             .filter(|(c, is_dir)| {
                 *is_dir && c != marker && (skip.is_empty() || !c.starts_with(skip.as_str()))
             })
             .map(|(c, _)| {
                 if prefix.is_empty() {
-                    c
+                    c.clone()
                 } else {
                     format!("{prefix}/{c}")
                 }

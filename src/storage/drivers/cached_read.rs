@@ -239,7 +239,14 @@ mod tests {
     fn reads_every_size_around_a_page_whole_and_never_waits_on_a_fifo() {
         let dir = tempfile::tempdir().unwrap();
         let inline = enabled_in(dir.path());
-        for size in [1, 71, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 3 * FIRST_READ + 5] {
+        for size in [
+            1,
+            71,
+            FIRST_READ - 1,
+            FIRST_READ,
+            FIRST_READ + 1,
+            3 * FIRST_READ + 5,
+        ] {
             let file = dir.path().join(format!("f{size}"));
             let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&file, &content).unwrap();
@@ -253,7 +260,10 @@ mod tests {
         let fifo = dir.path().join("fifo");
         rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
         let _ = read(&fifo, &inline);
-        assert!(matches!(read(&fifo, &inline), Cached::Ask | Cached::Missing));
+        assert!(matches!(
+            read(&fifo, &inline),
+            Cached::Ask | Cached::Missing
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::storage::drivers::cached_read::{self, Cached};
 use crate::storage::drivers::group_commit::{GroupCommit, Publication};
+use crate::storage::drivers::listing_cache::{Entries, ListingCache, Seen};
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
     WalkAfter,
@@ -51,6 +53,8 @@ pub struct FilesystemDriver {
     commits: Arc<GroupCommit>,
     /// Whether small reads may run on the calling thread (see [`cached_read`]).
     inline: cached_read::InlineReads,
+    /// Listings of directories that have not changed since they were read.
+    listings: Arc<ListingCache>,
 }
 
 impl FilesystemDriver {
@@ -60,6 +64,7 @@ impl FilesystemDriver {
             root: root.into(),
             commits: Arc::default(),
             inline: cached_read::InlineReads::default(),
+            listings: Arc::default(),
         }
     }
 
@@ -105,23 +110,35 @@ impl FilesystemDriver {
         }
     }
 
-    /// The entries of a directory, each made into a `T` by `entry(name, is_dir)`.
+    /// The entries of a directory, each made into a `T` by `entry(name, is_dir)`. On a local
+    /// filesystem, a directory unchanged since it was last read is answered from memory on the
+    /// calling thread (see [`listing_cache`]).
     async fn listing<T: Send + 'static>(
         &self,
         path: &str,
         entry: fn(&str, bool) -> T,
     ) -> Result<Vec<T>, StorageError> {
         let full = self.full(path)?;
+        let remember = self.inline.enabled(&self.root);
+        if remember {
+            if let Cached::Found(stat) = cached_read::stat(&full, &self.inline) {
+                if let Some(known) = self.listings.get(path, &Seen::of(&stat)) {
+                    return Ok(known
+                        .iter()
+                        .map(|(name, is_dir)| entry(name, *is_dir))
+                        .collect());
+                }
+            }
+        }
         let p = path.to_string();
+        let listings = remember.then(|| self.listings.clone());
         blocking(move || {
-            let mut out = Vec::new();
-            let io = |e| StorageError::io("list", &p, e);
-            let dir = open_dir(&full).map_err(io)?;
-            read_entries(&dir, &mut entry_buffer(), |name, is_dir| {
-                out.push(entry(name, is_dir))
-            })
-            .map_err(io)?;
-            Ok(out)
+            let known = read_listing(&full, &p, listings.as_deref(), &mut entry_buffer())
+                .map_err(|e| StorageError::io("list", &p, e))?;
+            Ok(known
+                .iter()
+                .map(|(name, is_dir)| entry(name, *is_dir))
+                .collect())
         })
         .await
     }
@@ -245,6 +262,56 @@ fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
+
+/// The entries of the directory `full` (the driver's `path`): from `listings` when it is
+/// unchanged since it was last read, else read from the disk. `listings` is `None` where
+/// listings are not kept.
+fn listing_of(
+    full: &Path,
+    path: &str,
+    listings: Option<&ListingCache>,
+    buf: &mut [MaybeUninit<u8>],
+) -> std::io::Result<Entries> {
+    if let Some(listings) = listings {
+        if let Ok(stat) = rustix::fs::stat(full) {
+            if let Some(known) = listings.get(path, &Seen::of(&stat)) {
+                return Ok(known);
+            }
+        }
+    }
+    read_listing(full, path, listings, buf)
+}
+
+/// Reads the entries of the directory `full` (the driver's `path`) and keeps them in
+/// `listings`, if given.
+fn read_listing(
+    full: &Path,
+    path: &str,
+    listings: Option<&ListingCache>,
+    buf: &mut [MaybeUninit<u8>],
+) -> std::io::Result<Entries> {
+    let dir = open_dir(full).inspect_err(|_| {
+        if let Some(listings) = listings {
+            listings.forget(path);
+        }
+    })?;
+    // The time is taken before the directory is looked at: the listing is kept only if the
+    // directory had settled by then.
+    let read_at = SystemTime::now();
+    let seen = match listings {
+        Some(_) => rustix::fs::fstat(&dir).ok().map(|stat| Seen::of(&stat)),
+        None => None,
+    };
+    let mut all = Vec::new();
+    read_entries(&dir, buf, |name, is_dir| {
+        all.push((name.to_owned(), is_dir))
+    })?;
+    let all = Arc::new(all);
+    if let (Some(listings), Some(seen)) = (listings, seen) {
+        listings.put(path, seen, read_at, &all);
+    }
+    Ok(all)
+}
 
 /// A getdents buffer: one per listing, reused for every directory of a walk.
 fn entry_buffer() -> Vec<MaybeUninit<u8>> {
@@ -657,24 +724,18 @@ impl StorageDriver for FilesystemDriver {
         self.full(path)?;
         let root = self.root.clone();
         let mut walk = WalkAfter::new(path, marker, skip, after, limit);
+        let listings = self
+            .inline
+            .enabled(&self.root)
+            .then(|| self.listings.clone());
         blocking(move || {
             let mut buf = entry_buffer();
             while let Some(dir) = walk.next_dir() {
-                let io = |e| StorageError::io("list", &dir, e);
-                let handle = match open_dir(&resolve(&root, &dir)?) {
-                    Ok(handle) => handle,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        walk.visit(Vec::new());
-                        continue;
-                    }
-                    Err(e) => return Err(io(e)),
-                };
-                let mut entries = Vec::new();
-                read_entries(&handle, &mut buf, |name, is_dir| {
-                    entries.push((name.to_owned(), is_dir))
-                })
-                .map_err(io)?;
-                walk.visit(entries);
+                match listing_of(&resolve(&root, &dir)?, &dir, listings.as_deref(), &mut buf) {
+                    Ok(entries) => walk.visit(&entries),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => walk.visit(&[]),
+                    Err(e) => return Err(StorageError::io("list", &dir, e)),
+                }
             }
             Ok(walk.found())
         })
@@ -1259,6 +1320,54 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listing_kept_in_memory_shows_every_change_any_node_makes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::new(tmp.path());
+        for tag in ["a", "b"] {
+            d.put_content(&format!("/r/tags/{tag}/current/link"), Bytes::new())
+                .await
+                .unwrap();
+        }
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        if !d.inline.enabled(&d.root) {
+            return; // Listings are kept on local filesystems only.
+        }
+        // Listings are kept once the directory has settled.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(sorted(d.list("/r/tags").await.unwrap()), ["a", "b"]);
+        let tags = tmp.path().join("r/tags");
+        let seen = Seen::of(&rustix::fs::stat(&tags).unwrap());
+        assert!(d.listings.get("/r/tags", &seen).is_some());
+        // Changes made beside this driver (another node on the same mount) and through it.
+        fs::create_dir_all(tags.join("c/current")).unwrap();
+        assert_eq!(sorted(d.list("/r/tags").await.unwrap()), ["a", "b", "c"]);
+        fs::rename(tags.join("a"), tags.join("z")).unwrap();
+        assert_eq!(sorted(d.list("/r/tags").await.unwrap()), ["b", "c", "z"]);
+        d.delete("/r/tags/b").await.unwrap();
+        assert_eq!(sorted(d.list("/r/tags").await.unwrap()), ["c", "z"]);
+        let entries = d.list_entries("/r/tags").await.unwrap();
+        assert!(entries.iter().all(|(_, is_dir)| *is_dir));
+        // A page of the catalog walks the same kept listings.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let page = d
+            .dirs_holding_after("/r", "current", "_", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page, ["tags/c", "tags/z"]);
+        fs::remove_dir_all(tags.join("c")).unwrap();
+        let page = d
+            .dirs_holding_after("/r", "current", "_", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page, ["tags/z"]);
+        fs::remove_dir_all(&tags).unwrap();
+        assert!(d.list("/r/tags").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod filesystem;
 pub mod gcs;
 mod group_commit;
 pub mod inmemory;
+mod listing_cache;
 mod rest_io;
 pub mod s3;
 mod stale_writes;
