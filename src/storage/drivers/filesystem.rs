@@ -133,8 +133,13 @@ impl FilesystemDriver {
         let p = path.to_string();
         let listings = remember.then(|| self.listings.clone());
         blocking(move || {
-            let known = read_listing(&full, &p, listings.as_deref(), &mut entry_buffer())
-                .map_err(|e| StorageError::io("list", &p, e))?;
+            let known = read_listing(
+                DirAt::Path(&full),
+                &p,
+                listings.as_deref(),
+                &mut entry_buffer(),
+            )
+            .map_err(|e| StorageError::io("list", &p, e))?;
             Ok(known
                 .iter()
                 .map(|(name, is_dir)| entry(name, *is_dir))
@@ -263,34 +268,63 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
 
-/// The entries of the directory `full` (the driver's `path`): from `listings` when it is
+/// A directory held open only to look up names in it.
+const PARENT_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+/// A directory to list: by its full path, or by name in an open parent directory (a lookup
+/// of one step instead of one per component of the path).
+#[derive(Clone, Copy)]
+enum DirAt<'a> {
+    Path(&'a Path),
+    In(&'a OwnedFd, &'a str),
+}
+
+impl DirAt<'_> {
+    fn stat(self) -> rustix::io::Result<rustix::fs::Stat> {
+        match self {
+            DirAt::Path(full) => rustix::fs::stat(full),
+            DirAt::In(parent, name) => rustix::fs::statat(parent, name, AtFlags::empty()),
+        }
+    }
+
+    fn open(self) -> std::io::Result<OwnedFd> {
+        match self {
+            DirAt::Path(full) => open_dir(full),
+            DirAt::In(parent, name) => {
+                Ok(rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?)
+            }
+        }
+    }
+}
+
+/// The entries of the directory `at` (the driver's `path`): from `listings` when it is
 /// unchanged since it was last read, else read from the disk. `listings` is `None` where
 /// listings are not kept.
 fn listing_of(
-    full: &Path,
+    at: DirAt<'_>,
     path: &str,
     listings: Option<&ListingCache>,
     buf: &mut [MaybeUninit<u8>],
 ) -> std::io::Result<Entries> {
     if let Some(listings) = listings {
-        if let Ok(stat) = rustix::fs::stat(full) {
+        if let Ok(stat) = at.stat() {
             if let Some(known) = listings.get(path, &Seen::of(&stat)) {
                 return Ok(known);
             }
         }
     }
-    read_listing(full, path, listings, buf)
+    read_listing(at, path, listings, buf)
 }
 
-/// Reads the entries of the directory `full` (the driver's `path`) and keeps them in
+/// Reads the entries of the directory `at` (the driver's `path`) and keeps them in
 /// `listings`, if given.
 fn read_listing(
-    full: &Path,
+    at: DirAt<'_>,
     path: &str,
     listings: Option<&ListingCache>,
     buf: &mut [MaybeUninit<u8>],
 ) -> std::io::Result<Entries> {
-    let dir = open_dir(full).inspect_err(|_| {
+    let dir = at.open().inspect_err(|_| {
         if let Some(listings) = listings {
             listings.forget(path);
         }
@@ -723,6 +757,7 @@ impl StorageDriver for FilesystemDriver {
     ) -> Result<Vec<String>, StorageError> {
         self.full(path)?;
         let root = self.root.clone();
+        let path_len = path.len();
         let mut walk = WalkAfter::new(path, marker, skip, after, limit);
         let listings = self
             .inline
@@ -730,8 +765,27 @@ impl StorageDriver for FilesystemDriver {
             .then(|| self.listings.clone());
         blocking(move || {
             let mut buf = entry_buffer();
+            // The directory the last one listed was in, open: the walk lists siblings in a
+            // row (every repository of a namespace), each then found in one lookup step.
+            let mut parent: Option<(String, OwnedFd)> = None;
             while let Some(dir) = walk.next_dir() {
-                match listing_of(&resolve(&root, &dir)?, &dir, listings.as_deref(), &mut buf) {
+                let full = resolve(&root, &dir)?;
+                let at = match dir.rsplit_once('/') {
+                    Some((up, name)) if !name.is_empty() && dir.len() > path_len => {
+                        if parent.as_ref().is_none_or(|(open, _)| open != up) {
+                            parent = full
+                                .parent()
+                                .and_then(|p| rustix::fs::open(p, PARENT_FLAGS, Mode::empty()).ok())
+                                .map(|fd| (up.to_string(), fd));
+                        }
+                        match &parent {
+                            Some((_, fd)) => DirAt::In(fd, name),
+                            None => DirAt::Path(&full),
+                        }
+                    }
+                    _ => DirAt::Path(&full),
+                };
+                match listing_of(at, &dir, listings.as_deref(), &mut buf) {
                     Ok(entries) => walk.visit(&entries),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => walk.visit(&[]),
                     Err(e) => return Err(StorageError::io("list", &dir, e)),
