@@ -280,6 +280,7 @@ enum DirAt<'a> {
 }
 
 impl DirAt<'_> {
+    /// What `stat` says of the directory (links followed, as `open` does).
     fn stat(self) -> rustix::io::Result<rustix::fs::Stat> {
         match self {
             DirAt::Path(full) => rustix::fs::stat(full),
@@ -287,12 +288,38 @@ impl DirAt<'_> {
         }
     }
 
+    /// Opens the directory for reading its entries.
     fn open(self) -> std::io::Result<OwnedFd> {
         match self {
             DirAt::Path(full) => open_dir(full),
             DirAt::In(parent, name) => {
                 Ok(rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?)
             }
+        }
+    }
+}
+
+/// The directory the last one a walk listed was in, held open: a walk lists siblings in a row
+/// (every repository of a namespace), each then found in one lookup step.
+#[derive(Default)]
+struct OpenParent(Option<(String, OwnedFd)>);
+
+impl OpenParent {
+    /// Where the directory `dir` (the driver's path of `full`) is: in its parent, opened now
+    /// unless it already is; by its full path when the parent cannot be opened.
+    fn at<'a>(&'a mut self, dir: &'a str, full: &'a Path) -> DirAt<'a> {
+        let Some((up, name)) = dir.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
+            return DirAt::Path(full);
+        };
+        if self.0.as_ref().is_none_or(|(open, _)| open != up) {
+            self.0 = full
+                .parent()
+                .and_then(|p| rustix::fs::open(p, PARENT_FLAGS, Mode::empty()).ok())
+                .map(|fd| (up.to_string(), fd));
+        }
+        match &self.0 {
+            Some((_, fd)) => DirAt::In(fd, name),
+            None => DirAt::Path(full),
         }
     }
 }
@@ -765,25 +792,13 @@ impl StorageDriver for FilesystemDriver {
             .then(|| self.listings.clone());
         blocking(move || {
             let mut buf = entry_buffer();
-            // The directory the last one listed was in, open: the walk lists siblings in a
-            // row (every repository of a namespace), each then found in one lookup step.
-            let mut parent: Option<(String, OwnedFd)> = None;
+            let mut parent = OpenParent::default();
             while let Some(dir) = walk.next_dir() {
                 let full = resolve(&root, &dir)?;
-                let at = match dir.rsplit_once('/') {
-                    Some((up, name)) if !name.is_empty() && dir.len() > path_len => {
-                        if parent.as_ref().is_none_or(|(open, _)| open != up) {
-                            parent = full
-                                .parent()
-                                .and_then(|p| rustix::fs::open(p, PARENT_FLAGS, Mode::empty()).ok())
-                                .map(|fd| (up.to_string(), fd));
-                        }
-                        match &parent {
-                            Some((_, fd)) => DirAt::In(fd, name),
-                            None => DirAt::Path(&full),
-                        }
-                    }
-                    _ => DirAt::Path(&full),
+                let at = if dir.len() > path_len {
+                    parent.at(&dir, &full)
+                } else {
+                    DirAt::Path(&full)
                 };
                 match listing_of(at, &dir, listings.as_deref(), &mut buf) {
                     Ok(entries) => walk.visit(&entries),
