@@ -8,8 +8,8 @@
 # it. A round runs every workload once; servers alternate (wharf, distribution, then
 # distribution, wharf, ...) so drift on this shared machine hits both, and cases compared with
 # each other (TLS and plain, cache kinds) are interleaved. Each round also measures the
-# machine's limits: SHA-256 per core and dd with fdatasync at its start, the null server right
-# before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64). The table shows
+# machine's limits: SHA-256 per core, dd with fdatasync and a bare sendfile of a cached file over
+# loopback (benches/loopback_send.rs) at its start, the null server right before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64). The table shows
 # medians over the rounds.
 # Case names carry variants: *-tls serves over http.tls (a fresh ECDSA P-256 test CA), *-redis
 # uses blobdescriptor: redis (a fresh redis-server), *-nocache no blob-descriptor cache,
@@ -163,6 +163,9 @@ cargo bench --bench loadgen --no-run >&2
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*loadgen[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
 [ -x "$LOADGEN" ] || { echo "compare.sh: could not build benches/loadgen.rs" >&2; exit 1; }
+cargo bench --bench loopback_send --no-run >&2
+LOOPBACK_SEND=$(cargo bench --bench loopback_send --no-run --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*loopback_send[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
 S3_BENCH=""
 if [ "$S3" = 1 ]; then
     command -v moto_server >/dev/null || { echo "compare.sh: --s3 needs moto_server (pip install 'moto[server]')" >&2; exit 1; }
@@ -433,6 +436,14 @@ measure_limits() { # round
         awk '/copied/ { for (i = 1; i < NF; i++) if ($i == "copied,") { printf "%.0f", $1 / $(i + 1) / 1e6 } }')
     rm -f "$WORK/dd.bin"
     limit_record "$round" dd-fdatasync "$mbps" MB/s
+    # A cached 64 MiB file sent over loopback with sendfile and nothing else (benches/loopback_send.rs):
+    # the ceiling of a plain-HTTP pull's kernel path, beside the null server's write from memory.
+    if [ -x "${LOOPBACK_SEND:-}" ]; then
+        local line
+        line=$(timeout 120 "$LOOPBACK_SEND" --methods sendfile --seconds 3 --rounds 1 --json 2>/dev/null | head -1) || true
+        limit_record "$round" sendfile-loopback "$(grep -o '"mb_per_s":[0-9.]*' <<<"$line" | cut -d: -f2)" MB/s
+        limit_record "$round" sendfile-loopback-cpu "$(grep -o '"cpu_s_per_gb":[0-9.]*' <<<"$line" | cut -d: -f2)" CPU-s/GB
+    fi
 }
 
 S3_NOTE=""

@@ -5,7 +5,8 @@
 //! "peak_rss_kib": .., "base_rss_kib": .., "during_rss_kib": .., "server_read_bytes": ..,
 //! "server_cpu_s": .., "result": <the loadgen result line> | null, "failure": ".."}`.
 //! Records of server `"limit"` carry the machine's limits measured in the same run (the null
-//! server under a case's load, `sha256-per-core`, `dd-fdatasync`): `{"figure": .., "unit": ..}`.
+//! server under a case's load, `sha256-per-core`, `dd-fdatasync`, `sendfile-loopback` and
+//! `sendfile-loopback-cpu`): `{"figure": .., "unit": ..}`.
 //! A record's `load1` is the machine's one-minute load average when the run started.
 //! Every figure is the median over the rounds. The goals each figure is checked against are in
 //! `targets.rs`; `--s3` adds the S3 workloads `benches/s3_compare.rs --json` recorded.
@@ -402,6 +403,14 @@ pub fn render(records: &str, title: &str, s3: Option<&str>) -> Result<(String, V
             md,
             "\nMachine limits in this run (medians of the rounds): SHA-256 {sha:.0} MB/s per core, \
              `dd bs=1M count=1024 conv=fdatasync` {dd:.0} MB/s; null server as in the table."
+        )?;
+    }
+    if let (Some(mbps), Some(cpu)) = (limit("sendfile-loopback"), limit("sendfile-loopback-cpu")) {
+        writeln!(
+            md,
+            "A cached 64 MiB file sent over loopback with `sendfile` and nothing else \
+             (`benches/loopback_send.rs`, the kernel path of a plain-HTTP pull): {mbps:.0} MB/s, \
+             {cpu:.3} CPU-s per GB."
         )?;
     }
     let limits_json: serde_json::Map<String, Value> = limits
