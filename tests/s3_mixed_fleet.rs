@@ -9,6 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use support::mixed_fleet::{Fleet, Side};
 use support::s3::shared;
 use support::*;
 
@@ -16,128 +17,19 @@ const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 const V2: &str = "docker/registry/v2/";
 
-/// Which binary answers a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Registry2,
-    Wharf,
-}
-
-/// The two nodes of the fleet.
-struct Fleet {
-    registry2: Registry,
-    wharf: Registry,
-}
-
-impl Fleet {
-    fn start(target: &S3Target) -> Fleet {
-        let node = |server| {
-            Registry::builder(Driver::S3)
-                .server(server)
-                .s3_target(target)
-                .secret(SECRET)
-                .start()
-        };
-        Fleet {
-            registry2: node(Server::DockerRegistry),
-            wharf: node(Server::Wharf),
-        }
+/// A registry:2 node and a Wharf node over `target`.
+fn fleet(target: &S3Target) -> Fleet {
+    let node = |server| {
+        Registry::builder(Driver::S3)
+            .server(server)
+            .s3_target(target)
+            .secret(SECRET)
+            .start()
+    };
+    Fleet {
+        registry2: node(Server::DockerRegistry),
+        wharf: node(Server::Wharf),
     }
-
-    fn endpoint(&self, side: Side) -> Endpoint {
-        match side {
-            Side::Registry2 => self.registry2.endpoint(),
-            Side::Wharf => self.wharf.endpoint(),
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- registry:2 ---\n{}\n--- wharf ---\n{}\n",
-            process::tail(&self.registry2.log(), 40),
-            process::tail(&self.wharf.log(), 40)
-        )
-    }
-}
-
-fn other(side: Side) -> Side {
-    match side {
-        Side::Registry2 => Side::Wharf,
-        Side::Wharf => Side::Registry2,
-    }
-}
-
-/// One chunked upload whose requests alternate between the binaries, starting with `first`:
-/// POST on `first`, PATCH `i` on the side after the one before, PUT on the side after the last
-/// PATCH. Returns the answers that were not what a client expects, as text.
-fn push_alternating(
-    fleet: &Fleet,
-    first: Side,
-    repo: &str,
-    data: &[u8],
-    chunks: &[usize],
-) -> Vec<String> {
-    let digest = sha256_digest(data);
-    let mut problems = Vec::new();
-    let mut side = first;
-    let post = send(
-        fleet
-            .endpoint(side)
-            .post(&format!("/v2/{repo}/blobs/uploads/")),
-    );
-    if post.status != 202 {
-        return vec![format!("POST on {side:?}: {}", post.describe())];
-    }
-    let mut location = location_path(post.must_header("location"));
-    let mut start = 0usize;
-    for &len in chunks {
-        side = other(side);
-        let end = start + len;
-        let request = fleet
-            .endpoint(side)
-            .patch(&location)
-            .header("content-range", format!("{start}-{}", end - 1))
-            .header("content-type", "application/octet-stream")
-            .body(data[start..end].to_vec());
-        let resp = send(request);
-        let range = format!("0-{}", end - 1);
-        if resp.status != 202 || resp.header("range") != Some(range.as_str()) {
-            problems.push(format!(
-                "PATCH {start}..{end} on {side:?}: {}",
-                resp.describe()
-            ));
-            return problems;
-        }
-        location = location_path(resp.must_header("location"));
-        start = end;
-    }
-    side = other(side);
-    let put = send(
-        fleet
-            .endpoint(side)
-            .put(&with_digest(&location, &digest))
-            .header("content-length", "0"),
-    );
-    if put.status != 201 || put.header("docker-content-digest") != Some(digest.as_str()) {
-        problems.push(format!("PUT on {side:?}: {}", put.describe()));
-    }
-    problems
-}
-
-/// Streams the blob from both binaries and compares.
-fn read_back(fleet: &Fleet, repo: &str, data: &[u8]) -> Vec<String> {
-    let digest = sha256_digest(data);
-    let mut problems = Vec::new();
-    for side in [Side::Registry2, Side::Wharf] {
-        match fleet.endpoint(side).pull_digest(repo, &digest) {
-            Ok((got, len, _)) if got == digest && len == data.len() as u64 => {}
-            Ok((got, len, _)) => {
-                problems.push(format!("GET on {side:?}: {len} bytes hashing to {got}"))
-            }
-            Err(f) => problems.push(format!("GET on {side:?}: {f}")),
-        }
-    }
-    problems
 }
 
 /// Problems in the bucket: blobs not hashing to their key, upload data or multipart uploads
@@ -179,28 +71,8 @@ fn cases() -> Vec<(&'static str, Vec<usize>)> {
 
 fn run_direction(first: Side) {
     let target = S3Target::fresh();
-    let fleet = Fleet::start(&target);
-    let mut prng = Prng::new(0x12_5e_ed + first as u64);
-    let mut failed = Vec::new();
-    for (i, (name, chunks)) in cases().into_iter().enumerate() {
-        let repo = format!("mixed/{}-{i}", format!("{first:?}").to_lowercase());
-        let data = prng.bytes(chunks.iter().sum());
-        let mut problems = push_alternating(&fleet, first, &repo, &data, &chunks);
-        if problems.is_empty() {
-            problems.extend(read_back(&fleet, &repo, &data));
-        }
-        eprintln!(
-            "{first:?} first, {name}: {}",
-            if problems.is_empty() {
-                "ok".to_string()
-            } else {
-                problems.join("; ")
-            }
-        );
-        if !problems.is_empty() {
-            failed.push(format!("{name}: {}", problems.join("; ")));
-        }
-    }
+    let fleet = fleet(&target);
+    let failed = fleet.uploads_both_ways(first, 0x12_5e_ed, cases());
     assert!(
         failed.is_empty(),
         "uploads started on {first:?} failed:\n{}\n{}",

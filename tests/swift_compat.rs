@@ -9,6 +9,7 @@ mod support;
 
 use std::path::Path;
 
+use support::mixed_fleet::{push_across, Fleet, Side};
 use support::swift::{
     refused_start, shared, small_objects, Swift, SwiftTarget, SMALL_MAX_FILE_SIZE,
 };
@@ -192,132 +193,6 @@ fn wharf_container_served_and_collected_by_registry2() {
     );
 }
 
-/// Which binary answers a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Registry2,
-    Wharf,
-}
-
-/// A registry:2 node and a Wharf node over one container with one `http.secret`.
-struct Fleet {
-    registry2: Registry,
-    wharf: Registry,
-}
-
-impl Fleet {
-    fn endpoint(&self, side: Side) -> Endpoint {
-        match side {
-            Side::Registry2 => self.registry2.endpoint(),
-            Side::Wharf => self.wharf.endpoint(),
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- registry:2 ---\n{}\n--- wharf ---\n{}\n",
-            process::tail(&self.registry2.log(), 40),
-            process::tail(&self.wharf.log(), 40)
-        )
-    }
-}
-
-fn other(side: Side) -> Side {
-    match side {
-        Side::Registry2 => Side::Wharf,
-        Side::Wharf => Side::Registry2,
-    }
-}
-
-/// One chunked upload whose requests alternate between the binaries: POST on `first`, each
-/// PATCH on the other side from the request before, PUT on the side after the last PATCH.
-/// Returns the answers that were not what a client expects.
-fn push_alternating(
-    fleet: &Fleet,
-    first: Side,
-    repo: &str,
-    data: &[u8],
-    chunks: &[usize],
-) -> Vec<String> {
-    let nodes = [
-        (format!("{first:?}"), fleet.endpoint(first)),
-        (format!("{:?}", other(first)), fleet.endpoint(other(first))),
-    ];
-    push_across(&nodes, repo, data, chunks)
-}
-
-/// One chunked upload whose requests go round `nodes` (POST on the first, each PATCH and the
-/// PUT on the next); an empty chunk is a PATCH without a body. Returns the answers that were
-/// not what a client expects.
-fn push_across(
-    nodes: &[(String, Endpoint)],
-    repo: &str,
-    data: &[u8],
-    chunks: &[usize],
-) -> Vec<String> {
-    let digest = sha256_digest(data);
-    let mut turn = 0;
-    let mut next = || {
-        let node = &nodes[turn % nodes.len()];
-        turn += 1;
-        node
-    };
-    let (name, node) = next();
-    let post = send(node.post(&format!("/v2/{repo}/blobs/uploads/")));
-    if post.status != 202 {
-        return vec![format!("POST on {name}: {}", post.describe())];
-    }
-    let mut location = location_path(post.must_header("location"));
-    let mut start = 0usize;
-    for &len in chunks {
-        let (name, node) = next();
-        let end = start + len;
-        let mut request = node
-            .patch(&location)
-            .header("content-type", "application/octet-stream")
-            .body(data[start..end].to_vec());
-        if len > 0 {
-            request = request.header("content-range", format!("{start}-{}", end - 1));
-        }
-        let resp = send(request);
-        // registry:2 answers `0-0` for an empty upload.
-        let range = format!("0-{}", end.max(1) - 1);
-        if resp.status != 202 || resp.header("range") != Some(range.as_str()) {
-            return vec![format!(
-                "PATCH {start}..{end} on {name}: {}",
-                resp.describe()
-            )];
-        }
-        location = location_path(resp.must_header("location"));
-        start = end;
-    }
-    let (name, node) = next();
-    let put = send(
-        node.put(&with_digest(&location, &digest))
-            .header("content-length", "0"),
-    );
-    if put.status != 201 || put.header("docker-content-digest") != Some(digest.as_str()) {
-        return vec![format!("PUT on {name}: {}", put.describe())];
-    }
-    Vec::new()
-}
-
-/// Streams the blob from both binaries and compares.
-fn read_back(fleet: &Fleet, repo: &str, data: &[u8]) -> Vec<String> {
-    let digest = sha256_digest(data);
-    let mut problems = Vec::new();
-    for side in [Side::Registry2, Side::Wharf] {
-        match fleet.endpoint(side).pull_digest(repo, &digest) {
-            Ok((got, len, _)) if got == digest && len == data.len() as u64 => {}
-            Ok((got, len, _)) => {
-                problems.push(format!("GET on {side:?}: {len} bytes hashing to {got}"))
-            }
-            Err(f) => problems.push(format!("GET on {side:?}: {f}")),
-        }
-    }
-    problems
-}
-
 /// Chunk sizes on both sides of the 5 MiB segment size (`chunksize` of both binaries).
 fn cases() -> Vec<(&'static str, Vec<usize>)> {
     vec![
@@ -337,19 +212,7 @@ fn run_direction(first: Side) {
         registry2: start(Server::DockerRegistry, &target, false),
         wharf: start(Server::Wharf, &target, false),
     };
-    let mut prng = Prng::new(0x5_1f7 + first as u64);
-    let mut failed = Vec::new();
-    for (i, (name, chunks)) in cases().into_iter().enumerate() {
-        let repo = format!("mixed/{}-{i}", format!("{first:?}").to_lowercase());
-        let data = prng.bytes(chunks.iter().sum());
-        let mut problems = push_alternating(&fleet, first, &repo, &data, &chunks);
-        if problems.is_empty() {
-            problems.extend(read_back(&fleet, &repo, &data));
-        }
-        if !problems.is_empty() {
-            failed.push(format!("{name}: {}", problems.join("; ")));
-        }
-    }
+    let failed = fleet.uploads_both_ways(first, 0x5_1f7, cases());
     assert!(
         failed.is_empty(),
         "uploads started on {first:?} failed:\n{}\n{}",
@@ -600,7 +463,6 @@ fn empty_uploads_cross_between_binaries() {
         registry2: start(Server::DockerRegistry, &target, false),
         wharf: start(Server::Wharf, &target, false),
     };
-    let node = |side: Side| (format!("{side:?}"), fleet.endpoint(side));
     let (r, w) = (Side::Registry2, Side::Wharf);
     let cases: [(&str, Vec<Side>, Vec<usize>); 4] = [
         ("POST on registry:2, PUT on Wharf", vec![r, w], vec![]),
@@ -623,10 +485,10 @@ fn empty_uploads_cross_between_binaries() {
     let mut failed = Vec::new();
     for (i, (name, sides, chunks)) in cases.iter().enumerate() {
         let repo = format!("empty/case-{i}");
-        let nodes: Vec<(String, Endpoint)> = sides.iter().map(|s| node(*s)).collect();
+        let nodes: Vec<(String, Endpoint)> = sides.iter().map(|s| fleet.node(*s)).collect();
         let mut problems = push_across(&nodes, &repo, b"", chunks);
         if problems.is_empty() {
-            problems.extend(read_back(&fleet, &repo, b""));
+            problems.extend(fleet.read_back(&repo, b""));
         }
         if !problems.is_empty() {
             failed.push(format!("{name}: {}", problems.join("; ")));
@@ -634,7 +496,7 @@ fn empty_uploads_cross_between_binaries() {
     }
     assert!(failed.is_empty(), "{}\n{}", failed.join("\n"), fleet.logs());
     assert_eq!(upload_leftovers(&target), Vec::<String>::new());
-    let alone = push_across(&[node(r)], "empty/registry2", b"", &[]);
+    let alone = push_across(&[fleet.node(r)], "empty/registry2", b"", &[]);
     assert!(
         alone.iter().any(|p| p.starts_with("PUT on Registry2: 500")),
         "registry:2 finishes an empty upload on Swift now: test the other directions\n{alone:?}"

@@ -26,6 +26,7 @@
 //!   process, over `swift`'s servers).
 //! - `registry`: a registry process (wharf or distribution 2.8.2): config, readiness, logs,
 //!   debug server, signals, restart; also a node of a cluster.
+//! - `mixed_fleet`: a registry:2 node and a Wharf node over one store; uploads crossing them.
 //! - `storage`: checks on what a registry left in a folder or a bucket.
 //! - `object_store`: a bucket or container of any of the emulators, for suites run on each.
 //! - `layout`: OCI image layouts for skopeo.
@@ -39,7 +40,7 @@
 //! - `browser`: headless Chromium over WebDriver (chromedriver), screenshots.
 //!
 //! `use support::*;` brings everything but `auth`, `browser`, `azure` (but `AzureTarget`), `gcs` (but `GcsTarget`), `metrics`,
-//! `swift`, `keystone` and `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
+//! `mixed_fleet`, `swift`, `keystone` and `s3` (but `S3Target`), which are named by path. The suite targets the `wharf` binary. As a development aid,
 //! `WHARF_TEST_SERVER=/usr/bin/docker-registry` points the same tests at CNCF distribution 2.8.2
 //! (both take `serve <config.yml>`).
 
@@ -61,6 +62,7 @@ pub mod layout;
 pub mod load;
 pub mod manifest;
 pub mod metrics;
+pub mod mixed_fleet;
 pub mod object_store;
 pub mod process;
 pub mod raw;
