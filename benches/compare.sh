@@ -7,10 +7,11 @@
 # benches/loadgen.rs, reads the server's memory, CPU and read counters from /proc, and stops
 # it. A round runs every workload once; servers alternate (wharf, distribution, then
 # distribution, wharf, ...) so drift on this shared machine hits both, and cases compared with
-# each other (TLS and plain, cache kinds) are interleaved. Each round also measures the
-# machine's limits: SHA-256 per core, dd with fdatasync and a bare sendfile of a cached file over
-# loopback (benches/loopback_send.rs) at its start, the null server right before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64). The table shows
-# medians over the rounds.
+# each other (a case and its TLS twin, the cache kinds) run next to each other in every round.
+# Each round also measures the machine's limits: SHA-256 per core, dd with fdatasync and a bare
+# sendfile of a cached file over loopback (benches/loopback_send.rs) at its start, the null
+# server right before each case it bounds (pull-1, pull-16, blob-head-64, manifest-get-64).
+# The table shows medians over the rounds.
 # Case names carry variants: *-tls serves over http.tls (a fresh ECDSA P-256 test CA), *-redis
 # uses blobdescriptor: redis (a fresh redis-server), *-nocache no blob-descriptor cache,
 # handshake* pins the server to CPU 0 and the load generator to CPU 1.
@@ -84,14 +85,20 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds must be a positive n
 # name|loadgen arguments. Names are what the table shows and what --cases selects.
 ALL_CASES=(
     "push-mono-1|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
+    "push-mono-1-tls|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
     "push-mono-8|--workload push-mono --size $SIZE --streams 8 --duration $DUR"
     "push-mono-16|--workload push-mono --size $SIZE --streams 16 --duration $DUR"
+    "push-mono-16-tls|--workload push-mono --size $SIZE --streams 16 --duration $DUR"
     "push-chunked-4|--workload push-chunked --size $SIZE --chunk $CHUNK --streams 4 --duration $DUR"
     "pull-1|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
+    "pull-1-tls|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
     "pull-16|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
+    "pull-16-tls|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
     "range-8|--workload range --size $SIZE --blobs 4 --range-size 1MiB --streams 8 --duration $DUR"
     "manifest-get-64|--workload manifest-get --streams 64 --duration $DUR"
+    "manifest-get-64-tls|--workload manifest-get --streams 64 --duration $DUR"
     "blob-head-64|--workload blob-head --streams 64 --duration $DUR"
+    "blob-head-64-tls|--workload blob-head --streams 64 --duration $DUR"
     "small-push-32|--workload small-push --size 4KiB --count $SMALL_COUNT --streams 32 --duration 120s"
     "catalog-4|--workload catalog --repos $REPOS --streams 4 --duration $DUR"
     "tags-4|--workload tags --tags $TAGS --streams 4 --duration $DUR"
@@ -99,12 +106,6 @@ ALL_CASES=(
     "slow-patches-200|--workload slow-uploads --streams 200 --trickle 16KiB --interval 50ms --duration 1600ms"
     "blob-head-64-redis|--workload blob-head --streams 64 --duration $DUR"
     "blob-head-64-nocache|--workload blob-head --streams 64 --duration $DUR"
-    "push-mono-1-tls|--workload push-mono --size $SIZE --streams 1 --duration $DUR"
-    "push-mono-16-tls|--workload push-mono --size $SIZE --streams 16 --duration $DUR"
-    "pull-1-tls|--workload pull --size $SIZE --blobs 4 --streams 1 --duration $DUR"
-    "pull-16-tls|--workload pull --size $SIZE --blobs 4 --streams 16 --duration $DUR"
-    "manifest-get-64-tls|--workload manifest-get --streams 64 --duration $DUR"
-    "blob-head-64-tls|--workload blob-head --streams 64 --duration $DUR"
     "handshake-1core|--workload handshake --streams 16 --duration $DUR"
     "handshake-1core-tls|--workload handshake --streams 16 --duration $DUR"
     "handshake-resume-1core-tls|--workload handshake --tls-resume --streams 16 --duration $DUR"

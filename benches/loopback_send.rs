@@ -92,8 +92,10 @@ fn send_file(method: &str, sock: &mut TcpStream, file: &File, size: usize, memor
                     left -= check(n, "splice out");
                 }
             }
-            // SAFETY: our own descriptors.
-            unsafe { (libc::close(p[0]), libc::close(p[1])) };
+            for end in p {
+                // SAFETY: the pipe's own descriptors, closed once.
+                unsafe { libc::close(end) };
+            }
         }
         "mmap+write" => {
             const WINDOW: usize = 4 << 20;
@@ -221,6 +223,7 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!(rounds > 0, "--rounds: at least 1");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blob");
     let memory: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
