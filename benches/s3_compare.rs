@@ -169,7 +169,13 @@ fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
                     .send()
                     .map_err(|e| e.to_string())?;
                 if put.status().as_u16() != 201 {
-                    return Err(format!("PUT: {}", put.status()));
+                    // The registry's error JSON says which check refused it.
+                    let status = put.status();
+                    let body = put.text().unwrap_or_default();
+                    return Err(format!(
+                        "PUT: {status} {}",
+                        body.chars().take(300).collect::<String>()
+                    ));
                 }
                 Ok(())
             })
