@@ -441,7 +441,7 @@ measure_limits() { # round
     # the ceiling of a plain-HTTP pull's kernel path, beside the null server's write from memory.
     if [ -x "${LOOPBACK_SEND:-}" ]; then
         local line
-        line=$(timeout 120 "$LOOPBACK_SEND" --methods sendfile --seconds 3 --rounds 1 --json 2>/dev/null | head -1) || true
+        line=$(timeout 120 "$LOOPBACK_SEND" --run --methods sendfile --seconds 3 --rounds 1 --json 2>/dev/null | head -1) || true
         limit_record "$round" sendfile-loopback "$(grep -o '"mb_per_s":[0-9.]*' <<<"$line" | cut -d: -f2)" MB/s
         limit_record "$round" sendfile-loopback-cpu "$(grep -o '"cpu_s_per_gb":[0-9.]*' <<<"$line" | cut -d: -f2)" CPU-s/GB
     fi

@@ -1,6 +1,7 @@
 //! What sending a cached file over loopback TCP costs the sender, by the way it is sent.
 //!
-//! `cargo bench --bench loopback_send [-- --size 64MiB --seconds 3 --rounds 3 --methods a,b --json]`
+//! `cargo bench --bench loopback_send -- --run [--size 64MiB --seconds 3 --rounds 3 --methods a,b --json]`
+//! (without `--run` it only prints this usage, so the test suite does not run it).
 //!
 //! A blob download on plain HTTP ends in one of these kernel paths; this measures each with no
 //! HTTP and no registry around it, so it is the ceiling a pull can reach on this machine by that
@@ -50,7 +51,7 @@ fn send_file(method: &str, sock: &mut TcpStream, file: &File, size: usize, memor
             while (off as usize) < size {
                 // SAFETY: valid descriptors; the kernel advances `off`.
                 let n = unsafe { libc::sendfile(s, f, &mut off, size - off as usize) };
-                check(n, "sendfile");
+                assert!(check(n, "sendfile") > 0, "sendfile: the file ended early");
             }
         }
         "splice" => {
@@ -77,6 +78,7 @@ fn send_file(method: &str, sock: &mut TcpStream, file: &File, size: usize, memor
                     )
                 };
                 let mut left = check(got, "splice in");
+                assert!(left > 0, "splice: the file ended early");
                 while left > 0 {
                     // SAFETY: valid descriptors.
                     let n = unsafe {
@@ -89,7 +91,9 @@ fn send_file(method: &str, sock: &mut TcpStream, file: &File, size: usize, memor
                             libc::SPLICE_F_MOVE,
                         )
                     };
-                    left -= check(n, "splice out");
+                    let n = check(n, "splice out");
+                    assert!(n > 0, "splice: the socket took nothing");
+                    left -= n;
                 }
             }
             for end in p {
@@ -190,6 +194,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let (mut size, mut seconds, mut rounds) = (64usize << 20, 3.0f64, 3usize);
     let (mut methods, mut json) = (METHODS.to_vec(), false);
+    if !std::env::args().any(|a| a == "--run") {
+        println!(
+            "usage: cargo bench --bench loopback_send -- --run [--size 64MiB] [--seconds 3] \
+             [--rounds 3] [--methods {}] [--json]",
+            METHODS.join(",")
+        );
+        return;
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -219,7 +231,7 @@ fn main() {
                     .collect();
             }
             "--json" => json = true,
-            "--bench" => {}
+            "--run" | "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
     }
