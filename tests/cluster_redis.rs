@@ -1,7 +1,7 @@
 //! The shared Redis blob-descriptor cache is never needed for correctness: stopped in the middle
 //! of a run and restarted empty, flushed, slowed down, hung or cut by a chaos TCP proxy, the
 //! cluster answers every request, with a bounded extra latency, and the cache fills again by
-//! itself once Redis is back.
+//! itself once Redis is back. Links a node holds in memory go as soon as Redis says they changed.
 
 mod support;
 
@@ -383,4 +383,124 @@ fn connections_carry_the_configured_client_name() {
     );
     assert!(refused.log().contains("redis.clientname refused"));
     drop(named);
+}
+
+/// The HEADs each node answers from links it holds in memory (read from Redis on a connection
+/// Redis tracks) cost Redis nothing; a delete on any node reaches every node's copy through
+/// Redis's invalidation messages: no node serves a deleted link to the next request.
+#[test]
+fn links_held_in_memory_are_dropped_when_any_node_deletes_them() {
+    let _one = exclusive();
+    let cluster = Cluster::start(ClusterOptions::default());
+    let repo = "held/links";
+    let blobs: Vec<String> = (0..12)
+        .map(|i| {
+            let data = format!("held link {i}").into_bytes();
+            cluster.nodes[i % 3].push_monolithic(repo, &data).unwrap();
+            sha256_digest(&data)
+        })
+        .collect();
+    let path = |digest: &str| format!("/v2/{repo}/blobs/{digest}");
+    // Each node reads each link once from Redis (and holds it); tracking connects in the
+    // background, so warm until a round of HEADs reaches Redis no more.
+    let link_reads = || {
+        command_calls(&cluster.redis.addr())
+            .get("sismember")
+            .copied()
+    };
+    let warm = wait_until(Duration::from_secs(20), || {
+        let before = link_reads();
+        for node in &cluster.nodes {
+            for digest in &blobs {
+                node.head_blob(repo, digest).unwrap();
+            }
+        }
+        before.is_some() && link_reads() == before
+    });
+    assert!(warm, "HEADs still read Redis\n{}", cluster.logs());
+    for (i, digest) in blobs.iter().enumerate() {
+        let deleter = &cluster.nodes[i % 3];
+        let deleted = send(deleter.delete(&path(digest)));
+        assert_eq!(deleted.status, 202, "{}", deleted.text());
+        for node in &cluster.nodes {
+            let head = send(node.head(&path(digest)));
+            assert_eq!(
+                head.status,
+                404,
+                "{} serves {digest} deleted on {}\n{}",
+                node.name(),
+                deleter.name(),
+                cluster.logs()
+            );
+        }
+        // The others are still held and served.
+        for other in &blobs[i + 1..] {
+            for node in &cluster.nodes {
+                node.head_blob(repo, other).unwrap();
+            }
+        }
+    }
+}
+
+/// A registry:2 node sharing the Redis cache deletes a blob a Wharf node holds in memory: it
+/// writes only Redis's keys, and Redis's invalidation drops the Wharf node's copy. The copy goes
+/// too when Redis is flushed or restarts empty.
+#[test]
+fn a_link_held_by_wharf_goes_when_registry2_deletes_it_or_redis_forgets_it() {
+    let mut redis = RedisServer::start();
+    let wharf = Registry::builder(Driver::Filesystem)
+        .delete_enabled(true)
+        .redis(&redis.addr(), Duration::from_millis(500))
+        .start();
+    let registry2 = Registry::builder(Driver::Filesystem)
+        .server(Server::DockerRegistry)
+        .storage_dir(wharf.root())
+        .delete_enabled(true)
+        .redis(&redis.addr(), Duration::from_millis(500))
+        .start();
+    let repo = "held/mixed";
+    let push = |label: &str| {
+        let data = format!("held by wharf: {label}").into_bytes();
+        wharf.push_monolithic(repo, &data).unwrap();
+        sha256_digest(&data)
+    };
+    let path = |digest: &str| format!("/v2/{repo}/blobs/{digest}");
+    let redis_addr = redis.addr();
+    let link_reads = || command_calls(&redis_addr).get("sismember").copied();
+    let held = |digest: &str| {
+        wait_until(Duration::from_secs(20), || {
+            let before = link_reads();
+            wharf.head_blob(repo, digest).unwrap();
+            before.is_some() && link_reads() == before
+        })
+    };
+
+    let digest = push("registry2 deletes");
+    assert!(held(&digest), "never held\n{}", wharf.log());
+    let deleted = send(registry2.delete(&path(&digest)));
+    assert_eq!(deleted.status, 202, "{}", deleted.text());
+    assert_eq!(send(wharf.head(&path(&digest))).status, 404);
+
+    // Flushed, or restarted empty: the copy is dropped with Redis's, so a link removed from
+    // storage meanwhile by hand (as an operator's cleanup would) is not served from memory.
+    let unlink = |digest: &str| {
+        let link = wharf
+            .root()
+            .join(format!(
+                "docker/registry/v2/repositories/{repo}/_layers/sha256"
+            ))
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::remove_dir_all(&link).unwrap();
+    };
+    let digest = push("flushed");
+    assert!(held(&digest), "never held\n{}", wharf.log());
+    redis.command(&["FLUSHALL"]).unwrap();
+    unlink(&digest);
+    assert_eq!(send(wharf.head(&path(&digest))).status, 404);
+
+    let digest = push("restarted");
+    assert!(held(&digest), "never held\n{}", wharf.log());
+    redis.restart();
+    unlink(&digest);
+    assert_eq!(send(wharf.head(&path(&digest))).status, 404);
 }

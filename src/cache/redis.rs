@@ -7,6 +7,10 @@
 //! repositories a blob was seen linked in (hints for anonymous mounts;
 //! registry:2 neither reads nor updates it, so it may hold stale names).
 //!
+//! Links read on the tracked connection are also held in the process ([`LocalLinks`]) until
+//! Redis reports a change of a key they were read from, so a repeated blob HEAD costs no round
+//! trip.
+//!
 //! Redis is optional for correctness, so it must never make a request slow:
 //! connections are made and checked off the request path (see
 //! [`crate::cache::redis_client`]), every call has a deadline, and while Redis
@@ -18,7 +22,8 @@ use std::time::Duration;
 
 use redis::{Cmd, Value};
 
-use crate::cache::redis_client::{RedisClient, RedisSettings};
+use crate::cache::local_links::LocalLinks;
+use crate::cache::redis_client::{Connection, Invalidations, RedisClient, RedisSettings};
 use crate::cache::{BlobDescriptorCache, CacheError, Descriptor};
 use crate::config::RedisConfig;
 use crate::digest::Digest;
@@ -39,6 +44,55 @@ struct Backend {
     pending_clears: Mutex<Vec<(String, Digest)>>,
     /// Whether the background replay runs.
     replaying: AtomicBool,
+    /// Links read on the tracked connection, until Redis says they changed.
+    local: Arc<LocalLinks>,
+}
+
+/// Applies Redis's invalidation messages to the links held in the process.
+struct KeyInvalidations {
+    local: Arc<LocalLinks>,
+}
+
+/// What a key read on the tracked connection holds.
+#[derive(Debug, PartialEq, Eq)]
+enum TrackedKey {
+    /// `blobs::<digest>`: a blob's descriptor.
+    Blob(Digest),
+    /// `repository::<name>::blobs`: the digests a repository links.
+    Repository(String),
+}
+
+impl TrackedKey {
+    fn parse(key: &[u8]) -> Option<Self> {
+        let key = std::str::from_utf8(key).ok()?;
+        if let Some(digest) = key.strip_prefix("blobs::") {
+            return digest.parse().ok().map(TrackedKey::Blob);
+        }
+        key.strip_prefix("repository::")?
+            .strip_suffix("::blobs")
+            .map(|repo| TrackedKey::Repository(repo.to_string()))
+    }
+}
+
+impl Invalidations for KeyInvalidations {
+    fn changed(&self, _generation: u64, keys: Option<Vec<Vec<u8>>>) {
+        let Some(keys) = keys else {
+            self.local.forget_all();
+            return;
+        };
+        for key in keys {
+            match TrackedKey::parse(&key) {
+                Some(TrackedKey::Blob(digest)) => self.local.forget_blob(&digest),
+                Some(TrackedKey::Repository(repo)) => self.local.forget_repo(&repo),
+                // Not a key links are read from: forget everything rather than guess.
+                None => self.local.forget_all(),
+            }
+        }
+    }
+
+    fn lost(&self, generation: u64) {
+        self.local.lost(generation);
+    }
 }
 
 /// Bound on remembered link removals; beyond it the oldest are dropped and
@@ -54,12 +108,17 @@ impl RedisCache {
     pub fn new(cfg: &RedisConfig) -> Result<Self, String> {
         let settings = RedisSettings::from_config(cfg)?;
         let deadline = settings.read;
+        let local = Arc::new(LocalLinks::default());
+        let invalidations = Arc::new(KeyInvalidations {
+            local: local.clone(),
+        });
         Ok(Self {
             backend: Arc::new(Backend {
-                client: RedisClient::start(settings),
+                client: RedisClient::start_tracking(settings, invalidations),
                 deadline,
                 pending_clears: Mutex::new(Vec::new()),
                 replaying: AtomicBool::new(false),
+                local,
             }),
         })
     }
@@ -67,6 +126,58 @@ impl RedisCache {
     async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, CacheError> {
         self.backend.run(cmds).await
     }
+
+    /// Whether `digest` is linked in `repo`, read on the tracked connection (and then held in
+    /// the process); `None` when there is no tracked connection or a removal waits to be
+    /// replayed (Redis may still list the link).
+    async fn stat_in_repo_tracked(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Option<Result<Option<Descriptor>, CacheError>> {
+        let backend = &self.backend;
+        if !backend.pending().is_empty() {
+            return None;
+        }
+        let (generation, conn) = backend.client.tracked()?;
+        let epoch = backend.local.epoch();
+        let replies = match Connection::Server(conn)
+            .run(link_query(repo, digest), backend.deadline)
+            .await
+        {
+            Ok(replies) => replies,
+            Err(e) => {
+                backend.client.failed(generation, &e);
+                return Some(Err(CacheError::Backend(e.to_string())));
+            }
+        };
+        let found = linked_descriptor(replies);
+        if let Ok(Some(desc)) = &found {
+            backend
+                .local
+                .insert(generation, epoch, repo, digest, desc.clone());
+        }
+        Some(found)
+    }
+}
+
+/// The reads that say whether `repo` links `digest`, and its descriptor.
+fn link_query(repo: &str, digest: &Digest) -> Vec<Cmd> {
+    vec![
+        redis::cmd("SISMEMBER")
+            .arg(repo_set_key(repo))
+            .arg(digest.to_string())
+            .clone(),
+        descriptor_query(digest),
+    ]
+}
+
+/// The replies to [`link_query`]: the descriptor when the repository links the blob.
+fn linked_descriptor(replies: Vec<Value>) -> Result<Option<Descriptor>, CacheError> {
+    let mut replies = replies.into_iter();
+    let is_member: bool = parse(replies.next())?;
+    let found = descriptor(replies.next())?;
+    Ok(found.filter(|_| is_member))
 }
 
 impl Backend {
@@ -211,6 +322,11 @@ impl BlobDescriptorCache for RedisCache {
         true
     }
 
+    fn held_link(&self, repo: &str, digest: &Digest) -> Option<Descriptor> {
+        let generation = self.backend.client.tracked_generation()?;
+        self.backend.local.get(generation, repo, digest)
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let replies = self.run(vec![descriptor_query(digest)]).await?;
         descriptor(replies.into_iter().next())
@@ -221,19 +337,13 @@ impl BlobDescriptorCache for RedisCache {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<Descriptor>, CacheError> {
-        let mut replies = self
-            .run(vec![
-                redis::cmd("SISMEMBER")
-                    .arg(repo_set_key(repo))
-                    .arg(digest.to_string())
-                    .clone(),
-                descriptor_query(digest),
-            ])
-            .await?
-            .into_iter();
-        let is_member: bool = parse(replies.next())?;
-        let found = descriptor(replies.next())?;
-        Ok(found.filter(|_| is_member))
+        if let Some(found) = self.held_link(repo, digest) {
+            return Ok(Some(found));
+        }
+        if let Some(result) = self.stat_in_repo_tracked(repo, digest).await {
+            return result;
+        }
+        linked_descriptor(self.run(link_query(repo, digest)).await?)
     }
 
     async fn set(
@@ -288,10 +398,13 @@ impl BlobDescriptorCache for RedisCache {
 
     async fn clear_in_repo(&self, repo: &str, digest: &Digest) -> Result<(), CacheError> {
         let link = [(repo.to_string(), digest.clone())];
+        // Forgotten here before and after Redis is: a read that raced the removal is not kept.
+        self.backend.local.forget_link(repo, digest);
         let result = self.run(clear_commands(&link)).await.map(drop);
         if result.is_err() {
             self.backend.remember_clears(link.to_vec());
         }
+        self.backend.local.forget_link(repo, digest);
         result
     }
 
@@ -305,7 +418,10 @@ impl BlobDescriptorCache for RedisCache {
             cmds.push(redis::cmd("SREM").arg(repo_set_key(repo)).arg(&d).clone());
             cmds.push(redis::cmd("DEL").arg(repo_blob_key(repo, digest)).clone());
         }
-        self.run(cmds).await.map(drop)
+        self.backend.local.forget_blob(digest);
+        let result = self.run(cmds).await.map(drop);
+        self.backend.local.forget_blob(digest);
+        result
     }
 }
 
@@ -323,6 +439,21 @@ mod tests {
             format!("repository::a/b::blobs::{d}")
         );
         assert_eq!(clear_commands(&[("a/b".into(), d)]).len(), 3);
+    }
+
+    #[test]
+    fn names_the_keys_links_are_read_from() {
+        let d: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(
+            TrackedKey::parse(blob_key(&d).as_bytes()),
+            Some(TrackedKey::Blob(d.clone()))
+        );
+        assert_eq!(
+            TrackedKey::parse(repo_set_key("a/b").as_bytes()),
+            Some(TrackedKey::Repository("a/b".into()))
+        );
+        assert_eq!(TrackedKey::parse(repo_blob_key("a/b", &d).as_bytes()), None);
+        assert_eq!(TrackedKey::parse(b"blobs::nonsense"), None);
     }
 
     #[test]

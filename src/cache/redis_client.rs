@@ -18,7 +18,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
-    IntoConnectionInfo, RedisConnectionInfo, RedisError, TlsCertificates, TlsMode, Value,
+    IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisConnectionInfo, RedisError,
+    TlsCertificates, TlsMode, Value,
 };
 use tokio::sync::Notify;
 
@@ -226,9 +227,12 @@ impl RedisSettings {
 
     /// A client for one server, with these credentials and database.
     fn client(&self, addr: &str, who: &Credentials, db: i64) -> Result<Client, RedisError> {
+        self.client_with(addr, self.handshake(who, db))
+    }
+
+    fn client_with(&self, addr: &str, redis: RedisConnectionInfo) -> Result<Client, RedisError> {
         let (host, port) = host_port(addr)
             .map_err(|e| RedisError::from((redis::ErrorKind::InvalidClientConfig, "address", e)))?;
-        let redis = self.handshake(who, db);
         match &self.tls {
             Some(certs) => Client::build_with_tls(tls_info(&host, port, &redis), certs.clone()),
             None => Client::open(
@@ -255,6 +259,36 @@ impl RedisSettings {
             client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
+    }
+
+    /// A RESP3 connection to the data server at `addr` on which Redis remembers the keys read
+    /// (`CLIENT TRACKING ON`) and pushes the names of those another client changes; every push,
+    /// and the connection's end, goes to `on_push`. Needs Redis 6 or later.
+    async fn connect_tracked(
+        &self,
+        addr: &str,
+        on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let handshake = self
+            .handshake(&self.data, self.db)
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = self.client_with(addr, handshake)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.dial))
+            .set_response_timeout(Some(self.read))
+            .set_push_sender(move |info: PushInfo| {
+                on_push(info);
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut conn = bounded(
+            self.dial + self.read,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
+        let mut tracking = redis::cmd("CLIENT");
+        tracking.arg("TRACKING").arg("ON");
+        bounded(self.read, tracking.query_async::<Value>(&mut conn)).await?;
+        Ok(conn)
     }
 
     /// Asks the sentinels, in order, where the master is.
@@ -489,12 +523,50 @@ impl Connection {
     }
 }
 
-/// The published connection and its generation (so a stale failure report cannot withdraw a
-/// newer connection).
+/// Told what Redis pushes on a tracked connection (see [`RedisClient::start_tracking`]).
+pub trait Invalidations: Send + Sync + 'static {
+    /// Keys read on tracked connection `generation` that a client changed since; `None` when
+    /// every key may have changed (a flush, or a message this node cannot read).
+    fn changed(&self, generation: u64, keys: Option<Vec<Vec<u8>>>);
+    /// Tracked connection `generation` ended: Redis no longer reports changes of what it read.
+    fn lost(&self, generation: u64);
+}
+
+/// The published connections, one generation.
+#[derive(Clone)]
+struct Published {
+    generation: u64,
+    conn: Connection,
+    /// The tracked connection, when asked for and the server offers tracking.
+    tracked: Option<MultiplexedConnection>,
+}
+
+/// The published connections and their generation (so a stale failure report cannot withdraw
+/// newer ones).
 struct Shared {
-    current: RwLock<Option<(u64, Connection)>>,
+    current: RwLock<Option<Published>>,
     generation: AtomicU64,
     wake: Notify,
+    invalidations: Option<Arc<dyn Invalidations>>,
+}
+
+impl Shared {
+    /// Withdraws generation `generation`, if still published; true when it was.
+    fn withdraw(&self, generation: u64) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*current, Some(p) if p.generation == generation) {
+            *current = None;
+            return true;
+        }
+        false
+    }
+
+    fn published(&self) -> Option<Published> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Redis as the cache sees it: a connection when Redis answers, none when it does not.
@@ -506,10 +578,22 @@ impl RedisClient {
     /// Starts the background probe (on the current Tokio runtime); the first connection is made
     /// there too, so start-up never waits for Redis.
     pub fn start(settings: RedisSettings) -> Self {
+        Self::start_with(settings, None)
+    }
+
+    /// Like [`Self::start`], and beside each connection to a single server (or Sentinel master)
+    /// a tracked one, whose changed keys and end are told to `invalidations`. A server without
+    /// tracking (before Redis 6), or a Cluster, gets none.
+    pub fn start_tracking(settings: RedisSettings, invalidations: Arc<dyn Invalidations>) -> Self {
+        Self::start_with(settings, Some(invalidations))
+    }
+
+    fn start_with(settings: RedisSettings, invalidations: Option<Arc<dyn Invalidations>>) -> Self {
         let shared = Arc::new(Shared {
             current: RwLock::new(None),
             generation: AtomicU64::new(0),
             wake: Notify::new(),
+            invalidations,
         });
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -522,11 +606,31 @@ impl RedisClient {
 
     /// The connection to use now, if Redis answers; never waits.
     pub fn connection(&self) -> Option<(u64, Connection)> {
-        self.shared
+        self.shared.published().map(|p| (p.generation, p.conn))
+    }
+
+    /// The tracked connection to read on now, if there is one; never waits.
+    pub fn tracked(&self) -> Option<(u64, MultiplexedConnection)> {
+        let current = self
+            .shared
             .current
             .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .unwrap_or_else(|e| e.into_inner());
+        let published = current.as_ref()?;
+        Some((published.generation, published.tracked.clone()?))
+    }
+
+    /// The generation of the tracked connection published now, if any.
+    pub fn tracked_generation(&self) -> Option<u64> {
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|p| p.tracked.is_some())
+            .map(|p| p.generation)
     }
 
     /// Reports that a command on connection `generation` failed with `error`: when the error
@@ -536,14 +640,7 @@ impl RedisClient {
         if !breaks_connection(error) {
             return;
         }
-        let mut current = self
-            .shared
-            .current
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if matches!(&*current, Some((g, _)) if *g == generation) {
-            *current = None;
-            drop(current);
+        if self.shared.withdraw(generation) {
             tracing::warn!(%error, "redis cache failing; using storage only until it answers");
             self.shared.wake.notify_one();
         }
@@ -568,6 +665,11 @@ struct Prober {
     sentinels: Option<Sentinels>,
     /// The master the published connection goes to (Sentinel).
     master: Option<String>,
+    /// The server refused a tracked connection (logged once until it accepts one).
+    tracking_refused: bool,
+    /// The last tracked connection failed for a reason that may pass (not a refusal): the probe
+    /// tries again beside the published connection.
+    tracking_retry: bool,
 }
 
 impl Prober {
@@ -580,6 +682,8 @@ impl Prober {
             settings,
             sentinels,
             master: None,
+            tracking_refused: false,
+            tracking_retry: false,
         }
     }
 
@@ -640,9 +744,83 @@ impl Prober {
     }
 }
 
+/// The keys an `invalidate` push names; `None` for a flush (or a shape this node cannot read).
+fn invalidated_keys(data: Vec<Value>) -> Option<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    for value in data {
+        match value {
+            Value::Array(items) | Value::Set(items) => {
+                for item in items {
+                    match item {
+                        Value::BulkString(key) => keys.push(key),
+                        _ => return None,
+                    }
+                }
+            }
+            Value::BulkString(key) => keys.push(key),
+            _ => return None,
+        }
+    }
+    Some(keys)
+}
+
+/// Connects the tracked connection of `generation`, when asked for and possible.
+async fn track(
+    prober: &mut Prober,
+    shared: &Arc<Shared>,
+    generation: u64,
+) -> Option<MultiplexedConnection> {
+    let sink = shared.invalidations.clone()?;
+    let addr = match &prober.settings.topology {
+        Topology::Cluster(_) => return None,
+        Topology::Server(addr) => addr.clone(),
+        Topology::Sentinel { .. } => prober.master.clone()?,
+    };
+    let owner = Arc::downgrade(shared);
+    let on_push = move |info: PushInfo| match info.kind {
+        PushKind::Invalidate => sink.changed(generation, invalidated_keys(info.data)),
+        PushKind::Disconnection => {
+            sink.lost(generation);
+            if let Some(shared) = owner.upgrade() {
+                if shared.withdraw(generation) {
+                    shared.wake.notify_one();
+                }
+            }
+        }
+        _ => {}
+    };
+    let connected = match prober.settings.connect_tracked(&addr, on_push).await {
+        Ok(conn) => match &prober.settings.client_name {
+            Some(name) => {
+                let mut named = Connection::Server(conn);
+                name_connection(&mut named, name, prober.settings.read)
+                    .await
+                    .map(|()| named)
+            }
+            None => Ok(Connection::Server(conn)),
+        },
+        Err(e) => Err(e),
+    };
+    prober.tracking_retry = matches!(&connected, Err(e) if breaks_connection(e));
+    match connected {
+        Ok(Connection::Server(conn)) => {
+            prober.tracking_refused = false;
+            Some(conn)
+        }
+        Ok(Connection::Cluster(_)) => None,
+        Err(error) => {
+            if !prober.tracking_refused {
+                tracing::info!(%error, "redis offers no client tracking here; every cached link is read from redis");
+                prober.tracking_refused = true;
+            }
+            None
+        }
+    }
+}
+
 /// The probe: while the client lives, every [`PROBE_INTERVAL`] (or at once when a request saw a
-/// failure) checks the published connection, withdraws it when it fails, and connects anew when
-/// there is none.
+/// failure) checks the published connections, withdraws them when one fails, and connects anew
+/// when there are none.
 async fn probe(shared: Weak<Shared>, settings: RedisSettings) {
     let mut prober = Prober::new(settings);
     let mut reported_down = false;
@@ -650,30 +828,44 @@ async fn probe(shared: Weak<Shared>, settings: RedisSettings) {
         let Some(state) = shared.upgrade() else {
             return;
         };
-        let current = state
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match current {
-            Some((generation, mut conn)) => {
-                if let Err(error) = prober.check(&mut conn).await {
-                    let mut slot = state.current.write().unwrap_or_else(|e| e.into_inner());
-                    if matches!(&*slot, Some((g, _)) if *g == generation) {
-                        *slot = None;
-                    }
-                    drop(slot);
+        match state.published() {
+            Some(mut published) => {
+                let mut checked = prober.check(&mut published.conn).await;
+                if let (Ok(()), Some(tracked)) = (&checked, published.tracked.as_mut()) {
+                    checked = bounded(
+                        prober.settings.read,
+                        redis::cmd("PING").query_async::<String>(tracked),
+                    )
+                    .await
+                    .map(drop);
+                }
+                if let Err(error) = checked {
+                    state.withdraw(published.generation);
                     tracing::warn!(%error, "redis cache failing; using storage only until it answers");
                     reported_down = true;
                     continue;
+                }
+                if published.tracked.is_none() && prober.tracking_retry {
+                    let generation = published.generation;
+                    if let Some(tracked) = track(&mut prober, &state, generation).await {
+                        let mut slot = state.current.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(p) = slot.as_mut().filter(|p| p.generation == generation) {
+                            p.tracked = Some(tracked);
+                        }
+                    }
                 }
             }
             None => match prober.connect().await {
                 Ok(conn) => {
                     let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                    *state.current.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some((generation, conn));
-                    tracing::info!(topology = ?prober.settings.topology, master = ?prober.master, "redis cache connected");
+                    let tracked = track(&mut prober, &state, generation).await;
+                    let tracking = tracked.is_some();
+                    *state.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Published {
+                        generation,
+                        conn,
+                        tracked,
+                    });
+                    tracing::info!(topology = ?prober.settings.topology, master = ?prober.master, tracking, "redis cache connected");
                     reported_down = false;
                 }
                 Err(error) => {
@@ -747,6 +939,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.starts_with("redis.tls.certificate"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_keys_of_an_invalidation() {
+        let key = |k: &str| Value::BulkString(k.as_bytes().to_vec());
+        assert_eq!(
+            invalidated_keys(vec![Value::Array(vec![key("a"), key("b")])]),
+            Some(vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        // FLUSHALL / FLUSHDB: every key.
+        assert_eq!(invalidated_keys(vec![Value::Nil]), None);
+        assert_eq!(
+            invalidated_keys(vec![Value::Array(vec![Value::Int(1)])]),
+            None
+        );
     }
 
     #[test]
