@@ -504,3 +504,67 @@ fn a_link_held_by_wharf_goes_when_registry2_deletes_it_or_redis_forgets_it() {
     unlink(&digest);
     assert_eq!(send(wharf.head(&path(&digest))).status, 404);
 }
+
+/// A random sequence of pushes, deletes and HEADs of a few blobs in a few repositories, each
+/// sent to a random node of a cluster whose nodes hold Redis links in memory: every HEAD
+/// answers what the sequence so far says (linked: 200, else 404), whichever node made the
+/// change and whichever answers. The seed is printed with any failure (`WHARF_TEST_SEED` replays
+/// one).
+#[test]
+fn every_node_answers_heads_as_the_pushes_and_deletes_so_far_say() {
+    let _one = exclusive();
+    let cluster = Cluster::start(ClusterOptions::default());
+    let seed = std::env::var("WHARF_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(unique_seed);
+    let mut prng = Prng::new(seed);
+    let repos = ["held/prop/a", "held/prop/b", "held/prop/c"];
+    let blobs: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("held property blob {i} {seed}").into_bytes())
+        .collect();
+    let digests: Vec<String> = blobs.iter().map(|b| sha256_digest(b)).collect();
+    let mut linked = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    let (mut heads, mut deletes) = (0, 0);
+    for step in 0..400 {
+        if started.elapsed() > Duration::from_secs(90) {
+            break;
+        }
+        let node = &cluster.nodes[(prng.next_u64() % 3) as usize];
+        let r = (prng.next_u64() % repos.len() as u64) as usize;
+        let b = (prng.next_u64() % blobs.len() as u64) as usize;
+        let path = format!("/v2/{}/blobs/{}", repos[r], digests[b]);
+        let context = || format!("seed {seed}, step {step}, {} on {}", path, node.name());
+        match prng.next_u64() % 20 {
+            0..=3 => {
+                node.push_monolithic(repos[r], &blobs[b])
+                    .unwrap_or_else(|f| panic!("{}: push: {f}", context()));
+                linked.insert((r, b));
+            }
+            4..=7 => {
+                let deleted = send(node.delete(&path));
+                let expected = if linked.remove(&(r, b)) { 202 } else { 404 };
+                assert_eq!(deleted.status, expected, "{}: DELETE", context());
+                deletes += 1;
+            }
+            _ => {
+                let head = send(node.head(&path));
+                let expected = if linked.contains(&(r, b)) { 200 } else { 404 };
+                assert_eq!(
+                    head.status,
+                    expected,
+                    "{}: HEAD\n{}",
+                    context(),
+                    cluster.logs()
+                );
+                heads += 1;
+            }
+        }
+    }
+    assert!(
+        heads > 50 && deletes > 10,
+        "seed {seed}: {heads} HEADs, {deletes} deletes"
+    );
+    eprintln!("seed {seed}: {heads} HEADs, {deletes} deletes");
+}
