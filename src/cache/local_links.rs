@@ -59,6 +59,11 @@ impl State {
                 self.by_repo.remove(repo);
             }
         }
+        self.unindex(repo, digest);
+    }
+
+    /// Takes `repo` out of the repositories indexed under `digest`.
+    fn unindex(&mut self, repo: &str, digest: &Digest) {
         if let Some(repos) = self.repos_of.get_mut(digest) {
             repos.retain(|r| r != repo);
             if repos.is_empty() {
@@ -135,12 +140,7 @@ impl LocalLinks {
         if let Some(links) = state.by_repo.remove(repo) {
             state.len -= links.len();
             for digest in links.keys() {
-                if let Some(repos) = state.repos_of.get_mut(digest) {
-                    repos.retain(|r| r != repo);
-                    if repos.is_empty() {
-                        state.repos_of.remove(digest);
-                    }
-                }
+                state.unindex(repo, digest);
             }
         }
     }

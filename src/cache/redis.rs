@@ -75,7 +75,7 @@ impl TrackedKey {
 }
 
 impl Invalidations for KeyInvalidations {
-    fn changed(&self, _generation: u64, keys: Option<Vec<Vec<u8>>>) {
+    fn changed(&self, keys: Option<Vec<Vec<u8>>>) {
         let Some(keys) = keys else {
             self.local.forget_all();
             return;

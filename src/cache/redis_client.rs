@@ -525,9 +525,9 @@ impl Connection {
 
 /// Told what Redis pushes on a tracked connection (see [`RedisClient::start_tracking`]).
 pub trait Invalidations: Send + Sync + 'static {
-    /// Keys read on tracked connection `generation` that a client changed since; `None` when
-    /// every key may have changed (a flush, or a message this node cannot read).
-    fn changed(&self, generation: u64, keys: Option<Vec<Vec<u8>>>);
+    /// Keys read on a tracked connection that a client changed since; `None` when every key
+    /// may have changed (a flush, or a message this node cannot read).
+    fn changed(&self, keys: Option<Vec<Vec<u8>>>);
     /// Tracked connection `generation` ended: Redis no longer reports changes of what it read.
     fn lost(&self, generation: u64);
 }
@@ -778,7 +778,7 @@ async fn track(
     };
     let owner = Arc::downgrade(shared);
     let on_push = move |info: PushInfo| match info.kind {
-        PushKind::Invalidate => sink.changed(generation, invalidated_keys(info.data)),
+        PushKind::Invalidate => sink.changed(invalidated_keys(info.data)),
         PushKind::Disconnection => {
             sink.lost(generation);
             if let Some(shared) = owner.upgrade() {
@@ -789,28 +789,22 @@ async fn track(
         }
         _ => {}
     };
-    let connected = match prober.settings.connect_tracked(&addr, on_push).await {
-        Ok(conn) => match &prober.settings.client_name {
-            Some(name) => {
-                let mut named = Connection::Server(conn);
-                name_connection(&mut named, name, prober.settings.read)
-                    .await
-                    .map(|()| named)
-            }
-            None => Ok(Connection::Server(conn)),
-        },
-        Err(e) => Err(e),
-    };
+    let mut connected = prober.settings.connect_tracked(&addr, on_push).await;
+    if let (Ok(conn), Some(name)) = (&connected, &prober.settings.client_name) {
+        let mut named = Connection::Server(conn.clone());
+        if let Err(e) = name_connection(&mut named, name, prober.settings.read).await {
+            connected = Err(e);
+        }
+    }
     prober.tracking_retry = matches!(&connected, Err(e) if breaks_connection(e));
     match connected {
-        Ok(Connection::Server(conn)) => {
+        Ok(conn) => {
             prober.tracking_refused = false;
             Some(conn)
         }
-        Ok(Connection::Cluster(_)) => None,
         Err(error) => {
             if !prober.tracking_refused {
-                tracing::info!(%error, "redis offers no client tracking here; every cached link is read from redis");
+                tracing::info!(%error, retried = prober.tracking_retry, "no tracked connection to redis; every cached link is read from redis");
                 prober.tracking_refused = true;
             }
             None
