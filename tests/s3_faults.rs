@@ -243,6 +243,46 @@ fn connections_cut_in_the_middle_of_a_streamed_chunk() {
     assert!(s.proxy.accepted() > 0);
 }
 
+/// An object store busy with other uploads can stop reading a part for seconds (moto under a
+/// push storm does); registry:2 waits for it, and so must Wharf: a 48 MiB chunk sent while
+/// storage takes nothing for 12 s (more than twice the few seconds after which a client library
+/// may give up on a transfer making no progress) is stored whole once storage reads again.
+#[test]
+fn a_store_that_stops_reading_for_seconds_is_waited_for() {
+    let s = setup();
+    let blob = Blob::random(48 * MIB + 11);
+    let location = start_upload(&s.reg, REPO);
+    // Everything already relayed stays; every byte from now on is held.
+    s.proxy.set(Chaos::Hold(0));
+    let url = s.reg.resolve(&location);
+    let body = blob.data.clone();
+    let client = http_client();
+    let sender = thread::spawn(move || {
+        client
+            .patch(url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .map(|r| (r.status().as_u16(), r.headers().clone()))
+    });
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < deadline && !sender.is_finished() {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !sender.is_finished(),
+        "the chunk waits for storage: {:?}",
+        sender.join().unwrap()
+    );
+    assert!(s.proxy.holding() > 0, "storage was held");
+    s.proxy.set(Chaos::Pass);
+    let (status, headers) = sender.join().unwrap().expect("the chunk's answer");
+    assert_eq!(status, 202, "the chunk is stored once storage reads again");
+    let location = headers["location"].to_str().unwrap().to_string();
+    send(s.reg.put(&with_digest(&location, &blob.digest))).assert_status(201);
+    s.assert_served(&blob);
+}
+
 /// Hands out 64 KiB every 8 ms, and says when 6 MiB are out.
 struct SlowReader {
     data: Vec<u8>,
