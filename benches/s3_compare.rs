@@ -106,7 +106,7 @@ fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
     };
     let reg = Registry::builder(Driver::S3)
         .s3_target(&target)
-        .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+        .log_section("log:\n  level: warn\n  accesslog:\n    disabled: true\n")
         .start();
     let pid = reg.pid();
     let base = format!("http://{}", reg.addr());
@@ -187,14 +187,19 @@ fn storm(uploads: usize, mib: usize) -> (String, serde_json::Value) {
         .collect();
     let elapsed = started.elapsed();
     if !failed.is_empty() {
-        // What the server said about them (its log is error-level only).
+        // What the server said about them (its warnings and errors).
         let log = reg.stderr_text() + &reg.stdout_text();
         let lines: Vec<&str> = log.lines().collect();
+        // The first warnings name the call that failed first; the last, how requests ended.
         eprintln!(
-            "s3_compare: {} uploads failed; the server's log ends:",
+            "s3_compare: {} uploads failed; the server's log begins:",
             failed.len()
         );
-        for line in &lines[lines.len().saturating_sub(10)..] {
+        for line in &lines[..lines.len().min(12)] {
+            eprintln!("  | {line}");
+        }
+        eprintln!("and ends:");
+        for line in &lines[lines.len().saturating_sub(6)..] {
             eprintln!("  | {line}");
         }
     }
@@ -263,7 +268,7 @@ fn catalog(repositories: usize) -> (String, serde_json::Value) {
     names.push(tagged.to_string());
     let reg = Registry::builder(Driver::S3)
         .s3_target(&target)
-        .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+        .log_section("log:\n  level: warn\n  accesslog:\n    disabled: true\n")
         .start();
     let base = format!("http://{}", reg.addr());
     let client = reqwest::blocking::Client::builder()
@@ -427,7 +432,7 @@ fn run_server(
             .server(server)
             .s3_target(&target)
             .redirect(true)
-            .log_section("log:\n  level: error\n  accesslog:\n    disabled: true\n")
+            .log_section("log:\n  level: warn\n  accesslog:\n    disabled: true\n")
             .start();
         let before = s3.request_lines().len();
         m.push.push(timed(|| {
