@@ -103,7 +103,7 @@ impl Registry {
     /// Streams `len` bytes from `offset` of a blob linked in `repo`.
     pub async fn read_blob(&self, blob: &BlobInfo, offset: u64, len: u64) -> Result<ByteStream> {
         let path = layout::blob_data(blob.digest.algorithm(), blob.digest.hex());
-        match self.driver.reader(&path, offset, Some(len)).await {
+        match self.driver.sealed_reader(&path, offset, Some(len)).await {
             Ok(s) => Ok(s),
             Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(blob.digest.clone())),
             Err(e) => Err(e.into()),

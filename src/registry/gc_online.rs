@@ -398,7 +398,7 @@ impl Registry {
 
     /// True when `path` was written within `grace` (or its age is unknown); false when absent.
     async fn is_young(&self, path: &str, grace: Duration) -> Result<bool> {
-        match self.driver.stat(path).await {
+        match self.driver.stat_sealed(path).await {
             Ok(info) => Ok(info
                 .modified
                 .map(written_by)
@@ -656,7 +656,7 @@ impl Registry {
         opts: &OnlineOptions,
     ) -> Result<Outcome> {
         let data = layout::blob_data(d.algorithm(), d.hex());
-        let size = match self.driver.stat(&data).await {
+        let size = match self.driver.stat_sealed(&data).await {
             Ok(info) => info.size,
             Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
             Err(e) => return Err(e.into()),
@@ -682,7 +682,7 @@ impl Registry {
             return Ok(Outcome::Touched);
         }
         let data = layout::blob_data(d.algorithm(), d.hex());
-        match self.driver.stat(&data).await {
+        match self.driver.stat_sealed(&data).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(Outcome::Gone),
             Err(e) => return Err(e.into()),
@@ -730,7 +730,7 @@ impl Registry {
     }
 
     async fn touched_in(&self, d: &Digest, generation: u64) -> Result<bool> {
-        match self.driver.stat(&touched_path(d, generation)).await {
+        match self.driver.stat_sealed(&touched_path(d, generation)).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),

@@ -127,8 +127,22 @@ impl StorageDriver for InstrumentedDriver {
         self.timed("Stat", path, self.inner.stat(path)).await
     }
 
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
+        self.timed("Stat", path, self.inner.stat_sealed(path)).await
+    }
+
     async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
         self.timed("Stat", path, self.inner.size_of(path)).await
+    }
+
+    async fn sealed_reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        self.timed("Reader", path, self.inner.sealed_reader(path, offset, len))
+            .await
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {

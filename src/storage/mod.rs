@@ -180,16 +180,34 @@ pub trait StorageDriver: Send + Sync + 'static {
     ) -> Result<ByteStream, StorageError>;
     /// Size and kind of a path.
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError>;
-    /// Size of the file at `path`, `None` when there is none; for files written whole (blob
-    /// data, links, markers), never for one still open for appends, which backends that store
-    /// appends apart (S3) may not see. Directories count as none. Default: [`Self::stat`].
-    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+    /// Size and modification time of a sealed file: one written whole and never appended to
+    /// (blob data, links, manifests, markers). Backends that keep appends apart from the file
+    /// (S3) answer from the stored file alone: uploads open on its key are other writers'
+    /// copies of the same content, still under way. `NotFound` for a directory. Default:
+    /// [`Self::stat`].
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
         match self.stat(path).await {
-            Ok(info) if !info.is_dir => Ok(Some(info.size)),
-            Ok(_) => Ok(None),
+            Ok(info) if info.is_dir => Err(StorageError::NotFound(path.to_string())),
+            other => other,
+        }
+    }
+    /// Size of the sealed file at `path` ([`Self::stat_sealed`]), `None` when there is none.
+    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+        match self.stat_sealed(path).await {
+            Ok(info) => Ok(Some(info.size)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+    /// Streams `len` bytes (to the end when `None`) from `offset` of a sealed file
+    /// ([`Self::stat_sealed`]). Default: [`Self::reader`].
+    async fn sealed_reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        self.reader(path, offset, len).await
     }
     /// Names of the direct children of a directory.
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError>;
@@ -530,15 +548,20 @@ pub fn stale_before(age: std::time::Duration) -> SystemTime {
 /// What an object store is asked for a read of `len` bytes (to the end when `None`) from
 /// `offset`: `Ok(None)` when nothing is to be read (an empty range, or one starting at the
 /// end, which object stores cannot be asked for), else the HTTP range to request, if any.
-/// Reads from an offset stat the object first, so a read past the end is `InvalidOffset`.
+/// Reads from an offset stat the object first (as a sealed file when `sealed`), so a read past
+/// the end is `InvalidOffset`.
 pub async fn object_range<D: StorageDriver + ?Sized>(
     driver: &D,
     path: &str,
-    offset: u64,
-    len: Option<u64>,
+    (offset, len): (u64, Option<u64>),
+    sealed: bool,
 ) -> Result<Option<Option<(u64, Option<u64>)>>, StorageError> {
     if len == Some(0) || offset > 0 {
-        let info = driver.stat(path).await?;
+        let info = if sealed {
+            driver.stat_sealed(path).await?
+        } else {
+            driver.stat(path).await?
+        };
         if info.is_dir {
             return Err(StorageError::NotFound(path.to_string()));
         }

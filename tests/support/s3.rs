@@ -212,6 +212,32 @@ impl S3Server {
         xml_values(&resp, "UploadId").pop().expect("an upload id")
     }
 
+    /// Uploads part `number` of the multipart upload `id` on `key`; returns its entity tag.
+    pub fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        number: u32,
+        data: &[u8],
+    ) -> String {
+        let resp = reqwest::blocking::Client::new()
+            .put(format!(
+                "{}/{bucket}/{key}?partNumber={number}&uploadId={}",
+                self.endpoint(),
+                percent(id)
+            ))
+            .header("authorization", FAKE_AUTHORIZATION)
+            .body(data.to_vec())
+            .send()
+            .expect("upload part");
+        assert!(
+            resp.status().is_success(),
+            "part {number} of {key}: {resp:?}"
+        );
+        resp.headers()["etag"].to_str().unwrap().to_string()
+    }
+
     /// Bytes of one object.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         // Objects are private: moto checks ACLs of anonymous requests, not signatures.

@@ -128,7 +128,8 @@ impl StorageDriver for GcsDriver {
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
         let name = self.client.name(path)?;
-        let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
+        let Some(range) = crate::storage::object_range(self, path, (offset, len), false).await?
+        else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
         self.client.get(&name, path, range).await

@@ -498,22 +498,6 @@ impl Appended {
     }
 }
 
-/// The size of the plain object at `key` (`Some(None)`: there is none) when one `HeadObject`
-/// settles it; `None` when the object is a completion's, which may be an outdated copy of a
-/// file open for appends ([`stat`] then).
-pub(super) async fn stat_whole(
-    s3: &Inner,
-    key: &str,
-    path: &str,
-) -> Result<Option<Option<u64>>, StorageError> {
-    match s3.head_object(key, path).await {
-        Ok(out) if from_completion(out.e_tag()) => Ok(None),
-        Ok(out) => Ok(Some(Some(out.content_length().unwrap_or(0).max(0) as u64))),
-        Err(e) if e.is_not_found() => Ok(Some(None)),
-        Err(e) => Err(e),
-    }
-}
-
 /// Size and modification time of the file at `key`, `None` if there is none: one `HeadObject`
 /// for objects that cannot be a stale copy of an open upload.
 pub(super) async fn stat(
@@ -552,9 +536,9 @@ pub(super) async fn stat(
     Err(StorageError::Busy(path.to_string()))
 }
 
-/// Reads a file: the whole object at its key, or a range of it. A file held by an open upload
-/// is first made whole at the key (and stays open for appends); with `open` false, a key with
-/// no object is no file, whatever uploads are open on it.
+/// Reads a file: the whole object at its key, or a range of it. With `open`, a file held by an
+/// open upload is first made whole at the key (and stays open for appends); without, the file
+/// is sealed: the object is the file, whatever uploads are open on its key.
 pub(super) async fn get(
     s3: &Inner,
     path: &str,
@@ -564,8 +548,9 @@ pub(super) async fn get(
     let key = s3.key(path)?;
     let first = s3.get_object(&key, path, range, None).await;
     match &first {
+        _ if !open => return first,
         Ok(out) if !from_completion(out.e_tag()) => return first,
-        Err(e) if !e.is_not_found() || !open => return first,
+        Err(e) if !e.is_not_found() => return first,
         _ => {}
     }
     let file = Appended::load(s3, &key, path, true).await?;

@@ -22,6 +22,11 @@
 //! object to the blob's key: final blobs are placed by server-side operations only
 //! (`CompleteMultipartUpload`, `CopyObject`, `UploadPartCopy`).
 //!
+//! Sealed files (blob data, links, manifests: [`StorageDriver::stat_sealed`]) are the object at
+//! their key, read with one `HeadObject` or `GetObject`. A multipart upload open on such a key
+//! is another writer's copy of the same content (a large blob pushed to two repositories at
+//! once), never part of the file: completing it from a reader would publish its parts so far.
+//!
 //! Every call has a timeout, bounded retries with backoff on throttling, 5xx and connection
 //! failures (the SDK's standard retry mode), a metric and a `tracing` event with its latency
 //! and outcome.
@@ -82,6 +87,21 @@ impl S3Driver {
     }
 }
 
+/// A read's stream once its first bytes are in: storage failing at once is an error the
+/// caller tells its client about, never a success with an empty body; a failure later ends
+/// the stream with an error, which aborts the response.
+async fn first_bytes(path: &str, body: SdkStream) -> Result<ByteStream, StorageError> {
+    use futures_util::StreamExt as _;
+    let mut stream = into_stream(path, body);
+    match stream.next().await {
+        None => Ok(Box::pin(futures_util::stream::empty())),
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => Ok(Box::pin(
+            futures_util::stream::iter([Ok(first)]).chain(stream),
+        )),
+    }
+}
+
 /// A `GetObject` body as a driver stream; a read error ends it.
 fn into_stream(path: &str, body: SdkStream) -> ByteStream {
     let path = path.to_string();
@@ -114,8 +134,8 @@ impl StorageDriver for S3Driver {
         self.s3.name
     }
 
-    // Small files are written whole: a key with no object holds none, whatever uploads are
-    // open on it (files open for appends are read through `reader`).
+    // Small files are sealed: the object is the file, whatever uploads are open on its key
+    // (files open for appends are read through `reader`).
     async fn get_content(&self, path: &str) -> Result<Bytes, StorageError> {
         let out = appended::get(&self.s3, path, None, false).await?;
         let size = out.content_length().unwrap_or(0).max(0) as usize;
@@ -159,22 +179,26 @@ impl StorageDriver for S3Driver {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
-        let Some(range) = crate::storage::object_range(self, path, offset, len).await? else {
+        let range = (offset, len);
+        let Some(range) = crate::storage::object_range(self, path, range, false).await? else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
         let out = appended::get(&self.s3, path, range, true).await?;
-        use futures_util::StreamExt as _;
-        let mut stream = into_stream(path, out.body);
-        // The first bytes arrive before the caller answers its client: storage failing at
-        // once is an error the client is told about, never a success with an empty body. A
-        // failure later ends the stream with an error, which aborts the response.
-        match stream.next().await {
-            None => Ok(Box::pin(futures_util::stream::empty())),
-            Some(Err(e)) => Err(e),
-            Some(Ok(first)) => Ok(Box::pin(
-                futures_util::stream::iter([Ok(first)]).chain(stream),
-            )),
-        }
+        first_bytes(path, out.body).await
+    }
+
+    async fn sealed_reader(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let range = (offset, len);
+        let Some(range) = crate::storage::object_range(self, path, range, true).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let out = appended::get(&self.s3, path, range, false).await?;
+        first_bytes(path, out.body).await
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
@@ -201,20 +225,21 @@ impl StorageDriver for S3Driver {
         }
     }
 
-    // One `HeadObject`: a file written whole is a plain object; only an object a completion
-    // left (which may be an outdated copy of a file open for appends) is looked at further.
-    async fn size_of(&self, path: &str) -> Result<Option<u64>, StorageError> {
+    // One `HeadObject`: a sealed file is the object at its key, even one a completion left
+    // (a multipart copy) while another writer's copy of the same content is still open there.
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
         let key = self.s3.key(path)?;
         if key.is_empty() || key.ends_with('/') {
-            return Ok(None);
+            return Err(StorageError::NotFound(path.to_string()));
         }
-        match appended::stat_whole(&self.s3, &key, path).await? {
-            Some(size) => Ok(size),
-            None => match appended::stat(&self.s3, &key, path).await? {
-                Some((size, _)) => Ok(Some(size)),
-                None => Ok(None),
-            },
-        }
+        let out = self.s3.head_object(&key, path).await?;
+        Ok(FileInfo {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            is_dir: false,
+            modified: out
+                .last_modified()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+        })
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
