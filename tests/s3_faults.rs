@@ -243,6 +243,34 @@ fn connections_cut_in_the_middle_of_a_streamed_chunk() {
     assert!(s.proxy.accepted() > 0);
 }
 
+/// A store answering every request with `500 InternalError`: each retry goes out on a
+/// connection of its own (the S3 client library closes the one that carried a transient
+/// error, which a balancer in front of the store may be about to drop), the client gets 503
+/// `UNAVAILABLE`, and the log holds no error about a connection the library could not find.
+#[test]
+fn a_connection_that_carried_a_transient_error_is_not_reused() {
+    let s = setup();
+    s.proxy.set(Chaos::Fail(100));
+    // Connections opened before are closed: every connection from now on is throttled.
+    s.proxy.cut_all();
+    let before = s.proxy.accepted();
+    let path = format!("/v2/{REPO}/blobs/{}", sha256_digest(b"not stored"));
+    let resp = send(fresh(&s.reg, reqwest::Method::GET, &path));
+    assert_error_in(&resp, &[503], &["UNAVAILABLE"]);
+    let opened = s.proxy.accepted() - before;
+    s.proxy.set(Chaos::Pass);
+    assert!(
+        opened >= 4,
+        "the 4 attempts of the read each on a connection of its own: {opened} opened"
+    );
+    let log = s.reg.log();
+    assert!(
+        !log.contains("unable to mark the connection"),
+        "no error about a connection the client library could not close: {log}"
+    );
+    send(fresh(&s.reg, reqwest::Method::GET, &path)).assert_status(404);
+}
+
 /// An object store busy with other uploads can stop reading a part for seconds (moto under a
 /// push storm does); registry:2 waits for it, and so must Wharf: a 48 MiB chunk sent while
 /// storage takes nothing for 12 s (more than twice the few seconds after which a client library

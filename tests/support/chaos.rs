@@ -26,6 +26,9 @@ pub enum Chaos {
     /// HTTP upstreams only: answer this percentage of requests (every n-th of each hundred,
     /// spread evenly) with S3's `503 SlowDown`, and forward the others.
     Throttle(u8),
+    /// HTTP upstreams only: as [`Chaos::Throttle`], with S3's `500 InternalError` (a transient
+    /// failure, not a request to slow down).
+    Fail(u8),
 }
 
 struct ProxyShared {
@@ -150,7 +153,7 @@ fn accept_loop(listener: TcpListener, upstream: String, shared: Arc<ProxyShared>
                 shared.conns.lock().unwrap().push(client);
                 continue;
             }
-            Chaos::Throttle(_) => {
+            Chaos::Throttle(_) | Chaos::Fail(_) => {
                 shared
                     .conns
                     .lock()
@@ -210,7 +213,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) {
         let mode = *shared.mode.lock().unwrap();
         let mut piece = &buf[..n];
         match mode {
-            Chaos::Pass | Chaos::Throttle(_) => {}
+            Chaos::Pass | Chaos::Throttle(_) | Chaos::Fail(_) => {}
             Chaos::Hold(limit) if forwarded + n as u64 > limit => {
                 let first = limit.saturating_sub(forwarded) as usize;
                 if to.write_all(&piece[..first]).is_err() {
@@ -249,9 +252,11 @@ static THROTTLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
-/// Serves one client connection request by request: each is refused with `503 SlowDown` or
-/// forwarded alone on a new upstream connection (asked to close after its answer, so that the
-/// answer ends where the upstream connection does).
+const INTERNAL_ERROR: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
+
+/// Serves one client connection request by request: each is refused (`503 SlowDown`, `500
+/// InternalError`) or forwarded alone on a new upstream connection (asked to close after its
+/// answer, so that the answer ends where the upstream connection does).
 fn throttle(mut client: TcpStream, upstream: String, shared: Arc<ProxyShared>) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     let mut pending: Vec<u8> = Vec::new();
@@ -263,18 +268,19 @@ fn throttle(mut client: TcpStream, upstream: String, shared: Arc<ProxyShared>) {
         let Some((head, body)) = read_request(&mut client, &mut pending) else {
             break;
         };
-        let percent = match *shared.mode.lock().unwrap() {
-            Chaos::Throttle(p) => u64::from(p),
+        let (percent, status, refusal) = match *shared.mode.lock().unwrap() {
+            Chaos::Throttle(p) => (u64::from(p), "503 Slow Down", SLOW_DOWN),
+            Chaos::Fail(p) => (u64::from(p), "500 Internal Server Error", INTERNAL_ERROR),
             Chaos::Cut | Chaos::Blackhole => break,
-            Chaos::Pass | Chaos::Delay(_) | Chaos::Hold(_) => 0,
+            Chaos::Pass | Chaos::Delay(_) | Chaos::Hold(_) => (0, "", ""),
         };
         let n = THROTTLE_COUNTER.fetch_add(1, Ordering::SeqCst);
         // Every request whose slot in the hundred falls under the percentage.
         let refused = (n * 37 % 100) < percent;
         let answer = if refused {
             format!(
-                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{SLOW_DOWN}",
-                SLOW_DOWN.len()
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{refusal}",
+                refusal.len()
             )
             .into_bytes()
         } else {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -12,7 +13,9 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::ErrorKind;
-use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::client::legacy::connect::{
+    capture_connection, CaptureConnection, HttpConnector as TcpConnector,
+};
 use hyper_util::client::legacy::Client;
 
 type Connector = hyper_rustls::HttpsConnector<TcpConnector>;
@@ -74,10 +77,16 @@ impl std::fmt::Debug for Call {
 
 impl HttpConnector for Call {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let request = match request.try_into_http1x() {
+        let mut request = match request.try_into_http1x() {
             Ok(r) => r,
             Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
         };
+        // After a transient error (a 5xx, a throttle, a broken answer) the SDK closes the
+        // connection that carried it instead of reusing it; it reaches it through this.
+        let captured = capture_connection(&mut request);
+        if let Some(smithy) = request.extensions().get::<CaptureSmithyConnection>() {
+            smithy.set_connection_retriever(move || connection_metadata(&captured));
+        }
         let fut = self.client.request(request);
         let read_timeout = self.read_timeout;
         HttpConnectorFuture::new(async move {
@@ -106,6 +115,23 @@ impl HttpConnector for Call {
             HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
         })
     }
+}
+
+/// The SDK's handle on the pooled connection a request went out on: closing it takes it out
+/// of the pool once its answer is read.
+fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadata> {
+    let proxied = captured.connection_metadata().as_ref()?.is_proxied();
+    let captured = captured.clone();
+    Some(
+        ConnectionMetadata::builder()
+            .proxied(proxied)
+            .poison_fn(move || {
+                if let Some(connected) = captured.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+            })
+            .build(),
+    )
 }
 
 /// A short XML answer (at most 64 KiB): listings, multipart results, errors.
