@@ -279,6 +279,27 @@ fn atomic_writes_appear_on_commit_only(store: &Store) {
         a.move_to(path, moved).await.unwrap();
         assert_same(&b.get_content(moved).await.unwrap(), &blob, "large move");
         assert!(b.stat(path).await.unwrap_err().is_not_found());
+        // Read as a sealed file: its size, a range of it; a folder or nothing is no file.
+        assert_eq!(b.stat_sealed(moved).await.unwrap().size, blob.len() as u64);
+        assert_eq!(b.size_of(moved).await.unwrap(), Some(blob.len() as u64));
+        let chunks: Vec<Bytes> = b
+            .sealed_reader(moved, 3 * MIB as u64, Some(MIB as u64 + 1))
+            .await
+            .expect("sealed reader")
+            .try_collect()
+            .await
+            .expect("sealed read");
+        assert_same(
+            &chunks.concat(),
+            &blob[3 * MIB..4 * MIB + 1],
+            "sealed range",
+        );
+        assert!(b
+            .stat_sealed("/docker/registry/v2/blobs/sha256/44")
+            .await
+            .unwrap_err()
+            .is_not_found());
+        assert_eq!(b.size_of(path).await.unwrap(), None);
 
         // Replacing a file is atomic too: the old content until commit.
         let mut w = a.atomic_writer(moved).await.unwrap();
