@@ -85,6 +85,21 @@ impl S3Driver {
     ) -> Result<usize, StorageError> {
         purge::purge_multipart_uploads(&self.s3, crate::storage::stale_before(age), dry_run).await
     }
+
+    /// `len` bytes from `offset` of the file at `path`, read as a sealed file or as one that
+    /// may be open for appends.
+    async fn read(
+        &self,
+        path: &str,
+        range: (u64, Option<u64>),
+        sealed: bool,
+    ) -> Result<ByteStream, StorageError> {
+        let Some(range) = crate::storage::object_range(self, path, range, sealed).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let out = appended::get(&self.s3, path, range, !sealed).await?;
+        first_bytes(path, out.body).await
+    }
 }
 
 /// A read's stream once its first bytes are in: storage failing at once is an error the
@@ -179,12 +194,7 @@ impl StorageDriver for S3Driver {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
-        let range = (offset, len);
-        let Some(range) = crate::storage::object_range(self, path, range, false).await? else {
-            return Ok(Box::pin(futures_util::stream::empty()));
-        };
-        let out = appended::get(&self.s3, path, range, true).await?;
-        first_bytes(path, out.body).await
+        self.read(path, (offset, len), false).await
     }
 
     async fn sealed_reader(
@@ -193,12 +203,7 @@ impl StorageDriver for S3Driver {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
-        let range = (offset, len);
-        let Some(range) = crate::storage::object_range(self, path, range, true).await? else {
-            return Ok(Box::pin(futures_util::stream::empty()));
-        };
-        let out = appended::get(&self.s3, path, range, false).await?;
-        first_bytes(path, out.body).await
+        self.read(path, (offset, len), true).await
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
