@@ -251,7 +251,7 @@ fn connections_cut_in_the_middle_of_a_streamed_chunk() {
 fn a_connection_that_carried_a_transient_error_is_not_reused() {
     let s = setup();
     s.proxy.set(Chaos::Fail(100));
-    // Connections opened before are closed: every connection from now on is throttled.
+    // Connections opened before are closed: every request from now on is refused.
     s.proxy.cut_all();
     let before = s.proxy.accepted();
     let path = format!("/v2/{REPO}/blobs/{}", sha256_digest(b"not stored"));
