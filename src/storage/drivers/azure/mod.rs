@@ -64,6 +64,23 @@ impl AzureDriver {
             client: Arc::new(Client::new(settings)?),
         })
     }
+
+    /// Deletes the named blobs, several at once; one deleted meanwhile by someone else is gone
+    /// either way.
+    async fn delete_blobs(&self, names: Vec<String>, path: &str) -> Result<(), StorageError> {
+        let client = &self.client;
+        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(names)
+            .map(|n| async move {
+                match client.delete(&n, path, Condition::Always).await {
+                    Err(StorageError::NotFound(_)) => Ok(()),
+                    other => other,
+                }
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
 }
 
 /// With Entra ID credentials, asks for a first token so that a configuration that cannot work
@@ -183,6 +200,20 @@ impl StorageDriver for AzureDriver {
         }
     }
 
+    // One properties request: a missing sealed file needs no listing to tell it from a folder.
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let name = self.client.name(path)?;
+        if name.is_empty() || name.ends_with('/') {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        let props = self.client.properties(&name, path).await?;
+        Ok(FileInfo {
+            size: props.size,
+            is_dir: false,
+            modified: props.modified,
+        })
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
         let entries = self.list_entries(path).await?;
         Ok(entries.into_iter().map(|(name, _)| name).collect())
@@ -235,19 +266,22 @@ impl StorageDriver for AzureDriver {
         if doomed.is_empty() {
             return Err(StorageError::NotFound(path.to_string()));
         }
-        let client = &self.client;
-        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(doomed)
-            .map(|n| async move {
-                match client.delete(&n, path, Condition::Always).await {
-                    // Deleted meanwhile by someone else: gone either way.
-                    Err(StorageError::NotFound(_)) => Ok(()),
-                    other => other,
-                }
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        self.delete_blobs(doomed, path).await
+    }
+
+    // A file is one block blob with nothing kept beside it: the known files are the tree.
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let prefix = self.client.dir_prefix(dir)?;
+        let mut names = Vec::with_capacity(files.len());
+        for file in files {
+            let name = self.client.name(file)?;
+            // Only the tree's own files: a caller's mistake must not reach elsewhere.
+            if !name.starts_with(prefix.as_str()) {
+                return Err(StorageError::InvalidPath(file.clone()));
+            }
+            names.push(name);
+        }
+        self.delete_blobs(names, dir).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {

@@ -736,12 +736,24 @@ impl Client {
         delimiter: bool,
         path: &str,
     ) -> Result<(Vec<Object>, Vec<String>), StorageError> {
+        self.list_as("ListObjects", prefix, delimiter, path).await
+    }
+
+    /// [`Self::list`], counted and logged as `op`: what is listed (a folder of the tree, or
+    /// the scratch objects of one file) is told apart in the metrics.
+    pub(super) async fn list_as(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        delimiter: bool,
+        path: &str,
+    ) -> Result<(Vec<Object>, Vec<String>), StorageError> {
         let mut objects = Vec::new();
         let mut prefixes = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
-                .list_page(prefix, delimiter, token.as_deref(), LIST_PAGE, path)
+                .list_page(op, prefix, delimiter, token.as_deref(), LIST_PAGE, path)
                 .await?;
             objects.extend(page.items);
             prefixes.extend(page.prefixes);
@@ -750,17 +762,20 @@ impl Client {
                 return Ok((objects, prefixes));
             }
         }
-        Err(io_error("ListObjects", path, "too many pages"))
+        Err(io_error(op, path, "too many pages"))
     }
 
     /// True when any object's name starts with `prefix`.
     pub(super) async fn any_under(&self, prefix: &str, path: &str) -> Result<bool, StorageError> {
-        let page = self.list_page(prefix, false, None, 1, path).await?;
+        let page = self
+            .list_page("ListObjects", prefix, false, None, 1, path)
+            .await?;
         Ok(!page.items.is_empty())
     }
 
     async fn list_page(
         &self,
+        op: &'static str,
         prefix: &str,
         delimiter: bool,
         token: Option<&str>,
@@ -778,7 +793,7 @@ impl Client {
         if let Some(t) = token {
             target.push_str(&format!("&pageToken={}", encode(t)));
         }
-        let req = Request::new("ListObjects", Method::GET, target);
+        let req = Request::new(op, Method::GET, target);
         self.call_json(req, path).await
     }
 

@@ -166,6 +166,20 @@ impl StorageDriver for GcsDriver {
         }
     }
 
+    // One metadata request: a missing sealed file needs no listing to tell it from a folder.
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let name = self.client.name(path)?;
+        if name.is_empty() || name.ends_with('/') {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        let object = self.client.metadata(&name, path).await?;
+        Ok(FileInfo {
+            size: object.size(),
+            is_dir: false,
+            modified: object.modified(),
+        })
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
         let entries = self.list_entries(path).await?;
         Ok(entries.into_iter().map(|(name, _)| name).collect())
@@ -225,6 +239,24 @@ impl StorageDriver for GcsDriver {
         }
         self.delete_objects(doomed, path).await?;
         writer::forget_claims(&self.client, &name, path).await
+    }
+
+    // The known files, then the append claims of everything under the folder (one listing
+    // of the scratch area, whose claims are not known).
+    async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
+        let name = self.client.name(dir)?;
+        let prefix = self.client.dir_prefix(dir)?;
+        let mut names = Vec::with_capacity(files.len());
+        for file in files {
+            let file_name = self.client.name(file)?;
+            // Only the tree's own files: a caller's mistake must not reach elsewhere.
+            if !file_name.starts_with(prefix.as_str()) {
+                return Err(StorageError::InvalidPath(file.clone()));
+            }
+            names.push(file_name);
+        }
+        self.delete_objects(names, dir).await?;
+        writer::forget_claims(&self.client, &name, dir).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {

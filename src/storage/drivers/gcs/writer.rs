@@ -378,6 +378,42 @@ impl GcsWriter {
         Ok(part)
     }
 
+    /// Appends what was written, claims the result so no append follows it, and copies it to
+    /// `to`: (client, source name, source path, generation copied).
+    async fn place_at(
+        mut self: Box<Self>,
+        to: &str,
+    ) -> Result<(Arc<Client>, String, String, u64), StorageError> {
+        let Kind::Append { base } = self.kind else {
+            return Err(io_error(
+                "commit",
+                &self.path,
+                "commit_to is for append writers",
+            ));
+        };
+        let target = self.client.name(to)?;
+        let appended = self.append_part(base).await;
+        self.clean_up().await;
+        let generation = appended?;
+        // No append may follow the bytes being placed.
+        self.claim(generation).await?;
+        match self
+            .client
+            .rewrite(&self.name, &target, &self.path, Some(generation))
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::Busy(_)) => return Err(StorageError::Changed(self.path.clone())),
+            Err(e) => return Err(e),
+        }
+        Ok((
+            self.client.clone(),
+            self.name.clone(),
+            self.path.clone(),
+            generation,
+        ))
+    }
+
     /// Ends the writer: its session cancelled, its parts deleted.
     async fn clean_up(&mut self) {
         self.finished = true;
@@ -472,38 +508,18 @@ impl FileWriter for GcsWriter {
         result
     }
 
-    async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
-        let Kind::Append { base } = self.kind else {
-            return Err(io_error(
-                "commit",
-                &self.path,
-                "commit_to is for append writers",
-            ));
-        };
-        let target = self.client.name(to)?;
-        let appended = self.append_part(base).await;
-        self.clean_up().await;
-        let generation = appended?;
-        // No append may follow the bytes being placed.
-        self.claim(generation).await?;
-        match self
-            .client
-            .rewrite(&self.name, &target, &self.path, Some(generation))
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::Busy(_)) => return Err(StorageError::Changed(self.path.clone())),
-            Err(e) => return Err(e),
-        }
-        match self
-            .client
-            .delete(&self.name, &self.path, Some(generation))
-            .await
-        {
+    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let (client, name, path, generation) = self.place_at(to).await?;
+        match client.delete(&name, &path, Some(generation)).await {
             Ok(()) | Err(StorageError::NotFound(_)) | Err(StorageError::Busy(_)) => {}
             Err(e) => return Err(e),
         }
-        forget_claims(&self.client, &self.name, &self.path).await
+        forget_claims(&client, &name, &path).await
+    }
+
+    // The source and its claims go with the folder's delete (`delete_known_tree`).
+    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        self.place_at(to).await.map(|_| ())
     }
 
     async fn cancel(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -542,7 +558,7 @@ pub(super) async fn forget_claims(
     path: &str,
 ) -> Result<(), StorageError> {
     let (claims, _) = client
-        .list(&claims_prefix(client, name), false, path)
+        .list_as("ListClaims", &claims_prefix(client, name), false, path)
         .await?;
     let names = claims.into_iter().map(|o| o.name).collect();
     delete_scratch(client, path, names).await;

@@ -864,11 +864,23 @@ impl Client {
         delimiter: Option<char>,
         path: &str,
     ) -> Result<Vec<Listed>, StorageError> {
+        self.list_as("ListObjects", prefix, delimiter, path).await
+    }
+
+    /// [`Self::list`], counted and logged as `op`: what is listed (a folder of the tree, or
+    /// the segments of one file) is told apart in the metrics.
+    pub(super) async fn list_as(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        delimiter: Option<char>,
+        path: &str,
+    ) -> Result<Vec<Listed>, StorageError> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
-                .list_page(prefix, delimiter, marker.as_deref(), LIST_PAGE, path)
+                .list_page_as(op, prefix, delimiter, marker.as_deref(), LIST_PAGE, path)
                 .await?;
             let full = page.len() >= LIST_PAGE;
             marker = page.last().map(|l| match l {
@@ -880,7 +892,7 @@ impl Client {
                 return Ok(out);
             }
         }
-        Err(io_error("ListObjects", path, "too many pages"))
+        Err(io_error(op, path, "too many pages"))
     }
 
     /// One listing page of at most `limit` entries after `marker`.
@@ -892,7 +904,21 @@ impl Client {
         limit: usize,
         path: &str,
     ) -> Result<Vec<Listed>, StorageError> {
-        let mut req = Request::new("ListObjects", Method::GET, Target::Container)
+        self.list_page_as("ListObjects", prefix, delimiter, marker, limit, path)
+            .await
+    }
+
+    /// [`Self::list_page`], counted and logged as `op`.
+    async fn list_page_as(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        delimiter: Option<char>,
+        marker: Option<&str>,
+        limit: usize,
+        path: &str,
+    ) -> Result<Vec<Listed>, StorageError> {
+        let mut req = Request::new(op, Method::GET, Target::Container)
             .query("format", "json")
             .query("limit", limit.to_string());
         if !prefix.is_empty() {
@@ -912,12 +938,12 @@ impl Client {
         let body = read_limited(response.into_body(), MAX_JSON_BODY)
             .await
             .map_err(|source| StorageError::Io {
-                op: "ListObjects",
+                op,
                 path: path.to_string(),
                 source,
             })?;
         parse_listing(&body).map_err(|source| StorageError::Io {
-            op: "ListObjects",
+            op,
             path: path.to_string(),
             source,
         })

@@ -325,6 +325,20 @@ impl StorageDriver for SwiftDriver {
         }
     }
 
+    // One HEAD: a missing sealed file needs no listing to tell it from a folder.
+    async fn stat_sealed(&self, path: &str) -> Result<FileInfo, StorageError> {
+        let name = self.name(path)?;
+        if name.is_empty() || name.ends_with('/') {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        let head = self.client.head(&name, path).await?;
+        Ok(FileInfo {
+            size: head.size,
+            is_dir: false,
+            modified: head.modified,
+        })
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>, StorageError> {
         let entries = self.list_entries(path).await?;
         Ok(entries.into_iter().map(|(name, _)| name).collect())

@@ -41,7 +41,9 @@ pub(super) async fn list_segments(
     segments: &str,
     path: &str,
 ) -> Result<Vec<Segment>, StorageError> {
-    let listed = client.list(&format!("{segments}/"), None, path).await?;
+    let listed = client
+        .list_as("ListSegments", &format!("{segments}/"), None, path)
+        .await?;
     let mut out: Vec<Segment> = listed
         .into_iter()
         .filter_map(|l| match l {

@@ -1,0 +1,88 @@
+//! The requests a `skopeo copy` push makes to Azure Blob (Azurite), GCS (fake-gcs-server) and
+//! Swift, counted by the node's own `wharf_external_call_seconds` metric, and the image read
+//! back. Looking for a blob that is not stored yet is one metadata request, and a finished
+//! upload's folder is deleted by its known files: on Azure and GCS no folder of the tree is
+//! listed (`ListBlobs`, `ListObjects`). What one file keeps apart is listed, as S3's
+//! `ListParts` is: GCS's append claims (`ListClaims`), Swift's segments (`ListSegments`).
+//! Swift still lists each finished upload's folder: its large-object manifests are only known
+//! by a `HEAD` each, which costs more than the listing. S3's push is counted at the server
+//! itself in `s3_push_requests.rs`.
+
+mod support;
+
+use support::object_store::StoreTarget;
+use support::*;
+
+/// Calls to the store by operation, from one scrape.
+fn calls(reg: &Registry, system: &str) -> std::collections::BTreeMap<String, f64> {
+    let scrape = reg.scrape();
+    let mut by_op = std::collections::BTreeMap::new();
+    for (labels, value) in
+        scrape.matching("wharf_external_call_seconds_count", &[("system", system)])
+    {
+        if let Some(op) = labels.get("operation") {
+            *by_op.entry(op.clone()).or_insert(0.0) += value;
+        }
+    }
+    by_op
+}
+
+/// Pushes a 3-layer image (4 uploads) and checks that at most `folders_per_upload` listings
+/// of the tree's folders (`tree_listing`) were made per upload.
+fn push_listings(driver: Driver, system: &str, tree_listing: &str, folders_per_upload: f64) {
+    let target = StoreTarget::fresh(driver);
+    let reg = target
+        .builder()
+        .debug_server(true)
+        // Nothing in the background may list while the push is counted.
+        .without_upload_purging()
+        .start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = OciLayout::create(&work.path().join("in"));
+    let image = layout.image_with_layers("amd64", &[1 << 20, 2 << 20, 3 << 20]);
+    layout.tag("image", &image);
+
+    let before = calls(&reg, system);
+    copy_in(&reg, &layout.dir, "image", "push/requests:v1", false);
+    let after = calls(&reg, system);
+    let pushed: Vec<(String, f64)> = after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    eprintln!("{system} calls of the push: {pushed:?}");
+    assert!(
+        pushed.iter().map(|(_, n)| n).sum::<f64>() >= 10.0,
+        "the push was counted: {pushed:?}"
+    );
+    let listings: f64 = pushed
+        .iter()
+        .filter(|(op, _)| op == tree_listing)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        listings <= 4.0 * folders_per_upload,
+        "{listings} folder listings for 4 uploads: {pushed:?}"
+    );
+
+    let out = work.path().join("out");
+    copy_out(&reg, "push/requests:v1", &oci_ref(&out, "image"), false);
+    let pulled = OciLayout::create_existing(&out);
+    assert_eq!(pulled.digest_of("image"), layout.digest_of("image"));
+    assert_eq!(target.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn azure_push_lists_no_folder() {
+    push_listings(Driver::Azure, "azure", "ListBlobs", 0.0);
+}
+
+#[test]
+fn gcs_push_lists_no_folder() {
+    push_listings(Driver::Gcs, "gcs", "ListObjects", 0.0);
+}
+
+#[test]
+fn swift_push_lists_only_each_finished_upload_folder() {
+    push_listings(Driver::Swift, "swift", "ListObjects", 1.0);
+}
