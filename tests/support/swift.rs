@@ -194,30 +194,48 @@ impl Swift {
     /// A private cluster on free ports whose largest object is `max_file_size` (Swift's
     /// default, 5 GiB, when `None`).
     pub fn start_with(max_file_size: Option<u64>) -> Swift {
-        let dir = tempfile::Builder::new()
-            .prefix("wharf-swift-")
-            .tempdir()
-            .expect("temp dir");
-        let ports = Ports {
-            proxy: free_port(),
-            account: free_port(),
-            container: free_port(),
-            object: free_port(),
-            memcached: free_port(),
-        };
-        configure(dir.path(), ports, max_file_size);
-        let swift = Swift {
-            ports,
-            own_constraints: max_file_size.is_some(),
-            servers: Mutex::new(None),
-            dir,
-        };
-        swift.run();
-        swift
+        // A free port can be taken by another test's process before a server binds it: a
+        // cluster that does not come up is started again on other ports.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("wharf-swift-")
+                .tempdir()
+                .expect("temp dir");
+            let ports = Ports {
+                proxy: free_port(),
+                account: free_port(),
+                container: free_port(),
+                object: free_port(),
+                memcached: free_port(),
+            };
+            configure(dir.path(), ports, max_file_size);
+            let swift = Swift {
+                ports,
+                own_constraints: max_file_size.is_some(),
+                servers: Mutex::new(None),
+                dir,
+            };
+            match swift.try_run() {
+                Ok(()) => return swift,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("swift start attempt {attempt} failed, trying other ports:\n{why}");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Starts the processes (again, on the same ports and data, after [`Self::stop`]).
     pub fn run(&self) {
+        if let Err(why) = self.try_run() {
+            panic!("{why}");
+        }
+    }
+
+    /// [`Self::run`], saying why the cluster did not come up.
+    fn try_run(&self) -> Result<(), String> {
         let etc = self.dir.path().join("etc");
         let mut commands = vec![format!(
             "memcached -l 127.0.0.1 -p {} -U 0 -m 64 -u root",
@@ -251,10 +269,10 @@ impl Swift {
             scrub_env: &[],
         });
         *self.servers.lock().unwrap() = Some(servers);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + WAIT_LIMIT;
         let client = reqwest::blocking::Client::new();
         let p = self.ports;
@@ -274,19 +292,19 @@ impl Swift {
                 })
             };
             if listening && self.account_answers(&client) {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 break;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!(
+        Err(format!(
             "swift did not start on port {} (install swift-proxy, swift-account, \
              swift-container, swift-object and memcached: see .ci/test):\n{}",
             self.ports.proxy,
             self.log_text()
-        );
+        ))
     }
 
     /// A token, then `HEAD` of the account with it succeeds.
