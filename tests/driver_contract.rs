@@ -197,6 +197,61 @@ fn appends_resume_on_another_node(store: &Store, blob_len: usize, publish: Publi
     blob
 }
 
+/// Where [`finished_upload_folder_is_deleted_by_its_known_files`] publishes its blob.
+const KNOWN_TREE_BLOB: &str = "/docker/registry/v2/blobs/sha256/kn/known/data";
+
+/// An upload finished the way the registry finishes one: the last writer places the file at
+/// the blob's path leaving its source to the folder's delete, then the folder is deleted
+/// given its files. The blob reads back, nothing is left under the folder, and a sibling
+/// folder whose name starts with the same characters is untouched.
+fn finished_upload_folder_is_deleted_by_its_known_files(store: &Store) {
+    let (a, b) = (store.a.as_ref(), store.b.as_ref());
+    let dir = "/docker/registry/v2/repositories/r/_uploads/known";
+    let sibling = "/docker/registry/v2/repositories/r/_uploads/known2/startedat";
+    let (started, file) = (format!("{dir}/startedat"), format!("{dir}/data"));
+    let hashstate = format!("{dir}/hashstates/sha256/{}", 5 * MIB);
+    let blob = data(7 * MIB + 3);
+    runtime().block_on(async {
+        a.put_content(&started, Bytes::from_static(b"2026-12-07T00:00:00Z"))
+            .await
+            .unwrap();
+        a.put_content(sibling, Bytes::from_static(b"other"))
+            .await
+            .unwrap();
+        append(a, &file, 0, &blob[..5 * MIB]).await;
+        a.put_content(&hashstate, Bytes::from_static(b"state"))
+            .await
+            .unwrap();
+        let mut w = b.writer(&file, 5 * MIB as u64).await.unwrap();
+        w.write(Bytes::copy_from_slice(&blob[5 * MIB..]))
+            .await
+            .unwrap();
+        w.commit_to_leaving_source(KNOWN_TREE_BLOB)
+            .await
+            .expect("commit_to_leaving_source");
+        assert_same(&read(a, KNOWN_TREE_BLOB).await, &blob, "placed blob");
+
+        b.delete_known_tree(dir, &[started, file, hashstate])
+            .await
+            .expect("delete_known_tree");
+        assert!(a.stat(dir).await.unwrap_err().is_not_found(), "folder left");
+        assert!(
+            a.list(dir).await.unwrap_err().is_not_found(),
+            "folder listed"
+        );
+        assert_eq!(a.get_content(sibling).await.unwrap(), "other");
+        assert_same(
+            &read(b, KNOWN_TREE_BLOB).await,
+            &blob,
+            "blob after the delete",
+        );
+        // Deleting it again finds nothing to do.
+        b.delete_known_tree(dir, &[format!("{dir}/startedat")])
+            .await
+            .expect("delete_known_tree again");
+    });
+}
+
 /// Two writers opened at the same point (a retried request racing the original), on two
 /// nodes: the second to commit loses, and the file is never published with bytes of both.
 fn racing_writers_never_publish_mixed_bytes(store: &Store) {
@@ -505,6 +560,10 @@ macro_rules! contract {
         #[test]
         fn exclusive_creation_has_one_winner_across_nodes() {
             super::exclusive_creation_has_one_winner_across_nodes(&$store());
+        }
+        #[test]
+        fn finished_upload_folder_is_deleted_by_its_known_files() {
+            super::finished_upload_folder_is_deleted_by_its_known_files(&$store());
         }
         #[test]
         fn appends_resume_on_another_node_then_commit_to() {
@@ -984,6 +1043,21 @@ mod gcs {
                 .await
                 .unwrap();
             assert_eq!(listed, vec!["data".to_string()]);
+            assert_eq!(
+                plain.list("/").await.unwrap(),
+                vec!["wharf-root".to_string()]
+            );
+        });
+    }
+
+    /// A finished upload's folder deleted by its known files takes the upload object's claims
+    /// with it: nothing is left beside the root.
+    #[test]
+    fn a_known_tree_delete_leaves_no_claim() {
+        let target = GcsTarget::fresh();
+        super::finished_upload_folder_is_deleted_by_its_known_files(&store_on(&target));
+        super::runtime().block_on(async {
+            let plain = server::driver(&target, "", MIB);
             assert_eq!(
                 plain.list("/").await.unwrap(),
                 vec!["wharf-root".to_string()]
