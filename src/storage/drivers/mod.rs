@@ -1,6 +1,7 @@
 //! Storage driver implementations.
 
 pub mod azure;
+mod bulk_delete;
 mod cached_read;
 pub mod filesystem;
 pub mod gcs;

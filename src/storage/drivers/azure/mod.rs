@@ -38,17 +38,14 @@ mod xml;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 
+use crate::storage::drivers::bulk_delete::{delete_each, names_in_folder};
 use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
 use client::{Client, Condition};
 use writer::AzureWriter;
 
 pub use settings::{AzureAuth, AzureSettings, AzureSetupError};
 pub use writer::BLOCK_SIZE;
-
-/// Blobs deleted at once when a directory is deleted.
-const DELETE_CONCURRENCY: usize = 16;
 
 /// Driver over one container.
 #[derive(Clone)]
@@ -65,21 +62,13 @@ impl AzureDriver {
         })
     }
 
-    /// Deletes the named blobs, several at once; one deleted meanwhile by someone else is gone
-    /// either way.
+    /// Deletes the named blobs, several at once.
     async fn delete_blobs(&self, names: Vec<String>, path: &str) -> Result<(), StorageError> {
         let client = &self.client;
-        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(names)
-            .map(|n| async move {
-                match client.delete(&n, path, Condition::Always).await {
-                    Err(StorageError::NotFound(_)) => Ok(()),
-                    other => other,
-                }
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        delete_each(names, |n| async move {
+            client.delete(&n, path, Condition::Always).await
+        })
+        .await
     }
 }
 
@@ -272,15 +261,7 @@ impl StorageDriver for AzureDriver {
     // A file is one block blob with nothing kept beside it: the known files are the tree.
     async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
         let prefix = self.client.dir_prefix(dir)?;
-        let mut names = Vec::with_capacity(files.len());
-        for file in files {
-            let name = self.client.name(file)?;
-            // Only the tree's own files: a caller's mistake must not reach elsewhere.
-            if !name.starts_with(prefix.as_str()) {
-                return Err(StorageError::InvalidPath(file.clone()));
-            }
-            names.push(name);
-        }
+        let names = names_in_folder(&prefix, files, |f| self.client.name(f))?;
         self.delete_blobs(names, dir).await
     }
 

@@ -39,16 +39,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 
+use crate::storage::drivers::bulk_delete::{delete_each, names_in_folder};
 use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
 use client::Client;
 use writer::GcsWriter;
 
 pub use settings::{GcsSettings, GcsSetupError, KeySource, GOOGLE_ENDPOINT};
-
-/// Objects deleted at once when a directory is deleted.
-const DELETE_CONCURRENCY: usize = 16;
 
 /// Driver over one bucket.
 #[derive(Clone)]
@@ -77,17 +74,11 @@ impl GcsDriver {
     /// Deletes objects, concurrently; ones already gone are skipped.
     async fn delete_objects(&self, names: Vec<String>, path: &str) -> Result<(), StorageError> {
         let client = &self.client;
-        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(names)
-            .map(|n| async move {
-                match client.delete(&n, path, None).await {
-                    Err(StorageError::NotFound(_)) => Ok(()),
-                    other => other,
-                }
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        delete_each(
+            names,
+            |n| async move { client.delete(&n, path, None).await },
+        )
+        .await
     }
 }
 
@@ -246,15 +237,7 @@ impl StorageDriver for GcsDriver {
     async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
         let name = self.client.name(dir)?;
         let prefix = self.client.dir_prefix(dir)?;
-        let mut names = Vec::with_capacity(files.len());
-        for file in files {
-            let file_name = self.client.name(file)?;
-            // Only the tree's own files: a caller's mistake must not reach elsewhere.
-            if !file_name.starts_with(prefix.as_str()) {
-                return Err(StorageError::InvalidPath(file.clone()));
-            }
-            names.push(file_name);
-        }
+        let names = names_in_folder(&prefix, files, |f| self.client.name(f))?;
         self.delete_objects(names, dir).await?;
         writer::forget_claims(&self.client, &name, dir).await
     }

@@ -27,12 +27,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::client::{io_error, Client};
+use crate::storage::drivers::bulk_delete::delete_each;
 use crate::storage::{FileWriter, StorageError};
 
 /// Components a GCS object may be made of: `compose` refuses to make more.
 pub(super) const MAX_COMPONENTS: u64 = 1024;
-/// Scratch objects deleted at once.
-const DELETE_CONCURRENCY: usize = 16;
 
 /// The object an append starts from.
 #[derive(Debug, Clone, Copy)]
@@ -451,18 +450,12 @@ pub(super) fn claims_prefix(client: &Client, name: &str) -> String {
 
 /// Deletes scratch objects; failures only leave garbage in the scratch area, logged.
 async fn delete_scratch(client: &Client, path: &str, names: Vec<String>) {
-    let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(names)
-        .map(|p| async move { client.delete(&p, path, None).await })
-        .buffer_unordered(DELETE_CONCURRENCY)
-        .collect()
-        .await;
-    for r in results {
-        match r {
-            Ok(()) | Err(StorageError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(
-                target: "wharf::storage::gcs", error = %e, "scratch object not deleted"
-            ),
-        }
+    let deleted = delete_each(
+        names,
+        |p| async move { client.delete(&p, path, None).await },
+    );
+    if let Err(e) = deleted.await {
+        tracing::warn!(target: "wharf::storage::gcs", error = %e, "scratch object not deleted");
     }
 }
 

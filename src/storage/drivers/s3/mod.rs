@@ -53,6 +53,7 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use bytes::{Bytes, BytesMut};
 
+use crate::storage::drivers::bulk_delete::names_in_folder;
 use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
 use client::{io_error, Inner, PutCondition};
 use writer::S3Writer;
@@ -325,16 +326,10 @@ impl StorageDriver for S3Driver {
     async fn delete_known_tree(&self, dir: &str, files: &[String]) -> Result<(), StorageError> {
         let s3 = &self.s3;
         let prefix = s3.dir_prefix(dir)?;
-        let mut keys = Vec::with_capacity(files.len() * 2);
-        for file in files {
-            let key = s3.key(file)?;
-            // Only the tree's own files: a caller's mistake must not reach elsewhere.
-            if !key.starts_with(prefix.as_str()) {
-                return Err(StorageError::InvalidPath(file.clone()));
-            }
-            keys.push(appended::record_key(&key));
-            keys.push(key);
-        }
+        let keys: Vec<String> = names_in_folder(&prefix, files, |f| s3.key(f))?
+            .into_iter()
+            .flat_map(|key| [appended::record_key(&key), key])
+            .collect();
         if keys.is_empty() {
             return Ok(());
         }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::storage::drivers::bulk_delete::delete_each;
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
@@ -44,8 +45,6 @@ use writer::{fresh_segments, list_segments, Segment, SwiftWriter};
 pub use keystone::KeystoneSettings;
 pub use settings::{SwiftSettings, SwiftSetupError};
 
-/// Objects deleted at once when a directory is deleted.
-const DELETE_CONCURRENCY: usize = 16;
 /// Segments copied at once when a large file is published.
 const COPY_CONCURRENCY: usize = 8;
 /// How long an exclusive creator waits for racing creators' writes to land before it reads
@@ -92,17 +91,10 @@ async fn check_record(
 /// Deletes a DLO's segments (one by one: bulk delete may be off).
 async fn delete_segments(client: &Client, segments: &str, path: &str) -> Result<(), StorageError> {
     let listed = list_segments(client, segments, path).await?;
-    let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(listed)
-        .map(|s| async move {
-            match client.delete(&segment_name(segments, s.number), path).await {
-                Err(StorageError::NotFound(_)) => Ok(()),
-                other => other,
-            }
-        })
-        .buffer_unordered(DELETE_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    delete_each(listed, |s| async move {
+        client.delete(&segment_name(segments, s.number), path).await
+    })
+    .await
 }
 
 /// Deletes segments nothing points at any more; a failure leaves garbage, not lost data.
@@ -414,32 +406,17 @@ impl StorageDriver for SwiftDriver {
             return Err(StorageError::NotFound(path.to_string()));
         }
         let client = &self.client;
-        let results: Vec<Result<(), StorageError>> = futures_util::stream::iter(doomed)
-            .map(|(n, bytes)| async move {
-                // A DLO's manifest is an empty object: its segments go with it.
-                if bytes == 0 {
-                    match client.head(&n, path).await {
-                        Ok(head) => {
-                            if let Some((_, segments)) =
-                                head.manifest.as_deref().and_then(parse_manifest)
-                            {
-                                delete_segments(client, segments, path).await?;
-                            }
-                        }
-                        Err(StorageError::NotFound(_)) => return Ok(()),
-                        Err(e) => return Err(e),
-                    }
+        delete_each(doomed, |(n, bytes)| async move {
+            // A DLO's manifest is an empty object: its segments go with it.
+            if bytes == 0 {
+                let head = client.head(&n, path).await?;
+                if let Some((_, segments)) = head.manifest.as_deref().and_then(parse_manifest) {
+                    delete_segments(client, segments, path).await?;
                 }
-                match client.delete(&n, path).await {
-                    // Deleted meanwhile by someone else: gone either way.
-                    Err(StorageError::NotFound(_)) => Ok(()),
-                    other => other,
-                }
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect()
+            }
+            client.delete(&n, path).await
+        })
+        .await
     }
 
     // registry:2 continues an upload only from its manifest, which its own POST writes with no
