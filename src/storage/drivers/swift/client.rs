@@ -880,7 +880,7 @@ impl Client {
         let mut marker: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
-                .list_page_as(op, prefix, delimiter, marker.as_deref(), LIST_PAGE, path)
+                .list_page(op, prefix, delimiter, marker.as_deref(), LIST_PAGE, path)
                 .await?;
             let full = page.len() >= LIST_PAGE;
             marker = page.last().map(|l| match l {
@@ -895,21 +895,8 @@ impl Client {
         Err(io_error(op, path, "too many pages"))
     }
 
-    /// One listing page of at most `limit` entries after `marker`.
+    /// One listing page of at most `limit` entries after `marker`, counted and logged as `op`.
     pub(super) async fn list_page(
-        &self,
-        prefix: &str,
-        delimiter: Option<char>,
-        marker: Option<&str>,
-        limit: usize,
-        path: &str,
-    ) -> Result<Vec<Listed>, StorageError> {
-        self.list_page_as("ListObjects", prefix, delimiter, marker, limit, path)
-            .await
-    }
-
-    /// [`Self::list_page`], counted and logged as `op`.
-    async fn list_page_as(
         &self,
         op: &'static str,
         prefix: &str,

@@ -304,7 +304,7 @@ impl StorageDriver for SwiftDriver {
         // A "directory" is any object under the prefix.
         let under = self
             .client
-            .list_page(&format!("{name}/"), None, None, 1, path)
+            .list_page("ListObjects", &format!("{name}/"), None, None, 1, path)
             .await?;
         if under.is_empty() {
             Err(StorageError::NotFound(path.to_string()))
