@@ -378,11 +378,8 @@ impl GcsWriter {
     }
 
     /// Appends what was written, claims the result so no append follows it, and copies it to
-    /// `to`: (client, source name, source path, generation copied).
-    async fn place_at(
-        mut self: Box<Self>,
-        to: &str,
-    ) -> Result<(Arc<Client>, String, String, u64), StorageError> {
+    /// `to`; the generation copied.
+    async fn place_at(&mut self, to: &str) -> Result<u64, StorageError> {
         let Kind::Append { base } = self.kind else {
             return Err(io_error(
                 "commit",
@@ -405,12 +402,7 @@ impl GcsWriter {
             Err(StorageError::Busy(_)) => return Err(StorageError::Changed(self.path.clone())),
             Err(e) => return Err(e),
         }
-        Ok((
-            self.client.clone(),
-            self.name.clone(),
-            self.path.clone(),
-            generation,
-        ))
+        Ok(generation)
     }
 
     /// Ends the writer: its session cancelled, its parts deleted.
@@ -501,17 +493,21 @@ impl FileWriter for GcsWriter {
         result
     }
 
-    async fn commit_to(self: Box<Self>, to: &str) -> Result<(), StorageError> {
-        let (client, name, path, generation) = self.place_at(to).await?;
-        match client.delete(&name, &path, Some(generation)).await {
+    async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        let generation = self.place_at(to).await?;
+        match self
+            .client
+            .delete(&self.name, &self.path, Some(generation))
+            .await
+        {
             Ok(()) | Err(StorageError::NotFound(_)) | Err(StorageError::Busy(_)) => {}
             Err(e) => return Err(e),
         }
-        forget_claims(&client, &name, &path).await
+        forget_claims(&self.client, &self.name, &self.path).await
     }
 
     // The source and its claims go with the folder's delete (`delete_known_tree`).
-    async fn commit_to_leaving_source(self: Box<Self>, to: &str) -> Result<(), StorageError> {
+    async fn commit_to_leaving_source(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
         self.place_at(to).await.map(|_| ())
     }
 
