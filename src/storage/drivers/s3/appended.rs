@@ -25,7 +25,7 @@ use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::client::{copy_ranges, io_error, Inner, PartCopy, PutCondition, MIN_PART};
+use super::client::{body_cut, copy_ranges, Inner, PartCopy, PutCondition, MIN_PART};
 use super::spool::PartBody;
 use crate::storage::StorageError;
 
@@ -176,7 +176,7 @@ pub(super) async fn read_small(
     let mut body = out.body;
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| io_error("read", path, e.to_string()))?;
+        let chunk = chunk.map_err(|e| body_cut(path, &e))?;
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
@@ -271,7 +271,7 @@ impl Appended {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| io_error("read", path, e.to_string()))?
+                    .map_err(|e| body_cut(path, &e))?
                     .into_bytes();
                 // An unreadable record protects nothing; the next commit replaces it.
                 let record = serde_json::from_slice::<Record>(&body).unwrap_or_default();

@@ -146,6 +146,23 @@ where
         )
 }
 
+/// A `GetObject` body that stopped before its end: the object was there, so the connection
+/// failed, and the read may be retried later (503, never 500).
+pub(super) fn body_cut(path: &str, err: &(dyn std::error::Error + 'static)) -> StorageError {
+    let mut reason = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    StorageError::Unavailable {
+        op: "read",
+        path: path.to_string(),
+        reason,
+    }
+}
+
 /// An I/O error of operation `op` on `path`.
 pub(super) fn io_error(op: &'static str, path: &str, message: impl Into<String>) -> StorageError {
     StorageError::Io {

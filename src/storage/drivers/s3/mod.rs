@@ -49,13 +49,12 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use bytes::{Bytes, BytesMut};
 
 use crate::storage::drivers::bulk_delete::names_in_folder;
 use crate::storage::{ByteStream, FileInfo, FileWriter, StorageDriver, StorageError};
-use client::{io_error, Inner, PutCondition};
+use client::{body_cut, Inner, PutCondition};
 use writer::S3Writer;
 
 pub use client::MIN_PART;
@@ -132,11 +131,7 @@ fn into_stream(path: &str, body: SdkStream) -> ByteStream {
                 Some(Ok(bytes)) => Some((Ok(bytes), (body, path, false))),
                 // The object was there: a body that stops is the connection failing.
                 Some(Err(e)) => {
-                    let err = StorageError::Unavailable {
-                        op: "read",
-                        path: path.clone(),
-                        reason: DisplayErrorContext(&e).to_string(),
-                    };
+                    let err = body_cut(&path, &e);
                     Some((Err(err), (body, path, true)))
                 }
             }
@@ -158,8 +153,7 @@ impl StorageDriver for S3Driver {
         let mut body = out.body;
         let mut buf = BytesMut::with_capacity(size);
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| io_error("read", path, DisplayErrorContext(&e).to_string()))?;
+            let chunk = chunk.map_err(|e| body_cut(path, &e))?;
             buf.extend_from_slice(&chunk);
         }
         Ok(buf.freeze())
