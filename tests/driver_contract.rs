@@ -252,6 +252,27 @@ fn finished_upload_folder_is_deleted_by_its_known_files(store: &Store) {
     });
 }
 
+/// A file readied for appends on one node (as a POST readies an upload) is continued at offset
+/// 0 by another, and reads back as those bytes; readying it again on either node never loses
+/// them.
+fn a_prepared_file_is_continued_by_another_node(store: &Store) {
+    let (a, b) = (store.a.as_ref(), store.b.as_ref());
+    let path = "/docker/registry/v2/repositories/r/_uploads/prepared/data";
+    let bytes = data(MIB + 5);
+    runtime().block_on(async {
+        a.prepare_append(path).await.expect("prepare");
+        if let Ok(info) = b.stat(path).await {
+            assert_eq!(info.size, 0, "a prepared file is empty");
+        }
+        append(b, path, 0, &bytes).await;
+        for node in [a, b] {
+            // Refused or done, never a reset.
+            let _ = node.prepare_append(path).await;
+            assert_same(&read(a, path).await, &bytes, "after readying it again");
+        }
+    });
+}
+
 /// Two writers opened at the same point (a retried request racing the original), on two
 /// nodes: the second to commit loses, and the file is never published with bytes of both.
 fn racing_writers_never_publish_mixed_bytes(store: &Store) {
@@ -541,6 +562,10 @@ fn redirect_urls_serve_the_object(store: &Store) -> String {
 /// The shared checks as tests of the enclosing backend module, on stores made by `$store()`.
 macro_rules! contract {
     ($store:ident) => {
+        #[test]
+        fn a_prepared_file_is_continued_by_another_node() {
+            super::a_prepared_file_is_continued_by_another_node(&$store());
+        }
         #[test]
         fn racing_writers_never_publish_mixed_bytes() {
             super::racing_writers_never_publish_mixed_bytes(&$store());

@@ -38,9 +38,9 @@ use crate::storage::drivers::bulk_delete::delete_each;
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
-use client::{Client, Listed, CLAIM_META, SEGMENTS_META};
+use client::{Client, Listed, CLAIM_META};
 use names::{object_name, parse_manifest, segment_name, segments_digest};
-use writer::{fresh_segments, list_segments, Segment, SwiftWriter};
+use writer::{fresh_segments, list_segments, put_dlo_manifest, Note, Segment, SwiftWriter};
 
 pub use keystone::KeystoneSettings;
 pub use settings::{SwiftSettings, SwiftSetupError};
@@ -91,19 +91,34 @@ async fn check_record(
 /// Deletes a DLO's segments (one by one: bulk delete may be off).
 async fn delete_segments(client: &Client, segments: &str, path: &str) -> Result<(), StorageError> {
     let listed = list_segments(client, segments, path).await?;
+    delete_listed(client, segments, listed, path).await
+}
+
+/// Deletes `listed`, segments under `segments`.
+async fn delete_listed(
+    client: &Client,
+    segments: &str,
+    listed: Vec<Segment>,
+    path: &str,
+) -> Result<(), StorageError> {
     delete_each(listed, |s| async move {
         client.delete(&segment_name(segments, s.number), path).await
     })
     .await
 }
 
+/// Warns that segments nothing points at any more stay: garbage, not lost data.
+fn warn_undeleted(segments: &str, why: &str, e: &StorageError) {
+    tracing::warn!(
+        target: "wharf::storage::swift",
+        %segments, error = %e, "cannot delete the segments of {why}"
+    );
+}
+
 /// Deletes segments nothing points at any more; a failure leaves garbage, not lost data.
 async fn drop_segments(client: &Client, segments: &str, path: &str, why: &str) {
     if let Err(e) = delete_segments(client, segments, path).await {
-        tracing::warn!(
-            target: "wharf::storage::swift",
-            %segments, error = %e, "cannot delete the segments of {why}"
-        );
+        warn_undeleted(segments, why, &e);
     }
 }
 
@@ -148,7 +163,12 @@ async fn publish_large(
     let published = if size > client.max_file_size(path).await? {
         Some(publish_segments(client, &listed, segments, target, to, path).await?)
     } else {
-        client.copy(name, target, path).await?;
+        match client.copy(name, target, path).await {
+            Ok(_) => {}
+            // Published (or cancelled) by another request since its segments were listed.
+            Err(StorageError::NotFound(_)) => return Err(StorageError::Changed(path.to_string())),
+            Err(e) => return Err(e),
+        }
         // A segment replaced during the copy may have been read half old, half new.
         if let Err(e) = check_record(client, segments, &digest, path).await {
             client.delete(target, path).await.ok();
@@ -163,7 +183,10 @@ async fn publish_large(
         Ok(()) | Err(StorageError::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    drop_segments(client, segments, path, "a published file").await;
+    // The segments are those listed: a publication whose segments changed since was refused.
+    if let Err(e) = delete_listed(client, segments, listed, path).await {
+        warn_undeleted(segments, "a published file", &e);
+    }
     Ok(())
 }
 
@@ -203,19 +226,7 @@ async fn publish_segments(
         }
     });
     let manifest = match checked {
-        Ok(digest) => {
-            let headers = [
-                (
-                    "x-object-manifest",
-                    format!("{}/{fresh}", client.container()),
-                ),
-                (SEGMENTS_META, digest),
-            ];
-            client
-                .put(target, path, Bytes::new(), &headers)
-                .await
-                .map(|_| ())
-        }
+        Ok(digest) => put_dlo_manifest(client, target, path, &fresh, &digest, false).await,
         Err(e) => Err(e),
     };
     if let Err(e) = manifest {
@@ -420,16 +431,36 @@ impl StorageDriver for SwiftDriver {
     }
 
     // registry:2 continues an upload only from its manifest, which its own POST writes with no
-    // segments yet: an upload started here gets one too.
+    // segments yet: an upload started here gets one too, in one conditional PUT (the file is
+    // new, so there is nothing to look at first).
     async fn prepare_append(&self, path: &str) -> Result<(), StorageError> {
-        let writer = SwiftWriter::append(self.client.clone(), path, 0).await?;
-        Box::new(writer).commit().await
+        writer::create_empty(&self.client, path).await.map(|_| ())
+    }
+
+    async fn prepare_append_noted(&self, path: &str) -> Result<Option<String>, StorageError> {
+        let note = writer::create_empty(&self.client, path).await?;
+        Ok(Some(note.encode()))
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>, StorageError> {
         Ok(Box::new(
             SwiftWriter::append(self.client.clone(), path, offset).await?,
         ))
+    }
+
+    // The note saves the `HEAD` of the manifest when its segments are still as noted.
+    async fn writer_noted(
+        &self,
+        path: &str,
+        offset: u64,
+        note: Option<&str>,
+    ) -> Result<Box<dyn FileWriter>, StorageError> {
+        let client = self.client.clone();
+        let writer = match note.and_then(|n| Note::parse(&client, n)) {
+            Some(note) => SwiftWriter::append_noted(client, path, offset, &note).await?,
+            None => SwiftWriter::append(client, path, offset).await?,
+        };
+        Ok(Box::new(writer))
     }
 
     async fn atomic_writer(&self, path: &str) -> Result<Box<dyn FileWriter>, StorageError> {

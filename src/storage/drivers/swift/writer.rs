@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
-use super::client::{io_error, Client, Listed, SEGMENTS_META};
+use super::client::{io_error, Client, Head, Listed, SEGMENTS_META};
 use super::names::{
     object_name, parse_manifest, segment_name, segment_number, segment_prefix, segments_digest,
 };
@@ -109,6 +109,72 @@ pub(super) fn fresh_segments(client: &Client, path: &str) -> String {
     segment_prefix(client.prefix(), path, &random)
 }
 
+/// Writes at `name` the DLO manifest over `segments`, recording `digest` (of the segments'
+/// MD5s in order); only where nothing is stored when `fresh` (else `Busy`).
+pub(super) async fn put_dlo_manifest(
+    client: &Client,
+    name: &str,
+    path: &str,
+    segments: &str,
+    digest: &str,
+    fresh: bool,
+) -> Result<(), StorageError> {
+    let mut headers = vec![
+        (
+            "x-object-manifest",
+            format!("{}/{segments}", client.container()),
+        ),
+        (SEGMENTS_META, digest.to_string()),
+    ];
+    if fresh {
+        headers.push(("if-none-match", "*".to_string()));
+    }
+    client
+        .put(name, path, Bytes::new(), &headers)
+        .await
+        .map(|_| ())
+}
+
+/// What an append's commit wrote, for the next writer of the file: its DLO's segment prefix and
+/// the digest of the segments' MD5s it recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Note {
+    /// The segment prefix.
+    pub segments: String,
+    /// The recorded digest.
+    pub recorded: String,
+}
+
+impl Note {
+    /// The note as text (`<segments> <digest>`).
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.segments, self.recorded)
+    }
+
+    /// A note of this container's segments, or `None` for anything else.
+    pub fn parse(client: &Client, text: &str) -> Option<Note> {
+        let (segments, recorded) = text.split_once(' ')?;
+        // Spelled as `segment_prefix` spells this container's segments.
+        let area = format!("{}/segments/", client.prefix());
+        let ours = segments.starts_with(area.trim_start_matches('/'));
+        (ours && !recorded.is_empty() && !recorded.contains(' ')).then(|| Note {
+            segments: segments.to_string(),
+            recorded: recorded.to_string(),
+        })
+    }
+}
+
+/// Creates `path` as an empty DLO over fresh segments, as registry:2's POST does; `Busy` if
+/// anything is stored there. Returns the note of the empty file.
+pub(super) async fn create_empty(client: &Client, path: &str) -> Result<Note, StorageError> {
+    path_components(path)?;
+    let name = object_name(client.prefix(), path);
+    let segments = fresh_segments(client, path);
+    let recorded = segments_digest(std::iter::empty());
+    put_dlo_manifest(client, &name, path, &segments, &recorded, true).await?;
+    Ok(Note { segments, recorded })
+}
+
 impl SwiftWriter {
     /// A writer whose content appears at `path` only on commit.
     pub(super) fn atomic(client: Arc<Client>, path: &str) -> Result<Self, StorageError> {
@@ -136,12 +202,71 @@ impl SwiftWriter {
     ) -> Result<Self, StorageError> {
         path_components(path)?;
         let name = object_name(client.prefix(), path);
+        let head = client.head(&name, path).await;
+        Self::opened(client, path, name, offset, head).await
+    }
+
+    /// [`Self::append`] given the note of the file's last commit: when the segments it names
+    /// still hold exactly `offset` bytes with the digest it recorded, the file is opened from
+    /// that listing alone (its manifest is checked at commit, as always). At offset 0 the file
+    /// must still be there: a POST made it, and its absence means the upload was cancelled.
+    pub(super) async fn append_noted(
+        client: Arc<Client>,
+        path: &str,
+        offset: u64,
+        note: &Note,
+    ) -> Result<Self, StorageError> {
+        path_components(path)?;
+        let name = object_name(client.prefix(), path);
+        if offset == 0 {
+            let head = match client.head(&name, path).await {
+                Err(StorageError::NotFound(_)) => {
+                    return Err(StorageError::NotFound(path.to_string()))
+                }
+                head => head,
+            };
+            return Self::opened(client, path, name, offset, head).await;
+        }
+        let listed = list_segments(&client, &note.segments, path).await?;
+        let size: u64 = listed.iter().map(|s| s.bytes).sum();
+        let digest = segments_digest(listed.iter().map(|s| s.md5.as_str()));
+        if size != offset || digest != note.recorded {
+            return Self::append(client, path, offset).await;
+        }
+        let next = listed.last().map_or(1, |s| s.number + 1);
+        Ok(SwiftWriter {
+            client,
+            path: path.to_string(),
+            name,
+            kind: Kind::Append {
+                base: Base::Manifest {
+                    segments: note.segments.clone(),
+                    recorded: Some(digest),
+                },
+                committed: listed.into_iter().map(|s| s.md5).collect(),
+            },
+            segments: note.segments.clone(),
+            next,
+            uploaded: Vec::new(),
+            buf: BytesMut::new(),
+            size: offset,
+        })
+    }
+
+    /// An append writer at `offset` of the file `name`, given what a `HEAD` of it answered.
+    async fn opened(
+        client: Arc<Client>,
+        path: &str,
+        name: String,
+        offset: u64,
+        head: Result<Head, StorageError>,
+    ) -> Result<Self, StorageError> {
         let mismatch = |actual: u64| StorageError::OffsetMismatch {
             path: path.to_string(),
             expected: offset,
             actual,
         };
-        let (base, segments, committed, next) = match client.head(&name, path).await {
+        let (base, segments, committed, next) = match head {
             Err(StorageError::NotFound(_)) if offset == 0 => {
                 (Base::Absent, fresh_segments(&client, path), Vec::new(), 1)
             }
@@ -241,26 +366,37 @@ impl SwiftWriter {
     /// the digest.
     async fn put_manifest(&self, md5s: &[String]) -> Result<String, StorageError> {
         let digest = segments_digest(md5s.iter().map(String::as_str));
-        let headers = [
-            (
-                "x-object-manifest",
-                format!("{}/{}", self.client.container(), self.segments),
-            ),
-            (SEGMENTS_META, digest.clone()),
-        ];
-        self.client
-            .put(&self.name, &self.path, Bytes::new(), &headers)
-            .await?;
+        put_dlo_manifest(
+            &self.client,
+            &self.name,
+            &self.path,
+            &self.segments,
+            &digest,
+            false,
+        )
+        .await?;
         Ok(digest)
     }
 
     /// Commits an append: checks nobody committed meanwhile, uploads the rest, writes the
-    /// manifest. Returns the recorded digest.
-    async fn commit_append(&mut self) -> Result<String, StorageError> {
+    /// manifest. Returns the recorded digest. With nothing appended to a manifest that records
+    /// its segments, the stored manifest is the one this commit would write: it is left as it
+    /// is, and looked at only when not `publishing` (publication checks the segments against
+    /// the record itself).
+    async fn commit_append(&mut self, publishing: bool) -> Result<String, StorageError> {
         let Kind::Append { base, committed } = &self.kind else {
             return Err(io_error("commit", &self.path, "not an append writer"));
         };
         let (base, committed) = (base.clone(), committed.clone());
+        if self.buf.is_empty() && self.uploaded.is_empty() {
+            let digest = segments_digest(committed.iter().map(String::as_str));
+            if matches!(&base, Base::Manifest { recorded: Some(r), .. } if *r == digest) {
+                if !publishing {
+                    self.check_base(&base).await?;
+                }
+                return Ok(digest);
+            }
+        }
         self.check_base(&base).await?;
         self.flush().await?;
         let md5s: Vec<String> = committed
@@ -300,9 +436,21 @@ impl FileWriter for SwiftWriter {
         self.size
     }
 
+    async fn commit_noted(mut self: Box<Self>) -> Result<Option<String>, StorageError> {
+        if matches!(self.kind, Kind::Atomic) {
+            return self.commit().await.map(|()| None);
+        }
+        let recorded = self.commit_append(false).await?;
+        let note = Note {
+            segments: self.segments.clone(),
+            recorded,
+        };
+        Ok(Some(note.encode()))
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         if !matches!(self.kind, Kind::Atomic) {
-            return self.commit_append().await.map(|_| ());
+            return self.commit_append(false).await.map(|_| ());
         }
         if self.uploaded.is_empty() {
             // One chunk at most: one `PUT`.
@@ -327,7 +475,7 @@ impl FileWriter for SwiftWriter {
             ));
         }
         path_components(to)?;
-        let recorded = self.commit_append().await?;
+        let recorded = self.commit_append(true).await?;
         let target = object_name(self.client.prefix(), to);
         super::publish_large(
             &self.client,
