@@ -6,7 +6,9 @@
 //! `Put Block List` conditional on the entity tag it started from. That is the only step that
 //! changes the file, so a writer that fails, is cancelled or is dropped leaves it as it was
 //! (its staged blocks are discarded by the service), and of two writers opened at the same
-//! point only the first to commit succeeds.
+//! point only the first to commit succeeds. A writer that moves the file elsewhere with
+//! nothing to add (a PUT closing an upload with no last chunk) copies it on the condition of
+//! the entity tag it opened, with no `Put Block List`.
 
 use std::sync::Arc;
 
@@ -149,6 +151,46 @@ impl AzureWriter {
             .put_block_list(&self.name, &self.path, list, condition)
             .await
     }
+
+    /// Commits, then copies the blob to `to` if it is still exactly what this writer committed;
+    /// returns the entity tag copied.
+    async fn place_at(&mut self, to: &str) -> Result<String, StorageError> {
+        if matches!(self.kind, Kind::Atomic) {
+            return Err(io_error(
+                "commit",
+                &self.path,
+                "commit_to is for append writers",
+            ));
+        }
+        let target = self.client.name(to)?;
+        // Nothing to add (a PUT closing an upload with no last chunk): the blob stays as this
+        // writer opened it, and the copy's condition does what the block list's would.
+        let unchanged = match &self.kind {
+            Kind::Append {
+                base: Some(etag), ..
+            } if self.staged.is_empty() && self.buf.is_empty() => Some(etag.clone()),
+            _ => None,
+        };
+        let etag = match &unchanged {
+            Some(etag) => etag.clone(),
+            None => self.publish().await?,
+        };
+        // Copied only if still exactly what this writer committed (or opened, unchanged: then a
+        // change is another writer's commit, which this one's would have lost to).
+        match self
+            .client
+            .copy(&self.name, &target, &self.path, Some(&etag))
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::Busy(_)) if unchanged.is_some() => {
+                return Err(StorageError::Busy(self.path.clone()))
+            }
+            Err(StorageError::Busy(_)) => return Err(StorageError::Changed(self.path.clone())),
+            Err(e) => return Err(e),
+        }
+        Ok(etag)
+    }
 }
 
 #[async_trait::async_trait]
@@ -191,25 +233,7 @@ impl FileWriter for AzureWriter {
     }
 
     async fn commit_to(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
-        if matches!(self.kind, Kind::Atomic) {
-            return Err(io_error(
-                "commit",
-                &self.path,
-                "commit_to is for append writers",
-            ));
-        }
-        let target = self.client.name(to)?;
-        let etag = self.publish().await?;
-        // Copied only if still exactly what this writer committed.
-        match self
-            .client
-            .copy(&self.name, &target, &self.path, Some(&etag))
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::Busy(_)) => return Err(StorageError::Changed(self.path.clone())),
-            Err(e) => return Err(e),
-        }
+        let etag = self.place_at(to).await?;
         match self
             .client
             .delete(&self.name, &self.path, Condition::Matches(&etag))
@@ -218,6 +242,11 @@ impl FileWriter for AzureWriter {
             Ok(()) | Err(StorageError::NotFound(_)) | Err(StorageError::Busy(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    // The source goes with the folder's delete (`delete_known_tree`).
+    async fn commit_to_leaving_source(mut self: Box<Self>, to: &str) -> Result<(), StorageError> {
+        self.place_at(to).await.map(|_| ())
     }
 
     // Staged blocks never become visible; the service discards them.
