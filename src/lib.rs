@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod coord;
 pub mod digest;
+pub mod error_chain;
 pub mod generation;
 pub mod http;
 pub mod mirror;

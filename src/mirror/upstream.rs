@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+use crate::error_chain::error_chain;
 use crate::mirror::challenge::{self, Challenge};
 use crate::mirror::metrics::METRICS;
 
@@ -424,18 +425,6 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
 /// An HTTP(S) client trusting the system's roots.
 fn client() -> HttpsClient {
     crate::tls_client::https_client("upstream registries", Some(Duration::from_secs(10)))
-}
-
-/// An error with its causes, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

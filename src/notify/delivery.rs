@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use crate::coord::{HeldLease, Lease, LeaseBackend};
+use crate::error_chain::error_chain;
 use crate::notify::event::{envelope_body, Event, EVENTS_MEDIA_TYPE};
 use crate::notify::metrics::METRICS;
 use crate::notify::queue::{over_limit, Queue};
@@ -324,16 +325,4 @@ impl Deliverer {
             Err(DeliveryError::Status(code))
         }
     }
-}
-
-/// An error with its causes, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -12,6 +12,7 @@ use http_body_util::BodyStream;
 use hyper::body::Incoming;
 use rand::Rng;
 
+use crate::error_chain::error_chain;
 use crate::storage::{ByteStream, StorageError};
 
 /// The kind of "no answer" a hyper failure was, and its message with every cause.
@@ -23,14 +24,7 @@ pub(crate) fn transport_failure(
     } else {
         std::io::ErrorKind::ConnectionAborted
     };
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    (kind, message)
+    (kind, error_chain(err))
 }
 
 /// An I/O error of `op` on `path`.

@@ -23,6 +23,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::spool::PartBody;
+use crate::error_chain::error_chain;
 use crate::storage::{path_components, StorageError};
 
 /// Smallest part S3 accepts, except for the last one.
@@ -149,17 +150,10 @@ where
 /// A `GetObject` body that stopped before its end: the object was there, so the connection
 /// failed, and the read may be retried later (503, never 500).
 pub(super) fn body_cut(path: &str, err: &(dyn std::error::Error + 'static)) -> StorageError {
-    let mut reason = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
     StorageError::Unavailable {
         op: "read",
         path: path.to_string(),
-        reason,
+        reason: error_chain(err),
     }
 }
 
