@@ -5,7 +5,8 @@
 //! the signed state alone; skopeo copies images in and out with blob reads redirected to
 //! signed URLs of the store; the store holds only whole, verified blobs afterwards. Where the
 //! service can be restarted on its data (Azurite, fake-gcs-server, Swift), one node through an
-//! outage of the service: 503, and back.
+//! outage of the service: 503, and back. An upload cancelled through one node is unknown to
+//! the others.
 
 mod support;
 
@@ -81,6 +82,37 @@ fn chunked_uploads_hop_between_nodes(driver: Driver, seed: u64) {
         !cluster.redis.keys("blobs::sha256:*").is_empty(),
         "no blob descriptors in Redis"
     );
+    assert_eq!(target.problems(), Vec::<String>::new());
+}
+
+/// An upload cancelled through one node is unknown to the next, whatever its token says: a
+/// PATCH (whose token carries what the POST stored) and a closing PUT answer 404
+/// `BLOB_UPLOAD_UNKNOWN`, and nothing is left in the store.
+fn a_cancelled_upload_is_unknown_to_every_node(driver: Driver) {
+    let _one = exclusive();
+    let target = StoreTarget::fresh(driver);
+    let cluster = Cluster::start(ClusterOptions {
+        store: Some((target.clone(), false)),
+        ..ClusterOptions::default()
+    });
+    let api = cluster.endpoint();
+    let started = send(api.post("/v2/cancelled/blob/blobs/uploads/"));
+    started.assert_status(202);
+    let location = started.must_header("location").to_string();
+    send(api.delete(&api.here(&location))).assert_status(204);
+    let data = b"bytes for an upload that is gone".to_vec();
+    let patched = send(
+        api.patch(&api.here(&location))
+            .header("content-type", "application/octet-stream")
+            .body(data.clone()),
+    );
+    assert_error(&patched, 404, "BLOB_UPLOAD_UNKNOWN");
+    let closed = send(
+        api.put(&with_digest(&api.here(&location), &sha256_digest(&data)))
+            .header("content-type", "application/octet-stream")
+            .body(data),
+    );
+    assert_error(&closed, 404, "BLOB_UPLOAD_UNKNOWN");
     assert_eq!(target.problems(), Vec::<String>::new());
 }
 
@@ -250,6 +282,11 @@ macro_rules! cluster_suite {
             #[test]
             fn chunked_uploads_hop_between_nodes() {
                 super::chunked_uploads_hop_between_nodes(Driver::$driver, $seed);
+            }
+
+            #[test]
+            fn a_cancelled_upload_is_unknown_to_every_node() {
+                super::a_cancelled_upload_is_unknown_to_every_node(Driver::$driver);
             }
 
             #[test]
