@@ -16,15 +16,22 @@ use support::*;
 
 const MIB: usize = 1 << 20;
 
+/// A fresh bucket or container of `driver`'s store, and a cluster over it (blob reads
+/// redirected to the store when `redirect`).
+fn cluster_on(driver: Driver, redirect: bool) -> (StoreTarget, Cluster) {
+    let target = StoreTarget::fresh(driver);
+    let cluster = Cluster::start(ClusterOptions {
+        store: Some((target.clone(), redirect)),
+        ..ClusterOptions::default()
+    });
+    (target, cluster)
+}
+
 /// Chunked uploads of sizes around the 5 MiB part or chunk size (Azure: the 4 MiB block),
 /// with chunks both smaller and larger than a part, each request sent to the next node.
 fn chunked_uploads_hop_between_nodes(driver: Driver, seed: u64) {
     let _one = exclusive();
-    let target = StoreTarget::fresh(driver);
-    let cluster = Cluster::start(ClusterOptions {
-        store: Some((target.clone(), false)),
-        ..ClusterOptions::default()
-    });
+    let (target, cluster) = cluster_on(driver, false);
     let api = cluster.endpoint();
     let mut prng = Prng::new(seed);
     let sizes: [(usize, usize); 6] = [
@@ -90,11 +97,7 @@ fn chunked_uploads_hop_between_nodes(driver: Driver, seed: u64) {
 /// `BLOB_UPLOAD_UNKNOWN`, and nothing is left in the store.
 fn a_cancelled_upload_is_unknown_to_every_node(driver: Driver) {
     let _one = exclusive();
-    let target = StoreTarget::fresh(driver);
-    let cluster = Cluster::start(ClusterOptions {
-        store: Some((target.clone(), false)),
-        ..ClusterOptions::default()
-    });
+    let (target, cluster) = cluster_on(driver, false);
     let api = cluster.endpoint();
     let started = send(api.post("/v2/cancelled/blob/blobs/uploads/"));
     started.assert_status(202);
@@ -120,11 +123,7 @@ fn a_cancelled_upload_is_unknown_to_every_node(driver: Driver) {
 /// 307s to signed URLs of the store, from every node.
 fn skopeo_copies_through_haproxy_with_reads_redirected(driver: Driver) {
     let _one = exclusive();
-    let target = StoreTarget::fresh(driver);
-    let cluster = Cluster::start(ClusterOptions {
-        store: Some((target.clone(), true)),
-        ..ClusterOptions::default()
-    });
+    let (target, cluster) = cluster_on(driver, true);
     let work = tempfile::tempdir().unwrap();
     let mut layout = OciLayout::create(&work.path().join("in"));
     let image = layout.image("amd64", 3);
