@@ -443,14 +443,17 @@ fn links_held_in_memory_are_dropped_when_any_node_deletes_them() {
 }
 
 /// A registry:2 node sharing the Redis cache deletes a blob a Wharf node holds in memory: it
-/// writes only Redis's keys, and Redis's invalidation drops the Wharf node's copy. The copy goes
-/// too when Redis is flushed or restarts empty.
+/// writes only Redis's keys, and Redis's invalidation drops the Wharf node's copy, even when it
+/// reaches the Wharf node after the client's next request. The copy goes too when Redis is
+/// flushed or restarts empty.
 #[test]
 fn a_link_held_by_wharf_goes_when_registry2_deletes_it_or_redis_forgets_it() {
     let mut redis = RedisServer::start();
+    // The Wharf node reaches Redis through a proxy that can slow what Redis pushes to it.
+    let far = ChaosProxy::start(redis.addr());
     let wharf = Registry::builder(Driver::Filesystem)
         .delete_enabled(true)
-        .redis(&redis.addr(), Duration::from_millis(500))
+        .redis(&far.addr(), Duration::from_millis(1500))
         .start();
     let registry2 = Registry::builder(Driver::Filesystem)
         .server(Server::DockerRegistry)
@@ -477,9 +480,12 @@ fn a_link_held_by_wharf_goes_when_registry2_deletes_it_or_redis_forgets_it() {
 
     let digest = push("registry2 deletes");
     assert!(held(&digest), "never held\n{}", wharf.log());
+    // The invalidation is still on its way when the client asks the Wharf node.
+    far.set(Chaos::Delay(Duration::from_millis(200)));
     let deleted = send(registry2.delete(&path(&digest)));
     assert_eq!(deleted.status, 202, "{}", deleted.text());
     assert_eq!(send(wharf.head(&path(&digest))).status, 404);
+    far.set(Chaos::Pass);
 
     // Flushed, or restarted empty: the copy is dropped with Redis's, so a link removed from
     // storage meanwhile by hand (as an operator's cleanup would) is not served from memory.

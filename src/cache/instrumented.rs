@@ -66,10 +66,6 @@ impl BlobDescriptorCache for InstrumentedCache {
         self.inner.vouches_for_data()
     }
 
-    fn held_link(&self, repo: &str, digest: &Digest) -> Option<Descriptor> {
-        self.inner.held_link(repo, digest)
-    }
-
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let result = self.call("stat", self.inner.stat(digest)).await;
         Self::count(&result);
@@ -81,11 +77,6 @@ impl BlobDescriptorCache for InstrumentedCache {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<Descriptor>, CacheError> {
-        // Served from this process: a hit, but no call to time or trace.
-        if let Some(found) = self.inner.held_link(repo, digest) {
-            metrics::cache_request(true);
-            return Ok(Some(found));
-        }
         let result = self
             .call("stat_in_repo", self.inner.stat_in_repo(repo, digest))
             .await;

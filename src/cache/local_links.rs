@@ -1,8 +1,8 @@
-//! A node's own copy of repository links it read from Redis, so a blob HEAD that Redis would
-//! answer needs no round trip. It holds only what was read on a connection Redis tracks
-//! (`CLIENT TRACKING`): when any client, on any node, Wharf or registry:2, changes a key read
-//! there, Redis pushes the key's name on that connection and the entries read from it are
-//! dropped here. Entries belong to one tracked connection (its generation): when that connection
+//! A node's own copy of repository links it read from Redis, so concurrent blob HEADs that Redis
+//! would answer need one shared `PING` instead of a read each. It holds only what was read on a
+//! connection Redis tracks (`CLIENT TRACKING`): when any client, on any node, Wharf or
+//! registry:2, changes a key read there, Redis pushes the key's name on that connection and the
+//! entries read from it are dropped here. Entries belong to one tracked connection (its generation): when that connection
 //! ends, nothing read on it is served again.
 //!
 //! A fill races with invalidations (the reply and the push travel apart to different tasks), so

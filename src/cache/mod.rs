@@ -7,6 +7,7 @@ pub mod local_links;
 pub mod memory;
 pub mod redis;
 pub mod redis_client;
+pub mod shared_ping;
 pub mod validity;
 
 use crate::digest::Digest;
@@ -45,11 +46,6 @@ pub trait BlobDescriptorCache: Send + Sync + 'static {
     /// outlives a collection that may have deleted it (see [`validity`]).
     fn vouches_for_data(&self) -> bool {
         false
-    }
-    /// The descriptor of a blob as linked in `repo` when this process holds it and may serve it
-    /// without asking anyone (see [`local_links`]).
-    fn held_link(&self, _repo: &str, _digest: &Digest) -> Option<Descriptor> {
-        None
     }
     /// The descriptor of a blob as linked in `repo`, if cached; `None` when the
     /// cache does not track repository links or does not know.

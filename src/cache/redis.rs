@@ -8,8 +8,10 @@
 //! registry:2 neither reads nor updates it, so it may hold stale names).
 //!
 //! Links read on the tracked connection are also held in the process ([`LocalLinks`]) until
-//! Redis reports a change of a key they were read from, so a repeated blob HEAD costs no round
-//! trip.
+//! Redis reports a change of a key they were read from. Serving one waits for a `PING` on that
+//! connection sent after the request arrived ([`SharedPing`]), so a delete answered on any node
+//! before is never served; concurrent HEADs share that round trip instead of each reading the
+//! link again.
 //!
 //! Redis is optional for correctness, so it must never make a request slow:
 //! connections are made and checked off the request path (see
@@ -24,6 +26,7 @@ use redis::{Cmd, Value};
 
 use crate::cache::local_links::LocalLinks;
 use crate::cache::redis_client::{Connection, Invalidations, RedisClient, RedisSettings};
+use crate::cache::shared_ping::SharedPing;
 use crate::cache::{BlobDescriptorCache, CacheError, Descriptor};
 use crate::config::RedisConfig;
 use crate::digest::Digest;
@@ -46,6 +49,8 @@ struct Backend {
     replaying: AtomicBool,
     /// Links read on the tracked connection, until Redis says they changed.
     local: Arc<LocalLinks>,
+    /// `PING`s on the tracked connection, which order a held link after the changes before it.
+    current: Arc<SharedPing>,
 }
 
 /// Applies Redis's invalidation messages to the links held in the process.
@@ -119,12 +124,28 @@ impl RedisCache {
                 pending_clears: Mutex::new(Vec::new()),
                 replaying: AtomicBool::new(false),
                 local,
+                current: Arc::new(SharedPing::default()),
             }),
         })
     }
 
     async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, CacheError> {
         self.backend.run(cmds).await
+    }
+
+    /// The link of `digest` in `repo` when held in the process and no change made before this
+    /// call has been reported for it since.
+    async fn held_link(&self, repo: &str, digest: &Digest) -> Option<Descriptor> {
+        let backend = &self.backend;
+        let generation = backend.client.tracked_generation()?;
+        backend.local.get(generation, repo, digest)?;
+        let pinger = Arc::downgrade(backend);
+        let ping = move || ping_tracked(pinger.clone());
+        let pinged = backend.current.after_now(backend.deadline, ping).await;
+        if pinged != Some(generation) {
+            return None;
+        }
+        backend.local.get(generation, repo, digest)
     }
 
     /// Whether `digest` is linked in `repo`, read on the tracked connection (and then held in
@@ -158,6 +179,20 @@ impl RedisCache {
                 .insert(generation, epoch, repo, digest, desc.clone());
         }
         Some(found)
+    }
+}
+
+/// One `PING` on the tracked connection; the connection's generation when answered.
+async fn ping_tracked(backend: Weak<Backend>) -> Option<u64> {
+    let backend = backend.upgrade()?;
+    let (generation, conn) = backend.client.tracked()?;
+    let mut conn = Connection::Server(conn);
+    match conn.run(vec![redis::cmd("PING")], backend.deadline).await {
+        Ok(_) => Some(generation),
+        Err(e) => {
+            backend.client.failed(generation, &e);
+            None
+        }
     }
 }
 
@@ -322,11 +357,6 @@ impl BlobDescriptorCache for RedisCache {
         true
     }
 
-    fn held_link(&self, repo: &str, digest: &Digest) -> Option<Descriptor> {
-        let generation = self.backend.client.tracked_generation()?;
-        self.backend.local.get(generation, repo, digest)
-    }
-
     async fn stat(&self, digest: &Digest) -> Result<Option<Descriptor>, CacheError> {
         let replies = self.run(vec![descriptor_query(digest)]).await?;
         descriptor(replies.into_iter().next())
@@ -337,7 +367,7 @@ impl BlobDescriptorCache for RedisCache {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<Descriptor>, CacheError> {
-        if let Some(found) = self.held_link(repo, digest) {
+        if let Some(found) = self.held_link(repo, digest).await {
             return Ok(Some(found));
         }
         if let Some(result) = self.stat_in_repo_tracked(repo, digest).await {
