@@ -233,24 +233,46 @@ impl SwiftWriter {
         if size != offset || digest != note.recorded {
             return Self::append(client, path, offset).await;
         }
+        let segments = note.segments.clone();
+        Ok(Self::over_segments(
+            client,
+            path,
+            name,
+            segments,
+            Some(digest),
+            listed,
+        ))
+    }
+
+    /// An append writer after the DLO segments `listed` under `segments`, which hold the whole
+    /// file; `recorded` is the digest its manifest recorded.
+    fn over_segments(
+        client: Arc<Client>,
+        path: &str,
+        name: String,
+        segments: String,
+        recorded: Option<String>,
+        listed: Vec<Segment>,
+    ) -> Self {
+        let size = listed.iter().map(|s| s.bytes).sum();
         let next = listed.last().map_or(1, |s| s.number + 1);
-        Ok(SwiftWriter {
+        SwiftWriter {
             client,
             path: path.to_string(),
             name,
             kind: Kind::Append {
                 base: Base::Manifest {
-                    segments: note.segments.clone(),
-                    recorded: Some(digest),
+                    segments: segments.clone(),
+                    recorded,
                 },
                 committed: listed.into_iter().map(|s| s.md5).collect(),
             },
-            segments: note.segments.clone(),
+            segments,
             next,
             uploaded: Vec::new(),
             buf: BytesMut::new(),
-            size: offset,
-        })
+            size,
+        }
     }
 
     /// An append writer at `offset` of the file `name`, given what a `HEAD` of it answered.
@@ -285,13 +307,10 @@ impl SwiftWriter {
                     if size != offset {
                         return Err(mismatch(size));
                     }
-                    let next = listed.last().map_or(1, |s| s.number + 1);
-                    let base = Base::Manifest {
-                        segments: prefix.to_string(),
-                        recorded: head.recorded.clone(),
-                    };
-                    let md5s = listed.into_iter().map(|s| s.md5).collect();
-                    (base, prefix.to_string(), md5s, next)
+                    let (segments, recorded) = (prefix.to_string(), head.recorded.clone());
+                    return Ok(Self::over_segments(
+                        client, path, name, segments, recorded, listed,
+                    ));
                 }
                 None => {
                     if head.size != offset {
