@@ -273,6 +273,46 @@ fn a_prepared_file_is_continued_by_another_node(store: &Store) {
     });
 }
 
+/// Reading from an offset, or a range, of a missing file or of a folder is `NotFound`, and of a
+/// file, its bytes.
+fn ranged_reads_of_a_missing_file_or_a_folder_are_not_found(store: &Store) {
+    let a = store.a.as_ref();
+    let folder = "/docker/registry/v2/blobs/sha256/ab/abranged";
+    let path = format!("{folder}/data");
+    let bytes = data(1000);
+    runtime().block_on(async {
+        a.put_content(&path, bytes.clone().into())
+            .await
+            .expect("put");
+        for missing in [folder.to_string(), format!("{folder}/missing")] {
+            for (offset, len) in [(5, None), (5, Some(3)), (0, Some(3))] {
+                for sealed in [false, true] {
+                    let read = if sealed {
+                        a.sealed_reader(&missing, offset, len).await
+                    } else {
+                        a.reader(&missing, offset, len).await
+                    };
+                    assert!(
+                        matches!(read, Err(StorageError::NotFound(_))),
+                        "{missing} from {offset} ({len:?}, sealed {sealed}): {:?}",
+                        read.map(|_| "a stream")
+                    );
+                }
+            }
+        }
+        assert_same(
+            &read_range(a, &path, 5, Some(3)).await,
+            &bytes[5..8],
+            "a range",
+        );
+        assert_same(
+            &read_range(a, &path, 990, None).await,
+            &bytes[990..],
+            "a tail",
+        );
+    });
+}
+
 /// Two writers opened at the same point (a retried request racing the original), on two
 /// nodes: the second to commit loses, and the file is never published with bytes of both.
 fn racing_writers_never_publish_mixed_bytes(store: &Store) {
@@ -565,6 +605,10 @@ macro_rules! contract {
         #[test]
         fn a_prepared_file_is_continued_by_another_node() {
             super::a_prepared_file_is_continued_by_another_node(&$store());
+        }
+        #[test]
+        fn ranged_reads_of_a_missing_file_or_a_folder_are_not_found() {
+            super::ranged_reads_of_a_missing_file_or_a_folder_are_not_found(&$store());
         }
         #[test]
         fn racing_writers_never_publish_mixed_bytes() {

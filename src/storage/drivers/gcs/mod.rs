@@ -119,7 +119,9 @@ impl StorageDriver for GcsDriver {
         len: Option<u64>,
     ) -> Result<ByteStream, StorageError> {
         let name = self.client.name(path)?;
-        let Some(range) = crate::storage::object_range(self, path, (offset, len), false).await?
+        // A file here is one object, open for appends or not: the file-only stat sizes every
+        // read, and a missing file costs no listing to tell it from a folder.
+        let Some(range) = crate::storage::object_range(self, path, (offset, len), true).await?
         else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
