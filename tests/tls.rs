@@ -259,6 +259,25 @@ fn large_blobs_stream_both_ways_over_tls_intact() {
     );
     assert_eq!(out.stdout, "206", "{}", out.stderr);
     assert!(std::fs::read(&got).unwrap() == data[5_000_000..=17_000_000]);
+
+    // Many at once: the open downloads share a read budget, so each one's chunks change
+    // size as the others start and finish (12 open: 320 KiB, not a power of two).
+    let url = format!("{base}/v2/tls/big/blobs/{digest}");
+    std::thread::scope(|scope| {
+        let downloads: Vec<_> = (0..12)
+            .map(|i| {
+                let got = work.path().join(format!("many-{i}"));
+                let (url, download) = (&url, &download);
+                scope.spawn(move || (download(&got, &[], url), got))
+            })
+            .collect();
+        for (i, handle) in downloads.into_iter().enumerate() {
+            let (out, got) = handle.join().unwrap();
+            assert_eq!(out.stdout, "200", "download {i}: {}", out.stderr);
+            let bytes = std::fs::read(&got).unwrap();
+            assert_eq!(sha256_digest(&bytes), digest, "download {i}");
+        }
+    });
 }
 
 #[test]

@@ -20,16 +20,14 @@ use tokio::task::JoinHandle;
 use crate::storage::drivers::cached_read::{self, Cached};
 use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::drivers::listing_cache::{Entries, ListingCache, Seen};
+use crate::storage::drivers::read_budget::ReadBudget;
 use crate::storage::{
     path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
     WalkAfter,
 };
 
-/// Read size for streamed downloads. A download holds at most three: one
-/// being read, one queued, one being sent (about 1.5 MiB).
-const READ_CHUNK: usize = 512 << 10;
-/// Chunks queued ahead of the client per download: one keeps the socket busy
-/// while the next is read (more only held memory, measured).
+/// Chunks a download reads ahead of the one being sent (sized by [`ReadBudget`]): one keeps
+/// the socket busy (more only held memory, measured).
 const READ_AHEAD: usize = 1;
 /// Start writeback of uploaded data every this many bytes, so the fsync
 /// before the answer has little left to flush.
@@ -55,6 +53,8 @@ pub struct FilesystemDriver {
     inline: cached_read::InlineReads,
     /// Listings of directories that have not changed since they were read.
     listings: Arc<ListingCache>,
+    /// Chunk sizes of the downloads read into memory, shared so their total stays bounded.
+    downloads: Arc<ReadBudget>,
 }
 
 impl FilesystemDriver {
@@ -65,6 +65,7 @@ impl FilesystemDriver {
             commits: Arc::default(),
             inline: cached_read::InlineReads::default(),
             listings: Arc::default(),
+            downloads: Arc::default(),
         }
     }
 
@@ -640,10 +641,17 @@ impl StorageDriver for FilesystemDriver {
         let p = path.to_string();
         // One blocking reader per download keeps the async workers free; the
         // bounded channel applies back-pressure from the client socket.
+        let share = self.downloads.join();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut file = file;
             while remaining > 0 {
-                let n = remaining.min(READ_CHUNK as u64) as usize;
+                // A chunk is read once the one before it is taken: a download then holds two,
+                // the one being sent and the next.
+                let Ok(slot) = runtime.block_on(tx.reserve()) else {
+                    return;
+                };
+                let n = remaining.min(share.chunk_len() as u64) as usize;
                 // Read into spare capacity: zeroing each chunk first cost a pass over every
                 // byte served (about 5 % of a TLS download's CPU).
                 let mut buf = Vec::with_capacity(n);
@@ -657,7 +665,8 @@ impl StorageDriver for FilesystemDriver {
                     Err(e) => Err(StorageError::io("read", &p, e)),
                 };
                 let failed = item.is_err();
-                if tx.blocking_send(item).is_err() || failed {
+                slot.send(item);
+                if failed {
                     return;
                 }
                 remaining -= n as u64;

@@ -8,6 +8,7 @@ pub mod gcs;
 mod group_commit;
 pub mod inmemory;
 mod listing_cache;
+mod read_budget;
 mod rest_io;
 pub mod s3;
 mod stale_writes;
