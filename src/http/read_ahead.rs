@@ -2,9 +2,10 @@
 //! time (its record buffer grows by 4 KiB per read and shrinks again once drained), so an
 //! upload over TLS cost four or more `read` calls per 16 KiB record. Reads into this buffer
 //! take up to [`READ_AHEAD`] bytes in one call; rustls then copies its pieces from memory.
-//! The buffer lives only while a connection streams: it is dropped whenever a read finds
-//! nothing waiting, and when it runs empty after a read that did not fill half of it, so an
-//! idle or trickling connection holds none.
+//! The buffer lives only while a connection streams: until a read fills all rustls asked
+//! for, reads go straight into rustls' buffer, so a connection of small requests allocates
+//! none; it is dropped whenever a read finds nothing waiting, and when it runs empty after a
+//! read that did not fill half of it, so an idle or trickling connection holds none.
 
 use std::future::Future;
 use std::io;
@@ -24,6 +25,8 @@ pub struct ReadAhead<T> {
     buf: BytesMut,
     /// Bytes the last read from `inner` returned.
     last_fill: usize,
+    /// Whether the last read found more waiting than it took: reads go through `buf` then.
+    streaming: bool,
 }
 
 impl<T> ReadAhead<T> {
@@ -33,6 +36,7 @@ impl<T> ReadAhead<T> {
             inner,
             buf: BytesMut::new(),
             last_fill: 0,
+            streaming: false,
         }
     }
 
@@ -43,6 +47,7 @@ impl<T> ReadAhead<T> {
         self.buf.advance(n);
         if self.buf.is_empty() && self.last_fill < READ_AHEAD / 2 {
             self.buf = BytesMut::new();
+            self.streaming = false;
         }
     }
 }
@@ -58,8 +63,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
             this.drain_into(out);
             return Poll::Ready(Ok(()));
         }
-        if out.remaining() >= READ_AHEAD {
-            return Pin::new(&mut this.inner).poll_read(cx, out);
+        if out.remaining() >= READ_AHEAD || !this.streaming {
+            let wanted = out.remaining();
+            let before = out.filled().len();
+            let read = Pin::new(&mut this.inner).poll_read(cx, out);
+            if let Poll::Ready(Ok(())) = read {
+                // All it asked for: more is likely waiting behind it.
+                this.streaming = out.filled().len() - before == wanted;
+            }
+            return read;
         }
         this.buf.reserve(READ_AHEAD);
         // `read_buf` fills spare capacity without zeroing it first; it keeps no state of its
@@ -115,6 +127,7 @@ mod tests {
             0,
             "a short read, drained, keeps no buffer"
         );
+        assert!(!reader.streaming, "a short read ends a stream");
         // A read that finds nothing waiting holds no buffer either.
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut space = [0u8; 4096];
@@ -129,5 +142,39 @@ mod tests {
         );
         drop(client);
         assert_eq!(reader.read(&mut piece).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn small_requests_go_straight_through_and_a_stream_reads_ahead() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut reader = ReadAhead::new(server);
+        let mut piece = [0u8; 4096];
+        // A request smaller than what rustls asks for: read directly, no buffer allocated.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = reader.read(&mut piece).await.unwrap();
+        assert_eq!(&piece[..n], b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(reader.buf.capacity(), 0, "no buffer for a small request");
+        // A body: the first read fills all that was asked, the next reads ahead.
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        client.write_all(&body).await.unwrap();
+        let mut got = Vec::new();
+        let n = reader.read(&mut piece).await.unwrap();
+        got.extend_from_slice(&piece[..n]);
+        assert_eq!(n, piece.len());
+        assert_eq!(reader.buf.capacity(), 0, "the first read is direct");
+        let n = reader.read(&mut piece).await.unwrap();
+        got.extend_from_slice(&piece[..n]);
+        assert!(
+            reader.buf.len() >= READ_AHEAD - 2 * piece.len(),
+            "the next read takes up to {READ_AHEAD} bytes at once: {} buffered",
+            reader.buf.len()
+        );
+        while got.len() < body.len() {
+            let n = reader.read(&mut piece).await.unwrap();
+            assert_ne!(n, 0, "early end of stream");
+            got.extend_from_slice(&piece[..n]);
+        }
+        assert_eq!(got, body);
+        assert_eq!(reader.buf.capacity(), 0, "drained after a short read");
     }
 }
