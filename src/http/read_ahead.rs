@@ -25,7 +25,8 @@ pub struct ReadAhead<T> {
     buf: BytesMut,
     /// Bytes the last read from `inner` returned.
     last_fill: usize,
-    /// Whether the last read found more waiting than it took: reads go through `buf` then.
+    /// Reads go through `buf` while set: set when a direct read fills all it was asked for,
+    /// cleared when `buf` runs empty after a short read.
     streaming: bool,
 }
 
