@@ -897,6 +897,7 @@ impl StorageDriver for FilesystemDriver {
             flushed: offset,
             writeback_from: offset,
             commits: Arc::clone(&self.commits),
+            settled: false,
         }))
     }
 
@@ -924,6 +925,7 @@ impl StorageDriver for FilesystemDriver {
             flushed: 0,
             writeback_from: 0,
             commits: Arc::clone(&self.commits),
+            settled: false,
         }))
     }
 }
@@ -993,6 +995,8 @@ struct FsWriter {
     writeback_from: u64,
     /// The driver's group commit, which publishes the file.
     commits: Arc<GroupCommit>,
+    /// Committed, or its failed commit already undone: nothing is left for `Drop` to undo.
+    settled: bool,
 }
 
 impl FsWriter {
@@ -1064,6 +1068,7 @@ impl FsWriter {
             Ok(syncs) => self.commits.publish(Publication { renames, syncs }).await,
             Err(e) => Err(e),
         };
+        self.settled = true;
         let Err(e) = result else {
             return Ok(());
         };
@@ -1156,6 +1161,9 @@ impl Drop for FsWriter {
     /// A writer dropped without commit (the request was abandoned mid-body) leaves nothing
     /// behind: no temporary file, no bytes appended to a file.
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         let pending = self.pending.take();
         let file = self.file.take();
         let undo: Box<dyn FnOnce(Option<File>) + Send> = match &self.target {
