@@ -450,7 +450,7 @@ measure_limits() { # round
 S3_NOTE=""
 [ "$S3" = 0 ] || S3_NOTE=" --s3"
 echo "== $MODE$S3_NOTE run: ${#CASES[@]} workloads x ${ROUNDS} rounds x ${SERVERS[*]} ==" >&2
-STARTED=$(date -u +%H:%M)
+read -r STARTED_DAY STARTED < <(date -u "+%Y-%m-%d %H:%M")
 for entry in "${CASES[@]}"; do
     if [[ ${entry%%|*} == *-tls ]]; then
         make_tls
@@ -492,9 +492,11 @@ if [ "$S3" = 1 ]; then
     s3_run "catalog, $S3_REPOS repositories" --catalog "$S3_REPOS"
 fi
 
-ENDED=$(date -u +%H:%M)
+read -r ENDED_DAY ENDED < <(date -u "+%Y-%m-%d %H:%M")
+# A run that crosses midnight names both days.
+[ "$ENDED_DAY" = "$STARTED_DAY" ] || ENDED="$ENDED_DAY $ENDED"
 TITLE="Wharf vs distribution ($("$DISTRIBUTION_BIN" --version 2>/dev/null | awk '{print $NF}'))"
-TITLE="$TITLE — \`benches/compare.sh\` $MODE$S3_NOTE, $ROUNDS round(s), $(date -u +%Y-%m-%d) $STARTED–$ENDED UTC, wharf $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(awk '{ printf "%.0f GiB", $2 / 1048576; exit }' /proc/meminfo) RAM"
+TITLE="$TITLE — \`benches/compare.sh\` $MODE$S3_NOTE, $ROUNDS round(s), $STARTED_DAY $STARTED–$ENDED UTC, wharf $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(awk '{ printf "%.0f GiB", $2 / 1048576; exit }' /proc/meminfo) RAM"
 "$LOADGEN" --report "$RECORDS" "${S3_ARGS[@]}" --title "$TITLE" \
     --out-md "$RESULTS/$STAMP.md" --out-json "$RESULTS/$STAMP.json"
 cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
