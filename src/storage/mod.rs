@@ -579,23 +579,20 @@ pub async fn object_range<D: StorageDriver + ?Sized>(
     Ok(Some((offset > 0 || len.is_some()).then_some((offset, len))))
 }
 
-/// Splits a driver path into its components, refusing anything that could
-/// escape the root.
-pub fn path_components(path: &str) -> Result<Vec<&str>, StorageError> {
+/// A driver path without its leading `/`, once no component of it could escape the root
+/// (empty, `.`, `..`, a NUL or a backslash); allocates nothing.
+pub fn relative_path(path: &str) -> Result<&str, StorageError> {
     let rest = path
         .strip_prefix('/')
         .ok_or_else(|| StorageError::InvalidPath(path.to_string()))?;
-    if rest.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parts: Vec<&str> = rest.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0') || p.contains('\\'))
+    if !rest.is_empty()
+        && rest
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.contains(['\0', '\\']))
     {
         return Err(StorageError::InvalidPath(path.to_string()));
     }
-    Ok(parts)
+    Ok(rest)
 }
 
 #[cfg(test)]
@@ -616,13 +613,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_components_refuse_escapes() {
-        assert_eq!(path_components("/").unwrap(), Vec::<&str>::new());
-        assert_eq!(path_components("/a/b").unwrap(), vec!["a", "b"]);
+    fn paths_that_could_escape_the_root_are_refused() {
+        assert_eq!(relative_path("/").unwrap(), "");
+        assert_eq!(relative_path("/a/b").unwrap(), "a/b");
         for bad in [
             "", "a", "/a/../b", "/..", "/a//b", "/a/", "/./a", "/a\\b", "/a\0",
         ] {
-            assert!(path_components(bad).is_err(), "{bad:?}");
+            assert!(relative_path(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::storage::drivers::group_commit::{GroupCommit, Publication};
 use crate::storage::drivers::listing_cache::{Entries, ListingCache, Seen};
 use crate::storage::drivers::read_budget::ReadBudget;
 use crate::storage::{
-    path_components, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
+    relative_path, ByteStream, FileInfo, FileRegion, FileWriter, StorageDriver, StorageError,
     WalkAfter,
 };
 
@@ -156,9 +156,12 @@ impl FilesystemDriver {
 
 /// The file under `root` that a driver path names.
 fn resolve(root: &Path, path: &str) -> Result<PathBuf, StorageError> {
-    let mut full = root.to_path_buf();
-    for part in path_components(path)? {
-        full.push(part);
+    let rest = relative_path(path)?;
+    // Sized once: this runs on every request.
+    let mut full = PathBuf::with_capacity(root.as_os_str().len() + 1 + rest.len());
+    full.push(root);
+    if !rest.is_empty() {
+        full.push(rest);
     }
     Ok(full)
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::storage::{
-    path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
+    relative_path, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
 
 const READ_CHUNK: usize = 1 << 20;
@@ -38,7 +38,7 @@ impl InMemoryDriver {
 }
 
 fn check(path: &str) -> Result<String, StorageError> {
-    path_components(path)?;
+    relative_path(path)?;
     Ok(path.to_string())
 }
 

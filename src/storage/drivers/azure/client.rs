@@ -23,7 +23,7 @@ use super::sign::{
 use super::token::{self, TokenCredential, TokenError, TokenSource};
 use super::xml::{self, Block, ListedBlob};
 use crate::storage::drivers::rest_io;
-use crate::storage::{path_components, ByteStream, StorageError};
+use crate::storage::{relative_path, ByteStream, StorageError};
 
 /// TCP and TLS connection set-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -345,7 +345,7 @@ impl Client {
 
     /// The blob name of a driver path.
     pub(super) fn name(&self, path: &str) -> Result<String, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         Ok(format!("{}{}", self.prefix, &path[1..]))
     }
 

@@ -19,7 +19,7 @@ use super::auth::{self, CachedToken, Credentials, TokenAnswer, TokenCache};
 use super::settings::{GcsSettings, GcsSetupError};
 use super::sign::{encode, UrlToSign};
 use crate::storage::drivers::rest_io;
-use crate::storage::{path_components, ByteStream, StorageError};
+use crate::storage::{relative_path, ByteStream, StorageError};
 
 /// The pooled client every call goes through.
 type HttpClient =
@@ -266,7 +266,7 @@ impl Client {
 
     /// The object name of a driver path (distribution's `pathToKey`).
     pub(super) fn name(&self, path: &str) -> Result<String, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         Ok(format!("{}{}", self.prefix, &path[1..]))
     }
 

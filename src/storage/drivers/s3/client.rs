@@ -24,7 +24,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::spool::PartBody;
 use crate::error_chain::error_chain;
-use crate::storage::{path_components, StorageError};
+use crate::storage::{relative_path, StorageError};
 
 /// Smallest part S3 accepts, except for the last one.
 pub const MIN_PART: u64 = 5 << 20;
@@ -218,7 +218,7 @@ pub(super) fn copy_ranges(len: u64, chunk: u64) -> Vec<(u64, u64)> {
 impl Inner {
     /// The object key of a driver path.
     pub(super) fn key(&self, path: &str) -> Result<String, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         Ok(format!("{}{}", self.root, &path[1..]))
     }
 

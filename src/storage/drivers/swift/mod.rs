@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 
 use crate::storage::drivers::bulk_delete::delete_each;
 use crate::storage::{
-    path_components, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
+    relative_path, ByteStream, FileInfo, FileWriter, StorageDriver, StorageError,
 };
 use client::{Client, Listed, CLAIM_META};
 use names::{object_name, parse_manifest, segment_name, segments_digest};
@@ -68,7 +68,7 @@ impl SwiftDriver {
 
     /// The object name of a driver path.
     fn name(&self, path: &str) -> Result<String, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         Ok(object_name(self.client.prefix(), path))
     }
 }

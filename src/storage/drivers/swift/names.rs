@@ -37,7 +37,7 @@ pub(super) fn encode_query(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// The object name of a driver path (already checked by `path_components`).
+/// The object name of a driver path (already checked by `relative_path`).
 pub(super) fn object_name(prefix: &str, path: &str) -> String {
     format!("{prefix}/files{path}")
         .trim_end_matches('/')

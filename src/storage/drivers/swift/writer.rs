@@ -22,7 +22,7 @@ use super::client::{io_error, Client, Head, Listed, SEGMENTS_META};
 use super::names::{
     object_name, parse_manifest, segment_name, segment_number, segment_prefix, segments_digest,
 };
-use crate::storage::{path_components, FileWriter, StorageError};
+use crate::storage::{relative_path, FileWriter, StorageError};
 
 /// A segment of a DLO as listed: its number and MD5.
 #[derive(Debug, Clone)]
@@ -167,7 +167,7 @@ impl Note {
 /// Creates `path` as an empty DLO over fresh segments, as registry:2's POST does; `Busy` if
 /// anything is stored there. Returns the note of the empty file.
 pub(super) async fn create_empty(client: &Client, path: &str) -> Result<Note, StorageError> {
-    path_components(path)?;
+    relative_path(path)?;
     let name = object_name(client.prefix(), path);
     let segments = fresh_segments(client, path);
     let recorded = segments_digest(std::iter::empty());
@@ -178,7 +178,7 @@ pub(super) async fn create_empty(client: &Client, path: &str) -> Result<Note, St
 impl SwiftWriter {
     /// A writer whose content appears at `path` only on commit.
     pub(super) fn atomic(client: Arc<Client>, path: &str) -> Result<Self, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         let name = object_name(client.prefix(), path);
         let segments = fresh_segments(&client, path);
         Ok(SwiftWriter {
@@ -200,7 +200,7 @@ impl SwiftWriter {
         path: &str,
         offset: u64,
     ) -> Result<Self, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         let name = object_name(client.prefix(), path);
         let head = client.head(&name, path).await;
         Self::opened(client, path, name, offset, head).await
@@ -216,7 +216,7 @@ impl SwiftWriter {
         offset: u64,
         note: &Note,
     ) -> Result<Self, StorageError> {
-        path_components(path)?;
+        relative_path(path)?;
         let name = object_name(client.prefix(), path);
         if offset == 0 {
             let head = match client.head(&name, path).await {
@@ -493,7 +493,7 @@ impl FileWriter for SwiftWriter {
                 "commit_to is for append writers",
             ));
         }
-        path_components(to)?;
+        relative_path(to)?;
         let recorded = self.commit_append(true).await?;
         let target = object_name(self.client.prefix(), to);
         super::publish_large(
