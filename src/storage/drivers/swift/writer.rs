@@ -233,12 +233,11 @@ impl SwiftWriter {
         if size != offset || digest != note.recorded {
             return Self::append(client, path, offset).await;
         }
-        let segments = note.segments.clone();
         Ok(Self::over_segments(
             client,
             path,
             name,
-            segments,
+            note.segments.clone(),
             Some(digest),
             listed,
         ))
