@@ -72,7 +72,7 @@ pub async fn get(
     }
     let digest_header = header_value(&digest.to_string());
     let etag = format!("\"{digest}\"");
-    let mut resp = Response::new(empty());
+    let mut resp = super::roomy_response();
     let h = resp.headers_mut();
     if let Some(ns) = &namespace {
         h.insert("oci-namespace", header_value(ns));

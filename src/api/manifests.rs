@@ -108,7 +108,7 @@ pub async fn get(
         .into());
     }
     let etag = format!("\"{}\"", m.digest);
-    let mut resp = Response::new(empty());
+    let mut resp = super::roomy_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
     h.insert("docker-content-digest", header_value(&m.digest.to_string()));

@@ -411,6 +411,15 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     resp
 }
 
+/// An empty response with room in its header map for a blob's or a manifest's headers and
+/// those the server adds after the handler (configured ones, the request id), so that filling
+/// it never regrows the map: these answer most requests.
+fn roomy_response() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.headers_mut() = http::HeaderMap::with_capacity(12);
+    resp
+}
+
 /// Builds a header value from text that is known to be printable ASCII.
 pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))

@@ -115,7 +115,11 @@ impl BlobDescriptorCache for MemoryCache {
         desc: &Descriptor,
     ) -> Result<(), CacheError> {
         let (mut inner, usable) = self.usable_map();
-        if usable && inner.map.insert(digest.clone(), desc.clone()).is_none() {
+        // Every HEAD of a stored blob sets what is already here: that costs no allocation.
+        if usable
+            && inner.map.get(digest) != Some(desc)
+            && inner.map.insert(digest.clone(), desc.clone()).is_none()
+        {
             inner.order.push_back(digest.clone());
             while self.capacity > 0 && inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
@@ -125,11 +129,18 @@ impl BlobDescriptorCache for MemoryCache {
             }
         }
         if let Some(repo) = repo {
-            let holders = inner.holders.entry(digest.clone()).or_default();
-            holders.retain(|r| r != repo);
-            holders.push(repo.to_string());
-            if holders.len() > HOLDERS_PER_BLOB {
-                holders.remove(0);
+            let newest = inner
+                .holders
+                .get(digest)
+                .and_then(|h| h.last())
+                .is_some_and(|r| r == repo);
+            if !newest {
+                let holders = inner.holders.entry(digest.clone()).or_default();
+                holders.retain(|r| r != repo);
+                holders.push(repo.to_string());
+                if holders.len() > HOLDERS_PER_BLOB {
+                    holders.remove(0);
+                }
             }
         }
         Ok(())
@@ -199,8 +210,18 @@ mod tests {
             c.set(Some(&format!("r{i}")), &d(0), &desc).await.unwrap();
         }
         c.set(Some("r3"), &d(0), &desc).await.unwrap();
+        // Set again as it is: nothing moves.
+        c.set(Some("r3"), &d(0), &desc).await.unwrap();
         let holders = c.repositories_holding(&d(0), 3).await.unwrap();
         assert_eq!(holders, ["r3", "r9", "r8"]);
+        // A different descriptor replaces the one held.
+        let bigger = Descriptor {
+            size: 2,
+            ..desc.clone()
+        };
+        c.set(Some("r3"), &d(0), &bigger).await.unwrap();
+        assert_eq!(c.stat(&d(0)).await.unwrap(), Some(bigger));
+        c.set(Some("r3"), &d(0), &desc).await.unwrap();
         assert_eq!(c.repositories_holding(&d(0), 100).await.unwrap().len(), 8);
         c.clear_in_repo("r3", &d(0)).await.unwrap();
         assert_eq!(c.repositories_holding(&d(0), 1).await.unwrap(), ["r9"]);
