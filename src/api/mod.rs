@@ -411,9 +411,9 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     resp
 }
 
-/// An empty response with room in its header map for a blob's or a manifest's headers and
-/// those the server adds after the handler (configured ones, the request id), so that filling
-/// it never regrows the map: these answer most requests.
+/// An empty response whose header map has room for a blob's or a manifest's headers plus
+/// those the server adds after the handler (configured ones, the request id): the usual set
+/// fits without regrowing the map. These answer most requests.
 fn roomy_response() -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.headers_mut() = http::HeaderMap::with_capacity(12);

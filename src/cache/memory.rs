@@ -116,10 +116,8 @@ impl BlobDescriptorCache for MemoryCache {
     ) -> Result<(), CacheError> {
         let (mut inner, usable) = self.usable_map();
         // Every HEAD of a stored blob sets what is already here: that costs no allocation.
-        if usable
-            && inner.map.get(digest) != Some(desc)
-            && inner.map.insert(digest.clone(), desc.clone()).is_none()
-        {
+        let changed = usable && inner.map.get(digest) != Some(desc);
+        if changed && inner.map.insert(digest.clone(), desc.clone()).is_none() {
             inner.order.push_back(digest.clone());
             while self.capacity > 0 && inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
