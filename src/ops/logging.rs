@@ -201,10 +201,13 @@ pub fn apply(config: &LogConfig) {
 /// and, when the `OTEL_*` environment asks for it, the trace exporter.
 pub fn init(config: &LogConfig) {
     apply(config);
-    let _ = tracing_subscriber::registry()
-        .with(LogLayer.with_filter(LevelNow))
-        .with(crate::ops::telemetry::layer())
-        .try_init();
+    let logs = tracing_subscriber::registry().with(LogLayer.with_filter(LevelNow));
+    // Without an exporter no layer wants spans, so none is created; an absent
+    // (`None`) layer would still ask for every one.
+    let _ = match crate::ops::telemetry::layer() {
+        Some(traces) => logs.with(traces).try_init(),
+        None => logs.try_init(),
+    };
 }
 
 fn yaml_to_json(v: &serde_yaml::Value) -> Value {

@@ -250,8 +250,10 @@ pub fn request_span(
     if remote.is_valid() {
         let _ = span.set_parent(parent);
     }
-    let local = span.context().span().span_context().trace_id();
-    let trace_id = if exporting() && local != opentelemetry::trace::TraceId::INVALID {
+    let local = exporting()
+        .then(|| span.context().span().span_context().trace_id())
+        .filter(|id| *id != opentelemetry::trace::TraceId::INVALID);
+    let trace_id = if let Some(local) = local {
         Some(local.to_string())
     } else if remote.is_valid() {
         Some(remote.trace_id().to_string())
