@@ -50,12 +50,26 @@ impl Default for Limits {
 
 /// Size of a request head as HTTP/1.1 would carry it.
 pub fn head_size(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
-    let line = method.as_str().len() + uri.to_string().len() + 11;
+    let line = method.as_str().len() + displayed_len(uri) + 11;
     headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + line
+}
+
+/// How many bytes `value` takes when displayed, without building the text.
+fn displayed_len(value: &impl std::fmt::Display) -> usize {
+    struct Counter(usize);
+    impl std::fmt::Write for Counter {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{value}"));
+    counter.0
 }
 
 /// A body that fails with `TimedOut` when no frame arrives for `timeout`.
@@ -162,5 +176,7 @@ mod tests {
             head_size(&http::Method::GET, &uri, &h),
             3 + 4 + 11 + 3 + 2 + 4
         );
+        let uri: http::Uri = "http://example.com:5000/v2/a/tags/list?n=1".parse().unwrap();
+        assert_eq!(displayed_len(&uri), uri.to_string().len());
     }
 }

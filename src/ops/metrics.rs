@@ -3,12 +3,14 @@
 //! needs beyond them. Everything lives in the process-wide default registry,
 //! which also carries the `process_*` collector (CPU, RSS, open fds).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
 };
 
 /// Request duration buckets, in seconds: 5 ms up to a 10-minute layer push.
@@ -292,6 +294,115 @@ pub fn content_type() -> &'static str {
     prometheus::TEXT_FORMAT
 }
 
+/// A label value that is a string literal, known by its address: literals are the
+/// handler, driver and action names, so a thread's cache of series needs no hashing of text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Literal(usize, usize);
+
+impl Literal {
+    fn of(s: &'static str) -> Self {
+        Self(s.as_ptr() as usize, s.len())
+    }
+}
+
+/// The series of one handler.
+struct HandlerSeries {
+    in_flight: IntGauge,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+/// The series of one handler, method and status.
+struct OutcomeSeries {
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// Series already resolved by this thread. A vector's own lookup hashes every label value
+/// and takes a lock that all threads share, several times per request.
+#[derive(Default)]
+struct ThreadSeries {
+    handlers: HashMap<Literal, HandlerSeries>,
+    outcomes: HashMap<(Literal, Literal, u16), OutcomeSeries>,
+    storage: HashMap<(Literal, Literal), Histogram>,
+}
+
+thread_local! {
+    static SERIES: RefCell<ThreadSeries> = RefCell::default();
+}
+
+/// Runs `f` on this thread's resolved series; on a thread whose cache is gone (it is
+/// exiting) or in use, on series resolved afresh.
+fn with_series(f: impl FnOnce(&mut ThreadSeries)) {
+    let mut f = Some(f);
+    let _ = SERIES.try_with(|cell| {
+        if let (Ok(mut series), Some(f)) = (cell.try_borrow_mut(), f.take()) {
+            f(&mut series);
+        }
+    });
+    if let Some(f) = f {
+        f(&mut ThreadSeries::default());
+    }
+}
+
+/// Runs `f` on `handler`'s series.
+fn with_handler(handler: &'static str, f: impl FnOnce(&HandlerSeries)) {
+    with_series(|s| {
+        let series = s.handlers.entry(Literal::of(handler)).or_insert_with(|| {
+            let m = &*METRICS;
+            HandlerSeries {
+                in_flight: m.in_flight.with_label_values(&[handler]),
+                request_size: m.request_size.with_label_values(&[handler]),
+                response_size: m.response_size.with_label_values(&[handler]),
+            }
+        });
+        f(series);
+    });
+}
+
+/// Counts and times one finished request.
+fn record_outcome(handler: &'static str, method: &http::Method, status: u16, seconds: f64) {
+    let m = &*METRICS;
+    let Some(label) = known_method_label(method) else {
+        // An extension method: rare enough to look up each time.
+        let method = method.as_str().to_ascii_lowercase();
+        m.requests
+            .with_label_values(&[&status.to_string(), &method, handler])
+            .inc();
+        m.request_duration
+            .with_label_values(&[&method, handler])
+            .observe(seconds);
+        return;
+    };
+    with_series(|s| {
+        let key = (Literal::of(handler), Literal::of(label), status);
+        let series = s.outcomes.entry(key).or_insert_with(|| OutcomeSeries {
+            requests: m
+                .requests
+                .with_label_values(&[&status.to_string(), label, handler]),
+            duration: m.request_duration.with_label_values(&[label, handler]),
+        });
+        series.requests.inc();
+        series.duration.observe(seconds);
+    });
+}
+
+/// The method label of a standard method: distribution's promhttp lower-cases it.
+fn known_method_label(method: &http::Method) -> Option<&'static str> {
+    Some(match *method {
+        http::Method::GET => "get",
+        http::Method::HEAD => "head",
+        http::Method::PUT => "put",
+        http::Method::POST => "post",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        http::Method::OPTIONS => "options",
+        http::Method::CONNECT => "connect",
+        http::Method::TRACE => "trace",
+        _ => return None,
+    })
+}
+
 /// Tracks one HTTP request from its headers to the end of its response body:
 /// like distribution's promhttp handlers, the request is counted, timed and
 /// sized once its response has been sent.
@@ -302,26 +413,20 @@ pub struct RequestTimer {
     upload: bool,
 }
 
-/// The method label: distribution's promhttp lower-cases it.
-fn method_label(method: &http::Method) -> String {
-    method.as_str().to_ascii_lowercase()
-}
-
 impl RequestTimer {
     /// Counts the request in flight under its handler label, from now.
     pub fn start(handler: &'static str, method: &http::Method, request_size: u64) -> Self {
-        let m = &*METRICS;
-        m.in_flight.with_label_values(&[handler]).inc();
-        m.request_size
-            .with_label_values(&[handler])
-            .observe(request_size as f64);
+        with_handler(handler, |series| {
+            series.in_flight.inc();
+            series.request_size.observe(request_size as f64);
+        });
         let upload = matches!(handler, "blob_upload" | "blob_upload_chunk")
             && matches!(
                 *method,
                 http::Method::POST | http::Method::PATCH | http::Method::PUT
             );
         if upload {
-            m.uploads_in_progress.inc();
+            METRICS.uploads_in_progress.inc();
         }
         Self {
             handler,
@@ -335,16 +440,11 @@ impl RequestTimer {
     /// what it means for uploads and pulled bytes.
     pub fn complete(&self, status: u16, body_bytes: u64) {
         let m = &*METRICS;
-        let method = method_label(&self.method);
-        m.requests
-            .with_label_values(&[&status.to_string(), &method, self.handler])
-            .inc();
-        m.request_duration
-            .with_label_values(&[&method, self.handler])
-            .observe(self.started.elapsed().as_secs_f64());
-        m.response_size
-            .with_label_values(&[self.handler])
-            .observe(body_bytes as f64);
+        let seconds = self.started.elapsed().as_secs_f64();
+        record_outcome(self.handler, &self.method, status, seconds);
+        with_handler(self.handler, |series| {
+            series.response_size.observe(body_bytes as f64)
+        });
         let event = match (self.handler, &self.method, status) {
             ("blob_upload", &http::Method::POST, 202) => Some("started"),
             ("blob_upload" | "blob_upload_chunk", &http::Method::PUT, 201)
@@ -364,22 +464,26 @@ impl RequestTimer {
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
-        let m = &*METRICS;
-        m.in_flight.with_label_values(&[self.handler]).dec();
+        with_handler(self.handler, |series| series.in_flight.dec());
         if self.upload {
-            m.uploads_in_progress.dec();
+            METRICS.uploads_in_progress.dec();
         }
     }
 }
 
 /// Times one storage driver call (`GetContent`, `Stat`, ...).
-pub fn storage_action(driver: &str, action: &str, elapsed: Duration, failed: bool) {
-    let m = &*METRICS;
-    m.storage_action
-        .with_label_values(&[driver, action])
-        .observe(elapsed.as_secs_f64());
+pub fn storage_action(driver: &'static str, action: &'static str, elapsed: Duration, failed: bool) {
+    with_series(|s| {
+        s.storage
+            .entry((Literal::of(driver), Literal::of(action)))
+            .or_insert_with(|| METRICS.storage_action.with_label_values(&[driver, action]))
+            .observe(elapsed.as_secs_f64());
+    });
     if failed {
-        m.storage_errors.with_label_values(&[driver, action]).inc();
+        METRICS
+            .storage_errors
+            .with_label_values(&[driver, action])
+            .inc();
     }
 }
 
