@@ -317,6 +317,19 @@ fn name_too_long(driver: Driver) {
     let resp = send(f.reg.get(&format!("/v2/{long}/blobs/{}", f.blob.digest)));
     assert_error(&resp, 400, "NAME_INVALID");
 
+    // Raw UTF-8 in the request line, as no client sends it but anyone can: still a 400 with
+    // the error JSON, never a dropped connection.
+    let wide = "é".repeat(200);
+    for path in [
+        format!("/v2/{wide}/tags/list"),
+        format!("/v2/{wide}/blobs/{}", f.blob.digest),
+    ] {
+        let resp = f
+            .raw(&format!("GET {path} HTTP/1.1"), b"")
+            .expect("answered");
+        assert_error(&resp, 400, "NAME_INVALID");
+    }
+
     // 255 characters is allowed.
     let longest = &long[..255];
     let resp = send(f.reg.post(&format!("/v2/{longest}/blobs/uploads/")));

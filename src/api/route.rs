@@ -78,49 +78,60 @@ impl Route {
         if rest == "_catalog" {
             return Ok(Route::Catalog);
         }
-        let segs: Vec<&str> = rest.split('/').collect();
-        let n = segs.len();
-        let ends_with = |tail: &[&str]| n > tail.len() && segs[n - tail.len()..] == *tail;
-        let last = segs[n - 1];
+        let mut from_end = rest.rsplit('/');
+        let last = from_end.next().unwrap_or_default();
+        let (second, third) = (from_end.next(), from_end.next());
+        // More segments than the resource's tail: a name is left before it.
+        let named = |tail_len: usize| without_last_segments(rest, tail_len).is_some();
         // (how many trailing segments belong to the resource, the route to build)
         let (tail_len, build): (usize, fn(RepositoryName, String) -> Route) =
-            if ends_with(&["tags", "list"]) {
+            if (second, last) == (Some("tags"), "list") && named(2) {
                 (2, |name, _| Route::Tags(name))
-            } else if ends_with(&["blobs", "uploads", ""]) {
+            } else if (third, second, last) == (Some("blobs"), Some("uploads"), "") && named(3) {
                 (3, |name, _| Route::Uploads(name))
-            } else if ends_with(&["blobs", "uploads"]) {
+            } else if (second, last) == (Some("blobs"), "uploads") && named(2) {
                 (2, |name, _| Route::Uploads(name))
-            } else if n > 3
-                && segs[n - 3] == "blobs"
-                && segs[n - 2] == "uploads"
+            } else if named(3)
+                && third == Some("blobs")
+                && second == Some("uploads")
                 && !last.is_empty()
             {
                 (3, Route::Upload)
-            } else if n > 2 && !last.is_empty() && segs[n - 2] == "manifests" {
+            } else if named(2) && !last.is_empty() && second == Some("manifests") {
                 (2, Route::Manifest)
-            } else if n > 2 && !last.is_empty() && segs[n - 2] == "blobs" {
+            } else if named(2) && !last.is_empty() && second == Some("blobs") {
                 (2, Route::Blob)
-            } else if n > 2 && !last.is_empty() && segs[n - 2] == "referrers" {
+            } else if named(2) && !last.is_empty() && second == Some("referrers") {
                 (2, Route::Referrers)
             } else {
                 return Err(RouteError::NotFound);
             };
-        let name_len = n - tail_len;
-        let name = segs[..name_len].join("/");
+        let name = without_last_segments(rest, tail_len).unwrap_or_default();
         if name.is_empty() {
             return Err(RouteError::NotFound);
         }
-        match RepositoryName::parse(&name) {
+        match RepositoryName::parse(name) {
             Some(repo) => Ok(build(repo, last.to_string())),
             None => {
-                let mut shown = name;
-                if shown.len() > MAX_NAME_LENGTH + 16 {
-                    shown.truncate(MAX_NAME_LENGTH + 16);
+                let mut shown = name.to_string();
+                let mut cut = MAX_NAME_LENGTH + 16;
+                while cut < shown.len() && !shown.is_char_boundary(cut) {
+                    cut -= 1;
                 }
+                shown.truncate(cut);
                 Err(RouteError::NameInvalid(shown))
             }
         }
     }
+}
+
+/// `path` without its last `count` `/`-separated segments, when it has more than `count`.
+fn without_last_segments(path: &str, count: usize) -> Option<&str> {
+    let mut end = path.len();
+    for _ in 0..count {
+        end = path[..end].rfind('/')?;
+    }
+    Some(&path[..end])
 }
 
 #[cfg(test)]
@@ -218,5 +229,13 @@ mod tests {
             Route::parse(&long),
             Err(RouteError::NameInvalid(_))
         ));
+        // The name shown is shortened on a character boundary.
+        let wide = format!("/v2/{}/tags/list", "é".repeat(200));
+        match Route::parse(&wide) {
+            Err(RouteError::NameInvalid(shown)) => {
+                assert!(shown.len() <= MAX_NAME_LENGTH + 16 && shown.starts_with("éé"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
