@@ -158,6 +158,7 @@ fn events_match_registry_2_field_by_field() {
         assert_eq!(text(e, "id").len(), 36, "{e}");
         assert!(text(e, "timestamp").ends_with('Z'), "{e}");
         assert!(text(e, "request.addr").starts_with("127.0.0.1:"), "{e}");
+        assert_eq!(text(e, "request.id").len(), 36, "{e}");
         assert_eq!(text(e, "request.host"), ours.endpoint().host());
         assert!(
             text(e, "source.addr").ends_with(&format!(":{}", ours.port())),

@@ -298,7 +298,8 @@ impl Connections {
             self.draining.clone(),
         );
         let builder = self.builder.clone();
-        let peer = remote.clone();
+        let peer = Arc::new(Peer::new(remote));
+        let remote = peer.clone();
         let service = hyper::service::service_fn(move |req| {
             let site = sites.load_full();
             let (settings, remote) = (settings.clone(), peer.clone());
@@ -326,11 +327,11 @@ impl Connections {
                     let mut stream = match accepted.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
-                            tracing::debug!(remote = %remote, error = %e, "TLS handshake failed");
+                            tracing::debug!(remote = %remote.text, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!(remote = %remote, "TLS handshake timed out");
+                            tracing::debug!(remote = %remote.text, "TLS handshake timed out");
                             return;
                         }
                     };
@@ -407,13 +408,31 @@ async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
     }
 }
 
+/// The other end of a connection, as the access log and handlers see it.
+struct Peer {
+    /// `ip:port`, or `unix` for a Unix socket.
+    text: String,
+    /// The peer's address, for address-based access rules.
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Peer {
+    fn new(text: String) -> Self {
+        let ip = text
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip().to_canonical());
+        Self { text, ip }
+    }
+}
+
 /// One request: the API, then the common headers and the access log line.
 async fn handle(
     site: &Site,
     settings: &ServerSettings,
     draining: &AtomicBool,
     mut req: Request<Incoming>,
-    remote: &str,
+    peer: &Peer,
 ) -> Response<Body> {
     // HTTP/2 carries the host as :authority; handlers read `Host`, as Go's r.Host does.
     if !req.headers().contains_key(http::header::HOST) {
@@ -425,31 +444,34 @@ async fn handle(
             req.headers_mut().insert(http::header::HOST, host);
         }
     }
-    if let Ok(addr) = remote.parse::<SocketAddr>() {
-        req.extensions_mut()
-            .insert(crate::auth::PeerAddr(addr.ip().to_canonical()));
+    if let Some(ip) = peer.ip {
+        req.extensions_mut().insert(crate::auth::PeerAddr(ip));
     }
+    let remote = peer.text.as_str();
     let app = &site.app;
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
-    let path = req.uri().path().to_string();
-    let user_agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let request_id = req
+    // The URI's parts share one buffer: this copy of it costs no allocation.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let user_agent = site.access_log.then(|| {
+        req.headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    });
+    let request_id_header = req
         .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
+        .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
         .unwrap_or_else(new_request_id);
+    let request_id = request_id_header.to_str().unwrap_or("");
     let handler = app
         .urls
-        .strip_prefix(&path)
+        .strip_prefix(path)
         .and_then(|p| api::route::Route::parse(p).ok())
         .map_or("none", |route| route.handler_name());
     let request_size = req
@@ -464,7 +486,7 @@ async fn handle(
     }
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
-        ops::telemetry::request_span(&method, &path, handler, &request_id, req.headers());
+        ops::telemetry::request_span(&method, path, handler, request_id, req.headers());
     let limits = &settings.limits;
     let cors = site
         .cors
@@ -492,16 +514,18 @@ async fn handle(
         (e.into_response(), api::RequestInfo::default())
     } else {
         let timeout = limits.body_idle_timeout;
-        req.extensions_mut().insert(api::events::ClientInfo {
-            remote: remote.to_string(),
-            request_id: request_id.clone(),
-        });
+        if app.notifier.is_some() {
+            req.extensions_mut().insert(api::events::ClientInfo {
+                remote: remote.to_string(),
+                request_id: request_id.to_string(),
+            });
+        }
         let req = req.map(|b| {
             IdleTimeout::new(OwnedChunks::new(b), timeout)
                 .map_err(std::io::Error::other)
                 .boxed()
         });
-        match site.console.as_ref().filter(|c| c.serves(&path)) {
+        match site.console.as_ref().filter(|c| c.serves(path)) {
             Some(console) => (
                 console.handle(app, req).instrument(span.clone()).await,
                 api::RequestInfo {
@@ -520,9 +544,7 @@ async fn handle(
     for (name, value) in &site.headers {
         h.append(name.clone(), value.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-request-id", v);
-    }
+    h.insert("x-request-id", request_id_header.clone());
     match &cors {
         Decision::Preflight(extra) | Decision::Actual(extra) => cors::apply(h, extra),
         Decision::Pass | Decision::Refused => cors::forbid_wildcard_credentials(h),
@@ -554,8 +576,8 @@ async fn handle(
             handler = info.handler,
             repository = info.repository.as_deref().unwrap_or(""),
             user = info.user.as_deref().unwrap_or(""),
-            user_agent = %user_agent,
-            request_id = %request_id,
+            user_agent = user_agent.as_deref().unwrap_or(""),
+            request_id = request_id,
             trace_id = trace_id.as_deref(),
             "request"
         );
@@ -565,10 +587,13 @@ async fn handle(
 
 /// A version 4 UUID, as distribution gives each request, from the thread's CSPRNG: the
 /// operating system's generator costs a system call per request.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random())
+fn new_request_id() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Copies header values out of the connection's read buffer, which hyper hands them out as
@@ -644,7 +669,8 @@ mod tests {
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {
         let id = new_request_id();
-        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+        assert_eq!(id.len(), 36);
         assert_eq!(parsed.get_version_num(), 4);
         assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
         assert_ne!(id, new_request_id());
