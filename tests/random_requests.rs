@@ -7,6 +7,8 @@
 //! - what was pushed before reads back unchanged, unless a request the server accepted
 //!   deleted or re-tagged it.
 //!
+//! Paths with raw UTF-8 (which HTTP clients percent-encode) are written to the socket as they are.
+//!
 //! The seed is printed; `WHARF_TEST_SEED=<seed>` replays a run.
 
 mod support;
@@ -56,7 +58,7 @@ impl Gen {
     }
 
     fn repo(&mut self) -> String {
-        match self.below(12) {
+        match self.below(13) {
             0..=6 => self.pick(&REPOS).to_string(),
             7 => format!("fuzz/new{}", self.below(4)),
             8 => self
@@ -75,6 +77,11 @@ impl Gen {
                 .to_string(),
             9 => "a/".repeat(40) + "b",
             10 => format!("fuzz/{}", "x".repeat(self.below(300))),
+            11 => {
+                // Raw UTF-8, sent unencoded: multi-byte characters around the length limit.
+                let wide = self.pick(&["é", "名", "🐳"]);
+                format!("fuzz/{}", wide.repeat(1 + self.below(150)))
+            }
             _ => format!("fuzz/{}", self.hex(6)),
         }
     }
@@ -496,14 +503,24 @@ fn run(driver: Driver, requests: usize) {
             "request {i} (seed {seed}): {method} {path} {headers:?} body {} bytes",
             body.len()
         );
-        let mut request = reg.request(method.clone(), &path);
-        for (name, value) in &headers {
-            request = request.header(*name, value.as_str());
-        }
-        if !body.is_empty() || method == Method::PUT || method == Method::PATCH {
-            request = request.body(body);
-        }
-        let resp = try_send(request).unwrap_or_else(|e| panic!("{what}: transport error {e}"));
+        let resp = if path.is_ascii() {
+            let mut request = reg.request(method.clone(), &path);
+            for (name, value) in &headers {
+                request = request.header(*name, value.as_str());
+            }
+            if !body.is_empty() || method == Method::PUT || method == Method::PATCH {
+                request = request.body(body);
+            }
+            try_send(request)
+        } else {
+            let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}", reg.host());
+            for (name, value) in &headers {
+                head.push_str(&format!("\r\n{name}: {value}"));
+            }
+            head.push_str(&format!("\r\nContent-Length: {}", body.len()));
+            reg.raw(&head, &body).map_err(|e| e.to_string())
+        };
+        let resp = resp.unwrap_or_else(|e| panic!("{what}: transport error {e}"));
         *statuses.entry(resp.status).or_default() += 1;
         assert!(resp.status < 500, "{what}: {}", resp.describe());
         if (400..500).contains(&resp.status) && method != Method::HEAD && !resp.body.is_empty() {

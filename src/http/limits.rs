@@ -176,7 +176,9 @@ mod tests {
             head_size(&http::Method::GET, &uri, &h),
             3 + 4 + 11 + 3 + 2 + 4
         );
-        let uri: http::Uri = "http://example.com:5000/v2/a/tags/list?n=1".parse().unwrap();
+        let uri: http::Uri = "http://example.com:5000/v2/a/tags/list?n=1"
+            .parse()
+            .unwrap();
         assert_eq!(displayed_len(&uri), uri.to_string().len());
     }
 }
