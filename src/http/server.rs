@@ -452,7 +452,18 @@ async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let http1 = req.version() < http::Version::HTTP_2;
-    // The URI's parts share one buffer: this copy of it costs no allocation.
+    let request_size = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if has_body {
+        own_header_values(req.headers_mut());
+        own_uri(req.uri_mut());
+    }
+    // Shares the URI's buffer rather than copying it; taken after `own_uri`, or a request whose
+    // body trickles in would keep the connection's read buffer alive through this copy.
     let uri = req.uri().clone();
     let path = uri.path();
     let user_agent = site.access_log.then(|| {
@@ -474,16 +485,6 @@ async fn handle(
         .strip_prefix(path)
         .and_then(|p| api::route::Route::parse(p).ok())
         .map_or("none", |route| route.handler_name());
-    let request_size = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let has_body = request_size > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-    if has_body {
-        own_header_values(req.headers_mut());
-        own_uri(req.uri_mut());
-    }
     let timer = ops::metrics::RequestTimer::start(handler, &method, request_size);
     let (span, trace_id) =
         ops::telemetry::request_span(&method, path, handler, request_id, req.headers());
