@@ -81,7 +81,8 @@ impl Route {
         let mut from_end = rest.rsplit('/');
         let last = from_end.next().unwrap_or_default();
         let (second, third) = (from_end.next(), from_end.next());
-        // More segments than the resource's tail: a name is left before it.
+        // More segments than the resource's tail: a name is left before it. Checked after the
+        // tail's words, as it scans the path.
         let named = |tail_len: usize| without_last_segments(rest, tail_len).is_some();
         // (how many trailing segments belong to the resource, the route to build)
         let (tail_len, build): (usize, fn(RepositoryName, String) -> Route) =
@@ -91,17 +92,16 @@ impl Route {
                 (3, |name, _| Route::Uploads(name))
             } else if (second, last) == (Some("blobs"), "uploads") && named(2) {
                 (2, |name, _| Route::Uploads(name))
-            } else if named(3)
-                && third == Some("blobs")
-                && second == Some("uploads")
+            } else if (third, second) == (Some("blobs"), Some("uploads"))
                 && !last.is_empty()
+                && named(3)
             {
                 (3, Route::Upload)
-            } else if named(2) && !last.is_empty() && second == Some("manifests") {
+            } else if second == Some("manifests") && !last.is_empty() && named(2) {
                 (2, Route::Manifest)
-            } else if named(2) && !last.is_empty() && second == Some("blobs") {
+            } else if second == Some("blobs") && !last.is_empty() && named(2) {
                 (2, Route::Blob)
-            } else if named(2) && !last.is_empty() && second == Some("referrers") {
+            } else if second == Some("referrers") && !last.is_empty() && named(2) {
                 (2, Route::Referrers)
             } else {
                 return Err(RouteError::NotFound);
